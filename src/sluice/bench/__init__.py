@@ -1,0 +1,1 @@
+"""Benchmarks: workloads, arms, virtual-time and wall-clock runners, reports. May import everything."""

@@ -1,0 +1,2 @@
+"""The `sluice` command line: upstream-compatible flags and the subcommands. The outermost shell;
+may import anything."""

@@ -1,0 +1,51 @@
+"""Endpoints and the metrics Sluice knows about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One model-server endpoint: a Pod's IP and one of the pool's target ports.
+
+    `name` follows upstream (`<pod>-rank-<index of the target port>`); `metrics_port` is where its
+    Prometheus `/metrics` is scraped.
+    """
+
+    name: str
+    address: str
+    port: int
+    pod_name: str = ""
+    namespace: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    metrics_port: int | None = None
+
+    @property
+    def hostport(self) -> str:
+        if ":" in self.address:  # IPv6
+            return f"[{self.address}]:{self.port}"
+        return f"{self.address}:{self.port}"
+
+    @property
+    def metrics_hostport(self) -> str:
+        port = self.metrics_port if self.metrics_port is not None else self.port
+        if ":" in self.address:
+            return f"[{self.address}]:{port}"
+        return f"{self.address}:{port}"
+
+
+@dataclass(slots=True)
+class EngineMetrics:
+    """What one scrape of an engine's `/metrics` told us. `updated_at` is the scrape time."""
+
+    waiting: int = 0
+    running: int = 0
+    kv_cache_usage: float = 0.0
+    active_adapters: frozenset[str] = frozenset()
+    waiting_adapters: frozenset[str] = frozenset()
+    max_adapters: int = 0
+    cache_block_size: int = 0
+    cache_num_blocks: int = 0
+    updated_at: float = float("-inf")
+    extra: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The Endpoint Picker Protocol: an Envoy ext_proc gRPC server over the pipeline."""

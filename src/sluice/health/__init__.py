@@ -1,0 +1,1 @@
+"""gRPC health service and the Prometheus metrics endpoint."""

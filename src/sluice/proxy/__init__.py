@@ -1,0 +1,1 @@
+"""The standalone OpenAI-compatible reverse proxy over the pipeline."""

@@ -1,0 +1,83 @@
+"""The parsed, classified request that flows through the core."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+DEFAULT_FAIRNESS_ID = "default-flow"
+
+HEADER_OBJECTIVE = "x-gateway-inference-objective"
+HEADER_FAIRNESS_ID = "x-gateway-inference-fairness-id"
+HEADER_MODEL_REWRITE = "x-gateway-model-name-rewrite"
+HEADER_REQUEST_ID = "x-request-id"
+HEADER_DESTINATION = "x-gateway-destination-endpoint"
+HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
+SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
+SUBSET_HINT_KEY = "x-gateway-destination-endpoint-subset"
+DESTINATION_METADATA_NAMESPACE = "envoy.lb"
+# Sluice's own per-request TTL override, in seconds or a duration ("2s", "500ms").
+HEADER_REQUEST_TTL = "x-sluice-request-ttl"
+
+# Headers the client uses to talk to Sluice; they are not forwarded to model servers.
+CONTROL_HEADERS = frozenset({HEADER_OBJECTIVE, HEADER_FAIRNESS_ID, HEADER_MODEL_REWRITE,
+                             HEADER_REQUEST_TTL})
+
+
+class ApiKind(Enum):
+    COMPLETIONS = "completions"
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """One LLM request, as the core sees it.
+
+    `body` is what goes to the model server: the client's bytes unchanged, except the `model`
+    field when a rewrite applied. `prompt_tokens` is an estimate (see `requests.tokens`).
+    """
+
+    request_id: str
+    api: ApiKind
+    model: str
+    target_model: str
+    body: bytes
+    prompt_tokens: int
+    prompt: str = ""
+    messages: tuple[ChatMessage, ...] = ()
+    max_tokens: int | None = None
+    stream: bool = False
+    cache_salt: str | None = None
+    objective: str | None = None
+    fairness_id: str = DEFAULT_FAIRNESS_ID
+    priority: int = 0
+    ttl_s: float | None = None
+    subset_hint: frozenset[str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def byte_size(self) -> int:
+        return len(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage reported by the model server for one request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
