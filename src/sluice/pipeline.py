@@ -1,0 +1,97 @@
+"""The director: classify → admit (flow control) → schedule → complete.
+
+This module states the contract that the front ends (`extproc`, `proxy`) program against. The
+front ends own sockets and streams; the pipeline owns every decision.
+
+Life of a request, as a front end drives it:
+
+1. `pipeline.parse(...)` turns headers + body bytes into an `InferenceRequest`, or raises
+   `SluiceError` (400 / 413) — the front end answers with that error and is done.
+2. `await pipeline.admit(request)` waits in flow control until an endpoint has room, then
+   schedules. It returns an `Admission` (primary endpoint first, then fallbacks) or raises
+   `SluiceError` (429 capacity, 503 TTL / no endpoints, 500). If the client goes away while
+   waiting, the front end cancels the `admit` task: the request leaves the queue at once.
+3. The front end forwards the request (or tells Envoy where to), feeds response bytes to
+   `admission.observe_response_chunk(...)` (usage is parsed incrementally), and finally calls
+   `admission.finish(...)` exactly once (further calls are ignored). That releases in-flight
+   accounting and reports true usage to flow control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.requests.model import InferenceRequest, Usage
+
+
+class Outcome(Enum):
+    """How a dispatched request ended."""
+
+    COMPLETED = "completed"
+    UPSTREAM_ERROR = "upstream_error"  # the model server failed or reset
+    CLIENT_GONE = "client_gone"  # the client disconnected mid-response
+
+
+class Admission(Protocol):
+    """A request that flow control released and the scheduler placed."""
+
+    @property
+    def request(self) -> InferenceRequest: ...
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Primary first, then fallbacks in score order (never empty)."""
+        ...
+
+    def retarget(self, endpoint: Endpoint) -> None:
+        """The front end moved the request to a fallback before any byte was sent."""
+        ...
+
+    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
+        """Feed response body bytes as they pass (SSE or JSON); usage is parsed from them."""
+        ...
+
+    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
+        """Exactly-once completion; usage defaults to what the response chunks reported."""
+        ...
+
+
+class Pipeline(Protocol):
+    @property
+    def ready(self) -> bool:
+        """True once the pool is loaded (health turns SERVING)."""
+        ...
+
+    def parse(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = "/v1/chat/completions",
+        subset_hint: frozenset[str] | None = None,
+    ) -> InferenceRequest:
+        """Parse and classify; raises `SluiceError` (400, 413)."""
+        ...
+
+    async def admit(self, request: InferenceRequest) -> Admission:
+        """Queue, wait for room, schedule; raises `SluiceError` (429, 503, 500)."""
+        ...
+
+    def pick_any(self) -> Endpoint:
+        """An endpoint for a header-only request (no body to classify); raises `SluiceError`."""
+        ...
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The pool's current endpoints."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Request-size limit shared by both front ends."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
