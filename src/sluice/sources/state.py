@@ -1,0 +1,152 @@
+"""The one in-memory picture of the pool that every source builds.
+
+Both the manifest-directory source and the Kubernetes watcher collect raw objects (pools,
+objectives, rewrites, pods) into a `Snapshot` and call `build_state`: the rules for which Pods
+become endpoints and which objectives belong to the pool live here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from sluice.datalayer.endpoint import Endpoint
+
+POOL_GROUP = "inference.networking.k8s.io"
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """The few Pod fields an EPP reads."""
+
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    ip: str
+    ready: bool
+    deleting: bool = False
+
+    @classmethod
+    def from_manifest(cls, doc: Mapping[str, Any]) -> PodInfo:
+        meta = doc.get("metadata") or {}
+        status = doc.get("status") or {}
+        conditions = status.get("conditions") or []
+        ready = any(
+            c.get("type") == "Ready" and str(c.get("status")) == "True" for c in conditions
+        )
+        return cls(
+            name=str(meta.get("name", "")),
+            namespace=str(meta.get("namespace") or "default"),
+            labels=dict(meta.get("labels") or {}),
+            ip=str(status.get("podIP") or ""),
+            ready=ready,
+            deleting=meta.get("deletionTimestamp") is not None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    name: str
+    namespace: str
+    group: str = POOL_GROUP
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """What Sluice knows about its pool at one moment. Immutable: sources publish new ones."""
+
+    key: PoolKey
+    pool: Any | None  # sluice.api InferencePool
+    endpoints: tuple[Endpoint, ...] = ()
+    objectives: Mapping[str, Any] = field(default_factory=dict)  # "ns/name" → InferenceObjective
+    rewrites: Mapping[str, Any] = field(default_factory=dict)  # "ns/name" → InferenceModelRewrite
+
+    @property
+    def loaded(self) -> bool:
+        return self.pool is not None
+
+    def objective(self, name: str) -> Any | None:
+        """Objectives are looked up in the pool's namespace (upstream ignores the namespace)."""
+        return self.objectives.get(f"{self.key.namespace}/{name}")
+
+    def priority_of(self, objective_name: str | None) -> int:
+        """Unknown objective or unset priority → 0, as the CRD promises."""
+        if not objective_name:
+            return 0
+        objective = self.objective(objective_name)
+        if objective is None or objective.spec.priority is None:
+            return 0
+        return int(objective.spec.priority)
+
+    def describe(self) -> str:
+        return (
+            f"pool={self.key.namespace}/{self.key.name} loaded={self.loaded} "
+            f"endpoints={len(self.endpoints)} objectives={len(self.objectives)} "
+            f"rewrites={len(self.rewrites)}"
+        )
+
+
+@dataclass
+class Snapshot:
+    """Raw objects as a source currently sees them, keyed "namespace/name"."""
+
+    pools: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, Any] = field(default_factory=dict)
+    rewrites: dict[str, Any] = field(default_factory=dict)
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+
+
+def _refers_to_pool(pool_ref: Any, key: PoolKey) -> bool:
+    group = getattr(pool_ref, "group", None) or POOL_GROUP
+    return bool(pool_ref.name == key.name and group == key.group)
+
+
+def endpoints_of(pool: Any, pods: Iterable[PodInfo]) -> tuple[Endpoint, ...]:
+    """Ready, not-deleting Pods in the pool's namespace matching its selector: one endpoint per
+    target port, named `<pod>-rank-<i>` as upstream does."""
+    namespace = pool.metadata.namespace or "default"
+    selector = dict(pool.spec.selector.match_labels)
+    ports = [p.number for p in pool.spec.target_ports]
+    out: list[Endpoint] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        if pod.namespace != namespace or not pod.ready or pod.deleting or not pod.ip:
+            continue
+        if any(pod.labels.get(k) != v for k, v in selector.items()):
+            continue
+        for rank, port in enumerate(ports):
+            out.append(
+                Endpoint(
+                    name=f"{pod.name}-rank-{rank}",
+                    address=pod.ip,
+                    port=port,
+                    pod_name=pod.name,
+                    namespace=pod.namespace,
+                    labels=tuple(sorted(pod.labels.items())),
+                )
+            )
+    return tuple(out)
+
+
+def build_state(key: PoolKey, snapshot: Snapshot) -> PoolState:
+    pool = snapshot.pools.get(f"{key.namespace}/{key.name}")
+    if pool is None:
+        return PoolState(key=key, pool=None)
+    objectives = {
+        k: o
+        for k, o in sorted(snapshot.objectives.items())
+        if o.metadata.namespace == key.namespace and _refers_to_pool(o.spec.pool_ref, key)
+    }
+    rewrites = {
+        k: r
+        for k, r in sorted(snapshot.rewrites.items())
+        if r.metadata.namespace == key.namespace and _refers_to_pool(r.spec.pool_ref, key)
+    }
+    return PoolState(
+        key=key,
+        pool=pool,
+        endpoints=endpoints_of(pool, snapshot.pods.values()),
+        objectives=MappingProxyType(objectives),
+        rewrites=MappingProxyType(rewrites),
+    )
