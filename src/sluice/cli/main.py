@@ -1,11 +1,86 @@
-"""`sluice` entry point: dispatches to the subcommands."""
+"""`sluice` entry point: one subcommand per job."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+
+from sluice import __version__
+
+USAGE = """usage: sluice <command> [flags]
+
+commands:
+  up       the embedded default: 4 simulated engines + Sluice (proxy :8080, ext_proc :9002,
+           metrics :9090) from examples/quickstart
+  serve    run the Endpoint Picker (ext_proc gRPC, health, metrics; --proxy-port for the proxy)
+  sim      run simulated vLLM engines (`sluice sim --count 4 --port 8001`)
+  bench    run benchmark scenarios (`sluice bench --all --quick`)
+  crds     print the CRD manifests generated from Sluice's models
+  version  print the version
+
+`sluice <command> --help` describes each command's flags.
+"""
+
+
+def _serve(argv: list[str]) -> int:
+    from sluice.cli.serve import serve_main
+
+    return serve_main(argv)
+
+
+def _up(argv: list[str]) -> int:
+    from sluice.cli.up import up_main
+
+    return up_main(argv)
+
+
+def _sim(argv: list[str]) -> int:
+    from sluice.sim.cli import main as sim_main
+
+    return sim_main(argv)
+
+
+def _bench(argv: list[str]) -> int:
+    from sluice.bench.cli import main as bench_main
+
+    return bench_main(argv)
+
+
+def _crds(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(
+            "usage: sluice crds\n\nPrints the CRDs (multi-document YAML) generated from "
+            "Sluice's own resource models."
+        )
+        return 0
+    from sluice.api.crds import render_crds
+
+    sys.stdout.write(render_crds())
+    return 0
+
+
+def _version(argv: list[str]) -> int:
+    print(f"sluice {__version__}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "up": _up,
+    "serve": _serve,
+    "sim": _sim,
+    "bench": _bench,
+    "crds": _crds,
+    "version": _version,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    print("sluice: commands are being built; see README.md", file=sys.stderr)
-    return 0 if not args else 2
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"sluice: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr, end="")
+        return 2
+    return command(args[1:])

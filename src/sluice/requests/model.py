@@ -21,8 +21,9 @@ DESTINATION_METADATA_NAMESPACE = "envoy.lb"
 HEADER_REQUEST_TTL = "x-sluice-request-ttl"
 
 # Headers the client uses to talk to Sluice; they are not forwarded to model servers.
-CONTROL_HEADERS = frozenset({HEADER_OBJECTIVE, HEADER_FAIRNESS_ID, HEADER_MODEL_REWRITE,
-                             HEADER_REQUEST_TTL})
+CONTROL_HEADERS = frozenset(
+    {HEADER_OBJECTIVE, HEADER_FAIRNESS_ID, HEADER_MODEL_REWRITE, HEADER_REQUEST_TTL}
+)
 
 
 class ApiKind(Enum):
@@ -64,6 +65,10 @@ class InferenceRequest:
     ttl_s: float | None = None
     subset_hint: frozenset[str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Token-id prompts (`prompt: [1, 2, 3]`, embeddings `input` ids), concatenated; `prompt` is
+    # then empty. Exact ids give prefix affinity without a tokenizer.
+    prompt_token_ids: tuple[int, ...] = ()
+    path: str = ""
 
     @property
     def byte_size(self) -> int:
@@ -77,6 +82,9 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # True when the server reported no usage and completion_tokens was estimated from the
+    # streamed content (see `requests.usage`).
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:

@@ -33,9 +33,7 @@ class PodInfo:
         meta = doc.get("metadata") or {}
         status = doc.get("status") or {}
         conditions = status.get("conditions") or []
-        ready = any(
-            c.get("type") == "Ready" and str(c.get("status")) == "True" for c in conditions
-        )
+        ready = any(c.get("type") == "Ready" and str(c.get("status")) == "True" for c in conditions)
         return cls(
             name=str(meta.get("name", "")),
             namespace=str(meta.get("namespace") or "default"),

@@ -1,0 +1,56 @@
+"""`sluice serve`: parse upstream-compatible flags, then run the application."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from sluice import logs
+from sluice.cli.flags import FlagError
+from sluice.cli.serve_options import ServeOptions, parse_serve_options, serve_flagset
+
+HELP_INTRO = """Run the Endpoint Picker: ext_proc gRPC for gateways, gRPC health, Prometheus
+metrics and, with --proxy-port, the OpenAI-compatible proxy. Resources come from the cluster,
+or from --resources (a manifest file or directory, hot-reloaded).
+
+Flags take upstream's forms: --flag=value, --flag value, booleans as --flag or --flag=false,
+durations as 50ms, 2s or 1m30s.
+"""
+
+
+def serve_main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help", "-help") for a in argv):
+        print(HELP_INTRO)
+        print(serve_flagset().usage())
+        return 0
+    try:
+        options = parse_serve_options(argv)
+    except FlagError as exc:
+        print(f"sluice serve: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(options.log_format, options["v"])
+    return run_serve(options)
+
+
+def run_serve(options: ServeOptions) -> int:
+    from sluice.app import App, AppError
+
+    try:
+        app = App(options)
+    except AppError as exc:
+        print(f"sluice serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _run(app.run_forever())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,255 @@
+"""`sluice serve` options: upstream EPP's flags (names, forms and defaults) plus Sluice's own."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.cli.flags import Flag, FlagError, FlagSet
+
+U = "upstream EPP"
+S = "sluice"
+
+SERVE_FLAGS: tuple[Flag, ...] = (
+    # Pool and discovery
+    Flag("pool-name", "str", "", "Name of the InferencePool this EPP serves.", group=U),
+    Flag(
+        "pool-namespace",
+        "str",
+        "",
+        "Namespace of the pool (default: $NAMESPACE, else 'default').",
+        group=U,
+    ),
+    Flag("pool-group", "str", "inference.networking.k8s.io", "API group of the pool.", group=U),
+    Flag(
+        "endpoint-selector",
+        "str",
+        "",
+        "Standalone mode without CRDs: label selector k=v,... for model-server Pods.",
+        group=U,
+    ),
+    Flag(
+        "endpoint-target-ports",
+        "str",
+        "",
+        "Standalone mode: comma-separated target ports.",
+        group=U,
+    ),
+    # Servers
+    Flag("grpc-port", "int", 9002, "ext_proc gRPC port.", group=U),
+    Flag("grpc-health-port", "int", 9003, "gRPC health service port.", group=U),
+    Flag("metrics-port", "int", 9090, "Prometheus /metrics port.", group=U),
+    Flag(
+        "secure-serving",
+        "bool",
+        True,
+        "Serve ext_proc over TLS (self-signed if no --cert-path).",
+        group=U,
+    ),
+    Flag("cert-path", "str", "", "Directory holding tls.crt and tls.key.", group=U),
+    Flag("enable-cert-reload", "bool", False, "Reload the certificate when it changes.", group=U),
+    Flag("health-checking", "bool", False, "Also serve gRPC health on the ext_proc port.", group=U),
+    Flag(
+        "metrics-endpoint-auth",
+        "bool",
+        True,
+        "Protect /metrics with Kubernetes "
+        "TokenReview + SubjectAccessReview (off when --resources is used).",
+        group=U,
+    ),
+    Flag(
+        "enable-pprof", "bool", True, "Accepted for compatibility (Go profiling; no-op).", group=U
+    ),
+    Flag(
+        "tracing",
+        "bool",
+        True,
+        "Accepted for compatibility; OpenTelemetry tracing "
+        "(no-op until an exporter is configured).",
+        group=U,
+    ),
+    # Configuration
+    Flag(
+        "config-file",
+        "str",
+        "",
+        "EndpointPickerConfig YAML (plugins, profiles, "
+        "saturationDetector, featureGates, flowControl).",
+        group=U,
+    ),
+    Flag("config-text", "str", "", "The same configuration given inline.", group=U),
+    # Model-server metrics
+    Flag(
+        "refresh-metrics-interval",
+        "duration",
+        0.05,
+        "How often each endpoint's metrics are scraped.",
+        group=U,
+    ),
+    Flag(
+        "refresh-prometheus-metrics-interval",
+        "duration",
+        5.0,
+        "How often pool gauges are recomputed.",
+        group=U,
+    ),
+    Flag(
+        "metrics-staleness-threshold",
+        "duration",
+        2.0,
+        "Metrics older than this are stale.",
+        group=U,
+    ),
+    Flag(
+        "total-queued-requests-metric",
+        "str",
+        "",
+        "Metric spec for waiting requests (default by engine: vllm:num_requests_waiting).",
+        group=U,
+    ),
+    Flag("total-running-requests-metric", "str", "", "Metric spec for running requests.", group=U),
+    Flag(
+        "kv-cache-usage-percentage-metric",
+        "str",
+        "",
+        "Metric spec for KV-cache use (0-1).",
+        group=U,
+    ),
+    Flag(
+        "lora-info-metric",
+        "str",
+        "",
+        'Metric spec for LoRA adapters ("" keeps the engine default).',
+        group=U,
+    ),
+    Flag("cache-info-metric", "str", "", "Metric spec for cache config (block size).", group=U),
+    Flag("model-server-metrics-path", "str", "/metrics", "Path of the engines' metrics.", group=U),
+    Flag("model-server-metrics-scheme", "str", "http", "http or https.", group=U),
+    Flag(
+        "model-server-metrics-port",
+        "int",
+        0,
+        "Metrics port when a pool has one target port.",
+        group=U,
+        deprecated="use the target port",
+    ),
+    Flag(
+        "model-server-metrics-https-insecure-skip-verify",
+        "bool",
+        True,
+        "Skip TLS verification when scraping over https.",
+        group=U,
+    ),
+    # Routing
+    Flag(
+        "disable-endpoint-subset-filter",
+        "bool",
+        False,
+        "Ignore the gateway's subset hint.",
+        group=U,
+    ),
+    # HA
+    Flag(
+        "ha-enable-leader-election",
+        "bool",
+        False,
+        "Leader election with a Lease; only the leader reports ready.",
+        group=U,
+    ),
+    # Logging (zap + klog compatible)
+    Flag(
+        "v",
+        "int",
+        2,
+        "Log verbosity (2 default, 4 debug, 5 trace).",
+        aliases=("verbosity",),
+        group=U,
+    ),
+    Flag("zap-encoder", "str", "", "json|console: mapped to --log-format.", group=U),
+    Flag("zap-log-level", "str", "", "Accepted for compatibility (use -v).", group=U),
+    Flag("zap-devel", "bool", False, "Accepted for compatibility.", group=U),
+    Flag("zap-stacktrace-level", "str", "", "Accepted for compatibility.", group=U),
+    Flag("zap-time-encoding", "str", "", "Accepted for compatibility.", group=U),
+    # Sluice
+    Flag(
+        "resources",
+        "str",
+        "",
+        "A manifest file or directory (InferencePool, "
+        "InferenceObjective, InferenceModelRewrite, Pods) used instead of a cluster; "
+        "hot-reloaded.",
+        group=S,
+    ),
+    Flag(
+        "proxy-port",
+        "int",
+        0,
+        "Also serve the OpenAI-compatible HTTP proxy on this port (0: off).",
+        group=S,
+    ),
+    Flag("proxy-host", "str", "127.0.0.1", "Address the proxy binds.", group=S),
+    Flag("grpc-host", "str", "0.0.0.0", "Address the gRPC servers bind.", group=S),
+    Flag(
+        "disable-extproc", "bool", False, "Run without the ext_proc server (proxy only).", group=S
+    ),
+    Flag("log-format", "str", "console", "console (key=value) or json.", group=S),
+    Flag(
+        "max-body-bytes",
+        "int",
+        16 * 1024 * 1024,
+        "Largest request body accepted (413 above).",
+        group=S,
+    ),
+    Flag(
+        "keep-control-headers",
+        "bool",
+        False,
+        "Forward Sluice's control headers to model servers.",
+        group=S,
+    ),
+    Flag("engine", "str", "vllm", "Engine metric profile: vllm, sglang or trtllm.", group=S),
+)
+
+
+@dataclass
+class ServeOptions:
+    values: dict[str, Any]
+    explicitly_set: set[str] = field(default_factory=set)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def pool_namespace(self) -> str:
+        return str(self.values["pool-namespace"] or os.environ.get("NAMESPACE") or "default")
+
+    @property
+    def log_format(self) -> str:
+        if "zap-encoder" in self.explicitly_set and self.values["zap-encoder"]:
+            return "json" if self.values["zap-encoder"] == "json" else "console"
+        return str(self.values["log-format"])
+
+
+def serve_flagset() -> FlagSet:
+    return FlagSet("sluice serve", SERVE_FLAGS)
+
+
+def parse_serve_options(argv: list[str]) -> ServeOptions:
+    values, positional, explicitly_set = serve_flagset().parse(argv)
+    if positional:
+        raise FlagError(f"unexpected argument {positional[0]!r}: `sluice serve` takes only flags")
+    if values["config-file"] and values["config-text"]:
+        raise FlagError("--config-file and --config-text are mutually exclusive: give one")
+    if bool(values["pool-name"]) == bool(values["endpoint-selector"]):
+        raise FlagError(
+            "exactly one of --pool-name and --endpoint-selector must be set "
+            "(e.g. --pool-name quickstart)"
+        )
+    if values["log-format"] not in ("console", "json", "text"):
+        raise FlagError("--log-format must be console or json")
+    if values["zap-encoder"] not in ("", "json", "console"):
+        raise FlagError("--zap-encoder must be json or console")
+    if values["engine"] not in ("vllm", "sglang", "trtllm"):
+        raise FlagError("--engine must be vllm, sglang or trtllm")
+    return ServeOptions(values=values, explicitly_set=explicitly_set)

@@ -1,0 +1,202 @@
+"""Reading manifest files: multi-document YAML/JSON into typed objects, with errors that name
+the file and line.
+
+Pure apart from reading the file it is given. Unknown kinds (Services, Deployments, …) are
+skipped so a directory of real manifests can be pointed at as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sluice.sources.state import PodInfo
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+KNOWN_KINDS = ("InferencePool", "InferenceObjective", "InferenceModelRewrite", "Pod")
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """One reason a file was rejected, located as precisely as we can."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class ManifestError(Exception):
+    def __init__(self, problems: list[ManifestProblem]):
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class FileContents:
+    """The objects one file contributes, keyed "namespace/name" per kind."""
+
+    pools: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, Any] = field(default_factory=dict)
+    rewrites: dict[str, Any] = field(default_factory=dict)
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+
+
+def manifest_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def line_of(node: yaml.Node, field_path: str) -> int:
+    """The 1-based line of `field_path` (e.g. `spec.targetPorts[0].number`) inside a document
+    node; the nearest existing ancestor when the field itself is missing."""
+    line = node.start_mark.line + 1
+    current: yaml.Node | None = node
+    for match in _PATH_PART.finditer(field_path):
+        key, index = match.group(1), match.group(2)
+        if current is None:
+            break
+        if key is not None and isinstance(current, yaml.MappingNode):
+            nxt = None
+            for key_node, value_node in current.value:
+                if getattr(key_node, "value", None) == key:
+                    line = key_node.start_mark.line + 1
+                    nxt = value_node
+                    break
+            current = nxt
+        elif index is not None and isinstance(current, yaml.SequenceNode):
+            i = int(index)
+            if i < len(current.value):
+                current = current.value[i]
+                line = current.start_mark.line + 1
+            else:
+                current = None
+        else:
+            current = None
+    return line
+
+
+def _documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            yield node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expand_lists(node: yaml.Node, doc: Any) -> Iterator[tuple[yaml.Node, Any]]:
+    """`kind: List` documents (what `kubectl get -o yaml` prints) hold their objects in items."""
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        items_node = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if getattr(key_node, "value", None) == "items":
+                    items_node = value_node
+        for i, item in enumerate(doc["items"]):
+            item_node = items_node.value[i] if isinstance(items_node, yaml.SequenceNode) else node
+            yield item_node, item
+    else:
+        yield node, doc
+
+
+def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
+    """Parse one file; raises ManifestError naming file:line for every problem found."""
+    from sluice.api import ResourceError, parse_resource
+
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([ManifestProblem(name, 1, f"cannot read file: {exc}")]) from None
+    contents = FileContents()
+    problems: list[ManifestProblem] = []
+    try:
+        documents = list(_documents(text))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        reason = exc.problem or str(exc)
+        raise ManifestError([ManifestProblem(name, line, f"invalid YAML: {reason}")]) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError([ManifestProblem(name, 1, f"invalid YAML: {exc}")]) from None
+
+    for doc_node, raw_doc in documents:
+        for node, doc in _expand_lists(doc_node, raw_doc):
+            if doc is None:
+                continue
+            line = node.start_mark.line + 1
+            if not isinstance(doc, dict):
+                problems.append(
+                    ManifestProblem(
+                        name, line, "a manifest must be a mapping with apiVersion and kind"
+                    )
+                )
+                continue
+            kind = doc.get("kind")
+            if kind not in KNOWN_KINDS:
+                continue
+            raw_meta = doc.get("metadata")
+            meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+            key = f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
+            if kind == "Pod":
+                pod = PodInfo.from_manifest(doc)
+                if not pod.name:
+                    problems.append(
+                        ManifestProblem(
+                            name,
+                            line_of(node, "metadata.name"),
+                            "Pod metadata.name: Required value",
+                        )
+                    )
+                    continue
+                contents.pods[key] = pod
+                continue
+            doc = dict(doc)
+            doc.setdefault("metadata", {})
+            if isinstance(doc["metadata"], dict) and not doc["metadata"].get("namespace"):
+                doc["metadata"] = {**doc["metadata"], "namespace": "default"}
+            try:
+                resource = parse_resource(doc)
+            except ResourceError as exc:
+                for field_path, message in exc.problems:
+                    problems.append(
+                        ManifestProblem(
+                            name,
+                            line_of(node, field_path),
+                            f"{kind} {key}: {field_path}: {message}",
+                        )
+                    )
+                continue
+            target = {
+                "InferencePool": contents.pools,
+                "InferenceObjective": contents.objectives,
+                "InferenceModelRewrite": contents.rewrites,
+            }[kind]
+            if key in target:
+                problems.append(ManifestProblem(name, line, f"duplicate {kind} {key} in one file"))
+                continue
+            target[key] = resource
+    if problems:
+        raise ManifestError(problems)
+    return contents

@@ -1,0 +1,201 @@
+"""The manifest-directory source: a directory of the same YAML you would `kubectl apply`,
+hot-reloaded, where a broken file never costs you the last good state."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from sluice.sources.files import ManifestDirectorySource
+from sluice.sources.manifests import ManifestError, read_manifest_file
+from sluice.sources.state import PoolKey, PoolState
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+KEY = PoolKey(name="quickstart", namespace="default")
+
+
+@pytest.fixture
+def resources(tmp_path: Path) -> Path:
+    target = tmp_path / "resources"
+    shutil.copytree(QUICKSTART, target)
+    return target
+
+
+def load(path: Path) -> tuple[ManifestDirectorySource, list[PoolState]]:
+    published: list[PoolState] = []
+    source = ManifestDirectorySource(path, KEY, published.append, poll_interval=0.05)
+    source.refresh()
+    return source, published
+
+
+def test_the_quickstart_loads_four_endpoints_and_three_priorities(resources: Path) -> None:
+    source, _ = load(resources)
+    state = source.state
+    assert state is not None and state.loaded
+    assert [e.hostport for e in state.endpoints] == [
+        "127.0.0.1:8001",
+        "127.0.0.1:8002",
+        "127.0.0.1:8003",
+        "127.0.0.1:8004",
+    ]
+    assert state.endpoints[0].name == "sim-engines-rank-0"
+    assert state.priority_of("interactive") == 10
+    assert state.priority_of("standard") == 0
+    assert state.priority_of("batch") == -1
+    assert state.priority_of("no-such-objective") == 0
+    assert state.priority_of(None) == 0
+
+
+def test_only_ready_matching_not_deleting_pods_become_endpoints(resources: Path) -> None:
+    (resources / "more-pods.yaml").write_text(
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: not-ready, namespace: default, labels: {app: sim-engine}}
+status: {podIP: 10.0.0.2, conditions: [{type: Ready, status: "False"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other-app, namespace: default, labels: {app: web}}
+status: {podIP: 10.0.0.3, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other-ns, namespace: elsewhere, labels: {app: sim-engine}}
+status: {podIP: 10.0.0.4, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: leaving
+  namespace: default
+  labels: {app: sim-engine}
+  deletionTimestamp: "2026-01-01T00:00:00Z"
+status: {podIP: 10.0.0.5, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ready-one, namespace: default, labels: {app: sim-engine, extra: x}}
+status: {podIP: 10.0.0.6, conditions: [{type: Ready, status: "True"}]}
+"""
+    )
+    source, _ = load(resources)
+    assert source.state is not None
+    addresses = {e.address for e in source.state.endpoints}
+    assert addresses == {"127.0.0.1", "10.0.0.6"}
+    assert len(source.state.endpoints) == 8  # two pods × four target ports
+
+
+def test_objectives_of_other_pools_or_namespaces_are_ignored(resources: Path) -> None:
+    (resources / "foreign.yaml").write_text(
+        """
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: foreign, namespace: default}
+spec: {priority: 99, poolRef: {name: another-pool}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: elsewhere, namespace: other}
+spec: {priority: 99, poolRef: {name: quickstart}}
+"""
+    )
+    source, _ = load(resources)
+    assert source.state is not None
+    assert set(source.state.objectives) == {
+        "default/interactive",
+        "default/standard",
+        "default/batch",
+    }
+    assert source.state.priority_of("foreign") == 0
+
+
+async def test_an_edit_on_disk_takes_effect_within_one_second(resources: Path) -> None:
+    source, published = load(resources)
+    task = asyncio.create_task(source.run())
+    try:
+        objectives = resources / "objectives.yaml"
+        objectives.write_text(objectives.read_text().replace("priority: 10", "priority: 42"))
+        start = time.monotonic()
+        while time.monotonic() - start < 1.0:
+            if source.state is not None and source.state.priority_of("interactive") == 42:
+                break
+            await asyncio.sleep(0.02)
+        assert source.state is not None
+        assert source.state.priority_of("interactive") == 42
+        assert time.monotonic() - start < 1.0
+        assert len(published) == 2
+    finally:
+        task.cancel()
+
+
+def test_a_broken_manifest_is_reported_with_file_and_line_and_the_old_state_stays(
+    resources: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, published = load(resources)
+    before = source.state
+    pool = resources / "pool.yaml"
+    text = pool.read_text()
+    pool.write_text(text.replace("- number: 8003", "- number: 80003"))
+    source.refresh()
+    assert source.state == before
+    assert len(published) == 1
+    [problem] = source.problems
+    bad_line = text.splitlines().index("  - number: 8003") + 1
+    assert problem.file == str(pool)
+    assert problem.line == bad_line
+    assert "spec.targetPorts[2].number" in problem.message
+    assert "65535" in problem.message
+    assert f"pool.yaml:{bad_line}:" in caplog.text
+    # Fixing the file clears the problem and applies the new content.
+    pool.write_text(text.replace("- number: 8004\n", ""))
+    source.refresh()
+    assert source.problems == []
+    assert source.state is not None and len(source.state.endpoints) == 3
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x\n")
+    with pytest.raises(ManifestError) as info:
+        read_manifest_file(bad)
+    [problem] = info.value.problems
+    assert problem.file == str(bad) and problem.line >= 3
+    assert "invalid YAML" in problem.message
+
+
+def test_a_missing_required_field_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "objective.yaml"
+    bad.write_text(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha2\n"
+        "kind: InferenceObjective\n"
+        "metadata: {name: o, namespace: default}\n"
+        "spec:\n"
+        "  priority: 3\n"
+        "  poolRef: {}\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        read_manifest_file(bad)
+    [problem] = info.value.problems
+    assert problem.line == 6
+    assert "spec.poolRef.name: Required value" in problem.message
+
+
+def test_deleting_a_file_removes_its_objects(resources: Path) -> None:
+    source, _ = load(resources)
+    (resources / "objectives.yaml").unlink()
+    source.refresh()
+    assert source.state is not None and dict(source.state.objectives) == {}
+
+
+def test_unrelated_kinds_are_skipped(resources: Path) -> None:
+    (resources / "service.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n"
+    )
+    source, _ = load(resources)
+    assert source.problems == []
+    assert source.state is not None and len(source.state.endpoints) == 4
