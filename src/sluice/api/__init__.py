@@ -1,2 +1,68 @@
-"""Typed Kubernetes resources (InferencePool, InferenceObjective, InferenceModelRewrite,
-EndpointPickerConfig) and their CRD-equivalent validation. Pure; imports nothing of ours."""
+"""Typed Kubernetes resources (InferencePool, InferenceObjective, InferenceModelRewrite) with the
+validation and defaults of the official CRDs. Pure; imports nothing of ours.
+
+    pool = parse_resource(yaml.safe_load(text))   # ResourceError lists every problem
+    pool.spec.target_ports[0].number
+    to_dict(pool)                                  # camelCase wire form, defaults included
+"""
+
+from sluice.api.conditions import Condition, merge_conditions, pending_condition
+from sluice.api.errors import Problem, ResourceError
+from sluice.api.inferencemodelrewrite import (
+    InferenceModelRewrite,
+    InferenceModelRewriteRule,
+    InferenceModelRewriteSpec,
+    InferenceModelRewriteStatus,
+    Match,
+    ModelMatch,
+    TargetModel,
+)
+from sluice.api.inferenceobjective import (
+    InferenceObjective,
+    InferenceObjectiveSpec,
+    InferenceObjectiveStatus,
+    PoolObjectReference,
+)
+from sluice.api.inferencepool import (
+    EndpointPickerRef,
+    InferencePool,
+    InferencePoolSpec,
+    InferencePoolStatus,
+    LabelSelector,
+    ParentReference,
+    ParentStatus,
+    Port,
+)
+from sluice.api.meta import ObjectMeta
+from sluice.api.resources import Resource, parse_resource, to_dict
+
+__all__ = [
+    "Condition",
+    "EndpointPickerRef",
+    "InferenceModelRewrite",
+    "InferenceModelRewriteRule",
+    "InferenceModelRewriteSpec",
+    "InferenceModelRewriteStatus",
+    "InferenceObjective",
+    "InferenceObjectiveSpec",
+    "InferenceObjectiveStatus",
+    "InferencePool",
+    "InferencePoolSpec",
+    "InferencePoolStatus",
+    "LabelSelector",
+    "Match",
+    "ModelMatch",
+    "ObjectMeta",
+    "ParentReference",
+    "ParentStatus",
+    "PoolObjectReference",
+    "Port",
+    "Problem",
+    "Resource",
+    "ResourceError",
+    "TargetModel",
+    "merge_conditions",
+    "parse_resource",
+    "pending_condition",
+    "to_dict",
+]

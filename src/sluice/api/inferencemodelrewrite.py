@@ -1,0 +1,79 @@
+"""InferenceModelRewrite (`inference.networking.x-k8s.io/v1alpha2`): rules that rewrite the
+`model` of a request, optionally splitting traffic between weighted target models."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from sluice.api._base import Int32, KubeModel
+from sluice.api.conditions import Conditions, waiting_for_controller
+from sluice.api.inferenceobjective import PoolObjectReference
+from sluice.api.meta import ObjectMeta
+
+
+class ModelMatch(KubeModel):
+    """How to match the `model` field of a request body."""
+
+    type: Literal["Exact"] = "Exact"
+    """The kind of string match; only Exact is supported."""
+    value: Annotated[str, Field(min_length=1)]
+    """The model name to match."""
+
+
+class Match(KubeModel):
+    """The criteria a request must meet for a rule to apply."""
+
+    model: ModelMatch
+    """Matches the `model` field of the request body."""
+
+
+class TargetModel(KubeModel):
+    """A weighted destination model."""
+
+    model_rewrite: str
+    """The model name to put in the request."""
+    weight: Annotated[Int32, Field(ge=1, le=1000000)] | None = None
+    """Share of traffic: weight / sum of weights. Set on all targets or on none."""
+
+
+class InferenceModelRewriteRule(KubeModel):
+    """Match criteria and the rewrite to apply. No matches means every request matches."""
+
+    matches: list[Match] | None = None
+    """Any one match selects the rule; absent or empty matches everything."""
+    targets: Annotated[list[TargetModel], Field(min_length=1)] | None = None
+    """Where matching requests go, split by weight."""
+
+
+class InferenceModelRewriteSpec(KubeModel):
+    """The desired state of an InferenceModelRewrite."""
+
+    pool_ref: PoolObjectReference
+    """The pool whose requests are rewritten."""
+    rules: list[InferenceModelRewriteRule]
+    """Rewrite rules; precedence: exact matches, then oldest resource, then list order."""
+
+
+class InferenceModelRewriteStatus(KubeModel):
+    """The observed state of an InferenceModelRewrite."""
+
+    conditions: Conditions = waiting_for_controller("Accepted")
+    """Known type: Accepted."""
+
+
+class InferenceModelRewrite(KubeModel):
+    """InferenceModelRewrite is the Schema for the InferenceModelRewrite API."""
+
+    API_VERSION: ClassVar[str] = "inference.networking.x-k8s.io/v1alpha2"
+    KIND: ClassVar[str] = "InferenceModelRewrite"
+
+    api_version: Literal["inference.networking.x-k8s.io/v1alpha2"] = (
+        "inference.networking.x-k8s.io/v1alpha2"
+    )
+    kind: Literal["InferenceModelRewrite"] = "InferenceModelRewrite"
+    metadata: ObjectMeta
+    spec: InferenceModelRewriteSpec | None = None
+    """Optional in the official schema, like InferenceObjective's."""
+    status: InferenceModelRewriteStatus | None = None
