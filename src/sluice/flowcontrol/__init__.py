@@ -1,2 +1,42 @@
 """Flow control: priority bands ▸ flows ▸ queues, fairness and ordering policies, capacity,
 TTLs and the sans-I/O controller. May import `sluice.api` and `sluice.requests` (types only)."""
+
+from sluice.flowcontrol.classify import engine_priority, flow_of, priority_of
+from sluice.flowcontrol.config import (
+    BandConfig,
+    FlowControlConfig,
+    FlowControlConfigError,
+    parse_flow_control,
+)
+from sluice.flowcontrol.controller import FlowController, error_for
+from sluice.flowcontrol.fairness import TokenCost
+from sluice.flowcontrol.model import (
+    Accepted,
+    CapacityView,
+    Finalized,
+    FlowKey,
+    QueueOutcome,
+    Ticket,
+)
+from sluice.flowcontrol.observer import FlowObserver, NullObserver
+
+__all__ = [
+    "Accepted",
+    "BandConfig",
+    "CapacityView",
+    "Finalized",
+    "FlowControlConfig",
+    "FlowControlConfigError",
+    "FlowController",
+    "FlowKey",
+    "FlowObserver",
+    "NullObserver",
+    "QueueOutcome",
+    "Ticket",
+    "TokenCost",
+    "engine_priority",
+    "error_for",
+    "flow_of",
+    "parse_flow_control",
+    "priority_of",
+]

@@ -1,0 +1,336 @@
+"""The flow controller: a sans-I/O state machine that decides *when* each request may go.
+
+The shell drives it with the current time and a view of the pool's room:
+
+    result = fc.enqueue(request, now)            # Accepted (maybe displacing others) | Finalized
+    events = fc.dispatch(now, capacity)          # releases all that fit; also expires
+    fc.cancel(ticket, now)                       # the client went away
+    events = fc.expire(now)                      # at fc.next_deadline()
+    fc.complete(ticket, usage, now)              # true usage corrects the fairness charge
+
+Release order: the highest non-empty band first; within a band the fairness policy picks the
+flow and the ordering policy the item; an item whose candidate endpoints are all full is
+skipped, never blocking the others, and a lower band is only served when every waiting
+higher-band item has been found to have no room (room only shrinks during one dispatch, so the
+room a lower band takes is room no waiting higher-band item could use).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Iterator
+
+from sluice.flowcontrol.bands import Band
+from sluice.flowcontrol.classify import engine_priority, flow_of
+from sluice.flowcontrol.config import LEGACY, FlowControlConfig
+from sluice.flowcontrol.limits import DrainRate, Limit
+from sluice.flowcontrol.model import (
+    Accepted,
+    CapacityView,
+    Finalized,
+    QueueOutcome,
+    Ticket,
+)
+from sluice.flowcontrol.observer import FlowObserver, NullObserver
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import InferenceRequest, Usage
+
+_ALL: frozenset[str] | None = None  # the candidate set "any endpoint of the pool"
+
+
+class FlowController:
+    def __init__(
+        self, config: FlowControlConfig | None = None, *, observer: FlowObserver | None = None
+    ) -> None:
+        self.config = config or FlowControlConfig()
+        self.observer: FlowObserver = observer or NullObserver()
+        self._legacy = self.config.mode == LEGACY
+        self._global = Limit(self.config.max_requests, self.config.max_bytes)
+        self._flow_limit = Limit(self.config.per_flow_max_requests, self.config.per_flow_max_bytes)
+        self._bands: dict[int, Band] = {}
+        self._order: list[Band] = []  # highest priority first
+        self._order_keys: list[int] = []  # -priority, for bisect
+        self._deadlines: list[tuple[float, int, Ticket]] = []
+        self._pending: list[Ticket] = []  # legacy mode: waiting for the next dispatch
+        self._seq = 0
+        self._drain = DrainRate()
+        self.queued_requests = 0
+        self.queued_bytes = 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def bands(self) -> tuple[Band, ...]:
+        """Bands that have seen traffic, highest priority first."""
+        return tuple(self._order)
+
+    def band(self, priority: int) -> Band | None:
+        return self._bands.get(priority)
+
+    def next_deadline(self) -> float | None:
+        """When the next queued item expires (the shell should call `expire` then)."""
+        deadlines = self._deadlines
+        while deadlines and not deadlines[0][2].waiting:
+            heapq.heappop(deadlines)
+        return deadlines[0][0] if deadlines else None
+
+    def engine_priority_for(self, request: InferenceRequest) -> int | None:
+        """The vLLM `priority` to write into the body, or None when the option is off."""
+        return engine_priority(request.priority) if self.config.engine_priority else None
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, request: InferenceRequest, now: float) -> Accepted | Finalized:
+        """Queue a request. Returns `Accepted`, or the `Finalized` rejection (429)."""
+        self._seq += 1
+        flow_key = flow_of(request)
+        ttl = request.ttl_s if request.ttl_s is not None else self.config.default_request_ttl_s
+        deadline = now + ttl if ttl and not self._legacy else math.inf
+        ticket = Ticket(
+            self._seq, request, flow_key, now, deadline, self.config.token_cost.estimate(request)
+        )
+        if self._legacy:
+            self._pending.append(ticket)
+            return Accepted(ticket)
+
+        band = self._band(flow_key.priority)
+        flow = band.flow(flow_key.fairness_id, self.config.weight(flow_key.fairness_id))
+        size = ticket.byte_size
+        local_ok = self._flow_limit.fits(
+            flow.queued_requests, flow.queued_bytes, size
+        ) and band.limit.fits(band.queued_requests, band.queued_bytes, size)
+        displaced: tuple[Finalized, ...] = ()
+        if local_ok and not self._global.fits(self.queued_requests, self.queued_bytes, size):
+            displaced_or_none = self._displace_for(ticket, now)
+            if displaced_or_none is None:
+                local_ok = False
+            else:
+                displaced = displaced_or_none
+        if not local_ok:
+            return self._finalize(
+                ticket, QueueOutcome.REJECTED_CAPACITY, now, band, self._retry_after(band.priority)
+            )
+
+        band.add(flow, ticket)
+        self.queued_requests += 1
+        self.queued_bytes += size
+        if deadline != math.inf:
+            heapq.heappush(self._deadlines, (deadline, ticket.seq, ticket))
+        self.observer.on_enqueued(ticket, band)
+        return Accepted(ticket, displaced)
+
+    def _band(self, priority: int) -> Band:
+        band = self._bands.get(priority)
+        if band is None:
+            cfg = self.config.band(priority)
+            limit = Limit(cfg.max_requests, cfg.max_bytes)
+            band = Band(priority, limit=limit, fairness=cfg.fairness, ordering=cfg.ordering)
+            self._bands[priority] = band
+            index = bisect.bisect(self._order_keys, -priority)
+            self._order_keys.insert(index, -priority)
+            self._order.insert(index, band)
+        return band
+
+    def _displace_for(self, ticket: Ticket, now: float) -> tuple[Finalized, ...] | None:
+        """Make global room for `ticket` by displacing the lowest-priority, most recently
+        queued items — only if that suffices; otherwise displace nothing and return None."""
+        need_requests, need_bytes = self._global.shortfall(
+            self.queued_requests, self.queued_bytes, ticket.byte_size
+        )
+        if not self._global.can_ever_fit(ticket.byte_size):
+            return None
+        lower = [b for b in reversed(self._order) if b.priority < ticket.priority]
+        if (
+            sum(b.queued_requests for b in lower) < need_requests
+            or sum(b.queued_bytes for b in lower) < need_bytes
+        ):
+            return None
+        events: list[Finalized] = []
+        retry_after = self._retry_after(ticket.priority)
+        for band in lower:
+            while need_requests > 0 or need_bytes > 0:
+                victim = band.newest_waiting()
+                if victim is None:
+                    break
+                need_requests -= 1
+                need_bytes -= victim.byte_size
+                events.append(self._drop(victim, QueueOutcome.DISPLACED, now, retry_after))
+            if need_requests <= 0 and need_bytes <= 0:
+                break
+        return tuple(events)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def dispatch(self, now: float, capacity: CapacityView) -> list[Finalized]:
+        """Release every queued item that has room, in priority ▸ fairness ▸ ordering order.
+
+        Also expires items whose TTL has passed (they are in the returned events too).
+        For each released item the controller calls `capacity.take_room(request)` before
+        looking for the next, so the caller binds the endpoint at the moment of release.
+        """
+        events = self.expire(now)
+        if self._legacy:
+            events.extend(self._dispatch_legacy(now, capacity))
+            return events
+        if not self.queued_requests or not capacity.has_room(_ALL):
+            return events
+
+        full: set[frozenset[str] | None] = set()  # candidate sets found full this call
+
+        def fits(ticket: Ticket) -> bool:
+            candidates = ticket.candidates
+            if candidates in full:
+                return False
+            if capacity.has_room(candidates):
+                return True
+            full.add(candidates)
+            return False
+
+        released = 0
+        for band in self._order:
+            if not band.queued_requests:
+                continue
+            policy = band.fairness
+            blocked = []  # flows whose every item's candidates are full
+            while True:
+                flow = policy.pop()
+                if flow is None:
+                    break
+                ticket = flow.queue.take_first(fits)
+                if ticket is None:
+                    blocked.append(flow)
+                    continue
+                band.took(flow, ticket)
+                self.queued_requests -= 1
+                self.queued_bytes -= ticket.byte_size
+                events.append(self._finalize(ticket, QueueOutcome.DISPATCHED, now, band))
+                ticket.charged = ticket.cost_estimate
+                band.serve(flow, ticket.cost_estimate)
+                self.observer.on_served(flow, band)
+                released += 1
+                capacity.take_room(ticket.request)
+                if flow.backlogged:
+                    policy.push(flow)
+                if not capacity.has_room(_ALL):
+                    full.add(_ALL)
+                    break
+            for flow in blocked:
+                policy.push(flow)
+            policy.compact_if_needed(len(band.flows))
+            if _ALL in full:
+                break
+        if released:
+            self._drain.record(now, released)
+        return events
+
+    def _dispatch_legacy(self, now: float, capacity: CapacityView) -> Iterator[Finalized]:
+        """Upstream's legacy admission: no queue; priority < 0 is shed when saturated."""
+        pending, self._pending = self._pending, []
+        for ticket in pending:
+            if not ticket.waiting:
+                continue  # cancelled before this dispatch
+            if ticket.priority < 0 and not capacity.has_room(ticket.candidates):
+                yield self._finalize(ticket, QueueOutcome.SHED, now, None, 1.0)
+                continue
+            yield self._finalize(ticket, QueueOutcome.DISPATCHED, now, None)
+            capacity.take_room(ticket.request)
+
+    # -- leaving without dispatch ----------------------------------------------------------
+
+    def cancel(self, ticket: Ticket, now: float) -> Finalized | None:
+        """The client went away: the item leaves the queue at once. None if already final."""
+        if not ticket.waiting:
+            return None
+        if self._legacy:
+            return self._finalize(ticket, QueueOutcome.CANCELLED, now, None)
+        return self._drop(ticket, QueueOutcome.CANCELLED, now)
+
+    def expire(self, now: float) -> list[Finalized]:
+        """Finalize every item whose deadline is at or before `now`."""
+        events: list[Finalized] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            ticket = heapq.heappop(deadlines)[2]
+            if ticket.waiting:
+                events.append(self._drop(ticket, QueueOutcome.EXPIRED, now))
+        if len(deadlines) > 2 * self.queued_requests + 64:
+            self._deadlines = [e for e in deadlines if e[2].waiting]
+            heapq.heapify(self._deadlines)
+        return events
+
+    def _drop(
+        self, ticket: Ticket, outcome: QueueOutcome, now: float, retry_after: float | None = None
+    ) -> Finalized:
+        band = self._bands[ticket.priority]
+        event = self._finalize(ticket, outcome, now, band, retry_after, notify=False)
+        band.dropped(ticket)
+        self.queued_requests -= 1
+        self.queued_bytes -= ticket.byte_size
+        self.observer.on_finalized(event, band)
+        return event
+
+    def _finalize(
+        self,
+        ticket: Ticket,
+        outcome: QueueOutcome,
+        now: float,
+        band: Band | None,
+        retry_after: float | None = None,
+        *,
+        notify: bool = True,
+    ) -> Finalized:
+        if ticket.outcome is not None:  # the exactly-once guard; a bug if ever hit
+            raise RuntimeError(f"ticket {ticket.seq} finalized twice ({ticket.outcome}, {outcome})")
+        ticket.outcome = outcome
+        ticket.finalized_at = now
+        event = Finalized(ticket, outcome, now, retry_after)
+        if notify:
+            self.observer.on_finalized(event, band)
+        return event
+
+    def _retry_after(self, priority: int) -> float:
+        ahead = sum(b.queued_requests for b in self._order if b.priority >= priority)
+        return self._drain.retry_after(ahead)
+
+    # -- completion ------------------------------------------------------------------------
+
+    def complete(self, ticket: Ticket, usage: Usage | None, now: float) -> None:
+        """A dispatched request finished: replace its estimated charge with its true cost.
+
+        Idempotent; ignored for items that were not dispatched or when usage is unknown.
+        """
+        if ticket.outcome is not QueueOutcome.DISPATCHED or ticket.completed:
+            return
+        ticket.completed = True
+        if usage is None or self._legacy:
+            return
+        band = self._bands[ticket.priority]
+        flow = band.flows[ticket.flow.fairness_id]
+        actual = self.config.token_cost.actual(usage)
+        delta = actual - ticket.charged
+        ticket.charged = actual
+        if delta:
+            band.correct(flow, delta)
+            self.observer.on_served(flow, band)
+
+
+def error_for(event: Finalized) -> SluiceError | None:
+    """The error a front end answers with for an outcome (None for a dispatch).
+
+    As upstream: capacity → 429, TTL → 503 "request timed out in queue", cancelled → 503.
+    """
+    outcome = event.outcome
+    if outcome is QueueOutcome.DISPATCHED:
+        return None
+    if outcome is QueueOutcome.EXPIRED:
+        return SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "request timed out in queue")
+    if outcome is QueueOutcome.CANCELLED:
+        return SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "client disconnected")
+    message = {
+        QueueOutcome.REJECTED_CAPACITY: "flow control queue is full",
+        QueueOutcome.DISPLACED: "displaced from the queue by a higher-priority request",
+        QueueOutcome.SHED: "system saturated, sheddable request dropped",
+    }[outcome]
+    return SluiceError(ErrorCode.RESOURCE_EXHAUSTED, message, retry_after_s=event.retry_after_s)
