@@ -1,0 +1,226 @@
+"""Forward one admitted request to a model server and relay the answer.
+
+The relay keeps three promises:
+
+* **Retry only before the first byte.** If an endpoint refuses the connection or fails before
+  its response headers arrive, the request moves to the next fallback (`retarget`). Once the
+  model server has answered, nothing is retried: it may have done the work already.
+* **Backpressure.** Streams are relayed chunk by chunk and each write waits for the client's
+  socket to drain, so a slow reader makes Sluice stop reading upstream instead of buffering.
+* **Exactly one `finish`.** Every path out of `forward` — completion, upstream failure, client
+  gone (including cancellation) — reports exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.pipeline import Outcome
+from sluice.requests.errors import SluiceError
+from sluice.requests.model import Usage
+
+from .errors import bad_gateway, error_response, sse_error_event
+from .headers import downstream_response_headers
+
+# Failures that happen before an upstream response exists: refused/reset connections, a server
+# that closes without answering, connect timeouts.
+_BEFORE_FIRST_BYTE_FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
+_CLIENT_WRITE_FAILURES = (ConnectionError, aiohttp.ClientConnectionError)
+
+
+class Target(Protocol):
+    """The part of `pipeline.Admission` that forwarding needs."""
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+
+    def retarget(self, endpoint: Endpoint) -> None: ...
+
+    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None: ...
+
+    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UntrackedTarget:
+    """A target for requests the pipeline does not account for (header-only passthrough)."""
+
+    endpoints: tuple[Endpoint, ...]
+
+    def retarget(self, endpoint: Endpoint) -> None:
+        pass
+
+    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
+        pass
+
+    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """The HTTP request to send to whichever endpoint takes it."""
+
+    method: str
+    path_and_query: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    # Non-streamed responses up to this size are read whole and sent with one write (the fast
+    # path); larger or unsized ones are relayed chunk by chunk like streams.
+    buffer_response_bytes: int = 1 << 20
+
+
+class _NoEndpointAnswered(Exception):
+    pass
+
+
+class _StreamEnded(Exception):
+    """The relay stopped early; `response` is what the client already has (if anything)."""
+
+    def __init__(self, response: web.StreamResponse | None = None) -> None:
+        super().__init__()
+        self.response = response
+
+
+class _UpstreamBroke(_StreamEnded):
+    pass
+
+
+class _ClientGone(_StreamEnded):
+    pass
+
+
+async def forward(
+    request: web.BaseRequest,
+    call: UpstreamCall,
+    target: Target,
+    session: aiohttp.ClientSession,
+    options: RelayOptions,
+) -> web.StreamResponse:
+    """Send `call` to `target`'s endpoints in order and relay the first answer to the client."""
+    outcome = Outcome.UPSTREAM_ERROR
+    upstream: aiohttp.ClientResponse | None = None
+    try:
+        upstream = await _open_upstream(call, target, session)
+        response = await _relay(request, upstream, target, options)
+        outcome = Outcome.COMPLETED
+        return response
+    except _NoEndpointAnswered as exc:
+        return error_response(bad_gateway(f"no endpoint answered: {exc}"))
+    except _UpstreamBroke as exc:
+        if exc.response is not None:
+            return exc.response  # headers already went out; the relay ended the stream
+        return error_response(bad_gateway("model server failed before responding"))
+    except _ClientGone as exc:
+        outcome = Outcome.CLIENT_GONE
+        # aiohttp's final write to the dead connection fails quietly; nothing more to send.
+        return exc.response if exc.response is not None else web.Response(status=499)
+    except asyncio.CancelledError:
+        outcome = Outcome.CLIENT_GONE  # aiohttp cancels the handler when the client disconnects
+        raise
+    finally:
+        if upstream is not None:
+            if outcome is Outcome.COMPLETED:
+                upstream.release()
+            else:
+                upstream.close()  # drops the connection, which cancels the generation upstream
+        target.finish(outcome)
+
+
+async def _open_upstream(
+    call: UpstreamCall, target: Target, session: aiohttp.ClientSession
+) -> aiohttp.ClientResponse:
+    failures: list[str] = []
+    for index, endpoint in enumerate(target.endpoints):
+        if index:
+            target.retarget(endpoint)
+        try:
+            return await session.request(
+                call.method,
+                f"http://{endpoint.hostport}{call.path_and_query}",
+                data=call.body,
+                headers=call.headers,
+            )
+        except _BEFORE_FIRST_BYTE_FAILURES as exc:
+            failures.append(f"{endpoint.hostport}: {type(exc).__name__}")
+    raise _NoEndpointAnswered(", ".join(failures) or "no endpoints")
+
+
+async def _relay(
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    target: Target,
+    options: RelayOptions,
+) -> web.StreamResponse:
+    headers = downstream_response_headers(upstream.headers)
+    streaming = upstream.content_type == "text/event-stream"
+    size = upstream.content_length
+    if not streaming and size is not None and size <= options.buffer_response_bytes:
+        try:
+            body = await upstream.read()
+        except _BEFORE_FIRST_BYTE_FAILURES as exc:
+            raise _UpstreamBroke() from exc
+        target.observe_response_chunk(body, streaming=False)
+        return web.Response(status=upstream.status, body=body, headers=headers)
+    return await _relay_stream(request, upstream, target, headers, streaming=streaming)
+
+
+async def _relay_stream(
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    target: Target,
+    headers: Mapping[str, str],
+    *,
+    streaming: bool,
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    try:
+        await response.prepare(request)
+    except _CLIENT_WRITE_FAILURES as exc:
+        raise _ClientGone(response) from exc
+    tail = b"\n\n"  # the last bytes written, to close a half-sent SSE event on failure
+    while True:
+        try:
+            chunk = await upstream.content.readany()
+        except _BEFORE_FIRST_BYTE_FAILURES as exc:
+            await _end_broken_stream(request, response, tail, streaming=streaming)
+            raise _UpstreamBroke(response) from exc
+        if not chunk:
+            break
+        target.observe_response_chunk(chunk, streaming=streaming)
+        try:
+            await response.write(chunk)  # waits while the client's socket is full
+        except _CLIENT_WRITE_FAILURES as exc:
+            raise _ClientGone(response) from exc
+        tail = chunk[-2:]
+    if not upstream.content.is_eof():  # the upstream closed mid-body without an error
+        await _end_broken_stream(request, response, tail, streaming=streaming)
+        raise _UpstreamBroke(response)
+    return response
+
+
+async def _end_broken_stream(
+    request: web.BaseRequest, response: web.StreamResponse, tail: bytes, *, streaming: bool
+) -> None:
+    """Tell the client the stream broke: an SSE error event, or a cut connection otherwise."""
+    if streaming:
+        separator = b"" if tail.endswith(b"\n\n") else b"\n" if tail.endswith(b"\n") else b"\n\n"
+        error: SluiceError = bad_gateway("model server failed mid-stream")
+        try:
+            await response.write(separator + sse_error_event(error))
+        except _CLIENT_WRITE_FAILURES:
+            pass
+    elif request.transport is not None:
+        request.transport.abort()  # a clean end would pass a truncated body off as complete

@@ -1,0 +1,216 @@
+"""The standalone proxy's HTTP server: routes, body limits, and the pipeline calls.
+
+    proxy = ProxyServer(pipeline, Limits())
+    await proxy.start("127.0.0.1", 8080)
+    ...
+    await proxy.stop()
+
+Routes:
+* `POST /v1/completions | /v1/chat/completions | /v1/embeddings | /v1/responses` —
+  parse → admit (flow control + scheduling) → forward.
+* `GET /v1/models` — the union of every endpoint's models.
+* anything else — passed through: admitted like an inference request when the body is JSON
+  naming a `model`, otherwise sent to `pipeline.pick_any()`.
+
+It is built on aiohttp's low-level server (no router, no middlewares): the benchmark measures this
+hot path, and four fixed routes don't need a router.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from sluice.pipeline import Admission, Limits, Pipeline
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import HEADER_REQUEST_ID
+
+from .errors import error_response, payload_too_large, service_unavailable
+from .forward import RelayOptions, Target, UntrackedTarget, UpstreamCall, forward
+from .headers import lowered, upstream_request_headers
+from .models import list_models
+
+log = logging.getLogger(__name__)
+
+INFERENCE_PATHS = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"}
+)
+MODELS_PATH = "/v1/models"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    """Tuning knobs with safe defaults; none of them change behaviour, only timing."""
+
+    connect_timeout_s: float = 5.0  # per endpoint; past it the next fallback is tried
+    models_timeout_s: float = 2.0  # per endpoint, for the /v1/models fan-out
+    keepalive_timeout_s: float = 60.0  # idle upstream connections are kept this long
+    buffer_response_bytes: int = 1 << 20  # see RelayOptions
+
+
+ClientSessionFactory = Callable[[], aiohttp.ClientSession]
+
+
+def tuned_client_session(options: ProxyOptions | None = None) -> aiohttp.ClientSession:
+    """One shared upstream session: pooled keep-alive connections, no per-request overhead.
+
+    Endpoints are IP addresses, so there is no DNS on the hot path. Bodies pass through as
+    bytes (no decompression), and no cookies or default headers are added: a shared cookie
+    jar would leak one client's cookies into another's requests.
+    """
+    options = options or ProxyOptions()
+    connector = aiohttp.TCPConnector(
+        limit=0,  # flow control already bounds concurrency; don't queue twice
+        keepalive_timeout=options.keepalive_timeout_s,
+        ttl_dns_cache=None,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=options.connect_timeout_s),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        trust_env=False,
+    )
+
+
+class ProxyServer:
+    """An OpenAI-compatible reverse proxy in front of a `Pipeline`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        limits: Limits | None = None,
+        client_session_factory: ClientSessionFactory | None = None,
+        options: ProxyOptions | None = None,
+    ) -> None:
+        options = options or ProxyOptions()
+        self._pipeline = pipeline
+        self._limits = limits or Limits()
+        self._options = options
+        self._relay_options = RelayOptions(buffer_response_bytes=options.buffer_response_bytes)
+        self._session_factory = client_session_factory or (lambda: tuned_client_session(options))
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.ServerRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after `start(port=0)`)."""
+        if self._port is None:
+            raise RuntimeError("the proxy is not started")
+        return self._port
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+        self._session = self._session_factory()
+        # handler_cancellation: a client that disconnects cancels its handler, which cancels
+        # `admit` (leaving the queue) or the upstream request (stopping the generation).
+        server = web.Server(self.handle, handler_cancellation=True, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._port = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one HTTP request (also usable to mount the proxy in another aiohttp app)."""
+        try:
+            path = request.path
+            if path in INFERENCE_PATHS and request.method == "POST":
+                return await self._inference(request, path)
+            if path == MODELS_PATH and request.method == "GET":
+                return await self._models()
+            return await self._passthrough(request, path)
+        except SluiceError as error:
+            response = error_response(error)
+            if error.code is ErrorCode.PAYLOAD_TOO_LARGE:
+                response.force_close()  # the rest of the body was never read
+            return response
+
+    async def _inference(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+        body = await self._read_body(request)
+        headers = lowered(request.headers.items())
+        parsed = self._pipeline.parse(headers, body, path=path)
+        admission = await self._pipeline.admit(parsed)
+        return await self._forward(request, headers, admission)
+
+    async def _models(self) -> web.StreamResponse:
+        endpoints = self._pipeline.endpoints()
+        if not endpoints:
+            raise service_unavailable("the pool has no endpoints")
+        listing = await list_models(self._client(), endpoints, self._options.models_timeout_s)
+        if listing is None:
+            raise SluiceError(ErrorCode.BAD_GATEWAY, "no endpoint answered /v1/models")
+        return web.Response(body=orjson.dumps(listing), content_type="application/json")
+
+    async def _passthrough(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+        body = await self._read_body(request)
+        headers = lowered(request.headers.items())
+        if _names_a_model(body):
+            parsed = self._pipeline.parse(headers, body, path=path)
+            return await self._forward(request, headers, await self._pipeline.admit(parsed))
+        request_id = headers.get(HEADER_REQUEST_ID) or uuid.uuid4().hex
+        call = UpstreamCall(
+            request.method, request.raw_path, upstream_request_headers(headers, request_id), body
+        )
+        target = UntrackedTarget((self._pipeline.pick_any(),))
+        return await forward(request, call, target, self._client(), self._relay_options)
+
+    async def _forward(
+        self, request: web.BaseRequest, headers: dict[str, str], admission: Admission
+    ) -> web.StreamResponse:
+        parsed = admission.request
+        call = UpstreamCall(
+            request.method,
+            request.raw_path,
+            upstream_request_headers(headers, parsed.request_id),
+            parsed.body,
+        )
+        target: Target = admission
+        return await forward(request, call, target, self._client(), self._relay_options)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole body, refusing (413) as soon as it is known to exceed the limit."""
+        limit = self._limits.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise payload_too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:  # chunked bodies have no Content-Length to check up front
+                raise payload_too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the proxy is not started")
+        return self._session
+
+
+def _names_a_model(body: bytes) -> bool:
+    """Whether a passthrough body is an inference request the pipeline should place."""
+    if not body.lstrip().startswith(b"{"):
+        return False
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("model"), str)
