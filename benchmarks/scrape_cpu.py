@@ -1,0 +1,113 @@
+"""CPU cost of scraping N endpoints every 50 ms (target: 100 endpoints < 25% of one core).
+
+A subprocess serves N tiny aiohttp `/metrics` servers on loopback with a realistic vLLM page;
+this process runs the real `MetricsScraper` and measures its own CPU time over a window.
+
+Run: .venv/bin/python benchmarks/scrape_cpu.py [--endpoints 100] [--seconds 5] [--uvloop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
+
+SERVER_CODE = """
+import asyncio, sys
+sys.path.insert(0, {bench_dir!r})
+from aiohttp import web
+from scrape_vllm_page import vllm_metrics_page
+
+PAGE = vllm_metrics_page().encode()
+
+async def metrics(request):
+    return web.Response(body=PAGE, content_type="text/plain")
+
+async def main(n):
+    ports = []
+    for _ in range(n):
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ports.append(site._server.sockets[0].getsockname()[1])
+    print(" ".join(map(str, ports)), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+async def measure(ports: list[int], seconds: float, interval: float, transport: str) -> None:
+    registry = EndpointRegistry()
+    registry.set_endpoints(Endpoint(f"ep-{p}", "127.0.0.1", p) for p in ports)
+    scraper = MetricsScraper(
+        registry, settings=ScrapeSettings(interval_s=interval, transport=transport)
+    )  # type: ignore[arg-type]
+    await scraper.start()
+    await asyncio.sleep(1.0)  # warm up: connections open, loops in phase
+    stamps = {s.name: s.current.updated_at for s in registry.snapshot()}
+    scrapes = 0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    deadline = wall0 + seconds
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(interval / 2)
+        for state in registry.snapshot():
+            stamp = state.current.updated_at
+            if stamp != stamps[state.name]:
+                stamps[state.name] = stamp
+                scrapes += 1
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    await scraper.stop()
+    failures = sum(1 for s in registry.snapshot() if s.last_error)
+    expected = len(ports) * wall / interval
+    print(
+        f"transport={transport} endpoints={len(ports)} interval={interval * 1000:.0f}ms window={wall:.1f}s"
+    )
+    print(f"scrapes observed={scrapes} ({scrapes / expected:.0%} of the ideal {expected:.0f})")
+    print(
+        f"scraper CPU = {cpu / wall:.1%} of one core; {cpu / max(scrapes, 1) * 1e6:.0f} us/scrape"
+    )
+    print(f"endpoints with last scrape failing: {failures}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoints", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--interval-ms", type=float, default=50.0)
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--transport", choices=["lean", "aiohttp"], default="lean")
+    args = parser.parse_args()
+    code = SERVER_CODE.format(bench_dir=str(Path(__file__).parent))
+    server = subprocess.Popen(
+        [sys.executable, "-c", code, str(args.endpoints)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        ports = [int(p) for p in server.stdout.readline().split()]
+        run = measure(ports, args.seconds, args.interval_ms / 1000, args.transport)
+        if args.uvloop:
+            import uvloop
+
+            uvloop.run(run)
+        else:
+            asyncio.run(run)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Turn parsed `/metrics` samples into `EngineMetrics` (upstream's extraction rules, facts §6.2)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sluice.datalayer.endpoint import EngineMetrics
+from sluice.datalayer.metric_names import MetricNames, MetricSpec
+from sluice.datalayer.promtext import Sample, parse_families
+
+
+def select_sample(samples: dict[str, list[Sample]], spec: MetricSpec) -> Sample | None:
+    """The series matching `spec`; among several, the one with the latest timestamp (or the last
+    one on the page when there are no timestamps)."""
+    best: Sample | None = None
+    for sample in samples.get(spec.name, ()):
+        if any(sample.labels.get(k) != v for k, v in spec.labels):
+            continue
+        if (
+            best is None
+            or sample.timestamp_ms is None
+            or (best.timestamp_ms is not None and sample.timestamp_ms >= best.timestamp_ms)
+        ):
+            best = sample
+    return best
+
+
+def _split_adapters(value: str) -> frozenset[str]:
+    return frozenset(a.strip() for a in value.split(",") if a.strip())
+
+
+def _lora_sample(samples: dict[str, list[Sample]], spec: MetricSpec) -> Sample | None:
+    # Upstream: among series with running or waiting adapters, the largest gauge (a timestamp).
+    # Sluice also falls back to the largest series without adapters, to learn `max_lora`.
+    with_adapters: Sample | None = None
+    any_series: Sample | None = None
+    for s in samples.get(spec.name, ()):
+        if any(s.labels.get(k) != v for k, v in spec.labels):
+            continue
+        if any_series is None or s.value >= any_series.value:
+            any_series = s
+        if (s.labels.get("running_lora_adapters") or s.labels.get("waiting_lora_adapters")) and (
+            with_adapters is None or s.value >= with_adapters.value
+        ):
+            with_adapters = s
+    return with_adapters or any_series
+
+
+def _int_label(sample: Sample, key: str) -> int:
+    try:
+        return int(float(sample.labels.get(key, "0")))
+    except ValueError:
+        return 0
+
+
+def metrics_from_samples(
+    samples: dict[str, list[Sample]],
+    names: MetricNames,
+    previous: EngineMetrics | None,
+    now: float,
+) -> EngineMetrics:
+    """New metrics stamped `now`. A metric absent from the page keeps its previous value
+    (upstream stores partially-updated snapshots)."""
+    base = previous if previous is not None else EngineMetrics()
+    updates: dict[str, object] = {"updated_at": now}
+    if (s := select_sample(samples, names.waiting)) is not None:
+        updates["waiting"] = int(s.value)
+    if (s := select_sample(samples, names.running)) is not None:
+        updates["running"] = int(s.value)
+    for spec in (names.kv_cache_usage, *names.kv_cache_usage_fallbacks):
+        if (s := select_sample(samples, spec)) is not None:
+            updates["kv_cache_usage"] = float(s.value)
+            break
+    if names.lora_info is not None and (s := _lora_sample(samples, names.lora_info)) is not None:
+        updates["active_adapters"] = _split_adapters(s.labels.get("running_lora_adapters", ""))
+        updates["waiting_adapters"] = _split_adapters(s.labels.get("waiting_lora_adapters", ""))
+        updates["max_adapters"] = _int_label(s, "max_lora")
+    if names.cache_info is not None and (s := select_sample(samples, names.cache_info)):
+        updates["cache_block_size"] = _int_label(s, "block_size")
+        updates["cache_num_blocks"] = _int_label(s, "num_gpu_blocks")
+    return replace(base, **updates)  # type: ignore[arg-type]
+
+
+def metrics_from_text(
+    text: str, names: MetricNames, previous: EngineMetrics | None, now: float
+) -> EngineMetrics:
+    """Parse one `/metrics` page and extract the engine metrics from it."""
+    samples = parse_families(text, names.primary_families, names.value_only_families)
+    if names.kv_cache_usage.name not in samples and names.kv_cache_usage_fallbacks:
+        # Only pay for a scan for legacy names when the current one is absent.
+        samples.update(parse_families(text, [s.name for s in names.kv_cache_usage_fallbacks]))
+    return metrics_from_samples(samples, names, previous, now)
