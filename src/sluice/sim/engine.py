@@ -1,0 +1,311 @@
+"""The engine model: vLLM v1's continuous-batching scheduler over a simulated KV cache, with no
+I/O and no clock. The caller owns time:
+
+    duration = engine.start_step(now)     # None when there is nothing to run
+    ... duration seconds later ...
+    outputs = engine.finish_step(now + duration)
+
+``start_step`` picks the batch (running requests first, then waiting ones while the token budget,
+``max_num_seqs``, the KV cache and the LoRA slots allow), preempting by recompute when a running
+request cannot get a block. ``finish_step`` applies the batch: computed tokens, newly cached
+prefix blocks, one sampled token per request whose context is complete, and finished requests.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+from sluice.sim.histogram import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, Histogram
+from sluice.sim.kvcache import BlockPool
+from sluice.sim.lora import AdapterSlots
+from sluice.sim.metrics import EngineMetrics
+from sluice.sim.profiles import CostProfile, EngineConfig
+from sluice.sim.queues import make_queue
+from sluice.sim.request import SimRequest
+from sluice.sim.sequence import Sequence, Status
+
+
+class Engine:
+    def __init__(
+        self, config: EngineConfig, cost: CostProfile, *, model_name: str = "sim-model"
+    ) -> None:
+        self.config = config
+        self.cost = cost
+        self.model_name = model_name
+        self.kv = BlockPool(
+            config.num_gpu_blocks, enable_prefix_caching=config.enable_prefix_caching
+        )
+        self.loras = AdapterSlots(config.max_loras)
+        self.running: list[Sequence] = []
+        self.waiting = make_queue(config.scheduling_policy)
+        self._arriving: list[tuple[float, int, Sequence]] = []
+        self._by_id: dict[str, Sequence] = {}
+        self._batch: list[tuple[Sequence, int]] | None = None
+        self._seq_no = 0
+        # Counters and histograms behind /metrics.
+        self.prefix_queries = 0
+        self.prefix_hits = 0
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.num_preemptions = 0
+        self.lora_info_time = 0.0
+        self.ttft = Histogram(TTFT_BUCKETS)
+        self.itl = Histogram(ITL_BUCKETS)
+        self.e2e = Histogram(E2E_BUCKETS)
+
+    # ---- requests in and out -------------------------------------------------------------
+
+    def add_request(self, request: SimRequest, now: float) -> Sequence:
+        """Accept a request at ``now``; it joins the waiting queue after the front-end overhead."""
+        if request.request_id in self._by_id:
+            raise ValueError(f"duplicate request id {request.request_id!r}")
+        total = request.prompt_tokens + request.output_tokens
+        if total > self.config.max_model_len:
+            raise ValueError(f"{total} tokens exceed max_model_len {self.config.max_model_len}")
+        if math.ceil(total / self.config.block_size) > self.config.num_gpu_blocks:
+            raise ValueError(f"{total} tokens can never fit in the KV cache")
+        if request.lora is not None and self.config.max_loras == 0:
+            raise ValueError("LoRA adapters are disabled (max_loras = 0)")
+        self._seq_no += 1
+        seq = Sequence(
+            request, submitted_at=now, arrival_time=now + self.cost.frontend_s, seq_no=self._seq_no
+        )
+        self._by_id[request.request_id] = seq
+        if self.cost.frontend_s > 0:
+            heapq.heappush(self._arriving, (seq.arrival_time, seq.seq_no, seq))
+        else:
+            self._enqueue(seq)
+        return seq
+
+    def abort(self, request_id: str, now: float) -> Sequence | None:
+        """Drop a request wherever it is (the client went away), freeing its blocks."""
+        seq = self._by_id.pop(request_id, None)
+        if seq is None:
+            return None
+        if seq.status is Status.ARRIVING:
+            self._arriving = [entry for entry in self._arriving if entry[2] is not seq]
+            heapq.heapify(self._arriving)
+        elif seq.status is Status.WAITING:
+            self.waiting.remove(seq)
+        elif seq.status is Status.RUNNING:
+            self.running.remove(seq)
+            self._release(seq)
+        seq.status, seq.finish_reason, seq.finish_time = Status.FINISHED, "abort", now
+        return seq
+
+    def get(self, request_id: str) -> Sequence | None:
+        return self._by_id.get(request_id)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    @property
+    def in_step(self) -> bool:
+        return self._batch is not None
+
+    def next_arrival_time(self) -> float | None:
+        """When the earliest request still in the front end reaches the waiting queue."""
+        return self._arriving[0][0] if self._arriving else None
+
+    # ---- one step --------------------------------------------------------------------------
+
+    def start_step(self, now: float) -> float | None:
+        """Schedule a batch at ``now`` and return how long it runs (None: nothing to do)."""
+        if self._batch is not None:
+            raise RuntimeError("start_step() while a step is running")
+        while self._arriving and self._arriving[0][0] <= now:
+            self._enqueue(heapq.heappop(self._arriving)[2])
+        if not self.running and not self.waiting:
+            return None
+        budget = self.config.max_num_batched_tokens
+        scheduled: dict[Sequence, int] = {}
+        preempted = self._schedule_running(scheduled, budget)
+        budget -= sum(scheduled.values())
+        lora_loads = 0 if preempted else self._schedule_waiting(scheduled, budget, now)
+        if not scheduled:
+            return None
+        self._batch = list(scheduled.items())
+        return self._duration(self._batch, lora_loads)
+
+    def _schedule_running(self, scheduled: dict[Sequence, int], budget: int) -> bool:
+        preempted = False
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            need = self._blocks_for(seq.num_computed + n) - len(seq.blocks)
+            while need > 0:
+                blocks = self.kv.allocate(need)
+                if blocks is not None:
+                    seq.blocks.extend(blocks)
+                    break
+                victim = self._victim()
+                if self.running.index(victim) < i:
+                    i -= 1
+                budget += scheduled.pop(victim, 0)
+                self._preempt(victim)
+                preempted = True
+                if victim is seq:
+                    break
+            if seq.status is Status.RUNNING:
+                scheduled[seq] = n
+                budget -= n
+                i += 1
+        return preempted
+
+    def _schedule_waiting(self, scheduled: dict[Sequence, int], budget: int, now: float) -> int:
+        lora_loads = 0
+        skipped: list[Sequence] = []
+        block_size = self.config.block_size
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting.pop()
+            lora = seq.request.lora
+            if lora is not None and not self.loras.can_admit(lora):
+                skipped.append(seq)  # vLLM skips it and keeps its place for the next step
+                continue
+            # The last token is always recomputed: its logits are needed to sample.
+            hits = self.kv.longest_prefix(
+                seq.request.block_hashes, (seq.num_tokens - 1) // block_size
+            )
+            computed = len(hits) * block_size
+            n = min(seq.num_tokens - computed, budget)
+            need = self._blocks_for(computed + n) - len(hits)
+            if not self.kv.can_allocate(need, hits):
+                skipped.insert(0, seq)
+                break
+            self.kv.touch(hits)
+            seq.blocks = hits + (self.kv.allocate(need) or [])
+            seq.num_computed = computed
+            seq.num_published = len(hits)
+            if seq.cached_tokens is None:
+                seq.cached_tokens = computed
+            self.prefix_queries += seq.num_tokens
+            self.prefix_hits += computed
+            if lora is not None:
+                lora_loads += self.loras.admit(lora)
+                self.lora_info_time = now
+            seq.status = Status.RUNNING
+            self.running.append(seq)
+            scheduled[seq] = n
+            budget -= n
+        self.waiting.push_front(skipped)
+        return lora_loads
+
+    def _duration(self, batch: list[tuple[Sequence, int]], lora_loads: int) -> float:
+        prefill = decoding = context = 0
+        for seq, n in batch:
+            if n == 1 and seq.num_output > 0 and seq.num_computed + 1 == seq.num_tokens:
+                decoding += 1
+            else:
+                prefill += n
+            context += seq.num_computed + n
+        c = self.cost
+        return (
+            c.step_overhead_s
+            + c.prefill_token_s * prefill
+            + c.decode_seq_s * decoding
+            + c.context_token_s * context
+            + c.lora_load_s * lora_loads
+        )
+
+    def finish_step(self, now: float) -> list[Sequence]:
+        """Apply the running step at ``now``; return the requests that produced a token."""
+        if self._batch is None:
+            raise RuntimeError("finish_step() without start_step()")
+        batch, self._batch = self._batch, None
+        produced: list[Sequence] = []
+        any_finished = False
+        hashes_limit = self.config.block_size
+        for seq, n in batch:
+            if seq.status is not Status.RUNNING:
+                continue  # aborted while the step ran
+            seq.num_computed += n
+            hashes = seq.request.block_hashes
+            full = min(seq.num_computed, seq.request.prompt_tokens) // hashes_limit
+            while seq.num_published < full and seq.num_published < len(hashes):
+                self.kv.cache(seq.blocks[seq.num_published], hashes[seq.num_published])
+                seq.num_published += 1
+            if seq.num_computed < seq.num_tokens:
+                continue  # a prefill chunk: nothing sampled yet
+            seq.num_output += 1
+            self.generation_tokens += 1
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+                self.ttft.observe(now - seq.submitted_at)
+                self.prompt_tokens += seq.request.prompt_tokens
+            elif seq.last_token_time is not None:
+                self.itl.observe(now - seq.last_token_time)
+            seq.last_token_time = now
+            if seq.num_output >= seq.request.output_tokens:
+                self._finish(seq, seq.request.finish_reason, now)
+                any_finished = True
+            produced.append(seq)
+        if any_finished:
+            self.running = [s for s in self.running if s.status is Status.RUNNING]
+        return produced
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _enqueue(self, seq: Sequence) -> None:
+        seq.status = Status.WAITING
+        self.waiting.push(seq)
+
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.config.block_size)
+
+    def _victim(self) -> Sequence:
+        if self.config.scheduling_policy == "priority":
+            return max(self.running, key=lambda s: (s.request.priority, s.arrival_time, s.seq_no))
+        return self.running[-1]
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Preemption by recompute: drop the KV, requeue at the front, start over later."""
+        self.running.remove(seq)
+        self._release(seq)
+        seq.num_computed = seq.num_published = 0
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        seq.status = Status.WAITING
+        self.waiting.push_front([seq])
+
+    def _release(self, seq: Sequence) -> None:
+        self.kv.free(seq.blocks)
+        seq.blocks = []
+        if seq.request.lora is not None:
+            self.loras.release(seq.request.lora)
+
+    def _finish(self, seq: Sequence, reason: str, now: float) -> None:
+        self._release(seq)
+        if seq.request.lora is not None:
+            self.lora_info_time = now
+        seq.status, seq.finish_reason, seq.finish_time = Status.FINISHED, reason, now
+        self.e2e.observe(now - seq.submitted_at)
+        self._by_id.pop(seq.request_id, None)
+
+    # ---- observation ----------------------------------------------------------------------
+
+    def metrics(self) -> EngineMetrics:
+        """What /metrics shows right now."""
+        waiting_loras = {s.request.lora for s in self.waiting if s.request.lora is not None}
+        return EngineMetrics(
+            model_name=self.model_name,
+            num_requests_running=len(self.running),
+            num_requests_waiting=len(self.waiting),
+            kv_cache_usage_perc=self.kv.usage,
+            prefix_cache_queries=self.prefix_queries,
+            prefix_cache_hits=self.prefix_hits,
+            running_lora_adapters=tuple(sorted(self.loras.running)),
+            waiting_lora_adapters=tuple(sorted(waiting_loras)),
+            max_lora=self.config.max_loras,
+            lora_info_time=self.lora_info_time,
+            block_size=self.config.block_size,
+            num_gpu_blocks=self.config.num_gpu_blocks,
+            time_to_first_token=self.ttft.snapshot(),
+            inter_token_latency=self.itl.snapshot(),
+            e2e_request_latency=self.e2e.snapshot(),
+            prompt_tokens=self.prompt_tokens,
+            generation_tokens=self.generation_tokens,
+            num_preemptions=self.num_preemptions,
+        )

@@ -1,0 +1,107 @@
+"""A pool of engines in one process: each its own engine, loop task and listening socket."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from sluice.sim.engine import Engine
+from sluice.sim.faults import FaultMode, Faults
+from sluice.sim.openai import Options, ServedModels
+from sluice.sim.profiles import CostProfile, EngineConfig
+from sluice.sim.runner import EngineRunner
+from sluice.sim.server import EngineFront
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything needed to serve one simulated engine."""
+
+    config: EngineConfig
+    cost: CostProfile
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port (tests)
+    model: str = "sim-model"
+    loras: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    mean_output_tokens: float = 128.0
+    fault: FaultMode = FaultMode.NONE
+    fault_rate: float = 1.0
+
+
+@dataclass
+class ServedEngine:
+    spec: EngineSpec
+    front: EngineFront
+    site_runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def engine(self) -> Engine:
+        return self.front.runner.engine
+
+
+@dataclass
+class SimPool:
+    engines: list[ServedEngine]
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self.engines]
+
+    async def close(self) -> None:
+        for served in self.engines:
+            await served.site_runner.cleanup()
+            await served.front.runner.stop()
+
+
+async def serve_engine(spec: EngineSpec) -> ServedEngine:
+    engine = Engine(spec.config, spec.cost, model_name=spec.model)
+    runner = EngineRunner(engine)
+    front = EngineFront(
+        runner=runner,
+        models=ServedModels(spec.model, dict(spec.loras)),
+        options=Options(
+            spec.config.block_size, spec.config.max_model_len, spec.seed, spec.mean_output_tokens
+        ),
+        faults=Faults(spec.fault, spec.fault_rate, seed=spec.seed),
+    )
+    site_runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+    await site_runner.setup()
+    site = web.TCPSite(site_runner, spec.host, spec.port, reuse_address=True)
+    await site.start()
+    runner.start()
+    host, port = site_runner.addresses[0][:2]
+    return ServedEngine(spec, front, site_runner, host, port)
+
+
+async def start_pool(specs: list[EngineSpec]) -> SimPool:
+    pool = SimPool([])
+    try:
+        for spec in specs:
+            pool.engines.append(await serve_engine(spec))
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+def expand_hosts(hosts: str, count: int) -> list[str]:
+    """One host per engine from ``127.0.0.1`` (all share it), ``127.0.0.2,127.0.0.3`` (one
+    each), or ``127.0.0.10+`` (consecutive addresses from there)."""
+    if hosts.endswith("+"):
+        first = ipaddress.ip_address(hosts[:-1])
+        return [str(first + i) for i in range(count)]
+    listed = [h.strip() for h in hosts.split(",") if h.strip()]
+    if len(listed) == 1:
+        return listed * count
+    if len(listed) != count:
+        raise ValueError(f"{len(listed)} hosts given for {count} engines")
+    return listed
