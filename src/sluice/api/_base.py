@@ -65,12 +65,16 @@ def _within_int64(value: int) -> int:
 
 
 Integer = Annotated[int, BeforeValidator(_integral_float_to_int), AfterValidator(_within_int64)]
-Int32 = Annotated[
-    int, BeforeValidator(_integral_float_to_int), Field(json_schema_extra={"format": "int32"})
-]
-Int64 = Annotated[
-    int, BeforeValidator(_integral_float_to_int), Field(json_schema_extra={"format": "int64"})
-]
+"""A plain `type: integer` (no format): any int64."""
+# Bounds go in `Field` *before* the float-accepting validator so that pydantic keeps them in
+# the core schema (and in the generated CRD as minimum/maximum).
+AcceptIntegralFloat = BeforeValidator(_integral_float_to_int)
+_INT32 = {"format": "int32"}
+_INT64 = {"format": "int64"}
+PortNumber = Annotated[int, Field(ge=1, le=65535, json_schema_extra=_INT32), AcceptIntegralFloat]
+Weight = Annotated[int, Field(ge=1, le=1000000, json_schema_extra=_INT32), AcceptIntegralFloat]
+Generation = Annotated[int, Field(ge=0, json_schema_extra=_INT64), AcceptIntegralFloat]
+Int64 = Annotated[int, Field(json_schema_extra=_INT64), AcceptIntegralFloat]
 
 # The API server's `date-time` format (go-openapi strfmt): a full date, `T`, a time with
 # optional fraction, and a mandatory zone; letters are case-insensitive.

@@ -15,7 +15,7 @@ from sluice.api._base import (
     CONDITION_REASON_PATTERN,
     CONDITION_TYPE_PATTERN,
     DateTime,
-    Int64,
+    Generation,
     KubeModel,
 )
 from sluice.api.rules import rule_error
@@ -33,7 +33,7 @@ class Condition(KubeModel):
     """When the condition last changed status."""
     message: Annotated[str, Field(max_length=32768)]
     """A human readable message about the transition; may be empty."""
-    observed_generation: Annotated[Int64, Field(ge=0)] | None = None
+    observed_generation: Generation | None = None
     """The .metadata.generation this condition was set for."""
     reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)]
     """A CamelCase programmatic identifier of the reason for the last transition."""

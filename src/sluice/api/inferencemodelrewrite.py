@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from sluice.api._base import Int32, KubeModel
+from sluice.api._base import KubeModel, Weight
 from sluice.api.conditions import Conditions, waiting_for_controller
 from sluice.api.inferenceobjective import PoolObjectReference
 from sluice.api.meta import ObjectMeta
@@ -34,7 +34,7 @@ class TargetModel(KubeModel):
 
     model_rewrite: str
     """The model name to put in the request."""
-    weight: Annotated[Int32, Field(ge=1, le=1000000)] | None = None
+    weight: Weight | None = None
     """Share of traffic: weight / sum of weights. Set on all targets or on none."""
 
 
@@ -74,6 +74,6 @@ class InferenceModelRewrite(KubeModel):
     )
     kind: Literal["InferenceModelRewrite"] = "InferenceModelRewrite"
     metadata: ObjectMeta
+    # Optional in the official schema, like InferenceObjective's.
     spec: InferenceModelRewriteSpec | None = None
-    """Optional in the official schema, like InferenceObjective's."""
     status: InferenceModelRewriteStatus | None = None

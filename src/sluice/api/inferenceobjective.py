@@ -53,7 +53,6 @@ class InferenceObjective(KubeModel):
     )
     kind: Literal["InferenceObjective"] = "InferenceObjective"
     metadata: ObjectMeta
+    # Optional in the official schema: an objective without spec is accepted (binds to no pool).
     spec: InferenceObjectiveSpec | None = None
-    """Optional in the official schema: an objective without spec is accepted and binds to no
-    pool."""
     status: InferenceObjectiveStatus | None = None

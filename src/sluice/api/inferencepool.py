@@ -13,14 +13,13 @@ from sluice.api._base import (
     KIND_PATTERN,
     LABEL_VALUE_PATTERN,
     NAMESPACE_PATTERN,
-    Int32,
     KubeModel,
+    PortNumber,
 )
 from sluice.api.conditions import Conditions
 from sluice.api.meta import ObjectMeta
 from sluice.api.rules import invalid_value
 
-PortNumber = Annotated[Int32, Field(ge=1, le=65535)]
 LabelValue = Annotated[str, Field(min_length=0, max_length=63, pattern=LABEL_VALUE_PATTERN)]
 
 
