@@ -1,0 +1,179 @@
+"""`KubeSource`: keep a `PoolState` current from the cluster with list+watch.
+
+Four watches, all in the pool's namespace: the InferencePool itself, its Pods (the pool's label
+selector; re-listed whenever the selector changes), and the InferenceObjectives and
+InferenceModelRewrites. Each is a list followed by watches resumed from the last
+resourceVersion seen (events and bookmarks move it); 410 Gone means the history we would resume
+from is gone, so we relist, and a list replaces everything we knew of that kind. Errors back off
+exponentially. The event handling itself is pure (`kube_events.ClusterView`); this is the shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sluice.logs import get_logger
+from sluice.sources.kube_client import Gone, list_objects, watch_events
+from sluice.sources.kube_events import (
+    OBJECTIVES,
+    PODS,
+    POOLS,
+    REWRITES,
+    ClusterView,
+    Kind,
+    Parser,
+    default_parser,
+    resource_version_of,
+)
+from sluice.sources.state import PoolKey, PoolState
+
+log = get_logger("sluice.sources.kube")
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, reset by a success."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    _next: float = 0.0
+
+    def delay(self) -> float:
+        self._next = min(self.maximum, max(self.initial, self._next * 2))
+        return random.uniform(self._next / 2, self._next)
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+
+class KubeSource:
+    """Publishes a new `PoolState` through `on_state` on every change that matters.
+
+    `synced` is set once the pool, objectives, rewrites and (if there is a pool) its Pods have
+    been listed. `on_change` is called after every applied change (the status writer listens).
+    """
+
+    def __init__(
+        self,
+        pool_key: PoolKey,
+        on_state: Callable[[PoolState], None],
+        api_client: Any,
+        *,
+        parse: Parser = default_parser,
+        watch_timeout_seconds: int = 300,
+        backoff_initial: float = 0.2,
+        backoff_maximum: float = 10.0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.key = pool_key
+        self.view = ClusterView(pool_key, parse)
+        self.synced = asyncio.Event()
+        self.relists: Counter[str] = Counter()  # plural → how many lists (1 = never resynced)
+        self._on_state = on_state
+        self._on_change = on_change
+        self._api = api_client
+        self._watch_timeout = watch_timeout_seconds
+        self._backoff = (backoff_initial, backoff_maximum)
+        self._listed: set[str] = set()
+        self._pods_selector: str | None = None
+        self._selector_changed = asyncio.Event()
+        self._state: PoolState | None = None
+
+    @property
+    def state(self) -> PoolState | None:
+        return self._state
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._list_and_watch(POOLS, field=f"metadata.name={self.key.name}"))
+            tasks.create_task(self._list_and_watch(OBJECTIVES))
+            tasks.create_task(self._list_and_watch(REWRITES))
+            tasks.create_task(self._follow_pod_selector())
+
+    # ---- the per-kind loop -----------------------------------------------------------------
+
+    async def _list_and_watch(
+        self, kind: Kind, labels: str | None = None, field: str | None = None
+    ) -> None:
+        backoff = Backoff(*self._backoff)
+        ns = self.key.namespace
+        resume_from: str | None = None
+        while True:
+            try:
+                if resume_from is None:
+                    items, resume_from = await list_objects(self._api, kind, ns, labels, field)
+                    self.relists[kind.plural] += 1
+                    self._changed(kind, self.view.replace_all(kind, items), listed=True)
+                events = watch_events(
+                    self._api, kind, ns, resume_from, self._watch_timeout, labels, field
+                )
+                async for event_type, obj in events:
+                    resume_from = resource_version_of(obj) or resume_from
+                    self._changed(kind, self.view.apply(kind, event_type, obj))
+                    backoff.reset()
+            except Gone:
+                log.info("watch expired, relisting", resource=kind.plural)
+                resume_from = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                delay = backoff.delay()
+                log.warning(
+                    "watch failed, retrying", resource=kind.plural, error=repr(err), delay=delay
+                )
+                await asyncio.sleep(delay)
+
+    async def _follow_pod_selector(self) -> None:
+        """One Pod watch for the pool's current selector; a new selector means a new list."""
+        pods: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await self._selector_changed.wait()
+                self._selector_changed.clear()
+                selector = self.view.pod_selector()
+                if pods is not None and selector == self._pods_selector:
+                    continue
+                if pods is not None:
+                    pods.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pods
+                    pods = None
+                self._pods_selector = selector
+                self._listed.discard(PODS.plural)
+                if selector is None:  # no pool: no endpoints
+                    self._changed(PODS, self.view.replace_all(PODS, []), listed=True)
+                    continue
+                log.info("watching pods", selector=selector, namespace=self.key.namespace)
+                pods = asyncio.create_task(self._list_and_watch(PODS, labels=selector))
+        finally:
+            if pods is not None:
+                pods.cancel()
+
+    # ---- publishing ------------------------------------------------------------------------
+
+    def _changed(self, kind: Kind, changed: bool, listed: bool = False) -> None:
+        if listed:
+            self._listed.add(kind.plural)
+        if kind is POOLS and (changed or listed):
+            self._selector_changed.set()
+        was_synced = self.synced.is_set()
+        if not was_synced and self._all_listed():
+            self.synced.set()
+        if changed or (self.synced.is_set() and not was_synced):
+            self._state = self.view.state()
+            self._on_state(self._state)
+            if self._on_change is not None:
+                self._on_change()
+
+    def _all_listed(self) -> bool:
+        needed = {POOLS.plural, OBJECTIVES.plural, REWRITES.plural}
+        if self.view.pod_selector() is not None:
+            needed.add(PODS.plural)
+        return needed <= self._listed
