@@ -1,0 +1,97 @@
+"""Settings of the ext_proc front end and the command-line flags that fill them (upstream names)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from sluice.pipeline import Limits
+
+
+class BodyMode(Enum):
+    """How Envoy sends a body to Sluice (the ext_proc `ProcessingMode.BodySendMode`s we speak)."""
+
+    NONE = 0
+    STREAMED = 1
+    BUFFERED = 2
+    BUFFERED_PARTIAL = 3
+    FULL_DUPLEX_STREAMED = 4
+
+    @classmethod
+    def from_proto(cls, value: int) -> BodyMode:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """What one ext_proc stream needs to know."""
+
+    max_body_bytes: int = Limits().max_body_bytes
+    keep_control_headers: bool = False
+    disable_endpoint_subset_filter: bool = False
+    # Used only when Envoy does not announce its modes (`protocol_config`, Envoy >= 1.33).
+    default_request_body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED
+    default_response_body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Where and how the gRPC servers listen."""
+
+    grpc_port: int = 9002
+    grpc_health_port: int = 9003
+    metrics_port: int = 9090
+    host: str = "0.0.0.0"
+    secure_serving: bool = True
+    cert_path: Path | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Upstream's flags for the ext_proc, health and metrics servers."""
+    s, d = ServerOptions(), StreamOptions()
+    parser.add_argument("--grpc-port", type=int, default=s.grpc_port)
+    parser.add_argument("--grpc-health-port", type=int, default=s.grpc_health_port)
+    parser.add_argument("--metrics-port", type=int, default=s.metrics_port)
+    parser.add_argument(
+        "--secure-serving",
+        action=argparse.BooleanOptionalAction,
+        default=s.secure_serving,
+        help="serve ext_proc over TLS (a self-signed certificate unless --cert-path)",
+    )
+    parser.add_argument(
+        "--cert-path", type=Path, default=None, help="directory holding tls.crt and tls.key"
+    )
+    parser.add_argument(
+        "--disable-endpoint-subset-filter",
+        action="store_true",
+        default=d.disable_endpoint_subset_filter,
+        help="ignore the gateway's envoy.lb.subset_hint metadata",
+    )
+    parser.add_argument(
+        "--keep-control-headers",
+        action="store_true",
+        default=d.keep_control_headers,
+        help="forward x-gateway-inference-* and x-sluice-* headers to model servers",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+
+
+def options_from_args(args: argparse.Namespace) -> tuple[ServerOptions, StreamOptions]:
+    server = ServerOptions(
+        grpc_port=args.grpc_port,
+        grpc_health_port=args.grpc_health_port,
+        metrics_port=args.metrics_port,
+        secure_serving=args.secure_serving,
+        cert_path=args.cert_path,
+    )
+    stream = StreamOptions(
+        max_body_bytes=args.max_body_bytes,
+        keep_control_headers=args.keep_control_headers,
+        disable_endpoint_subset_filter=args.disable_endpoint_subset_filter,
+    )
+    return server, stream

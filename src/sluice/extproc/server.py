@@ -1,0 +1,131 @@
+"""The asyncio shell: a `grpc.aio` ExternalProcessor that runs one `ExtProcStream` per RPC.
+
+All decisions live in `stream.py` and the pipeline; this module only moves messages, awaits
+admission, and maps the end of the RPC (clean, cancelled, or failed) onto `stream.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from sluice.extproc import tls
+from sluice.extproc.options import ServerOptions, StreamOptions
+from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
+from sluice.extproc.wire import ProcessingRequest, ProcessingResponse
+from sluice.pipeline import Pipeline
+from sluice.requests.errors import SluiceError
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+RESET_GRACE_S = 0.05
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, pipeline: Pipeline, options: StreamOptions | None = None) -> None:
+        self._pipeline = pipeline
+        self._options = options or StreamOptions()
+
+    async def Process(  # gRPC method name
+        self,
+        request_iterator: AsyncIterator[ProcessingRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[ProcessingResponse]:
+        stream = ExtProcStream(self._pipeline, self._options)
+        cancelled = False
+        try:
+            async for message in request_iterator:
+                for action in stream.receive(message):
+                    if isinstance(action, Admit):
+                        # Waiting here keeps the stream open while flow control queues the
+                        # request; if Envoy resets the stream, this await is cancelled and so
+                        # is the admit (the request leaves its queue at once).
+                        try:
+                            admission = await self._pipeline.admit(action.request)
+                        except SluiceError as error:
+                            responses = stream.admit_failed(error)
+                        else:
+                            responses = stream.admitted(admission)
+                        for response in responses:
+                            yield response
+                    else:
+                        yield action.response
+            if stream.response_pending:
+                # A client reset can reach us as a plain end of the request iterator with the
+                # cancellation a moment behind: give it that moment before calling the cut-short
+                # response an upstream error.
+                await asyncio.sleep(RESET_GRACE_S)
+        except (asyncio.CancelledError, GeneratorExit):
+            # Reset by Envoy (client gone) — whether we were awaiting or parked at a yield.
+            cancelled = True
+            raise
+        except ProtocolViolation as violation:
+            log.warning("ext_proc protocol violation: %s", violation)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(violation))
+        except Exception:
+            # Anything unexpected ends the RPC with a gRPC error so Envoy's failure mode
+            # (failure_mode_allow: FailOpen / FailClose) decides what the client sees.
+            log.exception("ext_proc stream failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "endpoint picker internal error")
+        finally:
+            stream.close(cancelled=cancelled or context.cancelled())
+
+
+class ExtProcServer:
+    """The Endpoint Picker Protocol on `--grpc-port` (TLS unless `secure_serving=False`).
+
+    >>> server = ExtProcServer(pipeline, ServerOptions(grpc_port=9002))
+    >>> port = await server.start()      # the bound port (useful with grpc_port=0)
+    >>> await server.stop(grace=5)
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        server_options: ServerOptions | None = None,
+        stream_options: StreamOptions | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._server_options = server_options or ServerOptions()
+        self._stream_options = stream_options or StreamOptions()
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        opts = self._server_options
+        # BUFFERED mode sends the whole body as one message: allow the body limit plus headroom,
+        # so an oversized body still reaches us and gets a proper 413.
+        max_message = self._stream_options.max_body_bytes + 4 * 1024 * 1024
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.max_send_message_length", max_message),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_ExternalProcessorServicer_to_server(
+            ExternalProcessor(self._pipeline, self._stream_options), server
+        )
+        address = f"{opts.host}:{opts.grpc_port}"
+        if opts.secure_serving:
+            port = server.add_secure_port(address, tls.server_credentials(opts.cert_path))
+        else:
+            port = server.add_insecure_port(address)
+        await server.start()
+        self._server, self.port = server, port
+        log.info("ext_proc listening on %s:%d (tls=%s)", opts.host, port, opts.secure_serving)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()

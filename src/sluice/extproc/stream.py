@@ -1,0 +1,319 @@
+"""One ext_proc stream (= one HTTP request) as a state machine with no I/O, in the style of h11.
+
+Feed it each `ProcessingRequest` Envoy sends; it answers with actions: `Send` a
+`ProcessingResponse`, or `Admit` a parsed request (the one asynchronous step — the shell awaits
+`pipeline.admit` and hands the result back with `admitted` / `admit_failed`). When the gRPC
+stream ends, the shell calls `close`, which finishes the admission if the response never did.
+
+Request path::
+
+    headers ──(end_of_stream)──────────────▶ pick_any ─▶ route headers
+       │ (BUFFERED: CONTINUE now)
+    body chunks… ─(end_of_stream | trailers)─▶ parse ─▶ Admit ─▶ route headers + body back
+       └─(over the limit)─▶ 413 and ignore the rest
+
+Response path: headers (CONTINUE), body chunks (echoed in FULL_DUPLEX, CONTINUE when BUFFERED,
+usage observed on the way), trailers (answered); the end of the response finishes the
+admission exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Protocol
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.extproc import wire
+from sluice.extproc.options import BodyMode, StreamOptions
+from sluice.extproc.wire import HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse
+from sluice.pipeline import Admission, Outcome
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import (
+    CONTROL_HEADERS,
+    HEADER_DESTINATION,
+    HEADER_REQUEST_ID,
+    InferenceRequest,
+)
+
+
+class Classifier(Protocol):
+    """The synchronous part of `sluice.pipeline.Pipeline` that a stream calls directly."""
+
+    def parse(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = ...,
+        subset_hint: frozenset[str] | None = None,
+    ) -> InferenceRequest: ...
+
+    def pick_any(self) -> Endpoint: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    response: ProcessingResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    request: InferenceRequest
+
+
+Action = Send | Admit
+
+
+class ProtocolViolation(Exception):
+    """Envoy sent something the protocol does not allow here; the stream ends with a gRPC error."""
+
+
+class Phase(Enum):
+    REQUEST_HEADERS = auto()
+    REQUEST_BODY = auto()
+    ADMITTING = auto()
+    RESPONSE = auto()  # routed; now watching the response go by
+    DONE = auto()  # answered with an ImmediateResponse, or the response ended
+
+
+class ExtProcStream:
+    def __init__(self, classifier: Classifier, options: StreamOptions | None = None) -> None:
+        self._classifier = classifier
+        self._options = options or StreamOptions()
+        self.phase = Phase.REQUEST_HEADERS
+        self._request_mode = self._options.default_request_body_mode
+        self._response_mode = self._options.default_response_body_mode
+        self._headers: dict[str, str] = {}
+        self._body = bytearray()
+        self._subset_hint: frozenset[str] | None = None
+        self._request_trailers_seen = False
+        self._admission: Admission | None = None
+        self._finished = False
+        self._status = 200
+        self._streaming_response = False
+
+    @property
+    def admission(self) -> Admission | None:
+        return self._admission
+
+    @property
+    def response_pending(self) -> bool:
+        """An admitted request whose response has not ended yet."""
+        return self._admission is not None and not self._finished
+
+    # --- events in ----------------------------------------------------------------------------
+
+    def receive(self, message: ProcessingRequest) -> list[Action]:
+        if message.HasField("protocol_config"):
+            self._request_mode = BodyMode.from_proto(message.protocol_config.request_body_mode)
+            self._response_mode = BodyMode.from_proto(message.protocol_config.response_body_mode)
+        # Upstream reads the hint from the last message only; a hint is sticky here instead.
+        hint = wire.subset_hint(message)
+        if hint is not None:
+            self._subset_hint = hint
+        kind = message.WhichOneof("request")
+        if self.phase is Phase.DONE:
+            return self._after_done(kind)
+        if kind == "request_headers":
+            return self._on_request_headers(message.request_headers)
+        if kind == "request_body":
+            return self._on_request_body(message.request_body)
+        if kind == "request_trailers":
+            return self._on_request_trailers()
+        if kind == "response_headers":
+            return self._on_response_headers(message)
+        if kind == "response_body":
+            return self._on_response_body(message.response_body)
+        if kind == "response_trailers":
+            self._expect(Phase.RESPONSE, kind)
+            self._finish_response()
+            return [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
+        raise ProtocolViolation(f"unexpected message {kind!r}")
+
+    def admitted(self, admission: Admission) -> list[ProcessingResponse]:
+        """Flow control released the request and the scheduler placed it: route it."""
+        self._expect(Phase.ADMITTING, "admission")
+        self._admission = admission
+        self.phase = Phase.RESPONSE
+        request = admission.request
+        destination = ",".join(e.hostport for e in admission.endpoints)
+        mutation = wire.header_mutation(
+            self._routing_headers(destination, request), self._headers_to_remove()
+        )
+        if self._request_mode is BodyMode.FULL_DUPLEX_STREAMED:
+            out = [wire.route_request_headers(mutation, destination)]
+            out.extend(
+                wire.streamed_request_body(
+                    request.body, end_of_stream=not self._request_trailers_seen
+                )
+            )
+        else:
+            changed = request.body if request.body != self._body else None
+            out = [wire.route_request_body(mutation, destination, changed)]
+        if self._request_trailers_seen:
+            out.append(wire.CONTINUE_REQUEST_TRAILERS)
+        self._body = bytearray()
+        return out
+
+    def admit_failed(self, error: SluiceError) -> list[ProcessingResponse]:
+        self._expect(Phase.ADMITTING, "admission failure")
+        return [self._fail(error)]
+
+    def close(self, *, cancelled: bool) -> None:
+        """The gRPC stream ended. If the response did not finish, the request ended badly:
+        a cancelled stream means the client (or Envoy) went away; a clean end means the
+        response was cut short upstream."""
+        if self._admission is not None and not self._finished:
+            self._finished = True
+            self._admission.finish(Outcome.CLIENT_GONE if cancelled else Outcome.UPSTREAM_ERROR)
+        self.phase = Phase.DONE
+
+    # --- request path -------------------------------------------------------------------------
+
+    def _on_request_headers(self, headers: HttpHeaders) -> list[Action]:
+        self._expect(Phase.REQUEST_HEADERS, "request_headers")
+        self._headers = wire.header_dict(headers)
+        if headers.end_of_stream or self._request_mode is BodyMode.NONE:
+            return [Send(self._route_without_body())]
+        if self._request_mode is BodyMode.STREAMED:
+            raise ProtocolViolation("request_body_mode STREAMED is not supported")
+        declared = self._headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._options.max_body_bytes:
+            return [Send(self._fail(self._too_large()))]
+        self.phase = Phase.REQUEST_BODY
+        if self._request_mode is BodyMode.FULL_DUPLEX_STREAMED:
+            return []  # the header answer must wait until the body is complete
+        return [Send(wire.CONTINUE_REQUEST_HEADERS)]  # BUFFERED: Envoy waits for it
+
+    def _on_request_body(self, body: HttpBody) -> list[Action]:
+        self._expect(Phase.REQUEST_BODY, "request_body")
+        if len(self._body) + len(body.body) > self._options.max_body_bytes:
+            self._body = bytearray()
+            return [Send(self._fail(self._too_large()))]
+        self._body += body.body
+        # BUFFERED sends the whole body in one message (end_of_stream is false only when
+        # trailers follow, and Envoy waits for our answer before sending them).
+        if body.end_of_stream or self._request_mode is not BodyMode.FULL_DUPLEX_STREAMED:
+            return self._body_complete()
+        return []
+
+    def _on_request_trailers(self) -> list[Action]:
+        if self.phase is Phase.REQUEST_BODY:  # FULL_DUPLEX: trailers end the body
+            self._request_trailers_seen = True
+            return self._body_complete()
+        if self.phase is Phase.RESPONSE:  # BUFFERED: body already answered
+            return [Send(wire.CONTINUE_REQUEST_TRAILERS)]
+        raise ProtocolViolation(f"request_trailers in phase {self.phase.name}")
+
+    def _body_complete(self) -> list[Action]:
+        try:
+            request = self._classifier.parse(
+                self._headers,
+                bytes(self._body),
+                path=self._path(),
+                subset_hint=self._effective_subset_hint(),
+            )
+        except SluiceError as error:
+            return [Send(self._fail(error))]
+        self.phase = Phase.ADMITTING
+        return [Admit(request)]
+
+    def _route_without_body(self) -> ProcessingResponse:
+        try:
+            endpoint = self._classifier.pick_any()
+        except SluiceError as error:
+            return self._fail(error)
+        self.phase = Phase.RESPONSE
+        destination = endpoint.hostport
+        set_headers = {HEADER_DESTINATION: destination}
+        mutation = wire.header_mutation(set_headers, self._headers_to_remove())
+        return wire.route_request_headers(mutation, destination)
+
+    def _routing_headers(self, destination: str, request: InferenceRequest) -> dict[str, str]:
+        out = {HEADER_DESTINATION: destination}
+        if request.body:
+            out["content-length"] = str(len(request.body))
+        if HEADER_REQUEST_ID not in self._headers and request.request_id:
+            out[HEADER_REQUEST_ID] = request.request_id  # generated: the model server sees it too
+        return out
+
+    def _headers_to_remove(self) -> list[str]:
+        if self._options.keep_control_headers:
+            return []
+        return [h for h in CONTROL_HEADERS if h in self._headers]
+
+    def _effective_subset_hint(self) -> frozenset[str] | None:
+        return None if self._options.disable_endpoint_subset_filter else self._subset_hint
+
+    def _path(self) -> str:
+        path = self._headers.get(":path", "")
+        return path.split("?", 1)[0] or "/v1/chat/completions"
+
+    def _too_large(self) -> SluiceError:
+        limit = self._options.max_body_bytes
+        return SluiceError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes"
+        )
+
+    def _fail(self, error: SluiceError) -> ProcessingResponse:
+        self.phase = Phase.DONE
+        return wire.error_response(error)
+
+    # --- response path ------------------------------------------------------------------------
+
+    def _on_response_headers(self, message: ProcessingRequest) -> list[Action]:
+        self._expect(Phase.RESPONSE, "response_headers")
+        headers = wire.header_dict(message.response_headers)
+        status = headers.get(":status", "200")  # Envoy's name; upstream checked `status`
+        self._status = int(status) if status.isdigit() else 200
+        self._streaming_response = "text/event-stream" in headers.get("content-type", "")
+        self._note_served_endpoint(message)
+        if message.response_headers.end_of_stream:
+            self._finish_response()
+        return [Send(wire.CONTINUE_RESPONSE_HEADERS)]
+
+    def _on_response_body(self, body: HttpBody) -> list[Action]:
+        self._expect(Phase.RESPONSE, "response_body")
+        if self._admission is not None and body.body:
+            self._admission.observe_response_chunk(body.body, streaming=self._streaming_response)
+        if body.end_of_stream:
+            self._finish_response()
+        if self._response_mode is BodyMode.FULL_DUPLEX_STREAMED:
+            return [Send(wire.streamed_response_body(body.body, end_of_stream=body.end_of_stream))]
+        return [Send(wire.CONTINUE_RESPONSE_BODY)]
+
+    def _note_served_endpoint(self, message: ProcessingRequest) -> None:
+        served = wire.served_endpoint(message)
+        if self._admission is None or served is None:
+            return
+        endpoints = self._admission.endpoints
+        if served == endpoints[0].hostport:
+            return
+        for endpoint in endpoints[1:]:
+            if endpoint.hostport == served:
+                self._admission.retarget(endpoint)
+                return
+
+    def _finish_response(self) -> None:
+        if self._admission is not None and not self._finished:
+            self._finished = True
+            ok = self._status < 500
+            self._admission.finish(Outcome.COMPLETED if ok else Outcome.UPSTREAM_ERROR)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _after_done(self, kind: str | None) -> list[Action]:
+        """After an ImmediateResponse Envoy may still flush what it had in flight: ignore
+        request data (413 must not buffer the rest), but keep answering anything that Envoy
+        waits on so it never stalls."""
+        if kind == "response_headers":
+            return [Send(wire.CONTINUE_RESPONSE_HEADERS)]
+        if kind == "response_trailers":
+            return [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
+        return []
+
+    def _expect(self, phase: Phase, what: str) -> None:
+        if self.phase is not phase:
+            raise ProtocolViolation(f"{what} in phase {self.phase.name}")

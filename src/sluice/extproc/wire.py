@@ -1,0 +1,183 @@
+"""Reading and building ext_proc protobuf messages: the only module that knows their shape.
+
+Everything here is a pure function of its arguments, so the stream state machine can speak in
+plain Python values (header dicts, byte strings, endpoint lists).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import (
+    DESTINATION_METADATA_NAMESPACE,
+    HEADER_DESTINATION,
+    HEADER_DESTINATION_SERVED,
+    SUBSET_HINT_KEY,
+    SUBSET_HINT_NAMESPACE,
+)
+
+ProcessingRequest = pb.ProcessingRequest
+ProcessingResponse = pb.ProcessingResponse
+HttpHeaders = pb.HttpHeaders
+HttpBody = pb.HttpBody
+
+# Upstream's `BodyByteLimit`: streamed body responses are cut at this size so each gRPC message
+# stays well under Envoy's and gRPC's per-message limits.
+STREAMED_CHUNK_BYTES = 62_000
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def header_dict(headers: pb.HttpHeaders) -> dict[str, str]:
+    """Header map as a dict with lower-case names; Envoy fills `raw_value` (bytes) or `value`."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        raw = h.raw_value
+        out[h.key.lower()] = raw.decode("utf-8", "replace") if raw else h.value
+    return out
+
+
+def subset_hint(message: pb.ProcessingRequest) -> frozenset[str] | None:
+    """The gateway's candidate restriction, or None when the message carries none.
+
+    A key that is present with an empty list means "no candidates", which is different from
+    absent ("all endpoints") — hence `frozenset()` vs `None`.
+    """
+    if not message.HasField("metadata_context"):
+        return None
+    namespaces = message.metadata_context.filter_metadata
+    if SUBSET_HINT_NAMESPACE not in namespaces:
+        return None
+    fields = namespaces[SUBSET_HINT_NAMESPACE].fields
+    if SUBSET_HINT_KEY not in fields:
+        return None
+    value = fields[SUBSET_HINT_KEY]
+    kind = value.WhichOneof("kind")
+    if kind == "list_value":
+        return frozenset(v.string_value for v in value.list_value.values if v.string_value)
+    if kind == "string_value":  # tolerate a single comma-separated string
+        return frozenset(s.strip() for s in value.string_value.split(",") if s.strip())
+    return frozenset()
+
+
+def served_endpoint(message: pb.ProcessingRequest) -> str | None:
+    """`envoy.lb / x-gateway-destination-endpoint-served`: where the gateway actually sent it."""
+    if not message.HasField("metadata_context"):
+        return None
+    namespaces = message.metadata_context.filter_metadata
+    if DESTINATION_METADATA_NAMESPACE not in namespaces:
+        return None
+    fields = namespaces[DESTINATION_METADATA_NAMESPACE].fields
+    if HEADER_DESTINATION_SERVED not in fields:
+        return None
+    return fields[HEADER_DESTINATION_SERVED].string_value or None
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def header_mutation(
+    set_headers: Mapping[str, str], remove_headers: Iterable[str] = ()
+) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE
+            )
+            for k, v in set_headers.items()
+        ],
+        remove_headers=list(remove_headers),
+    )
+
+
+def destination_metadata(destination: str) -> struct_pb2.Struct:
+    """Dynamic metadata `envoy.lb` → {x-gateway-destination-endpoint: "ip:port,..."}."""
+    meta = struct_pb2.Struct()
+    meta.get_or_create_struct(DESTINATION_METADATA_NAMESPACE)[HEADER_DESTINATION] = destination
+    return meta
+
+
+def route_request_headers(mutation: pb.HeaderMutation, destination: str) -> pb.ProcessingResponse:
+    """Answer to request headers that routes the request (FULL_DUPLEX / header-only)."""
+    return pb.ProcessingResponse(
+        request_headers=pb.HeadersResponse(
+            response=pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+        ),
+        dynamic_metadata=destination_metadata(destination),
+    )
+
+
+def route_request_body(
+    mutation: pb.HeaderMutation, destination: str, body: bytes | None
+) -> pb.ProcessingResponse:
+    """BUFFERED mode: the routing mutation rides on the body answer; `body` None = unchanged."""
+    common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+    if body is not None:
+        common.body_mutation.body = body
+    return pb.ProcessingResponse(
+        request_body=pb.BodyResponse(response=common),
+        dynamic_metadata=destination_metadata(destination),
+    )
+
+
+def streamed_request_body(body: bytes, *, end_of_stream: bool) -> Iterator[pb.ProcessingResponse]:
+    """FULL_DUPLEX mode: the body back in chunks of at most 62,000 bytes (at least one chunk)."""
+    chunks = [body[i : i + STREAMED_CHUNK_BYTES] for i in range(0, len(body), STREAMED_CHUNK_BYTES)]
+    if not chunks:
+        chunks = [b""]
+    last = len(chunks) - 1
+    for i, chunk in enumerate(chunks):
+        yield _streamed(chunk, end_of_stream=end_of_stream and i == last, request=True)
+
+
+def streamed_response_body(chunk: bytes, *, end_of_stream: bool) -> pb.ProcessingResponse:
+    return _streamed(chunk, end_of_stream=end_of_stream, request=False)
+
+
+def _streamed(chunk: bytes, *, end_of_stream: bool, request: bool) -> pb.ProcessingResponse:
+    body = pb.BodyResponse(
+        response=pb.CommonResponse(
+            body_mutation=pb.BodyMutation(
+                streamed_response=pb.StreamedBodyResponse(body=chunk, end_of_stream=end_of_stream)
+            )
+        )
+    )
+    if request:
+        return pb.ProcessingResponse(request_body=body)
+    return pb.ProcessingResponse(response_body=body)
+
+
+# Answers that change nothing; built once, they are immutable in practice (never mutated).
+CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+CONTINUE_REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
+CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def error_response(error: SluiceError) -> pb.ProcessingResponse:
+    """An ImmediateResponse in upstream's format: status + `inference gateway: <Code> - <msg>`."""
+    headers: dict[str, str] = {"content-type": "text/plain; charset=utf-8"}
+    if error.code is ErrorCode.RESOURCE_EXHAUSTED:
+        # A 429 without a hint makes clients retry immediately; one second is the smallest hint.
+        retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=error.http_status),
+            headers=header_mutation(headers),
+            body=error.wire_text().encode(),
+            details=error.code.name_on_wire,
+        )
+    )

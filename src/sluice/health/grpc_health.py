@@ -1,0 +1,101 @@
+"""`grpc.health.v1.Health` with upstream's service names and leader-election semantics.
+
+Status is computed on every call from `ready()` (the pool is loaded) and `is_leader()`, so it
+can never go stale. Without leader election every known name reports readiness. With it,
+`liveness` is always SERVING (a standby is alive) while `readiness`, `""` and the ext_proc
+service are SERVING only on the ready leader, which keeps gateway traffic on the leader.
+Unknown names get SERVICE_UNKNOWN, as upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sluice.extproc.server import SERVICE_NAME as EXT_PROC_SERVICE
+
+LIVENESS = "liveness"
+READINESS = "readiness"
+OVERALL = ""
+SERVICE_NAMES = frozenset({OVERALL, EXT_PROC_SERVICE, LIVENESS, READINESS})
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+def serving_status(service: str, *, ready: bool, is_leader: Callable[[], bool] | None) -> int:
+    """The health of `service`; `is_leader` None means leader election is off."""
+    if service not in SERVICE_NAMES:
+        return SERVICE_UNKNOWN
+    if is_leader is None:
+        return SERVING if ready else NOT_SERVING
+    if service == LIVENESS:
+        return SERVING
+    return SERVING if ready and is_leader() else NOT_SERVING
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        is_leader: Callable[[], bool] | None = None,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        self._ready = ready
+        self._is_leader = is_leader
+        self._watch_interval_s = watch_interval_s
+
+    def status(self, service: str) -> int:
+        return serving_status(service, ready=self._ready(), is_leader=self._is_leader)
+
+    async def Check(  # gRPC method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        return health_pb2.HealthCheckResponse(status=self.status(request.service))
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        # Polled: readiness and leadership are plain callables without change notification.
+        last = None
+        while True:
+            status = self.status(request.service)
+            if status != last:
+                last = status
+                yield health_pb2.HealthCheckResponse(status=status)
+            await asyncio.sleep(self._watch_interval_s)
+
+
+class HealthServer:
+    """Plaintext gRPC health on `--grpc-health-port` (kubelet gRPC probes do not speak TLS).
+
+    >>> health = HealthServer(lambda: pipeline.ready, is_leader=None)
+    >>> port = await health.start(9003)
+    """
+
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        is_leader: Callable[[], bool] | None = None,
+        host: str = "0.0.0.0",
+    ) -> None:
+        self.servicer = HealthServicer(ready, is_leader)
+        self._host = host
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self, port: int) -> int:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+        bound = server.add_insecure_port(f"{self._host}:{port}")
+        await server.start()
+        self._server = server
+        return bound
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
