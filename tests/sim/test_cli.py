@@ -1,0 +1,66 @@
+"""`sluice sim` flags, and a pool of engines on their own loopback addresses."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import aiohttp
+import pytest
+
+from sluice.sim.cli import build_parser, main, specs_from_args
+from sluice.sim.pool import expand_hosts, start_pool
+
+
+def test_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "--scheduling-policy" in capsys.readouterr().out
+
+
+def test_flags_become_one_spec_per_engine() -> None:
+    flags = (
+        "--count 3 --port 9000 --host 127.0.0.10+ --profile llama-70b-h100-tp4 --max-num-seqs 8 "
+        "--scheduling-policy priority --lora-modules a=/x b=/y --max-loras 2 --model m --seed 7"
+    )
+    args = build_parser().parse_args(flags.split(" "))
+    specs = specs_from_args(args)
+    assert [(s.host, s.port) for s in specs] == [
+        ("127.0.0.10", 9000),
+        ("127.0.0.11", 9001),
+        ("127.0.0.12", 9002),
+    ]
+    assert {
+        (s.config.max_num_seqs, s.config.scheduling_policy, s.config.max_loras) for s in specs
+    } == {(8, "priority", 2)}
+    assert specs[0].loras == {"a": "/x", "b": "/y"} and specs[0].model == "m"
+    assert specs[0].cost.step_overhead_s > 0.02  # the 70B profile
+
+
+def test_hosts_can_be_shared_listed_or_consecutive() -> None:
+    assert expand_hosts("127.0.0.1", 2) == ["127.0.0.1", "127.0.0.1"]
+    assert expand_hosts("127.0.0.2,127.0.0.3", 2) == ["127.0.0.2", "127.0.0.3"]
+    with pytest.raises(ValueError):
+        expand_hosts("127.0.0.2,127.0.0.3", 3)
+
+
+def test_bad_lora_modules_are_a_usage_error() -> None:
+    with pytest.raises(SystemExit):
+        main(["--lora-modules", "no-equals-sign"])
+
+
+async def test_a_pool_serves_each_engine_on_its_own_address() -> None:
+    args = build_parser().parse_args(
+        ["--count", "2", "--port", "0", "--host", "127.0.0.21,127.0.0.22"]
+    )
+    specs = specs_from_args(args)
+    specs = [replace(s, port=0) for s in specs]  # any free port
+    pool = await start_pool(specs)
+    try:
+        assert [u.split(":")[1] for u in pool.urls] == ["//127.0.0.21", "//127.0.0.22"]
+        async with aiohttp.ClientSession() as http:
+            for url in pool.urls:
+                async with http.get(url + "/health") as r:
+                    assert r.status == 200
+        assert pool.engines[0].engine is not pool.engines[1].engine
+    finally:
+        await pool.close()
