@@ -153,7 +153,7 @@ def test_a_broken_manifest_is_reported_with_file_and_line_and_the_old_state_stay
     logged = [getattr(r, "fields", {}).get("problem", "") for r in caplog.records]
     assert any(f"pool.yaml:{bad_line}: " in line for line in logged)
     # Fixing the file clears the problem and applies the new content.
-    pool.write_text(text.replace("- number: 8004\n", ""))
+    pool.write_text(text.replace("  - number: 8004\n", ""))
     source.refresh()
     assert source.problems == []
     assert source.state is not None and len(source.state.endpoints) == 3
