@@ -132,10 +132,19 @@ class Engine:
     def _schedule_running(self, scheduled: dict[Sequence, int], budget: int) -> bool:
         preempted = False
         i = 0
+        block_size = self.config.block_size
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            need = self._blocks_for(seq.num_computed + n) - len(seq.blocks)
+            n = seq.num_tokens - seq.num_computed
+            if n > budget:
+                n = budget
+            end = seq.num_computed + n
+            # Most steps are decodes that still fit in the last block: skip the allocator.
+            need = (
+                0
+                if end <= len(seq.blocks) * block_size
+                else -(-end // block_size) - len(seq.blocks)
+            )
             while need > 0:
                 blocks = self.kv.allocate(need)
                 if blocks is not None:
@@ -217,36 +226,48 @@ class Engine:
         batch, self._batch = self._batch, None
         produced: list[Sequence] = []
         any_finished = False
-        hashes_limit = self.config.block_size
+        block_size = self.config.block_size
+        running = Status.RUNNING
+        gaps: dict[float, int] = {}
         for seq, n in batch:
-            if seq.status is not Status.RUNNING:
+            if seq.status is not running:
                 continue  # aborted while the step ran
             seq.num_computed += n
-            hashes = seq.request.block_hashes
-            full = min(seq.num_computed, seq.request.prompt_tokens) // hashes_limit
-            while seq.num_published < full and seq.num_published < len(hashes):
-                self.kv.cache(seq.blocks[seq.num_published], hashes[seq.num_published])
-                seq.num_published += 1
+            if seq.num_published < seq.num_hashes:
+                self._publish(seq, block_size)
             if seq.num_computed < seq.num_tokens:
                 continue  # a prefill chunk: nothing sampled yet
             seq.num_output += 1
+            seq.num_tokens += 1
             self.generation_tokens += 1
             if seq.first_token_time is None:
                 seq.first_token_time = now
                 self.ttft.observe(now - seq.submitted_at)
                 self.prompt_tokens += seq.request.prompt_tokens
             elif seq.last_token_time is not None:
-                self.itl.observe(now - seq.last_token_time)
+                # Requests decoding in lockstep share one gap: observe it once per distinct value.
+                gap = now - seq.last_token_time
+                gaps[gap] = gaps.get(gap, 0) + 1
             seq.last_token_time = now
-            if seq.num_output >= seq.request.output_tokens:
+            if seq.num_output >= seq.target_output:
                 self._finish(seq, seq.request.finish_reason, now)
                 any_finished = True
             produced.append(seq)
+        for gap, times in gaps.items():
+            self.itl.observe_many(gap, times)
         if any_finished:
             self.running = [s for s in self.running if s.status is Status.RUNNING]
         return produced
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _publish(self, seq: Sequence, block_size: int) -> None:
+        """Put the prompt blocks this step completed into the prefix-cache index."""
+        hashes = seq.request.block_hashes
+        full = min(min(seq.num_computed, seq.request.prompt_tokens) // block_size, len(hashes))
+        while seq.num_published < full:
+            self.kv.cache(seq.blocks[seq.num_published], hashes[seq.num_published])
+            seq.num_published += 1
 
     def _enqueue(self, seq: Sequence) -> None:
         seq.status = Status.WAITING

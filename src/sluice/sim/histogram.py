@@ -28,6 +28,11 @@ class Histogram:
         self.count += 1
         self.sum += value
 
+    def observe_many(self, value: float, times: int) -> None:
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.count += times
+        self.sum += value * times
+
     def snapshot(self) -> HistogramSnapshot:
         cumulative, running = [], 0
         for c in self.counts:

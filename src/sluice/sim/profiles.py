@@ -81,27 +81,27 @@ PROFILES: dict[str, Profile] = {
             description="Llama-3.1-70B, bf16, four H100 80GB with tensor parallelism 4",
             cost=CostProfile(
                 step_overhead_s=0.022,
-                prefill_token_s=0.0005,
+                prefill_token_s=0.00045,
                 decode_seq_s=0.0002,
                 context_token_s=5e-8,
-                frontend_s=0.030,
+                frontend_s=0.025,
                 lora_load_s=0.150,
             ),
-            engine=EngineConfig(num_gpu_blocks=29_000, max_num_seqs=256),
+            engine=EngineConfig(num_gpu_blocks=26_000, max_num_seqs=256),
         ),
         Profile(
             name="qwen-1.5b-l4",
             description="Qwen2.5-1.5B, bf16, one L4 24GB (small / edge)",
             cost=CostProfile(
-                step_overhead_s=0.007,
-                prefill_token_s=0.00015,
-                decode_seq_s=0.00008,
-                context_token_s=1.5e-8,
+                step_overhead_s=0.012,
+                prefill_token_s=0.0001,
+                decode_seq_s=0.00005,
+                context_token_s=1e-8,
                 frontend_s=0.015,
                 lora_load_s=0.030,
             ),
             engine=EngineConfig(
-                num_gpu_blocks=20_000, max_num_seqs=128, max_num_batched_tokens=2048
+                num_gpu_blocks=36_000, max_num_seqs=128, max_num_batched_tokens=2048
             ),
         ),
         Profile(

@@ -32,14 +32,19 @@ class Sequence:
     finish_time: float | None = None
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     num_preemptions: int = 0
+    # Derived from the request once, read on every step (the engine's hot loop).
+    num_tokens: int = 0  # prompt + generated so far
+    target_output: int = 0  # where generation stops
+    num_hashes: int = 0
+
+    def __post_init__(self) -> None:
+        self.num_tokens = self.request.prompt_tokens + self.num_output
+        self.target_output = self.request.output_tokens
+        self.num_hashes = len(self.request.block_hashes)
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
-
-    @property
-    def num_tokens(self) -> int:
-        return self.request.prompt_tokens + self.num_output
 
     @property
     def finished(self) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sluice.sim.engine import Engine
 from sluice.sim.metrics import EngineMetrics, render
 from sluice.sim.request import SimRequest
-from sluice.sim.sequence import Sequence
+from sluice.sim.sequence import Sequence, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,8 @@ class VirtualCluster:
             engine.abort(str(payload), now)
         elif kind == _STEP_END:
             for seq in engine.finish_step(now):
-                self._emit(engine_id, seq, now, events)
+                if seq.num_output == 1 or seq.status is Status.FINISHED or self.token_events:
+                    self._emit(engine_id, seq, now, events)
             self._start(engine_id, engine, now)
         elif not engine.in_step:  # _WAKE; a stale wake while a step runs is harmless
             self._start(engine_id, engine, now)
