@@ -1,25 +1,80 @@
-"""The application shell: sources → state → pipeline → servers, on one asyncio loop."""
+"""The application shell: sources → state → director → servers, on one asyncio loop.
+
+`App.build` turns options into wired components (and every start-up mistake into an
+`AppError` that names the flag or file); `App.start`/`App.stop` own the sockets.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from sluice.cli.serve_options import ServeOptions
+from sluice.config import (
+    SluiceConfig,
+    SluiceConfigError,
+    load_sluice_config,
+    load_sluice_config_file,
+)
+from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
+from sluice.director import Director, DirectorSettings
+from sluice.flowcontrol.controller import FlowController
+from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.logs import get_logger
+from sluice.pipeline import Limits
+from sluice.request_metrics import RequestMetrics
+from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
 
 log = get_logger("app")
+
+ENGINE_ALIASES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "triton-tensorrt-llm"}
+_METRIC_FLAGS = (
+    "total-queued-requests-metric",
+    "total-running-requests-metric",
+    "kv-cache-usage-percentage-metric",
+    "lora-info-metric",
+    "cache-info-metric",
+)
 
 
 class AppError(Exception):
     """A configuration mistake found at start-up; the message names the flag or file."""
 
 
+def load_config_from_options(options: ServeOptions) -> SluiceConfig:
+    try:
+        if options["config-file"]:
+            return load_sluice_config_file(options["config-file"])
+        if options["config-text"]:
+            return load_sluice_config(options["config-text"], "--config-text")
+        return load_sluice_config(None)
+    except SluiceConfigError as exc:
+        raise AppError(str(exc)) from None
+
+
+def metric_names_from_options(options: ServeOptions) -> MetricNames:
+    try:
+        names = MetricNames.for_engine(ENGINE_ALIASES[options["engine"]])
+        overrides: dict[str, str | None] = {
+            flag.replace("-", "_"): (options[flag] if flag in options.explicitly_set else None)
+            for flag in _METRIC_FLAGS
+        }
+        return names.with_overrides(**overrides)
+    except MetricSpecError as exc:
+        raise AppError(f"metric flags: {exc}") from None
+
+
 class App:
-    def __init__(self, options: ServeOptions):
+    def __init__(self, options: ServeOptions, *, rng: random.Random | None = None):
         self.options = options
         self.key = PoolKey(
             name=str(options["pool-name"]),
@@ -28,36 +83,164 @@ class App:
         )
         resources = options["resources"]
         if resources and not Path(resources).exists():
-            raise AppError(f"--resources {resources}: no such file or directory")
+            raise AppError(
+                f"--resources {resources}: no such file or directory; pass a manifest file "
+                "or a directory of manifests"
+            )
+        if not resources and options["endpoint-selector"]:
+            raise AppError(
+                "--endpoint-selector (standalone discovery without CRDs) is not supported yet; "
+                "use --pool-name with a cluster, or --resources with a manifest directory"
+            )
+        self.config = load_config_from_options(options)
+        self.metrics_registry = CollectorRegistry()
+        self.registry = EndpointRegistry()
+        self.scheduler = Scheduler.from_config(self.config.picker, rng=rng)
+        self.flow = FlowController(
+            self.config.flow,
+            observer=FlowControlMetrics(self.metrics_registry, inference_pool=self.key.name),
+        )
+        self.director = Director(
+            scheduler=self.scheduler,
+            flow=self.flow,
+            registry=self.registry,
+            thresholds=self.config.room,
+            settings=DirectorSettings(
+                max_body_bytes=int(options["max-body-bytes"]),
+                disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+            ),
+            metrics=RequestMetrics(self.metrics_registry),
+            rng=rng,
+        )
+        self.scraper = MetricsScraper(
+            self.registry,
+            metric_names_from_options(options),
+            ScrapeSettings(
+                interval_s=float(options["refresh-metrics-interval"]),
+                scheme=str(options["model-server-metrics-scheme"]),
+                path=str(options["model-server-metrics-path"]),
+            ),
+        )
         self.state: PoolState | None = None
+        self._servers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+
+    # -- state -------------------------------------------------------------------------------
 
     def on_state(self, state: PoolState) -> None:
         previous = self.state
         self.state = state
-        if previous is None or previous.endpoints != state.endpoints or previous.pool is None:
+        self.director.set_state(state)
+        if previous is None or previous.endpoints != state.endpoints or not previous.loaded:
             log.info(
                 "pool state",
                 pool=f"{state.key.namespace}/{state.key.name}",
                 loaded=state.loaded,
                 endpoints=",".join(e.hostport for e in state.endpoints) or "-",
-                objectives=",".join(k.split("/", 1)[1] for k in state.objectives) or "-",
+                objectives=",".join(
+                    f"{k.split('/', 1)[1]}={state.priority_of(k.split('/', 1)[1])}"
+                    for k in state.objectives
+                )
+                or "-",
             )
 
-    async def run_forever(self) -> None:
-        from sluice.sources.files import ManifestDirectorySource
+    # -- lifecycle ---------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        from sluice.extproc.options import ServerOptions, StreamOptions
+        from sluice.extproc.server import ExtProcServer
+        from sluice.health.grpc_health import HealthServer
+        from sluice.health.metrics import MetricsServer
+
+        options = self.options
+        if options["resources"]:
+            from sluice.sources.files import ManifestDirectorySource
+
+            source = ManifestDirectorySource(options["resources"], self.key, self.on_state)
+            source.refresh()
+            self._tasks.append(asyncio.create_task(source.run(), name="sluice-resources"))
+        else:
+            await self._start_kube()
+        await self.scraper.start()
+
+        grpc_host = str(options["grpc-host"])
+        health = HealthServer(lambda: self.director.ready, host=grpc_host)
+        await health.start(int(options["grpc-health-port"]))
+        self._servers.append(health)
+        metrics = MetricsServer(self.metrics_registry, host=grpc_host)
+        await metrics.start(int(options["metrics-port"]))
+        self._servers.append(metrics)
+        if not options["disable-extproc"]:
+            cert = options["cert-path"]
+            extproc = ExtProcServer(
+                self.director,
+                ServerOptions(
+                    grpc_port=int(options["grpc-port"]),
+                    host=grpc_host,
+                    secure_serving=bool(options["secure-serving"]),
+                    cert_path=Path(cert) if cert else None,
+                ),
+                StreamOptions(
+                    max_body_bytes=int(options["max-body-bytes"]),
+                    keep_control_headers=bool(options["keep-control-headers"]),
+                    disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                ),
+            )
+            await extproc.start()
+            self._servers.append(extproc)
+        if options["proxy-port"]:
+            from sluice.proxy.server import ProxyServer
+
+            proxy = ProxyServer(
+                self.director, Limits(max_body_bytes=int(options["max-body-bytes"]))
+            )
+            await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
+            self._servers.append(proxy)
+        log.info(
+            "sluice serving",
+            pool=f"{self.key.namespace}/{self.key.name}",
+            config=self.config.source,
+            ext_proc=("off" if options["disable-extproc"] else options["grpc-port"]),
+            health=options["grpc-health-port"],
+            metrics=options["metrics-port"],
+            proxy=options["proxy-port"] or "off",
+        )
+
+    async def _start_kube(self) -> None:
+        from sluice.sources.kube import KubeSource
+        from sluice.sources.kube_client import connect
+
+        try:
+            api_client = await connect()
+        except Exception as exc:
+            raise AppError(
+                f"no Kubernetes cluster reachable ({exc}); run in a cluster, set KUBECONFIG, "
+                "or pass --resources with a manifest directory"
+            ) from None
+        source = KubeSource(self.key, self.on_state, api_client)
+        self._tasks.append(asyncio.create_task(source.run(), name="sluice-kube"))
+
+    async def stop(self) -> None:
+        for server in reversed(self._servers):
+            with contextlib.suppress(Exception):
+                await server.stop()
+        await self.scraper.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self._stopping.set)
-        tasks: list[asyncio.Task[None]] = []
-        if self.options["resources"]:
-            source = ManifestDirectorySource(self.options["resources"], self.key, self.on_state)
-            source.refresh()
-            tasks.append(asyncio.create_task(source.run()))
-        log.info("sluice serving", pool=f"{self.key.namespace}/{self.key.name}")
-        await self._stopping.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            log.info("sluice stopping")
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()

@@ -14,7 +14,7 @@ from sluice.sources.files import ManifestDirectorySource
 from sluice.sources.manifests import ManifestError, read_manifest_file
 from sluice.sources.state import PoolKey, PoolState
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+QUICKSTART = Path(__file__).resolve().parents[2] / "src" / "sluice" / "quickstart"
 KEY = PoolKey(name="quickstart", namespace="default")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from sluice import logs
 from sluice.cli.flags import FlagError
@@ -35,22 +37,26 @@ def serve_main(argv: list[str]) -> int:
 def run_serve(options: ServeOptions) -> int:
     from sluice.app import App, AppError
 
-    try:
+    async def main() -> None:
         app = App(options)
+        await app.run_forever()
+
+    try:
+        run_async(main())
     except AppError as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 2
-    try:
-        _run(app.run_forever())
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def _run(coro: object) -> None:
+def run_async(coro: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when available (it is a dependency off Windows)."""
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)

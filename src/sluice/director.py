@@ -1,0 +1,395 @@
+"""The director: the one `Pipeline` both front ends drive (see `sluice.pipeline`).
+
+It ties the pure cores together on the event loop — request parsing, the flow controller
+(*when*), the scheduler (*where*) and the endpoint registry (live state and in-flight
+accounting) — and owns nothing else: no sockets, no clock of its own (`clock` is injected).
+
+Late binding: the scheduler runs at the moment flow control releases a request, inside
+`FlowController.dispatch` (through `_Room.take_room`), with the freshest metrics plus Sluice's
+own in-flight counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from sluice.datalayer.capacity import CapacityThresholds, has_room
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.registry import DispatchTicket, EndpointRegistry, EndpointState
+from sluice.flowcontrol.controller import FlowController, error_for
+from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
+from sluice.logs import get_logger
+from sluice.pipeline import Outcome
+from sluice.request_metrics import RequestMetrics
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import InferenceRequest, Usage
+from sluice.requests.parse import parse_request
+from sluice.requests.rewrite import set_top_level_field
+from sluice.requests.usage import UsageParser
+from sluice.scheduling.framework import NoEndpointsError
+from sluice.scheduling.scheduler import Scheduler
+from sluice.sources.state import PoolState
+
+log = get_logger("director")
+
+# While anything waits, re-check for room at least this often: room also opens when a scrape
+# shows an engine drained, which no completion announces.
+_IDLE_RECHECK_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorSettings:
+    max_body_bytes: int = 16 * 1024 * 1024
+    disable_subset_filter: bool = False
+    # Output tokens assumed for in-flight accounting when a request sets no max_tokens.
+    default_output_tokens: int = 256
+
+
+class DispatchedRequest:
+    """An admitted request: where it goes, and its exactly-once completion."""
+
+    __slots__ = (
+        "_director",
+        "_dispatch",
+        "_endpoints",
+        "_first_byte_at",
+        "_parser",
+        "_started_at",
+        "finished",
+        "request",
+        "ticket",
+    )
+
+    def __init__(
+        self,
+        director: Director,
+        request: InferenceRequest,
+        ticket: Ticket,
+        endpoints: tuple[Endpoint, ...],
+        dispatch: DispatchTicket,
+        now: float,
+    ) -> None:
+        self._director = director
+        self.request = request
+        self.ticket = ticket
+        self._endpoints = endpoints
+        self._dispatch = dispatch
+        self._parser: UsageParser | None = None
+        self._started_at = now
+        self._first_byte_at: float | None = None
+        self.finished = False
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self._endpoints
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoints[0]
+
+    def retarget(self, endpoint: Endpoint) -> None:
+        if self.finished or endpoint == self._endpoints[0]:
+            return
+        director = self._director
+        director.registry.complete(self._dispatch)
+        self._dispatch = director.registry.dispatch(endpoint.name, self._dispatch.tokens)
+        self._endpoints = (endpoint, *(e for e in self._endpoints if e != endpoint))
+        director.scheduler.on_dispatch(self.request, endpoint)
+
+    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
+        if self._parser is None:
+            self._parser = UsageParser(
+                streaming=streaming, prompt_tokens_estimate=self.request.prompt_tokens
+            )
+            self._first_byte_at = self._director.clock()
+        self._parser.feed(chunk)
+
+    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if usage is None and self._parser is not None:
+            usage = self._parser.finish()
+        self._director._finished(self, outcome, usage, self._started_at, self._first_byte_at)
+
+    @property
+    def dispatch_ticket(self) -> DispatchTicket:
+        return self._dispatch
+
+
+class _Room:
+    """Adapts the endpoint registry to flow control's `CapacityView`, and binds the endpoint
+    (runs the scheduler) the moment an item is released."""
+
+    def __init__(self, director: Director, now: float) -> None:
+        self.director = director
+        self.now = now
+        self.bound: dict[int, DispatchedRequest | SluiceError] = {}
+        self._current: Ticket | None = None
+
+    def candidates(self, subset: frozenset[str] | None) -> list[EndpointState]:
+        states = self.director.registry.snapshot()
+        if subset is None:
+            return list(states)
+        return [s for s in states if _in_subset(s.endpoint, subset)]
+
+    def has_room(self, candidates: frozenset[str] | None) -> bool:
+        thresholds = self.director.thresholds
+        return any(has_room(s, self.now, thresholds) for s in self.candidates(candidates))
+
+    def take_room(self, request: InferenceRequest) -> None:
+        director = self.director
+        ticket = director._ticket_of.get(id(request))
+        if ticket is None:
+            return
+        states = self.candidates(request.subset_hint)
+        roomy = [s for s in states if has_room(s, self.now, director.thresholds)]
+        try:
+            result = director.scheduler.schedule(request, roomy or states, self.now)
+        except NoEndpointsError as exc:
+            self.bound[ticket.seq] = SluiceError(
+                ErrorCode.RESOURCE_EXHAUSTED, f"failed to find an endpoint: {exc}"
+            )
+            return
+        endpoints = result.endpoints
+        tokens = request.prompt_tokens + (
+            request.max_tokens or director.settings.default_output_tokens
+        )
+        dispatch = director.registry.dispatch(endpoints[0].name, tokens)
+        director.scheduler.on_dispatch(request, endpoints[0])
+        self.bound[ticket.seq] = DispatchedRequest(
+            director, request, ticket, endpoints, dispatch, self.now
+        )
+
+
+def _in_subset(endpoint: Endpoint, subset: frozenset[str]) -> bool:
+    """Upstream matches the hint on the IP (port stripped); we accept either form."""
+    return endpoint.hostport in subset or endpoint.address in subset
+
+
+class Director:
+    """The concrete `sluice.pipeline.Pipeline`."""
+
+    def __init__(
+        self,
+        *,
+        scheduler: Scheduler,
+        flow: FlowController,
+        registry: EndpointRegistry,
+        thresholds: CapacityThresholds,
+        settings: DirectorSettings | None = None,
+        metrics: RequestMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.flow = flow
+        self.registry = registry
+        self.thresholds = thresholds
+        self.settings = settings or DirectorSettings()
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.state: PoolState | None = None
+        self._waiters: dict[int, asyncio.Future[DispatchedRequest]] = {}
+        self._ticket_of: dict[int, Ticket] = {}  # by id(request): ids may repeat
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self.in_flight = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def set_state(self, state: PoolState) -> None:
+        """A source published a new picture of the pool."""
+        self.state = state
+        self.registry.set_endpoints(state.endpoints)
+        self.scheduler.prune({e.name for e in state.endpoints})
+        self.pump()
+
+    @property
+    def ready(self) -> bool:
+        return self.state is not None and self.state.loaded
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(s.endpoint for s in self.registry.snapshot())
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def parse(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = "/v1/chat/completions",
+        subset_hint: frozenset[str] | None = None,
+    ) -> InferenceRequest:
+        state = self.state
+        rewrites: Iterable[object] = state.rewrites.values() if state is not None else ()
+        if self.settings.disable_subset_filter:
+            subset_hint = None
+        request = parse_request(
+            headers,
+            body,
+            path=path,
+            subset_hint=subset_hint,
+            max_body_bytes=self.settings.max_body_bytes,
+            rewrites=rewrites,  # type: ignore[arg-type]
+            rng=self.rng,
+        )
+        if state is not None:
+            request.priority = state.priority_of(request.objective)
+        engine_priority = self.flow.engine_priority_for(request)
+        if engine_priority is not None and request.model:
+            request.body = set_top_level_field(
+                request.body, "priority", str(engine_priority).encode()
+            )
+        return request
+
+    def pick_any(self) -> Endpoint:
+        states = self.registry.snapshot()
+        if not states:
+            raise SluiceError(ErrorCode.INTERNAL, "no pods available in datastore")
+        return self.rng.choice(states).endpoint
+
+    async def admit(self, request: InferenceRequest) -> DispatchedRequest:
+        if self.metrics is not None:
+            self.metrics.received(request)
+        if not self._has_candidates(request.subset_hint):
+            raise self._failed(
+                request, SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "no endpoints available")
+            )
+        now = self.clock()
+        result = self.flow.enqueue(request, now)
+        if isinstance(result, Finalized):
+            raise self._failed(request, _queue_error(result))
+        assert isinstance(result, Accepted)
+        ticket = result.ticket
+        for displaced in result.displaced:
+            self._resolve(displaced, {})
+        waiter: asyncio.Future[DispatchedRequest] = asyncio.get_running_loop().create_future()
+        self._waiters[ticket.seq] = waiter
+        self._ticket_of[id(request)] = ticket
+        self.pump(now)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self._abandon(ticket, waiter)
+            raise
+        finally:
+            self._waiters.pop(ticket.seq, None)
+            self._ticket_of.pop(id(request), None)
+
+    def _abandon(self, ticket: Ticket, waiter: asyncio.Future[DispatchedRequest]) -> None:
+        """The client went away while waiting (or right as it was released)."""
+        if ticket.waiting:
+            event = self.flow.cancel(ticket, self.clock())
+            if event is not None and self.metrics is not None:
+                self.metrics.failed(ticket.request, error_for(event))
+        elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            waiter.result().finish(Outcome.CLIENT_GONE)
+
+    def _has_candidates(self, subset: frozenset[str] | None) -> bool:
+        states = self.registry.snapshot()
+        if subset is None:
+            return bool(states)
+        return any(_in_subset(s.endpoint, subset) for s in states)
+
+    # -- dispatching ---------------------------------------------------------------------------
+
+    def pump(self, now: float | None = None) -> None:
+        """Release whatever has room now; call whenever room may have opened."""
+        now = self.clock() if now is None else now
+        room = _Room(self, now)
+        for event in self.flow.dispatch(now, room):
+            self._resolve(event, room.bound)
+        self._arm_timer(now)
+
+    def _resolve(
+        self, event: Finalized, bound: Mapping[int, DispatchedRequest | SluiceError]
+    ) -> None:
+        ticket = event.ticket
+        waiter = self._waiters.get(ticket.seq)
+        if event.outcome is QueueOutcome.DISPATCHED:
+            placed = bound.get(ticket.seq)
+            if placed is None:  # legacy mode released it without room: schedule anyway
+                room = _Room(self, event.at)
+                room.take_room(ticket.request)
+                placed = room.bound.get(ticket.seq)
+            if isinstance(placed, DispatchedRequest):
+                self.in_flight += 1
+                if self.metrics is not None:
+                    self.metrics.dispatched(placed.request, event.waited_s)
+                if waiter is None or waiter.done():
+                    placed.finish(Outcome.CLIENT_GONE)
+                else:
+                    waiter.set_result(placed)
+                return
+            error = placed or SluiceError(ErrorCode.INTERNAL, "dispatched without an endpoint")
+            self.flow.complete(ticket, None, event.at)
+        else:
+            error = _queue_error(event)
+        self._failed(ticket.request, error)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def _arm_timer(self, now: float) -> None:
+        """Wake for the next TTL deadline, or soon while anything waits for room."""
+        due = self.flow.next_deadline()
+        if self.flow.queued_requests:
+            recheck = now + _IDLE_RECHECK_S
+            due = recheck if due is None else min(due, recheck)
+        if due is None or due >= self._timer_at:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        delay = max(0.0, due - now)
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self.pump()
+
+    # -- completion ----------------------------------------------------------------------------
+
+    def _finished(
+        self,
+        dispatched: DispatchedRequest,
+        outcome: Outcome,
+        usage: Usage | None,
+        started_at: float,
+        first_byte_at: float | None,
+    ) -> None:
+        now = self.clock()
+        self.in_flight -= 1
+        self.registry.complete(dispatched.dispatch_ticket)
+        self.flow.complete(dispatched.ticket, usage, now)
+        self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
+        if self.metrics is not None:
+            self.metrics.completed(
+                dispatched.request,
+                outcome,
+                usage,
+                duration_s=now - started_at,
+                ttft_s=None if first_byte_at is None else first_byte_at - started_at,
+            )
+        self.pump(now)
+
+    def _failed(self, request: InferenceRequest, error: SluiceError | None) -> SluiceError:
+        error = error or SluiceError(ErrorCode.INTERNAL, "request was not dispatched")
+        if self.metrics is not None:
+            self.metrics.failed(request, error)
+        return error
+
+
+def _queue_error(event: Finalized) -> SluiceError:
+    return error_for(event) or SluiceError(ErrorCode.INTERNAL, "request left the queue")
