@@ -96,15 +96,21 @@ def test_the_oldest_resource_wins_whatever_the_input_order():
 
 
 def test_equal_timestamps_fall_back_to_the_name():
-    assert choose_rewrite("m", [rewrite("b", JAN, exact("m", "b")),
-                                rewrite("a", JAN, exact("m", "a"))], RNG) == "a"
+    assert (
+        choose_rewrite(
+            "m", [rewrite("b", JAN, exact("m", "b")), rewrite("a", JAN, exact("m", "a"))], RNG
+        )
+        == "a"
+    )
 
 
 def test_datetime_and_string_timestamps_compare_and_missing_ones_sort_last():
-    resources = [rewrite("none", None, exact("m", "none")),
-                 rewrite("dt", datetime(2024, 3, 1, tzinfo=UTC), exact("m", "dt")),
-                 rewrite("naive", datetime(2024, 2, 1), exact("m", "naive")),
-                 rewrite("str", "2024-04-01T00:00:00Z", exact("m", "str"))]
+    resources = [
+        rewrite("none", None, exact("m", "none")),
+        rewrite("dt", datetime(2024, 3, 1, tzinfo=UTC), exact("m", "dt")),
+        rewrite("naive", datetime(2024, 2, 1), exact("m", "naive")),
+        rewrite("str", "2024-04-01T00:00:00Z", exact("m", "str")),
+    ]
 
     assert choose_rewrite("m", resources, RNG) == "naive"
 

@@ -26,8 +26,10 @@ def test_each_chat_message_adds_an_overhead_and_the_reply_is_primed_once():
 
 
 def test_media_parts_and_extra_text_are_charged():
-    assert chat_tokens([], media_parts=2, extra_chars=40) == \
-        REPLY_PRIMING_TOKENS + 2 * MEDIA_PART_TOKENS + 10
+    assert (
+        chat_tokens([], media_parts=2, extra_chars=40)
+        == REPLY_PRIMING_TOKENS + 2 * MEDIA_PART_TOKENS + 10
+    )
 
 
 def test_a_16_kib_prompt_is_estimated_in_well_under_a_millisecond():

@@ -283,11 +283,14 @@ def _chat(fields: _Body) -> _Prompt:
     for index, message in enumerate(raw):
         if not isinstance(message, dict):
             raise bad_request(f"messages[{index}] must be an object, got {_json_type(message)}")
-        content = _content(message.get("content"), f"messages[{index}].content")
-        media += content.media_parts
-        # Assistant tool calls are rendered into the prompt by the chat template.
-        extra_chars += _json_chars(message.get("tool_calls", _UNSET))
-        messages.append(ChatMessage(role=_str_or_empty(message.get("role")), content=content.text))
+        text = message.get("content")
+        if not isinstance(text, str):  # the plain-string case is the hot path: skip the helper
+            content = _content(text, f"messages[{index}].content")
+            text, media = content.text, media + content.media_parts
+        if "tool_calls" in message:  # rendered into the prompt by the chat template
+            extra_chars += _json_chars(message["tool_calls"])
+        role = message.get("role")
+        messages.append(ChatMessage(role if isinstance(role, str) else "", text))
     return _chat_prompt(messages, media, extra_chars)
 
 

@@ -77,9 +77,13 @@ class ModelRewriteLike(Protocol):
     def spec(self) -> RewriteSpecLike: ...
 
 
-def resolve_target_model(incoming_model: str, *, header_rewrite: str | None,
-                         rewrites: Iterable[ModelRewriteLike],
-                         rng: RandomLike | None = None) -> str:
+def resolve_target_model(
+    incoming_model: str,
+    *,
+    header_rewrite: str | None,
+    rewrites: Iterable[ModelRewriteLike],
+    rng: RandomLike | None = None,
+) -> str:
     """The model the forwarded body will carry: header, else a rewrite rule, else unchanged."""
     if header_rewrite:
         return header_rewrite
@@ -87,8 +91,9 @@ def resolve_target_model(incoming_model: str, *, header_rewrite: str | None,
     return incoming_model if chosen is None else chosen
 
 
-def choose_rewrite(incoming_model: str, rewrites: Iterable[ModelRewriteLike],
-                   rng: RandomLike | None = None) -> str | None:
+def choose_rewrite(
+    incoming_model: str, rewrites: Iterable[ModelRewriteLike], rng: RandomLike | None = None
+) -> str | None:
     """The rewritten model name for `incoming_model`, or None when no rule applies."""
     exact: RuleLike | None = None
     generic: RuleLike | None = None

@@ -34,8 +34,9 @@ def chars_to_tokens(chars: int) -> int:
     return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-def chat_tokens(message_text_chars: Iterable[int], *, media_parts: int = 0,
-                extra_chars: int = 0) -> int:
+def chat_tokens(
+    message_text_chars: Iterable[int], *, media_parts: int = 0, extra_chars: int = 0
+) -> int:
     """Tokens of a chat prompt given the text length of each message.
 
     `extra_chars` is prompt text outside the messages that the chat template still renders
