@@ -1,0 +1,295 @@
+"""The director: what every front end gets from `parse` / `admit` / `finish`.
+
+Engines are represented by the registry's metrics (as a scrape would set them) and time by a
+hand-driven clock, so each test states exactly how much room the pool has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from sluice.api import parse_resource
+from sluice.config import load_sluice_config
+from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.director import Director
+from sluice.flowcontrol.controller import FlowController
+from sluice.pipeline import Outcome
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import Usage
+from sluice.scheduling.scheduler import Scheduler
+from sluice.sources.state import PodInfo, PoolKey, Snapshot, build_state
+
+KEY = PoolKey("pool", "default")
+CONFIG = """
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+flowControl:
+  maxRequests: 4
+  defaultRequestTTL: 30s
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pool_state(ports: tuple[int, ...] = (8001, 8002)) -> object:
+    snapshot = Snapshot()
+    snapshot.pools["default/pool"] = parse_resource(
+        {
+            "apiVersion": "inference.networking.k8s.io/v1",
+            "kind": "InferencePool",
+            "metadata": {"name": "pool", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "llm"}},
+                "targetPorts": [{"number": p} for p in ports],
+                "endpointPickerRef": {"name": "sluice", "port": {"number": 9002}},
+            },
+        }
+    )
+    for name, priority in (("interactive", 10), ("batch", -1)):
+        snapshot.objectives[f"default/{name}"] = parse_resource(
+            {
+                "apiVersion": "inference.networking.x-k8s.io/v1alpha2",
+                "kind": "InferenceObjective",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"priority": priority, "poolRef": {"name": "pool"}},
+            }
+        )
+    snapshot.pods["default/p"] = PodInfo("p", "default", {"app": "llm"}, "10.0.0.1", True)
+    return build_state(KEY, snapshot)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def director(clock: Clock) -> Iterator[Director]:
+    config = load_sluice_config(CONFIG)
+    director = Director(
+        scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
+        flow=FlowController(config.flow),
+        registry=EndpointRegistry(),
+        thresholds=config.room,
+        clock=clock,
+        rng=random.Random(1),
+    )
+    director.set_state(pool_state())  # type: ignore[arg-type]
+    yield director
+
+
+def report(director: Director, clock: Clock, *, waiting: int, names: tuple[str, ...] = ()) -> None:
+    """Every endpoint (or those named) reports `waiting` queued requests, fresh now."""
+    for state in director.registry.snapshot():
+        if names and state.name not in names:
+            continue
+        mark = director.registry.begin_scrape(state.name)
+        assert mark is not None
+        director.registry.record_scrape(mark, EngineMetrics(waiting=waiting, updated_at=clock.now))
+
+
+def chat(director: Director, objective: str | None = None, **headers: str) -> object:
+    body = json.dumps(
+        {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi there"}]}
+    ).encode()
+    all_headers = {"content-type": "application/json", **headers}
+    if objective:
+        all_headers["x-gateway-inference-objective"] = objective
+    return director.parse(all_headers, body, path="/v1/chat/completions")
+
+
+async def test_an_idle_pool_dispatches_at_once(director: Director, clock: Clock) -> None:
+    report(director, clock, waiting=0)
+    request = chat(director)
+    admitted = await asyncio.wait_for(director.admit(request), 0.5)  # type: ignore[arg-type]
+    assert admitted.endpoints[0].address == "10.0.0.1"
+    assert len(set(admitted.endpoints)) == len(admitted.endpoints)
+    assert director.in_flight == 1
+    assert sum(s.in_flight_requests for s in director.registry.snapshot()) == 1
+    admitted.finish(Outcome.COMPLETED, Usage(prompt_tokens=3, completion_tokens=8))
+    admitted.finish(Outcome.COMPLETED)  # a second finish is ignored
+    assert director.in_flight == 0
+    assert sum(s.in_flight_requests for s in director.registry.snapshot()) == 0
+
+
+async def test_priority_comes_from_the_objective_in_the_pools_namespace(
+    director: Director,
+) -> None:
+    assert chat(director, "interactive").priority == 10  # type: ignore[attr-defined]
+    assert chat(director, "batch").priority == -1  # type: ignore[attr-defined]
+    assert chat(director, "unknown").priority == 0  # type: ignore[attr-defined]
+    assert chat(director).priority == 0  # type: ignore[attr-defined]
+
+
+async def test_a_saturated_pool_queues_and_serves_higher_priority_first(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=50)  # every engine is over the queue-depth threshold
+    order: list[str] = []
+
+    async def go(name: str, objective: str | None) -> None:
+        admitted = await director.admit(chat(director, objective))  # type: ignore[arg-type]
+        order.append(name)
+        admitted.finish(Outcome.COMPLETED)
+
+    tasks = [
+        asyncio.create_task(go("batch", "batch")),
+        asyncio.create_task(go("standard", None)),
+        asyncio.create_task(go("interactive", "interactive")),
+    ]
+    await asyncio.sleep(0.02)
+    assert order == [] and director.flow.queued_requests == 3
+    report(director, clock, waiting=0)
+    director.pump()
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert order == ["interactive", "standard", "batch"]
+
+
+async def test_a_client_that_leaves_the_queue_frees_its_place_at_once(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=50)
+    task = asyncio.create_task(director.admit(chat(director)))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert director.flow.queued_requests == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert director.flow.queued_requests == 0
+    assert director.in_flight == 0
+
+
+async def test_a_full_queue_answers_429_with_retry_after(director: Director, clock: Clock) -> None:
+    report(director, clock, waiting=50)
+    waiting = [asyncio.create_task(director.admit(chat(director))) for _ in range(4)]  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    with pytest.raises(SluiceError) as info:
+        await director.admit(chat(director))  # type: ignore[arg-type]
+    assert info.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert info.value.http_status == 429
+    assert info.value.retry_after_s is not None and info.value.retry_after_s > 0
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_higher_priority_arrival_displaces_the_newest_lower_one(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=50)
+    low = [asyncio.create_task(director.admit(chat(director))) for _ in range(4)]  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    high = asyncio.create_task(director.admit(chat(director, "interactive")))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert low[-1].done()
+    with pytest.raises(SluiceError) as info:
+        low[-1].result()
+    assert info.value.http_status == 429
+    assert not high.done()
+    for task in [*low[:-1], high]:
+        task.cancel()
+    await asyncio.gather(*low, high, return_exceptions=True)
+
+
+async def test_ttl_expiry_answers_503(director: Director, clock: Clock) -> None:
+    report(director, clock, waiting=50)
+    request = chat(director, **{"x-sluice-request-ttl": "50ms"})
+    task = asyncio.create_task(director.admit(request))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    clock.now += 0.06
+    with pytest.raises(SluiceError) as info:
+        await asyncio.wait_for(task, 1)
+    assert info.value.http_status == 503
+    assert "timed out in queue" in info.value.message
+    assert director.flow.queued_requests == 0
+
+
+async def test_a_subset_hint_restricts_the_candidates(director: Director, clock: Clock) -> None:
+    report(director, clock, waiting=0)
+    body = json.dumps({"model": "m", "prompt": "hello"}).encode()
+    only = director.parse({}, body, path="/v1/completions", subset_hint=frozenset({"10.0.0.1:8002"}))
+    admitted = await director.admit(only)
+    assert admitted.endpoints[0].hostport == "10.0.0.1:8002"
+    admitted.finish(Outcome.COMPLETED)
+
+    empty = director.parse({}, body, path="/v1/completions", subset_hint=frozenset())
+    with pytest.raises(SluiceError) as info:
+        await director.admit(empty)
+    assert info.value.http_status == 503
+
+
+async def test_an_item_whose_candidates_are_full_does_not_block_others(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=50, names=("p-rank-0",))
+    report(director, clock, waiting=0, names=("p-rank-1",))
+    body = json.dumps({"model": "m", "prompt": "hello"}).encode()
+    stuck = director.parse({}, body, path="/v1/completions", subset_hint=frozenset({"10.0.0.1:8001"}))
+    stuck_task = asyncio.create_task(director.admit(stuck))
+    await asyncio.sleep(0.01)
+    free = await asyncio.wait_for(director.admit(chat(director)), 0.5)  # type: ignore[arg-type]
+    assert free.endpoints[0].hostport == "10.0.0.1:8002"
+    assert not stuck_task.done()
+    stuck_task.cancel()
+    await asyncio.gather(stuck_task, return_exceptions=True)
+
+
+async def test_an_empty_pool_answers_503(clock: Clock) -> None:
+    config = load_sluice_config(CONFIG)
+    director = Director(
+        scheduler=Scheduler.from_config(config.picker),
+        flow=FlowController(config.flow),
+        registry=EndpointRegistry(),
+        thresholds=config.room,
+        clock=clock,
+    )
+    with pytest.raises(SluiceError) as info:
+        await director.admit(chat(director))  # type: ignore[arg-type]
+    assert info.value.http_status == 503
+    with pytest.raises(SluiceError) as info:
+        director.pick_any()
+    assert info.value.http_status == 500
+
+
+async def test_usage_seen_in_the_response_corrects_the_fairness_charge(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=0)
+    admitted = await director.admit(chat(director, **{"x-gateway-inference-fairness-id": "a"}))  # type: ignore[arg-type]
+    admitted.observe_response_chunk(b'data: {"choices":[]}\n\n', streaming=True)
+    admitted.observe_response_chunk(
+        b'data: {"usage":{"prompt_tokens":100,"completion_tokens":7}}\n\ndata: [DONE]\n\n',
+        streaming=True,
+    )
+    admitted.finish(Outcome.COMPLETED)
+    band = director.flow.band(0)
+    assert band is not None
+    flow = band.flows["a"]
+    cost = director.flow.config.token_cost
+    assert flow.counter == pytest.approx(cost.actual(Usage(prompt_tokens=100, completion_tokens=7)))
+
+
+def test_the_engine_priority_option_writes_vllms_priority_field(clock: Clock) -> None:
+    config = load_sluice_config(CONFIG.replace("maxRequests: 4", "maxRequests: 4\n  enginePriority: true"))
+    director = Director(
+        scheduler=Scheduler.from_config(config.picker),
+        flow=FlowController(config.flow),
+        registry=EndpointRegistry(),
+        thresholds=config.room,
+        clock=clock,
+    )
+    director.set_state(pool_state())  # type: ignore[arg-type]
+    body = json.loads(chat(director, "interactive").body)  # type: ignore[attr-defined]
+    assert body["priority"] < json.loads(chat(director, "batch").body)["priority"]  # type: ignore[attr-defined]
