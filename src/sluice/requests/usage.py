@@ -161,8 +161,11 @@ class UsageParser:
             if match.end(1) > match.start(1):
                 self._text_events += 1
                 self._text_chars += _char_count(match.group(1))
-        if not self._done and _DONE.search(lines):
+        # `in` (a C substring search) gates the regexes: most chunks have neither.
+        if not self._done and b"[DONE]" in lines and _DONE.search(lines):
             self._done = True
+        if b'"usage"' not in lines:
+            return
         decoded_line = -2
         for match in _USAGE_OBJECT.finditer(lines):
             start = max(lines.rfind(b"\n", 0, match.start()), lines.rfind(b"\r", 0, match.start()))
