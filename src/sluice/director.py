@@ -66,7 +66,7 @@ class DispatchedRequest:
 
     def __init__(
         self,
-        director: Director,
+        director: DispatchCore,
         request: InferenceRequest,
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
@@ -125,7 +125,7 @@ class _Room:
     """Adapts the endpoint registry to flow control's `CapacityView`, and binds the endpoint
     (runs the scheduler) the moment an item is released."""
 
-    def __init__(self, director: Director, now: float) -> None:
+    def __init__(self, director: DispatchCore, now: float) -> None:
         self.director = director
         self.now = now
         self.bound: dict[int, DispatchedRequest | SluiceError] = {}
@@ -171,8 +171,13 @@ def _in_subset(endpoint: Endpoint, subset: frozenset[str]) -> bool:
     return endpoint.hostport in subset or endpoint.address in subset
 
 
-class Director:
-    """The concrete `sluice.pipeline.Pipeline`."""
+class DispatchCore:
+    """The sans-I/O heart of the pipeline: classify, queue, release, place, complete.
+
+    It owns no loop and no clock of its own (`clock` is injected: the live server passes
+    `time.monotonic`, the virtual-time benchmark its simulated clock). Every release — a
+    placed request or the error that ended its wait — is reported once through `on_release`.
+    """
 
     def __init__(
         self,
@@ -185,6 +190,7 @@ class Director:
         metrics: RequestMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        on_release: Callable[[Ticket, DispatchedRequest | SluiceError], None] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.flow = flow
@@ -194,11 +200,9 @@ class Director:
         self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
+        self.on_release = on_release or _ignore_release
         self.state: PoolState | None = None
-        self._waiters: dict[int, asyncio.Future[DispatchedRequest]] = {}
-        self._ticket_of: dict[int, Ticket] = {}  # by id(request): ids may repeat
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._ticket_of: dict[int, Ticket] = {}  # by id(request): request ids may repeat
         self.in_flight = 0
 
     # -- state ---------------------------------------------------------------------------------
@@ -255,7 +259,12 @@ class Director:
             raise SluiceError(ErrorCode.INTERNAL, "no pods available in datastore")
         return self.rng.choice(states).endpoint
 
-    async def admit(self, request: InferenceRequest) -> DispatchedRequest:
+    def submit(self, request: InferenceRequest) -> Ticket:
+        """Queue a request; raises `SluiceError` if it cannot even wait (no endpoints, full).
+
+        Then call `pump()`: on an idle pool it releases the request at once (no added delay).
+        Call `forget(ticket)` once its release was handled.
+        """
         if self.metrics is not None:
             self.metrics.received(request)
         if not self._has_candidates(request.subset_hint):
@@ -267,30 +276,21 @@ class Director:
         if isinstance(result, Finalized):
             raise self._failed(request, _queue_error(result))
         assert isinstance(result, Accepted)
-        ticket = result.ticket
         for displaced in result.displaced:
             self._resolve(displaced, {})
-        waiter: asyncio.Future[DispatchedRequest] = asyncio.get_running_loop().create_future()
-        self._waiters[ticket.seq] = waiter
-        self._ticket_of[id(request)] = ticket
-        self.pump(now)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            self._abandon(ticket, waiter)
-            raise
-        finally:
-            self._waiters.pop(ticket.seq, None)
-            self._ticket_of.pop(id(request), None)
+        self._ticket_of[id(request)] = result.ticket
+        return result.ticket
 
-    def _abandon(self, ticket: Ticket, waiter: asyncio.Future[DispatchedRequest]) -> None:
-        """The client went away while waiting (or right as it was released)."""
+    def forget(self, ticket: Ticket) -> None:
+        self._ticket_of.pop(id(ticket.request), None)
+
+    def cancel(self, ticket: Ticket) -> None:
+        """The client went away while waiting: the request leaves the queue at once."""
         if ticket.waiting:
             event = self.flow.cancel(ticket, self.clock())
-            if event is not None and self.metrics is not None:
-                self.metrics.failed(ticket.request, error_for(event))
-        elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-            waiter.result().finish(Outcome.CLIENT_GONE)
+            if event is not None:
+                self._failed(ticket.request, error_for(event))
+        self.forget(ticket)
 
     def _has_candidates(self, subset: frozenset[str] | None) -> bool:
         states = self.registry.snapshot()
@@ -306,13 +306,20 @@ class Director:
         room = _Room(self, now)
         for event in self.flow.dispatch(now, room):
             self._resolve(event, room.bound)
-        self._arm_timer(now)
+
+    def next_wakeup(self, now: float, recheck_s: float = _IDLE_RECHECK_S) -> float | None:
+        """When to pump next without an outside event: the next TTL deadline, or soon while
+        anything waits (room also opens when a scrape shows an engine drained)."""
+        due = self.flow.next_deadline()
+        if self.flow.queued_requests:
+            recheck = now + recheck_s
+            due = recheck if due is None else min(due, recheck)
+        return due
 
     def _resolve(
         self, event: Finalized, bound: Mapping[int, DispatchedRequest | SluiceError]
     ) -> None:
         ticket = event.ticket
-        waiter = self._waiters.get(ticket.seq)
         if event.outcome is QueueOutcome.DISPATCHED:
             placed = bound.get(ticket.seq)
             if placed is None:  # legacy mode released it without room: schedule anyway
@@ -323,41 +330,13 @@ class Director:
                 self.in_flight += 1
                 if self.metrics is not None:
                     self.metrics.dispatched(placed.request, event.waited_s)
-                if waiter is None or waiter.done():
-                    placed.finish(Outcome.CLIENT_GONE)
-                else:
-                    waiter.set_result(placed)
+                self.on_release(ticket, placed)
                 return
             error = placed or SluiceError(ErrorCode.INTERNAL, "dispatched without an endpoint")
             self.flow.complete(ticket, None, event.at)
         else:
             error = _queue_error(event)
-        self._failed(ticket.request, error)
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-
-    def _arm_timer(self, now: float) -> None:
-        """Wake for the next TTL deadline, or soon while anything waits for room."""
-        due = self.flow.next_deadline()
-        if self.flow.queued_requests:
-            recheck = now + _IDLE_RECHECK_S
-            due = recheck if due is None else min(due, recheck)
-        if due is None or due >= self._timer_at:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = due
-        delay = max(0.0, due - now)
-        self._timer = loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
-        self.pump()
+        self.on_release(ticket, self._failed(ticket.request, error))
 
     # -- completion ----------------------------------------------------------------------------
 
@@ -389,6 +368,70 @@ class Director:
         if self.metrics is not None:
             self.metrics.failed(request, error)
         return error
+
+
+def _ignore_release(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+    if isinstance(result, DispatchedRequest):
+        result.finish(Outcome.CLIENT_GONE)
+
+
+class Director(DispatchCore):
+    """The concrete `sluice.pipeline.Pipeline`: the core plus asyncio waiting and timers."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.on_release = self._release
+        self._waiters: dict[int, asyncio.Future[DispatchedRequest]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    async def admit(self, request: InferenceRequest) -> DispatchedRequest:
+        ticket = self.submit(request)
+        waiter: asyncio.Future[DispatchedRequest] = asyncio.get_running_loop().create_future()
+        self._waiters[ticket.seq] = waiter
+        self.pump()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                waiter.result().finish(Outcome.CLIENT_GONE)
+            self.cancel(ticket)
+            raise
+        finally:
+            self._waiters.pop(ticket.seq, None)
+            self.forget(ticket)
+
+    def _release(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+        waiter = self._waiters.pop(ticket.seq, None)
+        if waiter is None or waiter.done():
+            _ignore_release(ticket, result)
+        elif isinstance(result, SluiceError):
+            waiter.set_exception(result)
+        else:
+            waiter.set_result(result)
+
+    def pump(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        super().pump(now)
+        self._arm_timer(now)
+
+    def _arm_timer(self, now: float) -> None:
+        due = self.next_wakeup(now)
+        if due is None or due >= self._timer_at:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = loop.call_later(max(0.0, due - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self.pump()
 
 
 def _queue_error(event: Finalized) -> SluiceError:
