@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import random
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sluice.cli.serve_options import ServeOptions
@@ -122,6 +124,8 @@ class App:
             ),
         )
         self.state: PoolState | None = None
+        self.is_leader: Callable[[], bool] | None = None  # set when leader election runs
+        self.authorize: Callable[[web.Request], Awaitable[bool]] | None = None
         self._servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -165,10 +169,10 @@ class App:
         await self.scraper.start()
 
         grpc_host = str(options["grpc-host"])
-        health = HealthServer(lambda: self.director.ready, host=grpc_host)
+        health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
         await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
-        metrics = MetricsServer(self.metrics_registry, host=grpc_host)
+        metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
         await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
         if not options["disable-extproc"]:
@@ -208,8 +212,12 @@ class App:
         )
 
     async def _start_kube(self) -> None:
+        """Watch the cluster; the leader (or the only replica) also keeps status true."""
+        from sluice.sources.auth import MetricsAuthorizer, bearer_token
         from sluice.sources.kube import KubeSource
         from sluice.sources.kube_client import connect
+        from sluice.sources.leader import LeaderElector, lease_name
+        from sluice.sources.status import StatusWriter
 
         try:
             api_client = await connect()
@@ -218,8 +226,36 @@ class App:
                 f"no Kubernetes cluster reachable ({exc}); run in a cluster, set KUBECONFIG, "
                 "or pass --resources with a manifest directory"
             ) from None
-        source = KubeSource(self.key, self.on_state, api_client)
+        writer_box: list[StatusWriter] = []  # the writer needs the source's view, built below
+
+        def status_changed() -> None:
+            if writer_box:
+                writer_box[0].notify()
+
+        elector: LeaderElector | None = None
+        if self.options["ha-enable-leader-election"]:
+            elector = LeaderElector(
+                api_client,
+                self.key.namespace,
+                lease_name(self.key.namespace, self.key.name),
+                on_started_leading=status_changed,
+            )
+            self.is_leader = elector.is_leader
+        source = KubeSource(self.key, self.on_state, api_client, on_change=status_changed)
+        writer = StatusWriter(api_client, source.view, is_leader=self.is_leader or (lambda: True))
+        writer_box.append(writer)
+        if elector is not None:
+            self._tasks.append(asyncio.create_task(elector.run(), name="sluice-leader"))
         self._tasks.append(asyncio.create_task(source.run(), name="sluice-kube"))
+        self._tasks.append(asyncio.create_task(writer.run(), name="sluice-status"))
+        if self.options["metrics-endpoint-auth"]:
+            authorizer = MetricsAuthorizer(api_client)
+
+            async def authorize(request: web.Request) -> bool:
+                token = bearer_token(request.headers.get("Authorization"))
+                return token is not None and await authorizer(token)
+
+            self.authorize = authorize
 
     async def stop(self) -> None:
         for server in reversed(self._servers):

@@ -30,7 +30,7 @@ def serve_main(argv: list[str]) -> int:
     except FlagError as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 2
-    logs.configure(options.log_format, options["v"])
+    logs.configure(options.log_format, options.verbosity)
     return run_serve(options)
 
 

@@ -166,6 +166,13 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         aliases=("verbosity",),
         group=U,
     ),
+    Flag(
+        "log-level",
+        "str",
+        "",
+        "debug|info|warn|error (newer upstream charts pass it; debug/trace raise -v).",
+        group=U,
+    ),
     Flag("zap-encoder", "str", "", "json|console: mapped to --log-format.", group=U),
     Flag("zap-log-level", "str", "", "Accepted for compatibility (use -v).", group=U),
     Flag("zap-devel", "bool", False, "Accepted for compatibility.", group=U),
@@ -223,6 +230,11 @@ class ServeOptions:
     @property
     def pool_namespace(self) -> str:
         return str(self.values["pool-namespace"] or os.environ.get("NAMESPACE") or "default")
+
+    @property
+    def verbosity(self) -> int:
+        level = str(self.values["log-level"]).lower()
+        return {"trace": 5, "debug": 4}.get(level, int(self.values["v"]))
 
     @property
     def log_format(self) -> str:
