@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass
 
 from sluice.sim.histogram import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, Histogram
 from sluice.sim.kvcache import BlockPool
@@ -42,6 +43,10 @@ class Engine:
         self._arriving: list[tuple[float, int, Sequence]] = []
         self._by_id: dict[str, Sequence] = {}
         self._batch: list[tuple[Sequence, int]] | None = None
+        self._run: _DecodeRun | None = None
+        self.busy_until: float | None = None  # when the running step (or decode run) ends
+        # Virtual time only: let one start_step() cover many identical decode steps.
+        self.fast_forward = False
         self._seq_no = 0
         # Counters and histograms behind /metrics.
         self.prefix_queries = 0
@@ -127,7 +132,11 @@ class Engine:
         if not scheduled:
             return None
         self._batch = list(scheduled.items())
-        return self._duration(self._batch, lora_loads)
+        duration = self._duration(self._batch, lora_loads)
+        self.busy_until = now + duration
+        if self.fast_forward and not preempted and lora_loads == 0 and self._steady(budget):
+            self._plan_decode_run(now, duration)
+        return self.busy_until - now
 
     def _schedule_running(self, scheduled: dict[Sequence, int], budget: int) -> bool:
         preempted = False
@@ -210,6 +219,9 @@ class Engine:
             else:
                 prefill += n
             context += seq.num_computed + n
+        return self._cost(prefill, decoding, context, lora_loads)
+
+    def _cost(self, prefill: int, decoding: int, context: int, lora_loads: int) -> float:
         c = self.cost
         return (
             c.step_overhead_s
@@ -223,6 +235,9 @@ class Engine:
         """Apply the running step at ``now``; return the requests that produced a token."""
         if self._batch is None:
             raise RuntimeError("finish_step() without start_step()")
+        self.busy_until = None
+        if self._run is not None:
+            return self._finish_decode_run()
         batch, self._batch = self._batch, None
         produced: list[Sequence] = []
         any_finished = False
@@ -258,6 +273,103 @@ class Engine:
         if any_finished:
             self.running = [s for s in self.running if s.status is Status.RUNNING]
         return produced
+
+    # ---- decode runs (virtual time) ----------------------------------------------------------
+    #
+    # Once every running request is decoding and nothing can join the batch, consecutive steps
+    # differ only in the context they attend: the engine can plan k of them at once, with the
+    # same arithmetic (so the same floats) as k single steps. The plan is applied lazily and
+    # cut short by settle() when the outside world intervenes (a new request, an abort).
+
+    def _steady(self, budget_left: int) -> bool:
+        """Whether the batch just scheduled will repeat unchanged: all running, all decoding,
+        and no waiting request could be admitted in the meantime."""
+        batch = self._batch
+        assert batch is not None
+        if len(batch) != len(self.running) or any(
+            n != 1 or seq.num_output == 0 for seq, n in batch
+        ):
+            return False
+        return not self.waiting or len(self.running) >= self.config.max_num_seqs or budget_left <= 0
+
+    def _plan_decode_run(self, now: float, first: float) -> None:
+        seqs = self.running[:]
+        width, block_size = len(seqs), self.config.block_size
+        steps = min(s.target_output - s.num_output for s in seqs)
+        # How many steps the free blocks can feed without preempting (monotone: bisect).
+        lo, hi = 1, steps
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            need = sum(
+                max(0, -(-(s.num_computed + mid - len(s.blocks) * block_size) // block_size))
+                for s in seqs
+            )
+            lo, hi = (mid, hi) if need <= self.kv.num_free else (lo, mid - 1)
+        arrival = self.next_arrival_time()
+        context = sum(s.num_computed + 1 for s in seqs)
+        ends = [now + first]
+        while len(ends) < lo and (arrival is None or ends[-1] < arrival):
+            context += width
+            ends.append(ends[-1] + self._cost(0, width, context, 0))
+        if len(ends) > 1:
+            self._run = _DecodeRun(seqs, ends, start=now)
+            self.busy_until = ends[-1]
+
+    def settle(self, now: float, *, cut: bool = False) -> None:
+        """Bring a decode run up to ``now`` (apply the steps that ended, allocate the one in
+        progress); with ``cut``, end the run after that step, because something changed."""
+        run = self._run
+        if run is None:
+            return
+        while run.done < len(run.ends) - 1 and run.ends[run.done] <= now:
+            self._decode_substep(run)
+        self._allocate_substep(run, run.done)
+        if cut:
+            del run.ends[run.done + 1 :]
+            self.busy_until = run.ends[-1]
+
+    def _allocate_substep(self, run: _DecodeRun, step: int) -> None:
+        """Blocks for ``step``, taken when it starts as a single step would (planned to exist)."""
+        if run.allocated > step:
+            return
+        block_size = self.config.block_size
+        for seq in run.seqs:
+            if seq.status is Status.RUNNING and seq.num_computed + 1 > len(seq.blocks) * block_size:
+                seq.blocks.extend(self.kv.allocate(1) or [])
+        run.allocated = step + 1
+
+    def _decode_substep(self, run: _DecodeRun) -> None:
+        step = run.done
+        end = run.ends[step]
+        self._allocate_substep(run, step)
+        produced = 0
+        gaps: dict[float, int] = {}
+        for seq in run.seqs:
+            if seq.status is not Status.RUNNING:
+                continue
+            seq.num_computed += 1
+            seq.num_output += 1
+            seq.num_tokens += 1
+            produced += 1
+            if seq.last_token_time is not None:
+                gap = end - seq.last_token_time
+                gaps[gap] = gaps.get(gap, 0) + 1
+            seq.last_token_time = end
+            if seq.num_output >= seq.target_output:
+                self._finish(seq, seq.request.finish_reason, end)
+        self.generation_tokens += produced
+        for gap, times in gaps.items():
+            self.itl.observe_many(gap, times)
+        run.done += 1
+
+    def _finish_decode_run(self) -> list[Sequence]:
+        run = self._run
+        assert run is not None
+        while run.done < len(run.ends):
+            self._decode_substep(run)
+        self._run = self._batch = None
+        self.running = [s for s in self.running if s.status is Status.RUNNING]
+        return [s for s in run.seqs if s.finish_reason != "abort"]
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -330,3 +442,12 @@ class Engine:
             generation_tokens=self.generation_tokens,
             num_preemptions=self.num_preemptions,
         )
+
+
+@dataclass(slots=True)
+class _DecodeRun:
+    seqs: list[Sequence]
+    ends: list[float]  # end time of each planned step
+    start: float
+    done: int = 0  # steps applied so far
+    allocated: int = 1  # steps whose blocks are taken (the first by the scheduler)

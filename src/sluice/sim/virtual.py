@@ -83,13 +83,22 @@ _SUBMIT, _ABORT, _WAKE, _STEP_END = range(4)
 
 class VirtualCluster:
     def __init__(
-        self, engines: Mapping[str, Engine] | Seq[Engine], *, token_events: bool = False
+        self,
+        engines: Mapping[str, Engine] | Seq[Engine],
+        *,
+        token_events: bool = False,
+        fast_forward: bool = True,
     ) -> None:
+        """``fast_forward`` lets an engine plan runs of identical decode steps at once (same
+        results, far fewer Python steps); it is off when every token is an event."""
         if isinstance(engines, Mapping):
             self.engines = dict(engines)
         else:
             self.engines = {str(i): e for i, e in enumerate(engines)}
         self.token_events = token_events
+        for engine in self.engines.values():
+            engine.fast_forward = fast_forward and not token_events
+        self._step_token = dict.fromkeys(self.engines, 0)  # invalidates a cut decode run's end
         self.now = 0.0
         self._queue: list[tuple[float, int, int, str, object]] = []
         self._counter = 0
@@ -128,7 +137,9 @@ class VirtualCluster:
         return events
 
     def metrics(self, engine_id: str) -> EngineMetrics:
-        return self.engines[engine_id].metrics()
+        engine = self.engines[engine_id]
+        engine.settle(self.now)
+        return engine.metrics()
 
     def render_metrics(self, engine_id: str) -> str:
         """The /metrics text the engine would serve now."""
@@ -152,6 +163,8 @@ class VirtualCluster:
         self, now: float, kind: int, engine_id: str, payload: object, events: list[Event]
     ) -> None:
         engine = self.engines[engine_id]
+        if kind in (_SUBMIT, _ABORT):
+            self._cut(engine_id, engine, now)
         if kind == _SUBMIT:
             assert isinstance(payload, SimRequest)
             try:
@@ -163,6 +176,8 @@ class VirtualCluster:
         elif kind == _ABORT:
             engine.abort(str(payload), now)
         elif kind == _STEP_END:
+            if payload != self._step_token[engine_id]:
+                return  # the end of a decode run that was cut short
             for seq in engine.finish_step(now):
                 if seq.num_output == 1 or seq.status is Status.FINISHED or self.token_events:
                     self._emit(engine_id, seq, now, events)
@@ -176,10 +191,18 @@ class VirtualCluster:
         arrival = engine.next_arrival_time()
         self._push(now if engine.has_work or arrival is None else arrival, _WAKE, engine_id)
 
+    def _cut(self, engine_id: str, engine: Engine, now: float) -> None:
+        """Something reaches this engine: a planned decode run must stop after the current step."""
+        planned = engine.busy_until
+        engine.settle(now, cut=True)
+        ends = engine.busy_until
+        if ends is not None and ends != planned:
+            self._step_token[engine_id] += 1
+            self._push(ends, _STEP_END, engine_id, self._step_token[engine_id])
+
     def _start(self, engine_id: str, engine: Engine, now: float) -> None:
-        duration = engine.start_step(now)
-        if duration is not None:
-            self._push(now + duration, _STEP_END, engine_id)
+        if engine.start_step(now) is not None and engine.busy_until is not None:
+            self._push(engine.busy_until, _STEP_END, engine_id, self._step_token[engine_id])
         elif (arrival := engine.next_arrival_time()) is not None:
             self._push(arrival, _WAKE, engine_id)
 
