@@ -34,7 +34,7 @@ from sluice.logs import get_logger
 from sluice.pipeline import Limits
 from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.scheduler import Scheduler
-from sluice.sources.state import PoolKey, PoolState
+from sluice.sources.state import PoolKey, PoolState, standalone_pool_manifest
 
 log = get_logger("app")
 
@@ -89,11 +89,7 @@ class App:
                 f"--resources {resources}: no such file or directory; pass a manifest file "
                 "or a directory of manifests"
             )
-        if not resources and options["endpoint-selector"]:
-            raise AppError(
-                "--endpoint-selector (standalone discovery without CRDs) is not supported yet; "
-                "use --pool-name with a cluster, or --resources with a manifest directory"
-            )
+        self.static_pool = self._standalone_pool()
         self.config = load_config_from_options(options)
         self.metrics_registry = CollectorRegistry()
         self.registry = EndpointRegistry()
@@ -130,6 +126,23 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
+    def _standalone_pool(self) -> dict[str, Any] | None:
+        """Upstream's standalone mode: endpoints by label, no InferencePool or objectives."""
+        selector = str(self.options["endpoint-selector"])
+        if not selector:
+            return None
+        if not self.options["pool-name"]:
+            self.key = PoolKey("standalone", self.key.namespace, self.key.group)
+        try:
+            return standalone_pool_manifest(
+                self.key.name,
+                self.key.namespace,
+                selector,
+                str(self.options["endpoint-target-ports"]),
+            )
+        except ValueError as exc:
+            raise AppError(str(exc)) from None
+
     # -- state -------------------------------------------------------------------------------
 
     def on_state(self, state: PoolState) -> None:
@@ -161,7 +174,14 @@ class App:
         if options["resources"]:
             from sluice.sources.files import ManifestDirectorySource
 
-            source = ManifestDirectorySource(options["resources"], self.key, self.on_state)
+            static = {}
+            if self.static_pool is not None:
+                from sluice.api import parse_resource
+
+                static[f"{self.key.namespace}/{self.key.name}"] = parse_resource(self.static_pool)
+            source = ManifestDirectorySource(
+                options["resources"], self.key, self.on_state, static_pools=static
+            )
             source.refresh()
             self._tasks.append(asyncio.create_task(source.run(), name="sluice-resources"))
         else:
@@ -241,7 +261,13 @@ class App:
                 on_started_leading=status_changed,
             )
             self.is_leader = elector.is_leader
-        source = KubeSource(self.key, self.on_state, api_client, on_change=status_changed)
+        source = KubeSource(
+            self.key,
+            self.on_state,
+            api_client,
+            on_change=status_changed,
+            static_pool=self.static_pool,
+        )
         writer = StatusWriter(api_client, source.view, is_leader=self.is_leader or (lambda: True))
         writer_box.append(writer)
         if elector is not None:

@@ -1,1 +1,2 @@
-"""Benchmarks: workloads, arms, virtual-time and wall-clock runners, reports. May import everything."""
+"""Benchmarks: workloads, arms, virtual-time and wall-clock runners, reports.
+May import everything."""

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sluice.logs import get_logger
 from sluice.sources.manifests import (
@@ -41,6 +42,7 @@ class ManifestDirectorySource:
         on_state: Callable[[PoolState], None],
         *,
         poll_interval: float = 0.25,
+        static_pools: dict[str, Any] | None = None,
     ):
         self.path = Path(path)
         self.key = key
@@ -48,6 +50,8 @@ class ManifestDirectorySource:
         self.poll_interval = poll_interval
         self._files: dict[Path, _FileEntry] = {}
         self._state: PoolState | None = None
+        # Standalone mode: pools made from flags rather than read from the files.
+        self._static_pools = dict(static_pools or {})
 
     @property
     def state(self) -> PoolState | None:
@@ -116,6 +120,7 @@ class ManifestDirectorySource:
 
     def _snapshot(self) -> Snapshot:
         snapshot = Snapshot()
+        snapshot.pools.update(self._static_pools)
         for file in sorted(self._files):
             contents = self._files[file].contents
             snapshot.pools.update(contents.pools)

@@ -70,8 +70,11 @@ class KubeSource:
         backoff_initial: float = 0.2,
         backoff_maximum: float = 10.0,
         on_change: Callable[[], None] | None = None,
+        static_pool: dict[str, Any] | None = None,
     ) -> None:
         self.key = pool_key
+        # Standalone mode (`--endpoint-selector`): a pool made from flags, no CRDs watched.
+        self._static_pool = static_pool
         self.view = ClusterView(pool_key, parse)
         self.synced = asyncio.Event()
         self.relists: Counter[str] = Counter()  # plural → how many lists (1 = never resynced)
@@ -92,9 +95,14 @@ class KubeSource:
     async def run(self) -> None:
         """Watch until cancelled."""
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._list_and_watch(POOLS, field=f"metadata.name={self.key.name}"))
-            tasks.create_task(self._list_and_watch(OBJECTIVES))
-            tasks.create_task(self._list_and_watch(REWRITES))
+            if self._static_pool is not None:
+                self._listed.update({OBJECTIVES.plural, REWRITES.plural})
+                self._changed(POOLS, self.view.replace_all(POOLS, [self._static_pool]), True)
+            else:
+                field = f"metadata.name={self.key.name}"
+                tasks.create_task(self._list_and_watch(POOLS, field=field))
+                tasks.create_task(self._list_and_watch(OBJECTIVES))
+                tasks.create_task(self._list_and_watch(REWRITES))
             tasks.create_task(self._follow_pod_selector())
 
     # ---- the per-kind loop -----------------------------------------------------------------

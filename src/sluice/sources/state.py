@@ -148,3 +148,42 @@ def build_state(key: PoolKey, snapshot: Snapshot) -> PoolState:
         objectives=MappingProxyType(objectives),
         rewrites=MappingProxyType(rewrites),
     )
+
+
+def standalone_pool_manifest(
+    name: str, namespace: str, selector: str, target_ports: str
+) -> dict[str, Any]:
+    """The InferencePool that upstream's standalone mode implies (`--endpoint-selector
+    app=vllm,tier=gpu --endpoint-target-ports 8000,8001`), so one code path selects endpoints.
+
+    Raises ValueError naming the flag and the accepted form.
+    """
+    labels: dict[str, str] = {}
+    for part in (p.strip() for p in selector.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(
+                f"--endpoint-selector: {part!r} is not key=value; use a form like app=vllm,tier=gpu"
+            )
+        labels[key.strip()] = value.strip()
+    if not labels:
+        raise ValueError("--endpoint-selector: empty; use a form like app=vllm")
+    try:
+        ports = [int(p) for p in target_ports.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--endpoint-target-ports: {target_ports!r} is not a list of ports; "
+            "use 8000 or 8000,8001"
+        ) from None
+    if not ports:
+        raise ValueError("--endpoint-target-ports: required with --endpoint-selector (e.g. 8000)")
+    return {
+        "apiVersion": f"{POOL_GROUP}/v1",
+        "kind": "InferencePool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "targetPorts": [{"number": p} for p in ports],
+            "endpointPickerRef": {"name": name, "port": {"number": 9002}},
+        },
+    }
