@@ -57,14 +57,14 @@ async def measure(ports: list[int], seconds: float, interval: float, transport: 
     )  # type: ignore[arg-type]
     await scraper.start()
     await asyncio.sleep(1.0)  # warm up: connections open, loops in phase
-    stamps = {s.name: s.current.updated_at for s in registry.snapshot()}
+    stamps = {s.name: s.metrics.updated_at for s in registry.snapshot()}
     scrapes = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     deadline = wall0 + seconds
     while time.perf_counter() < deadline:
         await asyncio.sleep(interval / 2)
         for state in registry.snapshot():
-            stamp = state.current.updated_at
+            stamp = state.metrics.updated_at
             if stamp != stamps[state.name]:
                 stamps[state.name] = stamp
                 scrapes += 1
@@ -73,7 +73,8 @@ async def measure(ports: list[int], seconds: float, interval: float, transport: 
     failures = sum(1 for s in registry.snapshot() if s.last_error)
     expected = len(ports) * wall / interval
     print(
-        f"transport={transport} endpoints={len(ports)} interval={interval * 1000:.0f}ms window={wall:.1f}s"
+        f"transport={transport} endpoints={len(ports)} "
+        f"interval={interval * 1000:.0f}ms window={wall:.1f}s"
     )
     print(f"scrapes observed={scrapes} ({scrapes / expected:.0%} of the ideal {expected:.0f})")
     print(

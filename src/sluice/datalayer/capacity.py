@@ -32,7 +32,7 @@ def has_room(
     state: EndpointState, now: float, thresholds: CapacityThresholds = DEFAULT_THRESHOLDS
 ) -> bool:
     metrics = state.metrics
-    if metrics is None or now - metrics.updated_at > thresholds.metrics_staleness_s:
+    if now - metrics.updated_at > thresholds.metrics_staleness_s:  # also: never scraped
         return False
     if metrics.waiting > thresholds.queue_depth:
         return False

@@ -26,7 +26,9 @@ class EndpointState:
     snapshot is valid for one synchronous scheduling cycle."""
 
     endpoint: Endpoint
-    metrics: EngineMetrics | None = None
+    # Never None, so scorers read attributes directly; NO_METRICS (scraped at -inf) until the
+    # first successful scrape.
+    metrics: EngineMetrics = field(default_factory=lambda: NO_METRICS)
     last_error: str | None = None
     consecutive_failures: int = 0
     in_flight_requests: int = 0
@@ -45,15 +47,19 @@ class EndpointState:
 
     @property
     def current(self) -> EngineMetrics:
-        """The latest metrics, or all-zero metrics before the first successful scrape."""
-        return self.metrics if self.metrics is not None else NO_METRICS
+        """Alias of `metrics` (all-zero metrics before the first successful scrape)."""
+        return self.metrics
+
+    @property
+    def scraped(self) -> bool:
+        return self.metrics is not NO_METRICS
 
     def age(self, now: float) -> float:
         """Seconds since the last successful scrape (infinite before the first)."""
-        return now - self.current.updated_at
+        return now - self.metrics.updated_at
 
     def is_fresh(self, now: float, staleness_threshold_s: float) -> bool:
-        return self.metrics is not None and now - self.metrics.updated_at <= staleness_threshold_s
+        return now - self.metrics.updated_at <= staleness_threshold_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,7 @@ class EndpointRegistry:
         wanted = {e.name: e for e in endpoints}
         for name in [n for n in self._states if n not in wanted]:
             del self._states[name]
-        for name, endpoint in wanted.items():
+        for endpoint in wanted.values():
             self._upsert(endpoint)
         self._changed()
 

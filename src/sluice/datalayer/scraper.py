@@ -132,7 +132,7 @@ class MetricsScraper:
                     registry.record_scrape_failure(mark, f"HTTP {status}")
                 else:
                     state = registry.get(name)
-                    previous = state.metrics if state is not None else None
+                    previous = state.metrics if state is not None and state.scraped else None
                     text = body.decode("utf-8", "replace")
                     registry.record_scrape(mark, metrics_from_text(text, names, previous, clock()))
             except asyncio.CancelledError:

@@ -1,0 +1,49 @@
+"""Filters: drop candidates before scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sluice.datalayer.registry import EndpointState
+from sluice.scheduling.framework import CycleState, DataPlugin, Filter
+from sluice.scheduling.params import Params
+from sluice.scheduling.registry import PluginContext, register
+
+TEST_SELECTION_HEADER = "test-epp-endpoint-selection"
+
+
+@register("header-based-testing-filter")
+class HeaderBasedTestingFilter(Filter):
+    """Conformance only: keep endpoints whose IP or IP:port is listed in the header
+    `test-epp-endpoint-selection`; no header → none (as upstream)."""
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Filter:
+        params.finish()
+        return cls(name)
+
+    def filter(
+        self, cycle: CycleState, candidates: Sequence[EndpointState]
+    ) -> Sequence[EndpointState]:
+        raw = cycle.request.headers.get(TEST_SELECTION_HEADER, "")
+        wanted = {part.strip() for part in raw.split(",") if part.strip()}
+        return [
+            s for s in candidates if s.endpoint.address in wanted or s.endpoint.hostport in wanted
+        ]
+
+
+class _PassThroughDataPlugin(DataPlugin):
+    @classmethod
+    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> DataPlugin:
+        params.raw()
+        return cls(name)
+
+
+@register("metrics-data-source")
+class MetricsDataSource(_PassThroughDataPlugin):
+    """Upstream data-layer v2 scraper: accepted; Sluice's own scraper does the work."""
+
+
+@register("model-server-protocol-metrics")
+class ModelServerProtocolMetrics(_PassThroughDataPlugin):
+    """Upstream data-layer v2 extractor: accepted; Sluice's engine profiles do the work."""

@@ -1,0 +1,119 @@
+"""`prefix-cache-scorer`: prefer endpoints that likely hold the prompt's prefix in KV cache.
+
+Score = leading blocks an endpoint holds contiguously / blocks in the prompt. The index
+learns from Sluice's own dispatches (upstream PreRequest): the chosen endpoint is assumed to
+cache every block of the prompt afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.registry import EndpointState
+from sluice.requests.model import InferenceRequest
+from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.params import Params
+from sluice.scheduling.prefix_hashing import block_hashes
+from sluice.scheduling.prefix_index import PrefixIndex
+from sluice.scheduling.registry import PluginContext, register
+
+CHARS_PER_TOKEN = 4
+_PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
+
+MatchObserver = Callable[[float, int], None]  # (hit ratio of the best endpoint, hit chars)
+
+
+@register("prefix-cache-scorer")
+class PrefixCacheScorer(Scorer):
+    bounded = True
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        block_size: int = 64,
+        max_blocks: int = 256,
+        lru_capacity: int = 31_250,
+        auto_tune: bool = True,
+    ) -> None:
+        super().__init__(name)
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+        self.lru_capacity = lru_capacity
+        self.auto_tune = auto_tune
+        self.index = PrefixIndex()
+        self.on_match: MatchObserver | None = None
+        self._pending: dict[str, tuple[list[int], int]] = {}  # request id -> (hashes, capacity)
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
+        # Upstream: non-positive values fall back to the defaults.
+        block_size = params.get_int("blockSize", 64)
+        max_blocks = params.get_int("maxPrefixBlocksToMatch", 256)
+        capacity = params.get_int("lruCapacityPerServer", 31_250)
+        auto_tune = params.get_bool("autoTune", True)
+        params.finish()
+        return cls(
+            name,
+            block_size=block_size if block_size > 0 else 64,
+            max_blocks=max_blocks if max_blocks > 0 else 256,
+            lru_capacity=capacity if capacity > 0 else 31_250,
+            auto_tune=auto_tune,
+        )
+
+    def _tuning(self, candidates: Sequence[EndpointState]) -> tuple[int, int]:
+        """(block size in chars, LRU capacity in blocks), from vllm:cache_config_info when
+        autoTune and the first candidate reports it (as upstream)."""
+        block_size, capacity = self.block_size, self.lru_capacity
+        if self.auto_tune and candidates:
+            m = candidates[0].metrics
+            if m.cache_block_size > 0:
+                block_size = m.cache_block_size * CHARS_PER_TOKEN
+            if m.cache_num_blocks > 0:
+                capacity = m.cache_num_blocks
+        return block_size, capacity
+
+    def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        request = cycle.request
+        block_size, capacity = self._tuning(candidates)
+        hashes = block_hashes(request, block_size, self.max_blocks)
+        self._remember(request.request_id, hashes, capacity)
+        if not hashes:
+            return [0.0] * len(candidates)
+        matched = self.index.match(hashes)
+        if not matched:
+            if self.on_match is not None:
+                self.on_match(0.0, 0)
+            return [0.0] * len(candidates)
+        inv_total = 1.0 / len(hashes)
+        slots = self.index.slots
+        # Only endpoints that matched need a lookup; everything else scores 0.
+        by_name = {name: matched[slot] for name, slot in slots.items() if slot in matched}
+        scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
+        if self.on_match is not None:
+            best = max(by_name.values(), default=0)
+            self.on_match(best * inv_total, best * block_size)
+        return scores
+
+    def _remember(self, request_id: str, hashes: list[int], capacity: int) -> None:
+        pending = self._pending
+        pending[request_id] = (hashes, capacity)
+        if len(pending) > _PENDING_MAX:
+            del pending[next(iter(pending))]
+
+    def on_dispatch(
+        self, cycle: CycleState | None, request: InferenceRequest, target: Endpoint
+    ) -> None:
+        entry = self._pending.pop(request.request_id, None)
+        if entry is None:  # dispatched without a cycle we saw: hash now
+            entry = (block_hashes(request, self.block_size, self.max_blocks), self.lru_capacity)
+        hashes, capacity = entry
+        if hashes:
+            self.index.add(target.name, hashes, capacity)
+
+    def prune(self, live_endpoints: set[str]) -> None:
+        """Forget endpoints that left the pool (upstream purges them every 2 minutes)."""
+        for server in self.index.servers():
+            if server not in live_endpoints:
+                self.index.remove_server(server)

@@ -1,0 +1,207 @@
+"""The scheduler: runs the configured profiles over an endpoint snapshot and returns the
+chosen endpoint plus fallbacks.
+
+Weights: Sluice divides each profile's scorer weights by their sum, so a profile's total is
+a weighted *average* in [0, 1] (upstream sums integer weights unnormalized; the ranking is
+the same, but totals stay comparable across profiles and configs).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.registry import EndpointState
+from sluice.requests.model import InferenceRequest
+from sluice.scheduling import registry as plugin_registry
+from sluice.scheduling.config import EndpointPickerConfig
+from sluice.scheduling.framework import (
+    CycleState,
+    Filter,
+    NoEndpointsError,
+    Picker,
+    Plugin,
+    ProfileHandler,
+    ProfileResult,
+    SchedulingResult,
+    ScoredEndpoint,
+    Scorer,
+)
+from sluice.scheduling.prefix_scorer import PrefixCacheScorer
+
+
+class SchedulerObserver(Protocol):
+    """Hook for metrics; the core never imports prometheus (see `scheduling.metrics`)."""
+
+    def scheduled(self, duration_s: float, success: bool) -> None: ...
+
+    def plugin_ran(
+        self, extension_point: str, plugin_type: str, plugin_name: str, duration_s: float
+    ) -> None: ...
+
+    def prefix_matched(self, hit_ratio: float, hit_chars: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    filters: tuple[Filter, ...]
+    scorers: tuple[tuple[Scorer, float], ...]  # normalized weights, summing to 1
+    picker: Picker
+
+
+class Scheduler:
+    def __init__(
+        self,
+        handler: ProfileHandler,
+        profiles: Mapping[str, Profile],
+        plugins: Sequence[Plugin],
+        observer: SchedulerObserver | None = None,
+    ) -> None:
+        self._handler = handler
+        self._profiles = dict(profiles)
+        self._plugins = tuple(plugins)
+        self._observer = observer
+        self._prefix_scorers = [p for p in plugins if isinstance(p, PrefixCacheScorer)]
+        if observer is not None:
+            for scorer in self._prefix_scorers:
+                scorer.on_match = observer.prefix_matched
+
+    @classmethod
+    def from_config(
+        cls,
+        config: EndpointPickerConfig,
+        rng: random.Random | None = None,
+        observer: SchedulerObserver | None = None,
+    ) -> Scheduler:
+        """Build plugins and profiles; pass a seeded `rng` for deterministic tie-breaks."""
+        ctx = plugin_registry.PluginContext(rng=rng or random.Random())
+        plugins = {
+            spec.name: plugin_registry.create(spec.type, spec.name, spec.params(), ctx)
+            for spec in config.plugins
+        }
+        handler = next(p for p in plugins.values() if isinstance(p, ProfileHandler))
+        profiles: dict[str, Profile] = {}
+        for spec in config.profiles:
+            filters: list[Filter] = []
+            scorers: list[tuple[Scorer, float]] = []
+            picker: Picker | None = None
+            for ref in spec.plugins:
+                plugin = plugins[ref.plugin_ref]
+                if isinstance(plugin, Filter):
+                    filters.append(plugin)
+                elif isinstance(plugin, Scorer):
+                    scorers.append((plugin, ref.weight))
+                elif isinstance(plugin, Picker):
+                    picker = plugin
+            assert picker is not None  # defaulting guarantees one
+            total = sum(w for _, w in scorers)
+            normalized = tuple((s, w / total) for s, w in scorers if w > 0) if total > 0 else ()
+            profiles[spec.name] = Profile(spec.name, tuple(filters), normalized, picker)
+        return cls(handler, profiles, list(plugins.values()), observer)
+
+    @property
+    def profiles(self) -> Mapping[str, Profile]:
+        return self._profiles
+
+    # -- the cycle ------------------------------------------------------------------------------
+
+    def schedule(
+        self, request: InferenceRequest, endpoints: Sequence[EndpointState], now: float
+    ) -> SchedulingResult:
+        """Pick endpoints for `request`; raises `NoEndpointsError` when none is left."""
+        observer = self._observer
+        started = time.perf_counter() if observer is not None else 0.0
+        try:
+            result = self._schedule(request, endpoints, now)
+        except NoEndpointsError:
+            if observer is not None:
+                observer.scheduled(time.perf_counter() - started, False)
+            raise
+        if observer is not None:
+            observer.scheduled(time.perf_counter() - started, True)
+        return result
+
+    def _schedule(
+        self, request: InferenceRequest, endpoints: Sequence[EndpointState], now: float
+    ) -> SchedulingResult:
+        candidates = endpoints
+        hint = request.subset_hint
+        if hint is not None:
+            candidates = [
+                s for s in endpoints if s.endpoint.hostport in hint or s.endpoint.address in hint
+            ]
+        if not candidates:
+            raise NoEndpointsError(
+                "no endpoints available" if hint is None else "no endpoint matches the subset hint"
+            )
+        cycle = CycleState(request, now)
+        results: dict[str, ProfileResult | None] = {}
+        handler = self._handler
+        while True:
+            names = handler.pick_profiles(cycle, self._profiles, results)
+            if not names:
+                break
+            for name in names:
+                results[name] = self._run_profile(self._profiles[name], cycle, candidates)
+        return handler.process_results(cycle, results)
+
+    def _run_profile(
+        self, profile: Profile, cycle: CycleState, candidates: Sequence[EndpointState]
+    ) -> ProfileResult | None:
+        observer = self._observer
+        for f in profile.filters:
+            t0 = time.perf_counter() if observer else 0.0
+            candidates = f.filter(cycle, candidates)
+            if observer:
+                observer.plugin_ran("Filter", f.type_name, f.name, time.perf_counter() - t0)
+            if not candidates:
+                return None
+        n = len(candidates)
+        totals = [0.0] * n
+        for scorer, weight in profile.scorers:
+            t0 = time.perf_counter() if observer else 0.0
+            scores = scorer.score(cycle, candidates)
+            if observer:
+                observer.plugin_ran(
+                    "Scorer", scorer.type_name, scorer.name, time.perf_counter() - t0
+                )
+            if scorer.bounded:
+                totals = [t + weight * s for t, s in zip(totals, scores)]
+            else:  # clamp to [0, 1], as upstream does for scorers that misbehave
+                totals = [
+                    t + weight * (0.0 if s < 0.0 else 1.0 if s > 1.0 else s)
+                    for t, s in zip(totals, scores)
+                ]
+        picker = profile.picker
+        t0 = time.perf_counter() if observer else 0.0
+        picked = picker.pick(candidates, totals)
+        if observer:
+            observer.plugin_ran("Picker", picker.type_name, picker.name, time.perf_counter() - t0)
+        return ProfileResult(
+            tuple(ScoredEndpoint(candidates[i].endpoint, totals[i]) for i in picked)
+        )
+
+    # -- lifecycle hooks --------------------------------------------------------------------------
+
+    def on_dispatch(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+        """The request was sent to `endpoint` (the primary, or the fallback actually used):
+        teaches the prefix index and session affinity."""
+        for plugin in self._plugins:
+            plugin.on_dispatch(None, request, endpoint)
+
+    def on_complete(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+        for plugin in self._plugins:
+            plugin.on_complete(request, endpoint)
+
+    def prune(self, live_endpoints: set[str]) -> None:
+        """Forget learned state of endpoints that left the pool."""
+        for scorer in self._prefix_scorers:
+            scorer.prune(live_endpoints)
+
+    def prefix_index_size(self) -> int:
+        return sum(len(s.index) for s in self._prefix_scorers)

@@ -1,0 +1,95 @@
+"""Load scorers: queue depth, KV-cache use, running requests (upstream) and in-flight load
+(Sluice). Each returns one score in [0, 1] per candidate, higher = better."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sluice.datalayer.registry import EndpointState
+from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.params import Params
+from sluice.scheduling.registry import PluginContext, register
+
+
+def min_max_inverted(values: list[int]) -> list[float]:
+    """Upstream's relative scoring: the smallest value scores 1, the largest 0; all equal → 1."""
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return [1.0] * len(values)
+    span = hi - lo
+    return [(hi - v) / span for v in values]
+
+
+class _ParameterlessScorer(Scorer):
+    @classmethod
+    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
+        params.finish()
+        return cls(name)
+
+
+@register("queue-scorer")
+class QueueScorer(_ParameterlessScorer):
+    bounded = True
+
+    """Min-max of the engine's waiting queue across the candidates."""
+
+    def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        return min_max_inverted([s.metrics.waiting for s in candidates])
+
+
+@register("running-requests-size-scorer")
+class RunningRequestsScorer(_ParameterlessScorer):
+    bounded = True
+
+    """Min-max of the engine's running requests across the candidates."""
+
+    def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        return min_max_inverted([s.metrics.running for s in candidates])
+
+
+@register("kv-cache-utilization-scorer")
+class KvCacheUtilizationScorer(_ParameterlessScorer):
+    """Absolute: 1 − KV-cache usage."""
+
+    def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        return [1.0 - s.metrics.kv_cache_usage for s in candidates]
+
+
+@register("in-flight-load-scorer")
+class InFlightLoadScorer(Scorer):
+    bounded = True
+
+    """Sluice: load as the engine reported it *plus* what Sluice sent since that report.
+
+    requests = max(waiting + running + unseen dispatches, Sluice's in-flight requests);
+    score = 1 / (1 + requests / requestScale + in-flight tokens / tokenScale).
+    Because every dispatch moves the score at once, a burst between two scrapes spreads
+    instead of herding onto the endpoint that looked best at the last scrape. Absolute (not
+    min-max), so a 1-vs-2 difference does not swing the whole weight.
+    """
+
+    def __init__(self, name: str, request_scale: float, token_scale: float) -> None:
+        super().__init__(name)
+        self._inv_requests = 1.0 / request_scale
+        self._inv_tokens = 1.0 / token_scale
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
+        request_scale = params.get_float("requestScale", 4.0)
+        token_scale = params.get_float("tokenScale", 16384.0)
+        for key, value in (("requestScale", request_scale), ("tokenScale", token_scale)):
+            if value <= 0:
+                raise params.error(key, f"must be > 0, got {value}")
+        params.finish()
+        return cls(name, request_scale, token_scale)
+
+    def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        inv_r, inv_t = self._inv_requests, self._inv_tokens
+        out: list[float] = []
+        for s in candidates:
+            m = s.metrics
+            requests = m.waiting + m.running + s.unseen_requests
+            if s.in_flight_requests > requests:
+                requests = s.in_flight_requests
+            out.append(1.0 / (1.0 + requests * inv_r + s.in_flight_tokens * inv_t))
+        return out

@@ -1,0 +1,102 @@
+"""The endpoint registry: membership, staleness, in-flight accounting; the room check."""
+
+from __future__ import annotations
+
+from sluice.datalayer.capacity import CapacityThresholds, endpoints_with_room, is_saturated
+from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.registry import EndpointRegistry
+
+
+def _endpoint(i: int) -> Endpoint:
+    return Endpoint(f"pod-{i}", f"10.0.0.{i}", 8000)
+
+
+def _scrape(registry: EndpointRegistry, name: str, now: float, **fields: float) -> None:
+    mark = registry.begin_scrape(name)
+    assert mark is not None
+    registry.record_scrape(mark, EngineMetrics(updated_at=now, **fields))  # type: ignore[arg-type]
+
+
+def test_endpoints_that_stay_keep_their_state_across_membership_updates() -> None:
+    registry = EndpointRegistry()
+    registry.set_endpoints([_endpoint(1), _endpoint(2)])
+    _scrape(registry, "pod-1", 1.0, waiting=4)
+    registry.set_endpoints([_endpoint(1), _endpoint(3)])
+    assert [s.name for s in registry.snapshot()] == ["pod-1", "pod-3"]
+    state = registry.get("pod-1")
+    assert state is not None and state.metrics.waiting == 4
+
+
+def test_a_failing_scrape_never_removes_an_endpoint_it_only_goes_stale() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 1.0)
+    mark = registry.begin_scrape("pod-1")
+    assert mark is not None
+    registry.record_scrape_failure(mark, "timeout")
+    state = registry.get("pod-1")
+    assert state is not None and state.consecutive_failures == 1
+    assert state.is_fresh(1.1, 0.2) and not state.is_fresh(1.3, 0.2)
+
+
+def test_dispatches_after_a_scrape_started_stay_unseen_until_the_next_scrape() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    registry.dispatch("pod-1", 100)  # before the scrape: the engine will report it
+    mark = registry.begin_scrape("pod-1")
+    assert mark is not None
+    ticket = registry.dispatch("pod-1", 50)  # in flight while the scrape is answered
+    registry.record_scrape(mark, EngineMetrics(waiting=1, updated_at=1.0))
+    state = registry.get("pod-1")
+    assert state is not None
+    assert (state.in_flight_requests, state.in_flight_tokens) == (2, 150)
+    assert (state.unseen_requests, state.unseen_tokens) == (1, 50)
+    registry.complete(ticket)
+    assert (state.in_flight_requests, state.unseen_requests, state.unseen_tokens) == (1, 0, 0)
+
+
+def test_a_late_answer_to_an_older_scrape_is_ignored() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    old, new = registry.begin_scrape("pod-1"), registry.begin_scrape("pod-1")
+    assert old is not None and new is not None
+    registry.record_scrape(new, EngineMetrics(waiting=2, updated_at=2.0))
+    registry.record_scrape(old, EngineMetrics(waiting=9, updated_at=2.1))
+    state = registry.get("pod-1")
+    assert state is not None and state.metrics.waiting == 2
+
+
+def test_completing_on_a_removed_endpoint_is_harmless() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    ticket = registry.dispatch("pod-1", 10)
+    registry.remove("pod-1")
+    registry.complete(ticket)
+    assert len(registry) == 0
+
+
+def test_room_follows_upstreams_detector_thresholds() -> None:
+    registry = EndpointRegistry()
+    registry.set_endpoints(_endpoint(i) for i in range(5))
+    _scrape(registry, "pod-0", 10.0, waiting=5, kv_cache_usage=0.8)  # at the limits: room
+    _scrape(registry, "pod-1", 10.0, waiting=6)  # queue too deep
+    _scrape(registry, "pod-2", 10.0, kv_cache_usage=0.81)  # KV too full
+    _scrape(registry, "pod-3", 9.7)  # stale (300 ms > 200 ms)
+    # pod-4 never scraped
+    room = endpoints_with_room(registry.snapshot(), now=10.0)
+    assert [s.name for s in room] == ["pod-0"]
+    assert is_saturated([], now=10.0)
+
+
+def test_optional_in_flight_limits_count_sluices_own_dispatches() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 10.0)
+    limits = CapacityThresholds(max_unseen_requests=2)
+    registry.dispatch("pod-1", 1)
+    assert endpoints_with_room(registry.snapshot(), 10.0, limits)
+    registry.dispatch("pod-1", 1)
+    assert not endpoints_with_room(registry.snapshot(), 10.0, limits)
+    assert not endpoints_with_room(
+        registry.snapshot(), 10.0, CapacityThresholds(max_in_flight_requests=2)
+    )
