@@ -315,17 +315,21 @@ class Engine:
             self._run = _DecodeRun(seqs, ends, start=now)
             self.busy_until = ends[-1]
 
-    def settle(self, now: float, *, cut: bool = False) -> None:
-        """Bring a decode run up to ``now`` (apply the steps that ended, allocate the one in
-        progress); with ``cut``, end the run after that step, because something changed."""
+    def settle(self, now: float, *, cut_at: float | None = None) -> None:
+        """Bring a decode run up to ``now``: apply the steps that ended, allocate the one in
+        progress. With ``cut_at``, something changes then (a request joins the queue, one
+        leaves): drop the planned steps that would start at or after it."""
         run = self._run
         if run is None:
             return
         while run.done < len(run.ends) - 1 and run.ends[run.done] <= now:
             self._decode_substep(run)
         self._allocate_substep(run, run.done)
-        if cut:
-            del run.ends[run.done + 1 :]
+        if cut_at is not None:
+            keep = run.done + 1  # the step in progress always completes
+            while keep < len(run.ends) and run.ends[keep - 1] < cut_at:
+                keep += 1
+            del run.ends[keep:]
             self.busy_until = run.ends[-1]
 
     def _allocate_substep(self, run: _DecodeRun, step: int) -> None:

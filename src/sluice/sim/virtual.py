@@ -163,8 +163,10 @@ class VirtualCluster:
         self, now: float, kind: int, engine_id: str, payload: object, events: list[Event]
     ) -> None:
         engine = self.engines[engine_id]
-        if kind in (_SUBMIT, _ABORT):
-            self._cut(engine_id, engine, now)
+        if kind == _SUBMIT:  # the request reaches the queue after the front end's overhead
+            self._cut(engine_id, engine, now, now + engine.cost.frontend_s)
+        elif kind == _ABORT:
+            self._cut(engine_id, engine, now, now)
         if kind == _SUBMIT:
             assert isinstance(payload, SimRequest)
             try:
@@ -191,10 +193,10 @@ class VirtualCluster:
         arrival = engine.next_arrival_time()
         self._push(now if engine.has_work or arrival is None else arrival, _WAKE, engine_id)
 
-    def _cut(self, engine_id: str, engine: Engine, now: float) -> None:
-        """Something reaches this engine: a planned decode run must stop after the current step."""
+    def _cut(self, engine_id: str, engine: Engine, now: float, changes_at: float) -> None:
+        """The engine's queue changes at ``changes_at``: a planned decode run stops before it."""
         planned = engine.busy_until
-        engine.settle(now, cut=True)
+        engine.settle(now, cut_at=changes_at)
         ends = engine.busy_until
         if ends is not None and ends != planned:
             self._step_token[engine_id] += 1
