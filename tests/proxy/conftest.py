@@ -16,11 +16,13 @@ import pytest
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.pipeline import Limits, Pipeline
-from sluice.proxy import ProxyServer
+from sluice.proxy import ProxyOptions, ProxyServer
 
 from .fake_engine import FakeEngine
 from .recording import RecordingPipeline
 from .round_robin import RoundRobinPipeline
+
+QUICK_STOP = ProxyOptions(shutdown_grace_s=0.5)
 
 
 def make_pipeline(endpoints: Sequence[Endpoint], **double_options: Any) -> RecordingPipeline:
@@ -48,7 +50,7 @@ async def start_proxy() -> AsyncIterator[Callable[..., Awaitable[ProxyServer]]]:
     started: list[ProxyServer] = []
 
     async def start(pipeline: Pipeline, limits: Limits | None = None) -> ProxyServer:
-        proxy = ProxyServer(pipeline, limits)
+        proxy = ProxyServer(pipeline, limits, options=QUICK_STOP)
         await proxy.start("127.0.0.1", 0)
         started.append(proxy)
         return proxy

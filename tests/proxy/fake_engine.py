@@ -19,6 +19,7 @@ from aiohttp import web
 from sluice.datalayer.endpoint import Endpoint
 
 PROMPT_TOKENS = 5  # every request "costs" this many prompt tokens
+SMALL_SOCKET_BUFFER = 64 * 1024
 
 
 @dataclass
@@ -126,6 +127,9 @@ class FakeEngine:
 
     async def _bulk_stream(self, request: web.Request, total: int) -> web.StreamResponse:
         """As many SSE bytes as fast as the reader takes them (for backpressure tests)."""
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:  # a small, fixed send buffer: what the kernel may hold is known
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SOCKET_BUFFER)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         self.streams_started += 1

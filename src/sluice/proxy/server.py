@@ -52,6 +52,7 @@ class ProxyOptions:
     models_timeout_s: float = 2.0  # per endpoint, for the /v1/models fan-out
     keepalive_timeout_s: float = 60.0  # idle upstream connections are kept this long
     buffer_response_bytes: int = 1 << 20  # see RelayOptions
+    shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
 
 
 ClientSessionFactory = Callable[[], aiohttp.ClientSession]
@@ -112,7 +113,9 @@ class ProxyServer:
         # handler_cancellation: a client that disconnects cancels its handler, which cancels
         # `admit` (leaving the queue) or the upstream request (stopping the generation).
         server = web.Server(self.handle, handler_cancellation=True, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self._options.shutdown_grace_s
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
         await site.start()
@@ -141,6 +144,9 @@ class ProxyServer:
             if error.code is ErrorCode.PAYLOAD_TOO_LARGE:
                 response.force_close()  # the rest of the body was never read
             return response
+        except Exception:  # a bug, not a request problem: still answer in the API's shape
+            log.exception("proxy failed on %s %s", request.method, request.path)
+            return error_response(SluiceError(ErrorCode.INTERNAL, "internal error"))
 
     async def _inference(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         body = await self._read_body(request)
