@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from sluice.api import ResourceError, parse_resource, to_dict
 
-from .official import official_schema
 from .generate import document, mutated_document
+from .official import official_schema
 from .structural import admit, is_date_time
 
 KINDS = ["InferencePool", "InferenceObjective", "InferenceModelRewrite"]

@@ -34,6 +34,7 @@ from sluice.api.inferencepool import (
     Port,
 )
 from sluice.api.meta import ObjectMeta
+from sluice.api.pruning import pruned_fields
 from sluice.api.resources import Resource, parse_resource, to_dict
 
 __all__ = [
@@ -64,5 +65,6 @@ __all__ = [
     "merge_conditions",
     "parse_resource",
     "pending_condition",
+    "pruned_fields",
     "to_dict",
 ]

@@ -58,23 +58,25 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _within_int64(value: int) -> int:
-    # `type: integer` is stored as a Go int64: larger numbers cannot exist in a cluster.
+    # Every `type: integer` is stored as a Go int64: larger numbers cannot exist in a cluster.
     if not INT64_MIN <= value <= INT64_MAX:
         raise invalid_value(value, "must fit in a 64-bit signed integer")
     return value
 
 
-Integer = Annotated[int, BeforeValidator(_integral_float_to_int), AfterValidator(_within_int64)]
-"""A plain `type: integer` (no format): any int64."""
-# Bounds go in `Field` *before* the float-accepting validator so that pydantic keeps them in
-# the core schema (and in the generated CRD as minimum/maximum).
+# Bounds go in `Field` *before* the validators so that pydantic keeps them in the core schema
+# (and in the generated CRD as minimum/maximum).
 AcceptIntegralFloat = BeforeValidator(_integral_float_to_int)
+WithinInt64 = AfterValidator(_within_int64)
 _INT32 = {"format": "int32"}
 _INT64 = {"format": "int64"}
+
+Integer = Annotated[int, AcceptIntegralFloat, WithinInt64]
+"""A plain `type: integer` (no format)."""
 PortNumber = Annotated[int, Field(ge=1, le=65535, json_schema_extra=_INT32), AcceptIntegralFloat]
 Weight = Annotated[int, Field(ge=1, le=1000000, json_schema_extra=_INT32), AcceptIntegralFloat]
-Generation = Annotated[int, Field(ge=0, json_schema_extra=_INT64), AcceptIntegralFloat]
-Int64 = Annotated[int, Field(json_schema_extra=_INT64), AcceptIntegralFloat]
+Generation = Annotated[int, Field(ge=0, json_schema_extra=_INT64), AcceptIntegralFloat, WithinInt64]
+Int64 = Annotated[int, Field(json_schema_extra=_INT64), AcceptIntegralFloat, WithinInt64]
 
 # The API server's `date-time` format (go-openapi strfmt): a full date, `T`, a time with
 # optional fraction, and a mandatory zone; letters are case-insensitive.
