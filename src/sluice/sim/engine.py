@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from sluice.sim.histogram import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, Histogram
@@ -322,55 +323,61 @@ class Engine:
         run = self._run
         if run is None:
             return
-        while run.done < len(run.ends) - 1 and run.ends[run.done] <= now:
-            self._decode_substep(run)
-        self._allocate_substep(run, run.done)
+        ended = bisect_right(run.ends, now, run.done, len(run.ends) - 1)
+        self._advance(run, ended)
+        self._allocate_through(run, run.done + 1)
         if cut_at is not None:
-            keep = run.done + 1  # the step in progress always completes
-            while keep < len(run.ends) and run.ends[keep - 1] < cut_at:
-                keep += 1
+            # Step j starts when step j-1 ends; the step in progress always completes.
+            keep = max(run.done + 1, bisect_left(run.ends, cut_at, 0, len(run.ends) - 1) + 1)
             del run.ends[keep:]
             self.busy_until = run.ends[-1]
 
-    def _allocate_substep(self, run: _DecodeRun, step: int) -> None:
-        """Blocks for ``step``, taken when it starts as a single step would (planned to exist)."""
-        if run.allocated > step:
+    def _allocate_through(self, run: _DecodeRun, steps: int) -> None:
+        """Blocks for the run's first ``steps`` steps, as single steps would have taken them.
+        (Which free block goes to which request differs, but output blocks are never cached,
+        so only how many are taken from the head of the free queue matters.)"""
+        if run.allocated >= steps:
             return
         block_size = self.config.block_size
+        ahead = steps - run.done  # tokens each live request computes by then
         for seq in run.seqs:
-            if seq.status is Status.RUNNING and seq.num_computed + 1 > len(seq.blocks) * block_size:
-                seq.blocks.extend(self.kv.allocate(1) or [])
-        run.allocated = step + 1
+            if seq.status is Status.RUNNING:
+                need = -(-(seq.num_computed + ahead) // block_size) - len(seq.blocks)
+                if need > 0:
+                    seq.blocks.extend(self.kv.allocate(need) or [])  # planned: they exist
+        run.allocated = steps
 
-    def _decode_substep(self, run: _DecodeRun) -> None:
-        step = run.done
-        end = run.ends[step]
-        self._allocate_substep(run, step)
-        produced = 0
-        gaps: dict[float, int] = {}
-        for seq in run.seqs:
-            if seq.status is not Status.RUNNING:
-                continue
-            seq.num_computed += 1
-            seq.num_output += 1
-            seq.num_tokens += 1
-            produced += 1
+    def _advance(self, run: _DecodeRun, upto: int) -> None:
+        """Apply steps ``run.done .. upto-1`` at once: O(requests + steps), not their product."""
+        steps = upto - run.done
+        if steps <= 0:
+            return
+        self._allocate_through(run, upto)
+        live = [seq for seq in run.seqs if seq.status is Status.RUNNING]
+        ends, first, last = run.ends, run.done, run.ends[upto - 1]
+        gaps: dict[float, int] = {}  # the first step's gaps differ per request
+        for seq in live:
             if seq.last_token_time is not None:
-                gap = end - seq.last_token_time
+                gap = ends[first] - seq.last_token_time
                 gaps[gap] = gaps.get(gap, 0) + 1
-            seq.last_token_time = end
-            if seq.num_output >= seq.target_output:
-                self._finish(seq, seq.request.finish_reason, end)
-        self.generation_tokens += produced
         for gap, times in gaps.items():
             self.itl.observe_many(gap, times)
-        run.done += 1
+        for step in range(first + 1, upto):  # later steps: everyone shares the step's length
+            self.itl.observe_many(ends[step] - ends[step - 1], len(live))
+        self.generation_tokens += steps * len(live)
+        for seq in live:
+            seq.num_computed += steps
+            seq.num_output += steps
+            seq.num_tokens += steps
+            seq.last_token_time = last
+            if seq.num_output >= seq.target_output:  # only ever on the run's last step
+                self._finish(seq, seq.request.finish_reason, last)
+        run.done = upto
 
     def _finish_decode_run(self) -> list[Sequence]:
         run = self._run
         assert run is not None
-        while run.done < len(run.ends):
-            self._decode_substep(run)
+        self._advance(run, len(run.ends))
         self._run = self._batch = None
         self.running = [s for s in self.running if s.status is Status.RUNNING]
         return [s for s in run.seqs if s.finish_reason != "abort"]
