@@ -121,5 +121,8 @@ class CapacityView(Protocol):
     def take_room(self, request: InferenceRequest) -> None:
         """The controller just released `request` into the room `has_room` reported. Account
         for it before returning (typically: run the scheduler now — late binding — and count
-        the request in flight), so that the next `has_room` sees the room taken."""
+        the request in flight), so that the next `has_room` sees the room taken.
+
+        In legacy mode requests of priority >= 0 are released even when there is no room
+        (upstream's behaviour: the model servers queue them)."""
         ...
