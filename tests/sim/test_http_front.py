@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -167,3 +168,23 @@ async def test_priority_in_the_body_is_accepted(sim: tuple[SimPool, aiohttp.Clie
         assert r.status == 200
     async with http.post("/v1/completions", json={"prompt": "x", "priority": "high"}) as r:
         assert r.status == 400
+
+
+async def test_a_client_that_hangs_up_mid_stream_frees_its_slot() -> None:
+    slow = replace(ZERO.cost, step_overhead_s=0.01)  # 1000 tokens would take 10 s
+    pool = await start_pool([EngineSpec(ZERO.engine, slow)])
+    engine = pool.engines[0].engine
+    try:
+        async with aiohttp.ClientSession(pool.urls[0]) as http:
+            body = {"prompt": "x", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+            async with http.post("/v1/completions", json=body) as r:
+                await r.content.readline()
+                assert engine.metrics().num_requests_running == 1
+        for _ in range(100):
+            if engine.metrics().num_requests_running == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert engine.metrics().num_requests_running == 0
+        assert engine.metrics().kv_cache_usage_perc == 0.0
+    finally:
+        await pool.close()

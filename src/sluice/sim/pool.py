@@ -73,7 +73,10 @@ async def serve_engine(spec: EngineSpec) -> ServedEngine:
         ),
         faults=Faults(spec.fault, spec.fault_rate, seed=spec.seed),
     )
-    site_runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+    # A short shutdown: hung (fault-injected) handlers must not hold a stop for a minute.
+    site_runner = web.AppRunner(
+        front.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
     await site_runner.setup()
     site = web.TCPSite(site_runner, spec.host, spec.port, reuse_address=True)
     await site.start()

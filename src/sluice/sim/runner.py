@@ -56,6 +56,8 @@ class EngineRunner:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._clock_offset = time.time() - loop.time()
+        # vLLM's LoRA info gauge holds a timestamp; start it at "now", not at the clock's epoch.
+        self.engine.lora_info_time = max(self.engine.lora_info_time, loop.time())
         self._task = loop.create_task(self._run(), name=f"sim-engine-{self.engine.model_name}")
 
     async def stop(self) -> None:

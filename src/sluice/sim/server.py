@@ -114,6 +114,8 @@ class EngineFront:
             if parsed.stream:
                 return await self._stream(request, parsed, stream, drop)
             return await self._whole(request, parsed, stream, drop)
+        except ConnectionResetError:  # the client went away mid-stream: free its KV, quietly
+            return web.Response(status=499)
         finally:
             if not stream.finished:
                 self.runner.abort(parsed.request.request_id)
