@@ -25,6 +25,7 @@ from sluice.config import (
     load_sluice_config_file,
 )
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
 from sluice.director import Director, DirectorSettings
@@ -33,6 +34,7 @@ from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.logs import get_logger
 from sluice.pipeline import Limits
 from sluice.request_metrics import RequestMetrics
+from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState, standalone_pool_manifest
 
@@ -93,7 +95,23 @@ class App:
         self.config = load_config_from_options(options)
         self.metrics_registry = CollectorRegistry()
         self.registry = EndpointRegistry()
-        self.scheduler = Scheduler.from_config(self.config.picker, rng=rng)
+        scheduler_box: list[Scheduler] = []  # the observer reads the index the scheduler owns
+        self.scheduler = Scheduler.from_config(
+            self.config.picker,
+            rng=rng,
+            observer=PrometheusSchedulerObserver(
+                self.metrics_registry,
+                lambda: scheduler_box[0].prefix_index_size() if scheduler_box else 0,
+            ),
+        )
+        scheduler_box.append(self.scheduler)
+        self.metrics_registry.register(
+            PoolMetricsCollector(
+                self.registry,
+                self.key.name,
+                staleness_s=float(options["metrics-staleness-threshold"]),
+            )
+        )
         self.flow = FlowController(
             self.config.flow,
             observer=FlowControlMetrics(self.metrics_registry, inference_pool=self.key.name),

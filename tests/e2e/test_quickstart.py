@@ -113,4 +113,10 @@ async def test_make_run_serves_a_streamed_chat_within_60_seconds(sluice_up) -> N
     ):
         exposition = await response.text()
     assert 'inference_objective_request_total{model_name="sim-model"' in exposition
-    assert "inference_extension_flow_control_request_queue_duration_seconds" in exposition
+    for family in (
+        "inference_extension_flow_control_request_queue_duration_seconds",
+        "inference_extension_scheduler_e2e_duration_seconds",
+        "inference_pool_ready_pods",
+        "inference_objective_request_ttft_seconds",
+    ):
+        assert family in exposition, family
