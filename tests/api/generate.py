@@ -50,17 +50,16 @@ def text(schema: Schema, rng: random.Random) -> str:
                 return candidate
         raise AssertionError(f"no string of length {low}..{high} for {schema['pattern']}")
     if high < 1000 and rng.random() < 0.1:
-        return "a" * high  # exactly at the bound
+        return "a" * int(high)  # exactly at the bound
     return "".join(rng.choice(_ANY_TEXT) for _ in range(rng.randint(low, min(high, 12))))
 
 
 def integer(schema: Schema, rng: random.Random) -> int:
     low, high = schema.get("minimum", -(2**63)), schema.get("maximum", 2**63 - 1)
-    return (
-        rng.choice([low, high, rng.randint(low, high), rng.randint(-10, 10)])
-        if (low <= 0 <= high and "minimum" not in schema)
-        else rng.choice([low, high, rng.randint(low, high)])
-    )
+    candidates = [low, high, rng.randint(low, high)]  # the bounds themselves, and between
+    if "minimum" not in schema:
+        candidates.append(rng.randint(-10, 10))  # everyday priorities
+    return int(rng.choice(candidates))
 
 
 def array(schema: Schema, rng: random.Random) -> list[Any]:
@@ -168,8 +167,8 @@ def _rule_breakers(schema: Schema, present: Any) -> list[Mutation]:
             out.append(lambda v: [*v, None])
     if kind == "object":
         for name in schema.get("required", []):
-            out.append(lambda v, n=name: {k: x for k, x in v.items() if k != n})
-            out.append(lambda v, n=name: {**v, n: None})  # null is pruned: still missing
+            out.append(_without(name))
+            out.append(_null(name))  # null is pruned: still missing
         out.append(lambda v: {**v, "unknownField": "pruned"})  # pruned: still valid
         if "additionalProperties" in schema:
             high = schema.get("maxProperties")
@@ -179,8 +178,16 @@ def _rule_breakers(schema: Schema, present: Any) -> list[Mutation]:
                 out.append(lambda _: {})
         for name, sub in schema.get("properties", {}).items():
             if "default" in sub and name not in present:
-                out.append(lambda v, n=name: {**v, n: None})  # null → the default
+                out.append(_null(name))  # null → the default
     return out
+
+
+def _without(name: str) -> Mutation:
+    return lambda v: {k: x for k, x in v.items() if k != name}
+
+
+def _null(name: str) -> Mutation:
+    return lambda v: {**v, name: None}
 
 
 def _sites(schema: Schema, present: Any, path: tuple[Any, ...]) -> list[tuple[Any, Mutation]]:

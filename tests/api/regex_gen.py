@@ -5,8 +5,8 @@ and pick a branch, a repeat count and a character at each step. Enough for the C
 from __future__ import annotations
 
 import random
-import re._constants as c
-import re._parser as parser
+import re._constants as c  # type: ignore[import-not-found]
+import re._parser as parser  # type: ignore[import-not-found]
 from functools import cache
 from typing import Any
 

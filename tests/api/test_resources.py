@@ -82,9 +82,9 @@ def test_status_conditions_default_to_waiting_for_controller_when_status_exists(
     doc = objective()
     assert parse_resource(doc).status is None  # no status object: nothing to default into
     doc["status"] = {}
-    status = parse_resource(doc).status
-    assert status is not None
-    (condition,) = status.conditions
+    parsed = parse_resource(doc)
+    assert isinstance(parsed, InferenceObjective) and parsed.status is not None
+    (condition,) = parsed.status.conditions
     assert (condition.type, condition.status, condition.reason, condition.message) == (
         "Ready",
         "Unknown",
@@ -95,9 +95,9 @@ def test_status_conditions_default_to_waiting_for_controller_when_status_exists(
 
     doc = rewrite()
     doc["status"] = {}
-    status = parse_resource(doc).status
-    assert status is not None
-    assert [(c.type, c.status, c.reason) for c in status.conditions] == [
+    parsed_rewrite = parse_resource(doc)
+    assert isinstance(parsed_rewrite, InferenceModelRewrite) and parsed_rewrite.status is not None
+    assert [(c.type, c.status, c.reason) for c in parsed_rewrite.status.conditions] == [
         ("Accepted", "Unknown", "Pending")
     ]
 
