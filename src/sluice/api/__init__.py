@@ -4,6 +4,8 @@ validation and defaults of the official CRDs. Pure; imports nothing of ours.
     pool = parse_resource(yaml.safe_load(text))   # ResourceError lists every problem
     pool.spec.target_ports[0].number
     to_dict(pool)                                  # camelCase wire form, defaults included
+    pruned_fields(doc)                             # unknown fields Kubernetes would drop
+    sluice.api.crds.render_crds()                  # the CRDs, generated from these models
 """
 
 from sluice.api.conditions import Condition, merge_conditions, pending_condition
