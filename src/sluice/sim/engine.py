@@ -71,6 +71,10 @@ class Engine:
             raise ValueError(f"{total} tokens exceed max_model_len {self.config.max_model_len}")
         if math.ceil(total / self.config.block_size) > self.config.num_gpu_blocks:
             raise ValueError(f"{total} tokens can never fit in the KV cache")
+        if request.block_hashes and request.block_size != self.config.block_size:
+            raise ValueError(
+                f"prompt hashed in blocks of {request.block_size}, not {self.config.block_size}"
+            )
         if request.lora is not None and self.config.max_loras == 0:
             raise ValueError("LoRA adapters are disabled (max_loras = 0)")
         self._seq_no += 1
@@ -192,7 +196,7 @@ class Engine:
             n = min(seq.num_tokens - computed, budget)
             need = self._blocks_for(computed + n) - len(hits)
             if not self.kv.can_allocate(need, hits):
-                skipped.insert(0, seq)
+                skipped.append(seq)  # back in its place, behind the ones skipped before it
                 break
             self.kv.touch(hits)
             seq.blocks = hits + (self.kv.allocate(need) or [])

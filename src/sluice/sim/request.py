@@ -18,6 +18,7 @@ class SimRequest:
     priority: int = 0
     lora: str | None = None
     block_hashes: tuple[int, ...] = field(default=(), repr=False)
+    block_size: int = 16  # the block size the hashes were computed with (must match the engine)
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1 or self.max_tokens < 1:
@@ -64,4 +65,5 @@ class SimRequest:
             priority=priority,
             lora=lora,
             block_hashes=block_hashes(text, block_size, lora=lora, cache_salt=cache_salt),
+            block_size=block_size,
         )
