@@ -200,3 +200,24 @@ def test_unrelated_kinds_are_skipped(resources: Path) -> None:
     source, _ = load(resources)
     assert source.problems == []
     assert source.state is not None and len(source.state.endpoints) == 4
+
+
+def test_objectives_and_rewrites_without_spec_are_accepted_and_ignored(resources: Path) -> None:
+    # The official schemas do not require `spec` on these two kinds; such objects refer to no
+    # pool, so they must neither crash Sluice nor count.
+    (resources / "specless.yaml").write_text(
+        """
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: empty, namespace: default}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata: {name: empty, namespace: default}
+"""
+    )
+    source, _ = load(resources)
+    assert source.problems == []
+    assert source.state is not None
+    assert "default/empty" not in source.state.objectives
+    assert source.state.priority_of("empty") == 0

@@ -74,7 +74,7 @@ class ModelRewriteLike(Protocol):
     @property
     def metadata(self) -> MetadataLike: ...
     @property
-    def spec(self) -> RewriteSpecLike: ...
+    def spec(self) -> RewriteSpecLike | None: ...
 
 
 def resolve_target_model(
@@ -98,6 +98,8 @@ def choose_rewrite(
     exact: RuleLike | None = None
     generic: RuleLike | None = None
     for resource in sorted(rewrites, key=_age_order):
+        if resource.spec is None:  # the schema allows a rewrite without spec: no rules
+            continue
         for rule in resource.spec.rules or ():
             if exact is None and _matches_exactly(rule, incoming_model):
                 exact = rule

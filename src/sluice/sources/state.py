@@ -74,7 +74,7 @@ class PoolState:
         if not objective_name:
             return 0
         objective = self.objective(objective_name)
-        if objective is None or objective.spec.priority is None:
+        if objective is None or objective.spec is None or objective.spec.priority is None:
             return 0
         return int(objective.spec.priority)
 
@@ -96,7 +96,11 @@ class Snapshot:
     pods: dict[str, PodInfo] = field(default_factory=dict)
 
 
-def _refers_to_pool(pool_ref: Any, key: PoolKey) -> bool:
+def _refers_to_pool(resource: Any, key: PoolKey) -> bool:
+    """Whether an objective or rewrite names this pool (one without spec names none)."""
+    if resource.metadata.namespace != key.namespace or resource.spec is None:
+        return False
+    pool_ref = resource.spec.pool_ref
     group = getattr(pool_ref, "group", None) or POOL_GROUP
     return bool(pool_ref.name == key.name and group == key.group)
 
@@ -134,12 +138,12 @@ def build_state(key: PoolKey, snapshot: Snapshot) -> PoolState:
     objectives = {
         k: o
         for k, o in sorted(snapshot.objectives.items())
-        if o.metadata.namespace == key.namespace and _refers_to_pool(o.spec.pool_ref, key)
+        if _refers_to_pool(o, key)
     }
     rewrites = {
         k: r
         for k, r in sorted(snapshot.rewrites.items())
-        if r.metadata.namespace == key.namespace and _refers_to_pool(r.spec.pool_ref, key)
+        if _refers_to_pool(r, key)
     }
     return PoolState(
         key=key,
