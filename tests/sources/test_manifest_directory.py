@@ -221,3 +221,20 @@ metadata: {name: empty, namespace: default}
     assert source.state is not None
     assert "default/empty" not in source.state.objectives
     assert source.state.priority_of("empty") == 0
+
+
+def test_a_misspelled_field_is_reported_with_its_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "objective.yaml"
+    manifest.write_text(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha2\n"
+        "kind: InferenceObjective\n"
+        "metadata: {name: o, namespace: default}\n"
+        "spec:\n"
+        "  priorty: 3\n"
+        "  poolRef: {name: quickstart}\n"
+    )
+    contents = read_manifest_file(manifest)
+    [warning] = contents.warnings
+    assert warning.line == 5
+    assert "spec.priorty: unknown field" in warning.message
+    assert contents.objectives["default/o"].spec.priority is None

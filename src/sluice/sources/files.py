@@ -108,6 +108,8 @@ class ManifestDirectorySource:
             self._files[file] = _FileEntry(signature, kept, exc.problems)
             return False
         self._files[file] = _FileEntry(signature, contents, [])
+        for warning in contents.warnings:
+            log.warning("manifest field ignored", problem=str(warning))
         log.info(
             "manifest loaded",
             file=str(file),

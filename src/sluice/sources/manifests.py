@@ -47,6 +47,8 @@ class FileContents:
     objectives: dict[str, Any] = field(default_factory=dict)
     rewrites: dict[str, Any] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
+    # Fields Kubernetes would silently prune (usually typos): reported, not fatal.
+    warnings: list[ManifestProblem] = field(default_factory=list)
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -122,7 +124,7 @@ def _expand_lists(node: yaml.Node, doc: Any) -> Iterator[tuple[yaml.Node, Any]]:
 
 def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
     """Parse one file; raises ManifestError naming file:line for every problem found."""
-    from sluice.api import ResourceError, parse_resource
+    from sluice.api import ResourceError, parse_resource, pruned_fields
 
     name = display or str(path)
     try:
@@ -188,6 +190,15 @@ def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
                         )
                     )
                 continue
+            for unknown in pruned_fields(doc):
+                contents.warnings.append(
+                    ManifestProblem(
+                        name,
+                        line_of(node, unknown),
+                        f"{kind} {key}: {unknown}: unknown field, ignored (as Kubernetes prunes it); "
+                        "check its spelling",
+                    )
+                )
             target = {
                 "InferencePool": contents.pools,
                 "InferenceObjective": contents.objectives,

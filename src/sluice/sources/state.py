@@ -135,16 +135,8 @@ def build_state(key: PoolKey, snapshot: Snapshot) -> PoolState:
     pool = snapshot.pools.get(f"{key.namespace}/{key.name}")
     if pool is None:
         return PoolState(key=key, pool=None)
-    objectives = {
-        k: o
-        for k, o in sorted(snapshot.objectives.items())
-        if _refers_to_pool(o, key)
-    }
-    rewrites = {
-        k: r
-        for k, r in sorted(snapshot.rewrites.items())
-        if _refers_to_pool(r, key)
-    }
+    objectives = {k: o for k, o in sorted(snapshot.objectives.items()) if _refers_to_pool(o, key)}
+    rewrites = {k: r for k, r in sorted(snapshot.rewrites.items()) if _refers_to_pool(r, key)}
     return PoolState(
         key=key,
         pool=pool,
