@@ -195,7 +195,7 @@ def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
                     ManifestProblem(
                         name,
                         line_of(node, unknown),
-                        f"{kind} {key}: {unknown}: unknown field, ignored (as Kubernetes prunes it); "
+                        f"{kind} {key}: {unknown}: unknown field, ignored (Kubernetes prunes it); "
                         "check its spelling",
                     )
                 )
