@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
 from dataclasses import replace
 
 import aiohttp
@@ -64,3 +69,27 @@ async def test_a_pool_serves_each_engine_on_its_own_address() -> None:
         assert pool.engines[0].engine is not pool.engines[1].engine
     finally:
         await pool.close()
+
+
+def test_sluice_sim_serves_and_logs_one_line_per_engine() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "sluice.sim.cli", "--count", "2", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--profile", "zero-latency"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline() for _ in range(2)]
+        assert [
+            f"listening on http://127.0.0.1:{port + i}" in line for i, line in enumerate(lines)
+        ] == [True, True]
+        body = json.dumps({"prompt": "hi", "max_tokens": 2}).encode()
+        for p in (port, port + 1):
+            request = urllib.request.Request(f"http://127.0.0.1:{p}/v1/completions", data=body)
+            with urllib.request.urlopen(request, timeout=10) as r:
+                assert json.load(r)["usage"]["completion_tokens"] == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

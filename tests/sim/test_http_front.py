@@ -188,3 +188,13 @@ async def test_a_client_that_hangs_up_mid_stream_frees_its_slot() -> None:
         assert engine.metrics().kv_cache_usage_perc == 0.0
     finally:
         await pool.close()
+
+
+async def test_a_prompt_longer_than_the_context_is_a_400(
+    sim: tuple[SimPool, aiohttp.ClientSession],
+) -> None:
+    _, http = sim
+    too_long = "x" * 4 * ZERO.engine.max_model_len
+    async with http.post("/v1/completions", json={"prompt": too_long}) as r:
+        body = await r.json()
+    assert r.status == 400 and "maximum context length" in body["error"]["message"]
