@@ -4,6 +4,7 @@ for each step's duration) and hands the produced tokens to the requests waiting 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from sluice.sim.engine import Engine
@@ -59,6 +60,7 @@ class EngineRunner:
         # vLLM's LoRA info gauge holds a timestamp; start it at "now", not at the clock's epoch.
         self.engine.lora_info_time = max(self.engine.lora_info_time, loop.time())
         self._task = loop.create_task(self._run(), name=f"sim-engine-{self.engine.model_name}")
+        self._task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -117,3 +119,9 @@ class EngineRunner:
             self._wakeup = None
             if timer is not None:
                 timer.cancel()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A dead engine loop would silently hang every request: say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("sluice.sim").error("engine loop crashed", exc_info=task.exception())
