@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 
 from sluice.flowcontrol.fairness import FairnessPolicy, new_policy
 from sluice.flowcontrol.flows import Flow
@@ -27,10 +28,11 @@ class Band:
         self._jain_sum_sq = 0.0
         self._jain_n = 0
 
-    def flow(self, fairness_id: str, weight: float) -> Flow:
+    def flow(self, fairness_id: str, weights: Mapping[str, float]) -> Flow:
         flow = self.flows.get(fairness_id)
         if flow is None:
-            flow = Flow(FlowKey(fairness_id, self.priority), new_queue(self.ordering), weight)
+            key = FlowKey(fairness_id, self.priority)
+            flow = Flow(key, new_queue(self.ordering), weights.get(fairness_id, 1.0))
             self.flows[fairness_id] = flow
         return flow
 

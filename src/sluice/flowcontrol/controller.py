@@ -35,7 +35,7 @@ from sluice.flowcontrol.model import (
 )
 from sluice.flowcontrol.observer import FlowObserver, NullObserver
 from sluice.requests.errors import ErrorCode, SluiceError
-from sluice.requests.model import InferenceRequest, Usage
+from sluice.requests.model import DEFAULT_FAIRNESS_ID, InferenceRequest, Usage
 
 _ALL: frozenset[str] | None = None  # the candidate set "any endpoint of the pool"
 
@@ -55,6 +55,8 @@ class FlowController:
         self._deadlines: list[tuple[float, int, Ticket]] = []
         self._pending: list[Ticket] = []  # legacy mode: waiting for the next dispatch
         self._seq = 0
+        self._cost = self.config.token_cost
+        self._weights = self.config.fairness_weights
         self._drain = DrainRate()
         self.queued_requests = 0
         self.queued_bytes = 0
@@ -85,24 +87,30 @@ class FlowController:
     def enqueue(self, request: InferenceRequest, now: float) -> Accepted | Finalized:
         """Queue a request. Returns `Accepted`, or the `Finalized` rejection (429)."""
         self._seq += 1
-        flow_key = flow_of(request)
         ttl = request.ttl_s if request.ttl_s is not None else self.config.default_request_ttl_s
         deadline = now + ttl if ttl and not self._legacy else math.inf
-        ticket = Ticket(
-            self._seq, request, flow_key, now, deadline, self.config.token_cost.estimate(request)
-        )
+        cost = self._cost.estimate(request)
+        size = len(request.body)
         if self._legacy:
+            ticket = Ticket(self._seq, request, flow_of(request), now, deadline, cost, size)
             self._pending.append(ticket)
             return Accepted(ticket)
 
-        band = self._band(flow_key.priority)
-        flow = band.flow(flow_key.fairness_id, self.config.weight(flow_key.fairness_id))
-        size = ticket.byte_size
-        local_ok = self._flow_limit.fits(
-            flow.queued_requests, flow.queued_bytes, size
-        ) and band.limit.fits(band.queued_requests, band.queued_bytes, size)
+        band = self._bands.get(request.priority) or self._band(request.priority)
+        flow = band.flow(request.fairness_id or DEFAULT_FAIRNESS_ID, self._weights)
+        ticket = Ticket(self._seq, request, flow.key, now, deadline, cost, size)
+        local_ok = (
+            self._flow_limit.unlimited
+            or self._flow_limit.fits(flow.queued_requests, flow.queued_bytes, size)
+        ) and (
+            band.limit.unlimited or band.limit.fits(band.queued_requests, band.queued_bytes, size)
+        )
         displaced: tuple[Finalized, ...] = ()
-        if local_ok and not self._global.fits(self.queued_requests, self.queued_bytes, size):
+        if (
+            local_ok
+            and not self._global.unlimited
+            and not self._global.fits(self.queued_requests, self.queued_bytes, size)
+        ):
             displaced_or_none = self._displace_for(ticket, now)
             if displaced_or_none is None:
                 local_ok = False

@@ -13,6 +13,10 @@ class Limit:
     max_requests: int = 0
     max_bytes: int = 0
 
+    @property
+    def unlimited(self) -> bool:
+        return not (self.max_requests or self.max_bytes)
+
     def fits(self, requests: int, bytes_: int, extra_bytes: int) -> bool:
         """Would one more item of `extra_bytes` fit on top of `requests` / `bytes_` queued?"""
         if self.max_requests and requests + 1 > self.max_requests:

@@ -59,6 +59,7 @@ class Ticket:
     enqueued_at: float
     deadline: float  # math.inf when the request has no TTL
     cost_estimate: float  # virtual-token cost charged at dispatch (see fairness.py)
+    byte_size: int  # the body's size, read once (hot path)
     outcome: QueueOutcome | None = None
     finalized_at: float | None = None
     # Cost charged to the flow so far; corrected to the true cost at completion.
@@ -73,10 +74,6 @@ class Ticket:
     def candidates(self) -> frozenset[str] | None:
         """Endpoints this request may go to (the gateway's subset hint); None = any."""
         return self.request.subset_hint
-
-    @property
-    def byte_size(self) -> int:
-        return self.request.byte_size
 
     @property
     def waiting(self) -> bool:
