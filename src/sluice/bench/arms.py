@@ -1,0 +1,205 @@
+"""The arms compared: how each one decides *when* (flow control, room rule) and *where*
+(scheduler). Each `Arm` builds fresh state per run, so no cache or index leaks between runs.
+
+Plain routers (random, round-robin, least-queue) and upstream's default profile run without
+a queue (`flowControl.mode: legacy`, upstream's default admission); Sluice's arms queue.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from sluice.config import load_sluice_config
+from sluice.datalayer.capacity import CapacityThresholds
+from sluice.datalayer.registry import EndpointState
+from sluice.flowcontrol.config import LEGACY, FlowControlConfig
+from sluice.requests.model import InferenceRequest
+from sluice.scheduling.config import load_config
+from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML, UPSTREAM_DEFAULT_CONFIG_YAML
+from sluice.scheduling.framework import (
+    NoEndpointsError,
+    ProfileResult,
+    SchedulingResult,
+    ScoredEndpoint,
+)
+from sluice.scheduling.scheduler import Scheduler
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    description: str
+    make_scheduler: Callable[[random.Random], Scheduler]
+    flow: FlowControlConfig
+    room: CapacityThresholds
+    config_yaml: str = ""  # the EndpointPickerConfig it uses, for the report
+
+    @property
+    def queues(self) -> bool:
+        return self.flow.mode != LEGACY
+
+
+_LEGACY = FlowControlConfig(mode=LEGACY)
+
+_RANDOM_YAML = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: random-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: random-picker}
+"""
+
+_LEAST_QUEUE_YAML = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 1}
+  - {pluginRef: max-score-picker}
+"""
+
+
+class RoundRobinScheduler(Scheduler):
+    """No plugin does round-robin; this is the classic load balancer, for the baseline."""
+
+    _next = 0
+
+    def schedule(
+        self, request: InferenceRequest, endpoints: Sequence[EndpointState], now: float
+    ) -> SchedulingResult:
+        if not endpoints:
+            raise NoEndpointsError("no endpoints available")
+        ordered = sorted(endpoints, key=lambda s: s.endpoint.name)
+        start = self._next % len(ordered)
+        self._next += 1
+        rotated = ordered[start:] + ordered[:start]
+        targets = tuple(ScoredEndpoint(s.endpoint, 1.0) for s in rotated)
+        return SchedulingResult({"default": ProfileResult(targets)}, "default")
+
+
+def _from_yaml(text: str, cls: type[Scheduler] = Scheduler) -> Callable[[random.Random], Scheduler]:
+    config = load_config(text, "<bench arm>")
+    return lambda rng: cls.from_config(config, rng)
+
+
+def plain_router(
+    name: str, description: str, yaml_text: str, cls: type[Scheduler] = Scheduler
+) -> Arm:
+    return Arm(
+        name, description, _from_yaml(yaml_text, cls), _LEGACY, CapacityThresholds(), yaml_text
+    )
+
+
+def sluice_arm(
+    name: str,
+    description: str,
+    yaml_text: str | None = None,
+    *,
+    room: CapacityThresholds | None = None,
+) -> Arm:
+    """An arm from a full Sluice config (picker + flowControl + saturationDetector); `room`
+    replaces the room rule the config implies (for sweeps of the rule itself)."""
+    config = load_sluice_config(yaml_text)
+    picker = config.picker
+    return Arm(
+        name,
+        description,
+        lambda rng: Scheduler.from_config(picker, rng),
+        config.flow,
+        room or config.room,
+        yaml_text or DEFAULT_CONFIG_YAML,
+    )
+
+
+def standard_arms() -> dict[str, Arm]:
+    """The five arms every scenario runs, by name."""
+    arms = [
+        plain_router("random", "uniformly random endpoint, no queue", _RANDOM_YAML),
+        plain_router(
+            "round-robin", "rotate over endpoints, no queue", _RANDOM_YAML, RoundRobinScheduler
+        ),
+        plain_router(
+            "least-queue", "fewest waiting requests (last scrape), no queue", _LEAST_QUEUE_YAML
+        ),
+        plain_router(
+            "upstream-default",
+            "upstream's default profile (queue 2, kv 2, prefix 3), legacy admission",
+            UPSTREAM_DEFAULT_CONFIG_YAML,
+        ),
+        sluice_arm("sluice-default", "Sluice's default config: flow control on"),
+    ]
+    return {arm.name: arm for arm in arms}
+
+
+def with_room(arm: Arm, name: str, **changes: object) -> Arm:
+    """The same arm with a different room rule (e.g. queue_depth=0, max_in_flight_requests=8)."""
+    return replace(arm, name=name, room=replace(arm.room, **changes))  # type: ignore[arg-type]
+
+
+STANDARD_ARM_NAMES = ("random", "round-robin", "least-queue", "upstream-default", "sluice-default")
+
+
+def sluice_yaml(weights: dict[str, float], *, extra: str = "") -> str:
+    """A Sluice config with the given scorer weights (plugin type -> weight) and max-score
+    picker; `extra` is appended verbatim (e.g. a saturationDetector or flowControl block)."""
+    plugins = "".join(f"- type: {t}\n" for t in weights)
+    refs = "".join(f"  - {{pluginRef: {t}, weight: {w:g}}}\n" for t, w in weights.items())
+    return (
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1\n"
+        "kind: EndpointPickerConfig\n"
+        f"plugins:\n{plugins}- type: max-score-picker\n"
+        "schedulingProfiles:\n- name: default\n  plugins:\n"
+        f"{refs}  - {{pluginRef: max-score-picker}}\n{extra}"
+    )
+
+
+_WEIGHT_KEYS = {
+    "prefix": "prefix-cache-scorer",
+    "load": "in-flight-load-scorer",
+    "queue": "queue-scorer",
+    "kv": "kv-cache-utilization-scorer",
+    "running": "running-requests-size-scorer",
+}
+_DEFAULT_WEIGHTS = {"prefix": 3.0, "load": 2.0, "queue": 1.0, "kv": 1.0}
+
+
+def arm_by_name(name: str) -> Arm:
+    """A standard arm, or a variant of Sluice's default written
+    `sluice@prefix=3,load=2,queue=1,kv=1,qd=0,inflight=8,unseen=2,kvmax=0.9` (weights of the
+    scorers, then the room rule: queue depth, per-endpoint in-flight limit, unseen dispatches,
+    KV threshold). Unnamed weights keep the default's; `inflight` alone keeps its weights."""
+    standard = standard_arms()
+    if name in standard:
+        return standard[name]
+    base, _, spec = name.partition("@")
+    if base != "sluice" or not spec:
+        known = ", ".join([*standard, "sluice@key=value,..."])
+        raise ValueError(f"unknown arm {name!r}; known: {known}")
+    weights = dict(_DEFAULT_WEIGHTS)
+    room: dict[str, object] = {}
+    for part in spec.split(","):
+        key, _, value = part.partition("=")
+        if key in _WEIGHT_KEYS:
+            weights[key] = float(value)
+        elif key == "qd":
+            room["queue_depth"] = int(value)
+        elif key == "inflight":
+            room["max_in_flight_requests"] = int(value)
+        elif key == "unseen":
+            room["max_unseen_requests"] = int(value)
+        elif key == "kvmax":
+            room["kv_cache_util"] = float(value)
+        else:
+            raise ValueError(f"arm {name!r}: unknown key {key!r}")
+    yaml_text = sluice_yaml({_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0})
+    arm = sluice_arm(name, f"Sluice variant: {spec}", yaml_text)
+    return replace(arm, room=replace(arm.room, **room))  # type: ignore[arg-type]

@@ -1,0 +1,413 @@
+"""The Markdown report: one section per scenario (median [min–max] over repetitions) and a
+"targets" section that checks the claims the issues make, with the numbers behind each."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sluice.bench.metrics import (
+    busy_fraction,
+    by_key,
+    fairness,
+    hit_rate,
+    spread,
+    summarize,
+)
+from sluice.bench.records import RunResult
+from sluice.bench.scenarios import FAIRNESS, FIXED, ISOLATION, SWEEP
+from sluice.bench.suite import ScenarioResult
+
+ISOLATION_LIMIT = 1.25  # protected tenant's p99 TTFT loaded / alone
+SLUICE = "sluice-default"
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    if math.isnan(x):
+        return "–"
+    if math.isinf(x):
+        return "∞"
+    return f"{x:.{digits}g}"
+
+
+def fmt_spread(values: Sequence[float], digits: int = 3) -> str:
+    mid, lo, hi = spread(values)
+    if len(values) < 2 or lo == hi:
+        return fmt(mid, digits)
+    return f"{fmt(mid, digits)} [{fmt(lo, digits)}–{fmt(hi, digits)}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _over(runs: Sequence[RunResult], f: Callable[[RunResult], float]) -> str:
+    return fmt_spread([f(r) for r in runs])
+
+
+@dataclass(frozen=True)
+class Target:
+    claim: str
+    met: bool
+    evidence: str
+
+
+# -- per kind ----------------------------------------------------------------------------------
+
+
+def _sweep_section(result: ScenarioResult) -> list[str]:
+    header = [
+        "arm",
+        "goodput (QPS, p90 TTFT ≤ 2 s)",
+        "vs round-robin",
+        "vs upstream-default",
+        "prefix hit rate at the knee",
+    ]
+    rr = statistics.median(result.goodputs("round-robin") or [math.nan])
+    up = statistics.median(result.goodputs("upstream-default") or [math.nan])
+    rows = []
+    for arm in result.arms:
+        goodputs = result.goodputs(arm)
+        mid = statistics.median(goodputs)
+        knees = [_knee(result, arm, seed) for seed in result.seeds]
+        rows.append(
+            [
+                arm,
+                fmt_spread(goodputs),
+                fmt(mid / rr if rr else math.nan),
+                fmt(mid / up if up else math.nan),
+                fmt_spread([hit_rate(r) for r in knees if r is not None]),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _knee(result: ScenarioResult, arm: str, seed: int) -> RunResult | None:
+    """The highest-load run of this repetition that met the SLO."""
+    good = [r for r in result.runs.get(arm, []) if r.seed == seed and summarize(r).ttft_p90 <= 2]
+    return max(good, key=lambda r: r.load) if good else None
+
+
+def _fixed_section(result: ScenarioResult) -> list[str]:
+    header = [
+        "arm",
+        "TTFT p50",
+        "p90",
+        "p99",
+        "ITL mean",
+        "e2e p99",
+        "req/s",
+        "out tok/s",
+        "hit rate",
+        "queue wait p99",
+        "429/shed",
+    ]
+    rows = []
+    for arm in result.arms:
+        runs = result.runs.get(arm, [])
+        ss = [summarize(r) for r in runs]
+        rows.append(
+            [
+                arm,
+                fmt_spread([s.ttft_p50 for s in ss]),
+                fmt_spread([s.ttft_p90 for s in ss]),
+                fmt_spread([s.ttft_p99 for s in ss]),
+                fmt_spread([s.itl_mean for s in ss]),
+                fmt_spread([s.e2e_p99 for s in ss]),
+                fmt_spread([s.req_per_s for s in ss]),
+                fmt_spread([s.output_tok_per_s for s in ss]),
+                _over(runs, hit_rate),
+                fmt_spread([s.queue_wait_p99 for s in ss]),
+                fmt_spread([float(s.rejected + s.shed_or_expired) for s in ss]),
+            ]
+        )
+    return _table(header, rows)
+
+
+def isolation_ratios(result: ScenarioResult, arm: str) -> list[float]:
+    """Protected tenants' p99 TTFT loaded / alone, per repetition (worst tenant)."""
+    out = []
+    for loaded, alone in zip(result.runs.get(arm, []), result.baselines.get(arm, []), strict=False):
+        worst = 0.0
+        for tenant in result.scenario.protected:
+            a = by_key(alone, "tenant").get(tenant)
+            b = by_key(loaded, "tenant").get(tenant)
+            if a is None or b is None:
+                continue
+            worst = max(worst, b.ttft_p99 / a.ttft_p99 if a.ttft_p99 > 0 else math.inf)
+        out.append(worst)
+    return out
+
+
+def _isolation_section(result: ScenarioResult) -> list[str]:
+    protected = ", ".join(result.scenario.protected)
+    header = [
+        "arm",
+        f"{protected} p99 TTFT alone",
+        "loaded",
+        "ratio (≤ 1.25 holds)",
+        f"{protected} p50 loaded",
+        "others p99 TTFT",
+        "others completed",
+        "429/shed/expired",
+        "pool busy",
+    ]
+    rows = []
+    for arm in result.arms:
+        loaded = result.runs.get(arm, [])
+        alone = result.baselines.get(arm, [])
+        prot = [t for t in result.scenario.protected]
+
+        def p(run: RunResult, q: str, tenants: list[str] = prot, other: bool = False) -> float:
+            recs = [r for r in run.records if (r.tenant in tenants) != other]
+            s = summarize(run, recs)
+            return {
+                "p99": s.ttft_p99,
+                "p50": s.ttft_p50,
+                "done": float(s.completed),
+                "drop": float(s.rejected + s.shed_or_expired),
+            }[q]
+
+        rows.append(
+            [
+                arm,
+                _over(alone, lambda r: p(r, "p99")),
+                _over(loaded, lambda r: p(r, "p99")),
+                fmt_spread(isolation_ratios(result, arm)),
+                _over(loaded, lambda r: p(r, "p50")),
+                _over(loaded, lambda r: p(r, "p99", other=True)),
+                _over(loaded, lambda r: p(r, "done", other=True)),
+                _over(loaded, lambda r: p(r, "drop", other=True)),
+                _over(loaded, busy_fraction),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _fairness_section(result: ScenarioResult) -> list[str]:
+    header = [
+        "arm",
+        "Jain's index (served tokens)",
+        "max served-token gap",
+        "2x largest request",
+        "served tokens per tenant (rep 1)",
+    ]
+    rows = []
+    for arm in result.arms:
+        runs = result.runs.get(arm, [])
+        tenants = sorted({r.tenant for r in runs[0].records}) if runs else []
+        fs = [fairness(r, tenants) for r in runs]
+        final = runs[0].samples[-1].served_by_tenant if runs and runs[0].samples else {}
+        rows.append(
+            [
+                arm,
+                fmt_spread([f.jain for f in fs]),
+                fmt_spread([float(f.max_gap_tokens) for f in fs]),
+                fmt(2.0 * fs[0].largest_request_tokens if fs else math.nan),
+                ", ".join(f"{t}: {final.get(t, 0)}" for t in tenants),
+            ]
+        )
+    return _table(header, rows)
+
+
+SECTIONS = {
+    SWEEP: _sweep_section,
+    FIXED: _fixed_section,
+    ISOLATION: _isolation_section,
+    FAIRNESS: _fairness_section,
+}
+
+
+# -- targets -----------------------------------------------------------------------------------
+
+
+def targets(results: Sequence[ScenarioResult]) -> list[Target]:
+    out: list[Target] = []
+    by_name = {r.scenario.name: r for r in results}
+    sp = by_name.get("shared-prefix")
+    if sp is not None and SLUICE in sp.arms:
+        g = {a: statistics.median(sp.goodputs(a)) for a in sp.arms}
+        best_other = max((v for a, v in g.items() if a != SLUICE), default=0.0)
+        out.append(
+            Target(
+                "shared-prefix: Sluice's default has the highest goodput",
+                g[SLUICE] >= best_other,
+                ", ".join(f"{a} {fmt(v)}" for a, v in g.items()),
+            )
+        )
+        for peer, factor in (("round-robin", 4.0), ("upstream-default", 1.2)):
+            if peer in g:
+                ratio = g[SLUICE] / g[peer] if g[peer] else math.inf
+                out.append(
+                    Target(
+                        f"shared-prefix: goodput >= {factor:g}x {peer}",
+                        ratio >= factor,
+                        f"{fmt(ratio)}x",
+                    )
+                )
+    for name in ("two-bands", "noisy-neighbour", "sheddable-batch"):
+        iso = by_name.get(name)
+        if iso is None or SLUICE not in iso.arms:
+            continue
+        ratios = isolation_ratios(iso, SLUICE)
+        busy = [busy_fraction(r) for r in iso.runs.get(SLUICE, [])]
+        worst = max(ratios) if ratios else math.nan
+        evidence = (
+            f"p99 ratio per rep {', '.join(fmt(x) for x in ratios)}; pool busy "
+            f"{', '.join(fmt(b) for b in busy)}"
+        )
+        claim = (
+            f"{name}: {', '.join(iso.scenario.protected)} p99 TTFT within "
+            f"{ISOLATION_LIMIT}x of unloaded at 150% load"
+        )
+        out.append(Target(claim, worst <= ISOLATION_LIMIT, evidence))
+        if name == "two-bands":
+            out.append(
+                Target(
+                    "two-bands: pool >= 95% busy",
+                    min(busy, default=0) >= 0.95,
+                    ", ".join(fmt(b) for b in busy),
+                )
+            )
+    fair = by_name.get("fairness")
+    if fair is not None and SLUICE in fair.arms:
+        runs = fair.runs[SLUICE]
+        tenants = sorted({r.tenant for r in runs[0].records})
+        fs = [fairness(r, tenants) for r in runs]
+        out.append(
+            Target(
+                "fairness: Jain >= 0.99 between backlogged tenants",
+                min(f.jain for f in fs) >= 0.99,
+                ", ".join(fmt(f.jain, 4) for f in fs),
+            )
+        )
+        out.append(
+            Target(
+                "fairness: served-token gap <= 2x the largest request",
+                all(f.max_gap_tokens <= 2 * f.largest_request_tokens for f in fs),
+                ", ".join(f"{f.max_gap_tokens} vs {2 * f.largest_request_tokens}" for f in fs),
+            )
+        )
+    return out
+
+
+# -- the document ------------------------------------------------------------------------------
+
+
+def render(
+    results: Sequence[ScenarioResult],
+    *,
+    command: str,
+    elapsed_s: float,
+    plots: dict[str, list[Path]],
+    relative_to: Path,
+    notes: Sequence[str] = (),
+) -> str:
+    lines = [
+        "# Sluice benchmark results",
+        "",
+        "Generated by `sluice bench`; do not edit by hand. Reproduce with:",
+        "",
+        f"    {command}",
+        "",
+        f"Wall time of the whole run: {elapsed_s:.0f} s. Cells are the median over "
+        "repetitions with [min–max]; ∞ means some requests never got a first token before "
+        "the run ended (or were rejected), so that percentile is unbounded.",
+        "",
+    ]
+    lines += list(notes)
+    tlist = targets(results)
+    if tlist:
+        lines += ["", "## Targets", ""]
+        lines += _table(
+            ["claim", "met", "numbers"],
+            [[t.claim, "yes" if t.met else "**no**", t.evidence] for t in tlist],
+        )
+    for result in results:
+        s = result.scenario
+        lines += [
+            "",
+            f"## {s.name} ({result.mode}, {s.kind})",
+            "",
+            s.description + ".",
+            "",
+            f"Pool: {s.setup.count} x `{s.setup.profile}`"
+            + (f" with {dict(s.setup.overrides)}" if s.setup.overrides else "")
+            + f"; seeds {', '.join(map(str, result.seeds))}; "
+            f"load {', '.join(fmt(x) for x in s.loads_for(result.quick))} {s.load_unit}; "
+            f"{result.wall_s:.0f} s.",
+            "",
+        ]
+        lines += SECTIONS[s.kind](result)
+        for arm, why in result.skipped.items():
+            lines.append(f"\n*{arm}: skipped — {why}*")
+        for path in plots.get(s.name, []):
+            rel = _relative(path, relative_to)
+            lines += ["", f"![{path.stem}]({rel})"]
+    return "\n".join(lines) + "\n"
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_raw(result: ScenarioResult, out_dir: Path) -> Path:
+    """Every request of every run as CSV (the raw data behind the tables)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result.scenario.name}-requests.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "arm",
+                "seed",
+                "load",
+                "baseline",
+                "request_id",
+                "tenant",
+                "priority",
+                "arrived_at",
+                "dispatched_at",
+                "first_token_at",
+                "completed_at",
+                "engine",
+                "prompt_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "outcome",
+            ]
+        )
+        for slot, baseline in ((result.runs, False), (result.baselines, True)):
+            for arm, runs in slot.items():
+                for run in runs:
+                    for r in run.records:
+                        writer.writerow(
+                            [
+                                arm,
+                                run.seed,
+                                run.load,
+                                baseline,
+                                r.request_id,
+                                r.tenant,
+                                r.priority,
+                                r.arrived_at,
+                                r.dispatched_at,
+                                r.first_token_at,
+                                r.completed_at,
+                                r.engine,
+                                r.prompt_tokens,
+                                r.output_tokens,
+                                r.cached_tokens,
+                                r.outcome,
+                            ]
+                        )
+    return path

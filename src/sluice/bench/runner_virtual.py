@@ -1,0 +1,302 @@
+"""The virtual-time runner: Sluice's real `DispatchCore` (parsing, flow control, scheduler,
+endpoint registry) in front of simulated engines, on a simulated clock. No sockets, no sleeps:
+an hour of traffic replays in seconds, and the same seed gives the same numbers bit for bit.
+
+The loop jumps from event to event — the next arrival, the next engine event, the next
+metrics scrape (every 50 ms, as `--refresh-metrics-interval`) or the next queue deadline —
+and plays the gateway in between: it parses and submits arrivals, forwards released
+requests to the chosen engine, and reports completions back (which frees in-flight
+accounting, corrects fairness and releases more).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from sluice.bench.arms import Arm
+from sluice.bench.records import RequestRecord, RunResult, Sample
+from sluice.bench.workloads import Arrival, Workload
+from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.director import DispatchCore, DispatchedRequest
+from sluice.flowcontrol.controller import FlowController
+from sluice.flowcontrol.model import QueueOutcome, Ticket
+from sluice.pipeline import Outcome
+from sluice.requests.errors import SluiceError
+from sluice.requests.model import HEADER_REQUEST_ID, Usage
+from sluice.sim.engine import Engine
+from sluice.sim.profiles import get_profile, with_engine
+from sluice.sim.request import SimRequest
+from sluice.sim.virtual import Completed, FirstToken, Rejected, VirtualCluster
+from sluice.sources.state import PoolKey, PoolState
+
+SCRAPE_INTERVAL_S = 0.05
+NAMESPACE = "bench"
+
+_OUTCOME_NAMES = {
+    QueueOutcome.REJECTED_CAPACITY: "rejected",
+    QueueOutcome.DISPLACED: "displaced",
+    QueueOutcome.EXPIRED: "expired",
+    QueueOutcome.SHED: "shed",
+    QueueOutcome.CANCELLED: "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """The simulated pool: how many engines, which profile, and engine overrides."""
+
+    count: int = 4
+    profile: str = "llama-8b-h100"
+    overrides: Mapping[str, object] = field(default_factory=dict)
+
+    def build(self) -> dict[str, Engine]:
+        profile = get_profile(self.profile)
+        config = with_engine(profile, **self.overrides)
+        return {f"pod-{i}": Engine(config, profile.cost) for i in range(self.count)}
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    warmup_frac: float = 0.1  # share of the arrival window excluded from latency statistics
+    drain_s: float = 30.0  # after the last arrival, stop waiting for stragglers after this
+    sample_every_s: float = 0.5
+
+
+def _objective(priority: int) -> SimpleNamespace:
+    """A stand-in InferenceObjective: `PoolState.priority_of` only reads `.spec.priority`."""
+    return SimpleNamespace(spec=SimpleNamespace(priority=priority))
+
+
+def pool_state(engine_ids: list[str], objectives: Mapping[str, int]) -> PoolState:
+    endpoints = tuple(
+        Endpoint(name=eid, address=f"10.0.0.{i + 1}", port=8000, pod_name=eid, namespace=NAMESPACE)
+        for i, eid in enumerate(engine_ids)
+    )
+    return PoolState(
+        PoolKey("bench", NAMESPACE),
+        pool=SimpleNamespace(),
+        endpoints=endpoints,
+        objectives={f"{NAMESPACE}/{n}": _objective(p) for n, p in objectives.items()},
+    )
+
+
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class VirtualRun:
+    """One arm on one workload; `run()` returns the `RunResult`."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        arm: Arm,
+        setup: EngineSetup,
+        *,
+        seed: int,
+        load: float = 0.0,
+        limits: RunLimits | None = None,
+    ) -> None:
+        self.workload = workload
+        self.arm = arm
+        self.seed = seed
+        self.load = load
+        self.limits = limits or RunLimits()
+        self.clock = _Clock()
+        engines = setup.build()
+        self.engine_ids = list(engines)
+        self.cluster = VirtualCluster(engines)
+        rng = random.Random(seed)
+        self.core = DispatchCore(
+            scheduler=arm.make_scheduler(rng),
+            flow=FlowController(arm.flow),
+            registry=EndpointRegistry(),
+            thresholds=arm.room,
+            clock=self.clock,
+            rng=rng,
+            on_release=self._released,
+        )
+        self.core.set_state(pool_state(self.engine_ids, workload.objectives))
+        self.records: dict[str, RequestRecord] = {}
+        self.placed: dict[str, DispatchedRequest] = {}
+        self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
+        self.served: dict[str, int] = {}
+        self.samples: list[Sample] = []
+
+    # -- the gateway's side -------------------------------------------------------------------
+
+    def _arrive(self, arrival: Arrival) -> None:
+        headers = arrival.headers()
+        headers[HEADER_REQUEST_ID] = arrival.request_id
+        request = self.core.parse(headers, arrival.body(), path=arrival.path)
+        record = RequestRecord(
+            arrival.request_id,
+            arrival.tenant,
+            request.priority,
+            self.clock.now,
+            prompt_tokens=request.prompt_tokens,
+            max_tokens=arrival.max_tokens,
+        )
+        self.records[arrival.request_id] = record
+        try:
+            ticket = self.core.submit(request)
+        except SluiceError:
+            record.outcome = "rejected"
+            return
+        self.arrival_of[ticket.seq] = arrival
+        self.core.pump()
+
+    def _released(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+        arrival = self.arrival_of.pop(ticket.seq, None)
+        self.core.forget(ticket)
+        if arrival is None:
+            if isinstance(result, DispatchedRequest):  # released before submit() returned
+                result.finish(Outcome.CLIENT_GONE)
+            return
+        record = self.records[arrival.request_id]
+        if isinstance(result, SluiceError):
+            record.outcome = _OUTCOME_NAMES.get(ticket.outcome or QueueOutcome.SHED, "error")
+            return
+        engine_id = result.endpoint.name
+        record.dispatched_at = self.clock.now
+        record.engine = engine_id
+        self.placed[arrival.request_id] = result
+        sim_request = SimRequest.from_text(
+            arrival.request_id,
+            arrival.engine_text(),
+            max_tokens=arrival.max_tokens,
+            lora=arrival.lora,
+            priority=-record.priority,  # vLLM: lower is sooner (only used by priority engines)
+        )
+        self.cluster.submit(engine_id, sim_request, at=self.clock.now)
+
+    def _engine_event(self, event: object) -> None:
+        if isinstance(event, FirstToken):
+            self.records[event.request_id].first_token_at = event.time
+        elif isinstance(event, Completed):
+            record = self.records[event.request_id]
+            record.outcome = "completed"
+            record.completed_at = event.time
+            record.output_tokens = event.usage.completion_tokens
+            record.cached_tokens = event.usage.cached_tokens
+            record.prompt_tokens = event.usage.prompt_tokens
+            self.served[record.tenant] = self.served.get(record.tenant, 0) + record.served_tokens
+            usage = Usage(
+                event.usage.prompt_tokens, event.usage.completion_tokens, event.usage.cached_tokens
+            )
+            self.placed.pop(event.request_id).finish(Outcome.COMPLETED, usage)
+        elif isinstance(event, Rejected):
+            self.records[event.request_id].outcome = "error"
+            self.placed.pop(event.request_id).finish(Outcome.UPSTREAM_ERROR)
+
+    def _scrape(self, now: float) -> None:
+        registry = self.core.registry
+        for eid in self.engine_ids:
+            mark = registry.begin_scrape(eid)
+            if mark is None:
+                continue
+            m = self.cluster.metrics(eid)
+            registry.record_scrape(
+                mark,
+                EngineMetrics(
+                    waiting=m.num_requests_waiting,
+                    running=m.num_requests_running,
+                    kv_cache_usage=m.kv_cache_usage_perc,
+                    active_adapters=frozenset(m.running_lora_adapters),
+                    waiting_adapters=frozenset(m.waiting_lora_adapters),
+                    max_adapters=m.max_lora,
+                    cache_block_size=m.block_size,
+                    cache_num_blocks=m.num_gpu_blocks,
+                    updated_at=now,
+                ),
+            )
+        self.core.pump()
+
+    def _sample(self, now: float) -> None:
+        queued: dict[int, int] = {}
+        for band in self.core.flow.bands:
+            queued[band.priority] = band.queued_requests
+        engines = self.cluster.engines.values()
+        busy = sum(1 for e in engines if e.has_work)
+        self.samples.append(Sample(now, queued, dict(self.served), busy, len(engines)))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = time.process_time()
+        arrivals = self.workload.arrivals
+        end_of_arrivals = arrivals[-1].at if arrivals else 0.0
+        horizon = end_of_arrivals + self.limits.drain_s
+        i = 0
+        next_scrape = 0.0
+        next_sample = 0.0
+        inf = float("inf")
+        while True:
+            t_engine = self.cluster.next_event_time()
+            t_arrival = arrivals[i].at if i < len(arrivals) else inf
+            deadline = self.core.flow.next_deadline()
+            pending = i < len(arrivals) or t_engine is not None or self.core.flow.queued_requests
+            if not pending:
+                break
+            t = min(
+                t_arrival,
+                t_engine if t_engine is not None else inf,
+                next_scrape,
+                next_sample,
+                deadline if deadline is not None else inf,
+            )
+            if t > horizon:
+                break
+            for event in self.cluster.run_until(t):
+                self.clock.now = event.time
+                self._engine_event(event)
+            self.clock.now = t
+            if t >= next_scrape:
+                self._scrape(t)
+                next_scrape = t + SCRAPE_INTERVAL_S
+            if t >= next_sample:
+                self._sample(t)
+                next_sample = t + self.limits.sample_every_s
+            if deadline is not None and t >= deadline:
+                self.core.pump()
+            while i < len(arrivals) and arrivals[i].at <= t:
+                self._arrive(arrivals[i])
+                i += 1
+        hits = queries = 0
+        for eid in self.engine_ids:
+            m = self.cluster.metrics(eid)
+            hits += m.prefix_cache_hits
+            queries += m.prefix_cache_queries
+        return RunResult(
+            scenario=self.workload.name,
+            arm=self.arm.name,
+            seed=self.seed,
+            load=self.load,
+            records=list(self.records.values()),
+            samples=self.samples,
+            prefix_hits=hits,
+            prefix_queries=queries,
+            duration_s=end_of_arrivals,
+            warmup_s=end_of_arrivals * self.limits.warmup_frac,
+            cpu_s=time.process_time() - started,
+        )
+
+
+def run_virtual(
+    workload: Workload,
+    arm: Arm,
+    setup: EngineSetup,
+    *,
+    seed: int,
+    load: float = 0.0,
+    limits: RunLimits | None = None,
+) -> RunResult:
+    return VirtualRun(workload, arm, setup, seed=seed, load=load, limits=limits).run()
