@@ -71,17 +71,38 @@ async def test_a_pool_serves_each_engine_on_its_own_address() -> None:
         await pool.close()
 
 
-def test_sluice_sim_serves_and_logs_one_line_per_engine() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "sluice.sim.cli", "--count", "2", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--profile", "zero-latency"], stderr=subprocess.PIPE, text=True
-    )
-    try:
+def start_sim(count: int) -> tuple[subprocess.Popen[str], int, list[str]]:
+    """`sluice sim` on consecutive free ports (retrying if another process takes one first)."""
+    for _ in range(5):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [
+            sys.executable,
+            "-m",
+            "sluice.sim.cli",
+            "--count",
+            str(count),
+            "--port",
+            str(port),
+        ]
+        proc = subprocess.Popen(
+            [*command, "--profile", "zero-latency"], stderr=subprocess.PIPE, text=True
+        )
         assert proc.stderr is not None
-        lines = [proc.stderr.readline() for _ in range(2)]
+        listening = []
+        for line in proc.stderr:
+            if "listening on" in line:
+                listening.append(line)
+                if len(listening) == count:
+                    return proc, port, listening
+        proc.wait(10)  # it died (port taken): try elsewhere
+    raise AssertionError("could not start sluice sim")
+
+
+def test_sluice_sim_serves_and_logs_one_line_per_engine() -> None:
+    proc, port, lines = start_sim(2)
+    try:
         assert [
             f"listening on http://127.0.0.1:{port + i}" in line for i, line in enumerate(lines)
         ] == [True, True]

@@ -115,6 +115,11 @@ class Engine:
     def in_step(self) -> bool:
         return self._batch is not None
 
+    @property
+    def batch(self) -> list[tuple[Sequence, int]]:
+        """The running step's requests and how many tokens each computes in it."""
+        return list(self._batch or [])
+
     def next_arrival_time(self) -> float | None:
         """When the earliest request still in the front end reaches the waiting queue."""
         return self._arriving[0][0] if self._arriving else None
