@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sluice.sim.engine import Engine
+from sluice.sim.request import SimRequest
+from sluice.sim.tokenizer import count_tokens
 from sluice.sim.virtual import Completed, FirstToken, TokenGenerated, VirtualCluster
 
 from .helpers import completed, engine, request
@@ -89,3 +92,13 @@ def test_time_cannot_go_backwards() -> None:
     cluster.run_until(1.0)
     with pytest.raises(ValueError):
         cluster.submit("a", request("r", 10), at=0.5)
+
+
+def test_engines_and_requests_have_shortcuts_for_replays() -> None:
+    eng = Engine.from_profile("llama-70b-h100-tp4", model_name="big", max_num_seqs=8)
+    assert (eng.model_name, eng.config.max_num_seqs, eng.cost.step_overhead_s) == ("big", 8, 0.022)
+    chat = SimRequest.from_chat("c", [{"role": "user", "content": "hello"}], max_tokens=3)
+    assert chat.prompt_tokens == count_tokens("<|user|>\nhello<|end|>\n<|assistant|>\n")
+    cluster = VirtualCluster({"big": eng})
+    cluster.submit("big", chat)
+    assert completed(cluster.run())["c"].usage.completion_tokens == 3

@@ -22,7 +22,7 @@ from sluice.sim.histogram import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, Histogr
 from sluice.sim.kvcache import BlockPool
 from sluice.sim.lora import AdapterSlots
 from sluice.sim.metrics import EngineMetrics
-from sluice.sim.profiles import CostProfile, EngineConfig
+from sluice.sim.profiles import DEFAULT_PROFILE, CostProfile, EngineConfig, get_profile, with_engine
 from sluice.sim.queues import make_queue
 from sluice.sim.request import SimRequest
 from sluice.sim.sequence import Sequence, Status
@@ -59,6 +59,14 @@ class Engine:
         self.ttft = Histogram(TTFT_BUCKETS)
         self.itl = Histogram(ITL_BUCKETS)
         self.e2e = Histogram(E2E_BUCKETS)
+
+    @classmethod
+    def from_profile(
+        cls, name: str = DEFAULT_PROFILE, *, model_name: str = "sim-model", **config: object
+    ) -> Engine:
+        """An engine of a named profile, some capacity knobs overridden (``max_num_seqs=32``)."""
+        profile = get_profile(name)
+        return cls(with_engine(profile, **config), profile.cost, model_name=model_name)
 
     # ---- requests in and out -------------------------------------------------------------
 

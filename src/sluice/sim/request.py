@@ -4,8 +4,9 @@ virtual-time runner submit."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from sluice.sim.tokenizer import block_hashes, count_tokens, natural_length
+from sluice.sim.tokenizer import block_hashes, count_tokens, natural_length, render_chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +68,10 @@ class SimRequest:
             block_hashes=block_hashes(text, block_size, lora=lora, cache_salt=cache_salt),
             block_size=block_size,
         )
+
+    @classmethod
+    def from_chat(
+        cls, request_id: str, messages: list[dict[str, object]], **options: Any
+    ) -> SimRequest:
+        """Tokenize chat ``messages`` as /v1/chat/completions does; options as ``from_text``."""
+        return cls.from_text(request_id, render_chat(messages), **options)
