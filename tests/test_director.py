@@ -15,15 +15,15 @@ import pytest
 
 from sluice.api import parse_resource
 from sluice.config import load_sluice_config
-from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.endpoint import EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director import Director
 from sluice.flowcontrol.controller import FlowController
 from sluice.pipeline import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
-from sluice.requests.model import Usage
+from sluice.requests.model import InferenceRequest, Usage
 from sluice.scheduling.scheduler import Scheduler
-from sluice.sources.state import PodInfo, PoolKey, Snapshot, build_state
+from sluice.sources.state import PodInfo, PoolKey, PoolState, Snapshot, build_state
 
 KEY = PoolKey("pool", "default")
 CONFIG = """
@@ -43,7 +43,7 @@ class Clock:
         return self.now
 
 
-def pool_state(ports: tuple[int, ...] = (8001, 8002)) -> object:
+def pool_state(ports: tuple[int, ...] = (8001, 8002)) -> PoolState:
     snapshot = Snapshot()
     snapshot.pools["default/pool"] = parse_resource(
         {
@@ -86,7 +86,7 @@ def director(clock: Clock) -> Iterator[Director]:
         clock=clock,
         rng=random.Random(1),
     )
-    director.set_state(pool_state())  # type: ignore[arg-type]
+    director.set_state(pool_state())
     yield director
 
 
@@ -100,7 +100,7 @@ def report(director: Director, clock: Clock, *, waiting: int, names: tuple[str, 
         director.registry.record_scrape(mark, EngineMetrics(waiting=waiting, updated_at=clock.now))
 
 
-def chat(director: Director, objective: str | None = None, **headers: str) -> object:
+def chat(director: Director, objective: str | None = None, **headers: str) -> InferenceRequest:
     body = json.dumps(
         {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi there"}]}
     ).encode()
@@ -113,7 +113,7 @@ def chat(director: Director, objective: str | None = None, **headers: str) -> ob
 async def test_an_idle_pool_dispatches_at_once(director: Director, clock: Clock) -> None:
     report(director, clock, waiting=0)
     request = chat(director)
-    admitted = await asyncio.wait_for(director.admit(request), 0.5)  # type: ignore[arg-type]
+    admitted = await asyncio.wait_for(director.admit(request), 0.5)
     assert admitted.endpoints[0].address == "10.0.0.1"
     assert len(set(admitted.endpoints)) == len(admitted.endpoints)
     assert director.in_flight == 1
@@ -127,10 +127,10 @@ async def test_an_idle_pool_dispatches_at_once(director: Director, clock: Clock)
 async def test_priority_comes_from_the_objective_in_the_pools_namespace(
     director: Director,
 ) -> None:
-    assert chat(director, "interactive").priority == 10  # type: ignore[attr-defined]
-    assert chat(director, "batch").priority == -1  # type: ignore[attr-defined]
-    assert chat(director, "unknown").priority == 0  # type: ignore[attr-defined]
-    assert chat(director).priority == 0  # type: ignore[attr-defined]
+    assert chat(director, "interactive").priority == 10
+    assert chat(director, "batch").priority == -1
+    assert chat(director, "unknown").priority == 0
+    assert chat(director).priority == 0
 
 
 async def test_a_saturated_pool_queues_and_serves_higher_priority_first(
@@ -140,7 +140,7 @@ async def test_a_saturated_pool_queues_and_serves_higher_priority_first(
     order: list[str] = []
 
     async def go(name: str, objective: str | None) -> None:
-        admitted = await director.admit(chat(director, objective))  # type: ignore[arg-type]
+        admitted = await director.admit(chat(director, objective))
         order.append(name)
         admitted.finish(Outcome.COMPLETED)
 
@@ -161,7 +161,7 @@ async def test_a_client_that_leaves_the_queue_frees_its_place_at_once(
     director: Director, clock: Clock
 ) -> None:
     report(director, clock, waiting=50)
-    task = asyncio.create_task(director.admit(chat(director)))  # type: ignore[arg-type]
+    task = asyncio.create_task(director.admit(chat(director)))
     await asyncio.sleep(0.01)
     assert director.flow.queued_requests == 1
     task.cancel()
@@ -173,10 +173,10 @@ async def test_a_client_that_leaves_the_queue_frees_its_place_at_once(
 
 async def test_a_full_queue_answers_429_with_retry_after(director: Director, clock: Clock) -> None:
     report(director, clock, waiting=50)
-    waiting = [asyncio.create_task(director.admit(chat(director))) for _ in range(4)]  # type: ignore[arg-type]
+    waiting = [asyncio.create_task(director.admit(chat(director))) for _ in range(4)]
     await asyncio.sleep(0.01)
     with pytest.raises(SluiceError) as info:
-        await director.admit(chat(director))  # type: ignore[arg-type]
+        await director.admit(chat(director))
     assert info.value.code is ErrorCode.RESOURCE_EXHAUSTED
     assert info.value.http_status == 429
     assert info.value.retry_after_s is not None and info.value.retry_after_s > 0
@@ -189,9 +189,9 @@ async def test_a_higher_priority_arrival_displaces_the_newest_lower_one(
     director: Director, clock: Clock
 ) -> None:
     report(director, clock, waiting=50)
-    low = [asyncio.create_task(director.admit(chat(director))) for _ in range(4)]  # type: ignore[arg-type]
+    low = [asyncio.create_task(director.admit(chat(director))) for _ in range(4)]
     await asyncio.sleep(0.01)
-    high = asyncio.create_task(director.admit(chat(director, "interactive")))  # type: ignore[arg-type]
+    high = asyncio.create_task(director.admit(chat(director, "interactive")))
     await asyncio.sleep(0.01)
     assert low[-1].done()
     with pytest.raises(SluiceError) as info:
@@ -206,7 +206,7 @@ async def test_a_higher_priority_arrival_displaces_the_newest_lower_one(
 async def test_ttl_expiry_answers_503(director: Director, clock: Clock) -> None:
     report(director, clock, waiting=50)
     request = chat(director, **{"x-sluice-request-ttl": "50ms"})
-    task = asyncio.create_task(director.admit(request))  # type: ignore[arg-type]
+    task = asyncio.create_task(director.admit(request))
     await asyncio.sleep(0.01)
     clock.now += 0.06
     with pytest.raises(SluiceError) as info:
@@ -219,7 +219,9 @@ async def test_ttl_expiry_answers_503(director: Director, clock: Clock) -> None:
 async def test_a_subset_hint_restricts_the_candidates(director: Director, clock: Clock) -> None:
     report(director, clock, waiting=0)
     body = json.dumps({"model": "m", "prompt": "hello"}).encode()
-    only = director.parse({}, body, path="/v1/completions", subset_hint=frozenset({"10.0.0.1:8002"}))
+    only = director.parse(
+        {}, body, path="/v1/completions", subset_hint=frozenset({"10.0.0.1:8002"})
+    )
     admitted = await director.admit(only)
     assert admitted.endpoints[0].hostport == "10.0.0.1:8002"
     admitted.finish(Outcome.COMPLETED)
@@ -236,10 +238,12 @@ async def test_an_item_whose_candidates_are_full_does_not_block_others(
     report(director, clock, waiting=50, names=("p-rank-0",))
     report(director, clock, waiting=0, names=("p-rank-1",))
     body = json.dumps({"model": "m", "prompt": "hello"}).encode()
-    stuck = director.parse({}, body, path="/v1/completions", subset_hint=frozenset({"10.0.0.1:8001"}))
+    stuck = director.parse(
+        {}, body, path="/v1/completions", subset_hint=frozenset({"10.0.0.1:8001"})
+    )
     stuck_task = asyncio.create_task(director.admit(stuck))
     await asyncio.sleep(0.01)
-    free = await asyncio.wait_for(director.admit(chat(director)), 0.5)  # type: ignore[arg-type]
+    free = await asyncio.wait_for(director.admit(chat(director)), 0.5)
     assert free.endpoints[0].hostport == "10.0.0.1:8002"
     assert not stuck_task.done()
     stuck_task.cancel()
@@ -256,7 +260,7 @@ async def test_an_empty_pool_answers_503(clock: Clock) -> None:
         clock=clock,
     )
     with pytest.raises(SluiceError) as info:
-        await director.admit(chat(director))  # type: ignore[arg-type]
+        await director.admit(chat(director))
     assert info.value.http_status == 503
     with pytest.raises(SluiceError) as info:
         director.pick_any()
@@ -267,7 +271,7 @@ async def test_usage_seen_in_the_response_corrects_the_fairness_charge(
     director: Director, clock: Clock
 ) -> None:
     report(director, clock, waiting=0)
-    admitted = await director.admit(chat(director, **{"x-gateway-inference-fairness-id": "a"}))  # type: ignore[arg-type]
+    admitted = await director.admit(chat(director, **{"x-gateway-inference-fairness-id": "a"}))
     admitted.observe_response_chunk(b'data: {"choices":[]}\n\n', streaming=True)
     admitted.observe_response_chunk(
         b'data: {"usage":{"prompt_tokens":100,"completion_tokens":7}}\n\ndata: [DONE]\n\n',
@@ -282,7 +286,9 @@ async def test_usage_seen_in_the_response_corrects_the_fairness_charge(
 
 
 def test_the_engine_priority_option_writes_vllms_priority_field(clock: Clock) -> None:
-    config = load_sluice_config(CONFIG.replace("maxRequests: 4", "maxRequests: 4\n  enginePriority: true"))
+    config = load_sluice_config(
+        CONFIG.replace("maxRequests: 4", "maxRequests: 4\n  enginePriority: true")
+    )
     director = Director(
         scheduler=Scheduler.from_config(config.picker),
         flow=FlowController(config.flow),
@@ -290,6 +296,6 @@ def test_the_engine_priority_option_writes_vllms_priority_field(clock: Clock) ->
         thresholds=config.room,
         clock=clock,
     )
-    director.set_state(pool_state())  # type: ignore[arg-type]
-    body = json.loads(chat(director, "interactive").body)  # type: ignore[attr-defined]
-    assert body["priority"] < json.loads(chat(director, "batch").body)["priority"]  # type: ignore[attr-defined]
+    director.set_state(pool_state())
+    body = json.loads(chat(director, "interactive").body)
+    assert body["priority"] < json.loads(chat(director, "batch").body)["priority"]
