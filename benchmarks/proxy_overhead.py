@@ -351,7 +351,8 @@ def main() -> None:
 
         direct = latencies[arms[0].name]
         base50, base99 = percentile(direct, 0.5), percentile(direct, 0.99)
-        print(f"\ncores: proxy on {proxy_core}, engine + load generator on {sorted(other_cores)}")
+        placement = "not pinned" if proxy_core is None else f"proxies pinned to core {proxy_core}"
+        print(f"\n{placement}; engine + load generator on cores {sorted(other_cores)}")
         print(f"latency: {args.rounds} rounds x {args.per_round} requests per arm, concurrency 1")
         print(f"throughput: concurrency {args.concurrency}, {args.duration:g} s per arm\n")
         print(
