@@ -87,9 +87,9 @@ class PrefixCacheScorer(Scorer):
                 self.on_match(0.0, 0)
             return [0.0] * len(candidates)
         inv_total = 1.0 / len(hashes)
-        slots = self.index.slots
+        names = self.index.names
         # Only endpoints that matched need a lookup; everything else scores 0.
-        by_name = {name: matched[slot] for name, slot in slots.items() if slot in matched}
+        by_name = {names[slot]: blocks for slot, blocks in matched.items()}
         scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
         if self.on_match is not None:
             best = max(by_name.values(), default=0)
