@@ -14,6 +14,7 @@ def test_jain_index_is_one_for_equal_shares_and_one_over_n_when_one_takes_all() 
     assert jain_index([10, 0, 0, 0]) == pytest.approx(0.25)
     # (1+2+3)^2 / (3 * (1+4+9)) = 36/42
     assert jain_index([1, 2, 3]) == pytest.approx(36 / 42)
+    assert math.isnan(jain_index([0, 0]))  # nobody served: no fairness claim
 
 
 def test_percentile_is_nearest_rank_and_infinite_values_sort_last() -> None:

@@ -27,13 +27,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def jain_index(shares: Iterable[float]) -> float:
-    """Jain's fairness index: (Σx)² / (n·Σx²); 1 = perfectly equal, 1/n = one takes all."""
+    """Jain's fairness index: (Σx)² / (n·Σx²); 1 = perfectly equal, 1/n = one takes all.
+    nan when nobody was served: "fair" would be a vacuous claim."""
     xs = list(shares)
-    if not xs:
-        return math.nan
     square_sum = sum(x * x for x in xs)
-    if square_sum == 0:
-        return 1.0
+    if not xs or square_sum == 0:
+        return math.nan
     return sum(xs) ** 2 / (len(xs) * square_sum)
 
 

@@ -290,7 +290,10 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
         out.append(
             Target(
                 "fairness: served-token gap <= 2x the largest request",
-                all(f.max_gap_tokens <= 2 * f.largest_request_tokens for f in fs),
+                all(
+                    math.isfinite(f.jain) and f.max_gap_tokens <= 2 * f.largest_request_tokens
+                    for f in fs
+                ),
                 ", ".join(f"{f.max_gap_tokens} vs {2 * f.largest_request_tokens}" for f in fs),
             )
         )
