@@ -299,3 +299,90 @@ def test_the_engine_priority_option_writes_vllms_priority_field(clock: Clock) ->
     director.set_state(pool_state())
     body = json.loads(chat(director, "interactive").body)
     assert body["priority"] < json.loads(chat(director, "batch").body)["priority"]
+
+
+def director_with(config_text: str, clock: Clock) -> Director:
+    config = load_sluice_config(config_text)
+    director = Director(
+        scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
+        flow=FlowController(config.flow),
+        registry=EndpointRegistry(),
+        thresholds=config.room,
+        clock=clock,
+        rng=random.Random(1),
+    )
+    director.set_state(pool_state())
+    return director
+
+
+async def test_reserved_slots_are_kept_for_the_pools_highest_priority(clock: Clock) -> None:
+    director = director_with(
+        CONFIG + "saturationDetector: {maxInFlightPerEndpoint: 2, reservedForHighestPriority: 1}\n",
+        clock,
+    )
+    report(director, clock, waiting=0)
+    assert director.top_priority == 10
+    standard = [await director.admit(chat(director)) for _ in range(2)]  # one per endpoint
+    queued = asyncio.create_task(director.admit(chat(director)))
+    await asyncio.sleep(0.01)
+    assert not queued.done(), "standard traffic may not take the reserved slots"
+    interactive = await asyncio.wait_for(director.admit(chat(director, "interactive")), 0.5)
+    assert interactive.endpoint in {s.endpoint for s in standard}
+    interactive.finish(Outcome.COMPLETED)
+    await asyncio.sleep(0.01)
+    assert not queued.done(), "the freed slot is a reserved one"
+    standard[0].finish(Outcome.COMPLETED)
+    admitted = await asyncio.wait_for(queued, 0.5)
+    for each in (admitted, standard[1]):
+        each.finish(Outcome.COMPLETED)
+
+
+async def test_a_released_request_may_go_to_a_busier_endpoint_that_scores_better(
+    clock: Clock,
+) -> None:
+    # The release gate is pool-wide (as upstream's saturation detector); placement weighs every
+    # fresh candidate, so prefix affinity survives load.
+    director = director_with(
+        CONFIG
+        + "plugins: [{type: prefix-cache-scorer}]\n"
+        + "schedulingProfiles: [{name: default, plugins: [{pluginRef: prefix-cache-scorer}]}]\n",
+        clock,
+    )
+    report(director, clock, waiting=0)
+    long_prompt = {"model": "m", "max_tokens": 4, "prompt": "shared system prompt " * 100}
+    body = json.dumps(long_prompt).encode()
+    first = await director.admit(director.parse({}, body, path="/v1/completions"))
+    first.finish(Outcome.COMPLETED)
+    report(director, clock, waiting=50, names=(first.endpoint.name,))
+    again = await asyncio.wait_for(
+        director.admit(director.parse({}, body, path="/v1/completions")), 0.5
+    )
+    assert again.endpoint == first.endpoint
+    again.finish(Outcome.COMPLETED)
+
+
+async def test_endpoints_with_stale_metrics_get_no_new_requests(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=0)
+    clock.now += 1.0  # both endpoints' metrics are now stale...
+    report(director, clock, waiting=0, names=("p-rank-1",))  # ...but one answers again
+    for _ in range(5):
+        admitted = await director.admit(chat(director))
+        assert admitted.endpoint.name == "p-rank-1"
+        admitted.finish(Outcome.COMPLETED)
+
+
+async def test_an_endpoint_that_refused_a_connection_gets_no_new_requests(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=0)
+    admitted = await director.admit(chat(director))
+    refused = admitted.endpoint
+    fallback = next(e for e in director.endpoints() if e != refused)
+    admitted.retarget(fallback)
+    admitted.finish(Outcome.COMPLETED)
+    for _ in range(5):
+        again = await director.admit(chat(director))
+        assert again.endpoint == fallback
+        again.finish(Outcome.COMPLETED)

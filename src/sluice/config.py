@@ -36,6 +36,8 @@ def load_sluice_config(text: str | None = None, source: str = "<config>") -> Slu
     """Parse a config; None (no --config-file/--config-text) gives Sluice's default."""
     if text is None:
         text, source = DEFAULT_CONFIG_YAML, "<sluice default config>"
+    else:
+        text = _with_default_scheduling(text)
     try:
         picker = load_config(text, source)
     except ConfigError as exc:
@@ -51,8 +53,26 @@ def load_sluice_config(text: str | None = None, source: str = "<config>") -> Slu
         queue_depth=detector.queue_depth_threshold,
         kv_cache_util=detector.kv_cache_util_threshold,
         metrics_staleness_s=detector.metrics_staleness_threshold_s,
+        max_in_flight_requests=detector.max_in_flight_per_endpoint,
+        reserved_for_highest_priority=detector.reserved_for_highest_priority,
     )
     return SluiceConfig(picker=picker, flow=flow, room=room, source=source)
+
+
+def _with_default_scheduling(text: str) -> str:
+    """A config that says nothing about scheduling (no `plugins`, no `schedulingProfiles`, e.g.
+    only `flowControl:`) gets Sluice's default profile. Upstream's defaulting would leave such a
+    config with no scorers at all, i.e. random placement — never what someone tuning flow
+    control meant. The default's sections are appended, so the user's line numbers hold."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # the loader reports it with its line
+    if not isinstance(doc, dict) or "plugins" in doc or "schedulingProfiles" in doc:
+        return text
+    default = yaml.safe_load(DEFAULT_CONFIG_YAML)
+    sections = {k: default[k] for k in ("plugins", "schedulingProfiles")}
+    return text.rstrip("\n") + "\n" + yaml.safe_dump(sections, sort_keys=False)
 
 
 def load_sluice_config_file(path: str | Path) -> SluiceConfig:

@@ -15,9 +15,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sluice.datalayer.capacity import CapacityThresholds, has_room
+from sluice.datalayer.capacity import CapacityThresholds, has_room, room_left
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import DispatchTicket, EndpointRegistry, EndpointState
 from sluice.flowcontrol.controller import FlowController, error_for
@@ -92,9 +92,16 @@ class DispatchedRequest:
         return self._endpoints[0]
 
     def retarget(self, endpoint: Endpoint) -> None:
+        """The front end moved to a fallback because the primary failed before the first byte
+        (connection refused or reset): that endpoint is treated as stale — no room, so no new
+        request goes there — until its next successful scrape, instead of for the staleness
+        threshold."""
         if self.finished or endpoint == self._endpoints[0]:
             return
         director = self._director
+        failed = director.registry.get(self._endpoints[0].name)
+        if failed is not None and failed.scraped:
+            failed.metrics = replace(failed.metrics, updated_at=float("-inf"))
         director.registry.complete(self._dispatch)
         self._dispatch = director.registry.dispatch(endpoint.name, self._dispatch.tokens)
         self._endpoints = (endpoint, *(e for e in self._endpoints if e != endpoint))
@@ -129,7 +136,6 @@ class _Room:
         self.director = director
         self.now = now
         self.bound: dict[int, DispatchedRequest | SluiceError] = {}
-        self._current: Ticket | None = None
 
     def candidates(self, subset: frozenset[str] | None) -> list[EndpointState]:
         states = self.director.registry.snapshot()
@@ -137,19 +143,40 @@ class _Room:
             return list(states)
         return [s for s in states if _in_subset(s.endpoint, subset)]
 
-    def has_room(self, candidates: frozenset[str] | None) -> bool:
+    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
+        """The release gate: upstream's saturation rule over the candidates (any one with room
+        lets a request go), with Sluice's reserved slots kept for the pool's top priority."""
         thresholds = self.director.thresholds
-        return any(has_room(s, self.now, thresholds) for s in self.candidates(candidates))
+        keep_reserve = priority < self.director.top_priority
+        return any(
+            has_room(s, self.now, thresholds, keep_reserve=keep_reserve)
+            for s in self.candidates(candidates)
+        )
+
+    def placeable(self, states: list[EndpointState], priority: int) -> list[EndpointState]:
+        """Where a released request may be placed. As upstream, the scheduler weighs every
+        candidate — sending a request to the engine that holds its prefix can beat an emptier
+        one — except endpoints Sluice knows are unusable: stale metrics (down, or refusing
+        connections) and those at Sluice's own in-flight cap."""
+        director = self.director
+        thresholds = director.thresholds
+        keep_reserve = priority < director.top_priority
+        usable = [
+            s
+            for s in states
+            if s.is_fresh(self.now, thresholds.metrics_staleness_s)
+            and _under_cap(room_left(s, thresholds, reserved=keep_reserve))
+        ]
+        return usable or states
 
     def take_room(self, request: InferenceRequest) -> None:
         director = self.director
         ticket = director._ticket_of.get(id(request))
         if ticket is None:
             return
-        states = self.candidates(request.subset_hint)
-        roomy = [s for s in states if has_room(s, self.now, director.thresholds)]
+        states = self.placeable(self.candidates(request.subset_hint), request.priority)
         try:
-            result = director.scheduler.schedule(request, roomy or states, self.now)
+            result = director.scheduler.schedule(request, states, self.now)
         except NoEndpointsError as exc:
             self.bound[ticket.seq] = SluiceError(
                 ErrorCode.RESOURCE_EXHAUSTED, f"failed to find an endpoint: {exc}"
@@ -164,6 +191,10 @@ class _Room:
         self.bound[ticket.seq] = DispatchedRequest(
             director, request, ticket, endpoints, dispatch, self.now
         )
+
+
+def _under_cap(left: int | None) -> bool:
+    return left is None or left > 0
 
 
 def _in_subset(endpoint: Endpoint, subset: frozenset[str]) -> bool:
@@ -202,6 +233,8 @@ class DispatchCore:
         self.rng = rng or random.Random()
         self.on_release = on_release or _ignore_release
         self.state: PoolState | None = None
+        # The pool's highest objective priority: the band Sluice's reserved slots are kept for.
+        self.top_priority = 0
         self._ticket_of: dict[int, Ticket] = {}  # by id(request): request ids may repeat
         self.in_flight = 0
 
@@ -210,6 +243,9 @@ class DispatchCore:
     def set_state(self, state: PoolState) -> None:
         """A source published a new picture of the pool."""
         self.state = state
+        self.top_priority = max(
+            (state.priority_of(key.split("/", 1)[1]) for key in state.objectives), default=0
+        )
         self.registry.set_endpoints(state.endpoints)
         self.scheduler.prune({e.name for e in state.endpoints})
         self.pump()

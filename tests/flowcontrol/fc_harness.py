@@ -55,7 +55,7 @@ class SlotPool:
     def free(self, endpoint: str) -> int:
         return self.slots[endpoint] - self.busy[endpoint]
 
-    def has_room(self, candidates: frozenset[str] | None) -> bool:
+    def has_room(self, candidates: frozenset[str] | None, priority: int = 0) -> bool:
         endpoints = self.slots if candidates is None else candidates
         return any(e in self.slots and self.free(e) > 0 for e in endpoints)
 

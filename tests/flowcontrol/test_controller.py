@@ -16,7 +16,7 @@ from sluice.flowcontrol import (
     parse_flow_control,
 )
 from sluice.requests.errors import ErrorCode
-from sluice.requests.model import Usage
+from sluice.requests.model import InferenceRequest, Usage
 
 
 def accepted(result: object) -> Accepted:
@@ -249,3 +249,32 @@ def test_no_ttl_means_no_deadline() -> None:
     ticket = accepted(fc.enqueue(request(), 0.0)).ticket
     assert ticket.deadline == math.inf
     assert fc.next_deadline() is None
+
+
+class ReservedSlots:
+    """One slot that any band may use, one more kept for band 10 and above."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.taken: list[int] = []
+
+    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
+        limit = 2 if priority >= 10 else 1
+        return self.busy < limit
+
+    def take_room(self, request: InferenceRequest) -> None:
+        self.busy += 1
+        self.taken.append(request.priority)
+
+
+def test_a_lower_band_is_held_back_from_room_kept_for_a_higher_one() -> None:
+    fc = FlowController()
+    pool = ReservedSlots()
+    fc.enqueue(request(priority=0), 0.0)
+    fc.enqueue(request(priority=0), 0.0)
+    fc.dispatch(0.0, pool)
+    assert pool.taken == [0], "band 0 gets only the unreserved slot"
+    fc.enqueue(request(priority=10), 0.1)
+    fc.dispatch(0.1, pool)
+    assert pool.taken == [0, 10], "the reserved slot goes to band 10 while band 0 still waits"
+    assert fc.queued_requests == 1

@@ -23,14 +23,35 @@ class CapacityThresholds:
     max_unseen_requests: int | None = None
     # Sluice: at most this many requests in flight from Sluice in total (None = no limit).
     max_in_flight_requests: int | None = None
+    # Sluice: of `max_in_flight_requests`, this many are kept for the pool's highest priority,
+    # so a high-priority arrival finds a free slot instead of waiting for one to drain.
+    reserved_for_highest_priority: int = 0
+
+
+def room_left(
+    state: EndpointState, thresholds: CapacityThresholds, *, reserved: bool = False
+) -> int | None:
+    """Requests the endpoint may still take under Sluice's in-flight cap (None: no cap)."""
+    limit = thresholds.max_in_flight_requests
+    if limit is None:
+        return None
+    if reserved:
+        limit -= thresholds.reserved_for_highest_priority
+    return limit - state.in_flight_requests
 
 
 DEFAULT_THRESHOLDS = CapacityThresholds()
 
 
 def has_room(
-    state: EndpointState, now: float, thresholds: CapacityThresholds = DEFAULT_THRESHOLDS
+    state: EndpointState,
+    now: float,
+    thresholds: CapacityThresholds = DEFAULT_THRESHOLDS,
+    *,
+    keep_reserve: bool = False,
 ) -> bool:
+    """Upstream's utilization rule plus Sluice's caps; `keep_reserve` for requests below the
+    pool's highest priority, which may not take the reserved slots."""
     metrics = state.metrics
     if now - metrics.updated_at > thresholds.metrics_staleness_s:  # also: never scraped
         return False
@@ -41,8 +62,8 @@ def has_room(
     limit = thresholds.max_unseen_requests
     if limit is not None and state.unseen_requests >= limit:
         return False
-    limit = thresholds.max_in_flight_requests
-    return limit is None or state.in_flight_requests < limit
+    left = room_left(state, thresholds, reserved=keep_reserve)
+    return left is None or left > 0
 
 
 def endpoints_with_room(

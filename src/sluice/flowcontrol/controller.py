@@ -182,16 +182,20 @@ class FlowController:
         if self._legacy:
             events.extend(self._dispatch_legacy(now, capacity))
             return events
-        if not self.queued_requests or not capacity.has_room(_ALL):
+        top = next((b.priority for b in self._order if b.queued_requests), None)
+        if top is None or not capacity.has_room(_ALL, top):
             return events
 
-        full: set[frozenset[str] | None] = set()  # candidate sets found full this call
+        # Candidate sets found full this call. Room only shrinks within a call and a lower band
+        # never has more room than a higher one, so "full" stays true for the bands that follow.
+        full: set[frozenset[str] | None] = set()
+        priority = top
 
         def fits(ticket: Ticket) -> bool:
             candidates = ticket.candidates
             if candidates in full:
                 return False
-            if capacity.has_room(candidates):
+            if capacity.has_room(candidates, priority):
                 return True
             full.add(candidates)
             return False
@@ -200,6 +204,7 @@ class FlowController:
         for band in self._order:
             if not band.queued_requests:
                 continue
+            priority = band.priority
             policy = band.fairness
             blocked = []  # flows whose every item's candidates are full
             while True:
@@ -221,7 +226,7 @@ class FlowController:
                 capacity.take_room(ticket.request)
                 if flow.backlogged:
                     policy.push(flow)
-                if not capacity.has_room(_ALL):
+                if not capacity.has_room(_ALL, priority):
                     full.add(_ALL)
                     break
             for flow in blocked:
@@ -239,7 +244,7 @@ class FlowController:
         for ticket in pending:
             if not ticket.waiting:
                 continue  # cancelled before this dispatch
-            if ticket.priority < 0 and not capacity.has_room(ticket.candidates):
+            if ticket.priority < 0 and not capacity.has_room(ticket.candidates, ticket.priority):
                 yield self._finalize(ticket, QueueOutcome.SHED, now, None, 1.0)
                 continue
             yield self._finalize(ticket, QueueOutcome.DISPATCHED, now, None)

@@ -110,9 +110,10 @@ class CapacityView(Protocol):
     controller may remember that a candidate set is full for the rest of the call.
     """
 
-    def has_room(self, candidates: frozenset[str] | None) -> bool:
+    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
         """True if at least one endpoint in `candidates` (None = the whole pool) can take one
-        more request now."""
+        more request of band `priority` now. A lower band may be offered less room than a
+        higher one (headroom kept for higher bands), never more."""
         ...
 
     def take_room(self, request: InferenceRequest) -> None:

@@ -62,6 +62,10 @@ class SaturationDetectorConfig:
     queue_depth_threshold: int = 5
     kv_cache_util_threshold: float = 0.8
     metrics_staleness_threshold_s: float = 0.2
+    # Sluice's own room rule (see docs/flowcontrol.md): a cap on requests Sluice has in flight
+    # per endpoint, and how many of those slots only the pool's highest priority may take.
+    max_in_flight_per_endpoint: int | None = None
+    reserved_for_highest_priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +309,13 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
     fields = doc.mapping(
         top[where][1],
         where,
-        ("queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold"),
+        (
+            "queueDepthThreshold",
+            "kvCacheUtilThreshold",
+            "metricsStalenessThreshold",
+            "maxInFlightPerEndpoint",
+            "reservedForHighestPriority",
+        ),
     )
     default = SaturationDetectorConfig()
     queue, kv, stale = (
@@ -337,7 +347,33 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
         except ValueError as exc:
             raise doc.error(node, f"{where}.metricsStalenessThreshold", str(exc)) from None
         stale = seconds if seconds > 0 else stale
-    return SaturationDetectorConfig(queue, kv, stale)
+    cap = _count(doc, fields, where, "maxInFlightPerEndpoint", minimum=1)
+    reserved = _count(doc, fields, where, "reservedForHighestPriority", minimum=0) or 0
+    if reserved and (cap is None or reserved >= cap):
+        node = fields["reservedForHighestPriority"][1]
+        raise doc.error(
+            node,
+            f"{where}.reservedForHighestPriority",
+            "must be less than maxInFlightPerEndpoint (set that too): the reserve is a part of it",
+        )
+    return SaturationDetectorConfig(queue, kv, stale, cap, reserved)
+
+
+def _count(
+    doc: _Doc,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    where: str,
+    key: str,
+    *,
+    minimum: int,
+) -> int | None:
+    if key not in fields:
+        return None
+    node = fields[key][1]
+    value = doc.value(node)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise doc.error(node, f"{where}.{key}", f"expected an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def _apply_defaults(

@@ -1,0 +1,42 @@
+"""The one YAML: upstream's EndpointPickerConfig plus Sluice's sections, with mistakes that name
+the file and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.config import SluiceConfigError, load_sluice_config
+
+
+def test_no_config_is_sluices_default() -> None:
+    config = load_sluice_config(None)
+    assert config.room.queue_depth == 5
+    assert {p.type for p in config.picker.plugins} >= {"prefix-cache-scorer", "max-score-picker"}
+
+
+def test_a_config_with_only_flow_control_keeps_the_default_scheduling() -> None:
+    config = load_sluice_config("flowControl:\n  maxRequests: 10\n")
+    assert config.flow.max_requests == 10
+    assert "prefix-cache-scorer" in {p.type for p in config.picker.plugins}
+
+
+def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
+    config = load_sluice_config(
+        "saturationDetector:\n  maxInFlightPerEndpoint: 16\n  reservedForHighestPriority: 2\n"
+    )
+    assert config.room.max_in_flight_requests == 16
+    assert config.room.reserved_for_highest_priority == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("saturationDetector:\n  reservedForHighestPriority: 2\n", "config.yaml:2:"),
+        ("saturationDetector:\n  maxInFlightPerEndpoint: 0\n", "expected an integer >= 1"),
+        ("flowControl:\n  maxRequest: 10\n", "config.yaml:2: flowControl"),
+        ("flowControl:\n  priorityBands:\n  - {priority: 1, maxBytez: 3}\n", "config.yaml:3:"),
+    ],
+)
+def test_mistakes_name_the_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(SluiceConfigError, match=message):
+        load_sluice_config(text, "config.yaml")
