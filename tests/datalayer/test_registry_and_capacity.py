@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from sluice.datalayer.capacity import CapacityThresholds, endpoints_with_room, is_saturated
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -100,3 +102,36 @@ def test_optional_in_flight_limits_count_sluices_own_dispatches() -> None:
     assert not endpoints_with_room(
         registry.snapshot(), 10.0, CapacityThresholds(max_in_flight_requests=2)
     )
+
+
+def test_restamped_copies_every_field() -> None:
+    # restamped() lists the fields by hand for speed: a new field must be added there too.
+    assert [f.name for f in fields(EngineMetrics)] == [
+        "waiting",
+        "running",
+        "kv_cache_usage",
+        "active_adapters",
+        "waiting_adapters",
+        "max_adapters",
+        "cache_block_size",
+        "cache_num_blocks",
+        "updated_at",
+        "extra",
+    ]
+    original = EngineMetrics(
+        waiting=1,
+        running=2,
+        kv_cache_usage=0.3,
+        active_adapters=frozenset({"a"}),
+        waiting_adapters=frozenset({"b"}),
+        max_adapters=4,
+        cache_block_size=16,
+        cache_num_blocks=99,
+        updated_at=5.0,
+        extra={"x": 1.0},
+    )
+    copy = original.restamped(7.0)
+    assert copy is not original and copy.updated_at == 7.0
+    for f in fields(EngineMetrics):
+        if f.name != "updated_at":
+            assert getattr(copy, f.name) == getattr(original, f.name), f.name
