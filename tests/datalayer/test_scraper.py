@@ -17,18 +17,19 @@ PAGE = "vllm:num_requests_waiting 2\nvllm:num_requests_running 3\nvllm:kv_cache_
 
 @pytest.fixture
 async def metrics_server() -> AsyncIterator[tuple[int, dict[str, object]]]:
-    control: dict[str, object] = {"status": 200, "chunked": False}
+    control: dict[str, object] = {"status": 200, "chunked": False, "page": PAGE}
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        page = str(control["page"])
         if control["chunked"]:
             response = web.StreamResponse()
             response.enable_chunked_encoding()
             await response.prepare(request)
-            await response.write(PAGE[:20].encode())
-            await response.write(PAGE[20:].encode())
+            await response.write(page[:20].encode())
+            await response.write(page[20:].encode())
             await response.write_eof()
             return response
-        return web.Response(text=PAGE, status=int(control["status"]))  # type: ignore[call-overload]
+        return web.Response(text=page, status=int(control["status"]))  # type: ignore[call-overload]
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -84,5 +85,77 @@ async def test_unreachable_endpoint_only_goes_stale() -> None:
         assert state is not None
         await _wait_for(lambda: state.consecutive_failures >= 2)
         assert not state.scraped and "gone" in registry
+    finally:
+        await scraper.stop()
+
+
+_HEAD_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+_CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"14\r\n" + PAGE[:20].encode() + b"\r\n"
+    b"%x\r\n" % len(PAGE[20:]) + PAGE[20:].encode() + b"\r\n"
+    b"0\r\nX-Trailer: 1\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("style", ["close", "chunked-trailers", "silent"])
+async def test_lean_transport_reads_real_world_responses_and_times_out(style: str) -> None:
+    """Raw servers: `Connection: close` after each answer, chunked with trailers written byte by
+    byte, and a server that never answers (a timeout: stale, never removed)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            if style == "silent":
+                await asyncio.sleep(10)
+            elif style == "close":
+                writer.write(_HEAD_CLOSE % len(PAGE) + PAGE.encode())
+                await writer.drain()
+                writer.close()
+                return
+            else:
+                for i in range(len(_CHUNKED)):
+                    writer.write(_CHUNKED[i : i + 1])
+                    await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    registry = EndpointRegistry()
+    registry.add(Endpoint("pod-0", "127.0.0.1", port))
+    scraper = MetricsScraper(registry, settings=ScrapeSettings(interval_s=0.02, timeout_s=0.1))
+    await scraper.start()
+    try:
+        state = registry.get("pod-0")
+        assert state is not None
+        if style == "silent":
+            await _wait_for(lambda: state.consecutive_failures >= 2)
+            assert state.last_error == "TimeoutError: " and "pod-0" in registry
+        else:
+            await _wait_for(lambda: state.scraped)
+            first = state.metrics.updated_at
+            await _wait_for(lambda: state.metrics.updated_at > first)  # reconnects / repeats
+            assert (state.metrics.waiting, state.metrics.running) == (2, 3)
+            assert state.consecutive_failures == 0
+    finally:
+        await scraper.stop()
+        server.close()
+
+
+async def test_an_unchanged_page_is_restamped_and_a_changed_one_parsed(
+    metrics_server: tuple[int, dict[str, object]],
+) -> None:
+    port, control = metrics_server
+    registry = EndpointRegistry()
+    registry.add(Endpoint("pod-0", "127.0.0.1", port))
+    scraper = MetricsScraper(registry, settings=ScrapeSettings(interval_s=0.02))
+    await scraper.start()
+    try:
+        state = registry.get("pod-0")
+        assert state is not None
+        await _wait_for(lambda: state.scraped)
+        first = state.metrics
+        await _wait_for(lambda: state.metrics.updated_at > first.updated_at)
+        assert (state.metrics.waiting, state.metrics.kv_cache_usage) == (2, 0.5)
+        control["page"] = PAGE.replace("waiting 2", "waiting 7")
+        await _wait_for(lambda: state.metrics.waiting == 7)
     finally:
         await scraper.stop()

@@ -1,162 +1,195 @@
-"""A minimal keep-alive HTTP/1.1 GET client for `/metrics`, on a raw asyncio Protocol.
+"""A minimal keep-alive HTTP/1.1 GET connection for `/metrics`, on a raw asyncio Protocol.
 
 Why: scraping 100 endpoints every 50 ms is 2,000 requests a second. aiohttp's client spends
-~400 µs of CPU per request, which alone would take most of a core; this client spends a small
-fraction of that because it only does what scraping needs: one request at a time per
-connection, a prebuilt request, `Content-Length` or chunked bodies, no redirects or cookies.
+~400 µs of CPU per request, which alone would take most of a core. This connection only does
+what scraping needs: one request at a time, a prebuilt request, `Content-Length`, chunked or
+until-close bodies, no redirects or cookies. It has no Future, Task or timer per request: the
+outcome is delivered by callback from `data_received` (the caller's ticker enforces deadlines).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+from collections.abc import Callable
 from typing import cast
+
+_UNKNOWN, _CHUNKED, _UNTIL_CLOSE = -1, -2, -3
+
+OnResponse = Callable[[int, memoryview], None]  # (status, body); body valid during the call
+OnError = Callable[[Exception], None]
 
 
 class HttpError(Exception):
     """A malformed response or a connection that closed mid-response."""
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+def build_request(host: str, port: int, path: str) -> bytes:
+    host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: text/plain\r\n"
+        "Accept-Encoding: identity\r\nUser-Agent: sluice\r\n\r\n"
+    ).encode()
+
+
+_MIN_READ = 16 * 1024  # free space offered to each socket read
+
+
+class MetricsConnection(asyncio.BufferedProtocol):
+    """One connection to one endpoint's metrics port. `send` starts a request; exactly one of
+    `on_response` / `on_error` is called for it, unless `close` abandons it first."""
+
+    def __init__(self, on_response: OnResponse, on_error: OnError) -> None:
+        self._on_response = on_response
+        self._on_error = on_error
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.busy = False  # a request is outstanding
+        self._buffer = bytearray(64 * 1024)  # grows to the largest page seen
+        self._used = 0  # bytes of the current response in `_buffer`
         self._status = 0
         self._body_start = -1
-        self._length = -1  # -1: unknown yet, -2: chunked, -3: until close
+        self._length = _UNKNOWN
         self._keep_alive = True
 
-    # -- asyncio.Protocol --------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._waiter is not None:
-            try:
-                self._advance()
-            except (ValueError, IndexError) as exc:
-                self._fail(HttpError(f"malformed response: {exc}"))
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._buffer) - self._used < _MIN_READ:
+            # A new, larger buffer rather than resizing: the loop may still hold a view of the
+            # old one, and a bytearray with live views cannot be resized.
+            grown = bytearray(2 * len(self._buffer))
+            grown[: self._used] = memoryview(self._buffer)[: self._used]
+            self._buffer = grown
+        return memoryview(self._buffer)[self._used :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._used += nbytes
+        if not self.busy:
+            self.close()  # unsolicited bytes: the stream is out of step
+            return
+        try:
+            self._advance()
+        except (ValueError, IndexError) as exc:
+            self._fail(HttpError(f"malformed response: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            if self._length == -3 and self._body_start >= 0:
-                waiter.set_result((self._status, bytes(self._buffer[self._body_start :])))
-            else:
-                waiter.set_exception(HttpError(f"connection closed: {exc or 'EOF'}"))
-        self._waiter = None
+        self.transport = None
+        if not self.busy:
+            return
+        if self._length == _UNTIL_CLOSE and self._body_start >= 0:
+            self._finish(self._body_start, self._used)
+        else:
+            self._fail(HttpError(f"connection closed: {exc or 'EOF'}"))
 
-    # -- one request ------------------------------------------------------------------------
+    # -- one request --------------------------------------------------------------------------
 
-    def request(self, raw_request: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None and self._waiter is None
-        self._buffer.clear()
-        self._body_start, self._length = -1, -1
-        self._waiter = asyncio.get_running_loop().create_future()
+    def send(self, raw_request: bytes) -> None:
+        assert self.transport is not None and not self.busy
+        self._used = 0
+        self._body_start, self._length = -1, _UNKNOWN
+        self.busy = True
         self.transport.write(raw_request)
-        return self._waiter
+
+    def close(self) -> None:
+        """Drop the connection; an outstanding request gets no callback."""
+        self.busy = False
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
     def _advance(self) -> None:
-        buf = self._buffer
+        buf, used = self._buffer, self._used
         if self._body_start < 0:
-            head_end = buf.find(b"\r\n\r\n")
+            head_end = buf.find(b"\r\n\r\n", 0, used)
             if head_end < 0:
                 return
             self._parse_head(bytes(buf[:head_end]))
             self._body_start = head_end + 4
         start = self._body_start
         if self._length >= 0:
-            if len(buf) - start >= self._length:
-                self._finish(bytes(buf[start : start + self._length]))
-        elif self._length == -2 and buf.endswith(b"0\r\n\r\n"):
-            self._finish(_dechunk(buf, start))
+            if used - start >= self._length:
+                self._finish(start, start + self._length)
+        elif self._length == _CHUNKED:
+            body = _dechunk(buf, start, used)
+            if body is not None:
+                self._deliver(memoryview(body))
 
     def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise ValueError(f"bad status line {lines[0][:80]!r}")
-        self._status = int(parts[1])
-        self._keep_alive = parts[0] == b"HTTP/1.1"
-        self._length = -3
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                self._length = int(value)
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                self._length = -2
-            elif name == b"connection":
-                self._keep_alive = value.strip().lower() != b"close"
+        # An endpoint sends the same head scrape after scrape (until its `Date` ticks over).
+        known = _HEADS.get(head)
+        if known is None:
+            if len(_HEADS) >= 4096:
+                _HEADS.clear()
+            known = _HEADS[head] = _parse_head(head)
+        self._status, self._length, self._keep_alive = known
 
-    def _finish(self, body: bytes) -> None:
-        waiter, self._waiter = self._waiter, None
-        if not self._keep_alive and self.transport is not None:
-            self.transport.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, body))
+    def _finish(self, start: int, end: int) -> None:
+        # A view, not a copy: the receiver hashes it and decodes it at most once.
+        with memoryview(self._buffer) as view:
+            self._deliver(view[start:end])
+
+    def _deliver(self, body: memoryview) -> None:
+        self.busy = False
+        if not self._keep_alive:
+            self.close()
+        try:
+            self._on_response(self._status, body)
+        finally:
+            body.release()
 
     def _fail(self, error: Exception) -> None:
-        waiter, self._waiter = self._waiter, None
-        if self.transport is not None:
-            self.transport.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+        busy = self.busy
+        self.close()
+        if busy:
+            self._on_error(error)
 
 
-def _dechunk(buf: bytearray, start: int) -> bytes:
+# head bytes -> (status, body length or a _CHUNKED/_UNTIL_CLOSE marker, keep-alive)
+_HEADS: dict[bytes, tuple[int, int, bool]] = {}
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise ValueError(f"bad status line {lines[0][:80]!r}")
+    status = int(parts[1])
+    keep_alive = parts[0] == b"HTTP/1.1"
+    length = _UNTIL_CLOSE
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            length = _CHUNKED
+        elif name == b"connection":
+            keep_alive = value.strip().lower() != b"close"
+    if status < 200 or status in (204, 304):
+        length = 0  # no body by definition
+    return status, length, keep_alive
+
+
+def _dechunk(buf: bytearray, start: int, end: int) -> bytearray | None:
+    """The decoded body of `buf[start:end]` once every chunk and the terminating chunk are in;
+    `None` before."""
     out = bytearray()
     pos = start
     while True:
-        line_end = buf.find(b"\r\n", pos)
+        line_end = buf.find(b"\r\n", pos, end)
+        if line_end < 0:
+            return None
         size = int(bytes(buf[pos:line_end]).split(b";")[0], 16)
         if size == 0:
-            return bytes(out)
+            if buf[line_end + 2 : line_end + 4] == b"\r\n" and line_end + 4 <= end:
+                return out  # no trailers
+            # Trailers: the body ends at the blank line after them.
+            return out if buf.find(b"\r\n\r\n", line_end, end) >= 0 else None
+        if end < line_end + 2 + size + 2:
+            return None
         out += buf[line_end + 2 : line_end + 2 + size]
         pos = line_end + 2 + size + 2
-
-
-class MetricsClient:
-    """One persistent connection to one endpoint's metrics port; reconnects when needed."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        path: str = "/metrics",
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._host, self._port, self._ssl = host, port, ssl_context
-        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._raw_request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: text/plain\r\n"
-            "Accept-Encoding: identity\r\nUser-Agent: sluice\r\n\r\n"
-        ).encode()
-        self._connection: _Connection | None = None
-
-    async def get(self, timeout_s: float) -> tuple[int, bytes]:
-        """(status, body) of one GET; raises `HttpError`, `OSError` or `TimeoutError`."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                connection = self._connection
-                if connection is None or connection.closed:
-                    loop = asyncio.get_running_loop()
-                    _, connection = await loop.create_connection(
-                        _Connection, self._host, self._port, ssl=self._ssl
-                    )
-                    self._connection = connection
-                return await connection.request(self._raw_request)
-        except BaseException:
-            self.close()  # the connection's state is unknown: start over next time
-            raise
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and connection.transport is not None:
-            connection.transport.close()

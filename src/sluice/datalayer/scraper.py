@@ -1,9 +1,9 @@
-"""The scraping shell: one asyncio loop per endpoint polls `/metrics` every refresh interval.
+"""The scraping shell: polls every endpoint's `/metrics` each refresh interval.
 
-Two transports: `lean` (default; `http11.MetricsClient`, one keep-alive connection per
-endpoint, a fraction of aiohttp's CPU per request) and `aiohttp` (one shared `ClientSession`;
-proxies, TLS options). Parsing and state live in the pure modules; this file only moves bytes
-and time.
+Two transports: `lean` (default; `lean_scraper.LeanScraper`, one ticker for all endpoints and one
+keep-alive connection each, a fraction of aiohttp's CPU per request) and `aiohttp` (one loop
+per endpoint on a shared `ClientSession`; proxies, TLS options). Parsing and state live in the
+pure modules (`recorder` applies outcomes); this file only moves bytes and time.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Literal
 
 import aiohttp
 
-from sluice.datalayer.extract import metrics_from_text
-from sluice.datalayer.http11 import MetricsClient
+from sluice.datalayer.lean_scraper import LeanScraper
 from sluice.datalayer.metric_names import VLLM, MetricNames
+from sluice.datalayer.recorder import ScrapeRecorder
 from sluice.datalayer.registry import EndpointRegistry
 
 
@@ -35,7 +35,7 @@ class ScrapeSettings:
 
 
 class MetricsScraper:
-    """Keeps one scrape loop running per registered endpoint until `stop()`."""
+    """Scrapes every registered endpoint each interval until `stop()`."""
 
     def __init__(
         self,
@@ -46,22 +46,46 @@ class MetricsScraper:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._names = names
         self._settings = settings or ScrapeSettings()
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._seen_version = -1
+        self._recorder = ScrapeRecorder(registry, names, clock)
+        self._lean: LeanScraper | None = None
 
     async def start(self) -> None:
-        if self._settings.transport == "aiohttp":
-            timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s)
-            connector = aiohttp.TCPConnector(limit=0, ssl=self._settings.verify_tls)
-            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        settings = self._settings
+        if settings.transport == "lean":
+            self._lean = LeanScraper(
+                self._registry,
+                self._recorder,
+                interval_s=settings.interval_s,
+                timeout_s=settings.timeout_s,
+                path=settings.path,
+                ssl_context=self._ssl_context(),
+            )
+            self._lean.start()
+            return
+        timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        connector = aiohttp.TCPConnector(limit=0, ssl=settings.verify_tls)
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         self._supervisor = asyncio.create_task(self._supervise(), name="sluice-scrape-supervisor")
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self._settings.scheme != "https":
+            return None
+        context = ssl.create_default_context()
+        if not self._settings.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
     async def stop(self) -> None:
+        if self._lean is not None:
+            self._lean.stop()
+            self._lean = None
         tasks = [t for t in (self._supervisor, *self._loops.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -95,48 +119,26 @@ class MetricsScraper:
                 loop = self._scrape_loop(name, endpoint.address, port)
                 self._loops[name] = asyncio.create_task(loop, name=target)
 
-    def _fetcher(self, host: str, port: int) -> Callable[[], object]:
-        settings = self._settings
-        if settings.transport == "aiohttp":
-            url = f"{settings.scheme}://{host if ':' not in host else f'[{host}]'}:{port}"
-            url += settings.path
-            session = self._session
-            assert session is not None
-
-            async def fetch_aiohttp() -> tuple[int, bytes]:
-                async with session.get(url) as response:
-                    return response.status, await response.read()
-
-            return fetch_aiohttp
-        context: ssl.SSLContext | None = None
-        if settings.scheme == "https":
-            context = ssl.create_default_context()
-            if not settings.verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-        client = MetricsClient(host, port, settings.path, ssl_context=context)
-        return lambda: client.get(settings.timeout_s)
-
     async def _scrape_loop(self, name: str, host: str, port: int) -> None:
-        fetch = self._fetcher(host, port)
-        interval = self._settings.interval_s
-        registry, names, clock = self._registry, self._names, self._clock
+        """The `aiohttp` transport: one loop per endpoint."""
+        settings = self._settings
+        url = f"{settings.scheme}://{host if ':' not in host else f'[{host}]'}:{port}"
+        url += settings.path
+        session = self._session
+        assert session is not None
+        interval = settings.interval_s
+        registry, recorder, clock = self._registry, self._recorder, self._clock
         while True:
             started = clock()
             mark = registry.begin_scrape(name)
             if mark is None:
                 return
             try:
-                status, body = await fetch()  # type: ignore[misc]
-                if status != 200:
-                    registry.record_scrape_failure(mark, f"HTTP {status}")
-                else:
-                    state = registry.get(name)
-                    previous = state.metrics if state is not None and state.scraped else None
-                    text = body.decode("utf-8", "replace")
-                    registry.record_scrape(mark, metrics_from_text(text, names, previous, clock()))
+                async with session.get(url) as response:
+                    status, body = response.status, await response.read()
+                recorder.response(mark, status, body)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure only makes the metrics stale
-                registry.record_scrape_failure(mark, f"{type(exc).__name__}: {exc}")
+                recorder.failure(mark, f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(max(0.0, interval - (clock() - started)))
