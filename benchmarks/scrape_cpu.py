@@ -3,7 +3,11 @@
 A subprocess serves N tiny aiohttp `/metrics` servers on loopback with a realistic vLLM page;
 this process runs the real `MetricsScraper` and measures its own CPU time over a window.
 
+By default every endpoint serves the same page each time (an idle engine: the scraper may skip
+parsing unchanged pages); `--vary` makes every response differ (an engine under load).
+
 Run: .venv/bin/python benchmarks/scrape_cpu.py [--endpoints 100] [--seconds 5] [--uvloop]
+     [--vary] [--transport lean|aiohttp]
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ sys.path.insert(0, {bench_dir!r})
 from aiohttp import web
 from scrape_vllm_page import vllm_metrics_page
 
-PAGE = vllm_metrics_page().encode()
+# --vary: every response shows new numbers (an engine under load), so none can skip parsing.
+PAGES = [vllm_metrics_page(i % 7, 10 + i, i / 100).encode() for i in range({pages})]
+served = [0]
 
 async def metrics(request):
-    return web.Response(body=PAGE, content_type="text/plain")
+    served[0] += 1
+    return web.Response(body=PAGES[served[0] % len(PAGES)], content_type="text/plain")
 
 async def main(n):
     ports = []
@@ -90,8 +97,10 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=50.0)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--transport", choices=["lean", "aiohttp"], default="lean")
+    parser.add_argument("--vary", action="store_true", help="a different page every response")
     args = parser.parse_args()
-    code = SERVER_CODE.format(bench_dir=str(Path(__file__).parent))
+    print(f"pages: {'a new one every response' if args.vary else 'the same every time'}")
+    code = SERVER_CODE.format(bench_dir=str(Path(__file__).parent), pages=16 if args.vary else 1)
     server = subprocess.Popen(
         [sys.executable, "-c", code, str(args.endpoints)], stdout=subprocess.PIPE, text=True
     )
