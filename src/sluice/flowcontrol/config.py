@@ -16,6 +16,7 @@ from typing import Any
 
 from sluice.flowcontrol.fairness import GLOBAL_STRICT, ROUND_ROBIN, TOKEN_FAIR, TokenCost
 from sluice.flowcontrol.ordering import EDF, FCFS
+from sluice.util import durations
 
 QUEUE = "queue"
 LEGACY = "legacy"
@@ -84,8 +85,6 @@ class FlowControlConfig:
 
 # -- scalar parsers -------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _QUANTITY = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(?:[eE](\d+))?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _QUANTITY_UNITS = {
     None: 1,
@@ -96,23 +95,12 @@ _QUANTITY_UNITS = {
 
 def parse_duration(value: object, path: str) -> float:
     """Seconds from a number (seconds) or a Go-style duration: "30s", "500ms", "1m30s"."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise FlowControlConfigError(path, f"expected a duration like '30s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        parts = _DURATION_PART.findall(text)
-        if text == "0":
-            seconds = 0.0
-        elif not parts or "".join(n + u for n, u in parts) != text:
-            raise FlowControlConfigError(
-                path, f"cannot read duration {value!r}; write e.g. '30s', '500ms' or '1m30s'"
-            )
-        else:
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    else:
-        raise FlowControlConfigError(path, f"expected a duration like '30s', got {value!r}")
+    try:
+        seconds = float(value) if not isinstance(value, str) else durations.parse_duration(value)
+    except ValueError as exc:
+        raise FlowControlConfigError(path, f"cannot read duration {value!r}: {exc}") from None
     if seconds < 0 or not math.isfinite(seconds):
         raise FlowControlConfigError(path, f"duration must be >= 0, got {value!r}")
     return seconds

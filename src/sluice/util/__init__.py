@@ -1,1 +1,2 @@
-"""Small pure helpers shared across packages (durations, quantities). Imports nothing of ours."""
+"""Small pure helpers shared across packages (durations). Imports nothing of ours, so every
+package may import it."""
