@@ -99,8 +99,10 @@ def parse_duration(value: object, path: str) -> float:
         raise FlowControlConfigError(path, f"expected a duration like '30s', got {value!r}")
     try:
         seconds = float(value) if not isinstance(value, str) else durations.parse_duration(value)
-    except ValueError as exc:
-        raise FlowControlConfigError(path, f"cannot read duration {value!r}: {exc}") from None
+    except ValueError:
+        raise FlowControlConfigError(
+            path, f"cannot read duration {value!r}; write e.g. '30s', '500ms' or '1m30s'"
+        ) from None
     if seconds < 0 or not math.isfinite(seconds):
         raise FlowControlConfigError(path, f"duration must be >= 0, got {value!r}")
     return seconds
