@@ -123,3 +123,13 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     serve_help = capsys.readouterr().out
     assert "--pool-name" in serve_help and "--resources" in serve_help
+
+
+@pytest.mark.parametrize("command", ["up", "serve", "sim", "bench", "crds"])
+def test_each_command_describes_its_flags(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exit_:  # argparse-based commands exit after printing help
+        code = int(exit_.code or 0)
+    assert code == 0
+    assert "usage" in capsys.readouterr().out.lower()
