@@ -6,31 +6,22 @@ import asyncio
 import socket
 from pathlib import Path
 
-import aiohttp
-
 from sluice.pipeline import Outcome
-from sluice.proxy import ProxyServer
+from sluice.proxy import ProxyServer, UpstreamPool
 
 from .conftest import QUICK_STOP, eventually, make_pipeline
 from .fake_engine import SMALL_SOCKET_BUFFER
 
 STREAM_BYTES = 64 * 1024 * 1024  # ten times more than any buffer on the way may hold
-# What Sluice itself may hold for one stream: aiohttp's read buffer (paused at 2 x 64 KiB) plus
-# its write buffer (drained above 64 KiB) and the transport's high-water mark. Generous.
+# What Sluice itself may hold for one stream: the upstream client's queue (paused above 64 KiB,
+# plus one socket read), aiohttp's write buffer (drained above 64 KiB) and the transport's
+# high-water mark. Generous.
 SLUICE_ALLOWANCE = 1024 * 1024
 
 
-def small_buffer_socket(addr_info) -> socket.socket:
-    family, type_, proto, _, _ = addr_info
-    sock = socket.socket(family, type_, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_SOCKET_BUFFER)
-    return sock
-
-
-def session_with_small_receive_buffers() -> aiohttp.ClientSession:
-    """The proxy's upstream session, but with a fixed (non-autotuned) kernel receive buffer."""
-    connector = aiohttp.TCPConnector(limit=0, socket_factory=small_buffer_socket)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False)
+def pool_with_small_receive_buffers() -> UpstreamPool:
+    """The proxy's upstream client, but with a fixed (non-autotuned) kernel receive buffer."""
+    return UpstreamPool(receive_buffer_bytes=SMALL_SOCKET_BUFFER)
 
 
 def kernel_allowance() -> int:
@@ -54,7 +45,7 @@ async def test_a_client_that_stops_reading_stalls_the_upstream_stream(start_engi
     (engine,) = await start_engines(1)
     pipeline = make_pipeline([engine.endpoint])
     proxy = ProxyServer(
-        pipeline, client_session_factory=session_with_small_receive_buffers, options=QUICK_STOP
+        pipeline, upstream_pool_factory=pool_with_small_receive_buffers, options=QUICK_STOP
     )
     await proxy.start("127.0.0.1", 0)
     try:

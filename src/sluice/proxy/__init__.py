@@ -3,6 +3,13 @@
 Network front end: may import `sluice.pipeline` and the core's types, nothing of other shells.
 """
 
-from .server import ProxyOptions, ProxyServer, tuned_client_session
+from .server import ProxyOptions, ProxyServer, default_upstream_pool, tuned_client_session
+from .upstream import UpstreamPool
 
-__all__ = ["ProxyOptions", "ProxyServer", "tuned_client_session"]
+__all__ = [
+    "ProxyOptions",
+    "ProxyServer",
+    "UpstreamPool",
+    "default_upstream_pool",
+    "tuned_client_session",
+]

@@ -16,13 +16,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.pipeline import Outcome
@@ -31,10 +28,11 @@ from sluice.requests.model import Usage
 
 from .errors import bad_gateway, error_response, sse_error_event
 from .headers import downstream_response_headers
+from .upstream import UpstreamPool, UpstreamResponse
 
 # Failures that happen before an upstream response exists: refused/reset connections, a server
-# that closes without answering, connect timeouts.
-_BEFORE_FIRST_BYTE_FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
+# that closes without answering, connect timeouts. (`UpstreamError` is an `OSError`.)
+_BEFORE_FIRST_BYTE_FAILURES = (OSError, TimeoutError)
 _CLIENT_WRITE_FAILURES = (ConnectionError, aiohttp.ClientConnectionError)
 
 
@@ -69,12 +67,27 @@ class UntrackedTarget:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamCall:
-    """The HTTP request to send to whichever endpoint takes it."""
+    """The HTTP request to send to whichever endpoint takes it.
+
+    `header_lines` are the forwarded headers already rendered (`headers.upstream_header_lines`);
+    `Host` and `Content-Length` are added per attempt.
+    """
 
     method: str
     path_and_query: str
-    headers: CIMultiDict[str]
+    header_lines: bytes
     body: bytes
+
+    def head(self, hostport: str) -> bytes:
+        """Request line and headers for one endpoint, ending with the blank line."""
+        return b"".join(
+            (
+                f"{self.method} {self.path_and_query} HTTP/1.1\r\nHost: {hostport}\r\n"
+                f"Content-Length: {len(self.body)}\r\n".encode("utf-8", "surrogateescape"),
+                self.header_lines,
+                b"\r\n",
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +121,14 @@ async def forward(
     request: web.BaseRequest,
     call: UpstreamCall,
     target: Target,
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     options: RelayOptions,
 ) -> web.StreamResponse:
     """Send `call` to `target`'s endpoints in order and relay the first answer to the client."""
     outcome = Outcome.UPSTREAM_ERROR
-    upstream: aiohttp.ClientResponse | None = None
+    upstream: UpstreamResponse | None = None
     try:
-        upstream = await _open_upstream(call, target, session)
+        upstream = await _open_upstream(call, target, pool)
         response = await _relay(request, upstream, target, options)
         outcome = Outcome.COMPLETED
         return response
@@ -142,33 +155,29 @@ async def forward(
 
 
 async def _open_upstream(
-    call: UpstreamCall, target: Target, session: aiohttp.ClientSession
-) -> aiohttp.ClientResponse:
+    call: UpstreamCall, target: Target, pool: UpstreamPool
+) -> UpstreamResponse:
     failures: list[str] = []
+    expect_body = call.method != "HEAD"
     for index, endpoint in enumerate(target.endpoints):
         if index:
             target.retarget(endpoint)
         try:
-            return await session.request(
-                call.method,
-                _upstream_url(endpoint.hostport, call.path_and_query),
-                data=call.body,
-                headers=call.headers,
+            return await pool.request(
+                endpoint.address,
+                endpoint.port,
+                call.head(endpoint.hostport),
+                call.body,
+                expect_body=expect_body,
             )
         except _BEFORE_FIRST_BYTE_FAILURES as exc:
             failures.append(f"{endpoint.hostport}: {type(exc).__name__}")
     raise _NoEndpointAnswered(", ".join(failures) or "no endpoints")
 
 
-@lru_cache(maxsize=4096)
-def _upstream_url(hostport: str, path_and_query: str) -> URL:
-    """Parsed once per endpoint and path: URL parsing is a visible share of the hot path."""
-    return URL(f"http://{hostport}{path_and_query}", encoded=True)
-
-
 async def _relay(
     request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     target: Target,
     options: RelayOptions,
 ) -> web.StreamResponse:
@@ -187,7 +196,7 @@ async def _relay(
 
 async def _relay_stream(
     request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     target: Target,
     headers: Mapping[str, str],
     *,
@@ -201,7 +210,7 @@ async def _relay_stream(
     tail = b"\n\n"  # the last bytes written, to close a half-sent SSE event on failure
     while True:
         try:
-            chunk = await upstream.content.readany()
+            chunk = await upstream.readany()
         except _BEFORE_FIRST_BYTE_FAILURES as exc:
             await _end_broken_stream(request, response, tail, streaming=streaming)
             raise _UpstreamBroke(response) from exc
@@ -213,7 +222,7 @@ async def _relay_stream(
         except _CLIENT_WRITE_FAILURES as exc:
             raise _ClientGone(response) from exc
         tail = chunk[-2:]
-    if not upstream.content.is_eof():  # the upstream closed mid-body without an error
+    if not upstream.is_eof():  # the upstream closed mid-body without an error
         await _end_broken_stream(request, response, tail, streaming=streaming)
         raise _UpstreamBroke(response)
     return response

@@ -37,11 +37,8 @@ _NOT_FORWARDED_UPSTREAM = (
 _NOT_FORWARDED_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
 
 
-def _connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
+def _connection_tokens(value: str) -> frozenset[str]:
     """Headers named in `Connection:` are hop-by-hop too."""
-    value = headers.get("connection")
-    if not value:
-        return frozenset()
     return frozenset(token.strip().lower() for token in value.split(","))
 
 
@@ -50,21 +47,30 @@ def lowered(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers}
 
 
-def upstream_request_headers(
-    client_headers: Mapping[str, str], request_id: str
-) -> CIMultiDict[str]:
-    """What the model server sees: the client's headers minus control and hop-by-hop headers."""
-    dropped = _NOT_FORWARDED_UPSTREAM | _connection_tokens(client_headers)
-    forwarded: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in client_headers.items() if name not in dropped
-    )
-    forwarded[HEADER_REQUEST_ID] = request_id
-    return forwarded
+def upstream_header_lines(client_headers: Mapping[str, str], request_id: str) -> bytes:
+    """What the model server sees of the client's headers, rendered as HTTP/1.1 header lines:
+    the client's headers minus control and hop-by-hop headers, plus `x-request-id`.
+
+    Rendered once per request (not per attempt): the upstream client sends bytes, so building a
+    header multidict only to serialise it again would be wasted work.
+    """
+    connection = client_headers.get("connection")
+    dropped = _NOT_FORWARDED_UPSTREAM
+    if connection:
+        dropped = dropped | _connection_tokens(connection)
+    lines = [
+        f"{name}: {value}\r\n" for name, value in client_headers.items() if name not in dropped
+    ]
+    lines.append(f"{HEADER_REQUEST_ID}: {request_id}\r\n")
+    # surrogateescape: header bytes that were not UTF-8 go out exactly as they came in.
+    return "".join(lines).encode("utf-8", "surrogateescape")
 
 
-def downstream_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
+def downstream_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """What the client sees of the model server's response headers."""
-    dropped = _NOT_FORWARDED_DOWNSTREAM | _connection_tokens(upstream_headers)
-    return CIMultiDict(
-        (name, value) for name, value in upstream_headers.items() if name.lower() not in dropped
-    )
+    pairs = list(upstream_headers)
+    dropped = _NOT_FORWARDED_DOWNSTREAM
+    for name, value in pairs:
+        if name.lower() == "connection":
+            dropped = dropped | _connection_tokens(value)
+    return CIMultiDict((name, value) for name, value in pairs if name.lower() not in dropped)

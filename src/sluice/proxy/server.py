@@ -33,8 +33,9 @@ from sluice.requests.model import HEADER_REQUEST_ID
 
 from .errors import error_response, payload_too_large, service_unavailable
 from .forward import RelayOptions, Target, UntrackedTarget, UpstreamCall, forward
-from .headers import lowered, upstream_request_headers
+from .headers import lowered, upstream_header_lines
 from .models import list_models
+from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,22 @@ class ProxyOptions:
 
 
 ClientSessionFactory = Callable[[], aiohttp.ClientSession]
+UpstreamPoolFactory = Callable[[], UpstreamPool]
+
+
+def default_upstream_pool(options: ProxyOptions | None = None) -> UpstreamPool:
+    """The forwarding client: keep-alive connections pooled per endpoint, no connection limit
+    (flow control already bounds concurrency)."""
+    options = options or ProxyOptions()
+    return UpstreamPool(
+        connect_timeout_s=options.connect_timeout_s,
+        keepalive_timeout_s=options.keepalive_timeout_s,
+    )
 
 
 def tuned_client_session(options: ProxyOptions | None = None) -> aiohttp.ClientSession:
-    """One shared upstream session: pooled keep-alive connections, no per-request overhead.
+    """The session for `/v1/models` (forwarding uses `UpstreamPool`): pooled connections, no
+    per-request overhead.
 
     Endpoints are IP addresses, so there is no DNS on the hot path. Bodies pass through as
     bytes (no decompression), and no cookies or default headers are added: a shared cookie
@@ -90,6 +103,7 @@ class ProxyServer:
         limits: Limits | None = None,
         client_session_factory: ClientSessionFactory | None = None,
         options: ProxyOptions | None = None,
+        upstream_pool_factory: UpstreamPoolFactory | None = None,
     ) -> None:
         options = options or ProxyOptions()
         self._pipeline = pipeline
@@ -98,6 +112,8 @@ class ProxyServer:
         self._relay_options = RelayOptions(buffer_response_bytes=options.buffer_response_bytes)
         self._session_factory = client_session_factory or (lambda: tuned_client_session(options))
         self._session: aiohttp.ClientSession | None = None
+        self._pool_factory = upstream_pool_factory or (lambda: default_upstream_pool(options))
+        self._pool: UpstreamPool | None = None
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
 
@@ -110,6 +126,7 @@ class ProxyServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
         self._session = self._session_factory()
+        self._pool = self._pool_factory()
         # handler_cancellation: a client that disconnects cancels its handler, which cancels
         # `admit` (leaving the queue) or the upstream request (stopping the generation).
         server = web.Server(self.handle, handler_cancellation=True, access_log=None)
@@ -128,6 +145,9 @@ class ProxyServer:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         self._port = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -172,10 +192,10 @@ class ProxyServer:
             return await self._forward(request, headers, await self._pipeline.admit(parsed))
         request_id = headers.get(HEADER_REQUEST_ID) or uuid.uuid4().hex
         call = UpstreamCall(
-            request.method, request.raw_path, upstream_request_headers(headers, request_id), body
+            request.method, request.raw_path, upstream_header_lines(headers, request_id), body
         )
         target = UntrackedTarget((self._pipeline.pick_any(),))
-        return await forward(request, call, target, self._client(), self._relay_options)
+        return await forward(request, call, target, self._upstream(), self._relay_options)
 
     async def _forward(
         self, request: web.BaseRequest, headers: dict[str, str], admission: Admission
@@ -184,11 +204,11 @@ class ProxyServer:
         call = UpstreamCall(
             request.method,
             request.raw_path,
-            upstream_request_headers(headers, parsed.request_id),
+            upstream_header_lines(headers, parsed.request_id),
             parsed.body,
         )
         target: Target = admission
-        return await forward(request, call, target, self._client(), self._relay_options)
+        return await forward(request, call, target, self._upstream(), self._relay_options)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         """The whole body, refusing (413) as soon as it is known to exceed the limit."""
@@ -204,6 +224,11 @@ class ProxyServer:
                 raise payload_too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _upstream(self) -> UpstreamPool:
+        if self._pool is None:
+            raise RuntimeError("the proxy is not started")
+        return self._pool
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
