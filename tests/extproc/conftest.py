@@ -27,13 +27,16 @@ def stream_options() -> StreamOptions:
     return StreamOptions()
 
 
-@pytest.fixture
+TRANSPORTS = ["h2", "grpc"]  # Sluice's own HTTP/2 server, and the grpc.aio shell
+
+
+@pytest.fixture(params=TRANSPORTS)
 async def stub(
-    pipeline: DoublePipeline, stream_options: StreamOptions
+    request: pytest.FixtureRequest, pipeline: DoublePipeline, stream_options: StreamOptions
 ) -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
     server = ExtProcServer(
         pipeline,
-        ServerOptions(grpc_port=0, host="127.0.0.1", secure_serving=False),
+        ServerOptions(grpc_port=0, host="127.0.0.1", secure_serving=False, transport=request.param),
         stream_options,
     )
     port = await server.start()

@@ -53,16 +53,21 @@ async def model_servers() -> AsyncIterator[list[FakeModelServer]]:
         await server.stop()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=MODES, ids=lambda m: m.name)
+GATEWAYS = [(mode, transport) for mode in MODES for transport in ("h2", "grpc")]
+
+
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=GATEWAYS, ids=lambda p: f"{p[0].name}-{p[1]}"
+)
 async def gateway(request, model_servers) -> AsyncIterator[Gateway]:
+    mode, transport = request.param
     endpoints = [Endpoint(s.name, "127.0.0.1", s.port) for s in model_servers]
     pipeline = DoublePipeline(endpoints)
     ports = GatewayPorts()
-    sluice = ExtProcServer(pipeline, ServerOptions(grpc_port=ports.epp, host="127.0.0.1"))
+    options = ServerOptions(grpc_port=ports.epp, host="127.0.0.1", transport=transport)
+    sluice = ExtProcServer(pipeline, options)
     await sluice.start()  # TLS with a generated self-signed certificate, as by default
-    envoy = Envoy(
-        render_config(ports, [s.port for s in model_servers], mode=request.param), ports.admin
-    )
+    envoy = Envoy(render_config(ports, [s.port for s in model_servers], mode=mode), ports.admin)
     await envoy.start()
     yield Gateway(
         f"http://127.0.0.1:{ports.listener}",

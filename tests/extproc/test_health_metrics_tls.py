@@ -87,10 +87,12 @@ def cert_dir(tmp_path_factory):
     return directory
 
 
-async def test_ext_proc_serves_tls_from_a_cert_directory(cert_dir):
+@pytest.mark.parametrize("transport", ["h2", "grpc"])
+async def test_ext_proc_serves_tls_from_a_cert_directory(cert_dir, transport):
     pipeline = DoublePipeline([])
     server = ExtProcServer(
-        pipeline, ServerOptions(grpc_port=0, host="127.0.0.1", cert_path=cert_dir)
+        pipeline,
+        ServerOptions(grpc_port=0, host="127.0.0.1", cert_path=cert_dir, transport=transport),
     )
     port = await server.start()
     credentials = grpc.ssl_channel_credentials(
@@ -104,8 +106,10 @@ async def test_ext_proc_serves_tls_from_a_cert_directory(cert_dir):
     assert answer.immediate_response.status.code == 500  # an empty pool, answered over TLS
 
 
-async def test_ext_proc_generates_a_self_signed_certificate_by_default():
-    server = ExtProcServer(DoublePipeline([]), ServerOptions(grpc_port=0, host="127.0.0.1"))
+@pytest.mark.parametrize("transport", ["h2", "grpc"])
+async def test_ext_proc_generates_a_self_signed_certificate_by_default(transport):
+    options = ServerOptions(grpc_port=0, host="127.0.0.1", transport=transport)
+    server = ExtProcServer(DoublePipeline([]), options)
     port = await server.start()
     await server.stop(None)
     assert port > 0

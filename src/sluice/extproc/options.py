@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 from sluice.pipeline import Limits
 
@@ -49,6 +50,10 @@ class ServerOptions:
     host: str = "0.0.0.0"
     secure_serving: bool = True
     cert_path: Path | None = None
+    # "h2": Sluice's own HTTP/2 framing on the event loop (sluice.extproc.h2), ~3x less CPU per
+    # request than "grpc" (grpc.aio), whose per-message thread hand-offs dominate. See
+    # docs/extproc.md "Overhead".
+    transport: Literal["h2", "grpc"] = "h2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="forward x-gateway-inference-* and x-sluice-* headers to model servers",
     )
     parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    parser.add_argument(
+        "--ext-proc-transport",
+        choices=["h2", "grpc"],
+        default=s.transport,
+        help="h2: Sluice's own HTTP/2 server (fast); grpc: grpc.aio",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> tuple[ServerOptions, StreamOptions]:
@@ -88,6 +99,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[ServerOptions, StreamOp
         metrics_port=args.metrics_port,
         secure_serving=args.secure_serving,
         cert_path=args.cert_path,
+        transport=args.ext_proc_transport,
     )
     stream = StreamOptions(
         max_body_bytes=args.max_body_bytes,

@@ -1,7 +1,9 @@
-"""The asyncio shell: a `grpc.aio` ExternalProcessor that runs one `ExtProcStream` per RPC.
+"""The asyncio shells that run one `ExtProcStream` per ext_proc RPC.
 
-All decisions live in `stream.py` and the pipeline; this module only moves messages, awaits
-admission, and maps the end of the RPC (clean, cancelled, or failed) onto `stream.close`.
+`ExtProcServer` serves with `sluice.extproc.h2` (default, `ServerOptions.transport="h2"`) or
+with the `grpc.aio` shell below (`transport="grpc"`). All decisions live in `stream.py` and the
+pipeline; a shell only moves messages, awaits admission, and maps the end of the RPC (clean,
+cancelled, or failed) onto `stream.close`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from collections.abc import AsyncIterator
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from sluice.extproc import tls
+from sluice.extproc import tls, wire
+from sluice.extproc.h2 import H2ExtProcServer
 from sluice.extproc.options import ServerOptions, StreamOptions
 from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
-from sluice.extproc.wire import ProcessingRequest, ProcessingResponse
+from sluice.extproc.wire import Answer, ProcessingRequest
 from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
@@ -35,7 +38,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         self,
         request_iterator: AsyncIterator[ProcessingRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[ProcessingResponse]:
+    ) -> AsyncIterator[Answer]:
         stream = ExtProcStream(self._pipeline, self._options)
         cancelled = False
         try:
@@ -90,6 +93,36 @@ class ExtProcServer:
         server_options: ServerOptions | None = None,
         stream_options: StreamOptions | None = None,
     ) -> None:
+        options = server_options or ServerOptions()
+        self._impl: H2ExtProcServer | GrpcExtProcServer
+        if options.transport == "h2":
+            self._impl = H2ExtProcServer(pipeline, options, stream_options)
+        else:
+            self._impl = GrpcExtProcServer(pipeline, options, stream_options)
+
+    @property
+    def port(self) -> int | None:
+        return self._impl.port
+
+    async def start(self) -> int:
+        return await self._impl.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self._impl.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self._impl.wait_for_termination()
+
+
+class GrpcExtProcServer:
+    """The same service on grpc.aio (`transport="grpc"`)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        server_options: ServerOptions | None = None,
+        stream_options: StreamOptions | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._server_options = server_options or ServerOptions()
         self._stream_options = stream_options or StreamOptions()
@@ -108,9 +141,20 @@ class ExtProcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pb_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self._pipeline, self._stream_options), server
+        servicer = ExternalProcessor(self._pipeline, self._stream_options)
+        # Registered by hand (not add_ExternalProcessorServicer_to_server) for the serializer:
+        # the frequent answers are already bytes (wire.py) and must not be serialized again.
+        handlers = {
+            "Process": grpc.stream_stream_rpc_method_handler(
+                servicer.Process,
+                request_deserializer=ProcessingRequest.FromString,
+                response_serializer=wire.serialize,
+            )
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
         address = f"{opts.host}:{opts.grpc_port}"
         if opts.secure_serving:
             port = server.add_secure_port(address, tls.server_credentials(opts.cert_path))

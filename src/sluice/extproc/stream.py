@@ -27,7 +27,7 @@ from typing import Protocol
 from sluice.datalayer.endpoint import Endpoint
 from sluice.extproc import wire
 from sluice.extproc.options import BodyMode, StreamOptions
-from sluice.extproc.wire import HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse
+from sluice.extproc.wire import Answer, HttpBody, HttpHeaders, ProcessingRequest
 from sluice.pipeline import Admission, Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import (
@@ -55,7 +55,7 @@ class Classifier(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    response: ProcessingResponse
+    response: Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,7 @@ class ExtProcStream:
             return [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
         raise ProtocolViolation(f"unexpected message {kind!r}")
 
-    def admitted(self, admission: Admission) -> list[ProcessingResponse]:
+    def admitted(self, admission: Admission) -> list[Answer]:
         """Flow control released the request and the scheduler placed it: route it."""
         self._expect(Phase.ADMITTING, "admission")
         self._admission = admission
@@ -157,7 +157,7 @@ class ExtProcStream:
         self._body = bytearray()
         return out
 
-    def admit_failed(self, error: SluiceError) -> list[ProcessingResponse]:
+    def admit_failed(self, error: SluiceError) -> list[Answer]:
         self._expect(Phase.ADMITTING, "admission failure")
         return [self._fail(error)]
 
@@ -220,7 +220,7 @@ class ExtProcStream:
         self.phase = Phase.ADMITTING
         return [Admit(request)]
 
-    def _route_without_body(self) -> ProcessingResponse:
+    def _route_without_body(self) -> Answer:
         try:
             endpoint = self._classifier.pick_any()
         except SluiceError as error:
@@ -257,7 +257,7 @@ class ExtProcStream:
             ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds the limit of {limit} bytes"
         )
 
-    def _fail(self, error: SluiceError) -> ProcessingResponse:
+    def _fail(self, error: SluiceError) -> Answer:
         self.phase = Phase.DONE
         return wire.error_response(error)
 

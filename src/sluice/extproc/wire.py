@@ -27,6 +27,8 @@ ProcessingRequest = pb.ProcessingRequest
 ProcessingResponse = pb.ProcessingResponse
 HttpHeaders = pb.HttpHeaders
 HttpBody = pb.HttpBody
+# What a stream sends: a message, or (for the frequent, fixed answers) its serialized bytes.
+Answer = pb.ProcessingResponse | bytes
 
 # Upstream's `BodyByteLimit`: streamed body responses are cut at this size so each gRPC message
 # stays well under Envoy's and gRPC's per-message limits.
@@ -130,40 +132,71 @@ def route_request_body(
     )
 
 
-def streamed_request_body(body: bytes, *, end_of_stream: bool) -> Iterator[pb.ProcessingResponse]:
+def streamed_request_body(body: bytes, *, end_of_stream: bool) -> Iterator[bytes]:
     """FULL_DUPLEX mode: the body back in chunks of at most 62,000 bytes (at least one chunk)."""
     chunks = [body[i : i + STREAMED_CHUNK_BYTES] for i in range(0, len(body), STREAMED_CHUNK_BYTES)]
     if not chunks:
         chunks = [b""]
     last = len(chunks) - 1
     for i, chunk in enumerate(chunks):
-        yield _streamed(chunk, end_of_stream=end_of_stream and i == last, request=True)
+        yield _streamed(chunk, end_of_stream=end_of_stream and i == last, field=_REQUEST_BODY)
 
 
-def streamed_response_body(chunk: bytes, *, end_of_stream: bool) -> pb.ProcessingResponse:
-    return _streamed(chunk, end_of_stream=end_of_stream, request=False)
+def streamed_response_body(chunk: bytes, *, end_of_stream: bool) -> bytes:
+    return _streamed(chunk, end_of_stream=end_of_stream, field=_RESPONSE_BODY)
 
 
-def _streamed(chunk: bytes, *, end_of_stream: bool, request: bool) -> pb.ProcessingResponse:
-    body = pb.BodyResponse(
-        response=pb.CommonResponse(
-            body_mutation=pb.BodyMutation(
-                streamed_response=pb.StreamedBodyResponse(body=chunk, end_of_stream=end_of_stream)
-            )
-        )
-    )
-    if request:
-        return pb.ProcessingResponse(request_body=body)
-    return pb.ProcessingResponse(response_body=body)
+# Streamed body answers are the most frequent message (every response chunk is echoed), so they
+# are encoded by hand, already serialized: building the five nested protobuf objects and then
+# serializing them cost more than the rest of the per-chunk work. Same bytes as
+# `ProcessingResponse(response_body=BodyResponse(response=CommonResponse(body_mutation=
+# BodyMutation(streamed_response=StreamedBodyResponse(body=…, end_of_stream=…)))))`
+# serialized (tests/extproc/test_wire.py proves it). Field numbers from external_processor.proto.
+_REQUEST_BODY = 3  # ProcessingResponse.request_body
+_RESPONSE_BODY = 4  # ProcessingResponse.response_body
 
 
-# Answers that change nothing; built once, they are immutable in practice (never mutated).
-CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
-CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
-CONTINUE_REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
-CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
-CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
-CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _streamed(chunk: bytes, *, end_of_stream: bool, field: int) -> bytes:
+    inner = (b"\x0a" + _varint(len(chunk)) + chunk) if chunk else b""  # StreamedBodyResponse.body
+    if end_of_stream:
+        inner += b"\x10\x01"  # StreamedBodyResponse.end_of_stream = true
+    mutation = b"\x1a" + _varint(len(inner)) + inner  # BodyMutation.streamed_response (3)
+    common = b"\x1a" + _varint(len(mutation)) + mutation  # CommonResponse.body_mutation (3)
+    body = b"\x0a" + _varint(len(common)) + common  # BodyResponse.response (1)
+    return bytes(((field << 3) | 2,)) + _varint(len(body)) + body
+
+
+def serialize(response: pb.ProcessingResponse | bytes) -> bytes:
+    """The gRPC response serializer: pre-serialized answers pass through untouched."""
+    return response if type(response) is bytes else response.SerializeToString()  # type: ignore[union-attr]
+
+
+# Answers that change nothing, serialized once: sending them costs no protobuf work at all.
+CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(
+    request_headers=pb.HeadersResponse()
+).SerializeToString()
+CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse()).SerializeToString()
+CONTINUE_REQUEST_TRAILERS = pb.ProcessingResponse(
+    request_trailers=pb.TrailersResponse()
+).SerializeToString()
+CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(
+    response_headers=pb.HeadersResponse()
+).SerializeToString()
+CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse()).SerializeToString()
+CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(
+    response_trailers=pb.TrailersResponse()
+).SerializeToString()
 
 
 def error_response(error: SluiceError) -> pb.ProcessingResponse:

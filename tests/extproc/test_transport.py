@@ -1,0 +1,114 @@
+"""What the transports add beyond the stream logic: the hand-encoded answers are the bytes
+protobuf would produce, flow control holds for bodies far over the HTTP/2 windows, protocol
+errors surface as gRPC statuses, and Sluice's HTTP/2 server answers connection-level frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from sluice.extproc import ExtProcServer, ServerOptions, wire
+from sluice.extproc.h2 import PREFACE
+
+from . import envoy_messages as m
+from .pipeline_double import DoublePipeline
+from .test_request_path import read, send_request
+
+
+def protobuf_streamed(chunk: bytes, end_of_stream: bool, request: bool) -> bytes:
+    body = pb.BodyResponse(
+        response=pb.CommonResponse(
+            body_mutation=pb.BodyMutation(
+                streamed_response=pb.StreamedBodyResponse(body=chunk, end_of_stream=end_of_stream)
+            )
+        )
+    )
+    if request:
+        return pb.ProcessingResponse(request_body=body).SerializeToString()
+    return pb.ProcessingResponse(response_body=body).SerializeToString()
+
+
+@pytest.mark.parametrize("size", [0, 1, 120, 127, 128, 300, 16_383, 16_384, 62_000, 3_000_000])
+@pytest.mark.parametrize("end_of_stream", [False, True])
+def test_hand_encoded_streamed_bodies_are_the_protobuf_bytes(size, end_of_stream):
+    chunk = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert wire.streamed_response_body(chunk, end_of_stream=end_of_stream) == protobuf_streamed(
+        chunk, end_of_stream, request=False
+    )
+    [request] = wire.streamed_request_body(chunk[:62_000], end_of_stream=end_of_stream)
+    assert request == protobuf_streamed(chunk[:62_000], end_of_stream, request=True)
+
+
+async def test_a_body_far_over_the_flow_control_windows_echoes_intact(stub):
+    text = "y" * (3 << 20)  # 3 MiB: 48x gRPC's initial 64 KiB window, 51 streamed chunks
+    body = json.dumps({"model": "llama", "messages": [{"role": "user", "content": text}]}).encode()
+    call = stub.Process()
+    await send_request(call, body, parts=7)
+    [_, *chunks] = await read(call, 1 + -(-len(body) // wire.STREAMED_CHUNK_BYTES))
+    echoed = b"".join(c.request_body.response.body_mutation.streamed_response.body for c in chunks)
+    assert echoed == body
+    await call.write(m.response_headers(200, "application/json"))
+    await read(call)
+    big = b'{"usage":{"prompt_tokens":1,"completion_tokens":1},"pad":"' + b"z" * (2 << 20) + b'"}'
+    await call.write(m.response_body(big, end_of_stream=True))
+    [answer] = await read(call)
+    assert answer.response_body.response.body_mutation.streamed_response.body == big
+
+
+async def test_a_protocol_violation_ends_the_rpc_with_failed_precondition(stub):
+    call = stub.Process()
+    await call.write(m.response_headers(200, "application/json"))  # before any request
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await asyncio.wait_for(call.read(), 5)
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_many_concurrent_streams_on_one_connection(stub, pipeline):
+    async def one() -> None:
+        call = stub.Process()
+        await send_request(
+            call,
+            json.dumps({"model": "m", "messages": [{"role": "user", "content": "p"}]}).encode(),
+        )
+        await read(call, 2)
+        await call.write(m.response_headers(200, "application/json"))
+        await read(call)
+        await call.write(m.response_body(b'{"usage":{}}', end_of_stream=True))
+        await read(call)
+        await call.done_writing()
+
+    await asyncio.gather(*(one() for _ in range(50)))
+    assert len(pipeline.admissions) == 50
+    assert all(len(a.finishes) == 1 for a in pipeline.admissions)
+
+
+async def test_h2_answers_ping_and_rejects_a_bad_preface():
+    server = ExtProcServer(
+        DoublePipeline([]),
+        ServerOptions(grpc_port=0, host="127.0.0.1", secure_serving=False, transport="h2"),
+    )
+    port = await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ping = (8).to_bytes(3, "big") + bytes((6, 0)) + bytes(4) + b"12345678"
+        writer.write(PREFACE + bytes(9)[:3] + bytes((4, 0)) + bytes(4) + ping)  # SETTINGS, PING
+        frames = []
+        while not any(kind == 6 for kind, _, _ in frames):
+            header = await asyncio.wait_for(reader.readexactly(9), 5)
+            payload = await reader.readexactly(int.from_bytes(header[:3], "big"))
+            frames.append((header[3], header[4], payload))
+        assert (6, 1, b"12345678") in frames  # PING ACK with the same payload
+        assert (4, 1, b"") in frames  # our SETTINGS ACK
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 5)  # server closes after GOAWAY
+        assert bytes((7,)) in data[:100]
+        writer.close()
+    finally:
+        await server.stop(None)
