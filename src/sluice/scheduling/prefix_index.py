@@ -14,9 +14,7 @@ object per slot, so the common case costs nothing per entry.
 
 from __future__ import annotations
 
-from collections import deque
 from itertools import islice
-from typing import Any
 
 
 class PrefixIndex:
@@ -108,38 +106,36 @@ class PrefixIndex:
         assert lru is not None
         bit = self._bits[slot]
         owners = self._owners
-        # Per-block work runs in C where possible (comprehensions, dict.fromkeys, map): this is
-        # on the request path, 256 blocks and as many evictions per dispatch.
-        fresh = [h for h in hashes if h not in lru]
-        if len(fresh) != len(hashes):  # blocks it held already become most recently used
-            _delete_all(lru, [h for h in dict.fromkeys(hashes) if h in lru])
         get = owners.get
-        shared = [(h, mask) for h in fresh if (mask := get(h)) is not None]
-        # The shared `bit` object itself, not an equal new int per entry (32 bytes each).
-        owners.update(dict.fromkeys(fresh, bit))
-        for h, mask in shared:
-            owners[h] = mask | bit
-        lru.update(dict.fromkeys(hashes))
+        # One pass that touches each owners entry once while it is in cache: the owners dict
+        # is ~100 MB, so its cache misses, not bytecode, dominate (bulk passes that build
+        # temporary dicts measured ~40% slower).
+        for h in hashes:
+            if h in lru:
+                del lru[h]  # re-insert: most recently used
+                lru[h] = None
+                continue
+            lru[h] = None
+            mask = get(h)
+            # Store the shared `bit` object itself, not an equal new int: 32 bytes an entry.
+            owners[h] = bit if mask is None else mask | bit
         excess = len(lru) - capacity
         if excess > 0:
             # One scan for all victims: `next(iter(d))` per eviction would rescan the holes
             # that deletions leave at the front of a dict (O(n) each, milliseconds per add).
             victims = list(islice(lru, excess))
-            _delete_all(lru, victims)
+            for oldest in victims:
+                del lru[oldest]
             self._drop(victims, bit)
 
     def _drop(self, hashes: list[int], bit: int) -> None:
         """Remove `bit` from the owners of `hashes` (each is known to hold it)."""
-        owners = self._owners
-        alone = [h for h in hashes if owners[h] is bit]  # the common case: no other owner
-        _delete_all(owners, alone)
-        if len(alone) == len(hashes):
-            return
-        bits, clear = self._bits, ~bit
+        owners, bits, clear = self._owners, self._bits, ~bit
         for h in hashes:
-            mask = owners.get(h)
-            if mask is None:
-                continue  # deleted above
+            mask = owners[h]
+            if mask is bit:  # the common case: no other owner
+                del owners[h]
+                continue
             rest = mask & clear
             if not rest:
                 del owners[h]
@@ -147,11 +143,6 @@ class PrefixIndex:
                 owners[h] = rest
             else:  # one owner left: point at its shared bit object (see `add`)
                 owners[h] = bits[rest.bit_length() - 1]
-
-
-def _delete_all(d: dict[int, Any], keys: list[int]) -> None:
-    """`del d[k]` for every key, iterated in C (a `for` statement costs bytecode per key)."""
-    deque(map(d.__delitem__, keys), maxlen=0)
 
 
 def _record(matched: dict[int, int], mask: int, blocks: int) -> None:
