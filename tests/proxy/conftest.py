@@ -22,7 +22,8 @@ from .fake_engine import FakeEngine
 from .recording import RecordingPipeline
 from .round_robin import RoundRobinPipeline
 
-QUICK_STOP = ProxyOptions(shutdown_grace_s=0.5)
+# No gc.freeze() in the test process: it would keep every earlier test's cyclic garbage forever.
+QUICK_STOP = ProxyOptions(shutdown_grace_s=0.5, freeze_gc=False)
 
 
 def make_pipeline(endpoints: Sequence[Endpoint], **double_options: Any) -> RecordingPipeline:

@@ -18,6 +18,7 @@ hot path, and four fixed routes don't need a router.
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import Callable
@@ -54,6 +55,8 @@ class ProxyOptions:
     keepalive_timeout_s: float = 60.0  # idle upstream connections are kept this long
     buffer_response_bytes: int = 1 << 20  # see RelayOptions
     shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
+    # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.
+    freeze_gc: bool = True
 
 
 ClientSessionFactory = Callable[[], aiohttp.ClientSession]
@@ -137,6 +140,8 @@ class ProxyServer:
         site = web.TCPSite(self._runner, host, port, backlog=1024)
         await site.start()
         self._port = self._runner.addresses[0][1]
+        if self._options.freeze_gc:
+            _freeze_start_up_heap()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -234,6 +239,19 @@ class ProxyServer:
         if self._session is None:
             raise RuntimeError("the proxy is not started")
         return self._session
+
+
+def _freeze_start_up_heap() -> None:
+    """Move everything alive after start-up into the collector's permanent generation.
+
+    Why: every request allocates container objects, so young-generation collections run all the
+    time and, every so often, a full collection walks the whole heap — modules, gRPC, Kubernetes
+    and Prometheus clients, configuration — although none of it ever becomes garbage. Frozen
+    objects are skipped by the collector (they are still freed normally when their reference
+    count drops to zero). docs/proxy.md has the measured effect.
+    """
+    gc.collect()  # start-up garbage goes first, rather than being frozen forever
+    gc.freeze()
 
 
 def _names_a_model(body: bytes) -> bool:
