@@ -1,8 +1,11 @@
-"""What Sluice's ext_proc adds to a request: Envoy → Sluice → zero-latency model server.
+"""What Sluice's ext_proc adds to a request: Envoy → `sluice serve` → zero-latency engine.
 
-Two Envoys run side by side from the shipped `deploy/envoy/envoy.yaml`: one with the ext_proc
-filter pointing at Sluice, one with the filter removed (Envoy straight to the model server).
-Each of Envoy (--concurrency 1), Sluice and the model server is its own process.
+The real pipeline: `sluice serve --resources DIR --secure-serving=false` (director, flow
+control, scheduler, metrics scraping, the default ext_proc transport) in front of one
+`sluice sim --profile zero-latency` engine. Two Envoys run side by side from the shipped
+`deploy/envoy/envoy.yaml`: one with the ext_proc filter pointing at Sluice, one with the filter
+removed (Envoy straight to the engine). Envoy (--concurrency 1), Sluice and the engine are each
+their own process.
 
 1. Latency: sequential requests (one at a time) through each Envoy, interleaved so both see the
    same machine load; added latency = Sluice percentile − direct percentile.
@@ -10,10 +13,13 @@ Each of Envoy (--concurrency 1), Sluice and the model server is its own process.
    req/s per CPU-second Sluice actually used (read from /proc), which is the "per core" number
    on a shared machine.
 
-The pipeline is the test double from tests/extproc (real request and usage parsing from
-`sluice.requests`, least-in-flight pick) until `sluice.pipeline` ships a concrete pipeline.
+Transport and option comparisons (grpc.aio vs Sluice's HTTP/2 server, uvloop, TLS, body modes)
+are in `benchmarks/extproc_variants.py`.
 
     .venv/bin/python benchmarks/extproc_overhead.py [--mode FULL_DUPLEX_STREAMED|BUFFERED]
+        [--stream]
+
+`SLUICE_BENCH_PROFILE=/tmp/p.prof` runs `sluice serve` under cProfile (written on exit).
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +39,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from tests.extproc.envoy_harness import (  # noqa: E402
     Envoy,
@@ -41,49 +48,36 @@ from tests.extproc.envoy_harness import (  # noqa: E402
     render_config,
 )
 
+from extproc_variants import serve_manifests  # noqa: E402
 from sluice.extproc import BodyMode  # noqa: E402
 
-BODY = {"model": "llama", "messages": [{"role": "user", "content": "Say hello in one word."}]}
+BODY: dict[str, object] = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
+PATH = "/v1/completions"
 
 
 # --- child processes ---------------------------------------------------------------------------
 
 
-async def serve_upstream(port: int) -> None:
-    from tests.extproc.envoy_harness import FakeModelServer
-
-    server = FakeModelServer("engine-0")
-    await server.start(port)
-    await asyncio.Event().wait()
+def spawn_engine(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "sluice.sim.cli", "--count", "1", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--profile", "zero-latency", "--log-level", "warning"]
+    return subprocess.Popen(command, cwd=ROOT)
 
 
-async def serve_sluice(port: int, upstream_port: int) -> None:
-    from tests.extproc.pipeline_double import DoublePipeline
-
-    from sluice.datalayer.endpoint import Endpoint
-    from sluice.extproc import ExtProcServer, ServerOptions
-
-    pipeline = DoublePipeline([Endpoint("engine-0", "127.0.0.1", upstream_port)])
-
-    async def drain_finished() -> None:  # the double queues finished admissions for tests
-        while True:
-            await pipeline.finished.get()
-
-    drainer = asyncio.ensure_future(drain_finished())
-    server = ExtProcServer(pipeline, ServerOptions(grpc_port=port, host="127.0.0.1"))
-    await server.start()
-    stopping = asyncio.Event()  # SIGTERM ends cleanly, so a profile (if any) gets written
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await stopping.wait()
-    await server.stop(None)
-    drainer.cancel()
-
-
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT)
+def spawn_sluice(port: int, engine_port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    manifests = serve_manifests(workdir, engine_port)
+    command = [sys.executable]
+    if os.environ.get("SLUICE_BENCH_PROFILE"):  # where does Sluice's CPU go?
+        command += ["-m", "cProfile", "-o", os.environ["SLUICE_BENCH_PROFILE"]]
+    command += ["-m", "sluice", "serve", "--pool-name=bench", "--pool-namespace=default"]
+    command += [f"--resources={manifests}", f"--grpc-port={port}", "--grpc-host=127.0.0.1"]
+    command += ["--secure-serving=false", "--log-level=warning"]
+    command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
+    return subprocess.Popen(command, cwd=ROOT)
 
 
 def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process: every thread, live or finished."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -106,7 +100,7 @@ async def wait_http(http: aiohttp.ClientSession, url: str, timeout_s: float = 20
 
 async def one(http: aiohttp.ClientSession, url: str) -> float:
     start = time.perf_counter()
-    async with http.post(url, json=BODY) as response:
+    async with http.post(url, json=BODY) as response:  # BODY gets stream=True with --stream
         await response.read()
         assert response.status == 200, response.status
     return time.perf_counter() - start
@@ -157,13 +151,14 @@ async def throughput(
 
 async def main(args: argparse.Namespace) -> None:
     mode = BodyMode[args.mode]
-    upstream_port, sluice_ports, direct_ports = free_port(), GatewayPorts(), GatewayPorts()
-    children = [
-        spawn("--serve-upstream", str(upstream_port)),
-        spawn("--serve-sluice", str(sluice_ports.epp), str(upstream_port)),
-    ]
-    via_config = render_config(sluice_ports, [upstream_port], mode=mode)
-    direct_config = render_config(direct_ports, [upstream_port], mode=mode)
+    if args.stream:
+        BODY["stream"] = True
+    engine_port, sluice_ports, direct_ports = free_port(), GatewayPorts(), GatewayPorts()
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-extproc-bench-"))
+    engine = spawn_engine(engine_port)
+    sluice = spawn_sluice(sluice_ports.epp, engine_port, workdir)
+    via_config = render_config(sluice_ports, [engine_port], mode=mode, tls=False)
+    direct_config = render_config(direct_ports, [engine_port], mode=mode, tls=False)
     hcm = direct_config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     filters = hcm["typed_config"]["http_filters"]
     hcm["typed_config"]["http_filters"] = [f for f in filters if "ext_proc" not in f["name"]]
@@ -171,19 +166,19 @@ async def main(args: argparse.Namespace) -> None:
     try:
         for envoy in envoys:
             await envoy.start()
-        via = f"http://127.0.0.1:{sluice_ports.listener}/v1/chat/completions"
-        direct = f"http://127.0.0.1:{direct_ports.listener}/v1/chat/completions"
+        via = f"http://127.0.0.1:{sluice_ports.listener}{PATH}"
+        direct = f"http://127.0.0.1:{direct_ports.listener}{PATH}"
         async with aiohttp.ClientSession() as http:
-            await wait_http(http, via)
+            await wait_http(http, via, 60)
             await wait_http(http, direct)
             for _ in range(200):  # warm up both paths
                 await one(http, via)
                 await one(http, direct)
             lat = await latency(http, via, direct, args.requests)
-        thr = await throughput(via, args.concurrency, args.seconds, children[1].pid)
+        thr = await throughput(via, args.concurrency, args.seconds, sluice.pid)
         report = {
-            "mode": mode.name,
-            "pipeline": "tests/extproc DoublePipeline (real parse + usage, least-in-flight)",
+            "mode": mode.name + (" (SSE)" if args.stream else ""),
+            "pipeline": "sluice serve (director, flow control, scheduler) on uvloop, plaintext",
             "cpus": os.cpu_count(),
             "loadavg_1m": os.getloadavg()[0],
             **{k: round(v, 3) for k, v in lat.items()},
@@ -194,9 +189,9 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         for envoy in envoys:
             await envoy.stop()
-        for child in children:
+        for child in (sluice, engine):
             child.terminate()
-            child.wait(5)
+            child.wait(10)
 
 
 def cli() -> None:
@@ -204,26 +199,11 @@ def cli() -> None:
     parser.add_argument(
         "--mode", default="FULL_DUPLEX_STREAMED", choices=["FULL_DUPLEX_STREAMED", "BUFFERED"]
     )
+    parser.add_argument("--stream", action="store_true", help="SSE responses (stream: true)")
     parser.add_argument("--requests", type=int, default=2000, help="sequential latency samples")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-sluice", type=int, nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_upstream:
-        asyncio.run(serve_upstream(args.serve_upstream))
-    elif args.serve_sluice:
-        if os.environ.get("SLUICE_BENCH_PROFILE"):  # where does Sluice's CPU go?
-            import cProfile
-
-            cProfile.runctx(
-                "asyncio.run(serve_sluice(*args.serve_sluice))", globals(), locals(),
-                os.environ["SLUICE_BENCH_PROFILE"],
-            )  # fmt: skip
-        else:
-            asyncio.run(serve_sluice(*args.serve_sluice))
-    else:
-        asyncio.run(main(args))
+    asyncio.run(main(parser.parse_args()))
 
 
 if __name__ == "__main__":
