@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Iterator
 
 import pytest
 
@@ -76,18 +75,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def director(clock: Clock) -> Iterator[Director]:
-    config = load_sluice_config(CONFIG)
-    director = Director(
-        scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
-        flow=FlowController(config.flow),
-        registry=EndpointRegistry(),
-        thresholds=config.room,
-        clock=clock,
-        rng=random.Random(1),
-    )
-    director.set_state(pool_state())
-    yield director
+def director(clock: Clock) -> Director:
+    return director_with(CONFIG, clock)
 
 
 def report(director: Director, clock: Clock, *, waiting: int, names: tuple[str, ...] = ()) -> None:

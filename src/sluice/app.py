@@ -310,12 +310,15 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, on_started: Callable[[], None] | None = None) -> None:
+        """Serve until SIGINT/SIGTERM; `on_started` runs once every server listens."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self._stopping.set)
         await self.start()
+        if on_started is not None:
+            on_started()
         try:
             await self._stopping.wait()
         finally:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from e2e.support import free_port, wait_listening, write_pool
 from sluice.app import App
 from sluice.cli.serve_options import parse_serve_options
 
@@ -25,45 +25,6 @@ pytestmark = pytest.mark.slow
 
 SCRAPE_INTERVAL_S = 0.05
 STALENESS_S = 0.2  # the saturation detector's metricsStalenessThreshold (upstream default)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def manifests(directory: Path, ports: list[int]) -> None:
-    targets = "\n".join(f"  - number: {p}" for p in ports)
-    (directory / "pool.yaml").write_text(
-        f"""
-apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: pool, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: sim}}}}
-  targetPorts:
-{targets}
-  endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: engines, namespace: default, labels: {{app: sim}}}}
-status: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: "True"}}]}}
-"""
-    )
-
-
-async def wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 class Cluster:
@@ -83,9 +44,8 @@ class Cluster:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        for port in self.ports:
-            await wait_listening(port)
-        manifests(self.tmp, self.ports)
+        await wait_listening(self.ports)
+        write_pool(self.tmp, self.ports)
         options = parse_serve_options(
             [
                 "--pool-name=pool",

@@ -8,14 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from extproc.envoy_harness import Envoy, GatewayPorts, envoy_binary, free_port, render_config
+from e2e.support import free_port, wait_listening, write_pool
+from extproc.envoy_harness import Envoy, GatewayPorts, envoy_binary, render_config
 from sluice.app import App
 from sluice.cli.serve_options import parse_serve_options
 from sluice.extproc import BodyMode
@@ -31,29 +31,12 @@ flowControl: {maxRequests: 6}
 """
 
 
-def write_manifests(directory: Path, ports: list[int]) -> None:
-    targets = "".join(f"\n  - number: {p}" for p in ports)
-    (directory / "pool.yaml").write_text(
-        f"""
-apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: pool, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: sim}}}}
-  targetPorts:{targets}
-  endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: engines, namespace: default, labels: {{app: sim}}}}
-status: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: "True"}}]}}
----
+OBJECTIVE = """---
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferenceObjective
-metadata: {{name: interactive, namespace: default}}
-spec: {{priority: 10, poolRef: {{name: pool}}}}
+metadata: {name: interactive, namespace: default}
+spec: {priority: 10, poolRef: {name: pool}}
 """
-    )
 
 
 class Stack:
@@ -77,7 +60,7 @@ class Stack:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         await wait_listening(self.engine_ports)
-        write_manifests(self.tmp, self.engine_ports)
+        write_pool(self.tmp, self.engine_ports, OBJECTIVE)
         (self.tmp / "config.yaml").write_text(CONFIG)
         options = parse_serve_options(
             [
@@ -110,20 +93,6 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.gateway.listener}"
-
-
-async def wait_listening(ports: list[int], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    for port in ports:
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no engine on {port}") from None
-                await asyncio.sleep(0.05)
 
 
 @pytest.fixture(params=[BodyMode.FULL_DUPLEX_STREAMED, BodyMode.BUFFERED], ids=lambda m: m.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sluice import logs
@@ -34,17 +34,22 @@ def serve_main(argv: list[str]) -> int:
     return run_serve(options)
 
 
-def run_serve(options: ServeOptions) -> int:
+def run_serve(
+    options: ServeOptions,
+    *,
+    program: str = "sluice serve",
+    on_started: Callable[[], None] | None = None,
+) -> int:
+    """Run the application until a signal; start-up mistakes exit 2 with a clear message."""
     from sluice.app import App, AppError
 
     async def main() -> None:
-        app = App(options)
-        await app.run_forever()
+        await App(options).run_forever(on_started)
 
     try:
         run_async(main())
     except AppError as exc:
-        print(f"sluice serve: {exc}", file=sys.stderr)
+        print(f"{program}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

@@ -8,10 +8,7 @@ manifests of `examples/quickstart/` (shipped inside the package, so it works fro
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +16,7 @@ import time
 from pathlib import Path
 
 from sluice import logs
-from sluice.cli.serve import run_async
+from sluice.cli.serve import run_serve
 from sluice.cli.serve_options import ServeOptions, parse_serve_options
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "quickstart"
@@ -129,36 +126,11 @@ def up_main(argv: list[str]) -> int:
 
 
 def _serve_with_banner(options: ServeOptions, args: argparse.Namespace) -> int:
-    from sluice.app import App, AppError
-
-    async def main() -> None:
-        app = App(options)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await app.start()
-        print(
-            BANNER.format(
-                proxy=args.proxy_port,
-                grpc=args.grpc_port,
-                health=args.grpc_health_port,
-                metrics=args.metrics_port,
-                resources=args.resources,
-            ),
-            flush=True,
-        )
-        try:
-            await stop.wait()
-        finally:
-            await app.stop()
-
-    try:
-        run_async(main())
-    except AppError as exc:
-        print(f"sluice up: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+    banner = BANNER.format(
+        proxy=args.proxy_port,
+        grpc=args.grpc_port,
+        health=args.grpc_health_port,
+        metrics=args.metrics_port,
+        resources=args.resources,
+    )
+    return run_serve(options, program="sluice up", on_started=lambda: print(banner, flush=True))
