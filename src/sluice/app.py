@@ -222,6 +222,7 @@ class App:
                     host=grpc_host,
                     secure_serving=bool(options["secure-serving"]),
                     cert_path=Path(cert) if cert else None,
+                    transport=options["ext-proc-transport"],
                 ),
                 StreamOptions(
                     max_body_bytes=int(options["max-body-bytes"]),

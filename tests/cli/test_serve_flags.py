@@ -133,3 +133,13 @@ def test_each_command_describes_its_flags(command: str, capsys: pytest.CaptureFi
         code = int(exit_.code or 0)
     assert code == 0
     assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_the_ext_proc_transport_can_fall_back_to_grpc_aio() -> None:
+    assert parse_serve_options(["--pool-name=p"])["ext-proc-transport"] == "h2"
+    assert (
+        parse_serve_options(["--pool-name=p", "--ext-proc-transport=grpc"])["ext-proc-transport"]
+        == "grpc"
+    )
+    with pytest.raises(FlagError, match="h2 or grpc"):
+        parse_serve_options(["--pool-name=p", "--ext-proc-transport=http3"])
