@@ -44,12 +44,18 @@ _STREAMED_TEXT = re.compile(
 _CHOICE_TEXT_KEYS = ("content", "text", "reasoning_content")
 
 
-class _Response(msgspec.Struct):
+class _Usage(msgspec.Struct):
     usage: Any = None
+
+
+class _Choices(msgspec.Struct):
     choices: Any = None
 
 
-_RESPONSE_DECODER = msgspec.json.Decoder(_Response)
+# Two decoders, so the usual body (which reports usage) never builds its `choices` — the whole
+# generated text — as Python objects; `choices` is decoded only when there is no usage.
+_USAGE_DECODER = msgspec.json.Decoder(_Usage)
+_CHOICES_DECODER = msgspec.json.Decoder(_Choices)
 
 
 class UsageParser:
@@ -181,12 +187,14 @@ class UsageParser:
 
     def _parse_json_body(self, body: bytes) -> None:
         try:
-            response = _RESPONSE_DECODER.decode(body)
+            self._reported = usage_from_json(_USAGE_DECODER.decode(body).usage)
+            if self._reported is not None:
+                return
+            choices = _CHOICES_DECODER.decode(body).choices
         except (msgspec.DecodeError, UnicodeDecodeError):
             return  # not JSON (an error page?): no usage, and the bytes pass through anyway
-        self._reported = usage_from_json(response.usage)
-        if self._reported is None and isinstance(response.choices, list):
-            for choice in response.choices:
+        if isinstance(choices, list):
+            for choice in choices:
                 self._count_choice_text(choice)
 
     def _count_choice_text(self, choice: Any) -> None:
