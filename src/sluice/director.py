@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sluice.datalayer.capacity import CapacityThresholds, has_room, room_left
@@ -136,12 +136,13 @@ class _Room:
         self.director = director
         self.now = now
         self.bound: dict[int, DispatchedRequest | SluiceError] = {}
+        # Membership cannot change during one dispatch: read the snapshot once.
+        self._states = director.registry.snapshot()
 
-    def candidates(self, subset: frozenset[str] | None) -> list[EndpointState]:
-        states = self.director.registry.snapshot()
+    def candidates(self, subset: frozenset[str] | None) -> Sequence[EndpointState]:
         if subset is None:
-            return list(states)
-        return [s for s in states if _in_subset(s.endpoint, subset)]
+            return self._states
+        return [s for s in self._states if _in_subset(s.endpoint, subset)]
 
     def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
         """The release gate: upstream's saturation rule over the candidates (any one with room
@@ -153,7 +154,7 @@ class _Room:
             for s in self.candidates(candidates)
         )
 
-    def placeable(self, states: list[EndpointState], priority: int) -> list[EndpointState]:
+    def placeable(self, states: Sequence[EndpointState], priority: int) -> Sequence[EndpointState]:
         """Where a released request may be placed. As upstream, the scheduler weighs every
         candidate — sending a request to the engine that holds its prefix can beat an emptier
         one — except endpoints Sluice knows are unusable: stale metrics (down, or refusing

@@ -54,14 +54,24 @@ class PrometheusSchedulerObserver:
         )
         registry.register(_IndexSizeCollector(index_size))
 
+        # `.labels()` hashes and locks on every call; the label sets here are few and fixed, so
+        # each child is resolved once (this runs several times per request).
+        self._success = self._attempts.labels("success")
+        self._failure = self._attempts.labels("failure")
+        self._plugin_children: dict[tuple[str, str, str], Histogram] = {}
+
     def scheduled(self, duration_s: float, success: bool) -> None:
         self._e2e.observe(duration_s)
-        self._attempts.labels("success" if success else "failure").inc()
+        (self._success if success else self._failure).inc()
 
     def plugin_ran(
         self, extension_point: str, plugin_type: str, plugin_name: str, duration_s: float
     ) -> None:
-        self._plugin.labels(extension_point, plugin_type, plugin_name).observe(duration_s)
+        key = (extension_point, plugin_type, plugin_name)
+        child = self._plugin_children.get(key)
+        if child is None:
+            child = self._plugin_children[key] = self._plugin.labels(*key)
+        child.observe(duration_s)
 
     def prefix_matched(self, hit_ratio: float, hit_chars: int) -> None:
         self._hit_ratio.observe(hit_ratio)
