@@ -39,7 +39,7 @@ class OneSlot:
     def __init__(self) -> None:
         self.free = 0
 
-    def has_room(self, candidates: frozenset[str] | None) -> bool:
+    def has_room(self, candidates: frozenset[str] | None, priority: int = 0) -> bool:
         return self.free > 0
 
     def take_room(self, request: InferenceRequest) -> None:
