@@ -8,9 +8,10 @@ a queue (`flowControl.mode: legacy`, upstream's default admission); Sluice's arm
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
+from sluice.bench.prefill import PrefillAwareScheduler
 from sluice.config import load_sluice_config
 from sluice.datalayer.capacity import CapacityThresholds
 from sluice.datalayer.registry import EndpointState
@@ -35,6 +36,8 @@ class Arm:
     flow: FlowControlConfig
     room: CapacityThresholds
     config_yaml: str = ""  # the EndpointPickerConfig it uses, for the report
+    # engine settings the arm needs (e.g. scheduling_policy "priority" for engine priority)
+    engine_overrides: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def queues(self) -> bool:
@@ -174,9 +177,12 @@ _DEFAULT_WEIGHTS = {"prefix": 3.0, "load": 2.0, "queue": 1.0, "kv": 1.0}
 
 def arm_by_name(name: str) -> Arm:
     """A standard arm, or a variant of Sluice's default written
-    `sluice@prefix=3,load=2,queue=1,kv=1,qd=0,inflight=8,unseen=2,kvmax=0.9` (weights of the
-    scorers, then the room rule: queue depth, per-endpoint in-flight limit, unseen dispatches,
-    KV threshold). Unnamed weights keep the default's; `inflight` alone keeps its weights."""
+    `sluice@prefix=3,load=2,queue=1,kv=1,qd=5,inflight=32,reserve=2,eprio=1,pp=1` (weights of
+    the scorers, then the room rule: queue depth, per-endpoint in-flight cap (`none`: no cap),
+    slots of it reserved for the top priority, unseen dispatches, KV threshold; `eprio=1`
+    forwards the band as the engine's priority (engines run the priority policy); `pp=1`
+    places with the bench's pending-prefill rule (`pplow=N`: at most N lower-band prefills
+    pending per endpoint)). Unnamed weights keep the default's."""
     standard = standard_arms()
     if name in standard:
         return standard[name]
@@ -186,6 +192,9 @@ def arm_by_name(name: str) -> Arm:
         raise ValueError(f"unknown arm {name!r}; known: {known}")
     weights = dict(_DEFAULT_WEIGHTS)
     room: dict[str, object] = {}
+    engine_priority = False
+    prefill_rule = False
+    max_lower: int | None = None
     for part in spec.split(","):
         key, _, value = part.partition("=")
         if key in _WEIGHT_KEYS:
@@ -193,13 +202,38 @@ def arm_by_name(name: str) -> Arm:
         elif key == "qd":
             room["queue_depth"] = int(value)
         elif key == "inflight":
-            room["max_in_flight_requests"] = int(value)
+            room["max_in_flight_requests"] = None if value == "none" else int(value)
+        elif key == "reserve":
+            room["reserved_for_highest_priority"] = int(value)
         elif key == "unseen":
             room["max_unseen_requests"] = int(value)
         elif key == "kvmax":
             room["kv_cache_util"] = float(value)
+        elif key == "eprio":
+            engine_priority = value not in ("0", "off", "false")
+        elif key == "pp":
+            prefill_rule = value not in ("0", "off", "false")
+        elif key == "pplow":
+            prefill_rule, max_lower = True, int(value)
         else:
             raise ValueError(f"arm {name!r}: unknown key {key!r}")
     yaml_text = sluice_yaml({_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0})
     arm = sluice_arm(name, f"Sluice variant: {spec}", yaml_text)
-    return replace(arm, room=replace(arm.room, **room))  # type: ignore[arg-type]
+    arm = replace(arm, room=replace(arm.room, **room))  # type: ignore[arg-type]
+    if engine_priority:
+        arm = replace(
+            arm,
+            flow=replace(arm.flow, engine_priority=True),
+            engine_overrides={"scheduling_policy": "priority"},
+        )
+    if prefill_rule:
+        picker = load_sluice_config(yaml_text).picker
+
+        def make(rng: random.Random) -> Scheduler:
+            scheduler = PrefillAwareScheduler.from_config(picker, rng)
+            assert isinstance(scheduler, PrefillAwareScheduler)
+            scheduler.max_lower_prefills = max_lower
+            return scheduler
+
+        arm = replace(arm, make_scheduler=make)
+    return arm

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--readme", type=Path, default=None, help="also regenerate this README's perf table"
     )
+    p.add_argument(
+        "--candidate",
+        default=report.SLUICE,
+        help="the arm the targets are checked for (default: sluice-default)",
+    )
     return p
 
 
@@ -91,6 +96,7 @@ def main(argv: list[str]) -> int:
 
         return main_wall(names, args)
     arms = tuple(args.arms.split()) or None
+    report.SLUICE = args.candidate
     started = time.monotonic()
     scenarios = [SCENARIOS[n] for n in names]
     progress = Progress(sum(task_count(s, arms, args.reps, args.quick) for s in scenarios))

@@ -7,7 +7,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from sluice.bench.report import SLUICE, fmt, fmt_spread, isolation_ratios, targets
+from sluice.bench import report
+from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
 from sluice.bench.suite import ScenarioResult
 
 START = "<!-- perf-table:start -->"
@@ -50,7 +51,7 @@ def perf_rows(results: Sequence[ScenarioResult], command: str) -> list[list[str]
         iso = by_name.get(name)
         if iso is None:
             continue
-        for arm in ("upstream-default", SLUICE):
+        for arm in ("upstream-default", report.SLUICE):
             if arm in iso.arms:
                 ratios = isolation_ratios(iso, arm)
                 rows.append(

@@ -236,7 +236,7 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
         best_other = max((v for a, v in g.items() if a != SLUICE), default=0.0)
         out.append(
             Target(
-                "shared-prefix: Sluice's default has the highest goodput",
+                f"shared-prefix: {SLUICE} has the highest goodput",
                 g[SLUICE] >= best_other,
                 ", ".join(f"{a} {fmt(v)}" for a, v in g.items()),
             )
@@ -246,7 +246,7 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                 ratio = g[SLUICE] / g[peer] if g[peer] else math.inf
                 out.append(
                     Target(
-                        f"shared-prefix: goodput >= {factor:g}x {peer}",
+                        f"shared-prefix: {SLUICE} goodput >= {factor:g}x {peer}",
                         ratio >= factor,
                         f"{fmt(ratio)}x",
                     )
@@ -263,7 +263,7 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
             f"{', '.join(fmt(b) for b in busy)}"
         )
         claim = (
-            f"{name}: {', '.join(iso.scenario.protected)} p99 TTFT within "
+            f"{name}, {SLUICE}: {', '.join(iso.scenario.protected)} p99 TTFT within "
             f"{ISOLATION_LIMIT}x of unloaded at 150% load"
         )
         out.append(Target(claim, worst <= ISOLATION_LIMIT, evidence))
@@ -282,14 +282,14 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
         fs = [fairness(r, tenants) for r in runs]
         out.append(
             Target(
-                "fairness: Jain >= 0.99 between backlogged tenants",
+                f"fairness, {SLUICE}: Jain >= 0.99 between backlogged tenants",
                 min(f.jain for f in fs) >= 0.99,
                 ", ".join(fmt(f.jain, 4) for f in fs),
             )
         )
         out.append(
             Target(
-                "fairness: served-token gap <= 2x the largest request",
+                f"fairness, {SLUICE}: served-token gap <= 2x the largest request",
                 all(
                     math.isfinite(f.jain) and f.max_gap_tokens <= 2 * f.largest_request_tokens
                     for f in fs

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from sluice.bench.arms import Arm
+from sluice.bench.prefill import PrefillAwareScheduler
 from sluice.bench.records import RequestRecord, RunResult, Sample
 from sluice.bench.workloads import Arrival, Workload
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
@@ -54,9 +55,9 @@ class EngineSetup:
     profile: str = "llama-8b-h100"
     overrides: Mapping[str, object] = field(default_factory=dict)
 
-    def build(self) -> dict[str, Engine]:
+    def build(self, extra: Mapping[str, object] | None = None) -> dict[str, Engine]:
         profile = get_profile(self.profile)
-        config = with_engine(profile, **self.overrides)
+        config = with_engine(profile, **{**self.overrides, **(extra or {})})
         return {f"pod-{i}": Engine(config, profile.cost) for i in range(self.count)}
 
 
@@ -111,7 +112,7 @@ class VirtualRun:
         self.load = load
         self.limits = limits or RunLimits()
         self.clock = _Clock()
-        engines = setup.build()
+        engines = setup.build(arm.engine_overrides)
         self.engine_ids = list(engines)
         self.cluster = VirtualCluster(engines)
         rng = random.Random(seed)
@@ -125,6 +126,10 @@ class VirtualRun:
             on_release=self._released,
         )
         self.core.set_state(pool_state(self.engine_ids, workload.objectives))
+        scheduler = self.core.scheduler
+        self.prefill_rule = scheduler if isinstance(scheduler, PrefillAwareScheduler) else None
+        if self.prefill_rule is not None:
+            self.prefill_rule.top_priority = self.core.top_priority
         self.records: dict[str, RequestRecord] = {}
         self.placed: dict[str, DispatchedRequest] = {}
         self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
@@ -181,6 +186,8 @@ class VirtualRun:
     def _engine_event(self, event: object) -> None:
         if isinstance(event, FirstToken):
             self.records[event.request_id].first_token_at = event.time
+            if self.prefill_rule is not None:
+                self.prefill_rule.first_token(self.placed[event.request_id].request)
         elif isinstance(event, Completed):
             record = self.records[event.request_id]
             record.outcome = "completed"

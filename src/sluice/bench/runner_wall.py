@@ -1,28 +1,565 @@
-"""Wall-clock mode (real sockets: Sluice's proxy or Envoy + ext_proc in front of `sluice sim`
-engines, and the PyPI routers as peers) is not built yet; this entry point says so plainly
-instead of pretending. Virtual time covers every scenario meanwhile."""
+"""Wall-clock mode: real sockets. `sluice sim` engine processes (4 engines of the scenario's
+profile, on 127.0.0.10..13), one router in front of them — `sluice serve --proxy-port` with the
+arm's config, or a peer router from PyPI when installed — and an asyncio load generator that
+replays the scenario's workload open-loop (streaming, usage in the last chunk) and records
+client-side TTFT and e2e. Fresh engines and a fresh router for every run.
+
+Router cost, per arm: added latency (median e2e of 40 sequential one-token requests through the
+router minus the same straight to an engine), the router's CPU seconds over the run (process
+and children, from /proc) and requests completed per router CPU-second, and its peak RSS.
+
+Peers: `vllm-router` (round_robin, cache_aware), `sglang-router` (cache_aware), `smg`
+(cache_aware, and cache_aware with `--priority-scheduler-enabled` for the priority
+scenarios; smg classes tenants by its own YAML, which we do not write, so every request is in
+its default class: this measures what the switch alone does).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
+import os
+import re
 import shutil
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sluice.bench.arms import Arm, arm_by_name
+from sluice.bench.metrics import by_key, hit_rate, summarize
+from sluice.bench.records import RequestRecord, RunResult
+from sluice.bench.report import fmt, fmt_spread
+from sluice.bench.scenarios import SCENARIOS, Scenario
+from sluice.bench.workloads import Arrival, Workload
 
 PEERS = ("vllm-router", "sglang-router", "smg")
+ENGINES = 4
+HOST_BASE = "127.0.0.1"
+# peer arm -> (binary, extra arguments)
+PEER_ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vllm-router:round_robin": ("vllm-router", ("--policy", "round_robin")),
+    "vllm-router:cache_aware": ("vllm-router", ("--policy", "cache_aware")),
+    "sglang-router:cache_aware": ("sglang-router", ("--policy", "cache_aware")),
+    "smg:cache_aware": ("smg", ("launch", "--policy", "cache_aware")),
+    "smg:priority": ("smg", ("launch", "--policy", "cache_aware", "--priority-scheduler-enabled")),
+}
+# what each wall scenario runs, and at which load (quick, full)
+WALL_LOADS: dict[str, tuple[float, float]] = {"shared-prefix": (8.0, 12.0), "two-bands": (1.5, 1.5)}
+WALL_DURATION = {True: 10.0, False: 45.0}
 
 
 def installed_peers() -> dict[str, bool]:
-    """Which peer routers are on PATH (wall mode would run them when present)."""
-    return {name: shutil.which(name) is not None for name in PEERS}
+    """Which peer routers are installed (next to this Python, or on PATH)."""
+    return {name: _binary(name) is not None for name in PEERS}
+
+
+def _binary(name: str) -> str | None:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(
+    host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {process.args!r}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- /proc -------------------------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out += _tree(int(child))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        m = re.search(r"VmHWM:\s+(\d+) kB", status)
+        if m:
+            total += int(m.group(1)) / 1024
+    return total
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Engines:
+    processes: list[subprocess.Popen[bytes]]
+    hosts: list[str]
+    port: int
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{h}:{self.port}" for h in self.hosts]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            _stop(process)
+
+
+def start_engines(scenario: Scenario, priority: bool) -> Engines:
+    """One `sluice sim` process per engine, each on its own loopback address and the same port
+    (an InferencePool has one target port)."""
+    port = free_port()
+    hosts = [f"127.0.0.{10 + i}" for i in range(ENGINES)]
+    engines = Engines([], hosts, port)
+    for host in hosts:
+        command = [sys.executable, "-m", "sluice.sim.cli", "--count", "1", "--host", host]
+        command += ["--port", str(port), "--profile", scenario.setup.profile]
+        command += ["--log-level", "warning"]
+        blocks = scenario.setup.overrides.get("num_gpu_blocks")
+        if blocks is not None:
+            command += ["--num-gpu-blocks", str(blocks)]
+        if priority:
+            command += ["--scheduling-policy", "priority"]
+        engines.processes.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    try:
+        for host, process in zip(hosts, engines.processes, strict=True):
+            wait_for_port(host, port, process)
+    except Exception:
+        engines.stop()
+        raise
+    return engines
+
+
+def _manifests(workdir: Path, engines: Engines, objectives: dict[str, int]) -> Path:
+    docs = [
+        f"""apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {{name: bench, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: bench-engine}}}}
+  targetPorts: [{{number: {engines.port}}}]
+  endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
+"""
+    ]
+    for i, host in enumerate(engines.hosts):
+        docs.append(
+            f"""apiVersion: v1
+kind: Pod
+metadata: {{name: engine-{i}, namespace: default, labels: {{app: bench-engine}}}}
+status:
+  podIP: {host}
+  conditions: [{{type: Ready, status: "True"}}]
+"""
+        )
+    for name, priority in objectives.items():
+        docs.append(
+            f"""apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {{name: {name}, namespace: default}}
+spec: {{priority: {priority}, poolRef: {{name: bench}}}}
+"""
+        )
+    path = workdir / "manifests"
+    path.mkdir(exist_ok=True)
+    (path / "pool.yaml").write_text("---\n".join(docs))
+    return path
+
+
+def sluice_config_text(arm: Arm) -> str:
+    """The arm as one Sluice config file (scheduling, saturationDetector, flowControl)."""
+    room = arm.room
+    lines = [
+        "saturationDetector:",
+        f"  queueDepthThreshold: {room.queue_depth}",
+        f"  kvCacheUtilThreshold: {room.kv_cache_util}",
+    ]
+    if room.max_in_flight_requests is not None:
+        lines.append(f"  maxInFlightPerEndpoint: {room.max_in_flight_requests}")
+        if room.reserved_for_highest_priority:
+            lines.append(f"  reservedForHighestPriority: {room.reserved_for_highest_priority}")
+    if arm.flow.engine_priority:
+        lines += ["flowControl:", "  enginePriority: true"]
+    return arm.config_yaml.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+
+
+def start_router(
+    arm_name: str, engines: Engines, objectives: dict[str, int], workdir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The router process and the base URL clients use."""
+    port = free_port()
+    if arm_name in PEER_ARMS:
+        binary, extra = PEER_ARMS[arm_name]
+        path = _binary(binary)
+        if path is None:
+            raise RuntimeError(f"{binary} is not installed")
+        command = [path, *extra[:1]] if extra[:1] == ("launch",) else [path]
+        rest = extra[1:] if extra[:1] == ("launch",) else extra
+        command += ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *engines.urls]
+        command += list(rest)
+    else:
+        arm = arm_by_name(arm_name)
+        config = workdir / f"config-{port}.yaml"
+        config.write_text(sluice_config_text(arm))
+        manifests = _manifests(workdir, engines, objectives)
+        command = [str(Path(sys.executable).parent / "sluice"), "serve", "--pool-name=bench"]
+        command += ["--pool-namespace=default", f"--resources={manifests}"]
+        command += [f"--proxy-port={port}", f"--config-file={config}"]
+        command += ["--disable-extproc", "--secure-serving=false", "--log-level=warning"]
+        command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, process, timeout=60)
+    return process, f"http://127.0.0.1:{port}"
+
+
+# -- the load generator ------------------------------------------------------------------------
+
+
+async def _one(
+    session: object, url: str, arrival: Arrival, record: RequestRecord, t0: float
+) -> None:
+    import aiohttp
+    import orjson
+
+    assert isinstance(session, aiohttp.ClientSession)
+    headers = arrival.headers()
+    try:
+        async with session.post(url + arrival.path, data=arrival.body(), headers=headers) as resp:
+            if resp.status == 429:
+                record.outcome = "rejected"
+                return
+            if resp.status != 200:
+                record.outcome = "error"
+                return
+            usage: dict[str, object] = {}
+            async for line in resp.content:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    break
+                if record.first_token_at is None:
+                    record.first_token_at = time.monotonic() - t0
+                doc = orjson.loads(payload)
+                if doc.get("usage"):
+                    usage = doc["usage"]
+            record.completed_at = time.monotonic() - t0
+            record.outcome = "completed"
+            record.output_tokens = int(str(usage.get("completion_tokens", 0)))
+            record.prompt_tokens = int(str(usage.get("prompt_tokens", record.prompt_tokens)))
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                record.cached_tokens = int(details.get("cached_tokens", 0))
+    except (TimeoutError, aiohttp.ClientError):
+        record.outcome = "error"
+
+
+async def replay(url: str, workload: Workload, drain_s: float) -> list[RequestRecord]:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=workload.duration_s + drain_s)
+    connector = aiohttp.TCPConnector(limit=0)
+    records: list[RequestRecord] = []
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        t0 = time.monotonic()
+        tasks = []
+        for a in workload.arrivals:
+            delay = a.at - (time.monotonic() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            record = RequestRecord(
+                a.request_id, a.tenant, 0, a.at, prompt_tokens=0, max_tokens=a.max_tokens
+            )
+            record.dispatched_at = a.at
+            records.append(record)
+            tasks.append(asyncio.create_task(_one(session, url, a, record, t0)))
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), workload.duration_s + drain_s)
+        except TimeoutError:
+            pass
+    return records
+
+
+async def probe_latency(url: str, n: int = 40) -> float:
+    """Median e2e of sequential one-token requests (seconds)."""
+    import aiohttp
+
+    body = b'{"model":"sim-model","prompt":"Say hello.","max_tokens":1}'
+    times = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(n):
+            started = time.perf_counter()
+            async with session.post(
+                url + "/v1/completions", data=body, headers={"content-type": "application/json"}
+            ) as resp:
+                await resp.read()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[5:])
+
+
+def _prefix_counters(engines: Engines) -> tuple[float, float]:
+    import urllib.request
+
+    hits = queries = 0.0
+    for url in engines.urls:
+        text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        for name, value in re.findall(r"^(vllm:prefix_cache_\w+)(?:\{[^}]*\})? (\S+)$", text, re.M):
+            if name.startswith("vllm:prefix_cache_hits"):
+                hits += float(value)
+            elif name.startswith("vllm:prefix_cache_queries"):
+                queries += float(value)
+    return hits, queries
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WallRun:
+    arm: str
+    result: RunResult
+    baseline: RunResult | None = None
+    router_cpu_s: float = math.nan
+    router_rss_mb: float = math.nan
+    added_latency_ms: float = math.nan
+    error: str = ""
+
+
+def _needs_priority_engines(arm_name: str) -> bool:
+    return arm_name not in PEER_ARMS and arm_by_name(arm_name).flow.engine_priority
+
+
+def run_arm(
+    scenario: Scenario, arm_name: str, workload: Workload, *, seed: int, load: float, drain_s: float
+) -> tuple[RunResult, float, float, float]:
+    """One wall-clock run: fresh engines and router; returns the result and router costs."""
+    engines = start_engines(scenario, _needs_priority_engines(arm_name))
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-wall-"))
+    router: subprocess.Popen[bytes] | None = None
+    try:
+        objectives = dict(workload.objectives)
+        router, url = start_router(arm_name, engines, objectives, workdir)
+        time.sleep(1.0)  # first scrapes / health checks
+        direct = asyncio.run(probe_latency(engines.urls[0]))
+        via = asyncio.run(probe_latency(url))
+        cpu0 = cpu_seconds(router.pid)
+        records = asyncio.run(replay(url, workload, drain_s))
+        cpu = cpu_seconds(router.pid) - cpu0
+        rss = peak_rss_mb(router.pid)
+        priorities = workload.objectives
+        for r in records:
+            arrival_objective = r.tenant if r.tenant in priorities else None
+            r.priority = priorities.get(arrival_objective or "", 0)
+        hits, queries = _prefix_counters(engines)
+        result = RunResult(
+            scenario=scenario.name,
+            arm=arm_name,
+            seed=seed,
+            load=load,
+            records=records,
+            samples=[],
+            prefix_hits=int(hits),
+            prefix_queries=int(queries),
+            duration_s=workload.duration_s,
+            warmup_s=workload.duration_s * scenario.warmup_frac,
+            cpu_s=cpu,
+        )
+        return result, cpu, rss, (via - direct) * 1000
+    finally:
+        if router is not None:
+            _stop(router)
+        engines.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wall_arms(scenario: Scenario, requested: Sequence[str]) -> list[str]:
+    if requested:
+        return list(requested)
+    arms = ["sluice-default"]
+    peers = installed_peers()
+    for arm, (binary, _) in PEER_ARMS.items():
+        if not peers.get(binary):
+            continue
+        if arm == "smg:priority" and not scenario.protected:
+            continue
+        arms.append(arm)
+    return arms
+
+
+@dataclass
+class WallScenario:
+    scenario: Scenario
+    load: float
+    runs: dict[str, WallRun] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def run_wall_scenario(
+    scenario: Scenario, arms: Sequence[str], *, seed: int, quick: bool, log: object = None
+) -> WallScenario:
+    load = WALL_LOADS[scenario.name][0 if quick else 1]
+    out = WallScenario(scenario, load)
+    started = time.monotonic()
+    workload = scenario.build(seed, load, quick)
+    cut = WALL_DURATION[quick]
+    workload = Workload(
+        workload.name,
+        tuple(a for a in workload.arrivals if a.at < cut),
+        workload.objectives,
+        workload.adapters,
+    )
+    drain = 15.0 if quick else 40.0
+    for arm in arms:
+        print(f"wall {scenario.name} {arm} ...", file=sys.stderr, flush=True)
+        try:
+            result, cpu, rss, added = run_arm(
+                scenario, arm, workload, seed=seed, load=load, drain_s=drain
+            )
+            run = WallRun(arm, result, None, cpu, rss, added)
+            if scenario.protected:
+                alone = workload.only(*scenario.protected)
+                run.baseline = run_arm(scenario, arm, alone, seed=seed, load=load, drain_s=drain)[0]
+        except Exception as exc:  # a peer that fails to start is reported, not fatal
+            run = WallRun(arm, RunResult(scenario.name, arm, seed, load, [], []), error=str(exc))
+        out.runs[arm] = run
+    out.wall_s = time.monotonic() - started
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _ratio(run: WallRun, tenants: Sequence[str]) -> float:
+    if run.baseline is None:
+        return math.nan
+    worst = 0.0
+    for t in tenants:
+        a = by_key(run.baseline, "tenant").get(t)
+        b = by_key(run.result, "tenant").get(t)
+        if a is None or b is None:
+            return math.nan
+        worst = max(worst, b.ttft_p99 / a.ttft_p99 if a.ttft_p99 > 0 else math.inf)
+    return worst
+
+
+def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float) -> str:
+    lines = [
+        "# Sluice benchmark results: wall clock",
+        "",
+        "Generated by `sluice bench --mode wall`; do not edit by hand. Reproduce with:",
+        "",
+        f"    {command}",
+        "",
+        f"Wall time: {elapsed_s:.0f} s; machine: {os.cpu_count()} CPUs shared by the engines "
+        "(one `sluice sim` process simulating 4 engines in real time), the router and the "
+        "load generator, so absolute latencies include CPU contention. One repetition.",
+    ]
+    for ws in results:
+        s = ws.scenario
+        lines += ["", f"## {s.name} (wall, load {fmt(ws.load)} {s.load_unit})", ""]
+        header = ["arm", "TTFT p50", "p90", "p99", "req/s", "hit rate"]
+        if s.protected:
+            header += [f"{', '.join(s.protected)} p99 alone", "loaded", "ratio"]
+        header += ["router CPU s", "req per CPU-s", "peak RSS MB", "added latency ms"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for arm, run in ws.runs.items():
+            if run.error:
+                lines.append(f"| {arm} | failed: {run.error[:120]} |")
+                continue
+            sm = summarize(run.result)
+            row = [arm, fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99)]
+            row += [fmt(sm.req_per_s), fmt(hit_rate(run.result))]
+            if s.protected:
+                prot = [r for r in run.result.records if r.tenant in s.protected]
+                alone = summarize(run.baseline).ttft_p99 if run.baseline else math.nan
+                row += [fmt(alone), fmt(summarize(run.result, prot).ttft_p99)]
+                row += [fmt(_ratio(run, s.protected))]
+            done = sum(1 for r in run.result.records if r.outcome == "completed")
+            row += [
+                fmt(run.router_cpu_s),
+                fmt(done / run.router_cpu_s if run.router_cpu_s else math.nan),
+            ]
+            row += [fmt(run.router_rss_mb), fmt_spread([run.added_latency_ms], 2)]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main_wall(names: list[str], args: argparse.Namespace) -> int:
     peers = ", ".join(
         f"{n}: {'installed' if ok else 'absent'}" for n, ok in installed_peers().items()
     )
-    print(
-        "sluice bench --mode wall: not implemented yet (virtual time only for now); "
-        f"peer routers: {peers}",
-        file=sys.stderr,
-    )
-    return 2
+    print(f"sluice bench --mode wall; peer routers: {peers}", file=sys.stderr)
+    started = time.monotonic()
+    chosen = [n for n in names if n in WALL_LOADS]
+    skipped = [n for n in names if n not in WALL_LOADS]
+    if skipped:
+        print(
+            f"wall mode runs {', '.join(WALL_LOADS)}; skipping {', '.join(skipped)}",
+            file=sys.stderr,
+        )
+    requested = tuple(args.arms.split())
+    results = []
+    for name in chosen:
+        scenario = SCENARIOS[name]
+        results.append(
+            run_wall_scenario(
+                scenario, wall_arms(scenario, requested), seed=args.seed, quick=args.quick
+            )
+        )
+    elapsed = time.monotonic() - started
+    text = render_wall(results, "sluice bench " + " ".join(sys.argv[1:]), elapsed)
+    path = args.results or Path("benchmarks/RESULTS-wall.md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"wrote {path} in {elapsed:.0f} s", file=sys.stderr)
+    return 0

@@ -8,6 +8,7 @@ engine's KV cache, as llm-d's 150 groups x 6,000 tokens is on an H100.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -99,60 +100,136 @@ def _lora_mix(seed: int, load: float, quick: bool) -> w.Workload:
     )
 
 
-# Multi-tenant scenarios. Capacity of the default pool (4 x llama-8b-h100) for the batch shape
-# (1,000 in / 200 out) is about 20 req/s; `load` is the batch tenant's share of that.
-BATCH_CAPACITY_QPS = 20.0
-INTERACTIVE = w.TenantSpec("interactive", "interactive", 6.0, 200, 50)
+# Multi-tenant scenarios. Offered load is in units of the pool's capacity, *measured in the
+# same run*: `pool_capacity` offers the scenario's own mix far past what the pool can serve,
+# through a queue that keeps every engine at its full batch (max_num_seqs in flight each, so no
+# engine queue starves decodes of the step budget), and counts the tokens (prompt + output)
+# completed per second once the batches are full. "150%" then means 1.5x that many tokens per
+# second offered. (Offering overload straight to the engines would not measure capacity: an
+# engine whose waiting queue never empties fills every step's token budget with new prefills,
+# and its running requests crawl.)
+
+# Chat-like lengths (ShareGPT-ish: lognormal, prompt median 250, output median 150).
+CHAT_PROMPT, CHAT_OUTPUT, CHAT_SIGMA, CHAT_MAX_PROMPT = 250, 150, 0.9, 2000
+INTERACTIVE_SHARE = 0.3  # two-bands: the interactive class offers 30% of capacity
+LIGHT_SHARE = 0.1  # noisy-neighbour: the light tenant offers 10% of capacity
+
+
+def _chat(name: str, objective: str | None, qps: float) -> w.TenantSpec:
+    return w.TenantSpec(
+        name,
+        objective,
+        qps,
+        CHAT_PROMPT,
+        CHAT_OUTPUT,
+        sigma=CHAT_SIGMA,
+        max_prompt_tokens=CHAT_MAX_PROMPT,
+        max_output_tokens=600,
+    )
+
+
+def _two_band_specs(interactive_tps: float, batch_tps: float) -> tuple[w.TenantSpec, ...]:
+    mean = _chat("x", None, 1.0).mean_tokens()
+    return (
+        _chat("interactive", "interactive", interactive_tps / mean),
+        _chat("batch", "batch", batch_tps / mean),
+    )
+
+
+def _noisy_specs(light_tps: float, heavy_tps: float) -> tuple[w.TenantSpec, ...]:
+    return (
+        _chat("light", None, light_tps / _chat("x", None, 1.0).mean_tokens()),
+        w.TenantSpec("heavy", None, heavy_tps / 4200, 4000, 200),
+    )
+
+
+def _fairness_specs(a_tps: float, b_tps: float) -> tuple[w.TenantSpec, ...]:
+    return (
+        w.TenantSpec("A", None, a_tps / 8100, 8000, 100),
+        w.TenantSpec("B", None, b_tps / 600, 500, 100),
+    )
+
+
+# scenario -> (specs from tokens/s per tenant, objectives, each tenant's share of the mix)
+_MIXES: dict[str, tuple[Callable[[float, float], tuple[w.TenantSpec, ...]], dict[str, int]]] = {
+    "two-bands": (_two_band_specs, {"interactive": 10, "batch": 0}),
+    "sheddable-batch": (_two_band_specs, {"interactive": 10, "batch": -1}),
+    "noisy-neighbour": (_noisy_specs, {}),
+    "fairness": (_fairness_specs, {}),
+}
+PROBE_TPS = 60_000.0  # offered tokens/s while probing: well past the 4-engine pool's capacity
+KV_TOKENS = 27_000 * 16  # llama-8b-h100's KV cache, in tokens
+_PROBE_SPLIT = {"two-bands": 0.3, "sheddable-batch": 0.3, "noisy-neighbour": 0.1, "fairness": 0.5}
+
+
+@functools.lru_cache(maxsize=64)
+def pool_capacity(name: str, seed: int) -> float:
+    """Tokens/s (prompt + output) the default pool completes when saturated by `name`'s mix
+    (the second half of a 40 s probe; the same for quick and full runs)."""
+    from sluice.bench.arms import arm_by_name
+    from sluice.bench.runner_virtual import RunLimits, run_virtual
+
+    make, objectives = _MIXES[name]
+    split = _PROBE_SPLIT[name]
+    duration = 40.0
+    specs = make(split * PROBE_TPS, (1 - split) * PROBE_TPS)
+    workload = w.tenants(
+        f"{name}-probe", seed=seed, duration_s=duration, specs=specs, objectives=objectives
+    )
+    # full batches: max_num_seqs per engine, fewer for long requests (as many as fit in 80% of
+    # the KV cache, and few enough that the first batch's prefills take seconds, not minutes:
+    # 120,000 tokens ~ 24 s of prefill); the overload waits in Sluice's queue
+    largest = max(s.mean_tokens() for s in specs)
+    cap = max(1, min(256, int(0.8 * KV_TOKENS / largest), int(120_000 / largest)))
+    run = run_virtual(
+        workload,
+        arm_by_name(f"sluice@inflight={cap},qd=1000000,kvmax=1.0"),
+        EngineSetup(),
+        seed=seed,
+        limits=RunLimits(drain_s=0.0),
+    )
+    start = duration / 2
+    served = sum(
+        r.served_tokens
+        for r in run.records
+        if r.completed_at is not None and start <= r.completed_at <= duration
+    )
+    return served / (duration - start)
+
+
+def _mix(name: str, seed: int, quick: bool, first_share: float, load: float) -> w.Workload:
+    cap = pool_capacity(name, seed)
+    make, objectives = _MIXES[name]
+    specs = make(first_share * cap, max(0.0, load - first_share) * cap)
+    return w.tenants(
+        name, seed=seed, duration_s=_dur(quick, 60, 20), specs=specs, objectives=objectives
+    )
 
 
 def _two_bands(seed: int, load: float, quick: bool) -> w.Workload:
-    """Interactive (priority 10) at ~30% of capacity plus batch (priority 0) filling the rest to
-    `load` x capacity."""
-    batch_qps = max(0.0, load - 0.3) * BATCH_CAPACITY_QPS
-    specs = (INTERACTIVE, w.TenantSpec("batch", "batch", batch_qps, 1000, 200))
-    return w.tenants(
-        "two-bands",
-        seed=seed,
-        duration_s=_dur(quick, 60, 20),
-        specs=specs,
-        objectives={"interactive": 10, "batch": 0},
-    )
+    """Interactive (priority 10) at 30% of capacity plus batch (priority 0) filling the rest to
+    `load` x capacity; both chat-like."""
+    return _mix("two-bands", seed, quick, INTERACTIVE_SHARE, load)
 
 
 def _sheddable(seed: int, load: float, quick: bool) -> w.Workload:
-    batch_qps = max(0.0, load - 0.3) * BATCH_CAPACITY_QPS
-    specs = (INTERACTIVE, w.TenantSpec("batch", "batch", batch_qps, 1000, 200))
-    return w.tenants(
-        "sheddable-batch",
-        seed=seed,
-        duration_s=_dur(quick, 60, 20),
-        specs=specs,
-        objectives={"interactive": 10, "batch": -1},
-    )
+    return _mix("sheddable-batch", seed, quick, INTERACTIVE_SHARE, load)
 
 
 def _noisy(seed: int, load: float, quick: bool) -> w.Workload:
-    """One band; the heavy tenant sends long prompts at 5x the light one's share."""
-    heavy_qps = max(0.0, load - 0.1) * BATCH_CAPACITY_QPS * 1000 / 4000
-    specs = (
-        w.TenantSpec("light", None, 2.0, 300, 60),
-        w.TenantSpec("heavy", None, heavy_qps, 4000, 200),
-    )
-    return w.tenants(
-        "noisy-neighbour", seed=seed, duration_s=_dur(quick, 60, 20), specs=specs, objectives={}
-    )
+    """One band; a light chat tenant at 10% of capacity, a heavy tenant with 4,000-token
+    prompts filling the rest to `load` x capacity."""
+    return _mix("noisy-neighbour", seed, quick, LIGHT_SHARE, load)
 
 
 def _fairness(seed: int, load: float, quick: bool) -> w.Workload:
-    """VTC's classic: two backlogged tenants in one band, A with 8k-token prompts at 5x its
-    share, B with 500-token prompts."""
-    share = load * BATCH_CAPACITY_QPS * 1200 / 2
-    specs = (
-        w.TenantSpec("A", None, 5 * share / 8200, 8000, 200),
-        w.TenantSpec("B", None, share / 700, 500, 200),
-    )
+    """VTC's classic: two backlogged tenants in one band, A with 8k-token prompts offering 5x
+    its fair share (half the capacity), B with 500-token prompts offering 1.5x its share."""
+    cap = pool_capacity("fairness", seed)
+    make, objectives = _MIXES["fairness"]
+    specs = make(5 * 0.5 * cap * load, 1.5 * 0.5 * cap * load)
     return w.tenants(
-        "fairness", seed=seed, duration_s=_dur(quick, 60, 20), specs=specs, objectives={}
+        "fairness", seed=seed, duration_s=_dur(quick, 60, 20), specs=specs, objectives=objectives
     )
 
 
@@ -215,8 +292,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "two-bands",
-            "interactive (priority 10, 200/50) at 30% of capacity + batch (priority 0, "
-            "1,000/200); total offered load 150%",
+            "both classes chat-like (ShareGPT-ish lognormal lengths: prompt median 250, max "
+            "2,000; output median 150, max 600): interactive (priority 10) offering 30% of the "
+            "pool's capacity + batch (priority 0) filling the offered load to 150%; capacity "
+            "measured in the same run (tokens/s of this mix with the pool saturated)",
             ISOLATION,
             _two_bands,
             loads=(1.5,),
@@ -226,7 +305,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "sheddable-batch",
-            "interactive (priority 10) + sheddable batch (priority -1) at 150% load",
+            "as two-bands, with the batch class sheddable (priority -1)",
             ISOLATION,
             _sheddable,
             loads=(1.5,),
@@ -236,8 +315,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "noisy-neighbour",
-            "one band: light tenant (300/60, 2 req/s) + heavy tenant (4,000/200) pushing the "
-            "pool to 150%",
+            "one band: a light chat tenant (ShareGPT-ish lengths) offering 10% of capacity + a "
+            "heavy tenant (4,000-token prompts, 200 out) filling the offered load to 150% "
+            "(~2.8x its fair share); capacity measured in the same run",
             ISOLATION,
             _noisy,
             loads=(1.5,),
@@ -247,8 +327,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "fairness",
-            "two backlogged tenants in one band: A 8k-token prompts at 5x its share, B "
-            "500-token prompts (VTC); token service over time",
+            "two backlogged tenants in one band (VTC's test): A with 8,000-token prompts "
+            "offering 5x its fair share (half the measured capacity), B with 500-token prompts "
+            "offering 1.5x its share; 100 output tokens each; token service over time",
             FAIRNESS,
             _fairness,
             loads=(1.5,),

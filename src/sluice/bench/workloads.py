@@ -289,8 +289,26 @@ class TenantSpec:
     name: str
     objective: str | None
     qps: float
-    prompt_tokens: int
+    prompt_tokens: int  # fixed, or the median when `sigma` > 0
     output_tokens: int
+    sigma: float = 0.0  # lognormal spread of both lengths (ShareGPT-like: ~0.9 / 0.8)
+    max_prompt_tokens: int = 4000
+    max_output_tokens: int = 1000
+
+    def lengths(self, rng: random.Random) -> tuple[int, int]:
+        if self.sigma <= 0:
+            return self.prompt_tokens, self.output_tokens
+        prompt = lognormal_tokens(rng, self.prompt_tokens, self.sigma, 8, self.max_prompt_tokens)
+        out = lognormal_tokens(rng, self.output_tokens, self.sigma * 0.9, 4, self.max_output_tokens)
+        return prompt, out
+
+    def mean_tokens(self) -> float:
+        """Expected prompt + output tokens per request (for sizing loads)."""
+        if self.sigma <= 0:
+            return float(self.prompt_tokens + self.output_tokens)
+        rng = random.Random(0)
+        draws = [self.lengths(rng) for _ in range(4000)]
+        return sum(p + o for p, o in draws) / len(draws)
 
 
 def tenants(
@@ -301,19 +319,21 @@ def tenants(
     specs: tuple[TenantSpec, ...],
     objectives: Mapping[str, int],
 ) -> Workload:
-    """Independent Poisson streams of fixed-size requests, one per tenant."""
+    """Independent Poisson streams, one per tenant (fixed or lognormal lengths)."""
     arrivals = []
     for k, spec in enumerate(specs):
         rng = random.Random(seed * 1000 + k)
+        lengths = random.Random(seed * 1000 + k + 500)
         for i, t in enumerate(poisson_times(rng, spec.qps, duration_s)):
+            prompt_tokens, output_tokens = spec.lengths(lengths)
             arrivals.append(
                 Arrival(
                     t,
                     f"{spec.name}-{i}",
                     spec.name,
                     spec.objective,
-                    text(f"{name}-{seed}-{spec.name}-{i}", spec.prompt_tokens),
-                    max_tokens=spec.output_tokens,
+                    text(f"{name}-{seed}-{spec.name}-{i}", prompt_tokens),
+                    max_tokens=output_tokens,
                 )
             )
     arrivals.sort(key=lambda a: (a.at, a.request_id))
