@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import signal
 from collections.abc import Awaitable, Callable
@@ -164,6 +165,7 @@ class App:
     # -- state -------------------------------------------------------------------------------
 
     def on_state(self, state: PoolState) -> None:
+        state = self._with_metrics_port(state)
         previous = self.state
         self.state = state
         self.director.set_state(state)
@@ -179,6 +181,15 @@ class App:
                 )
                 or "-",
             )
+
+    def _with_metrics_port(self, state: PoolState) -> PoolState:
+        """Upstream's deprecated --model-server-metrics-port applies only to a pool with one
+        target port; with several, each rank is scraped on its own port (as upstream)."""
+        port = int(self.options["model-server-metrics-port"])
+        if not port or state.pool is None or len(state.pool.spec.target_ports) != 1:
+            return state
+        endpoints = tuple(dataclasses.replace(e, metrics_port=port) for e in state.endpoints)
+        return dataclasses.replace(state, endpoints=endpoints)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""Assembling the application from flags: every start-up mistake names the flag or file and the
+fix; upstream's flags take effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sluice.app import App, AppError
+from sluice.cli.serve_options import parse_serve_options
+from sluice.sources.files import ManifestDirectorySource
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "src" / "sluice" / "quickstart"
+
+
+def app(*flags: str) -> App:
+    standalone = any(f.startswith("--endpoint-selector") for f in flags)
+    pool = [] if standalone else ["--pool-name=quickstart"]
+    return App(parse_serve_options([*pool, *flags]))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--resources=/no/such/dir"], "--resources /no/such/dir: no such file or directory"),
+        (["--config-file=/no/such.yaml"], "--config-file /no/such.yaml: cannot read it"),
+        (["--config-text=plugins: [{type: nope}]"], "unknown plugin type 'nope'"),
+        (
+            [f"--resources={QUICKSTART}", "--endpoint-selector=app"],
+            "--endpoint-selector: 'app' is not key=value",
+        ),
+        (["--total-queued-requests-metric=not a metric"], "metric flags:"),
+    ],
+)
+def test_start_up_mistakes_name_the_flag_and_the_fix(flags: list[str], message: str) -> None:
+    with pytest.raises(AppError, match=message.replace("[", r"\[")):
+        app(*flags)
+
+
+def test_the_deprecated_metrics_port_applies_to_a_single_port_pool(tmp_path: Path) -> None:
+    (tmp_path / "pool.yaml").write_text(
+        (QUICKSTART / "pool.yaml")
+        .read_text()
+        .replace("  - number: 8002\n  - number: 8003\n  - number: 8004\n", "")
+    )
+    assembled = app(f"--resources={tmp_path}", "--model-server-metrics-port=9400")
+    source = ManifestDirectorySource(tmp_path, assembled.key, assembled.on_state)
+    source.refresh()
+    [state] = assembled.registry.snapshot()
+    assert state.endpoint.hostport == "127.0.0.1:8001"
+    assert state.endpoint.metrics_hostport == "127.0.0.1:9400"
+
+
+def test_with_several_target_ports_each_rank_is_scraped_on_its_own_port() -> None:
+    assembled = app(f"--resources={QUICKSTART}", "--model-server-metrics-port=9400")
+    source = ManifestDirectorySource(QUICKSTART, assembled.key, assembled.on_state)
+    source.refresh()
+    ports = sorted(s.endpoint.metrics_hostport for s in assembled.registry.snapshot())
+    assert ports == [f"127.0.0.1:{p}" for p in (8001, 8002, 8003, 8004)]
