@@ -31,6 +31,7 @@ def app(*flags: str) -> App:
             "--endpoint-selector: 'app' is not key=value",
         ),
         (["--total-queued-requests-metric=not a metric"], "metric flags:"),
+        (["--pool-group=inference.networking.x-k8s.io"], "use --pool-group inference.networking"),
     ],
 )
 def test_start_up_mistakes_name_the_flag_and_the_fix(flags: list[str], message: str) -> None:

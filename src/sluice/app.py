@@ -37,7 +37,7 @@ from sluice.pipeline import Limits
 from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.scheduler import Scheduler
-from sluice.sources.state import PoolKey, PoolState, standalone_pool_manifest
+from sluice.sources.state import POOL_GROUP, PoolKey, PoolState, standalone_pool_manifest
 
 log = get_logger("app")
 
@@ -91,6 +91,11 @@ class App:
             raise AppError(
                 f"--resources {resources}: no such file or directory; pass a manifest file "
                 "or a directory of manifests"
+            )
+        if self.key.group != POOL_GROUP:
+            raise AppError(
+                f"--pool-group {self.key.group}: Sluice reads InferencePool {POOL_GROUP}/v1 "
+                f"only (the legacy v1alpha2 pool is not supported); use --pool-group {POOL_GROUP}"
             )
         self.static_pool = self._standalone_pool()
         self.config = load_config_from_options(options)
