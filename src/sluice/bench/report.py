@@ -287,6 +287,20 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                 ", ".join(fmt(f.jain, 4) for f in fs),
             )
         )
+
+        def within(f_run: RunResult) -> float:
+            final = f_run.samples[-1].served_by_tenant if f_run.samples else {}
+            served = [final.get(t, 0) for t in tenants]
+            return (max(served) - min(served)) / max(served) if max(served) else math.nan
+
+        gaps = [within(r) for r in runs]
+        out.append(
+            Target(
+                f"fairness, {SLUICE}: token service within 10% between the tenants",
+                all(g <= 0.1 for g in gaps),
+                ", ".join(f"{fmt(100 * g)}%" for g in gaps),
+            )
+        )
         out.append(
             Target(
                 f"fairness, {SLUICE}: served-token gap <= 2x the largest request",

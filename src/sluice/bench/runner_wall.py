@@ -557,7 +557,7 @@ def main_wall(names: list[str], args: argparse.Namespace) -> int:
         )
     elapsed = time.monotonic() - started
     text = render_wall(results, "sluice bench " + " ".join(sys.argv[1:]), elapsed)
-    path = args.results or Path("benchmarks/RESULTS-wall.md")
+    path = args.results or args.out / "REPORT-wall.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     print(text)
