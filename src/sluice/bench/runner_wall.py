@@ -11,7 +11,8 @@ and children, from /proc) and requests completed per router CPU-second, and its 
 Peers: `vllm-router` (round_robin, cache_aware), `sglang-router` (cache_aware), `smg`
 (cache_aware, and cache_aware with `--priority-scheduler-enabled` for the priority
 scenarios; smg classes tenants by its own YAML, which we do not write, so every request is in
-its default class: this measures what the switch alone does).
+its default class: this measures what the switch alone does; smg 1.13.0's `launch` rejects the
+flag, so that arm reports the failure).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ HOST_BASE = "127.0.0.1"
 PEER_ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "vllm-router:round_robin": ("vllm-router", ("--policy", "round_robin")),
     "vllm-router:cache_aware": ("vllm-router", ("--policy", "cache_aware")),
-    "sglang-router:cache_aware": ("sglang-router", ("--policy", "cache_aware")),
+    "sglang-router:cache_aware": ("sglang-router", ("launch", "--policy", "cache_aware")),
     "smg:cache_aware": ("smg", ("launch", "--policy", "cache_aware")),
     "smg:priority": ("smg", ("launch", "--policy", "cache_aware", "--priority-scheduler-enabled")),
 }
