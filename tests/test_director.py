@@ -304,9 +304,13 @@ def director_with(config_text: str, clock: Clock) -> Director:
     return director
 
 
-async def test_reserved_slots_are_kept_for_the_pools_highest_priority(clock: Clock) -> None:
+async def test_lower_bands_get_a_tighter_cap_so_the_top_priority_finds_room(
+    clock: Clock,
+) -> None:
     director = director_with(
-        CONFIG + "saturationDetector: {maxInFlightPerEndpoint: 2, reservedForHighestPriority: 1}\n",
+        CONFIG + "saturationDetector:\n"
+        "  maxInFlightPerEndpoint: 2\n"
+        "  maxInFlightPerEndpointBelowTopPriority: 1\n",
         clock,
     )
     report(director, clock, waiting=0)
@@ -314,12 +318,12 @@ async def test_reserved_slots_are_kept_for_the_pools_highest_priority(clock: Clo
     standard = [await director.admit(chat(director)) for _ in range(2)]  # one per endpoint
     queued = asyncio.create_task(director.admit(chat(director)))
     await asyncio.sleep(0.01)
-    assert not queued.done(), "standard traffic may not take the reserved slots"
+    assert not queued.done(), "standard traffic is held to one request per endpoint"
     interactive = await asyncio.wait_for(director.admit(chat(director, "interactive")), 0.5)
     assert interactive.endpoint in {s.endpoint for s in standard}
     interactive.finish(Outcome.COMPLETED)
     await asyncio.sleep(0.01)
-    assert not queued.done(), "the freed slot is a reserved one"
+    assert not queued.done(), "the freed slot is above the lower bands' cap"
     standard[0].finish(Outcome.COMPLETED)
     admitted = await asyncio.wait_for(queued, 0.5)
     for each in (admitted, standard[1]):
@@ -375,3 +379,50 @@ async def test_an_endpoint_that_refused_a_connection_gets_no_new_requests(
         again = await director.admit(chat(director))
         assert again.endpoint == fallback
         again.finish(Outcome.COMPLETED)
+
+
+async def test_a_prefill_is_pending_until_the_first_response_byte(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=0)
+    request = chat(director)
+    admitted = await director.admit(request)
+    state = director.registry.get(admitted.endpoint.name)
+    assert state is not None
+    assert state.pending_prefills == 1
+    assert state.pending_prefill_tokens == request.prompt_tokens
+    admitted.observe_response_chunk(b'data: {"choices": []}\n\n', streaming=True)
+    assert (state.pending_prefills, state.pending_prefill_tokens) == (0, 0)
+    admitted.finish(Outcome.COMPLETED)
+    assert state.in_flight_requests == 0
+
+
+async def test_an_endpoint_busy_prefilling_its_budget_takes_no_more(clock: Clock) -> None:
+    director = director_with(
+        CONFIG + "saturationDetector: {maxPendingPrefillTokensPerEndpoint: 1}\n", clock
+    )
+    report(director, clock, waiting=0)
+    first = await director.admit(chat(director))
+    second = await director.admit(chat(director))
+    assert first.endpoint != second.endpoint, "the first endpoint is still prefilling"
+    third = asyncio.create_task(director.admit(chat(director)))
+    await asyncio.sleep(0.01)
+    assert not third.done(), "both endpoints are prefilling: the request waits in Sluice"
+    first.first_byte()
+    director.pump()
+    placed = await asyncio.wait_for(third, 0.5)
+    assert placed.endpoint == first.endpoint
+    for each in (first, second, placed):
+        each.finish(Outcome.COMPLETED)
+
+
+async def test_top_priority_avoids_an_endpoint_prefilling_lower_band_work(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=0)
+    standard = await director.admit(chat(director))  # priority 0, below the pool's top (10)
+    for _ in range(3):
+        interactive = await director.admit(chat(director, "interactive"))
+        assert interactive.endpoint != standard.endpoint
+        interactive.finish(Outcome.COMPLETED)
+    standard.finish(Outcome.COMPLETED)

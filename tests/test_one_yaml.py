@@ -22,16 +22,23 @@ def test_a_config_with_only_flow_control_keeps_the_default_scheduling() -> None:
 
 def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
     config = load_sluice_config(
-        "saturationDetector:\n  maxInFlightPerEndpoint: 16\n  reservedForHighestPriority: 2\n"
+        "saturationDetector:\n  maxInFlightPerEndpoint: 16\n"
+        "  maxInFlightPerEndpointBelowTopPriority: 12\n"
+        "  maxPendingPrefillTokensPerEndpoint: 4096\n"
     )
     assert config.room.max_in_flight_requests == 16
-    assert config.room.reserved_for_highest_priority == 2
+    assert config.room.lower_priority_max_in_flight == 12
+    assert config.room.max_pending_prefill_tokens == 4096
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("saturationDetector:\n  reservedForHighestPriority: 2\n", "config.yaml:2:"),
+        (
+            "saturationDetector:\n  maxInFlightPerEndpoint: 8\n"
+            "  maxInFlightPerEndpointBelowTopPriority: 9\n",
+            "config.yaml:3: saturationDetector.maxInFlightPerEndpointBelowTopPriority",
+        ),
         ("saturationDetector:\n  maxInFlightPerEndpoint: 0\n", "expected an integer >= 1"),
         ("flowControl:\n  maxRequest: 10\n", "config.yaml:2: flowControl"),
         ("flowControl:\n  priorityBands:\n  - {priority: 1, maxBytez: 3}\n", "config.yaml:3:"),

@@ -54,7 +54,8 @@ def load_sluice_config(text: str | None = None, source: str = "<config>") -> Slu
         kv_cache_util=detector.kv_cache_util_threshold,
         metrics_staleness_s=detector.metrics_staleness_threshold_s,
         max_in_flight_requests=detector.max_in_flight_per_endpoint,
-        reserved_for_highest_priority=detector.reserved_for_highest_priority,
+        lower_priority_max_in_flight=detector.max_in_flight_per_endpoint_below_top_priority,
+        max_pending_prefill_tokens=detector.max_pending_prefill_tokens_per_endpoint,
     )
     return SluiceConfig(picker=picker, flow=flow, room=room, source=source)
 

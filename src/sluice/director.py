@@ -103,7 +103,12 @@ class DispatchedRequest:
         if failed is not None and failed.scraped:
             failed.metrics = replace(failed.metrics, updated_at=float("-inf"))
         director.registry.complete(self._dispatch)
-        self._dispatch = director.registry.dispatch(endpoint.name, self._dispatch.tokens)
+        self._dispatch = director.registry.dispatch(
+            endpoint.name,
+            self._dispatch.tokens,
+            prefill_tokens=self.request.prompt_tokens,
+            lower_band=self.request.priority < director.top_priority,
+        )
         self._endpoints = (endpoint, *(e for e in self._endpoints if e != endpoint))
         director.scheduler.on_dispatch(self.request, endpoint)
 
@@ -112,8 +117,16 @@ class DispatchedRequest:
             self._parser = UsageParser(
                 streaming=streaming, prompt_tokens_estimate=self.request.prompt_tokens
             )
-            self._first_byte_at = self._director.clock()
+            self.first_byte()
         self._parser.feed(chunk)
+
+    def first_byte(self) -> None:
+        """The response started, so the engine finished this request's prefill: the room and
+        placement rules stop counting it. Front ends get this from the first chunk; the
+        virtual-time runner calls it at the simulated first token."""
+        if self._first_byte_at is None:
+            self._first_byte_at = self._director.clock()
+            self._director.registry.first_byte(self._dispatch)
 
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         if self.finished:
@@ -146,11 +159,11 @@ class _Room:
 
     def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
         """The release gate: upstream's saturation rule over the candidates (any one with room
-        lets a request go), with Sluice's reserved slots kept for the pool's top priority."""
+        lets a request go) plus Sluice's caps, the tighter one below the pool's top priority."""
         thresholds = self.director.thresholds
-        keep_reserve = priority < self.director.top_priority
+        lower_band = priority < self.director.top_priority
         return any(
-            has_room(s, self.now, thresholds, keep_reserve=keep_reserve)
+            has_room(s, self.now, thresholds, lower_band=lower_band)
             for s in self.candidates(candidates)
         )
 
@@ -161,14 +174,14 @@ class _Room:
         connections) and those at Sluice's own in-flight cap."""
         director = self.director
         thresholds = director.thresholds
-        keep_reserve = priority < director.top_priority
+        lower_band = priority < director.top_priority
         usable = [
             s
             for s in states
             if s.is_fresh(self.now, thresholds.metrics_staleness_s)
-            and _under_cap(room_left(s, thresholds, reserved=keep_reserve))
+            and _under_cap(room_left(s, thresholds, lower_band=lower_band))
         ]
-        return usable or states
+        return steer_prefills(usable or states, lower_band=lower_band)
 
     def take_room(self, request: InferenceRequest) -> None:
         director = self.director
@@ -187,11 +200,34 @@ class _Room:
         tokens = request.prompt_tokens + (
             request.max_tokens or director.settings.default_output_tokens
         )
-        dispatch = director.registry.dispatch(endpoints[0].name, tokens)
+        dispatch = director.registry.dispatch(
+            endpoints[0].name,
+            tokens,
+            prefill_tokens=request.prompt_tokens,
+            lower_band=request.priority < director.top_priority,
+        )
         director.scheduler.on_dispatch(request, endpoints[0])
         self.bound[ticket.seq] = DispatchedRequest(
             director, request, ticket, endpoints, dispatch, self.now
         )
+
+
+def steer_prefills(states: Sequence[EndpointState], *, lower_band: bool) -> Sequence[EndpointState]:
+    """Keep prefills of different bands apart. An engine step costs ~0.2 ms per prefill token
+    (8B on an H100) and every request in the step waits for the whole step, so a top-priority
+    request that lands next to a lower band's long prefill pays for it. Top priority goes where
+    the fewest lower-band prompt tokens still wait for their first byte; a lower band avoids
+    endpoints where a top-priority prefill is pending. It narrows, never empties: the scorers
+    then choose among what is left."""
+    if len(states) < 2:
+        return states
+    if lower_band:
+        calm = [s for s in states if s.pending_prefills == s.pending_lower_prefills]
+        return calm or states
+    least = min(s.pending_lower_prefill_tokens for s in states)
+    if least == max(s.pending_lower_prefill_tokens for s in states):
+        return states
+    return [s for s in states if s.pending_lower_prefill_tokens == least]
 
 
 def _under_cap(left: int | None) -> bool:

@@ -1,12 +1,11 @@
-"""The room knobs, engine priority and the pending-prefill prototype as bench arms; the
-multi-tenant workloads; the wall-clock config text."""
+"""The room knobs and engine priority as bench arms; the multi-tenant workloads; the wall-clock
+config text."""
 
 from __future__ import annotations
 
 import random
 
 from sluice.bench.arms import arm_by_name
-from sluice.bench.prefill import PrefillAwareScheduler
 from sluice.bench.runner_virtual import EngineSetup, RunLimits, run_virtual
 from sluice.bench.runner_wall import sluice_config_text
 from sluice.bench.workloads import TenantSpec, tenants
@@ -26,14 +25,13 @@ def _two_bands(seed: int = 3) -> object:
 
 
 def test_room_and_engine_priority_keys_build_the_arm() -> None:
-    arm = arm_by_name("sluice@inflight=16,reserve=4,eprio=1,queue=0")
+    arm = arm_by_name("sluice@inflight=16,lowinflight=4,prefill=2048,eprio=1,queue=0")
     assert arm.room.max_in_flight_requests == 16
-    assert arm.room.reserved_for_highest_priority == 4
+    assert arm.room.lower_priority_max_in_flight == 4
+    assert arm.room.max_pending_prefill_tokens == 2048
     assert arm.flow.engine_priority
     assert arm.engine_overrides == {"scheduling_policy": "priority"}
     assert arm_by_name("sluice@inflight=none").room.max_in_flight_requests is None
-    scheduler = arm_by_name("sluice@pplow=1").make_scheduler(random.Random(1))
-    assert isinstance(scheduler, PrefillAwareScheduler) and scheduler.max_lower_prefills == 1
 
 
 def test_lognormal_tenant_lengths_vary_within_bounds() -> None:
@@ -44,8 +42,8 @@ def test_lognormal_tenant_lengths_vary_within_bounds() -> None:
     assert all(8 <= p <= 2000 and 4 <= o <= 1000 for p, o in draws)
 
 
-def test_capped_arms_with_reserve_priority_and_prefill_rule_complete_everything() -> None:
-    for name in ("sluice@inflight=4,reserve=1,eprio=1", "sluice@inflight=8,pp=1"):
+def test_capped_arms_with_lower_caps_priority_and_prefill_budget_complete_everything() -> None:
+    for name in ("sluice@inflight=4,lowinflight=3,eprio=1", "sluice@inflight=8,prefill=512"):
         run = run_virtual(
             _two_bands(),  # type: ignore[arg-type]
             arm_by_name(name),
@@ -58,8 +56,9 @@ def test_capped_arms_with_reserve_priority_and_prefill_rule_complete_everything(
 
 
 def test_wall_config_text_is_a_valid_sluice_config() -> None:
-    arm = arm_by_name("sluice@queue=0,inflight=32,reserve=4,eprio=1")
+    arm = arm_by_name("sluice@queue=0,inflight=32,lowinflight=28,prefill=4096,eprio=1")
     config = load_sluice_config(sluice_config_text(arm))
     assert config.room.max_in_flight_requests == 32
-    assert config.room.reserved_for_highest_priority == 4
+    assert config.room.lower_priority_max_in_flight == 28
+    assert config.room.max_pending_prefill_tokens == 4096
     assert config.flow.engine_priority

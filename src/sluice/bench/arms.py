@@ -11,7 +11,6 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from sluice.bench.prefill import PrefillAwareScheduler
 from sluice.config import load_sluice_config
 from sluice.datalayer.capacity import CapacityThresholds
 from sluice.datalayer.registry import EndpointState
@@ -177,12 +176,12 @@ _DEFAULT_WEIGHTS = {"prefix": 3.0, "load": 2.0, "queue": 1.0, "kv": 1.0}
 
 def arm_by_name(name: str) -> Arm:
     """A standard arm, or a variant of Sluice's default written
-    `sluice@prefix=3,load=2,queue=1,kv=1,qd=5,inflight=32,reserve=2,eprio=1,pp=1` (weights of
-    the scorers, then the room rule: queue depth, per-endpoint in-flight cap (`none`: no cap),
-    slots of it reserved for the top priority, unseen dispatches, KV threshold; `eprio=1`
-    forwards the band as the engine's priority (engines run the priority policy); `pp=1`
-    places with the bench's pending-prefill rule (`pplow=N`: at most N lower-band prefills
-    pending per endpoint)). Unnamed weights keep the default's."""
+    `sluice@prefix=3,load=2,queue=1,kv=1,qd=5,inflight=32,lowinflight=24,prefill=4096,eprio=1`
+    (weights of the scorers, then the room rule: queue depth, per-endpoint in-flight cap
+    (`none`: no cap), the cap for bands below the top priority, pending prefill tokens per
+    endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`); `eprio=1` forwards the band
+    as the engine's priority (engines run the priority policy)). Unnamed weights and knobs keep
+    the default's."""
     standard = standard_arms()
     if name in standard:
         return standard[name]
@@ -193,8 +192,6 @@ def arm_by_name(name: str) -> Arm:
     weights = dict(_DEFAULT_WEIGHTS)
     room: dict[str, object] = {}
     engine_priority = False
-    prefill_rule = False
-    max_lower: int | None = None
     for part in spec.split(","):
         key, _, value = part.partition("=")
         if key in _WEIGHT_KEYS:
@@ -203,18 +200,16 @@ def arm_by_name(name: str) -> Arm:
             room["queue_depth"] = int(value)
         elif key == "inflight":
             room["max_in_flight_requests"] = None if value == "none" else int(value)
-        elif key == "reserve":
-            room["reserved_for_highest_priority"] = int(value)
+        elif key == "lowinflight":
+            room["lower_priority_max_in_flight"] = None if value == "none" else int(value)
+        elif key == "prefill":
+            room["max_pending_prefill_tokens"] = None if value == "none" else int(value)
         elif key == "unseen":
             room["max_unseen_requests"] = int(value)
         elif key == "kvmax":
             room["kv_cache_util"] = float(value)
         elif key == "eprio":
             engine_priority = value not in ("0", "off", "false")
-        elif key == "pp":
-            prefill_rule = value not in ("0", "off", "false")
-        elif key == "pplow":
-            prefill_rule, max_lower = True, int(value)
         else:
             raise ValueError(f"arm {name!r}: unknown key {key!r}")
     yaml_text = sluice_yaml({_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0})
@@ -226,14 +221,4 @@ def arm_by_name(name: str) -> Arm:
             flow=replace(arm.flow, engine_priority=True),
             engine_overrides={"scheduling_policy": "priority"},
         )
-    if prefill_rule:
-        picker = load_sluice_config(yaml_text).picker
-
-        def make(rng: random.Random) -> Scheduler:
-            scheduler = PrefillAwareScheduler.from_config(picker, rng)
-            assert isinstance(scheduler, PrefillAwareScheduler)
-            scheduler.max_lower_prefills = max_lower
-            return scheduler
-
-        arm = replace(arm, make_scheduler=make)
     return arm

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from sluice.bench.arms import Arm
-from sluice.bench.prefill import PrefillAwareScheduler
 from sluice.bench.records import RequestRecord, RunResult, Sample
 from sluice.bench.workloads import Arrival, Workload
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
@@ -126,10 +125,6 @@ class VirtualRun:
             on_release=self._released,
         )
         self.core.set_state(pool_state(self.engine_ids, workload.objectives))
-        scheduler = self.core.scheduler
-        self.prefill_rule = scheduler if isinstance(scheduler, PrefillAwareScheduler) else None
-        if self.prefill_rule is not None:
-            self.prefill_rule.top_priority = self.core.top_priority
         self.records: dict[str, RequestRecord] = {}
         self.placed: dict[str, DispatchedRequest] = {}
         self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
@@ -186,8 +181,9 @@ class VirtualRun:
     def _engine_event(self, event: object) -> None:
         if isinstance(event, FirstToken):
             self.records[event.request_id].first_token_at = event.time
-            if self.prefill_rule is not None:
-                self.prefill_rule.first_token(self.placed[event.request_id].request)
+            placed = self.placed.get(event.request_id)
+            if placed is not None:
+                placed.first_byte()  # the prefill is done: room and placement stop counting it
         elif isinstance(event, Completed):
             record = self.records[event.request_id]
             record.outcome = "completed"

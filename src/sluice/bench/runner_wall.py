@@ -226,8 +226,12 @@ def sluice_config_text(arm: Arm) -> str:
     ]
     if room.max_in_flight_requests is not None:
         lines.append(f"  maxInFlightPerEndpoint: {room.max_in_flight_requests}")
-        if room.reserved_for_highest_priority:
-            lines.append(f"  reservedForHighestPriority: {room.reserved_for_highest_priority}")
+    if room.lower_priority_max_in_flight is not None:
+        lines.append(
+            f"  maxInFlightPerEndpointBelowTopPriority: {room.lower_priority_max_in_flight}"
+        )
+    if room.max_pending_prefill_tokens is not None:
+        lines.append(f"  maxPendingPrefillTokensPerEndpoint: {room.max_pending_prefill_tokens}")
     if arm.flow.engine_priority:
         lines += ["flowControl:", "  enginePriority: true"]
     return arm.config_yaml.rstrip("\n") + "\n" + "\n".join(lines) + "\n"

@@ -23,20 +23,24 @@ class CapacityThresholds:
     max_unseen_requests: int | None = None
     # Sluice: at most this many requests in flight from Sluice in total (None = no limit).
     max_in_flight_requests: int | None = None
-    # Sluice: of `max_in_flight_requests`, this many are kept for the pool's highest priority,
-    # so a high-priority arrival finds a free slot instead of waiting for one to drain.
-    reserved_for_highest_priority: int = 0
+    # Sluice: a tighter cap for requests below the pool's highest priority, so the engines keep
+    # headroom a high-priority arrival can use at once instead of waiting for a slot to drain.
+    lower_priority_max_in_flight: int | None = None
+    # Sluice: no new request while this many prompt tokens dispatched to the endpoint still wait
+    # for their first byte — prefill is what a new arrival's first token waits behind.
+    max_pending_prefill_tokens: int | None = None
 
 
 def room_left(
-    state: EndpointState, thresholds: CapacityThresholds, *, reserved: bool = False
+    state: EndpointState, thresholds: CapacityThresholds, *, lower_band: bool = False
 ) -> int | None:
-    """Requests the endpoint may still take under Sluice's in-flight cap (None: no cap)."""
+    """Requests the endpoint may still take under Sluice's in-flight caps (None: no cap)."""
     limit = thresholds.max_in_flight_requests
+    if lower_band and thresholds.lower_priority_max_in_flight is not None:
+        lower = thresholds.lower_priority_max_in_flight
+        limit = lower if limit is None else min(limit, lower)
     if limit is None:
         return None
-    if reserved:
-        limit -= thresholds.reserved_for_highest_priority
     return limit - state.in_flight_requests
 
 
@@ -48,10 +52,10 @@ def has_room(
     now: float,
     thresholds: CapacityThresholds = DEFAULT_THRESHOLDS,
     *,
-    keep_reserve: bool = False,
+    lower_band: bool = False,
 ) -> bool:
-    """Upstream's utilization rule plus Sluice's caps; `keep_reserve` for requests below the
-    pool's highest priority, which may not take the reserved slots."""
+    """Upstream's utilization rule plus Sluice's caps; `lower_band` for requests below the
+    pool's highest priority, which get the tighter cap."""
     metrics = state.metrics
     if now - metrics.updated_at > thresholds.metrics_staleness_s:  # also: never scraped
         return False
@@ -62,7 +66,10 @@ def has_room(
     limit = thresholds.max_unseen_requests
     if limit is not None and state.unseen_requests >= limit:
         return False
-    left = room_left(state, thresholds, reserved=keep_reserve)
+    budget = thresholds.max_pending_prefill_tokens
+    if budget is not None and state.pending_prefill_tokens >= budget:
+        return False
+    left = room_left(state, thresholds, lower_band=lower_band)
     return left is None or left > 0
 
 

@@ -36,8 +36,17 @@ class EndpointState:
     unseen_requests: int = 0
     unseen_tokens: int = 0
     dispatched_total: int = 0
+    # Dispatches whose first response byte has not arrived: the engine is (or will be) running
+    # their prefill, the step cost every other request on that engine shares. "Lower" counts
+    # those below the pool's top priority.
+    pending_prefills: int = 0
+    pending_prefill_tokens: int = 0
+    pending_lower_prefills: int = 0
+    pending_lower_prefill_tokens: int = 0
     # dispatch sequence number -> estimated tokens, for dispatches the engine has not reported yet
     _unseen: dict[int, int] = field(default_factory=dict, repr=False)
+    # dispatch sequence number -> (prompt tokens, lower band), while its prefill is pending
+    _prefilling: dict[int, tuple[int, bool]] = field(default_factory=dict, repr=False)
     _scrape_marks: dict[int, int] = field(default_factory=dict, repr=False)
     _next_scrape_id: int = 0
 
@@ -182,8 +191,11 @@ class EndpointRegistry:
 
     # -- accounting (called by the pipeline) ------------------------------------------------------
 
-    def dispatch(self, name: str, tokens: int) -> DispatchTicket:
-        """Count a request sent to `name` with an estimated `tokens` (prompt + expected output)."""
+    def dispatch(
+        self, name: str, tokens: int, *, prefill_tokens: int = 0, lower_band: bool = False
+    ) -> DispatchTicket:
+        """Count a request sent to `name` with an estimated `tokens` (prompt + expected output);
+        its `prefill_tokens` stay pending until `first_byte` (or `complete`)."""
         state = self._states.get(name)
         if state is None:
             return DispatchTicket(name, tokens, -1)
@@ -194,13 +206,35 @@ class EndpointRegistry:
         state.unseen_requests += 1
         state.unseen_tokens += tokens
         state._unseen[sequence] = tokens
+        state._prefilling[sequence] = (prefill_tokens, lower_band)
+        state.pending_prefills += 1
+        state.pending_prefill_tokens += prefill_tokens
+        if lower_band:
+            state.pending_lower_prefills += 1
+            state.pending_lower_prefill_tokens += prefill_tokens
         return DispatchTicket(name, tokens, sequence)
+
+    def first_byte(self, ticket: DispatchTicket) -> None:
+        """The response started: the request's prefill is done. Idempotent."""
+        state = self._states.get(ticket.endpoint_name)
+        if state is None:
+            return
+        pending = state._prefilling.pop(ticket.sequence, None)
+        if pending is None:
+            return
+        tokens, lower_band = pending
+        state.pending_prefills -= 1
+        state.pending_prefill_tokens -= tokens
+        if lower_band:
+            state.pending_lower_prefills -= 1
+            state.pending_lower_prefill_tokens -= tokens
 
     def complete(self, ticket: DispatchTicket) -> None:
         """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once."""
         state = self._states.get(ticket.endpoint_name)
         if state is None or ticket.sequence < 0:
             return
+        self.first_byte(ticket)
         state.in_flight_requests = max(0, state.in_flight_requests - 1)
         state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
         tokens = state._unseen.pop(ticket.sequence, None)

@@ -62,10 +62,12 @@ class SaturationDetectorConfig:
     queue_depth_threshold: int = 5
     kv_cache_util_threshold: float = 0.8
     metrics_staleness_threshold_s: float = 0.2
-    # Sluice's own room rule (see docs/flowcontrol.md): a cap on requests Sluice has in flight
-    # per endpoint, and how many of those slots only the pool's highest priority may take.
+    # Sluice's own room rule (see docs/flowcontrol.md): caps on requests Sluice has in flight
+    # per endpoint (all bands, and bands below the pool's top priority) and on prompt tokens
+    # still waiting for their first byte.
     max_in_flight_per_endpoint: int | None = None
-    reserved_for_highest_priority: int = 0
+    max_in_flight_per_endpoint_below_top_priority: int | None = None
+    max_pending_prefill_tokens_per_endpoint: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +316,8 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
             "kvCacheUtilThreshold",
             "metricsStalenessThreshold",
             "maxInFlightPerEndpoint",
-            "reservedForHighestPriority",
+            "maxInFlightPerEndpointBelowTopPriority",
+            "maxPendingPrefillTokensPerEndpoint",
         ),
     )
     default = SaturationDetectorConfig()
@@ -348,15 +351,15 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
             raise doc.error(node, f"{where}.metricsStalenessThreshold", str(exc)) from None
         stale = seconds if seconds > 0 else stale
     cap = _count(doc, fields, where, "maxInFlightPerEndpoint", minimum=1)
-    reserved = _count(doc, fields, where, "reservedForHighestPriority", minimum=0) or 0
-    if reserved and (cap is None or reserved >= cap):
-        node = fields["reservedForHighestPriority"][1]
+    lower_cap = _count(doc, fields, where, "maxInFlightPerEndpointBelowTopPriority", minimum=1)
+    if cap is not None and lower_cap is not None and lower_cap > cap:
         raise doc.error(
-            node,
-            f"{where}.reservedForHighestPriority",
-            "must be less than maxInFlightPerEndpoint (set that too): the reserve is a part of it",
+            fields["maxInFlightPerEndpointBelowTopPriority"][1],
+            f"{where}.maxInFlightPerEndpointBelowTopPriority",
+            f"must be at most maxInFlightPerEndpoint ({cap}): lower bands never get more room",
         )
-    return SaturationDetectorConfig(queue, kv, stale, cap, reserved)
+    prefill = _count(doc, fields, where, "maxPendingPrefillTokensPerEndpoint", minimum=1)
+    return SaturationDetectorConfig(queue, kv, stale, cap, lower_cap, prefill)
 
 
 def _count(
