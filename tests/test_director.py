@@ -426,3 +426,19 @@ async def test_top_priority_avoids_an_endpoint_prefilling_lower_band_work(
         assert interactive.endpoint != standard.endpoint
         interactive.finish(Outcome.COMPLETED)
     standard.finish(Outcome.COMPLETED)
+
+
+async def test_pending_prefill_counts_only_what_the_prefix_cache_will_not_serve(
+    director: Director, clock: Clock
+) -> None:
+    report(director, clock, waiting=0)
+    body = json.dumps({"model": "m", "max_tokens": 4, "prompt": "a shared preamble. " * 200})
+    first = await director.admit(director.parse({}, body.encode(), path="/v1/completions"))
+    first.observe_response_chunk(b"{}", streaming=False)
+    first.finish(Outcome.COMPLETED)
+    again = await director.admit(director.parse({}, body.encode(), path="/v1/completions"))
+    assert again.endpoint == first.endpoint
+    state = director.registry.get(again.endpoint.name)
+    assert state is not None
+    assert 0 <= state.pending_prefill_tokens < again.request.prompt_tokens // 4
+    again.finish(Outcome.COMPLETED)

@@ -200,10 +200,11 @@ class _Room:
         tokens = request.prompt_tokens + (
             request.max_tokens or director.settings.default_output_tokens
         )
+        cached = director.scheduler.cached_fraction(request, endpoints[0])
         dispatch = director.registry.dispatch(
             endpoints[0].name,
             tokens,
-            prefill_tokens=request.prompt_tokens,
+            prefill_tokens=round(request.prompt_tokens * (1.0 - cached)),
             lower_band=request.priority < director.top_priority,
         )
         director.scheduler.on_dispatch(request, endpoints[0])

@@ -170,6 +170,7 @@ _WEIGHT_KEYS = {
     "queue": "queue-scorer",
     "kv": "kv-cache-utilization-scorer",
     "running": "running-requests-size-scorer",
+    "lora": "lora-affinity-scorer",
 }
 _DEFAULT_WEIGHTS = {"prefix": 3.0, "load": 2.0, "queue": 1.0, "kv": 1.0}
 

@@ -45,6 +45,9 @@ class PrefixCacheScorer(Scorer):
         self.index = PrefixIndex()
         self.on_match: MatchObserver | None = None
         self._pending: dict[str, tuple[list[int], int]] = {}  # request id -> (hashes, capacity)
+        # request id -> (matched blocks by endpoint name, 1 / blocks): the expected cache hit,
+        # read by the pipeline to estimate how much prefill a placement will really cost.
+        self._matches: dict[str, tuple[dict[str, int], float]] = {}
 
     @classmethod
     def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
@@ -89,7 +92,12 @@ class PrefixCacheScorer(Scorer):
         inv_total = 1.0 / len(hashes)
         names = self.index.names
         # Only endpoints that matched need a lookup; everything else scores 0.
-        by_name = {names[slot]: blocks for slot, blocks in matched.items()}
+        by_name = {
+            name: blocks for slot, blocks in matched.items() if (name := names[slot]) is not None
+        }
+        self._matches[request.request_id] = (by_name, inv_total)
+        if len(self._matches) > _PENDING_MAX:
+            del self._matches[next(iter(self._matches))]
         scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
         if self.on_match is not None:
             best = max(by_name.values(), default=0)
@@ -102,9 +110,19 @@ class PrefixCacheScorer(Scorer):
         if len(pending) > _PENDING_MAX:
             del pending[next(iter(pending))]
 
+    def cached_fraction(self, request: InferenceRequest, endpoint: Endpoint) -> float:
+        """The share of the prompt the last scoring of `request` expects `endpoint` to have
+        cached (0 when nothing matched)."""
+        entry = self._matches.get(request.request_id)
+        if entry is None:
+            return 0.0
+        by_name, inv_total = entry
+        return by_name.get(endpoint.name, 0) * inv_total
+
     def on_dispatch(
         self, cycle: CycleState | None, request: InferenceRequest, target: Endpoint
     ) -> None:
+        self._matches.pop(request.request_id, None)
         entry = self._pending.pop(request.request_id, None)
         if entry is None:  # dispatched without a cycle we saw: hash now
             entry = (block_hashes(request, self.block_size, self.max_blocks), self.lru_capacity)

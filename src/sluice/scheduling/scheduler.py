@@ -203,5 +203,12 @@ class Scheduler:
         for scorer in self._prefix_scorers:
             scorer.prune(live_endpoints)
 
+    def cached_fraction(self, request: InferenceRequest, endpoint: Endpoint) -> float:
+        """How much of the prompt the prefix index expects `endpoint` to serve from cache (read
+        between `schedule` and `on_dispatch`); 0 without a prefix scorer."""
+        return max(
+            (s.cached_fraction(request, endpoint) for s in self._prefix_scorers), default=0.0
+        )
+
     def prefix_index_size(self) -> int:
         return sum(len(s.index) for s in self._prefix_scorers)
