@@ -171,6 +171,7 @@ _WEIGHT_KEYS = {
     "kv": "kv-cache-utilization-scorer",
     "running": "running-requests-size-scorer",
     "lora": "lora-affinity-scorer",
+    "prefillcost": "prefill-cost-scorer",
 }
 _DEFAULT_WEIGHTS = {"prefix": 3.0, "load": 2.0, "queue": 1.0, "kv": 1.0}
 

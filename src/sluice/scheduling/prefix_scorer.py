@@ -20,6 +20,8 @@ from sluice.scheduling.registry import PluginContext, register
 
 CHARS_PER_TOKEN = 4
 _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
+# CycleState key: (matched blocks by endpoint name, 1 / blocks) for scorers that run after this.
+PREFIX_MATCH = "prefix-cache-scorer/match"
 
 MatchObserver = Callable[[float, int], None]  # (hit ratio of the best endpoint, hit chars)
 
@@ -95,7 +97,7 @@ class PrefixCacheScorer(Scorer):
         by_name = {
             name: blocks for slot, blocks in matched.items() if (name := names[slot]) is not None
         }
-        self._matches[request.request_id] = (by_name, inv_total)
+        self._matches[request.request_id] = cycle.data[PREFIX_MATCH] = (by_name, inv_total)
         if len(self._matches) > _PENDING_MAX:
             del self._matches[next(iter(self._matches))]
         scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
