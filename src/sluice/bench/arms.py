@@ -17,7 +17,11 @@ from sluice.datalayer.registry import EndpointState
 from sluice.flowcontrol.config import LEGACY, FlowControlConfig
 from sluice.requests.model import InferenceRequest
 from sluice.scheduling.config import load_config
-from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML, UPSTREAM_DEFAULT_CONFIG_YAML
+from sluice.scheduling.defaults import (
+    DEFAULT_CONFIG_YAML,
+    UPSTREAM_DEFAULT_CONFIG_YAML,
+    default_config,
+)
 from sluice.scheduling.framework import (
     NoEndpointsError,
     ProfileResult,
@@ -173,7 +177,23 @@ _WEIGHT_KEYS = {
     "lora": "lora-affinity-scorer",
     "prefillcost": "prefill-cost-scorer",
 }
-_DEFAULT_WEIGHTS = {"prefix": 3.0, "load": 2.0, "queue": 1.0, "kv": 1.0}
+
+
+def _default_weights() -> dict[str, float]:
+    """The weights of Sluice's default profile, by arm key (variants start from these)."""
+    by_type = {ref.plugin_ref: ref.weight for ref in default_config().profiles[0].plugins}
+    types = {spec.name: spec.type for spec in default_config().plugins}
+    weights = {key: 0.0 for key in _WEIGHT_KEYS}
+    for key, plugin_type in _WEIGHT_KEYS.items():
+        for name, weight in by_type.items():
+            if types.get(name) == plugin_type:
+                weights[key] = float(weight)
+    return weights
+
+
+def _cap(value: str) -> int | None:
+    """A cap in an arm name: `none` or 0 turns it off, as 0 does in the YAML."""
+    return None if value == "none" else int(value) or None
 
 
 def arm_by_name(name: str) -> Arm:
@@ -191,7 +211,7 @@ def arm_by_name(name: str) -> Arm:
     if base != "sluice" or not spec:
         known = ", ".join([*standard, "sluice@key=value,..."])
         raise ValueError(f"unknown arm {name!r}; known: {known}")
-    weights = dict(_DEFAULT_WEIGHTS)
+    weights = _default_weights()
     room: dict[str, object] = {}
     engine_priority = False
     for part in spec.split(","):
@@ -201,11 +221,11 @@ def arm_by_name(name: str) -> Arm:
         elif key == "qd":
             room["queue_depth"] = int(value)
         elif key == "inflight":
-            room["max_in_flight_requests"] = None if value == "none" else int(value)
+            room["max_in_flight_requests"] = _cap(value)
         elif key == "lowinflight":
-            room["lower_priority_max_in_flight"] = None if value == "none" else int(value)
+            room["lower_priority_max_in_flight"] = _cap(value)
         elif key == "prefill":
-            room["max_pending_prefill_tokens"] = None if value == "none" else int(value)
+            room["max_pending_prefill_tokens"] = _cap(value)
         elif key == "unseen":
             room["max_unseen_requests"] = int(value)
         elif key == "kvmax":

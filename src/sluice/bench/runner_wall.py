@@ -224,14 +224,12 @@ def sluice_config_text(arm: Arm) -> str:
         f"  queueDepthThreshold: {room.queue_depth}",
         f"  kvCacheUtilThreshold: {room.kv_cache_util}",
     ]
-    if room.max_in_flight_requests is not None:
-        lines.append(f"  maxInFlightPerEndpoint: {room.max_in_flight_requests}")
-    if room.lower_priority_max_in_flight is not None:
-        lines.append(
-            f"  maxInFlightPerEndpointBelowTopPriority: {room.lower_priority_max_in_flight}"
-        )
-    if room.max_pending_prefill_tokens is not None:
-        lines.append(f"  maxPendingPrefillTokensPerEndpoint: {room.max_pending_prefill_tokens}")
+    # Every Sluice cap is written out (0 = off) so the arm's rule, not the config defaults, holds.
+    lines += [
+        f"  maxInFlightPerEndpoint: {room.max_in_flight_requests or 0}",
+        f"  maxInFlightPerEndpointBelowTopPriority: {room.lower_priority_max_in_flight or 0}",
+        f"  maxPendingPrefillTokensPerEndpoint: {room.max_pending_prefill_tokens or 0}",
+    ]
     if arm.flow.engine_priority:
         lines += ["flowControl:", "  enginePriority: true"]
     return arm.config_yaml.rstrip("\n") + "\n" + "\n".join(lines) + "\n"

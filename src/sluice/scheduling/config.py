@@ -62,12 +62,13 @@ class SaturationDetectorConfig:
     queue_depth_threshold: int = 5
     kv_cache_util_threshold: float = 0.8
     metrics_staleness_threshold_s: float = 0.2
-    # Sluice's own room rule (see docs/flowcontrol.md): caps on requests Sluice has in flight
-    # per endpoint (all bands, and bands below the pool's top priority) and on prompt tokens
-    # still waiting for their first byte.
+    # Sluice's own room rule (docs/flowcontrol.md): caps on requests Sluice has in flight per
+    # endpoint (all bands, and bands below the pool's top priority) and on prompt tokens still
+    # waiting for their first byte. The defaults were chosen with `sluice bench` (the README's
+    # performance tables); 0 in the YAML turns a cap off.
     max_in_flight_per_endpoint: int | None = None
-    max_in_flight_per_endpoint_below_top_priority: int | None = None
-    max_pending_prefill_tokens_per_endpoint: int | None = None
+    max_in_flight_per_endpoint_below_top_priority: int | None = 24
+    max_pending_prefill_tokens_per_endpoint: int | None = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,33 +351,51 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
         except ValueError as exc:
             raise doc.error(node, f"{where}.metricsStalenessThreshold", str(exc)) from None
         stale = seconds if seconds > 0 else stale
-    cap = _count(doc, fields, where, "maxInFlightPerEndpoint", minimum=1)
-    lower_cap = _count(doc, fields, where, "maxInFlightPerEndpointBelowTopPriority", minimum=1)
+    default = SaturationDetectorConfig()
+    cap = _cap(doc, fields, where, "maxInFlightPerEndpoint", default.max_in_flight_per_endpoint)
+    lower_cap = _cap(
+        doc,
+        fields,
+        where,
+        "maxInFlightPerEndpointBelowTopPriority",
+        default.max_in_flight_per_endpoint_below_top_priority,
+    )
+    if cap is not None and lower_cap is not None and lower_cap > cap:
+        if "maxInFlightPerEndpointBelowTopPriority" not in fields:
+            lower_cap = cap  # the default never exceeds a cap the user set
     if cap is not None and lower_cap is not None and lower_cap > cap:
         raise doc.error(
             fields["maxInFlightPerEndpointBelowTopPriority"][1],
             f"{where}.maxInFlightPerEndpointBelowTopPriority",
             f"must be at most maxInFlightPerEndpoint ({cap}): lower bands never get more room",
         )
-    prefill = _count(doc, fields, where, "maxPendingPrefillTokensPerEndpoint", minimum=1)
+    prefill = _cap(
+        doc,
+        fields,
+        where,
+        "maxPendingPrefillTokensPerEndpoint",
+        default.max_pending_prefill_tokens_per_endpoint,
+    )
     return SaturationDetectorConfig(queue, kv, stale, cap, lower_cap, prefill)
 
 
-def _count(
+def _cap(
     doc: _Doc,
     fields: dict[str, tuple[yaml.Node, yaml.Node]],
     where: str,
     key: str,
-    *,
-    minimum: int,
+    default: int | None,
 ) -> int | None:
+    """A Sluice cap: absent → the default, 0 → off, else a positive integer."""
     if key not in fields:
-        return None
+        return default
     node = fields[key][1]
     value = doc.value(node)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise doc.error(node, f"{where}.{key}", f"expected an integer >= {minimum}, got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise doc.error(
+            node, f"{where}.{key}", f"expected an integer >= 0 (0 turns it off), got {value!r}"
+        )
+    return value or None
 
 
 def _apply_defaults(

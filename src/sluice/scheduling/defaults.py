@@ -1,13 +1,23 @@
 """Sluice's default scheduling configuration, used when the user gives none.
 
-Reasoning for the weights (to be re-tuned by the benchmark issue; see docs/scheduling.md):
-* prefix-cache-scorer 3 — a prefix hit saves prefill, the dominant cost of long prompts;
-  kept at upstream's weight so cache locality stays the first criterion.
+Chosen by measurement with `sluice bench` (virtual time, 4 simulated 8B/H100 engines; the
+README's performance tables and benchmarks/RESULTS.md hold the numbers):
+* prefix-cache-scorer 3 — a prefix hit saves prefill, the dominant cost of long prompts.
+* prefill-cost-scorer 3 — the prefill a request's first token would wait behind on each
+  endpoint (pending prompt tokens plus its own uncached part): keeps prefills from stacking on
+  one engine and lets a hot prefix spread once its holder is busy. Must come after the prefix
+  scorer (it reads that scorer's match).
 * in-flight-load-scorer 2 — load including what Sluice dispatched since the last scrape:
-  spreads bursts, and caps how far prefix affinity can pile requests onto one endpoint.
-* queue-scorer 1, kv-cache-utilization-scorer 1 — the engine's own view of load; lower than
-  upstream's 2 each because the in-flight scorer already covers queueing more precisely.
-Weights are normalized (divided by their sum, 7).
+  spreads bursts between scrapes.
+* kv-cache-utilization-scorer 1 — the engine's memory pressure (dropping it cost LoRA-heavy
+  traffic p90 TTFT in the sweeps).
+* lora-affinity-scorer 1 — requests for an adapter go where it is loaded (p90 TTFT on the
+  LoRA mix 4.1 s → 0.35 s against upstream's default).
+* no queue-scorer — its min-max form lets a one-request difference swing its whole weight and
+  pull requests away from the engine holding their prefix (shared-prefix goodput fell by ~25%
+  with it).
+Weights are normalized (divided by their sum, 10). The room rule that goes with it (Sluice's
+saturationDetector caps) has its defaults in `SaturationDetectorConfig`.
 """
 
 from __future__ import annotations
@@ -19,17 +29,19 @@ apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
 - type: prefix-cache-scorer
+- type: prefill-cost-scorer
 - type: in-flight-load-scorer
-- type: queue-scorer
 - type: kv-cache-utilization-scorer
+- type: lora-affinity-scorer
 - type: max-score-picker
 schedulingProfiles:
 - name: default
   plugins:
   - {pluginRef: prefix-cache-scorer, weight: 3}
+  - {pluginRef: prefill-cost-scorer, weight: 3}
   - {pluginRef: in-flight-load-scorer, weight: 2}
-  - {pluginRef: queue-scorer, weight: 1}
   - {pluginRef: kv-cache-utilization-scorer, weight: 1}
+  - {pluginRef: lora-affinity-scorer, weight: 1}
   - {pluginRef: max-score-picker}
 """
 
