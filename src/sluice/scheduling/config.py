@@ -360,10 +360,10 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
         "maxInFlightPerEndpointBelowTopPriority",
         default.max_in_flight_per_endpoint_below_top_priority,
     )
-    if cap is not None and lower_cap is not None and lower_cap > cap:
-        if "maxInFlightPerEndpointBelowTopPriority" not in fields:
-            lower_cap = cap  # the default never exceeds a cap the user set
-    if cap is not None and lower_cap is not None and lower_cap > cap:
+    exceeds = cap is not None and lower_cap is not None and lower_cap > cap
+    if exceeds and "maxInFlightPerEndpointBelowTopPriority" not in fields:
+        lower_cap, exceeds = cap, False  # the default never exceeds a cap the user set
+    if exceeds:
         raise doc.error(
             fields["maxInFlightPerEndpointBelowTopPriority"][1],
             f"{where}.maxInFlightPerEndpointBelowTopPriority",
