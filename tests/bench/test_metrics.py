@@ -37,3 +37,23 @@ def test_goodput_edges() -> None:
     assert goodput({10: 1.0, 20: math.inf}) == 10  # no finite point to interpolate to
     # The first break ends the search even if a higher load looks good again (noise).
     assert goodput({10: 1.0, 20: 2.0, 30: 5.0, 40: 1.0}) == pytest.approx(20)
+
+
+def test_fairness_reports_delivered_and_charged_gaps_in_virtual_tokens() -> None:
+    from sluice.bench.metrics import fairness
+    from sluice.bench.records import RequestRecord, RunResult, Sample
+
+    records = [
+        RequestRecord("a1", "A", 0, 0.0, prompt_tokens=1000, max_tokens=100),
+        RequestRecord("b1", "B", 0, 0.0, prompt_tokens=100, max_tokens=100),
+    ]
+    samples = [
+        Sample(1.0, {}, {"A": 1000, "B": 300}, 1, 1, {"A": 1200.0, "B": 900.0}),
+        Sample(2.0, {}, {"A": 1200, "B": 1100}, 1, 1, {"A": 1400.0, "B": 1300.0}),
+    ]
+    run = RunResult("fairness", "arm", 1, 1.0, records, samples, duration_s=2.0)
+    result = fairness(run, ["A", "B"])
+    assert result.max_gap_tokens == 700
+    assert result.max_charged_gap == pytest.approx(300.0)
+    assert result.largest_request_tokens == 1000 + 2 * 100  # w_in · prompt + w_out · max_tokens
+    assert result.jain == pytest.approx(jain_index([1200, 1100]))

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sluice.bench.records import RequestRecord, RunResult
+from sluice.flowcontrol.fairness import TokenCost
 
 SLO_TTFT_P90_S = 2.0  # goodput's SLO (Dynamo's TTFT threshold)
 
@@ -126,24 +127,41 @@ def busy_fraction(run: RunResult) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Fairness:
-    jain: float  # over the tenants' served tokens (divided by their weights: all 1 here)
-    max_gap_tokens: int  # the largest served-token gap between two tenants, over time
+    jain: float  # over the tenants' service (divided by their weights: all 1 here)
+    max_gap_tokens: int  # the largest service gap between two tenants, over time
     largest_request_tokens: int  # VTC's bound is 2x the largest single request cost
+    max_charged_gap: float  # the same, between the flow controller's virtual counters
 
 
-def fairness(run: RunResult, tenants: Sequence[str], until: float | None = None) -> Fairness:
-    """Token service of backlogged `tenants` over the run (VTC's measures)."""
+def fairness(
+    run: RunResult,
+    tenants: Sequence[str],
+    until: float | None = None,
+    cost: TokenCost | None = None,
+) -> Fairness:
+    """Service of backlogged `tenants` over the run, in VTC's units (the flow controller's
+    token cost: w_in · uncached prompt + w_out · output), with VTC's measures."""
+    cost = cost or TokenCost()
     end = run.duration_s if until is None else until
     samples = [s for s in run.samples if s.at <= end]
     gap = 0
+    charged_gap = 0.0
     for s in samples:
         served = [s.served_by_tenant.get(t, 0) for t in tenants]
         gap = max(gap, max(served) - min(served))
+        if all(t in s.charged_by_tenant for t in tenants):
+            charged = [s.charged_by_tenant[t] for t in tenants]
+            charged_gap = max(charged_gap, max(charged) - min(charged))
     final = samples[-1].served_by_tenant if samples else {}
     largest = max(
-        (r.prompt_tokens + r.max_tokens for r in run.records if r.tenant in tenants), default=0
+        (
+            round(cost.input_weight * r.prompt_tokens + cost.output_weight * r.max_tokens)
+            for r in run.records
+            if r.tenant in tenants
+        ),
+        default=0,
     )
-    return Fairness(jain_index(final.get(t, 0) for t in tenants), gap, largest)
+    return Fairness(jain_index(final.get(t, 0) for t in tenants), gap, largest, charged_gap)
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float]:

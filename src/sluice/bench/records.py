@@ -56,9 +56,12 @@ class Sample:
 
     at: float
     queued_by_band: dict[int, int]
-    served_by_tenant: dict[str, int]  # cumulative prompt+output tokens of completed requests
+    served_by_tenant: dict[str, int]  # service delivered, in virtual tokens (runner's _credit)
     busy_engines: int
     engines: int
+    # The flow controller's virtual counters per tenant (service charged at dispatch, corrected
+    # with true usage at completion): what VTC's bound is about.
+    charged_by_tenant: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

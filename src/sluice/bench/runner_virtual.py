@@ -128,7 +128,8 @@ class VirtualRun:
         self.records: dict[str, RequestRecord] = {}
         self.placed: dict[str, DispatchedRequest] = {}
         self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
-        self.served: dict[str, int] = {}
+        self.served: dict[str, int] = {}  # virtual-token service per tenant (see _credit)
+        self.token_cost = arm.flow.token_cost
         self.samples: list[Sample] = []
 
     # -- the gateway's side -------------------------------------------------------------------
@@ -180,7 +181,13 @@ class VirtualRun:
 
     def _engine_event(self, event: object) -> None:
         if isinstance(event, FirstToken):
-            self.records[event.request_id].first_token_at = event.time
+            record = self.records[event.request_id]
+            record.first_token_at = event.time
+            # Service is credited as it is delivered, in the fairness policy's own units: the
+            # prompt when its prefill is done (corrected for cache hits at completion), the
+            # output at completion — not a whole request at completion, which would inflate
+            # the measured gap by every request still in flight.
+            self._credit(record.tenant, self.token_cost.input_weight * record.prompt_tokens)
             placed = self.placed.get(event.request_id)
             if placed is not None:
                 placed.first_byte()  # the prefill is done: room and placement stop counting it
@@ -191,7 +198,12 @@ class VirtualRun:
             record.output_tokens = event.usage.completion_tokens
             record.cached_tokens = event.usage.cached_tokens
             record.prompt_tokens = event.usage.prompt_tokens
-            self.served[record.tenant] = self.served.get(record.tenant, 0) + record.served_tokens
+            cost = self.token_cost
+            self._credit(
+                record.tenant,
+                cost.output_weight * record.output_tokens
+                - cost.input_weight * record.cached_tokens,
+            )
             usage = Usage(
                 event.usage.prompt_tokens, event.usage.completion_tokens, event.usage.cached_tokens
             )
@@ -199,6 +211,9 @@ class VirtualRun:
         elif isinstance(event, Rejected):
             self.records[event.request_id].outcome = "error"
             self.placed.pop(event.request_id).finish(Outcome.UPSTREAM_ERROR)
+
+    def _credit(self, tenant: str, cost: float) -> None:
+        self.served[tenant] = self.served.get(tenant, 0) + round(cost)
 
     def _scrape(self, now: float) -> None:
         registry = self.core.registry
@@ -225,11 +240,14 @@ class VirtualRun:
 
     def _sample(self, now: float) -> None:
         queued: dict[int, int] = {}
+        charged: dict[str, float] = {}
         for band in self.core.flow.bands:
             queued[band.priority] = band.queued_requests
+            for fairness_id, flow in band.flows.items():
+                charged[fairness_id] = charged.get(fairness_id, 0.0) + flow.counter
         engines = self.cluster.engines.values()
         busy = sum(1 for e in engines if e.has_work)
-        self.samples.append(Sample(now, queued, dict(self.served), busy, len(engines)))
+        self.samples.append(Sample(now, queued, dict(self.served), busy, len(engines), charged))
 
     # -- the loop -----------------------------------------------------------------------------
 
