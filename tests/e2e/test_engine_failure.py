@@ -1,6 +1,7 @@
-"""Killing an engine mid-run, with the real pipeline behind the proxy: its in-flight streams end
-with a clean error, and new requests route around it within one scrape interval plus the
-staleness threshold — without relying on retries."""
+"""The proxy with the real pipeline (flow control, scheduler, scraping) over simulated engines in
+their own processes: 200 concurrent streams of mixed priority each get exactly one complete
+response; killing an engine mid-run ends its streams with a clean error, and new requests route
+around it within one scrape interval plus the staleness threshold — without relying on retries."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ from sluice.cli.serve_options import parse_serve_options
 
 pytestmark = pytest.mark.slow
 
+OBJECTIVES = """---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: interactive, namespace: default}
+spec: {priority: 10, poolRef: {name: pool}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: batch, namespace: default}
+spec: {priority: -1, poolRef: {name: pool}}
+"""
 SCRAPE_INTERVAL_S = 0.05
 STALENESS_S = 0.2  # the saturation detector's metricsStalenessThreshold (upstream default)
 
@@ -45,7 +57,7 @@ class Cluster:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         await wait_listening(self.ports)
-        write_pool(self.tmp, self.ports)
+        write_pool(self.tmp, self.ports, OBJECTIVES)
         options = parse_serve_options(
             [
                 "--pool-name=pool",
@@ -135,3 +147,51 @@ async def test_killing_an_engine_ends_its_streams_cleanly_and_traffic_routes_aro
         fresh = await asyncio.gather(*(stream(session, cluster.proxy_port, 4) for _ in range(30)))
         assert all(events[-1] == "[DONE]" for events in fresh)
         assert cluster.dispatched_to(victim) == before
+
+
+async def test_200_concurrent_streams_of_mixed_priority_each_get_one_complete_response(
+    cluster: Cluster,
+) -> None:
+    objectives = (None, "interactive", "batch")
+
+    async def one(session: aiohttp.ClientSession, index: int) -> list[str]:
+        headers = {"x-gateway-inference-fairness-id": f"tenant-{index % 3}"}
+        objective = objectives[index % len(objectives)]
+        if objective:
+            headers["x-gateway-inference-objective"] = objective
+        body = {
+            "model": "sim-model",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": 16,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": f"request {index}"}],
+        }
+        lines: list[str] = []
+        async with session.post(
+            f"http://127.0.0.1:{cluster.proxy_port}/v1/chat/completions",
+            json=body,
+            headers=headers,
+        ) as response:
+            assert response.status == 200
+            async for raw in response.content:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    lines.append(line[6:])
+        return lines
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(one(session, i) for i in range(200))), 120
+        )
+    for lines in results:
+        assert lines.count("[DONE]") == 1 and lines[-1] == "[DONE]"
+        documents = [json.loads(line) for line in lines[:-1]]
+        assert not any("error" in document for document in documents)
+        assert documents[-1]["usage"]["completion_tokens"] == 16
+    assert cluster.app is not None
+    await asyncio.sleep(0.05)
+    assert cluster.app.director.in_flight == 0, "every request finished exactly once"
+    assert cluster.app.flow.queued_requests == 0
+    assert sum(s.dispatched_total for s in cluster.app.registry.snapshot()) == 200

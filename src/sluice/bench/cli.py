@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
     if args.mode == "wall":
         from sluice.bench.runner_wall import main_wall
 
-        return main_wall(names, args)
+        return main_wall(names, args, "sluice bench " + " ".join(argv))
     arms = tuple(args.arms.split()) or None
     report.SLUICE = args.candidate
     started = time.monotonic()

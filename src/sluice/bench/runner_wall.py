@@ -536,7 +536,7 @@ def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float)
     return "\n".join(lines) + "\n"
 
 
-def main_wall(names: list[str], args: argparse.Namespace) -> int:
+def main_wall(names: list[str], args: argparse.Namespace, command: str) -> int:
     peers = ", ".join(
         f"{n}: {'installed' if ok else 'absent'}" for n, ok in installed_peers().items()
     )
@@ -559,7 +559,7 @@ def main_wall(names: list[str], args: argparse.Namespace) -> int:
             )
         )
     elapsed = time.monotonic() - started
-    text = render_wall(results, "sluice bench " + " ".join(sys.argv[1:]), elapsed)
+    text = render_wall(results, command, elapsed)
     path = args.results or args.out / "REPORT-wall.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
