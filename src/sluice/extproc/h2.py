@@ -501,9 +501,7 @@ class H2ExtProcServer:
         self.pipeline = pipeline
         self.server_options = server_options or ServerOptions()
         self.stream_options = stream_options or StreamOptions()
-        # As the grpc.aio server: BUFFERED sends the whole body in one message, so allow the
-        # body limit plus headroom and let the stream answer 413 itself.
-        self.max_message_bytes = self.stream_options.max_body_bytes + 4 * 1024 * 1024
+        self.max_message_bytes = self.stream_options.max_message_bytes
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self.port: int | None = None

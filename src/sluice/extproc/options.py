@@ -39,6 +39,13 @@ class StreamOptions:
     default_request_body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED
     default_response_body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message to accept: BUFFERED mode sends the whole body as one
+        message, so the body limit plus headroom — an oversized body still reaches the stream,
+        which answers 413 itself."""
+        return self.max_body_bytes + 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:

@@ -131,9 +131,7 @@ class GrpcExtProcServer:
 
     async def start(self) -> int:
         opts = self._server_options
-        # BUFFERED mode sends the whole body as one message: allow the body limit plus headroom,
-        # so an oversized body still reaches us and gets a proper 413.
-        max_message = self._stream_options.max_body_bytes + 4 * 1024 * 1024
+        max_message = self._stream_options.max_message_bytes
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message),
