@@ -5,7 +5,7 @@ It ties the pure cores together on the event loop — request parsing, the flow 
 accounting) — and owns nothing else: no sockets, no clock of its own (`clock` is injected).
 
 Late binding: the scheduler runs at the moment flow control releases a request, inside
-`FlowController.dispatch` (through `_Room.take_room`), with the freshest metrics plus Sluice's
+`FlowController.dispatch` (through `Room.take_room`), with the freshest metrics plus Sluice's
 own in-flight counts.
 """
 
@@ -14,27 +14,24 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
-from sluice.datalayer.capacity import CapacityThresholds, has_room, room_left
+from sluice.datalayer.capacity import CapacityThresholds
 from sluice.datalayer.endpoint import Endpoint
-from sluice.datalayer.registry import DispatchTicket, EndpointRegistry, EndpointState
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.director.dispatched import DispatchedRequest
+from sluice.director.room import Room, in_subset
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
-from sluice.logs import get_logger
 from sluice.pipeline import Outcome
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import InferenceRequest, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
-from sluice.requests.usage import UsageParser
-from sluice.scheduling.framework import NoEndpointsError
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
-
-log = get_logger("director")
 
 # While anything waits, re-check for room at least this often: room also opens when a scrape
 # shows an engine drained, which no completion announces.
@@ -47,197 +44,6 @@ class DirectorSettings:
     disable_subset_filter: bool = False
     # Output tokens assumed for in-flight accounting when a request sets no max_tokens.
     default_output_tokens: int = 256
-
-
-class DispatchedRequest:
-    """An admitted request: where it goes, and its exactly-once completion."""
-
-    __slots__ = (
-        "_director",
-        "_dispatch",
-        "_endpoints",
-        "_first_byte_at",
-        "_parser",
-        "_started_at",
-        "finished",
-        "request",
-        "ticket",
-    )
-
-    def __init__(
-        self,
-        director: DispatchCore,
-        request: InferenceRequest,
-        ticket: Ticket,
-        endpoints: tuple[Endpoint, ...],
-        dispatch: DispatchTicket,
-        now: float,
-    ) -> None:
-        self._director = director
-        self.request = request
-        self.ticket = ticket
-        self._endpoints = endpoints
-        self._dispatch = dispatch
-        self._parser: UsageParser | None = None
-        self._started_at = now
-        self._first_byte_at: float | None = None
-        self.finished = False
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        return self._endpoints
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return self._endpoints[0]
-
-    def retarget(self, endpoint: Endpoint) -> None:
-        """The front end moved to a fallback because the primary failed before the first byte
-        (connection refused or reset): that endpoint is treated as stale — no room, so no new
-        request goes there — until its next successful scrape, instead of for the staleness
-        threshold."""
-        if self.finished or endpoint == self._endpoints[0]:
-            return
-        director = self._director
-        failed = director.registry.get(self._endpoints[0].name)
-        if failed is not None and failed.scraped:
-            failed.metrics = replace(failed.metrics, updated_at=float("-inf"))
-        director.registry.complete(self._dispatch)
-        self._dispatch = director.registry.dispatch(
-            endpoint.name,
-            self._dispatch.tokens,
-            prefill_tokens=self.request.prompt_tokens,
-            lower_band=self.request.priority < director.top_priority,
-        )
-        self._endpoints = (endpoint, *(e for e in self._endpoints if e != endpoint))
-        director.scheduler.on_dispatch(self.request, endpoint)
-
-    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
-        if self._parser is None:
-            self._parser = UsageParser(
-                streaming=streaming, prompt_tokens_estimate=self.request.prompt_tokens
-            )
-            self.first_byte()
-        self._parser.feed(chunk)
-
-    def first_byte(self) -> None:
-        """The response started, so the engine finished this request's prefill: the room and
-        placement rules stop counting it. Front ends get this from the first chunk; the
-        virtual-time runner calls it at the simulated first token."""
-        if self._first_byte_at is None:
-            self._first_byte_at = self._director.clock()
-            self._director.registry.first_byte(self._dispatch)
-
-    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if usage is None and self._parser is not None:
-            usage = self._parser.finish()
-        self._director._finished(self, outcome, usage, self._started_at, self._first_byte_at)
-
-    @property
-    def dispatch_ticket(self) -> DispatchTicket:
-        return self._dispatch
-
-
-class _Room:
-    """Adapts the endpoint registry to flow control's `CapacityView`, and binds the endpoint
-    (runs the scheduler) the moment an item is released."""
-
-    def __init__(self, director: DispatchCore, now: float) -> None:
-        self.director = director
-        self.now = now
-        self.bound: dict[int, DispatchedRequest | SluiceError] = {}
-        # Membership cannot change during one dispatch: read the snapshot once.
-        self._states = director.registry.snapshot()
-
-    def candidates(self, subset: frozenset[str] | None) -> Sequence[EndpointState]:
-        if subset is None:
-            return self._states
-        return [s for s in self._states if _in_subset(s.endpoint, subset)]
-
-    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
-        """The release gate: upstream's saturation rule over the candidates (any one with room
-        lets a request go) plus Sluice's caps, the tighter one below the pool's top priority."""
-        thresholds = self.director.thresholds
-        lower_band = priority < self.director.top_priority
-        return any(
-            has_room(s, self.now, thresholds, lower_band=lower_band)
-            for s in self.candidates(candidates)
-        )
-
-    def placeable(self, states: Sequence[EndpointState], priority: int) -> Sequence[EndpointState]:
-        """Where a released request may be placed. As upstream, the scheduler weighs every
-        candidate — sending a request to the engine that holds its prefix can beat an emptier
-        one — except endpoints Sluice knows are unusable: stale metrics (down, or refusing
-        connections) and those at Sluice's own in-flight cap."""
-        director = self.director
-        thresholds = director.thresholds
-        lower_band = priority < director.top_priority
-        usable = [
-            s
-            for s in states
-            if s.is_fresh(self.now, thresholds.metrics_staleness_s)
-            and _under_cap(room_left(s, thresholds, lower_band=lower_band))
-        ]
-        return steer_prefills(usable or states, lower_band=lower_band)
-
-    def take_room(self, request: InferenceRequest) -> None:
-        director = self.director
-        ticket = director._ticket_of.get(id(request))
-        if ticket is None:
-            return
-        states = self.placeable(self.candidates(request.subset_hint), request.priority)
-        try:
-            result = director.scheduler.schedule(request, states, self.now)
-        except NoEndpointsError as exc:
-            self.bound[ticket.seq] = SluiceError(
-                ErrorCode.RESOURCE_EXHAUSTED, f"failed to find an endpoint: {exc}"
-            )
-            return
-        endpoints = result.endpoints
-        tokens = request.prompt_tokens + (
-            request.max_tokens or director.settings.default_output_tokens
-        )
-        cached = director.scheduler.cached_fraction(request, endpoints[0])
-        dispatch = director.registry.dispatch(
-            endpoints[0].name,
-            tokens,
-            prefill_tokens=round(request.prompt_tokens * (1.0 - cached)),
-            lower_band=request.priority < director.top_priority,
-        )
-        director.scheduler.on_dispatch(request, endpoints[0])
-        self.bound[ticket.seq] = DispatchedRequest(
-            director, request, ticket, endpoints, dispatch, self.now
-        )
-
-
-def steer_prefills(states: Sequence[EndpointState], *, lower_band: bool) -> Sequence[EndpointState]:
-    """Keep prefills of different bands apart. An engine step costs ~0.2 ms per prefill token
-    (8B on an H100) and every request in the step waits for the whole step, so a top-priority
-    request that lands next to a lower band's long prefill pays for it. Top priority goes where
-    the fewest lower-band prompt tokens still wait for their first byte; a lower band avoids
-    endpoints where a top-priority prefill is pending. It narrows, never empties: the scorers
-    then choose among what is left."""
-    if len(states) < 2:
-        return states
-    if lower_band:
-        calm = [s for s in states if s.pending_prefills == s.pending_lower_prefills]
-        return calm or states
-    least = min(s.pending_lower_prefill_tokens for s in states)
-    if least == max(s.pending_lower_prefill_tokens for s in states):
-        return states
-    return [s for s in states if s.pending_lower_prefill_tokens == least]
-
-
-def _under_cap(left: int | None) -> bool:
-    return left is None or left > 0
-
-
-def _in_subset(endpoint: Endpoint, subset: frozenset[str]) -> bool:
-    """Upstream matches the hint on the IP (port stripped); we accept either form."""
-    return endpoint.hostport in subset or endpoint.address in subset
 
 
 class DispatchCore:
@@ -370,14 +176,14 @@ class DispatchCore:
         states = self.registry.snapshot()
         if subset is None:
             return bool(states)
-        return any(_in_subset(s.endpoint, subset) for s in states)
+        return any(in_subset(s.endpoint, subset) for s in states)
 
     # -- dispatching ---------------------------------------------------------------------------
 
     def pump(self, now: float | None = None) -> None:
         """Release whatever has room now; call whenever room may have opened."""
         now = self.clock() if now is None else now
-        room = _Room(self, now)
+        room = Room(self, now)
         for event in self.flow.dispatch(now, room):
             self._resolve(event, room.bound)
 
@@ -397,7 +203,7 @@ class DispatchCore:
         if event.outcome is QueueOutcome.DISPATCHED:
             placed = bound.get(ticket.seq)
             if placed is None:  # legacy mode released it without room: schedule anyway
-                room = _Room(self, event.at)
+                room = Room(self, event.at)
                 room.take_room(ticket.request)
                 placed = room.bound.get(ticket.seq)
             if isinstance(placed, DispatchedRequest):
