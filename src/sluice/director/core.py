@@ -77,7 +77,7 @@ class DispatchCore:
         self.rng = rng or random.Random()
         self.on_release = on_release or _ignore_release
         self.state: PoolState | None = None
-        # The pool's highest objective priority: the band Sluice's reserved slots are kept for.
+        # The pool's highest objective priority: bands below it get the tighter in-flight cap.
         self.top_priority = 0
         self._ticket_of: dict[int, Ticket] = {}  # by id(request): request ids may repeat
         self.in_flight = 0
