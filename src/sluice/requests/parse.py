@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from uuid import uuid4
@@ -37,6 +36,7 @@ from sluice.requests.model import (
 )
 from sluice.requests.rewrite import rewrite_model
 from sluice.requests.select_rewrite import ModelRewriteLike, RandomLike, resolve_target_model
+from sluice.util.durations import parse_duration
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _UNSET: Any = msgspec.UNSET
@@ -162,16 +162,10 @@ def api_for_path(path: str) -> ApiKind:
     return ApiKind.OTHER
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
 def parse_duration_s(text: str) -> float:
-    """`"2s"`, `"500ms"`, `"1.5"` (seconds), `"1m"`, `"1h"` → seconds; raises ValueError."""
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r}")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    """`"2s"`, `"500ms"`, `"1.5"` (seconds), `"1m"`, `"1h"` → seconds; raises ValueError.
+    Spaces are tolerated (`" 2 s "`): a hand-typed header is not a config file."""
+    seconds = parse_duration("".join(text.split()))
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(f"duration must be positive: {text!r}")
     return seconds

@@ -8,7 +8,6 @@ reference is an error like `config.yaml:12: plugins[2].type: unknown plugin type
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 
 from sluice.scheduling import registry as plugin_registry
 from sluice.scheduling.params import ConfigError, Params
+from sluice.util import durations
 
 API_VERSION = "inference.networking.x-k8s.io/v1alpha1"
 KIND = "EndpointPickerConfig"
@@ -137,24 +137,11 @@ class _Doc:
         return value
 
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str) -> float:
     """Go-style duration (`200ms`, `1m30s`) or a bare number of seconds → seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         return float(text)
-    text = str(text).strip()
-    pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {text!r}")
-    return total
+    return durations.parse_duration(str(text))
 
 
 # -- loading ------------------------------------------------------------------------------------
