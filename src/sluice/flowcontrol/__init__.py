@@ -1,5 +1,6 @@
 """Flow control: priority bands ▸ flows ▸ queues, fairness and ordering policies, capacity,
-TTLs and the sans-I/O controller. May import `sluice.api` and `sluice.requests` (types only)."""
+TTLs and the sans-I/O controller. May import `sluice.api`, `sluice.requests` (types only) and
+`sluice.util`."""
 
 from sluice.flowcontrol.classify import engine_priority, flow_of, priority_of
 from sluice.flowcontrol.config import (
