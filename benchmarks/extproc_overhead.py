@@ -48,7 +48,7 @@ from tests.extproc.envoy_harness import (  # noqa: E402
     render_config,
 )
 
-from extproc_variants import serve_manifests  # noqa: E402
+from bench_pool import serve_manifests  # noqa: E402
 from sluice.extproc import BodyMode  # noqa: E402
 
 BODY: dict[str, object] = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.extproc.envoy_harness import Envoy, GatewayPorts, free_port, render_config  # noqa: E402
 
+from bench_pool import serve_manifests  # noqa: E402
 from sluice.extproc import BodyMode  # noqa: E402
 
 PATH = "/v1/completions"
@@ -250,29 +251,6 @@ def proc_cpu(pid: int) -> float:
     if children.exists():
         total += sum(proc_cpu(int(c)) for c in children.read_text().split())
     return total
-
-
-def serve_manifests(workdir: Path, engine_port: int) -> Path:
-    manifests = workdir / "manifests"
-    manifests.mkdir(exist_ok=True)
-    (manifests / "pool.yaml").write_text(
-        f"""apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: bench, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: bench-engine}}}}
-  targetPorts: [{{number: {engine_port}}}]
-  endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: bench-engine, namespace: default, labels: {{app: bench-engine}}}}
-status:
-  podIP: 127.0.0.1
-  conditions: [{{type: Ready, status: "True"}}]
-"""
-    )
-    return manifests
 
 
 def spawn_arm(name: str, engine_port: int, args: argparse.Namespace, workdir: Path) -> tuple:

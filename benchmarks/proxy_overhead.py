@@ -41,6 +41,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bench_pool import serve_manifests
+
 ROOT = Path(__file__).resolve().parents[1]
 BODY = json.dumps({"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}).encode()
 PATH = "/v1/completions"
@@ -241,25 +243,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def full_pipeline_arm(engine_port: int, core: int | None, workdir: Path) -> Arm:
-    manifests = workdir / "manifests"
-    manifests.mkdir()
-    (manifests / "pool.yaml").write_text(
-        f"""apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: bench, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: bench-engine}}}}
-  targetPorts: [{{number: {engine_port}}}]
-  endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: bench-engine, namespace: default, labels: {{app: bench-engine}}}}
-status:
-  podIP: 127.0.0.1
-  conditions: [{{type: Ready, status: "True"}}]
-"""
-    )
+    manifests = serve_manifests(workdir, engine_port)
     port = free_port()
     command = [str(ROOT / ".venv/bin/sluice"), "serve", "--pool-name=bench"]
     command += ["--pool-namespace=default", f"--resources={manifests}", f"--proxy-port={port}"]
