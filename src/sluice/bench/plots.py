@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -33,11 +32,8 @@ def ttft_percentiles(result: ScenarioResult, path: Path) -> Path:
     values: dict[str, list[float]] = {"p50": [], "p90": [], "p99": []}
     for arm in arms:
         run = _representative(result, arm)
-        if protected:
-            run = dataclasses.replace(
-                run, records=[r for r in run.records if r.tenant in protected]
-            )
-        s = summarize(run)
+        chosen = [r for r in run.records if r.tenant in protected] if protected else None
+        s = summarize(run, chosen)
         for key, v in (("p50", s.ttft_p50), ("p90", s.ttft_p90), ("p99", s.ttft_p99)):
             values[key].append(v)
             if math.isfinite(v):

@@ -161,6 +161,10 @@ class DispatchCore:
         self._ticket_of[id(request)] = result.ticket
         return result.ticket
 
+    def ticket_of(self, request: InferenceRequest) -> Ticket | None:
+        """The flow-control ticket of a submitted, not yet forgotten request."""
+        return self._ticket_of.get(id(request))
+
     def forget(self, ticket: Ticket) -> None:
         self._ticket_of.pop(id(ticket.request), None)
 

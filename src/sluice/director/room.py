@@ -64,7 +64,7 @@ class Room:
 
     def take_room(self, request: InferenceRequest) -> None:
         director = self.director
-        ticket = director._ticket_of.get(id(request))
+        ticket = director.ticket_of(request)
         if ticket is None:
             return
         states = self.placeable(self.candidates(request.subset_hint), request.priority)
