@@ -120,7 +120,11 @@ def main() -> None:
     print(f"prefix index: {sched.prefix_index_size():,} block hashes, filled in {fill_s:.1f}s")
     for label, values in timings.items():
         print(f"{label:<28} {summary(values)}")
-    print(f"RSS: {rss_mb():.0f} MB (start {rss_start:.0f} MB, after index fill {index_rss:.0f} MB)")
+    churned = args.warmup + args.requests
+    print(
+        f"RSS: {rss_mb():.0f} MB after {churned:,} more requests churned the index "
+        f"(start {rss_start:.0f} MB, after the index fill {index_rss:.0f} MB)"
+    )
 
 
 def run(

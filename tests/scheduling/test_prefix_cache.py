@@ -1,6 +1,10 @@
-"""The prefix index: chat hashing by role and content, seeding, contiguous matching, LRU."""
+"""The prefix index: chat hashing by role and content, seeding, contiguous matching, and
+CLOCK eviction per server (an LRU approximation)."""
 
 from __future__ import annotations
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from sluice.datalayer.endpoint import EngineMetrics
 from sluice.requests.model import ChatMessage
@@ -57,14 +61,79 @@ def test_match_counts_only_contiguous_leading_blocks() -> None:
     assert index.match([7, 2, 3]) == {}
 
 
-def test_lru_evicts_oldest_blocks_per_server() -> None:
+def test_blocks_used_once_leave_in_arrival_order_and_reused_ones_get_a_second_chance() -> None:
     index = PrefixIndex()
     index.add("a", [1, 2, 3], capacity=3)
-    index.add("a", [1, 4], capacity=3)  # 1 refreshed; 2 is now the oldest
+    index.add("a", [1, 4], capacity=3)  # 1 re-used: the clock passes it over; 2 is the victim
     assert index.match([2]) == {}
     assert index.match([1]) == {index.slot("a"): 1}
+    index.add("a", [5], capacity=3)  # 1's second chance was spent; 3 is the oldest one-off
+    assert sorted(index.held("a")) == [1, 4, 5]
     index.remove_server("a")
     assert len(index) == 0
+
+
+def test_a_smaller_reported_cache_shrinks_what_the_index_assumes() -> None:
+    index = PrefixIndex()
+    index.add("a", list(range(1, 9)), capacity=8)
+    index.add("a", [9], capacity=4)
+    assert len(index.held("a")) == 4 and 9 in index.held("a")
+    assert len(index) == 4
+
+
+_SERVERS = ("a", "b", "c")
+
+
+# Re-used blocks being added again, with the clock out of second chances: they must stay.
+@example([("a", [1, 2, 4, 6], 4), ("a", [1, 2, 3, 5], 5)], [[1]], 1)
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(_SERVERS),
+                st.lists(st.integers(1, 30), max_size=10),
+                st.integers(1, 12),
+            ),
+            st.sampled_from(_SERVERS),  # the server leaves the pool
+        ),
+        max_size=60,
+    ),
+    st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=8), min_size=1, max_size=5),
+    st.sampled_from([1, 2, 32]),
+)
+def test_the_index_stays_exactly_the_union_of_per_server_caches(
+    operations: list[tuple[str, list[int], int] | str],
+    probes: list[list[int]],
+    max_second_chances: int,
+) -> None:
+    index = PrefixIndex(max_second_chances)
+    ever_added: dict[str, set[int]] = {s: set() for s in _SERVERS}
+    capacity_of: dict[str, int] = {}
+    for op in operations:
+        if isinstance(op, str):
+            index.remove_server(op)
+            ever_added[op].clear()
+            capacity_of.pop(op, None)
+            continue
+        server, hashes, capacity = op
+        index.add(server, hashes, capacity)
+        ever_added[server].update(hashes)
+        capacity_of[server] = capacity
+        held = index.held(server)
+        assert len(held) == len(set(held)) <= capacity
+        assert set(held) <= ever_added[server]
+        if len(hashes) < capacity:  # what was just dispatched is cached, as with an LRU
+            assert set(hashes) <= set(held)
+    held_by = {s: set(index.held(s)) for s in _SERVERS}
+    assert len(index) == len(set().union(*held_by.values()))
+    for probe in probes:
+        expected = {}
+        for server, held in held_by.items():
+            run = next((i for i, h in enumerate(probe) if h not in held), len(probe))
+            if run:
+                expected[index.slot(server)] = run
+        assert index.match(probe) == expected
 
 
 def test_score_is_the_matched_fraction_and_autotune_uses_engine_block_size() -> None:
