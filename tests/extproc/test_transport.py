@@ -10,6 +10,7 @@ import json
 import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import struct_pb2
 
 from sluice.extproc import ExtProcServer, ServerOptions, wire
 from sluice.extproc.h2 import PREFACE
@@ -41,6 +42,56 @@ def test_hand_encoded_streamed_bodies_are_the_protobuf_bytes(size, end_of_stream
     )
     [request] = wire.streamed_request_body(chunk[:62_000], end_of_stream=end_of_stream)
     assert request == protobuf_streamed(chunk[:62_000], end_of_stream, request=True)
+
+
+def protobuf_route(
+    set_headers: dict[str, str],
+    remove: list[str],
+    destination: str,
+    body: bytes | None,
+    *,
+    on_body: bool,
+) -> bytes:
+    common = pb.CommonResponse(
+        header_mutation=wire.header_mutation(set_headers, remove), clear_route_cache=True
+    )
+    if body is not None:
+        common.body_mutation.body = body
+    meta = struct_pb2.Struct()
+    meta.get_or_create_struct("envoy.lb")["x-gateway-destination-endpoint"] = destination
+    if on_body:
+        message = pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+    else:
+        message = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
+    message.dynamic_metadata.CopyFrom(meta)
+    return message.SerializeToString()
+
+
+ROUTES = [
+    ({"x-gateway-destination-endpoint": "10.0.0.1:8000"}, []),
+    (
+        {
+            "x-gateway-destination-endpoint": ",".join(f"10.0.{i}.{i}:8000" for i in range(40)),
+            "content-length": "123456",
+            "x-request-id": "4f1c2a8e-1111-2222-3333-444455556666",
+        },
+        ["x-gateway-inference-objective", "x-gateway-inference-fairness-id"],
+    ),
+    ({"x-long": "v" * 20_000}, ["x-" + "r" * 200]),
+]
+
+
+@pytest.mark.parametrize(("set_headers", "remove"), ROUTES)
+@pytest.mark.parametrize("body", [None, b"", b'{"model":"m"}', b"b" * 70_000])
+def test_hand_encoded_routing_answers_are_the_protobuf_bytes(set_headers, remove, body):
+    destination = set_headers.get("x-gateway-destination-endpoint", "10.0.0.9:8000")
+    assert wire.route_request_body(set_headers, remove, destination, body) == protobuf_route(
+        set_headers, remove, destination, body, on_body=True
+    )
+    if body is None:
+        assert wire.route_request_headers(set_headers, remove, destination) == protobuf_route(
+            set_headers, remove, destination, None, on_body=False
+        )
 
 
 async def test_a_body_far_over_the_flow_control_windows_echoes_intact(stub):

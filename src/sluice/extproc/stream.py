@@ -139,11 +139,11 @@ class ExtProcStream:
         self.phase = Phase.RESPONSE
         request = admission.request
         destination = ",".join(e.hostport for e in admission.endpoints)
-        mutation = wire.header_mutation(
-            self._routing_headers(destination, request), self._headers_to_remove()
-        )
+        set_headers = self._routing_headers(destination, request)
+        remove_headers = self._headers_to_remove()
+        out: list[Answer]
         if self._request_mode is BodyMode.FULL_DUPLEX_STREAMED:
-            out = [wire.route_request_headers(mutation, destination)]
+            out = [wire.route_request_headers(set_headers, remove_headers, destination)]
             out.extend(
                 wire.streamed_request_body(
                     request.body, end_of_stream=not self._request_trailers_seen
@@ -151,7 +151,7 @@ class ExtProcStream:
             )
         else:
             changed = request.body if request.body != self._body else None
-            out = [wire.route_request_body(mutation, destination, changed)]
+            out = [wire.route_request_body(set_headers, remove_headers, destination, changed)]
         if self._request_trailers_seen:
             out.append(wire.CONTINUE_REQUEST_TRAILERS)
         self._body = bytearray()
@@ -228,8 +228,7 @@ class ExtProcStream:
         self.phase = Phase.RESPONSE
         destination = endpoint.hostport
         set_headers = {HEADER_DESTINATION: destination}
-        mutation = wire.header_mutation(set_headers, self._headers_to_remove())
-        return wire.route_request_headers(mutation, destination)
+        return wire.route_request_headers(set_headers, self._headers_to_remove(), destination)
 
     def _routing_headers(self, destination: str, request: InferenceRequest) -> dict[str, str]:
         out = {HEADER_DESTINATION: destination}

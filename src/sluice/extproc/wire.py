@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
 
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import (
@@ -91,6 +90,7 @@ def served_endpoint(message: pb.ProcessingRequest) -> str | None:
 def header_mutation(
     set_headers: Mapping[str, str], remove_headers: Iterable[str] = ()
 ) -> pb.HeaderMutation:
+    """As a message (for the rare ImmediateResponse); routing answers use the bytes below."""
     return pb.HeaderMutation(
         set_headers=[
             base_pb2.HeaderValueOption(
@@ -102,34 +102,88 @@ def header_mutation(
     )
 
 
-def destination_metadata(destination: str) -> struct_pb2.Struct:
-    """Dynamic metadata `envoy.lb` → {x-gateway-destination-endpoint: "ip:port,..."}."""
-    meta = struct_pb2.Struct()
-    meta.get_or_create_struct(DESTINATION_METADATA_NAMESPACE)[HEADER_DESTINATION] = destination
-    return meta
+# The routing answer is on every request's critical path (Envoy holds the request until it
+# arrives), so it is encoded by hand like the streamed bodies below: building the nested
+# protobuf objects and serializing them cost as much as the rest of the stream's work for the
+# request. Same bytes as the protobuf messages named in each docstring (proven in
+# tests/extproc/test_transport.py); field numbers from external_processor.proto and base.proto.
 
 
-def route_request_headers(mutation: pb.HeaderMutation, destination: str) -> pb.ProcessingResponse:
-    """Answer to request headers that routes the request (FULL_DUPLEX / header-only)."""
-    return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(
-            response=pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
-        ),
-        dynamic_metadata=destination_metadata(destination),
-    )
+def route_request_headers(
+    set_headers: Mapping[str, str], remove_headers: Iterable[str], destination: str
+) -> bytes:
+    """Answer to request headers that routes the request (FULL_DUPLEX / header-only):
+    `ProcessingResponse(request_headers=HeadersResponse(response=CommonResponse(
+    header_mutation=header_mutation(…), clear_route_cache=True)), dynamic_metadata=Struct(
+    {"envoy.lb": {"x-gateway-destination-endpoint": destination}}))`."""
+    common = _ld(2, _header_mutation(set_headers, remove_headers)) + _CLEAR_ROUTE_CACHE
+    return _ld(1, _ld(1, common)) + _dynamic_metadata(destination)
 
 
 def route_request_body(
-    mutation: pb.HeaderMutation, destination: str, body: bytes | None
-) -> pb.ProcessingResponse:
-    """BUFFERED mode: the routing mutation rides on the body answer; `body` None = unchanged."""
-    common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+    set_headers: Mapping[str, str],
+    remove_headers: Iterable[str],
+    destination: str,
+    body: bytes | None,
+) -> bytes:
+    """BUFFERED mode: the routing mutation rides on the body answer; `body` None = unchanged.
+    As `route_request_headers`, in `request_body=BodyResponse(…)`, plus
+    `CommonResponse.body_mutation=BodyMutation(body=body)` when given."""
+    common = _ld(2, _header_mutation(set_headers, remove_headers))
     if body is not None:
-        common.body_mutation.body = body
-    return pb.ProcessingResponse(
-        request_body=pb.BodyResponse(response=common),
-        dynamic_metadata=destination_metadata(destination),
-    )
+        common += _ld(3, _ld(1, body))  # body_mutation.body: a oneof, present even when empty
+    common += _CLEAR_ROUTE_CACHE
+    return _ld(3, _ld(1, common)) + _dynamic_metadata(destination)
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited field (a message, bytes or string); every field used here is < 16."""
+    n = len(payload)
+    return _LD_TAGS[field] + (_ONE_BYTE[n] if n < 0x80 else _varint(n)) + payload
+
+
+_LD_TAGS = [bytes(((field << 3) | 2,)) for field in range(16)]
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
+_CLEAR_ROUTE_CACHE = b"\x28\x01"  # CommonResponse.clear_route_cache (5) = true
+# HeaderValueOption.append_action (3), a varint
+_APPEND_ACTION = b"\x18" + bytes((_OVERWRITE,))
+
+
+def _header_mutation(set_headers: Mapping[str, str], remove_headers: Iterable[str]) -> bytes:
+    """`header_mutation(set_headers, remove_headers)` serialized."""
+    out = b""
+    for key, value in set_headers.items():
+        header = _ld(1, key.encode()) + _ld(3, value.encode())  # HeaderValue.key, .raw_value
+        out += _ld(1, _ld(1, header) + _APPEND_ACTION)  # set_headers += HeaderValueOption
+    for name in remove_headers:
+        out += _ld(2, name.encode())  # remove_headers
+    return out
+
+
+_METADATA_NAMESPACE_KEY = _ld(1, DESTINATION_METADATA_NAMESPACE.encode())  # map entry key
+_METADATA_DESTINATION_KEY = _ld(1, HEADER_DESTINATION.encode())
+
+
+def _dynamic_metadata(destination: str) -> bytes:
+    """`ProcessingResponse.dynamic_metadata` (8): `envoy.lb` → {x-gateway-destination-endpoint:
+    "ip:port,..."}, the same list as the header (Envoy's ORIGINAL_DST may read either)."""
+    value = _ld(3, destination.encode())  # Value.string_value
+    inner = _ld(1, _METADATA_DESTINATION_KEY + _ld(2, value))  # Struct.fields entry
+    namespace = _ld(5, inner)  # Value.struct_value
+    return _ld(8, _ld(1, _METADATA_NAMESPACE_KEY + _ld(2, namespace)))
 
 
 def streamed_request_body(body: bytes, *, end_of_stream: bool) -> Iterator[bytes]:
@@ -151,30 +205,17 @@ def streamed_response_body(chunk: bytes, *, end_of_stream: bool) -> bytes:
 # serializing them cost more than the rest of the per-chunk work. Same bytes as
 # `ProcessingResponse(response_body=BodyResponse(response=CommonResponse(body_mutation=
 # BodyMutation(streamed_response=StreamedBodyResponse(body=…, end_of_stream=…)))))`
-# serialized (tests/extproc/test_wire.py proves it). Field numbers from external_processor.proto.
+# serialized (tests/extproc/test_transport.py proves it).
 _REQUEST_BODY = 3  # ProcessingResponse.request_body
 _RESPONSE_BODY = 4  # ProcessingResponse.response_body
 
 
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _streamed(chunk: bytes, *, end_of_stream: bool, field: int) -> bytes:
-    inner = (b"\x0a" + _varint(len(chunk)) + chunk) if chunk else b""  # StreamedBodyResponse.body
+    inner = _ld(1, chunk) if chunk else b""  # StreamedBodyResponse.body
     if end_of_stream:
         inner += b"\x10\x01"  # StreamedBodyResponse.end_of_stream = true
-    mutation = b"\x1a" + _varint(len(inner)) + inner  # BodyMutation.streamed_response (3)
-    common = b"\x1a" + _varint(len(mutation)) + mutation  # CommonResponse.body_mutation (3)
-    body = b"\x0a" + _varint(len(common)) + common  # BodyResponse.response (1)
-    return bytes(((field << 3) | 2,)) + _varint(len(body)) + body
+    mutation = _ld(3, inner)  # BodyMutation.streamed_response
+    return _ld(field, _ld(1, _ld(3, mutation)))  # BodyResponse.response.body_mutation
 
 
 def serialize(response: pb.ProcessingResponse | bytes) -> bytes:
