@@ -8,7 +8,8 @@ import json
 
 import grpc
 
-from sluice.extproc import BodyMode
+from sluice.extproc import Admit, BodyMode, ExtProcStream, Send, h2, wire
+from sluice.extproc.h2 import PREFACE, H2ExtProcServer, _Connection
 from sluice.pipeline import Outcome
 from sluice.requests.model import Usage
 
@@ -133,3 +134,117 @@ async def test_served_fallback_reported_by_the_gateway_retargets_the_admission(s
     await call.write(message)
     await read(call)
     assert pipeline.admissions[0].retargeted == [fallback]
+
+
+# --- answer first, account after ------------------------------------------------------------
+
+
+async def test_the_stream_answers_the_end_of_the_response_before_finishing(pipeline):
+    stream = ExtProcStream(pipeline)
+    stream.receive(m.request_headers({}))
+    [admit] = stream.receive(m.request_body(CHAT, end_of_stream=True))
+    assert isinstance(admit, Admit)
+    stream.admitted(await pipeline.admit(admit.request))
+    stream.receive(m.response_headers(200, "application/json"))
+    body = b'{"usage":{"prompt_tokens":5,"completion_tokens":7}}'
+    [echo] = stream.receive(m.response_body(body, end_of_stream=True))
+    assert isinstance(echo, Send)
+    admission = pipeline.admissions[0]
+    assert admission.finishes == [] and admission.chunks == []  # nothing Envoy waits on
+    assert stream.unsettled and not stream.response_pending
+    stream.settle()
+    assert admission.chunks == [body]
+    assert [(f.outcome, f.usage) for f in admission.finishes] == [
+        (Outcome.COMPLETED, Usage(prompt_tokens=5, completion_tokens=7))
+    ]
+    stream.close(cancelled=True)  # Envoy resets the finished stream: still exactly once
+    assert len(admission.finishes) == 1 and not stream.unsettled
+
+
+async def test_closing_settles_what_was_not_settled(pipeline):
+    stream = ExtProcStream(pipeline)
+    stream.receive(m.request_headers({}))
+    [admit] = stream.receive(m.request_body(CHAT, end_of_stream=True))
+    assert isinstance(admit, Admit)
+    stream.admitted(await pipeline.admit(admit.request))
+    stream.receive(m.response_headers(503, "text/plain"))
+    stream.receive(m.response_body(b"overloaded", end_of_stream=True))
+    stream.close(cancelled=False)
+    admission = pipeline.admissions[0]
+    assert admission.chunks == [b"overloaded"]
+    assert [f.outcome for f in admission.finishes] == [Outcome.UPSTREAM_ERROR]
+
+
+class RecordingTransport:
+    """Enough of an asyncio transport for `h2._Connection`: keeps what was written."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    @property
+    def written(self) -> bytes:
+        return b"".join(self.writes)
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def h2_frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes((kind, flags))
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
+
+
+def grpc_data(stream_id: int, *messages) -> bytes:
+    payload = b"".join(
+        b"\x00" + len(s).to_bytes(4, "big") + s for s in (x.SerializeToString() for x in messages)
+    )
+    return h2_frame(0, 0, stream_id, payload)
+
+
+async def test_h2_writes_the_answer_before_the_admission_is_finished(pipeline):
+    server = H2ExtProcServer(pipeline)
+    connection = _Connection(server)
+    transport = RecordingTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    headers = h2_frame(1, 0x4, 1, b"\x83")  # the header block is never decoded
+    request = grpc_data(1, m.request_headers({}), m.request_body(CHAT, end_of_stream=True))
+    connection.data_received(PREFACE + h2_frame(4, 0, 0) + headers + request)
+    await asyncio.sleep(0)  # the admission task
+    admission = pipeline.admissions[0]
+    echo = wire.streamed_response_body(b'{"usage":{}}', end_of_stream=True)
+    written_at_finish: list[bool] = []
+    finish = admission.finish
+
+    def finish_and_check(outcome, usage=None):
+        written_at_finish.append(echo in transport.written)
+        finish(outcome, usage)
+
+    admission.finish = finish_and_check  # type: ignore[method-assign]
+    response = m.response_headers(200), m.response_body(b'{"usage":{}}', end_of_stream=True)
+    connection.data_received(grpc_data(1, *response))
+    assert written_at_finish == [True]
+    # The RPC ended in that same write: OK trailers (END_STREAM), then RST_STREAM(NO_ERROR)
+    # because Envoy had not half-closed; Envoy need not reset the stream itself.
+    last = transport.writes[-1]
+    assert echo in last
+    assert last.endswith(h2_frame(1, 0x5, 1, h2._OK_TRAILERS) + h2_frame(3, 0, 1, bytes(4)))
+    assert not connection._rpcs
+    connection.connection_lost(None)
+
+
+async def test_the_rpc_ends_with_the_answer_that_ends_the_response(stub, pipeline):
+    call = await routed_call(stub)
+    await call.write(m.response_headers(200, "application/json"))
+    await call.write(m.response_body(b'{"usage":{}}', end_of_stream=True))
+    await read(call, 2)
+    # No half-close from the client: the server ends the RPC itself, with OK.
+    assert await asyncio.wait_for(call.read(), 5) == grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK
+    assert [f.outcome for f in (await finished(pipeline)).finishes] == [Outcome.COMPLETED]

@@ -147,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self._send_window = 65_535  # connection-level, peer's
         self._consumed = 0  # connection-level DATA received since our last WINDOW_UPDATE
         self._closing = False
+        self._unsettled: list[_Rpc] = []  # bookkeeping due once the answers are written
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ class _Connection(asyncio.Protocol):
                 self._on_frame(kind, flags, stream_id, payload)
         finally:
             del buf[:offset]
-            self._flush()
+            self._flush_then_settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -332,6 +333,8 @@ class _Connection(asyncio.Protocol):
                 rpc.task = asyncio.get_running_loop().create_task(self._admit(rpc, action))
             else:
                 self._send_message(rpc, action.response)
+        if rpc.logic.unsettled or rpc.logic.complete:
+            self._unsettled.append(rpc)
 
     async def _admit(self, rpc: _Rpc, action: Admit) -> None:
         # Waiting here keeps the stream open while flow control queues the request; a reset
@@ -357,13 +360,32 @@ class _Connection(asyncio.Protocol):
             self._deliver(rpc, rpc.backlog.popleft())
         if rpc.remote_ended and not rpc.admitting and not rpc.closed:
             self._remote_end(rpc)
+        self._flush_then_settle()
+
+    def _flush_then_settle(self) -> None:
+        """Write the answers, then do the stream bookkeeping they did not wait for (usage,
+        finishing the admission): Envoy already has them while this runs. An RPC whose
+        response ended is ended in the same write."""
+        rpcs = list(dict.fromkeys(self._unsettled))  # an RPC may have had several messages
+        self._unsettled = []
+        ended = [rpc for rpc in rpcs if rpc.logic.complete and not rpc.closed]
+        for rpc in ended:
+            self._send_trailers(rpc, GRPC_OK, "")
         self._flush()
+        for rpc in rpcs:
+            try:
+                rpc.logic.settle()
+            except Exception:
+                # The answer is out and the client has its response: nothing to fail any more.
+                log.exception("ext_proc response bookkeeping failed")
+        for rpc in ended:
+            self._close_rpc(rpc, cancelled=False, keep_for_send=bool(rpc.pending))
 
     def _remote_end(self, rpc: _Rpc) -> None:
         """The client half-closed: answer with trailers once everything is answered."""
         rpc.remote_ended = True
-        if rpc.admitting or rpc.closed or rpc.grace is not None:
-            return
+        if rpc.admitting or rpc.closed or rpc.grace is not None or rpc.logic.complete:
+            return  # (complete: ended with its last answer, by _flush_then_settle)
         if rpc.logic.response_pending:
             # As the grpc.aio shell: a client reset can trail a clean end by a moment.
             loop = asyncio.get_running_loop()
@@ -388,6 +410,10 @@ class _Connection(asyncio.Protocol):
     def _finish_rpc(self, rpc: _Rpc, status: int, message: str, *, cancelled: bool) -> None:
         if rpc.closed:
             return
+        self._send_trailers(rpc, status, message)
+        self._close_rpc(rpc, cancelled=cancelled, keep_for_send=bool(rpc.pending))
+
+    def _send_trailers(self, rpc: _Rpc, status: int, message: str) -> None:
         block = (
             _OK_TRAILERS if status == GRPC_OK and not message else _trailer_block(status, message)
         )
@@ -401,7 +427,6 @@ class _Connection(asyncio.Protocol):
         if not rpc.remote_ended and not rpc.pending:
             # We answered before the client finished sending: ask it to stop (RFC 9113 8.1).
             self._out.append(_frame(RST_STREAM, 0, rpc.id, NO_ERROR.to_bytes(4, "big")))
-        self._close_rpc(rpc, cancelled=cancelled, keep_for_send=bool(rpc.pending))
 
     def _close_rpc(self, rpc: _Rpc, *, cancelled: bool, keep_for_send: bool = False) -> None:
         if not rpc.closed:

@@ -58,6 +58,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                             yield response
                     else:
                         yield action.response
+                # Resumed once grpc took the answers: now the bookkeeping they did not wait for.
+                stream.settle()
+                if stream.complete:
+                    return  # the response ended: end the RPC now rather than wait for a reset
             if stream.response_pending:
                 # A client reset can reach us as a plain end of the request iterator with the
                 # cancellation a moment behind: give it that moment before calling the cut-short

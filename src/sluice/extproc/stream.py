@@ -15,6 +15,11 @@ Request path::
 Response path: headers (CONTINUE), body chunks (echoed in FULL_DUPLEX, CONTINUE when BUFFERED,
 usage observed on the way), trailers (answered); the end of the response finishes the
 admission exactly once.
+
+Answer first, account after: Envoy holds the response until it has Sluice's answer, but nothing
+in that answer depends on usage parsing or on finishing the admission (flow control, in-flight
+release, metrics). So `receive` only notes that work, and the shell calls `settle` once the
+answers are written; `close` settles too, so the work is never lost.
 """
 
 from __future__ import annotations
@@ -93,6 +98,10 @@ class ExtProcStream:
         self._finished = False
         self._status = 200
         self._streaming_response = False
+        # Response bookkeeping noted by `receive`, done by `settle` (after the answers are out).
+        self._unobserved: list[bytes] = []
+        self._outcome_due: Outcome | None = None
+        self._response_ended = False
 
     @property
     def admission(self) -> Admission | None:
@@ -102,6 +111,19 @@ class ExtProcStream:
     def response_pending(self) -> bool:
         """An admitted request whose response has not ended yet."""
         return self._admission is not None and not self._finished
+
+    @property
+    def complete(self) -> bool:
+        """The response ended, so Envoy will send nothing more that needs an answer: the shell
+        may end the RPC together with the last answer (the protocol lets the server close the
+        stream) instead of waiting for Envoy to reset it — one message and one wake-up fewer
+        per request on both sides."""
+        return self._response_ended
+
+    @property
+    def unsettled(self) -> bool:
+        """`settle` has work to do."""
+        return bool(self._unobserved) or self._outcome_due is not None
 
     # --- events in ----------------------------------------------------------------------------
 
@@ -161,10 +183,25 @@ class ExtProcStream:
         self._expect(Phase.ADMITTING, "admission failure")
         return [self._fail(error)]
 
+    def settle(self) -> None:
+        """Feed the response chunks seen so far to the admission (usage), then finish it if the
+        response ended. Call after writing the answers `receive` returned."""
+        admission = self._admission
+        if admission is None:
+            return
+        if self._unobserved:
+            chunks, self._unobserved = self._unobserved, []
+            for chunk in chunks:
+                admission.observe_response_chunk(chunk, streaming=self._streaming_response)
+        outcome, self._outcome_due = self._outcome_due, None
+        if outcome is not None:
+            admission.finish(outcome)
+
     def close(self, *, cancelled: bool) -> None:
         """The gRPC stream ended. If the response did not finish, the request ended badly:
         a cancelled stream means the client (or Envoy) went away; a clean end means the
         response was cut short upstream."""
+        self.settle()
         if self._admission is not None and not self._finished:
             self._finished = True
             self._admission.finish(Outcome.CLIENT_GONE if cancelled else Outcome.UPSTREAM_ERROR)
@@ -276,7 +313,7 @@ class ExtProcStream:
     def _on_response_body(self, body: HttpBody) -> list[Action]:
         self._expect(Phase.RESPONSE, "response_body")
         if self._admission is not None and body.body:
-            self._admission.observe_response_chunk(body.body, streaming=self._streaming_response)
+            self._unobserved.append(body.body)
         if body.end_of_stream:
             self._finish_response()
         if self._response_mode is BodyMode.FULL_DUPLEX_STREAMED:
@@ -296,10 +333,12 @@ class ExtProcStream:
                 return
 
     def _finish_response(self) -> None:
+        """The response ended: decided now, reported to the admission by `settle`."""
+        self._response_ended = True
         if self._admission is not None and not self._finished:
             self._finished = True
             ok = self._status < 500
-            self._admission.finish(Outcome.COMPLETED if ok else Outcome.UPSTREAM_ERROR)
+            self._outcome_due = Outcome.COMPLETED if ok else Outcome.UPSTREAM_ERROR
 
     # --- helpers ------------------------------------------------------------------------------
 
