@@ -21,6 +21,8 @@ Arms (pick with --arms, comma-separated):
   docs/extproc.md for the trade-off).
 - `serve`: the real pipeline — `sluice serve --resources DIR --secure-serving=false` (director,
   flow control, scheduler, metrics scraping) on uvloop.
+- `serve-base`: `serve` run from another checkout (`--base-src`): the real pipeline's before/after
+  in one run.
 
     .venv/bin/python benchmarks/extproc_variants.py --arms floor,aio-uvloop,h2,serve
         [--rounds 3] [--seconds 4] [--concurrency 32] [--latency 300] [--stream]
@@ -259,7 +261,9 @@ def spawn_arm(name: str, engine_port: int, args: argparse.Namespace, workdir: Pa
     tls = name.endswith("-tls")
     mode = BodyMode[args.mode]
     response_mode = mode
-    if name == "serve":
+    if name in ("serve", "serve-base"):
+        if name == "serve-base":
+            env["PYTHONPATH"] = str(Path(args.base_src).resolve())
         command = [str(ROOT / ".venv/bin/sluice"), "serve", "--pool-name=bench"]
         command += [
             "--pool-namespace=default",
