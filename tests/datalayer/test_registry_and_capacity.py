@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from sluice.datalayer.capacity import CapacityThresholds, endpoints_with_room, is_saturated
+from sluice.datalayer.capacity import (
+    CapacityThresholds,
+    endpoints_with_room,
+    has_room,
+    has_room_for_background,
+    is_saturated,
+)
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 
@@ -102,6 +108,51 @@ def test_optional_in_flight_limits_count_sluices_own_dispatches() -> None:
     assert not endpoints_with_room(
         registry.snapshot(), 10.0, CapacityThresholds(max_in_flight_requests=2)
     )
+
+
+def _pool(n: int) -> EndpointRegistry:
+    registry = EndpointRegistry()
+    registry.set_endpoints(_endpoint(i) for i in range(n))
+    for state in registry.snapshot():
+        _scrape(registry, state.name, 10.0)
+    return registry
+
+
+ONE_PREFILL = CapacityThresholds(max_pending_prefill_tokens=1, lower_priority_max_in_flight=24)
+
+
+def test_a_heavy_hitter_leaves_the_last_endpoint_with_room_to_the_rest_of_its_band() -> None:
+    registry = _pool(3)
+    registry.dispatch("pod-0", 4200, prefill_tokens=4000)  # busy prefilling a long prompt
+    assert has_room_for_background(registry.snapshot(), 10.0, ONE_PREFILL)
+    registry.dispatch("pod-1", 4200, prefill_tokens=4000)
+    states = registry.snapshot()
+    assert not has_room_for_background(states, 10.0, ONE_PREFILL)
+    assert has_room(states[2], 10.0, ONE_PREFILL)  # still room for everybody else
+
+
+def test_a_heavy_hitter_gets_the_lower_band_cap() -> None:
+    registry = _pool(3)
+    limits = CapacityThresholds(lower_priority_max_in_flight=1)
+    for name in ("pod-0", "pod-1", "pod-2"):
+        registry.dispatch(name, 100)
+    assert not has_room_for_background(registry.snapshot(), 10.0, limits)
+    assert endpoints_with_room(registry.snapshot(), 10.0, limits)
+
+
+def test_the_headroom_never_shuts_out_a_subset_no_larger_than_it() -> None:
+    registry = _pool(2)
+    registry.dispatch("pod-0", 4200, prefill_tokens=4000)
+    only = [s for s in registry.snapshot() if s.name == "pod-1"]
+    assert has_room_for_background(only, 10.0, ONE_PREFILL)
+    assert not has_room_for_background(registry.snapshot(), 10.0, ONE_PREFILL)
+
+
+def test_no_headroom_is_the_lower_band_rule() -> None:
+    registry = _pool(2)
+    registry.dispatch("pod-0", 4200, prefill_tokens=4000)
+    none = CapacityThresholds(max_pending_prefill_tokens=1, background_headroom_endpoints=0)
+    assert has_room_for_background(registry.snapshot(), 10.0, none)
 
 
 def test_restamped_copies_every_field() -> None:

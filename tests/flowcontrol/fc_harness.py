@@ -55,7 +55,9 @@ class SlotPool:
     def free(self, endpoint: str) -> int:
         return self.slots[endpoint] - self.busy[endpoint]
 
-    def has_room(self, candidates: frozenset[str] | None, priority: int = 0) -> bool:
+    def has_room(
+        self, candidates: frozenset[str] | None, priority: int = 0, *, background: bool = False
+    ) -> bool:
         endpoints = self.slots if candidates is None else candidates
         return any(e in self.slots and self.free(e) > 0 for e in endpoints)
 

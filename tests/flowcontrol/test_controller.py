@@ -258,7 +258,9 @@ class ReservedSlots:
         self.busy = 0
         self.taken: list[int] = []
 
-    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
+    def has_room(
+        self, candidates: frozenset[str] | None, priority: int, *, background: bool = False
+    ) -> bool:
         limit = 2 if priority >= 10 else 1
         return self.busy < limit
 

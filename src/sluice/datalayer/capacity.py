@@ -8,7 +8,7 @@ burst released between two scrapes cannot overfill an endpoint that looked empty
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sluice.datalayer.registry import EndpointState
@@ -29,6 +29,10 @@ class CapacityThresholds:
     # Sluice: no new request while this many prompt tokens dispatched to the endpoint still wait
     # for their first byte — prefill is what a new arrival's first token waits behind.
     max_pending_prefill_tokens: int | None = None
+    # Sluice: a band's heavy hitter (flow control's `Band.heavy_hitter`: its requests ask for
+    # room as background) never takes the last this many endpoints with room for the rest of
+    # its band, so a tenant below its share finds one without a long prefill ahead (0: none).
+    background_headroom_endpoints: int = 1
 
 
 def room_left(
@@ -71,6 +75,32 @@ def has_room(
         return False
     left = room_left(state, thresholds, lower_band=lower_band)
     return left is None or left > 0
+
+
+def has_room_for_background(
+    candidates: Sequence[EndpointState],
+    now: float,
+    thresholds: CapacityThresholds = DEFAULT_THRESHOLDS,
+    *,
+    lower_band: bool = False,
+) -> bool:
+    """Room for one more background request — one of its band's heavy hitter (`lower_band`:
+    the band is below the pool's top priority). It gets the tighter in-flight cap of a lower
+    band, and leaves `background_headroom_endpoints` of the candidates that have room for the
+    rest of its band to them (when there are more candidates than that, so that a small
+    subset hint never shuts it out)."""
+    if not any(has_room(s, now, thresholds, lower_band=True) for s in candidates):
+        return False
+    keep = thresholds.background_headroom_endpoints
+    if keep <= 0 or len(candidates) <= keep:
+        return True
+    with_room = 0
+    for s in candidates:
+        if has_room(s, now, thresholds, lower_band=lower_band):
+            with_room += 1
+            if with_room > keep:
+                return True
+    return False
 
 
 def endpoints_with_room(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sluice.datalayer.capacity import has_room, room_left
+from sluice.datalayer.capacity import has_room, has_room_for_background, room_left
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.director.dispatched import DispatchedRequest
@@ -36,15 +36,19 @@ class Room:
             return self._states
         return [s for s in self._states if in_subset(s.endpoint, subset)]
 
-    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
+    def has_room(
+        self, candidates: frozenset[str] | None, priority: int, *, background: bool = False
+    ) -> bool:
         """The release gate: upstream's saturation rule over the candidates (any one with room
-        lets a request go) plus Sluice's caps, the tighter one below the pool's top priority."""
+        lets a request go) plus Sluice's caps, the tighter one below the pool's top priority.
+        A band's heavy hitter (`background`) gets the tighter cap too, and leaves the last
+        endpoint with room for the rest of its band to them."""
         thresholds = self.director.thresholds
         lower_band = priority < self.director.top_priority
-        return any(
-            has_room(s, self.now, thresholds, lower_band=lower_band)
-            for s in self.candidates(candidates)
-        )
+        states = self.candidates(candidates)
+        if background:
+            return has_room_for_background(states, self.now, thresholds, lower_band=lower_band)
+        return any(has_room(s, self.now, thresholds, lower_band=lower_band) for s in states)
 
     def placeable(self, states: Sequence[EndpointState], priority: int) -> Sequence[EndpointState]:
         """Where a released request may be placed. As upstream, the scheduler weighs every

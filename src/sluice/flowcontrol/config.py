@@ -71,6 +71,9 @@ class FlowControlConfig:
     token_cost: TokenCost = field(default_factory=TokenCost)
     fairness_weights: Mapping[str, float] = field(default_factory=dict)
     engine_priority: bool = False
+    # The window over which a band's heavy hitter is found (`Band.heavy_hitter`); its requests
+    # ask for room as background. 0 turns it off.
+    fair_share_window_s: float = 30.0
 
     def band(self, priority: int) -> BandConfig:
         """The configured band, or one made from the default template (as upstream)."""
@@ -175,6 +178,7 @@ _TOP_KEYS = (
     "defaultOutputTokens",
     "fairnessWeights",
     "enginePriority",
+    "fairShareWindow",
     "usageLimitPolicyPluginRef",  # upstream's; accepted and ignored (Sluice has no usage limits)
 )
 
@@ -300,4 +304,7 @@ def parse_flow_control(
     if "enginePriority" in block:
         enabled = _expect(block["enginePriority"], bool, f"{path}.enginePriority", "true/false")
         config = replace(config, engine_priority=enabled)
+    if "fairShareWindow" in block:
+        window = parse_duration(block["fairShareWindow"], f"{path}.fairShareWindow")
+        config = replace(config, fair_share_window_s=window)
     return config

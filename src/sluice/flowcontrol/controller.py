@@ -13,6 +13,10 @@ flow and the ordering policy the item; an item whose candidate endpoints are all
 skipped, never blocking the others, and a lower band is only served when every waiting
 higher-band item has been found to have no room (room only shrinks during one dispatch, so the
 room a lower band takes is room no waiting higher-band item could use).
+
+A heavy hitter — a flow served far more than the rest of its band lately, with far larger
+requests (`Band.heavy_hitter`) — asks for room as *background* (`has_room(..., background=True)`),
+which the pool may offer less of, so that a tenant below its share finds room at once.
 """
 
 from __future__ import annotations
@@ -134,7 +138,13 @@ class FlowController:
         if band is None:
             cfg = self.config.band(priority)
             limit = Limit(cfg.max_requests, cfg.max_bytes)
-            band = Band(priority, limit=limit, fairness=cfg.fairness, ordering=cfg.ordering)
+            band = Band(
+                priority,
+                limit=limit,
+                fairness=cfg.fairness,
+                ordering=cfg.ordering,
+                share_window_s=self.config.fair_share_window_s,
+            )
             self._bands[priority] = band
             index = bisect.bisect(self._order_keys, -priority)
             self._order_keys.insert(index, -priority)
@@ -186,18 +196,22 @@ class FlowController:
         if top is None or not capacity.has_room(_ALL, top):
             return events
 
-        # Candidate sets found full this call. Room only shrinks within a call and a lower band
-        # never has more room than a higher one, so "full" stays true for the bands that follow.
+        # Candidate sets found full this call: `full` for every request of the band (and so of
+        # the bands below), `full_background` for heavy hitters' requests. Room only shrinks
+        # within a call and the CapacityView contract orders it (a band's requests >= its
+        # heavy hitter's; a higher band >= a lower one), so "full" stays true.
         full: set[frozenset[str] | None] = set()
+        full_background: set[frozenset[str] | None] = set()
         priority = top
+        background = False
 
         def fits(ticket: Ticket) -> bool:
             candidates = ticket.candidates
-            if candidates in full:
+            if candidates in full or (background and candidates in full_background):
                 return False
-            if capacity.has_room(candidates, priority):
+            if capacity.has_room(candidates, priority, background=background):
                 return True
-            full.add(candidates)
+            (full_background if background else full).add(candidates)
             return False
 
         released = 0
@@ -211,6 +225,7 @@ class FlowController:
                 flow = policy.pop()
                 if flow is None:
                     break
+                background = band.heavy_hitter(flow, now)
                 ticket = flow.queue.take_first(fits)
                 if ticket is None:
                     blocked.append(flow)
@@ -220,7 +235,7 @@ class FlowController:
                 self.queued_bytes -= ticket.byte_size
                 events.append(self._finalize(ticket, QueueOutcome.DISPATCHED, now, band))
                 ticket.charged = ticket.cost_estimate
-                band.serve(flow, ticket.cost_estimate)
+                band.serve(flow, ticket.cost_estimate, now)
                 self.observer.on_served(flow, band)
                 released += 1
                 capacity.take_room(ticket.request)
@@ -325,7 +340,7 @@ class FlowController:
         delta = actual - ticket.charged
         ticket.charged = actual
         if delta:
-            band.correct(flow, delta)
+            band.correct(flow, delta, now)
             self.observer.on_served(flow, band)
 
 

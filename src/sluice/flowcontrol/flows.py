@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from sluice.flowcontrol.model import FlowKey
 from sluice.flowcontrol.ordering import OrderingQueue
+
+
+@dataclass(slots=True)
+class RecentService:
+    """Service over a sliding window, as sums that decay by e every `window` seconds: virtual
+    tokens charged (corrected at completion) and requests served."""
+
+    cost: float = 0.0
+    requests: float = 0.0
+    at: float = 0.0  # when the sums were last brought up to date
+
+    def add(self, cost: float, requests: int, now: float, window: float) -> None:
+        keep = _decay(now - self.at, window)
+        self.cost = max(0.0, self.cost * keep + cost)
+        self.requests = self.requests * keep + requests
+        self.at = now
+
+    def as_of(self, now: float, window: float) -> tuple[float, float]:
+        """(cost, requests) as of `now`."""
+        keep = _decay(now - self.at, window)
+        return self.cost * keep, self.requests * keep
+
+
+def _decay(elapsed: float, window: float) -> float:
+    return math.exp(-elapsed / window) if elapsed > 0 else 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -19,6 +45,8 @@ class Flow:
     served: float = 0.0
     queued_requests: int = 0
     queued_bytes: int = 0
+    # Service over the band's fair-share window: what "heavy hitter" is measured on.
+    recent: RecentService = field(default_factory=RecentService)
     # Bookkeeping of the band's ready set (see fairness.py).
     ready: bool = False
     ready_version: int = 0

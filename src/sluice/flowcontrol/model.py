@@ -110,10 +110,15 @@ class CapacityView(Protocol):
     controller may remember that a candidate set is full for the rest of the call.
     """
 
-    def has_room(self, candidates: frozenset[str] | None, priority: int) -> bool:
+    def has_room(
+        self, candidates: frozenset[str] | None, priority: int, *, background: bool = False
+    ) -> bool:
         """True if at least one endpoint in `candidates` (None = the whole pool) can take one
         more request of band `priority` now. A lower band may be offered less room than a
-        higher one (headroom kept for higher bands), never more."""
+        higher one (headroom kept for higher bands), never more. `background`: the request's
+        flow is its band's heavy hitter (`Band.heavy_hitter`); it may be offered less
+        room than the band's other requests, never more, and a lower band's background no more
+        than a higher band's."""
         ...
 
     def take_room(self, request: InferenceRequest) -> None:
