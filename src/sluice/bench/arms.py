@@ -201,9 +201,11 @@ def arm_by_name(name: str) -> Arm:
     `sluice@prefix=3,load=2,queue=1,kv=1,qd=5,inflight=32,lowinflight=24,prefill=4096,eprio=1`
     (weights of the scorers, then the room rule: queue depth, per-endpoint in-flight cap
     (`none`: no cap), the cap for bands below the top priority, pending prefill tokens per
-    endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`); `eprio=1` forwards the band
-    as the engine's priority (engines run the priority policy)). Unnamed weights and knobs keep
-    the default's."""
+    endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`), endpoints a band's heavy
+    hitter leaves to the rest of its band (`headroom`); `sharewin` is flow control's
+    fair-share window in seconds (0: no heavy hitters); `eprio=1` forwards the
+    band as the engine's priority (engines run the priority policy)). Unnamed weights and
+    knobs keep the default's."""
     standard = standard_arms()
     if name in standard:
         return standard[name]
@@ -213,6 +215,7 @@ def arm_by_name(name: str) -> Arm:
         raise ValueError(f"unknown arm {name!r}; known: {known}")
     weights = _default_weights()
     room: dict[str, object] = {}
+    flow: dict[str, object] = {}
     engine_priority = False
     for part in spec.split(","):
         key, _, value = part.partition("=")
@@ -230,13 +233,21 @@ def arm_by_name(name: str) -> Arm:
             room["max_unseen_requests"] = int(value)
         elif key == "kvmax":
             room["kv_cache_util"] = float(value)
+        elif key == "headroom":
+            room["background_headroom_endpoints"] = int(value)
+        elif key == "sharewin":
+            flow["fair_share_window_s"] = float(value)
         elif key == "eprio":
             engine_priority = value not in ("0", "off", "false")
         else:
             raise ValueError(f"arm {name!r}: unknown key {key!r}")
     yaml_text = sluice_yaml({_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0})
     arm = sluice_arm(name, f"Sluice variant: {spec}", yaml_text)
-    arm = replace(arm, room=replace(arm.room, **room))  # type: ignore[arg-type]
+    arm = replace(
+        arm,
+        room=replace(arm.room, **room),  # type: ignore[arg-type]
+        flow=replace(arm.flow, **flow),  # type: ignore[arg-type]
+    )
     if engine_priority:
         arm = replace(
             arm,

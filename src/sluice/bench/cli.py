@@ -73,7 +73,8 @@ def _list() -> str:
     lines += [f"  {n:16} {arms[n].description}" for n in STANDARD_ARM_NAMES]
     lines += [
         "  sluice@k=v,...   a variant of Sluice's default: weights prefix, load, queue, kv, "
-        "running; room rule qd, inflight, unseen, kvmax"
+        "running, prefillcost, lora; room rule qd, inflight, lowinflight, prefill, unseen, "
+        "kvmax, headroom; fair-share window sharewin; eprio"
     ]
     return "\n".join(lines)
 

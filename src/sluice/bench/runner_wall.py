@@ -230,8 +230,9 @@ def sluice_config_text(arm: Arm) -> str:
         f"  maxInFlightPerEndpointBelowTopPriority: {room.lower_priority_max_in_flight or 0}",
         f"  maxPendingPrefillTokensPerEndpoint: {room.max_pending_prefill_tokens or 0}",
     ]
+    lines += ["flowControl:", f"  fairShareWindow: {arm.flow.fair_share_window_s:g}s"]
     if arm.flow.engine_priority:
-        lines += ["flowControl:", "  enginePriority: true"]
+        lines += ["  enginePriority: true"]
     return arm.config_yaml.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
