@@ -8,7 +8,12 @@ removed (Envoy straight to the engine). Envoy (--concurrency 1), Sluice and the 
 their own process.
 
 1. Latency: sequential requests (one at a time) through each Envoy, interleaved so both see the
-   same machine load; added latency = Sluice percentile − direct percentile.
+   same machine load; added latency = Sluice percentile − direct percentile. The Sluice Envoy
+   also logs, per request, how long its ext_proc filter waited on Sluice (Envoy's own per-call
+   timers, `%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:…_latency_us)%`): the share of the
+   added latency that is Sluice's answer, loopback included, as the gateway sees it. The rest
+   is Envoy's own cost of running an ext_proc filter (encoding, its gRPC client, wake-ups),
+   which any Endpoint Picker adds.
 2. Throughput: N concurrent clients for a fixed time through the Sluice Envoy; reports req/s and
    req/s per CPU-second Sluice actually used (read from /proc), which is the "per core" number
    on a shared machine.
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -53,6 +59,11 @@ from sluice.extproc import BodyMode  # noqa: E402
 
 BODY: dict[str, object] = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
 PATH = "/v1/completions"
+# Envoy's per-request timers of its calls to the processor (microseconds), by direction.
+WAIT_FIELDS = {
+    "request": ("request_header", "request_body_total", "request_trailer"),
+    "response": ("response_header", "response_body_total", "response_trailer"),
+}
 
 
 # --- child processes ---------------------------------------------------------------------------
@@ -98,9 +109,10 @@ async def wait_http(http: aiohttp.ClientSession, url: str, timeout_s: float = 20
     raise TimeoutError(url)
 
 
-async def one(http: aiohttp.ClientSession, url: str) -> float:
+async def one(http: aiohttp.ClientSession, url: str, bench_id: str = "") -> float:
     start = time.perf_counter()
-    async with http.post(url, json=BODY) as response:  # BODY gets stream=True with --stream
+    headers = {"x-bench-id": bench_id} if bench_id else None
+    async with http.post(url, json=BODY, headers=headers) as response:  # stream=True: --stream
         await response.read()
         assert response.status == 200, response.status
     return time.perf_counter() - start
@@ -110,18 +122,65 @@ def percentile(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=1000)[int(q * 1000) - 1]
 
 
-async def latency(http: aiohttp.ClientSession, via: str, direct: str, n: int) -> dict[str, float]:
+def log_ext_proc_waits(config: dict[str, Any], path: Path) -> None:
+    """Add a JSON access log of the ext_proc filter's per-call timers to an Envoy config."""
+    listener = config["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    timers = [f"{call}_latency_us" for calls in WAIT_FIELDS.values() for call in calls]
+    fields = {f: f"%FILTER_STATE(envoy.filters.http.ext_proc:FIELD:{f})%" for f in timers}
+    log_type = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+    log_format = {"json_format": {"id": "%REQ(X-BENCH-ID)%", **fields}}
+    hcm["access_log"] = [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {"@type": log_type, "path": str(path), "log_format": log_format},
+        }
+    ]
+
+
+def ext_proc_waits(path: Path, ids: set[str], mode: BodyMode) -> list[float]:
+    """Seconds Envoy waited on Sluice, per request whose x-bench-id is in `ids`.
+
+    BUFFERED: a direction's calls are sequential (headers answered, then the buffered body
+    sent): their sum. FULL_DUPLEX_STREAMED: they are in flight together (Sluice answers the
+    request headers once the body is in, and the body follows the headers at once), so their
+    timers overlap: the last call, i.e. the longest timer, is what the request waits for."""
+    combine = sum if mode is BodyMode.BUFFERED else max
+    waits = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("id") not in ids:
+            continue
+        per_direction = (
+            combine(int(entry.get(f"{call}_latency_us") or 0) for call in calls)
+            for calls in WAIT_FIELDS.values()
+        )
+        waits.append(sum(per_direction) / 1e6)
+    return waits
+
+
+async def latency(
+    http: aiohttp.ClientSession, via: str, direct: str, n: int
+) -> tuple[list[float], list[float]]:
     via_s: list[float] = []
     direct_s: list[float] = []
-    for _ in range(n):
-        via_s.append(await one(http, via))
+    for i in range(n):
+        via_s.append(await one(http, via, f"m{i}"))
         direct_s.append(await one(http, direct))
-    out = {}
+    return via_s, direct_s
+
+
+def latency_report(
+    via_s: list[float], direct_s: list[float], waits: list[float]
+) -> dict[str, float]:
+    out: dict[str, float] = {}
     for q in (0.5, 0.99):
         name = f"p{int(q * 100)}"
         out[f"{name}_direct_ms"] = percentile(direct_s, q) * 1e3
         out[f"{name}_via_sluice_ms"] = percentile(via_s, q) * 1e3
         out[f"{name}_added_ms"] = out[f"{name}_via_sluice_ms"] - out[f"{name}_direct_ms"]
+        out[f"{name}_envoy_waited_on_sluice_ms"] = percentile(waits, q) * 1e3
+    out["requests_with_ext_proc_timers"] = len(waits)
     return out
 
 
@@ -158,6 +217,8 @@ async def main(args: argparse.Namespace) -> None:
     engine = spawn_engine(engine_port)
     sluice = spawn_sluice(sluice_ports.epp, engine_port, workdir)
     via_config = render_config(sluice_ports, [engine_port], mode=mode, tls=False)
+    wait_log = workdir / "ext_proc_waits.jsonl"
+    log_ext_proc_waits(via_config, wait_log)
     direct_config = render_config(direct_ports, [engine_port], mode=mode, tls=False)
     hcm = direct_config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     filters = hcm["typed_config"]["http_filters"]
@@ -174,8 +235,12 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(200):  # warm up both paths
                 await one(http, via)
                 await one(http, direct)
-            lat = await latency(http, via, direct, args.requests)
+            via_s, direct_s = await latency(http, via, direct, args.requests)
         thr = await throughput(via, args.concurrency, args.seconds, sluice.pid)
+        for envoy in envoys:
+            await envoy.stop()  # flushes the access log
+        waits = ext_proc_waits(wait_log, {f"m{i}" for i in range(args.requests)}, mode)
+        lat = latency_report(via_s, direct_s, waits)
         report = {
             "mode": mode.name + (" (SSE)" if args.stream else ""),
             "pipeline": "sluice serve (director, flow control, scheduler) on uvloop, plaintext",
