@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sluice.bench.arms import arm_by_name
 from sluice.bench.metrics import SLO_TTFT_P90_S, goodput, summarize
 from sluice.bench.records import RunResult
 from sluice.bench.runner_virtual import RunLimits, run_virtual
 from sluice.bench.scenarios import ISOLATION, SCENARIOS, SWEEP, Scenario
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -69,20 +72,33 @@ def run_one(
     return result
 
 
-def sweep_one(scenario_name: str, arm_name: str, seed: int, quick: bool) -> list[RunResult]:
-    """Walk up the loads until p90 TTFT breaks the SLO twice over (the knee is found; the rest
-    of the curve would only cost time)."""
-    scenario = SCENARIOS[scenario_name]
-    out = []
-    for load in scenario.loads_for(quick):
-        result = run_one(scenario_name, arm_name, seed, load, quick, ())
-        out.append(result)
-        p90 = summarize(result).ttft_p90
+def sweep(
+    loads: Iterable[float], run_at: Callable[[float], R], result_of: Callable[[R], RunResult]
+) -> list[R]:
+    """Walk up the loads until p90 TTFT breaks the SLO twice over, or breaks it at all after
+    two points (the knee is found; the rest of the curve would only cost time). Both modes'
+    goodput sweeps walk through here: `run_at(load)` runs one point, `result_of` gives its
+    `RunResult`."""
+    out: list[R] = []
+    for load in loads:
+        point = run_at(load)
+        out.append(point)
+        p90 = summarize(result_of(point)).ttft_p90
         if not math.isfinite(p90) or p90 > 2 * SLO_TTFT_P90_S:
             break
         if p90 > SLO_TTFT_P90_S and len(out) >= 2:
             break
     return out
+
+
+def sweep_one(scenario_name: str, arm_name: str, seed: int, quick: bool) -> list[RunResult]:
+    """One arm's goodput sweep in virtual time (see `sweep`)."""
+    scenario = SCENARIOS[scenario_name]
+    return sweep(
+        scenario.loads_for(quick),
+        lambda load: run_one(scenario_name, arm_name, seed, load, quick, ()),
+        lambda result: result,
+    )
 
 
 def workers() -> int:
