@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import os
 import re
@@ -29,15 +30,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sluice.bench import report
 from sluice.bench.arms import Arm, arm_by_name
-from sluice.bench.metrics import by_key, hit_rate, summarize
+from sluice.bench.metrics import SLO_TTFT_P90_S, hit_rate, summarize
 from sluice.bench.records import RequestRecord, RunResult
-from sluice.bench.report import fmt, fmt_spread
-from sluice.bench.scenarios import SCENARIOS, Scenario
+from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
+from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
+from sluice.bench.suite import ScenarioResult, sweep
 from sluice.bench.workloads import Arrival, Workload
 
 PEERS = ("vllm-router", "sglang-router", "smg")
@@ -51,9 +54,20 @@ PEER_ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "smg:cache_aware": ("smg", ("launch", "--policy", "cache_aware")),
     "smg:priority": ("smg", ("launch", "--policy", "cache_aware", "--priority-scheduler-enabled")),
 }
-# what each wall scenario runs, and at which load (quick, full)
-WALL_LOADS: dict[str, tuple[float, float]] = {"shared-prefix": (8.0, 12.0), "two-bands": (1.5, 1.5)}
-WALL_DURATION = {True: 10.0, False: 45.0}
+# what each wall scenario runs, and at which loads: (quick, full). shared-prefix is a goodput
+# sweep (the same points for every arm, walked up by `suite.sweep` until p90 TTFT breaks the
+# SLO); the others run at one load, loaded and with the protected tenants alone.
+WALL_LOADS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "shared-prefix": ((4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0),) * 2,
+    "two-bands": ((1.5,), (1.5,)),
+    "noisy-neighbour": ((1.5,), (1.5,)),
+}
+# seconds of the workload's arrivals replayed (quick, full)
+WALL_DURATION: dict[str, tuple[float, float]] = {
+    "shared-prefix": (20.0, 60.0),
+    "two-bands": (10.0, 45.0),
+    "noisy-neighbour": (15.0, 45.0),
+}
 
 
 def installed_peers() -> dict[str, bool]:
@@ -121,6 +135,24 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; (0, 0) where unreadable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    values = [float(x) for x in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user/nice
+    return total - idle, total
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of the machine's CPUs busy between two `machine_cpu()` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else math.nan
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -375,7 +407,23 @@ class WallRun:
     router_cpu_s: float = math.nan
     router_rss_mb: float = math.nan
     added_latency_ms: float = math.nan
+    replay_s: float = math.nan  # wall time of the replay (arrivals + drain)
+    machine_busy: float = math.nan  # share of all CPUs busy during the replay
     error: str = ""
+
+    @property
+    def load(self) -> float:
+        return self.result.load
+
+    @property
+    def router_core_share(self) -> float:
+        """The router's CPU seconds per second of replay: 1.0 is one core flat out."""
+        return self.router_cpu_s / self.replay_s if self.replay_s > 0 else math.nan
+
+    @property
+    def req_per_cpu_s(self) -> float:
+        done = sum(1 for r in self.result.records if r.outcome == "completed")
+        return done / self.router_cpu_s if self.router_cpu_s else math.nan
 
 
 def _needs_priority_engines(arm_name: str) -> bool:
@@ -383,9 +431,17 @@ def _needs_priority_engines(arm_name: str) -> bool:
 
 
 def run_arm(
-    scenario: Scenario, arm_name: str, workload: Workload, *, seed: int, load: float, drain_s: float
-) -> tuple[RunResult, float, float, float]:
-    """One wall-clock run: fresh engines and router; returns the result and router costs."""
+    scenario: Scenario,
+    arm_name: str,
+    workload: Workload,
+    *,
+    seed: int,
+    load: float,
+    drain_s: float,
+    probe: bool = True,
+) -> WallRun:
+    """One wall-clock run: fresh engines and router; the result and the router's costs.
+    `probe`: also measure the router's added latency (40 + 40 sequential requests first)."""
     engines = start_engines(scenario, _needs_priority_engines(arm_name))
     workdir = Path(tempfile.mkdtemp(prefix="sluice-wall-"))
     router: subprocess.Popen[bytes] | None = None
@@ -393,10 +449,17 @@ def run_arm(
         objectives = dict(workload.objectives)
         router, url = start_router(arm_name, engines, objectives, workdir)
         time.sleep(1.0)  # first scrapes / health checks
-        direct = asyncio.run(probe_latency(engines.urls[0]))
-        via = asyncio.run(probe_latency(url))
+        added = math.nan
+        if probe:
+            direct = asyncio.run(probe_latency(engines.urls[0]))
+            via = asyncio.run(probe_latency(url))
+            added = (via - direct) * 1000
         cpu0 = cpu_seconds(router.pid)
+        machine0 = machine_cpu()
+        t0 = time.monotonic()
         records = asyncio.run(replay(url, workload, drain_s))
+        replay_s = time.monotonic() - t0
+        busy = busy_share(machine0, machine_cpu())
         cpu = cpu_seconds(router.pid) - cpu0
         rss = peak_rss_mb(router.pid)
         priorities = workload.objectives
@@ -417,7 +480,7 @@ def run_arm(
             warmup_s=workload.duration_s * scenario.warmup_frac,
             cpu_s=cpu,
         )
-        return result, cpu, rss, (via - direct) * 1000
+        return WallRun(arm_name, result, None, cpu, rss, added, replay_s, busy)
     finally:
         if router is not None:
             _stop(router)
@@ -442,57 +505,209 @@ def wall_arms(scenario: Scenario, requested: Sequence[str]) -> list[str]:
 @dataclass
 class WallScenario:
     scenario: Scenario
-    load: float
-    runs: dict[str, WallRun] = field(default_factory=dict)
+    loads: tuple[float, ...]  # the offered loads (a sweep walks up them until the knee)
+    # arm -> its runs: one per load reached (sweeps), or the one loaded run (with its baseline)
+    runs: dict[str, list[WallRun]] = field(default_factory=dict)
+    seed: int = 1
+    quick: bool = True
+    duration_s: float = 0.0
     wall_s: float = 0.0
 
+    def as_result(self) -> ScenarioResult:
+        """The runs as the virtual mode's `ScenarioResult`, so goodput, the isolation ratios and
+        the targets come from the same code in both modes."""
+        ran = tuple(a for a, runs in self.runs.items() if any(not r.error for r in runs))
+        out = ScenarioResult(self.scenario, ran, (self.seed,), self.quick, mode="wall")
+        for arm, runs in self.runs.items():
+            good = [r for r in runs if not r.error]
+            if len(good) < len(runs):
+                out.skipped[arm] = next(r.error for r in runs if r.error)
+            if good:
+                out.runs[arm] = [r.result for r in good]
+                out.baselines[arm] = [r.baseline for r in good if r.baseline is not None]
+        out.wall_s = self.wall_s
+        return out
 
-def run_wall_scenario(
-    scenario: Scenario, arms: Sequence[str], *, seed: int, quick: bool, log: object = None
-) -> WallScenario:
-    load = WALL_LOADS[scenario.name][0 if quick else 1]
-    out = WallScenario(scenario, load)
-    started = time.monotonic()
+
+def wall_duration(scenario: Scenario, quick: bool) -> float:
+    return WALL_DURATION.get(scenario.name, (10.0, 45.0))[0 if quick else 1]
+
+
+def wall_workload(
+    scenario: Scenario, seed: int, load: float, quick: bool, cut: float | None = None
+) -> Workload:
+    """The scenario's workload cut to the wall mode's replay window."""
     workload = scenario.build(seed, load, quick)
-    cut = WALL_DURATION[quick]
-    workload = Workload(
+    cut = wall_duration(scenario, quick) if cut is None else cut
+    return Workload(
         workload.name,
         tuple(a for a in workload.arrivals if a.at < cut),
         workload.objectives,
         workload.adapters,
     )
-    drain = 15.0 if quick else 40.0
-    for arm in arms:
-        print(f"wall {scenario.name} {arm} ...", file=sys.stderr, flush=True)
+
+
+def _failed(scenario: Scenario, arm: str, seed: int, load: float, exc: Exception) -> WallRun:
+    return WallRun(arm, RunResult(scenario.name, arm, seed, load, [], []), error=str(exc))
+
+
+def run_wall_scenario(
+    scenario: Scenario,
+    arms: Sequence[str],
+    *,
+    seed: int,
+    quick: bool,
+    loads: Sequence[float] | None = None,
+    drain_s: float | None = None,
+    duration_s: float | None = None,
+    on_run: Callable[[WallRun], None] | None = None,
+) -> WallScenario:
+    """Every arm on the scenario. Sweeps walk each arm up `loads` with `suite.sweep` (the
+    virtual mode's stopping rule); the added-latency probe runs once per arm, at its first load.
+    Isolation scenarios run the loaded mix and the protected tenants alone."""
+    default = WALL_LOADS.get(scenario.name, (scenario.quick_loads, scenario.loads))
+    chosen = tuple(loads or default[0 if quick else 1])
+    out = WallScenario(scenario, chosen, seed=seed, quick=quick)
+    out.duration_s = wall_duration(scenario, quick) if duration_s is None else duration_s
+    started = time.monotonic()
+    # after the last arrival, wait this long for stragglers (a request still without its first
+    # token by then is infinitely late: far past the 2 s SLO either way)
+    drain = drain_s if drain_s is not None else (10.0 if quick else 40.0)
+
+    def point(arm: str, load: float, first: bool) -> WallRun:
+        print(f"wall {scenario.name} {arm} at {fmt(load)} ...", file=sys.stderr, flush=True)
+        workload = wall_workload(scenario, seed, load, quick, out.duration_s)
         try:
-            result, cpu, rss, added = run_arm(
-                scenario, arm, workload, seed=seed, load=load, drain_s=drain
-            )
-            run = WallRun(arm, result, None, cpu, rss, added)
+            run = run_arm(scenario, arm, workload, seed=seed, load=load, drain_s=drain, probe=first)
             if scenario.protected:
                 alone = workload.only(*scenario.protected)
-                run.baseline = run_arm(scenario, arm, alone, seed=seed, load=load, drain_s=drain)[0]
+                run.baseline = run_arm(
+                    scenario, arm, alone, seed=seed, load=load, drain_s=drain, probe=False
+                ).result
         except Exception as exc:  # a peer that fails to start is reported, not fatal
-            run = WallRun(arm, RunResult(scenario.name, arm, seed, load, [], []), error=str(exc))
-        out.runs[arm] = run
+            run = _failed(scenario, arm, seed, load, exc)
+        if on_run is not None:
+            on_run(run)
+        return run
+
+    for arm in arms:
+        if scenario.kind == SWEEP:
+            out.runs[arm] = sweep(
+                chosen,
+                functools.partial(lambda a, load: point(a, load, load == chosen[0]), arm),
+                lambda run: run.result,
+            )
+        else:
+            out.runs[arm] = [point(arm, load, i == 0) for i, load in enumerate(chosen)]
     out.wall_s = time.monotonic() - started
     return out
 
 
 # -- report ------------------------------------------------------------------------------------
 
+ROUND_ROBINS = ("round-robin", "vllm-router:round_robin")
+SMG_PRIORITY_NOTE = (
+    "smg's priority scheduler (the two-class overload's peer with priorities) is not measured: "
+    "smg 1.13.0's `smg launch --help` lists no priority-scheduler flag and `launch` rejects "
+    "`--priority-scheduler-enabled`, so there is no such arm to run."
+)
 
-def _ratio(run: WallRun, tenants: Sequence[str]) -> float:
-    if run.baseline is None:
-        return math.nan
-    worst = 0.0
-    for t in tenants:
-        a = by_key(run.baseline, "tenant").get(t)
-        b = by_key(run.result, "tenant").get(t)
-        if a is None or b is None:
-            return math.nan
-        worst = max(worst, b.ttft_p99 / a.ttft_p99 if a.ttft_p99 > 0 else math.inf)
-    return worst
+
+def _cache_aware(arm: str) -> bool:
+    return arm.endswith(":cache_aware")
+
+
+def _cpu_cells(run: WallRun) -> list[str]:
+    return [
+        fmt(run.router_cpu_s),
+        fmt(run.router_core_share),
+        fmt(run.req_per_cpu_s),
+        fmt(run.machine_busy),
+        fmt(run.router_rss_mb),
+        fmt_spread([run.added_latency_ms], 2),
+    ]
+
+
+_CPU_HEADER = [
+    "router CPU s",
+    "router cores",
+    "req per CPU-s",
+    "machine busy",
+    "peak RSS MB",
+    "added latency ms",
+]
+
+
+def _sweep_lines(ws: WallScenario) -> list[str]:
+    result = ws.as_result()
+    goodputs = {arm: statistics.median(result.goodputs(arm)) for arm in result.arms}
+    refs = [a for a in (*ROUND_ROBINS, "upstream-default") if a in goodputs]
+    peers = [a for a in goodputs if _cache_aware(a)]
+    best_peer = max((goodputs[a] for a in peers), default=math.nan)
+    header = ["arm", "goodput (QPS, p90 TTFT ≤ 2 s)"]
+    header += [f"vs {a}" for a in refs]
+    if peers:
+        header.append("vs best cache-aware peer")
+    header += ["p90 TTFT per load (QPS: s)", "hit rate at the knee"]
+    rows = []
+    for arm, runs in ws.runs.items():
+        if arm not in goodputs:
+            rows.append([arm, f"failed: {result.skipped.get(arm, '')[:120]}"])
+            continue
+        g = goodputs[arm]
+        row = [arm, fmt(g)]
+        row += [fmt(g / goodputs[a] if goodputs[a] else math.inf) for a in refs]
+        if peers:
+            row.append(fmt(g / best_peer if best_peer else math.inf))
+        curve = ", ".join(
+            f"{fmt(r.load)}: {'failed' if r.error else fmt(summarize(r.result).ttft_p90)}"
+            for r in runs
+        )
+        knee = [r for r in runs if not r.error and summarize(r.result).ttft_p90 <= SLO_TTFT_P90_S]
+        row += [curve, fmt(hit_rate(max(knee, key=lambda r: r.load).result)) if knee else "–"]
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Every point of every arm:", ""]
+    header = ["arm", "load", "TTFT p50", "p90", "p99", "req/s", "hit rate", *_CPU_HEADER]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm, runs in ws.runs.items():
+        for run in runs:
+            if run.error:
+                lines.append(f"| {arm} | {fmt(run.load)} | failed: {run.error[:120]} |")
+                continue
+            sm = summarize(run.result)
+            row = [arm, fmt(run.load), fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99)]
+            row += [fmt(sm.req_per_s), fmt(hit_rate(run.result)), *_cpu_cells(run)]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _fixed_lines(ws: WallScenario) -> list[str]:
+    s = ws.scenario
+    header = ["arm", "TTFT p50", "p90", "p99", "req/s", "hit rate"]
+    if s.protected:
+        header += [f"{', '.join(s.protected)} p99 alone", "loaded", "ratio (≤ 1.25 holds)"]
+    header += _CPU_HEADER
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    result = ws.as_result()
+    for arm, runs in ws.runs.items():
+        for run in runs:
+            if run.error:
+                lines.append(f"| {arm} | failed: {run.error[:120]} |")
+                continue
+            sm = summarize(run.result)
+            row = [arm, fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99)]
+            row += [fmt(sm.req_per_s), fmt(hit_rate(run.result))]
+            if s.protected:
+                prot = [r for r in run.result.records if r.tenant in s.protected]
+                alone = summarize(run.baseline).ttft_p99 if run.baseline else math.nan
+                ratios = isolation_ratios(result, arm)
+                row += [fmt(alone), fmt(summarize(run.result, prot).ttft_p99)]
+                row += [fmt(max(ratios)) if ratios else "–"]
+            row += _cpu_cells(run)
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float) -> str:
@@ -504,36 +719,33 @@ def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float)
         f"    {command}",
         "",
         f"Wall time: {elapsed_s:.0f} s; machine: {os.cpu_count()} CPUs shared by the engines "
-        "(one `sluice sim` process simulating 4 engines in real time), the router and the "
-        "load generator, so absolute latencies include CPU contention. One repetition.",
+        f"({ENGINES} `sluice sim` processes, one per engine, simulating in real time), the "
+        "router and the load generator, so absolute latencies include CPU contention. One "
+        "repetition. *router cores*: the router's CPU seconds per second of replay (1 = one "
+        "core flat out); *machine busy*: share of all CPUs busy during the replay (1 = every "
+        "core); *added latency*: measured once per arm (at a sweep's first load).",
     ]
+    tlist = targets([ws.as_result() for ws in results])
+    if tlist:
+        lines += ["", "## Targets", ""]
+        lines += ["| claim | met | numbers |", "|---|---|---|"]
+        lines += [f"| {t.claim} | {'yes' if t.met else '**no**'} | {t.evidence} |" for t in tlist]
+    lines += ["", SMG_PRIORITY_NOTE]
     for ws in results:
         s = ws.scenario
-        lines += ["", f"## {s.name} (wall, load {fmt(ws.load)} {s.load_unit})", ""]
-        header = ["arm", "TTFT p50", "p90", "p99", "req/s", "hit rate"]
-        if s.protected:
-            header += [f"{', '.join(s.protected)} p99 alone", "loaded", "ratio"]
-        header += ["router CPU s", "req per CPU-s", "peak RSS MB", "added latency ms"]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for arm, run in ws.runs.items():
-            if run.error:
-                lines.append(f"| {arm} | failed: {run.error[:120]} |")
-                continue
-            sm = summarize(run.result)
-            row = [arm, fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99)]
-            row += [fmt(sm.req_per_s), fmt(hit_rate(run.result))]
-            if s.protected:
-                prot = [r for r in run.result.records if r.tenant in s.protected]
-                alone = summarize(run.baseline).ttft_p99 if run.baseline else math.nan
-                row += [fmt(alone), fmt(summarize(run.result, prot).ttft_p99)]
-                row += [fmt(_ratio(run, s.protected))]
-            done = sum(1 for r in run.result.records if r.outcome == "completed")
-            row += [
-                fmt(run.router_cpu_s),
-                fmt(done / run.router_cpu_s if run.router_cpu_s else math.nan),
-            ]
-            row += [fmt(run.router_rss_mb), fmt_spread([run.added_latency_ms], 2)]
-            lines.append("| " + " | ".join(row) + " |")
+        kind = "goodput sweep" if s.kind == SWEEP else "loaded vs alone"
+        lines += [
+            "",
+            f"## {s.name} (wall, {kind})",
+            "",
+            s.description + ".",
+            "",
+            f"Load {', '.join(fmt(x) for x in ws.loads)} {s.load_unit}; the first "
+            f"{fmt(ws.duration_s)} s of the workload's arrivals (first "
+            f"{fmt(100 * s.warmup_frac)}% left out as warm-up); {ws.wall_s:.0f} s.",
+            "",
+        ]
+        lines += _sweep_lines(ws) if s.kind == SWEEP else _fixed_lines(ws)
     return "\n".join(lines) + "\n"
 
 
@@ -551,6 +763,7 @@ def main_wall(names: list[str], args: argparse.Namespace, command: str) -> int:
             file=sys.stderr,
         )
     requested = tuple(args.arms.split())
+    report.SLUICE = args.candidate
     results = []
     for name in chosen:
         scenario = SCENARIOS[name]
@@ -565,5 +778,7 @@ def main_wall(names: list[str], args: argparse.Namespace, command: str) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     print(text)
+    for t in targets([ws.as_result() for ws in results]):
+        print(f"{'MET ' if t.met else 'MISS'} {t.claim}: {t.evidence}", file=sys.stderr)
     print(f"wrote {path} in {elapsed:.0f} s", file=sys.stderr)
     return 0

@@ -1,0 +1,154 @@
+"""Wall-clock mode: the goodput sweep (the virtual mode's stopping rule and goodput), the
+loaded-vs-alone table and the targets against peers, and one real run through Sluice's proxy in
+front of `sluice sim` engines (seconds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sluice.bench.records import RequestRecord, RunResult
+from sluice.bench.runner_wall import (
+    SMG_PRIORITY_NOTE,
+    WallRun,
+    WallScenario,
+    busy_share,
+    machine_cpu,
+    render_wall,
+    run_wall_scenario,
+)
+from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
+from sluice.bench.suite import sweep
+from sluice.bench.workloads import shared_prefix
+
+
+def _run(
+    scenario: str, arm: str, load: float, ttfts: dict[str, list[float]], *, hits: int = 0
+) -> RunResult:
+    """A run whose requests (per tenant) had these TTFTs; no warm-up."""
+    records = []
+    for tenant, values in ttfts.items():
+        for i, ttft in enumerate(values):
+            r = RequestRecord(f"{tenant}-{i}", tenant, 0, float(i), 10, 4, outcome="completed")
+            r.first_token_at = r.arrived_at + ttft
+            r.completed_at = r.first_token_at + 0.1
+            r.output_tokens = 4
+            records.append(r)
+    return RunResult(
+        scenario, arm, 1, load, records, prefix_hits=hits, prefix_queries=100, duration_s=20.0
+    )
+
+
+def _point(arm: str, load: float, p90: float) -> WallRun:
+    run = _run("shared-prefix", arm, load, {"t": [p90] * 20}, hits=50)
+    return WallRun(arm, run, None, 2.0, 80.0, 1.0, replay_s=20.0, machine_busy=0.9)
+
+
+def test_sweep_stops_past_the_knee_and_goodput_interpolates() -> None:
+    curve = {4.0: 0.5, 8.0: 1.5, 12.0: 2.5, 16.0: 3.0, 24.0: 9.0}
+    calls: list[float] = []
+
+    def at(load: float) -> WallRun:
+        calls.append(load)
+        return _point("a", load, curve[load])
+
+    points = sweep(sorted(curve), at, lambda p: p.result)
+    assert calls == [4.0, 8.0, 12.0]  # stops at the first load past the SLO (after two points)
+    ws = WallScenario(SCENARIOS["shared-prefix"], tuple(curve), {"a": points})
+    # the virtual mode's goodput: interpolated between 8 (1.5 s) and 12 (2.5 s)
+    assert ws.as_result().goodputs("a") == [pytest.approx(10.0)]
+    # far past the SLO at once: stop there
+    assert len(sweep([1.0, 2.0], lambda load: _point("b", load, 9.0), lambda p: p.result)) == 1
+
+
+def _sweep_scenario() -> WallScenario:
+    curves = {
+        "sluice-default": {4.0: 0.5, 8.0: 0.9, 12.0: 1.5, 16.0: 1.9, 24.0: 2.1},
+        "upstream-default": {4.0: 0.6, 8.0: 1.9, 12.0: 3.0},
+        "vllm-router:round_robin": {4.0: 2.5},
+        "sglang-router:cache_aware": {4.0: 0.7, 8.0: 2.1},
+    }
+    runs = {a: [_point(a, load, p90) for load, p90 in c.items()] for a, c in curves.items()}
+    failed = WallRun("smg:cache_aware", RunResult("shared-prefix", "smg:cache_aware", 1, 4, []))
+    failed.error = "smg is not installed"
+    runs["smg:cache_aware"] = [failed]
+    return WallScenario(SCENARIOS["shared-prefix"], (4.0, 8.0, 12.0, 16.0, 24.0), runs)
+
+
+def _noisy_scenario() -> WallScenario:
+    runs = {}
+    for arm, loaded in (("sluice-default", 0.45), ("vllm-router:cache_aware", 4.0)):
+        run = _run("noisy-neighbour", arm, 1.5, {"light": [0.4] * 9 + [loaded], "heavy": [3.0]})
+        w = WallRun(arm, run, None, 1.0, 70.0, 1.0, replay_s=20.0, machine_busy=0.5)
+        w.baseline = _run("noisy-neighbour", arm, 1.5, {"light": [0.3] * 9 + [0.4]})
+        runs[arm] = [w]
+    return WallScenario(SCENARIOS["noisy-neighbour"], (1.5,), runs)
+
+
+def test_wall_report_has_goodput_ratios_isolation_and_targets() -> None:
+    text = render_wall([_sweep_scenario(), _noisy_scenario()], "sluice bench --mode wall", 9.0)
+    assert "## shared-prefix (wall, goodput sweep)" in text
+    assert "vs vllm-router:round_robin" in text and "vs best cache-aware peer" in text
+    # sluice-default: 16 + 8 * (2 - 1.9) / (2.1 - 1.9) = 20 QPS; round-robin 0 (∞x); upstream
+    # 8 + 4 * 0.1 / 1.1 = 8.36 (2.39x); the best cache-aware peer 4 + 4 * 1.3 / 1.4 = 7.71
+    assert "| sluice-default | 20 | ∞ | 2.39 | 2.59 |" in text
+    assert "| smg:cache_aware | failed: smg is not installed |" in text
+    assert "| smg:cache_aware | 4 | failed: smg is not installed |" in text
+    assert "smg:cache_aware 0" not in text  # a failed arm is no evidence
+    assert "| shared-prefix: sluice-default goodput >= 4x vllm-router:round_robin | yes |" in text
+    assert "goodput >= 1.2x upstream-default | yes | 2.39x |" in text
+    assert "goodput >= the best cache-aware peer | yes |" in text
+    assert "sglang-router:cache_aware 7.71" in text
+    # noisy-neighbour: light p99 0.45 / 0.4 loaded vs alone; the peer 4 / 0.4
+    assert "## noisy-neighbour (wall, loaded vs alone)" in text
+    assert "| 0.4 | 0.45 | 1.12 |" in text and "| 0.4 | 4 | 10 |" in text
+    assert "light p99 TTFT within 1.25x of unloaded at 150% load | yes | p99 ratio" in text
+    assert "no peer router keeps light within 1.25x of unloaded | yes |" in text
+    assert "pool busy" not in text  # not measured in wall mode
+    assert SMG_PRIORITY_NOTE in text
+
+
+def test_machine_cpu_share_is_a_fraction() -> None:
+    before = machine_cpu()
+    sum(i * i for i in range(200_000))
+    share = busy_share(before, machine_cpu())
+    assert math.isnan(share) or 0.0 <= share <= 1.0
+
+
+def _tiny_shared_prefix(seed: int, load: float, quick: bool) -> object:
+    return shared_prefix(
+        seed=seed,
+        qps=load,
+        duration_s=3,
+        groups=2,
+        system_tokens=256,
+        question_tokens=16,
+        output_tokens=8,
+    )
+
+
+def test_wall_sweep_through_sluice_proxy_smoke() -> None:
+    scenario = Scenario(
+        "tiny-shared-prefix",
+        "2 groups x 256-token system prompts",
+        SWEEP,
+        _tiny_shared_prefix,  # type: ignore[arg-type]
+        loads=(2.0, 4.0),
+        quick_loads=(2.0, 4.0),
+        warmup_frac=0.0,
+    )
+    seen: list[WallRun] = []
+    ws = run_wall_scenario(
+        scenario, ["sluice-default"], seed=1, quick=True, drain_s=10, on_run=seen.append
+    )
+    runs = ws.runs["sluice-default"]
+    assert [r.load for r in runs] == [2.0, 4.0] and seen == runs
+    assert all(not r.error for r in runs), [r.error for r in runs]
+    first, second = runs
+    assert first.result.records and all(r.outcome == "completed" for r in first.result.records)
+    assert first.result.prefix_hits > 0  # two shared system prompts: the engines' caches hit
+    assert math.isfinite(first.added_latency_ms) and math.isnan(second.added_latency_ms)
+    assert first.router_cpu_s > 0 and 0 < first.router_core_share < 2
+    assert ws.as_result().goodputs("sluice-default") == [4.0]
+    assert "| sluice-default | 4 |" in render_wall([ws], "test", 1.0)
