@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2e.support import free_port, wait_listening, write_pool
+from e2e.support import free_port, free_port_block, wait_listening, write_pool
 from extproc.envoy_harness import Envoy, GatewayPorts, envoy_binary, render_config
 from sluice.app import App
 from sluice.cli.serve_options import parse_serve_options
@@ -45,23 +45,30 @@ class Stack:
     def __init__(self, tmp: Path, mode: BodyMode) -> None:
         self.tmp = tmp
         self.mode = mode
-        self.engine_ports = [free_port() for _ in range(3)]
+        self.engine_ports: list[int] = []
         self.gateway = GatewayPorts()
         self.engines: subprocess.Popen[bytes] | None = None
         self.app: App | None = None
         self.envoy: Envoy | None = None
 
     async def start(self) -> None:
-        first = self.engine_ports[0]
-        # Three engines in one process need consecutive ports; take the first free one's block.
-        self.engine_ports = [first, first + 1, first + 2]
-        self.engines = subprocess.Popen(
-            [sys.executable, "-m", "sluice", "sim", "--count", "3", "--port", str(first)],
-            stdout=(self.tmp / "engines.log").open("w"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        await wait_listening(self.engine_ports)
+        # Three engines in one process need three consecutive free ports; another process can
+        # still take one before the engines bind it, so a start that dies is retried elsewhere.
+        for attempt in range(3):
+            first = free_port_block(3)
+            self.engine_ports = [first, first + 1, first + 2]
+            self.engines = subprocess.Popen(
+                [sys.executable, "-m", "sluice", "sim", "--count", "3", "--port", str(first)],
+                stdout=(self.tmp / "engines.log").open("w"),
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                await wait_listening(self.engine_ports, process=self.engines)
+                break
+            except ProcessLookupError:
+                if attempt == 2:
+                    raise
         write_pool(self.tmp, self.engine_ports, OBJECTIVE)
         (self.tmp / "config.yaml").write_text(CONFIG)
         options = parse_serve_options(
