@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -95,7 +96,7 @@ def main(argv: list[str]) -> int:
     if args.mode == "wall":
         from sluice.bench.runner_wall import main_wall
 
-        return main_wall(names, args, "sluice bench " + " ".join(argv))
+        return main_wall(names, args, "sluice bench " + shlex.join(argv))
     arms = tuple(args.arms.split()) or None
     report.SLUICE = args.candidate
     started = time.monotonic()

@@ -4,6 +4,11 @@ arm's config, or a peer router from PyPI when installed — and an asyncio load 
 replays the scenario's workload open-loop (streaming, usage in the last chunk) and records
 client-side TTFT and e2e. Fresh engines and a fresh router for every run.
 
+shared-prefix is a goodput sweep: every arm walks up the same loads with `suite.sweep` and
+goodput comes from `metrics.goodput` (via `ScenarioResult.goodputs`), as in virtual time.
+two-bands and noisy-neighbour run loaded and with the protected tenant alone; the targets are
+`report.targets` over the same `ScenarioResult`s, so both modes check the same claims.
+
 Router cost, per arm: added latency (median e2e of 40 sequential one-token requests through the
 router minus the same straight to an engine), the router's CPU seconds over the run (process
 and children, from /proc) and requests completed per router CPU-second, and its peak RSS.
@@ -723,7 +728,10 @@ def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float)
         "router and the load generator, so absolute latencies include CPU contention. One "
         "repetition. *router cores*: the router's CPU seconds per second of replay (1 = one "
         "core flat out); *machine busy*: share of all CPUs busy during the replay (1 = every "
-        "core); *added latency*: measured once per arm (at a sweep's first load).",
+        "core; anything else running on the machine counts too); *added latency*: measured "
+        "once per arm (at a sweep's first load). Every run starts with cold caches and the "
+        "replay windows are short, so shared-prefix goodput here is cold-start-heavy (see "
+        "docs/bench.md).",
     ]
     tlist = targets([ws.as_result() for ws in results])
     if tlist:
