@@ -25,10 +25,12 @@ def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
         "saturationDetector:\n  maxInFlightPerEndpoint: 16\n"
         "  maxInFlightPerEndpointBelowTopPriority: 12\n"
         "  maxPendingPrefillTokensPerEndpoint: 4096\n"
+        "  backgroundHeadroomEndpoints: 2\n"
     )
     assert config.room.max_in_flight_requests == 16
     assert config.room.lower_priority_max_in_flight == 12
     assert config.room.max_pending_prefill_tokens == 4096
+    assert config.room.background_headroom_endpoints == 2
 
 
 def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
@@ -36,13 +38,16 @@ def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
     assert default.max_in_flight_requests is None
     assert default.lower_priority_max_in_flight is not None
     assert default.max_pending_prefill_tokens is not None
+    assert default.background_headroom_endpoints == 1
     off = load_sluice_config(
         "saturationDetector:\n"
         "  maxInFlightPerEndpointBelowTopPriority: 0\n"
         "  maxPendingPrefillTokensPerEndpoint: 0\n"
+        "  backgroundHeadroomEndpoints: 0\n"
     ).room
     assert off.lower_priority_max_in_flight is None
     assert off.max_pending_prefill_tokens is None
+    assert off.background_headroom_endpoints == 0
 
 
 @pytest.mark.parametrize(
@@ -54,6 +59,10 @@ def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
             "config.yaml:3: saturationDetector.maxInFlightPerEndpointBelowTopPriority",
         ),
         ("saturationDetector:\n  maxInFlightPerEndpoint: -1\n", "expected an integer >= 0"),
+        (
+            "saturationDetector:\n  backgroundHeadroomEndpoints: two\n",
+            "config.yaml:2: saturationDetector.backgroundHeadroomEndpoints",
+        ),
         ("flowControl:\n  maxRequest: 10\n", "config.yaml:2: flowControl"),
         ("flowControl:\n  priorityBands:\n  - {priority: 1, maxBytez: 3}\n", "config.yaml:3:"),
     ],

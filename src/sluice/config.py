@@ -56,6 +56,7 @@ def load_sluice_config(text: str | None = None, source: str = "<config>") -> Slu
         max_in_flight_requests=detector.max_in_flight_per_endpoint,
         lower_priority_max_in_flight=detector.max_in_flight_per_endpoint_below_top_priority,
         max_pending_prefill_tokens=detector.max_pending_prefill_tokens_per_endpoint,
+        background_headroom_endpoints=detector.background_headroom_endpoints,
     )
     return SluiceConfig(picker=picker, flow=flow, room=room, source=source)
 

@@ -71,6 +71,8 @@ def test_fair_share_window_and_headroom_keys_build_the_arm() -> None:
     arm = arm_by_name("sluice@sharewin=10,headroom=2")
     assert arm.flow.fair_share_window_s == 10.0
     assert arm.room.background_headroom_endpoints == 2
+    # wall clock writes it into the router's YAML
+    assert load_sluice_config(sluice_config_text(arm)).room.background_headroom_endpoints == 2
     default = arm_by_name("sluice-default")
     assert default.flow.fair_share_window_s == 30.0
     assert default.room.background_headroom_endpoints == 1

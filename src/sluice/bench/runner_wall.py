@@ -266,6 +266,7 @@ def sluice_config_text(arm: Arm) -> str:
         f"  maxInFlightPerEndpoint: {room.max_in_flight_requests or 0}",
         f"  maxInFlightPerEndpointBelowTopPriority: {room.lower_priority_max_in_flight or 0}",
         f"  maxPendingPrefillTokensPerEndpoint: {room.max_pending_prefill_tokens or 0}",
+        f"  backgroundHeadroomEndpoints: {room.background_headroom_endpoints}",
     ]
     lines += ["flowControl:", f"  fairShareWindow: {arm.flow.fair_share_window_s:g}s"]
     if arm.flow.engine_priority:

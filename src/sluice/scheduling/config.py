@@ -69,6 +69,8 @@ class SaturationDetectorConfig:
     max_in_flight_per_endpoint: int | None = None
     max_in_flight_per_endpoint_below_top_priority: int | None = 24
     max_pending_prefill_tokens_per_endpoint: int | None = 1
+    # Endpoints with room that a band's heavy hitter leaves to the rest of its band (0: none).
+    background_headroom_endpoints: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +308,7 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
             "maxInFlightPerEndpoint",
             "maxInFlightPerEndpointBelowTopPriority",
             "maxPendingPrefillTokensPerEndpoint",
+            "backgroundHeadroomEndpoints",
         ),
     )
     default = SaturationDetectorConfig()
@@ -363,7 +366,10 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
         "maxPendingPrefillTokensPerEndpoint",
         default.max_pending_prefill_tokens_per_endpoint,
     )
-    return SaturationDetectorConfig(queue, kv, stale, cap, lower_cap, prefill)
+    headroom = _cap(
+        doc, fields, where, "backgroundHeadroomEndpoints", default.background_headroom_endpoints
+    )
+    return SaturationDetectorConfig(queue, kv, stale, cap, lower_cap, prefill, headroom or 0)
 
 
 def _cap(
