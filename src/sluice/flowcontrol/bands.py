@@ -101,7 +101,7 @@ class Band:
 
     # -- service accounting ----------------------------------------------------------------
 
-    def serve(self, flow: Flow, cost: float, now: float = 0.0) -> None:
+    def serve(self, flow: Flow, cost: float, now: float) -> None:
         before = flow.served / flow.weight
         self.fairness.charge(flow, cost)
         self._jain_update(before, flow.served / flow.weight)
@@ -112,7 +112,7 @@ class Band:
                 self._active_weight += flow.weight
             self._active[fairness_id] = (flow, now)  # re-inserted: now the most recent
 
-    def correct(self, flow: Flow, delta: float, now: float = 0.0) -> None:
+    def correct(self, flow: Flow, delta: float, now: float) -> None:
         before = flow.served / flow.weight
         self.fairness.correct(flow, delta)
         self._jain_update(before, flow.served / flow.weight)
