@@ -245,7 +245,7 @@ async def test_an_empty_pool_answers_503(clock: Clock) -> None:
         scheduler=Scheduler.from_config(config.picker),
         flow=FlowController(config.flow),
         registry=EndpointRegistry(),
-        thresholds=config.room,
+        room=config.room,
         clock=clock,
     )
     with pytest.raises(SluiceError) as info:
@@ -282,7 +282,7 @@ def test_the_engine_priority_option_writes_vllms_priority_field(clock: Clock) ->
         scheduler=Scheduler.from_config(config.picker),
         flow=FlowController(config.flow),
         registry=EndpointRegistry(),
-        thresholds=config.room,
+        room=config.room,
         clock=clock,
     )
     director.set_state(pool_state())
@@ -296,7 +296,7 @@ def director_with(config_text: str, clock: Clock) -> Director:
         scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
         flow=FlowController(config.flow),
         registry=EndpointRegistry(),
-        thresholds=config.room,
+        room=config.room,
         clock=clock,
         rng=random.Random(1),
     )
@@ -304,18 +304,21 @@ def director_with(config_text: str, clock: Clock) -> Director:
     return director
 
 
-async def test_lower_bands_get_a_tighter_cap_so_the_top_priority_finds_room(
+HEADROOM = (
+    CONFIG + "saturationDetector:\n"
+    "  maxInFlightPerEndpoint: 2\n"
+    "  maxInFlightPerEndpointBelowTopPriority: 1\n"
+    "  maxPendingPrefillTokensPerEndpoint: 0\n"
+)
+
+
+async def test_while_a_higher_band_is_expected_lower_bands_get_a_tighter_cap(
     clock: Clock,
 ) -> None:
-    director = director_with(
-        CONFIG + "saturationDetector:\n"
-        "  maxInFlightPerEndpoint: 2\n"
-        "  maxInFlightPerEndpointBelowTopPriority: 1\n"
-        "  maxPendingPrefillTokensPerEndpoint: 0\n",
-        clock,
-    )
+    director = director_with(HEADROOM, clock)
     report(director, clock, waiting=0)
-    assert director.top_priority == 10
+    first = await director.admit(chat(director, "interactive"))  # the interactive class is here
+    first.finish(Outcome.COMPLETED)
     standard = [await director.admit(chat(director)) for _ in range(2)]  # one per endpoint
     queued = asyncio.create_task(director.admit(chat(director)))
     await asyncio.sleep(0.01)
@@ -328,6 +331,32 @@ async def test_lower_bands_get_a_tighter_cap_so_the_top_priority_finds_room(
     standard[0].finish(Outcome.COMPLETED)
     admitted = await asyncio.wait_for(queued, 0.5)
     for each in (admitted, standard[1]):
+        each.finish(Outcome.COMPLETED)
+
+
+async def test_the_headroom_lapses_once_the_higher_band_stops_arriving(clock: Clock) -> None:
+    # A reserve nobody is expected to use is an idle slot while work waits: one interactive
+    # request long ago keeps no headroom (hold: at most reserveHoldMax, 30 s by default).
+    director = director_with(HEADROOM, clock)
+    report(director, clock, waiting=0)
+    (await director.admit(chat(director, "interactive"))).finish(Outcome.COMPLETED)
+    clock.now += 31.0
+    report(director, clock, waiting=0)
+    standard = [
+        await asyncio.wait_for(director.admit(chat(director)), 0.5) for _ in range(4)
+    ]  # two per endpoint: the all-band cap, not the lower band's
+    assert sorted(s.endpoint.port for s in standard) == [8001, 8001, 8002, 8002]
+    for each in standard:
+        each.finish(Outcome.COMPLETED)
+
+
+async def test_a_pool_without_traffic_above_keeps_no_headroom(clock: Clock) -> None:
+    # The objectives define a priority 10, but nobody sends it: standard gets every slot.
+    director = director_with(HEADROOM, clock)
+    report(director, clock, waiting=0)
+    standard = [await asyncio.wait_for(director.admit(chat(director)), 0.5) for _ in range(4)]
+    assert sorted(s.endpoint.port for s in standard) == [8001, 8001, 8002, 8002]
+    for each in standard:
         each.finish(Outcome.COMPLETED)
 
 
@@ -398,21 +427,61 @@ async def test_a_prefill_is_pending_until_the_first_response_byte(
     assert state.in_flight_requests == 0
 
 
+ONE_PREFILL = CONFIG + "saturationDetector: {maxPendingPrefillTokensPerEndpoint: 1}\n"
+ALICE = {"x-gateway-inference-fairness-id": "alice"}
+BOB = {"x-gateway-inference-fairness-id": "bob"}
+
+
 async def test_an_endpoint_busy_prefilling_its_budget_takes_no_more(clock: Clock) -> None:
-    director = director_with(
-        CONFIG + "saturationDetector: {maxPendingPrefillTokensPerEndpoint: 1}\n", clock
-    )
+    # Two tenants share the pool: a prefill one of them waits behind is held in Sluice.
+    director = director_with(ONE_PREFILL, clock)
     report(director, clock, waiting=0)
-    first = await director.admit(chat(director))
-    second = await director.admit(chat(director))
+    first = await director.admit(chat(director, **ALICE))
+    second = await director.admit(chat(director, **BOB))
     assert first.endpoint != second.endpoint, "the first endpoint is still prefilling"
-    third = asyncio.create_task(director.admit(chat(director)))
+    third = asyncio.create_task(director.admit(chat(director, **ALICE)))
     await asyncio.sleep(0.01)
     assert not third.done(), "both endpoints are prefilling: the request waits in Sluice"
     first.first_byte()
     director.pump()
     placed = await asyncio.wait_for(third, 0.5)
     assert placed.endpoint == first.endpoint
+    for each in (first, second, placed):
+        each.finish(Outcome.COMPLETED)
+
+
+async def test_a_single_tenant_pool_lets_the_engines_batch_its_prefills(clock: Clock) -> None:
+    # Nobody else is expected whose first token a held prefill would protect: holding it would
+    # only idle the engine (a non-streamed closed loop ran at 0.26x round-robin that way).
+    director = director_with(ONE_PREFILL, clock)
+    report(director, clock, waiting=0)
+    admitted = [
+        await asyncio.wait_for(director.admit(chat(director, **ALICE)), 0.5) for _ in range(4)
+    ]
+    assert all(s.pending_prefills == 2 for s in director.registry.snapshot())
+    for each in admitted:
+        each.finish(Outcome.COMPLETED)
+
+
+async def test_a_pending_prefill_ends_when_its_estimated_time_to_first_token_passed(
+    clock: Clock,
+) -> None:
+    # No first byte ever comes (a non-streamed response, or a gateway that never shows Sluice
+    # the response): the estimate ends the hold, so the room never waits on an absent signal.
+    director = director_with(ONE_PREFILL, clock)
+    report(director, clock, waiting=0)
+    first = await director.admit(chat(director, **ALICE))
+    second = await director.admit(chat(director, **BOB))
+    third = asyncio.create_task(director.admit(chat(director, **ALICE)))
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    due = director.room.prefill.estimate(first.endpoint.name, first.request.prompt_tokens)
+    assert 0 < due <= director.room.settings.max_prefill_hold_s
+    clock.now += due
+    report(director, clock, waiting=0)
+    director.pump()
+    placed = await asyncio.wait_for(third, 0.5)
+    assert director.registry.prefills_ended["estimate"] == 2
     for each in (first, second, placed):
         each.finish(Outcome.COMPLETED)
 

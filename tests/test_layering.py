@@ -18,6 +18,7 @@ ALLOWED = {
     "datalayer": {"api", "util"},
     "flowcontrol": {"api", "requests", "util"},
     "scheduling": {"api", "requests", "datalayer", "util"},
+    "room": {"datalayer", "requests", "util"},
     "sources": {"api", "datalayer", "util", "logs"},
     "sim": set(),
 }

@@ -50,9 +50,43 @@ def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
     assert off.background_headroom_endpoints == 0
 
 
+def test_the_prefill_estimate_and_reserve_holds_are_tunable() -> None:
+    room = load_sluice_config(
+        "saturationDetector:\n"
+        "  prefillTokensPerSecond: 200\n"  # a CPU engine
+        "  prefillOverhead: 10ms\n"
+        "  maxPrefillHold: 2m\n"
+        "  reserveHoldGaps: 4\n"
+        "  reserveHoldMin: 500ms\n"
+        "  reserveHoldMax: 10s\n"
+    ).room
+    assert (room.prefill_tokens_per_s, room.prefill_overhead_s, room.max_prefill_hold_s) == (
+        200.0,
+        0.01,
+        120.0,
+    )
+    assert (room.reserve_hold_gaps, room.reserve_hold_min_s, room.reserve_hold_max_s) == (
+        4.0,
+        0.5,
+        10.0,
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        (
+            "saturationDetector:\n  prefillTokensPerSecond: 0\n",
+            "config.yaml:2: saturationDetector.prefillTokensPerSecond: expected a number > 0",
+        ),
+        (
+            "saturationDetector:\n  maxPrefillHold: 0s\n",
+            "config.yaml:2: saturationDetector.maxPrefillHold: expected a duration > 0",
+        ),
+        (
+            "saturationDetector:\n  reserveHoldMin: 5s\n  reserveHoldMax: 1s\n",
+            "config.yaml:3: saturationDetector.reserveHoldMax: must be at least reserveHoldMin",
+        ),
         (
             "saturationDetector:\n  maxInFlightPerEndpoint: 8\n"
             "  maxInFlightPerEndpointBelowTopPriority: 9\n",

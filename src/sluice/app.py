@@ -126,7 +126,7 @@ class App:
             scheduler=self.scheduler,
             flow=self.flow,
             registry=self.registry,
-            thresholds=self.config.room,
+            room=self.config.room,
             settings=DirectorSettings(
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),

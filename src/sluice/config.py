@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from sluice.datalayer.capacity import CapacityThresholds
 from sluice.flowcontrol.config import FlowControlConfig, FlowControlConfigError, parse_flow_control
+from sluice.room import RoomSettings
 from sluice.scheduling.config import EndpointPickerConfig, load_config
 from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML
 from sluice.scheduling.params import ConfigError
@@ -28,7 +28,7 @@ class SluiceConfigError(ValueError):
 class SluiceConfig:
     picker: EndpointPickerConfig
     flow: FlowControlConfig
-    room: CapacityThresholds
+    room: RoomSettings
     source: str
 
 
@@ -49,7 +49,7 @@ def load_sluice_config(text: str | None = None, source: str = "<config>") -> Slu
         line = _line_in(text, exc.path)
         raise SluiceConfigError(f"{source}:{line}: {exc}") from None
     detector = picker.saturation_detector
-    room = CapacityThresholds(
+    room = RoomSettings(
         queue_depth=detector.queue_depth_threshold,
         kv_cache_util=detector.kv_cache_util_threshold,
         metrics_staleness_s=detector.metrics_staleness_threshold_s,
@@ -57,6 +57,12 @@ def load_sluice_config(text: str | None = None, source: str = "<config>") -> Slu
         lower_priority_max_in_flight=detector.max_in_flight_per_endpoint_below_top_priority,
         max_pending_prefill_tokens=detector.max_pending_prefill_tokens_per_endpoint,
         background_headroom_endpoints=detector.background_headroom_endpoints,
+        prefill_tokens_per_s=detector.prefill_tokens_per_s,
+        prefill_overhead_s=detector.prefill_overhead_s,
+        max_prefill_hold_s=detector.max_prefill_hold_s,
+        reserve_hold_gaps=detector.reserve_hold_gaps,
+        reserve_hold_min_s=detector.reserve_hold_min_s,
+        reserve_hold_max_s=detector.reserve_hold_max_s,
     )
     return SluiceConfig(picker=picker, flow=flow, room=room, source=source)
 

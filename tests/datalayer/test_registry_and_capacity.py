@@ -1,16 +1,9 @@
-"""The endpoint registry: membership, staleness, in-flight accounting; the room check."""
+"""The endpoint registry: membership, staleness, in-flight accounting, pending prefills."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
-from sluice.datalayer.capacity import (
-    CapacityThresholds,
-    endpoints_with_room,
-    has_room,
-    has_room_for_background,
-    is_saturated,
-)
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 
@@ -83,78 +76,6 @@ def test_completing_on_a_removed_endpoint_is_harmless() -> None:
     assert len(registry) == 0
 
 
-def test_room_follows_upstreams_detector_thresholds() -> None:
-    registry = EndpointRegistry()
-    registry.set_endpoints(_endpoint(i) for i in range(5))
-    _scrape(registry, "pod-0", 10.0, waiting=5, kv_cache_usage=0.8)  # at the limits: room
-    _scrape(registry, "pod-1", 10.0, waiting=6)  # queue too deep
-    _scrape(registry, "pod-2", 10.0, kv_cache_usage=0.81)  # KV too full
-    _scrape(registry, "pod-3", 9.7)  # stale (300 ms > 200 ms)
-    # pod-4 never scraped
-    room = endpoints_with_room(registry.snapshot(), now=10.0)
-    assert [s.name for s in room] == ["pod-0"]
-    assert is_saturated([], now=10.0)
-
-
-def test_optional_in_flight_limits_count_sluices_own_dispatches() -> None:
-    registry = EndpointRegistry()
-    registry.add(_endpoint(1))
-    _scrape(registry, "pod-1", 10.0)
-    limits = CapacityThresholds(max_unseen_requests=2)
-    registry.dispatch("pod-1", 1)
-    assert endpoints_with_room(registry.snapshot(), 10.0, limits)
-    registry.dispatch("pod-1", 1)
-    assert not endpoints_with_room(registry.snapshot(), 10.0, limits)
-    assert not endpoints_with_room(
-        registry.snapshot(), 10.0, CapacityThresholds(max_in_flight_requests=2)
-    )
-
-
-def _pool(n: int) -> EndpointRegistry:
-    registry = EndpointRegistry()
-    registry.set_endpoints(_endpoint(i) for i in range(n))
-    for state in registry.snapshot():
-        _scrape(registry, state.name, 10.0)
-    return registry
-
-
-ONE_PREFILL = CapacityThresholds(max_pending_prefill_tokens=1, lower_priority_max_in_flight=24)
-
-
-def test_a_heavy_hitter_leaves_the_last_endpoint_with_room_to_the_rest_of_its_band() -> None:
-    registry = _pool(3)
-    registry.dispatch("pod-0", 4200, prefill_tokens=4000)  # busy prefilling a long prompt
-    assert has_room_for_background(registry.snapshot(), 10.0, ONE_PREFILL)
-    registry.dispatch("pod-1", 4200, prefill_tokens=4000)
-    states = registry.snapshot()
-    assert not has_room_for_background(states, 10.0, ONE_PREFILL)
-    assert has_room(states[2], 10.0, ONE_PREFILL)  # still room for everybody else
-
-
-def test_a_heavy_hitter_gets_the_lower_band_cap() -> None:
-    registry = _pool(3)
-    limits = CapacityThresholds(lower_priority_max_in_flight=1)
-    for name in ("pod-0", "pod-1", "pod-2"):
-        registry.dispatch(name, 100)
-    assert not has_room_for_background(registry.snapshot(), 10.0, limits)
-    assert endpoints_with_room(registry.snapshot(), 10.0, limits)
-
-
-def test_the_headroom_never_shuts_out_a_subset_no_larger_than_it() -> None:
-    registry = _pool(2)
-    registry.dispatch("pod-0", 4200, prefill_tokens=4000)
-    only = [s for s in registry.snapshot() if s.name == "pod-1"]
-    assert has_room_for_background(only, 10.0, ONE_PREFILL)
-    assert not has_room_for_background(registry.snapshot(), 10.0, ONE_PREFILL)
-
-
-def test_no_headroom_is_the_lower_band_rule() -> None:
-    registry = _pool(2)
-    registry.dispatch("pod-0", 4200, prefill_tokens=4000)
-    none = CapacityThresholds(max_pending_prefill_tokens=1, background_headroom_endpoints=0)
-    assert has_room_for_background(registry.snapshot(), 10.0, none)
-
-
 def test_restamped_copies_every_field() -> None:
     # restamped() lists the fields by hand for speed: a new field must be added there too.
     assert [f.name for f in fields(EngineMetrics)] == [
@@ -168,6 +89,10 @@ def test_restamped_copies_every_field() -> None:
         "cache_num_blocks",
         "updated_at",
         "extra",
+        "first_tokens",
+        "first_token_seconds",
+        "prompt_tokens",
+        "cached_prompt_tokens",
     ]
     original = EngineMetrics(
         waiting=1,
@@ -180,9 +105,78 @@ def test_restamped_copies_every_field() -> None:
         cache_num_blocks=99,
         updated_at=5.0,
         extra={"x": 1.0},
+        first_tokens=3.0,
+        first_token_seconds=0.5,
+        prompt_tokens=900.0,
+        cached_prompt_tokens=100.0,
     )
     copy = original.restamped(7.0)
     assert copy is not original and copy.updated_at == 7.0
     for f in fields(EngineMetrics):
         if f.name != "updated_at":
             assert getattr(copy, f.name) == getattr(original, f.name), f.name
+
+
+def _pending(registry: EndpointRegistry) -> int:
+    state = registry.get("pod-1")
+    assert state is not None
+    return state.pending_prefills
+
+
+def test_a_pending_prefill_ends_at_its_first_byte_or_when_its_estimate_passes() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    streamed = registry.dispatch("pod-1", 700, prefill_tokens=600, prefill_due_at=10.5)
+    registry.dispatch("pod-1", 700, prefill_tokens=600, prefill_due_at=10.8)
+    assert registry.first_byte(streamed) and not registry.first_byte(streamed)
+    registry.settle_prefills(10.7)
+    assert _pending(registry) == 1
+    registry.settle_prefills(10.8)
+    assert _pending(registry) == 0
+    assert registry.prefills_ended["first_byte"] == 1
+    assert registry.prefills_ended["estimate"] == 1
+
+
+def test_the_engines_first_token_counter_ends_pending_prefills_in_dispatch_order() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 1.0, first_tokens=50)  # the counter's anchor
+    for _ in range(3):
+        registry.dispatch("pod-1", 700, prefill_tokens=600)
+    _scrape(registry, "pod-1", 1.05, first_tokens=52)  # two of them had their first token
+    assert _pending(registry) == 1
+    assert registry.prefills_ended["engine"] == 2
+
+
+def test_the_counter_only_ends_dispatches_the_scrape_could_have_seen() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 1.0, first_tokens=0)
+    registry.dispatch("pod-1", 700, prefill_tokens=600)
+    mark = registry.begin_scrape("pod-1")
+    assert mark is not None
+    registry.dispatch("pod-1", 700, prefill_tokens=600)  # sent while the scrape was answered
+    registry.record_scrape(mark, EngineMetrics(updated_at=1.1, first_tokens=5))  # bypass traffic
+    assert _pending(registry) == 1
+
+
+def test_a_dispatch_that_failed_before_its_first_token_shifts_the_counting() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 1.0, first_tokens=10)
+    failed = registry.dispatch("pod-1", 700, prefill_tokens=600)
+    registry.dispatch("pod-1", 700, prefill_tokens=600)
+    registry.complete(failed, got_first_token=False)  # it never reaches the engine's counter
+    _scrape(registry, "pod-1", 1.05, first_tokens=11)  # so this one is the second dispatch
+    assert _pending(registry) == 0
+
+
+def test_an_engine_restart_reanchors_the_counter_without_ending_anything() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 1.0, first_tokens=500)
+    registry.dispatch("pod-1", 700, prefill_tokens=600)
+    _scrape(registry, "pod-1", 1.05, first_tokens=3)  # counters went back: a new process
+    assert _pending(registry) == 1
+    _scrape(registry, "pod-1", 1.1, first_tokens=4)
+    assert _pending(registry) == 0

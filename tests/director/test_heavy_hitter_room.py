@@ -44,7 +44,7 @@ def pipeline(config_text: str | None = None) -> tuple[DispatchCore, Clock, list[
         scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
         flow=FlowController(config.flow),
         registry=EndpointRegistry(),
-        thresholds=config.room,
+        room=config.room,
         clock=clock,
         rng=random.Random(1),
         on_release=released,

@@ -56,7 +56,11 @@ class SlotPool:
         return self.slots[endpoint] - self.busy[endpoint]
 
     def has_room(
-        self, candidates: frozenset[str] | None, priority: int = 0, *, background: bool = False
+        self,
+        candidates: frozenset[str] | None,
+        priority: int = 0,
+        *,
+        heavy_hitter: str | None = None,
     ) -> bool:
         endpoints = self.slots if candidates is None else candidates
         return any(e in self.slots and self.free(e) > 0 for e in endpoints)

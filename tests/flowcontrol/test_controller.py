@@ -259,7 +259,7 @@ class ReservedSlots:
         self.taken: list[int] = []
 
     def has_room(
-        self, candidates: frozenset[str] | None, priority: int, *, background: bool = False
+        self, candidates: frozenset[str] | None, priority: int, *, heavy_hitter: str | None = None
     ) -> bool:
         limit = 2 if priority >= 10 else 1
         return self.busy < limit

@@ -1,5 +1,5 @@
 """Heavy hitters: a flow served far more than the rest of its band lately, with far larger
-requests, asks for room as background, so that a tenant below its share is not kept waiting
+requests, says so when it asks for room, so that a tenant below its share is not kept waiting
 behind its long prefills (the noisy-neighbour scenario of `sluice bench`)."""
 
 from __future__ import annotations
@@ -95,15 +95,19 @@ def test_a_window_of_zero_turns_it_off() -> None:
 
 
 class HeadroomSlots(SlotPool):
-    """One endpoint of `slots` requests; a background request never takes the last slot."""
+    """One endpoint of `slots` requests; a heavy hitter never takes the last slot."""
 
     def __init__(self, slots: int) -> None:
         super().__init__({"e": slots})
 
     def has_room(
-        self, candidates: frozenset[str] | None, priority: int = 0, *, background: bool = False
+        self,
+        candidates: frozenset[str] | None,
+        priority: int = 0,
+        *,
+        heavy_hitter: str | None = None,
     ) -> bool:
-        return self.free("e") > (1 if background else 0)
+        return self.free("e") > (1 if heavy_hitter is not None else 0)
 
 
 def heavy_request() -> InferenceRequest:

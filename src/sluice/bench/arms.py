@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from sluice.config import load_sluice_config
-from sluice.datalayer.capacity import CapacityThresholds
 from sluice.datalayer.registry import EndpointState
 from sluice.flowcontrol.config import LEGACY, FlowControlConfig
 from sluice.requests.model import InferenceRequest
+from sluice.room import RoomSettings
 from sluice.scheduling.config import load_config
 from sluice.scheduling.defaults import (
     DEFAULT_CONFIG_YAML,
@@ -37,7 +37,7 @@ class Arm:
     description: str
     make_scheduler: Callable[[random.Random], Scheduler]
     flow: FlowControlConfig
-    room: CapacityThresholds
+    room: RoomSettings
     config_yaml: str = ""  # the EndpointPickerConfig it uses, for the report
     # engine settings the arm needs (e.g. scheduling_policy "priority" for engine priority)
     engine_overrides: Mapping[str, object] = field(default_factory=dict)
@@ -100,9 +100,7 @@ def _from_yaml(text: str, cls: type[Scheduler] = Scheduler) -> Callable[[random.
 def plain_router(
     name: str, description: str, yaml_text: str, cls: type[Scheduler] = Scheduler
 ) -> Arm:
-    return Arm(
-        name, description, _from_yaml(yaml_text, cls), _LEGACY, CapacityThresholds(), yaml_text
-    )
+    return Arm(name, description, _from_yaml(yaml_text, cls), _LEGACY, RoomSettings(), yaml_text)
 
 
 def sluice_arm(
@@ -110,7 +108,7 @@ def sluice_arm(
     description: str,
     yaml_text: str | None = None,
     *,
-    room: CapacityThresholds | None = None,
+    room: RoomSettings | None = None,
 ) -> Arm:
     """An arm from a full Sluice config (picker + flowControl + saturationDetector); `room`
     replaces the room rule the config implies (for sweeps of the rule itself)."""
@@ -202,7 +200,8 @@ def arm_by_name(name: str) -> Arm:
     (weights of the scorers, then the room rule: queue depth, per-endpoint in-flight cap
     (`none`: no cap), the cap for bands below the top priority, pending prefill tokens per
     endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`), endpoints a band's heavy
-    hitter leaves to the rest of its band (`headroom`); `sharewin` is flow control's
+    hitter leaves to the rest of its band (`headroom`), how long a reserve outlives its user's
+    last arrival (`holdgaps`, `holdmin`, `holdmax` in seconds); `sharewin` is flow control's
     fair-share window in seconds (0: no heavy hitters); `eprio=1` forwards the
     band as the engine's priority (engines run the priority policy)). Unnamed weights and
     knobs keep the default's."""
@@ -235,6 +234,13 @@ def arm_by_name(name: str) -> Arm:
             room["kv_cache_util"] = float(value)
         elif key == "headroom":
             room["background_headroom_endpoints"] = int(value)
+        elif key == "holdgaps":
+            room["reserve_hold_gaps"] = float(value)
+        elif key == "holdmin":
+            room["reserve_hold_min_s"] = float(value)
+            room.setdefault("reserve_hold_max_s", max(float(value), 30.0))
+        elif key == "holdmax":
+            room["reserve_hold_max_s"] = float(value)
         elif key == "sharewin":
             flow["fair_share_window_s"] = float(value)
         elif key == "eprio":

@@ -75,7 +75,7 @@ def _list() -> str:
     lines += [
         "  sluice@k=v,...   a variant of Sluice's default: weights prefix, load, queue, kv, "
         "running, prefillcost, lora; room rule qd, inflight, lowinflight, prefill, unseen, "
-        "kvmax, headroom; fair-share window sharewin; eprio"
+        "kvmax, headroom, holdgaps, holdmin, holdmax; fair-share window sharewin; eprio"
     ]
     return "\n".join(lines)
 

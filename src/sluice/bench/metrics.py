@@ -117,6 +117,20 @@ def hit_rate(run: RunResult) -> float:
     return run.prefix_hits / run.prefix_queries if run.prefix_queries else math.nan
 
 
+def delivered_output_tps(run: RunResult) -> float:
+    """Output tokens per second the engines generated over the measured window (their own
+    counters, sampled): the pool's throughput as delivered, counting tokens of requests still
+    running at the window's end. NaN for runs without engine samples."""
+    samples = [s for s in run.samples if s.generated_tokens is not None]
+    inside = [s for s in samples if run.warmup_s <= s.at <= run.duration_s]
+    if len(inside) < 2:
+        return math.nan
+    first, last = inside[0], inside[-1]
+    assert first.generated_tokens is not None and last.generated_tokens is not None
+    span = last.at - first.at
+    return (last.generated_tokens - first.generated_tokens) / span if span > 0 else math.nan
+
+
 def busy_fraction(run: RunResult) -> float:
     """Mean share of engines with work, over the arrival window after warm-up."""
     samples = [s for s in run.samples if run.warmup_s <= s.at <= run.duration_s]

@@ -62,6 +62,9 @@ class Sample:
     # The flow controller's virtual counters per tenant (service charged at dispatch, corrected
     # with true usage at completion): what VTC's bound is about.
     charged_by_tenant: dict[str, float] = field(default_factory=dict)
+    # Output tokens the engines generated so far (their own counters): the pool's throughput
+    # as delivered, whether or not the requests they belong to finished in the window.
+    generated_tokens: int | None = None
 
 
 @dataclass(slots=True)

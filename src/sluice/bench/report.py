@@ -13,16 +13,20 @@ from pathlib import Path
 from sluice.bench.metrics import (
     busy_fraction,
     by_key,
+    delivered_output_tps,
     fairness,
     hit_rate,
     spread,
     summarize,
 )
 from sluice.bench.records import RunResult
-from sluice.bench.scenarios import FAIRNESS, FIXED, ISOLATION, SWEEP
+from sluice.bench.scenarios import FAIRNESS, FIXED, ISOLATION, SWEEP, THROUGHPUT
 from sluice.bench.suite import ScenarioResult
 
 ISOLATION_LIMIT = 1.25  # protected tenant's p99 TTFT loaded / alone
+THROUGHPUT_FLOOR = 0.95  # Sluice's throughput / round-robin's, in the same run
+E2E_CEILING = 1.1  # Sluice's e2e p50 / round-robin's, in the same run
+REFERENCE = "round-robin"
 SLUICE = "sluice-default"
 
 
@@ -157,6 +161,7 @@ def _isolation_section(result: ScenarioResult) -> list[str]:
         "others completed",
         "429/shed/expired",
         "pool busy",
+        "pool out tok/s",
     ]
     rows = []
     for arm in result.arms:
@@ -185,6 +190,50 @@ def _isolation_section(result: ScenarioResult) -> list[str]:
                 _over(loaded, lambda r: p(r, "done", other=True)),
                 _over(loaded, lambda r: p(r, "drop", other=True)),
                 _over(loaded, busy_fraction),
+                _over(loaded, delivered_output_tps),
+            ]
+        )
+    return _table(header, rows)
+
+
+def throughput_ratios(result: ScenarioResult, arm: str) -> tuple[list[float], list[float]]:
+    """Per repetition, `arm`'s requests per second and e2e p50, each over round-robin's."""
+    tput, e2e = [], []
+    for mine, ref in zip(result.runs.get(arm, []), result.runs.get(REFERENCE, []), strict=False):
+        a, b = summarize(mine), summarize(ref)
+        tput.append(a.req_per_s / b.req_per_s if b.req_per_s else math.nan)
+        e2e.append(a.e2e_p50 / b.e2e_p50 if b.e2e_p50 else math.nan)
+    return tput, e2e
+
+
+def _throughput_section(result: ScenarioResult) -> list[str]:
+    header = [
+        "arm",
+        "req/s",
+        f"vs {REFERENCE}",
+        "e2e p50",
+        f"vs {REFERENCE}",
+        "e2e p99",
+        "TTFT p50",
+        "out tok/s (engines)",
+        "errors",
+    ]
+    rows = []
+    for arm in result.arms:
+        runs = result.runs.get(arm, [])
+        ss = [summarize(r) for r in runs]
+        tput, e2e = throughput_ratios(result, arm)
+        rows.append(
+            [
+                arm,
+                fmt_spread([s.req_per_s for s in ss]),
+                fmt_spread(tput),
+                fmt_spread([s.e2e_p50 for s in ss]),
+                fmt_spread(e2e),
+                fmt_spread([s.e2e_p99 for s in ss]),
+                fmt_spread([s.ttft_p50 for s in ss]),
+                _over(runs, delivered_output_tps),
+                fmt_spread([float(s.requests - s.completed) for s in ss]),
             ]
         )
     return _table(header, rows)
@@ -223,6 +272,7 @@ SECTIONS = {
     FIXED: _fixed_section,
     ISOLATION: _isolation_section,
     FAIRNESS: _fairness_section,
+    THROUGHPUT: _throughput_section,
 }
 
 
@@ -292,6 +342,19 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                     ", ".join(f"{a} {fmt(v)}x" for a, v in worst_of.items()),
                 )
             )
+        if REFERENCE in iso.runs:
+            delivered = [
+                delivered_output_tps(mine) / delivered_output_tps(ref)
+                for mine, ref in zip(iso.runs[SLUICE], iso.runs[REFERENCE], strict=False)
+            ]
+            out.append(
+                Target(
+                    f"{name}, {SLUICE}: the pool delivers >= {THROUGHPUT_FLOOR}x {REFERENCE}'s "
+                    "output tokens/s",
+                    bool(delivered) and min(delivered) >= THROUGHPUT_FLOOR,
+                    ", ".join(f"{fmt(x)}x" for x in delivered),
+                )
+            )
         if name == "two-bands" and busy:
             out.append(
                 Target(
@@ -300,6 +363,27 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                     ", ".join(fmt(b) for b in busy),
                 )
             )
+    for result in results:
+        if result.scenario.kind != THROUGHPUT or SLUICE not in result.runs:
+            continue
+        if REFERENCE not in result.runs:
+            continue
+        tput, e2e = throughput_ratios(result, SLUICE)
+        name = result.scenario.name
+        out.append(
+            Target(
+                f"{name}, {SLUICE}: requests/s >= {THROUGHPUT_FLOOR}x {REFERENCE}'s",
+                bool(tput) and min(tput) >= THROUGHPUT_FLOOR,
+                ", ".join(f"{fmt(x)}x" for x in tput),
+            )
+        )
+        out.append(
+            Target(
+                f"{name}, {SLUICE}: e2e p50 <= {E2E_CEILING}x {REFERENCE}'s",
+                bool(e2e) and max(e2e) <= E2E_CEILING,
+                ", ".join(f"{fmt(x)}x" for x in e2e),
+            )
+        )
     fair = by_name.get("fairness")
     if fair is not None and SLUICE in fair.arms:
         runs = fair.runs[SLUICE]

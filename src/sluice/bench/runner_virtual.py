@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 from sluice.bench.arms import Arm
@@ -65,6 +66,19 @@ class RunLimits:
     warmup_frac: float = 0.1  # share of the arrival window excluded from latency statistics
     drain_s: float = 30.0  # after the last arrival, stop waiting for stragglers after this
     sample_every_s: float = 0.5
+    closed_loop_s: float = 3600.0  # a closed loop stops after this much virtual time
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """What the gateway shows Sluice of each response. The proxy and an Envoy that sends the
+    response to the ext_proc server see its bytes; an Envoy with response processing off (or a
+    response buffered before Envoy) shows only that the request ended, with no usage."""
+
+    sees_response: bool = True
+
+
+FULL_GATEWAY = Gateway()
 
 
 def _objective(priority: int) -> SimpleNamespace:
@@ -104,12 +118,14 @@ class VirtualRun:
         seed: int,
         load: float = 0.0,
         limits: RunLimits | None = None,
+        gateway: Gateway = FULL_GATEWAY,
     ) -> None:
         self.workload = workload
         self.arm = arm
         self.seed = seed
         self.load = load
         self.limits = limits or RunLimits()
+        self.gateway = gateway
         self.clock = _Clock()
         engines = setup.build(arm.engine_overrides)
         self.engine_ids = list(engines)
@@ -119,7 +135,7 @@ class VirtualRun:
             scheduler=arm.make_scheduler(rng),
             flow=FlowController(arm.flow),
             registry=EndpointRegistry(),
-            thresholds=arm.room,
+            room=arm.room,
             clock=self.clock,
             rng=rng,
             on_release=self._released,
@@ -128,6 +144,11 @@ class VirtualRun:
         self.records: dict[str, RequestRecord] = {}
         self.placed: dict[str, DispatchedRequest] = {}
         self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
+        self.streamed: dict[str, bool] = {}  # by request id, while placed
+        # Arrivals not yet sent, in time order; a closed loop adds the next one at each end.
+        self.due: deque[Arrival] = deque()
+        self.unsent: deque[Arrival] = deque()
+        self.last_end = 0.0
         self.served: dict[str, int] = {}  # virtual-token service per tenant (see _credit)
         self.token_cost = arm.flow.token_cost
         self.samples: list[Sample] = []
@@ -151,9 +172,16 @@ class VirtualRun:
             ticket = self.core.submit(request)
         except SluiceError:
             record.outcome = "rejected"
+            self._ended()
             return
         self.arrival_of[ticket.seq] = arrival
         self.core.pump()
+
+    def _ended(self) -> None:
+        """A request got its outcome: in a closed loop its client sends the next one now."""
+        self.last_end = self.clock.now
+        if self.workload.concurrency is not None and self.unsent:
+            self.due.append(replace(self.unsent.popleft(), at=self.clock.now))
 
     def _released(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
         arrival = self.arrival_of.pop(ticket.seq, None)
@@ -165,11 +193,13 @@ class VirtualRun:
         record = self.records[arrival.request_id]
         if isinstance(result, SluiceError):
             record.outcome = _OUTCOME_NAMES.get(ticket.outcome or QueueOutcome.SHED, "error")
+            self._ended()
             return
         engine_id = result.endpoint.name
         record.dispatched_at = self.clock.now
         record.engine = engine_id
         self.placed[arrival.request_id] = result
+        self.streamed[arrival.request_id] = arrival.stream
         sim_request = SimRequest.from_text(
             arrival.request_id,
             arrival.engine_text(),
@@ -182,19 +212,23 @@ class VirtualRun:
     def _engine_event(self, event: object) -> None:
         if isinstance(event, FirstToken):
             record = self.records[event.request_id]
-            record.first_token_at = event.time
+            streamed = self.streamed.get(event.request_id, True)
+            if streamed:  # the client sees its first token now (non-streamed: at the end)
+                record.first_token_at = event.time
             # Service is credited as it is delivered, in the fairness policy's own units: the
             # prompt when its prefill is done (corrected for cache hits at completion), the
             # output at completion — not a whole request at completion, which would inflate
             # the measured gap by every request still in flight.
             self._credit(record.tenant, self.token_cost.input_weight * record.prompt_tokens)
             placed = self.placed.get(event.request_id)
-            if placed is not None:
+            if placed is not None and streamed and self.gateway.sees_response:
                 placed.first_byte()  # the prefill is done: room and placement stop counting it
         elif isinstance(event, Completed):
             record = self.records[event.request_id]
             record.outcome = "completed"
             record.completed_at = event.time
+            if record.first_token_at is None:
+                record.first_token_at = event.time
             record.output_tokens = event.usage.completion_tokens
             record.cached_tokens = event.usage.cached_tokens
             record.prompt_tokens = event.usage.prompt_tokens
@@ -204,13 +238,24 @@ class VirtualRun:
                 cost.output_weight * record.output_tokens
                 - cost.input_weight * record.cached_tokens,
             )
-            usage = Usage(
-                event.usage.prompt_tokens, event.usage.completion_tokens, event.usage.cached_tokens
-            )
-            self.placed.pop(event.request_id).finish(Outcome.COMPLETED, usage)
+            placed = self.placed.pop(event.request_id)
+            self.streamed.pop(event.request_id, None)
+            if self.gateway.sees_response:
+                placed.first_byte(streamed=False)  # a no-op if it streamed
+                usage = Usage(
+                    event.usage.prompt_tokens,
+                    event.usage.completion_tokens,
+                    event.usage.cached_tokens,
+                )
+                placed.finish(Outcome.COMPLETED, usage)
+            else:
+                placed.finish(Outcome.COMPLETED)  # the stream ended; no usage was seen
+            self._ended()
         elif isinstance(event, Rejected):
             self.records[event.request_id].outcome = "error"
+            self.streamed.pop(event.request_id, None)
             self.placed.pop(event.request_id).finish(Outcome.UPSTREAM_ERROR)
+            self._ended()
 
     def _credit(self, tenant: str, cost: float) -> None:
         self.served[tenant] = self.served.get(tenant, 0) + round(cost)
@@ -234,6 +279,10 @@ class VirtualRun:
                     cache_block_size=m.block_size,
                     cache_num_blocks=m.num_gpu_blocks,
                     updated_at=now,
+                    first_tokens=m.time_to_first_token.count,
+                    first_token_seconds=m.time_to_first_token.sum,
+                    prompt_tokens=m.prompt_tokens,
+                    cached_prompt_tokens=m.prefix_cache_hits,
                 ),
             )
         self.core.pump()
@@ -247,24 +296,35 @@ class VirtualRun:
                 charged[fairness_id] = charged.get(fairness_id, 0.0) + flow.counter
         engines = self.cluster.engines.values()
         busy = sum(1 for e in engines if e.has_work)
-        self.samples.append(Sample(now, queued, dict(self.served), busy, len(engines), charged))
+        generated = sum(e.generation_tokens for e in engines)
+        self.samples.append(
+            Sample(now, queued, dict(self.served), busy, len(engines), charged, generated)
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         started = time.process_time()
         arrivals = self.workload.arrivals
-        end_of_arrivals = arrivals[-1].at if arrivals else 0.0
-        horizon = end_of_arrivals + self.limits.drain_s
-        i = 0
+        closed = self.workload.concurrency is not None
+        if closed:
+            clients = self.workload.concurrency or 0
+            self.due.extend(replace(a, at=0.0) for a in arrivals[:clients])
+            self.unsent.extend(arrivals[clients:])
+            horizon = self.limits.closed_loop_s
+        else:
+            self.due.extend(arrivals)
+            end_of_arrivals = arrivals[-1].at if arrivals else 0.0
+            horizon = end_of_arrivals + self.limits.drain_s
+        due = self.due
         next_scrape = 0.0
         next_sample = 0.0
         inf = float("inf")
         while True:
             t_engine = self.cluster.next_event_time()
-            t_arrival = arrivals[i].at if i < len(arrivals) else inf
+            t_arrival = due[0].at if due else inf
             deadline = self.core.flow.next_deadline()
-            pending = i < len(arrivals) or t_engine is not None or self.core.flow.queued_requests
+            pending = due or t_engine is not None or self.core.flow.queued_requests
             if not pending:
                 break
             t = min(
@@ -288,9 +348,11 @@ class VirtualRun:
                 next_sample = t + self.limits.sample_every_s
             if deadline is not None and t >= deadline:
                 self.core.pump()
-            while i < len(arrivals) and arrivals[i].at <= t:
-                self._arrive(arrivals[i])
-                i += 1
+            while due and due[0].at <= t:
+                self._arrive(due.popleft())
+        if closed:  # the window is the whole loop, from the first request to the last end
+            end_of_arrivals = self.last_end
+            self._sample(self.last_end)
         hits = queries = 0
         for eid in self.engine_ids:
             m = self.cluster.metrics(eid)
@@ -306,7 +368,7 @@ class VirtualRun:
             prefix_hits=hits,
             prefix_queries=queries,
             duration_s=end_of_arrivals,
-            warmup_s=end_of_arrivals * self.limits.warmup_frac,
+            warmup_s=0.0 if closed else end_of_arrivals * self.limits.warmup_frac,
             cpu_s=time.process_time() - started,
         )
 
@@ -319,5 +381,8 @@ def run_virtual(
     seed: int,
     load: float = 0.0,
     limits: RunLimits | None = None,
+    gateway: Gateway = FULL_GATEWAY,
 ) -> RunResult:
-    return VirtualRun(workload, arm, setup, seed=seed, load=load, limits=limits).run()
+    return VirtualRun(
+        workload, arm, setup, seed=seed, load=load, limits=limits, gateway=gateway
+    ).run()

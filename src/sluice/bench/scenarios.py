@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sluice.bench import workloads as w
 from sluice.bench.arms import STANDARD_ARM_NAMES
-from sluice.bench.runner_virtual import EngineSetup
+from sluice.bench.runner_virtual import FULL_GATEWAY, EngineSetup, Gateway
 
 SWEEP = "sweep"  # goodput: the highest load whose p90 TTFT <= 2 s
 FIXED = "fixed"  # one load, all arms
 ISOLATION = "isolation"  # the protected tenant's TTFT loaded vs alone
 FAIRNESS = "fairness"  # token service of backlogged tenants
+THROUGHPUT = "throughput"  # a closed loop: requests per second and end-to-end latency
 
 # (seed, load, quick) -> workload
 Builder = Callable[[int, float, bool], w.Workload]
@@ -38,6 +39,7 @@ class Scenario:
     protected: tuple[str, ...] = ()  # ISOLATION: tenants whose TTFT must hold
     load_unit: str = "QPS"
     warmup_frac: float = 0.1  # share of the arrival window left out of latency statistics
+    gateway: Gateway = FULL_GATEWAY  # what the gateway shows Sluice of each response
 
     def loads_for(self, quick: bool) -> tuple[float, ...]:
         return self.quick_loads if quick else self.loads
@@ -89,6 +91,23 @@ def _dur_int(quick: bool, full: int, short: int) -> int:
     return short if quick else full
 
 
+# The closed loop a new user tries first (issue #13): 32 clients, unique ~500-word prompts,
+# 64 tokens out; `load` is the streamed share.
+CLOSED_CLIENTS, CLOSED_PROMPT, CLOSED_OUTPUT = 32, 650, 64
+THROUGHPUT_ARMS = ("round-robin", "least-queue", "upstream-default", "sluice-default")
+
+
+def _closed_loop(seed: int, load: float, quick: bool) -> w.Workload:
+    return w.closed_loop(
+        seed=seed,
+        clients=CLOSED_CLIENTS,
+        requests=_dur_int(quick, 1024, 256),
+        prompt_tokens=CLOSED_PROMPT,
+        output_tokens=CLOSED_OUTPUT,
+        streamed_share=load,
+    )
+
+
 def _lora_mix(seed: int, load: float, quick: bool) -> w.Workload:
     return w.lora_mix(
         seed=seed,
@@ -136,6 +155,16 @@ def _two_band_specs(interactive_tps: float, batch_tps: float) -> tuple[w.TenantS
     )
 
 
+# intermittent: the interactive class comes and goes (on 5 s, off 15 s), at this share of the
+# capacity while on; batch fills the average offered load to the scenario's load.
+INTERMITTENT_ON_OFF, INTERMITTENT_PEAK = (5.0, 15.0), 0.6
+
+
+def _intermittent_specs(interactive_tps: float, batch_tps: float) -> tuple[w.TenantSpec, ...]:
+    interactive, batch = _two_band_specs(interactive_tps, batch_tps)
+    return (replace(interactive, on_off=INTERMITTENT_ON_OFF), batch)
+
+
 def _noisy_specs(light_tps: float, heavy_tps: float) -> tuple[w.TenantSpec, ...]:
     return (
         _chat("light", None, light_tps / _chat("x", None, 1.0).mean_tokens()),
@@ -153,13 +182,20 @@ def _fairness_specs(a_tps: float, b_tps: float) -> tuple[w.TenantSpec, ...]:
 # scenario -> (specs from tokens/s per tenant, objectives, each tenant's share of the mix)
 _MIXES: dict[str, tuple[Callable[[float, float], tuple[w.TenantSpec, ...]], dict[str, int]]] = {
     "two-bands": (_two_band_specs, {"interactive": 10, "batch": 0}),
+    "intermittent": (_intermittent_specs, {"interactive": 10, "batch": 0}),
     "sheddable-batch": (_two_band_specs, {"interactive": 10, "batch": -1}),
     "noisy-neighbour": (_noisy_specs, {}),
     "fairness": (_fairness_specs, {}),
 }
 PROBE_TPS = 60_000.0  # offered tokens/s while probing: well past the 4-engine pool's capacity
 KV_TOKENS = 27_000 * 16  # llama-8b-h100's KV cache, in tokens
-_PROBE_SPLIT = {"two-bands": 0.3, "sheddable-batch": 0.3, "noisy-neighbour": 0.1, "fairness": 0.5}
+_PROBE_SPLIT = {
+    "two-bands": 0.3,
+    "intermittent": 0.3,
+    "sheddable-batch": 0.3,
+    "noisy-neighbour": 0.1,
+    "fairness": 0.5,
+}
 
 
 @functools.lru_cache(maxsize=64)
@@ -211,6 +247,23 @@ def _two_bands(seed: int, load: float, quick: bool) -> w.Workload:
     """Interactive (priority 10) at 30% of capacity plus batch (priority 0) filling the rest to
     `load` x capacity; both chat-like."""
     return _mix("two-bands", seed, quick, INTERACTIVE_SHARE, load)
+
+
+def _intermittent(seed: int, load: float, quick: bool) -> w.Workload:
+    """Interactive (priority 10) sending only 5 s of every 20, at 60% of capacity while on;
+    batch (priority 0) filling the average offered load to `load` x capacity."""
+    cap = pool_capacity("intermittent", seed)
+    on, off = INTERMITTENT_ON_OFF
+    average = INTERMITTENT_PEAK * on / (on + off)
+    make, objectives = _MIXES["intermittent"]
+    specs = make(INTERMITTENT_PEAK * cap, max(0.0, load - average) * cap)
+    return w.tenants(
+        "intermittent",
+        seed=seed,
+        duration_s=_dur(quick, 80, 40),
+        specs=specs,
+        objectives=objectives,
+    )
 
 
 def _sheddable(seed: int, load: float, quick: bool) -> w.Workload:
@@ -292,6 +345,39 @@ SCENARIOS: dict[str, Scenario] = {
             setup=EngineSetup(overrides={"max_loras": 2}),
         ),
         Scenario(
+            "non-streamed",
+            "closed loop of 32 clients, unique 650-token prompts, 64 tokens out, no response "
+            "streamed: the first byte is the last, so no rule may wait for it",
+            THROUGHPUT,
+            _closed_loop,
+            loads=(0.0,),
+            quick_loads=(0.0,),
+            arms=THROUGHPUT_ARMS,
+            load_unit="streamed share",
+        ),
+        Scenario(
+            "mixed-streaming",
+            "as non-streamed, half the requests streamed",
+            THROUGHPUT,
+            _closed_loop,
+            loads=(0.5,),
+            quick_loads=(0.5,),
+            arms=THROUGHPUT_ARMS,
+            load_unit="streamed share",
+        ),
+        Scenario(
+            "no-response",
+            "as mixed-streaming behind a gateway that never shows Sluice the response (Envoy "
+            "with response processing off): Sluice only learns that each request ended",
+            THROUGHPUT,
+            _closed_loop,
+            loads=(0.5,),
+            quick_loads=(0.5,),
+            arms=THROUGHPUT_ARMS,
+            load_unit="streamed share",
+            gateway=Gateway(sees_response=False),
+        ),
+        Scenario(
             "two-bands",
             "both classes chat-like (ShareGPT-ish lognormal lengths: prompt median 250, max "
             "2,000; output median 150, max 600): interactive (priority 10) offering 30% of the "
@@ -301,6 +387,19 @@ SCENARIOS: dict[str, Scenario] = {
             _two_bands,
             loads=(1.5,),
             quick_loads=(1.5,),
+            protected=("interactive",),
+            load_unit="x capacity",
+        ),
+        Scenario(
+            "intermittent",
+            "as two-bands, but the interactive class comes and goes: 5 s on (60% of capacity) "
+            "and 15 s off; batch fills the average to 150%. A reserve kept for a class that is "
+            "gone is an idle slot while batch waits",
+            ISOLATION,
+            _intermittent,
+            loads=(1.5,),
+            quick_loads=(1.5,),
+            arms=(*STANDARD_ARM_NAMES, "sluice@lowinflight=0", "sluice@holdmin=100000"),
             protected=("interactive",),
             load_unit="x capacity",
         ),

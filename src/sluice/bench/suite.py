@@ -67,6 +67,7 @@ def run_one(
         seed=seed,
         load=load,
         limits=_limits(scenario, quick),
+        gateway=scenario.gateway,
     )
     result.scenario = scenario_name
     return result

@@ -34,13 +34,15 @@ class Arrival:
     messages: tuple[tuple[str, str], ...] = ()  # (role, content) for chat requests
     max_tokens: int = 64
     model: str = MODEL  # a LoRA adapter name when the request targets one
+    stream: bool = True  # False: the whole response comes back at once, at its end
 
     @property
     def path(self) -> str:
         return "/v1/chat/completions" if self.messages else "/v1/completions"
 
-    def body(self, *, stream: bool = True) -> bytes:
-        """The OpenAI request body a client would send."""
+    def body(self, *, stream: bool | None = None) -> bytes:
+        """The OpenAI request body a client would send (streamed as `self.stream` says)."""
+        stream = self.stream if stream is None else stream
         doc: dict[str, object] = {"model": self.model, "max_tokens": self.max_tokens}
         if self.messages:
             doc["messages"] = [{"role": r, "content": c} for r, c in self.messages]
@@ -79,6 +81,9 @@ class Workload:
     # objective name -> priority, as the InferenceObjectives of the pool would say
     objectives: Mapping[str, int] = field(default_factory=dict)
     adapters: tuple[str, ...] = ()
+    # A closed loop: this many clients, each sending its next request (in `arrivals` order,
+    # whose `at` is then ignored) as soon as its previous one ended. None: open loop.
+    concurrency: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -87,7 +92,7 @@ class Workload:
     def only(self, *tenants: str) -> Workload:
         """The same workload with only some tenants' requests (the "unloaded" baseline)."""
         kept = tuple(a for a in self.arrivals if a.tenant in tenants)
-        return Workload(self.name, kept, self.objectives, self.adapters)
+        return Workload(self.name, kept, self.objectives, self.adapters, self.concurrency)
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -205,6 +210,35 @@ def sharegpt_like(
     return Workload("sharegpt", tuple(arrivals))
 
 
+def closed_loop(
+    *,
+    seed: int,
+    clients: int,
+    requests: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    streamed_share: float,
+    name: str = "closed-loop",
+) -> Workload:
+    """`clients` clients, each sending its next request as soon as its last one ended, until
+    `requests` were sent: unique prompts (no cache sharing), `streamed_share` of them streamed
+    (the rest answered in one piece at their end, as most batch and SDK clients ask)."""
+    rng = random.Random(seed)
+    arrivals = tuple(
+        Arrival(
+            0.0,
+            f"cl-{i}",
+            "default",
+            None,
+            text(f"cl-{seed}-{i}", prompt_tokens),
+            max_tokens=output_tokens,
+            stream=rng.random() < streamed_share,
+        )
+        for i in range(requests)
+    )
+    return Workload(name, arrivals, concurrency=clients)
+
+
 def bursty(*, seed: int, qps: float, duration_s: float, burst: int = 16) -> Workload:
     """Fixed 1k-in / 128-out requests arriving in bursts far above the pool's instant room."""
     rng = random.Random(seed)
@@ -294,6 +328,14 @@ class TenantSpec:
     sigma: float = 0.0  # lognormal spread of both lengths (ShareGPT-like: ~0.9 / 0.8)
     max_prompt_tokens: int = 4000
     max_output_tokens: int = 1000
+    # (seconds on, seconds off): the tenant sends only while on, at `qps`; None: always on.
+    on_off: tuple[float, float] | None = None
+
+    def active(self, t: float) -> bool:
+        if self.on_off is None:
+            return True
+        on, off = self.on_off
+        return t % (on + off) < on
 
     def lengths(self, rng: random.Random) -> tuple[int, int]:
         if self.sigma <= 0:
@@ -324,7 +366,8 @@ def tenants(
     for k, spec in enumerate(specs):
         rng = random.Random(seed * 1000 + k)
         lengths = random.Random(seed * 1000 + k + 500)
-        for i, t in enumerate(poisson_times(rng, spec.qps, duration_s)):
+        times = (t for t in poisson_times(rng, spec.qps, duration_s) if spec.active(t))
+        for i, t in enumerate(times):
             prompt_tokens, output_tokens = spec.lengths(lengths)
             arrivals.append(
                 Arrival(

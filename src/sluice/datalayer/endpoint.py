@@ -49,6 +49,15 @@ class EngineMetrics:
     cache_num_blocks: int = 0
     updated_at: float = float("-inf")
     extra: dict[str, float] = field(default_factory=dict)
+    # The engine's own cumulative prefill counters, where its profile names them (None: the
+    # engine does not say): requests that produced a first token, the seconds those waited for
+    # it, prompt tokens of those requests and how many of them came from the prefix cache.
+    # The room learns each endpoint's prefill rate from their differences between scrapes and
+    # ends a pending prefill when the engine reports its first token (`sluice.room`).
+    first_tokens: float | None = None
+    first_token_seconds: float | None = None
+    prompt_tokens: float | None = None
+    cached_prompt_tokens: float | None = None
 
     def restamped(self, updated_at: float) -> EngineMetrics:
         """A copy stamped `updated_at`. Hot path (every scrape): `dataclasses.replace` costs
@@ -64,4 +73,8 @@ class EngineMetrics:
             self.cache_num_blocks,
             updated_at,
             self.extra,
+            self.first_tokens,
+            self.first_token_seconds,
+            self.prompt_tokens,
+            self.cached_prompt_tokens,
         )

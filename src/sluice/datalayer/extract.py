@@ -76,7 +76,20 @@ def metrics_from_samples(
     if names.cache_info is not None and (s := select_sample(samples, names.cache_info)):
         m.cache_block_size = _int_label(s, "block_size")
         m.cache_num_blocks = _int_label(s, "num_gpu_blocks")
+    for field, spec in names.prefill_counters:
+        total = _counter_total(samples, spec)
+        if total is not None:
+            setattr(m, field, total)
     return m
+
+
+def _counter_total(samples: dict[str, list[Sample]], spec: MetricSpec) -> float | None:
+    """The sum over every series matching `spec` (a counter split by engine or rank)."""
+    total: float | None = None
+    for sample in samples.get(spec.name, ()):
+        if all(sample.labels.get(k) == v for k, v in spec.labels):
+            total = sample.value + (total or 0.0)
+    return total
 
 
 def metrics_from_text(

@@ -60,6 +60,23 @@ class MetricNames:
     cache_info: MetricSpec | None = None
     # Older vLLM versions name KV usage differently; tried when the primary spec is absent.
     kv_cache_usage_fallbacks: tuple[MetricSpec, ...] = ()
+    # The engine's cumulative prefill counters (see `EngineMetrics.first_tokens`); each series
+    # matching a spec is summed (one per engine core or data-parallel rank).
+    first_tokens: MetricSpec | None = None
+    first_token_seconds: MetricSpec | None = None
+    prompt_tokens: MetricSpec | None = None
+    cached_prompt_tokens: MetricSpec | None = None
+
+    @property
+    def prefill_counters(self) -> tuple[tuple[str, MetricSpec], ...]:
+        """(EngineMetrics field, spec) for each prefill counter the profile names."""
+        specs = (
+            ("first_tokens", self.first_tokens),
+            ("first_token_seconds", self.first_token_seconds),
+            ("prompt_tokens", self.prompt_tokens),
+            ("cached_prompt_tokens", self.cached_prompt_tokens),
+        )
+        return tuple((field, spec) for field, spec in specs if spec is not None)
 
     @classmethod
     def for_engine(cls, engine: str) -> MetricNames:
@@ -103,6 +120,7 @@ class MetricNames:
     def primary_families(self) -> tuple[str, ...]:
         """Family names the parser must extract (fallbacks excluded); the rest is skipped."""
         specs = [self.waiting, self.running, self.kv_cache_usage, self.lora_info, self.cache_info]
+        specs += [spec for _, spec in self.prefill_counters]
         return tuple(dict.fromkeys(s.name for s in specs if s is not None))
 
     @property
@@ -123,11 +141,19 @@ VLLM = MetricNames(
     lora_info=_spec("vllm:lora_requests_info"),
     cache_info=_spec("vllm:cache_config_info"),
     kv_cache_usage_fallbacks=(_spec("vllm:gpu_cache_usage_perc"),),
+    first_tokens=_spec("vllm:time_to_first_token_seconds_count"),
+    first_token_seconds=_spec("vllm:time_to_first_token_seconds_sum"),
+    prompt_tokens=_spec("vllm:prompt_tokens_total"),
+    cached_prompt_tokens=_spec("vllm:prefix_cache_hits_total"),
 )
 SGLANG = MetricNames(
     waiting=_spec("sglang:num_queue_reqs"),
     running=_spec("sglang:num_running_reqs"),
     kv_cache_usage=_spec("sglang:token_usage"),
+    first_tokens=_spec("sglang:time_to_first_token_seconds_count"),
+    first_token_seconds=_spec("sglang:time_to_first_token_seconds_sum"),
+    prompt_tokens=_spec("sglang:prompt_tokens_total"),
+    cached_prompt_tokens=_spec("sglang:cached_tokens_total"),
 )
 TRITON_TENSORRT_LLM = MetricNames(
     waiting=_spec("nv_trt_llm_request_metrics{request_type=waiting}"),

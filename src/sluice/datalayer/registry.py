@@ -12,6 +12,7 @@ Pure: no clock, no I/O. The scraper (shell) and the pipeline call it with `now`.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,19 +37,23 @@ class EndpointState:
     unseen_requests: int = 0
     unseen_tokens: int = 0
     dispatched_total: int = 0
-    # Dispatches whose first response byte has not arrived: the engine is (or will be) running
-    # their prefill, the step cost every other request on that engine shares. "Lower" counts
-    # those below the pool's top priority.
+    # Dispatches whose prefill is not over yet (first byte, the engine's counter or the room's
+    # estimate): the engine is (or will be) running them, the step cost every other request on
+    # that engine shares; and the same per priority band, [count, tokens].
     pending_prefills: int = 0
     pending_prefill_tokens: int = 0
-    pending_lower_prefills: int = 0
-    pending_lower_prefill_tokens: int = 0
+    pending_by_priority: dict[int, list[int]] = field(default_factory=dict)
     # dispatch sequence number -> estimated tokens, for dispatches the engine has not reported yet
     _unseen: dict[int, int] = field(default_factory=dict, repr=False)
-    # dispatch sequence number -> (prompt tokens, lower band), while its prefill is pending
-    _prefilling: dict[int, tuple[int, bool]] = field(default_factory=dict, repr=False)
+    # dispatch sequence number -> (uncached prompt tokens, priority), while its prefill is pending
+    _prefilling: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
     _scrape_marks: dict[int, int] = field(default_factory=dict, repr=False)
     _next_scrape_id: int = 0
+    # The engine's first-token counter predicts which dispatches have had their first token:
+    # dispatch `sequence` has once the counter reaches `sequence + _first_token_offset` (in
+    # dispatch order; None until a scrape showed the counter). See `record_scrape`.
+    _first_token_offset: float | None = field(default=None, repr=False)
+    _first_tokens_last: float = field(default=0.0, repr=False)
 
     @property
     def name(self) -> str:
@@ -70,6 +75,14 @@ class EndpointState:
     def is_fresh(self, now: float, staleness_threshold_s: float) -> bool:
         return now - self.metrics.updated_at <= staleness_threshold_s
 
+    def pending_prefills_above(self, priority: int) -> int:
+        """Pending prefills of bands above `priority`."""
+        return sum(n for p, (n, _) in self.pending_by_priority.items() if p > priority)
+
+    def pending_prefill_tokens_below(self, priority: int) -> int:
+        """Pending uncached prompt tokens of bands below `priority`."""
+        return sum(t for p, (_, t) in self.pending_by_priority.items() if p < priority)
+
 
 @dataclass(frozen=True, slots=True)
 class DispatchTicket:
@@ -89,6 +102,15 @@ class ScrapeMark:
     scrape_id: int
 
 
+class PrefillEnd:
+    """Why a pending prefill stopped counting (the labels of `prefills_ended`)."""
+
+    FIRST_BYTE = "first_byte"  # the response started
+    ENGINE = "engine"  # the engine's first-token counter reached it
+    ESTIMATE = "estimate"  # its estimated time to first token passed
+    COMPLETED = "completed"  # the request ended first
+
+
 class EndpointRegistry:
     """The pool's current endpoints and their state, keyed by endpoint name."""
 
@@ -96,6 +118,13 @@ class EndpointRegistry:
         self._states: dict[str, EndpointState] = {}
         self._snapshot: tuple[EndpointState, ...] = ()
         self.version = 0  # bumped on every membership change, so watchers can resync cheaply
+        self.scrapes = 0  # bumped on every applied scrape, so learners can skip quiet pumps
+        # (due time, endpoint, dispatch sequence): when each pending prefill's estimate ends
+        self._prefill_due: list[tuple[float, str, int]] = []
+        self.prefills_ended: dict[str, int] = dict.fromkeys(
+            (PrefillEnd.FIRST_BYTE, PrefillEnd.ENGINE, PrefillEnd.ESTIMATE, PrefillEnd.COMPLETED),
+            0,
+        )
 
     # -- membership (called by the sources) --------------------------------------------------
 
@@ -167,6 +196,7 @@ class EndpointRegistry:
         state.metrics = metrics
         state.last_error = None
         state.consecutive_failures = 0
+        self.scrapes += 1
         unseen = state._unseen
         while unseen:
             sequence = next(iter(unseen))
@@ -174,6 +204,33 @@ class EndpointRegistry:
                 break
             state.unseen_tokens -= unseen.pop(sequence)
             state.unseen_requests -= 1
+        if metrics.first_tokens is not None:
+            self._credit_first_tokens(state, metrics.first_tokens, seen_up_to)
+
+    def _credit_first_tokens(self, state: EndpointState, counter: float, seen_up_to: int) -> None:
+        """End the pending prefills the engine's first-token counter says are over.
+
+        Engines prefill roughly in arrival order, so dispatch `sequence` (numbered per endpoint)
+        has had its first token once the counter reaches `sequence + offset`. The offset is
+        anchored at the first scrape that shows the counter (what is pending then is not done),
+        moved down by each dispatch that ended with no first token (it never
+        reaches the counter), and re-anchored when the counter goes back (the engine
+        restarted). Traffic that bypasses Sluice moves the counter too and so ends a pending
+        prefill early; the estimate and the first byte bound every other case."""
+        offset = state._first_token_offset
+        last, state._first_tokens_last = state._first_tokens_last, counter
+        if offset is None or counter < last:
+            # Anchor: whatever is still pending has not had its first token yet.
+            oldest = next(iter(state._prefilling), state.dispatched_total + 1)
+            state._first_token_offset = counter - (oldest - 1)
+            return
+        done_up_to = min(int(counter - offset + 1e-9), seen_up_to)
+        prefilling = state._prefilling
+        while prefilling:
+            sequence = next(iter(prefilling))
+            if sequence > done_up_to:
+                break
+            self._end_prefill(state, sequence, PrefillEnd.ENGINE)
 
     def record_scrape_failure(self, mark: ScrapeMark, error: str) -> None:
         """A failed scrape never removes the endpoint: its metrics just grow stale."""
@@ -192,10 +249,17 @@ class EndpointRegistry:
     # -- accounting (called by the pipeline) ------------------------------------------------------
 
     def dispatch(
-        self, name: str, tokens: int, *, prefill_tokens: int = 0, lower_band: bool = False
+        self,
+        name: str,
+        tokens: int,
+        *,
+        prefill_tokens: int = 0,
+        priority: int = 0,
+        prefill_due_at: float = float("inf"),
     ) -> DispatchTicket:
         """Count a request sent to `name` with an estimated `tokens` (prompt + expected output);
-        its `prefill_tokens` stay pending until `first_byte` (or `complete`)."""
+        its `prefill_tokens` stay pending until its first byte, the engine's first-token counter
+        reaching it, `prefill_due_at` (see `settle_prefills`) or its completion."""
         state = self._states.get(name)
         if state is None:
             return DispatchTicket(name, tokens, -1)
@@ -206,35 +270,65 @@ class EndpointRegistry:
         state.unseen_requests += 1
         state.unseen_tokens += tokens
         state._unseen[sequence] = tokens
-        state._prefilling[sequence] = (prefill_tokens, lower_band)
+        state._prefilling[sequence] = (prefill_tokens, priority)
         state.pending_prefills += 1
         state.pending_prefill_tokens += prefill_tokens
-        if lower_band:
-            state.pending_lower_prefills += 1
-            state.pending_lower_prefill_tokens += prefill_tokens
+        band = state.pending_by_priority.setdefault(priority, [0, 0])
+        band[0] += 1
+        band[1] += prefill_tokens
+        if prefill_due_at != float("inf"):
+            heapq.heappush(self._prefill_due, (prefill_due_at, name, sequence))
         return DispatchTicket(name, tokens, sequence)
 
-    def first_byte(self, ticket: DispatchTicket) -> None:
-        """The response started: the request's prefill is done. Idempotent."""
+    def first_byte(self, ticket: DispatchTicket) -> bool:
+        """The response started: the request's prefill is done. True if that ended a pending
+        prefill (False: it had already ended, or the endpoint is gone). Idempotent."""
         state = self._states.get(ticket.endpoint_name)
-        if state is None:
-            return
-        pending = state._prefilling.pop(ticket.sequence, None)
-        if pending is None:
-            return
-        tokens, lower_band = pending
+        if state is None or ticket.sequence not in state._prefilling:
+            return False
+        self._end_prefill(state, ticket.sequence, PrefillEnd.FIRST_BYTE)
+        return True
+
+    def settle_prefills(self, now: float) -> None:
+        """End every pending prefill whose estimated time to first token has passed."""
+        due = self._prefill_due
+        while due and due[0][0] <= now:
+            _, name, sequence = heapq.heappop(due)
+            state = self._states.get(name)
+            if state is not None and sequence in state._prefilling:
+                self._end_prefill(state, sequence, PrefillEnd.ESTIMATE)
+        if len(due) > 64 and len(due) > 4 * sum(len(s._prefilling) for s in self._snapshot):
+            self._prefill_due = [e for e in due if self._pending(e[1], e[2])]
+            heapq.heapify(self._prefill_due)
+
+    def _pending(self, name: str, sequence: int) -> bool:
+        state = self._states.get(name)
+        return state is not None and sequence in state._prefilling
+
+    def _end_prefill(self, state: EndpointState, sequence: int, why: str) -> None:
+        tokens, priority = state._prefilling.pop(sequence)
         state.pending_prefills -= 1
         state.pending_prefill_tokens -= tokens
-        if lower_band:
-            state.pending_lower_prefills -= 1
-            state.pending_lower_prefill_tokens -= tokens
+        band = state.pending_by_priority[priority]
+        if band[0] == 1:
+            del state.pending_by_priority[priority]
+        else:
+            band[0] -= 1
+            band[1] -= tokens
+        self.prefills_ended[why] += 1
 
-    def complete(self, ticket: DispatchTicket) -> None:
-        """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once."""
+    def complete(self, ticket: DispatchTicket, *, got_first_token: bool = True) -> None:
+        """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once.
+        `got_first_token` False: it ended before the engine produced a token (an error, or the
+        client left while it was prefilling), so the engine's first-token counter never counts
+        it."""
         state = self._states.get(ticket.endpoint_name)
         if state is None or ticket.sequence < 0:
             return
-        self.first_byte(ticket)
+        if ticket.sequence in state._prefilling:
+            self._end_prefill(state, ticket.sequence, PrefillEnd.COMPLETED)
+        if not got_first_token and state._first_token_offset is not None:
+            state._first_token_offset -= 1
         state.in_flight_requests = max(0, state.in_flight_requests - 1)
         state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
         tokens = state._unseen.pop(ticket.sequence, None)

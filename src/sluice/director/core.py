@@ -5,8 +5,8 @@ It ties the pure cores together on the event loop — request parsing, the flow 
 accounting) — and owns nothing else: no sockets, no clock of its own (`clock` is injected).
 
 Late binding: the scheduler runs at the moment flow control releases a request, inside
-`FlowController.dispatch` (through `Room.take_room`), with the freshest metrics plus Sluice's
-own in-flight counts.
+`FlowController.dispatch` (through `Release.take_room`), with the freshest metrics plus Sluice's
+own in-flight counts. Whether there is room at all is the room's call (`sluice.room.Room`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from sluice.datalayer.capacity import CapacityThresholds
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
-from sluice.director.room import Room, in_subset
+from sluice.director.room import Release
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
 from sluice.pipeline import Outcome
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import ErrorCode, SluiceError
-from sluice.requests.model import InferenceRequest, Usage
+from sluice.requests.model import DEFAULT_FAIRNESS_ID, InferenceRequest, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
+from sluice.room import Room, RoomSettings, in_subset
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
 
@@ -60,7 +60,7 @@ class DispatchCore:
         scheduler: Scheduler,
         flow: FlowController,
         registry: EndpointRegistry,
-        thresholds: CapacityThresholds,
+        room: RoomSettings,
         settings: DirectorSettings | None = None,
         metrics: RequestMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -70,15 +70,13 @@ class DispatchCore:
         self.scheduler = scheduler
         self.flow = flow
         self.registry = registry
-        self.thresholds = thresholds
+        self.room = Room(room)
         self.settings = settings or DirectorSettings()
         self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_release = on_release or _ignore_release
         self.state: PoolState | None = None
-        # The pool's highest objective priority: bands below it get the tighter in-flight cap.
-        self.top_priority = 0
         self._ticket_of: dict[int, Ticket] = {}  # by id(request): request ids may repeat
         self.in_flight = 0
 
@@ -87,11 +85,10 @@ class DispatchCore:
     def set_state(self, state: PoolState) -> None:
         """A source published a new picture of the pool."""
         self.state = state
-        self.top_priority = max(
-            (state.priority_of(key.split("/", 1)[1]) for key in state.objectives), default=0
-        )
         self.registry.set_endpoints(state.endpoints)
-        self.scheduler.prune({e.name for e in state.endpoints})
+        names = {e.name for e in state.endpoints}
+        self.scheduler.prune(names)
+        self.room.forget_except(names)
         self.pump()
 
     @property
@@ -152,8 +149,10 @@ class DispatchCore:
                 request, SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "no endpoints available")
             )
         now = self.clock()
+        self.room.arrived(request.priority, request.fairness_id or DEFAULT_FAIRNESS_ID, now)
         result = self.flow.enqueue(request, now)
         if isinstance(result, Finalized):
+            self._left(result.ticket)
             raise self._failed(request, _queue_error(result))
         assert isinstance(result, Accepted)
         for displaced in result.displaced:
@@ -173,8 +172,12 @@ class DispatchCore:
         if ticket.waiting:
             event = self.flow.cancel(ticket, self.clock())
             if event is not None:
+                self._left(ticket)
                 self._failed(ticket.request, error_for(event))
         self.forget(ticket)
+
+    def _left(self, ticket: Ticket) -> None:
+        self.room.left(ticket.flow.priority, ticket.flow.fairness_id)
 
     def _has_candidates(self, subset: frozenset[str] | None) -> bool:
         states = self.registry.snapshot()
@@ -187,9 +190,10 @@ class DispatchCore:
     def pump(self, now: float | None = None) -> None:
         """Release whatever has room now; call whenever room may have opened."""
         now = self.clock() if now is None else now
-        room = Room(self, now)
-        for event in self.flow.dispatch(now, room):
-            self._resolve(event, room.bound)
+        self.room.settle(self.registry, now)
+        release = Release(self, now)
+        for event in self.flow.dispatch(now, release):
+            self._resolve(event, release.bound)
 
     def next_wakeup(self, now: float, recheck_s: float = _IDLE_RECHECK_S) -> float | None:
         """When to pump next without an outside event: the next TTL deadline, or soon while
@@ -204,12 +208,13 @@ class DispatchCore:
         self, event: Finalized, bound: Mapping[int, DispatchedRequest | SluiceError]
     ) -> None:
         ticket = event.ticket
+        self._left(ticket)
         if event.outcome is QueueOutcome.DISPATCHED:
             placed = bound.get(ticket.seq)
             if placed is None:  # legacy mode released it without room: schedule anyway
-                room = Room(self, event.at)
-                room.take_room(ticket.request)
-                placed = room.bound.get(ticket.seq)
+                release = Release(self, event.at)
+                release.take_room(ticket.request)
+                placed = release.bound.get(ticket.seq)
             if isinstance(placed, DispatchedRequest):
                 self.in_flight += 1
                 if self.metrics is not None:
@@ -234,7 +239,10 @@ class DispatchCore:
     ) -> None:
         now = self.clock()
         self.in_flight -= 1
-        self.registry.complete(dispatched.dispatch_ticket)
+        self.registry.complete(
+            dispatched.dispatch_ticket,
+            got_first_token=first_byte_at is not None or outcome is Outcome.COMPLETED,
+        )
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if self.metrics is not None:

@@ -22,10 +22,12 @@ class DispatchedRequest:
     __slots__ = (
         "_director",
         "_dispatch",
+        "_dispatched_at",
         "_endpoints",
         "_first_byte_at",
         "_parser",
         "_started_at",
+        "_uncached_tokens",
         "finished",
         "request",
         "ticket",
@@ -37,18 +39,41 @@ class DispatchedRequest:
         request: InferenceRequest,
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
-        dispatch: DispatchTicket,
         now: float,
     ) -> None:
         self._director = director
         self.request = request
         self.ticket = ticket
         self._endpoints = endpoints
-        self._dispatch = dispatch
         self._parser: UsageParser | None = None
         self._started_at = now
         self._first_byte_at: float | None = None
         self.finished = False
+        self._dispatch = self._count_dispatch(now)
+
+    def _count_dispatch(self, now: float) -> DispatchTicket:
+        """Count this request in flight on its primary endpoint, its uncached prompt pending
+        prefill there until the first byte, the engine's word or the room's estimate."""
+        director = self._director
+        request = self.request
+        endpoint = self._endpoints[0]
+        self._dispatched_at = now
+        self._uncached_tokens = round(
+            request.prompt_tokens * (1.0 - director.scheduler.cached_fraction(request, endpoint))
+        )
+        tokens = request.prompt_tokens + (
+            request.max_tokens or director.settings.default_output_tokens
+        )
+        room = director.room
+        dispatch = director.registry.dispatch(
+            endpoint.name,
+            tokens,
+            prefill_tokens=self._uncached_tokens,
+            priority=request.priority,
+            prefill_due_at=room.prefill_due(endpoint.name, self._uncached_tokens, now),
+        )
+        director.scheduler.on_dispatch(request, endpoint)
+        return dispatch
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -69,31 +94,32 @@ class DispatchedRequest:
         failed = director.registry.get(self._endpoints[0].name)
         if failed is not None and failed.scraped:
             failed.metrics = replace(failed.metrics, updated_at=float("-inf"))
-        director.registry.complete(self._dispatch)
-        self._dispatch = director.registry.dispatch(
-            endpoint.name,
-            self._dispatch.tokens,
-            prefill_tokens=self.request.prompt_tokens,
-            lower_band=self.request.priority < director.top_priority,
-        )
+        director.registry.complete(self._dispatch, got_first_token=False)
         self._endpoints = (endpoint, *(e for e in self._endpoints if e != endpoint))
-        director.scheduler.on_dispatch(self.request, endpoint)
+        self._dispatch = self._count_dispatch(director.clock())
 
     def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
         if self._parser is None:
             self._parser = UsageParser(
                 streaming=streaming, prompt_tokens_estimate=self.request.prompt_tokens
             )
-            self.first_byte()
+            self.first_byte(streamed=streaming)
         self._parser.feed(chunk)
 
-    def first_byte(self) -> None:
+    def first_byte(self, *, streamed: bool = True) -> None:
         """The response started, so the engine finished this request's prefill: the room and
-        placement rules stop counting it. Front ends get this from the first chunk; the
-        virtual-time runner calls it at the simulated first token."""
-        if self._first_byte_at is None:
-            self._first_byte_at = self._director.clock()
-            self._director.registry.first_byte(self._dispatch)
+        placement rules stop counting it. A streamed response's first byte is also a sample of
+        the endpoint's prefill time (a non-streamed one's is its last byte). Front ends get this
+        from the first chunk; the virtual-time runner calls it at the simulated first token."""
+        if self._first_byte_at is not None:
+            return
+        director = self._director
+        now = self._first_byte_at = director.clock()
+        director.registry.first_byte(self._dispatch)
+        if streamed:
+            director.room.first_byte(
+                self._endpoints[0].name, self._uncached_tokens, now - self._dispatched_at
+            )
 
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         if self.finished:

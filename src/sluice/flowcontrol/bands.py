@@ -128,7 +128,7 @@ class Band:
         window (per unit of fairness weight, in the fairness policy's virtual tokens), and
         its requests were more than that many times as large as theirs.
 
-        Its requests then ask for room as background (see `CapacityView.has_room`), so that
+        Its requests then say so when they ask for room (`CapacityView.has_room`), so that
         a tenant below its share finds an engine without a long prefill ahead of it. Either
         condition alone is not enough: a tenant that only sends more requests like everyone
         else's delays the others by about one of theirs, which the fairness policy already

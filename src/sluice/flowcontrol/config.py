@@ -72,7 +72,7 @@ class FlowControlConfig:
     fairness_weights: Mapping[str, float] = field(default_factory=dict)
     engine_priority: bool = False
     # The window over which a band's heavy hitter is found (`Band.heavy_hitter`); its requests
-    # ask for room as background. 0 turns it off.
+    # say so when they ask for room (the room may keep a reserve from them). 0 turns it off.
     fair_share_window_s: float = 30.0
 
     def band(self, priority: int) -> BandConfig:

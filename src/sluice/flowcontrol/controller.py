@@ -15,8 +15,8 @@ higher-band item has been found to have no room (room only shrinks during one di
 room a lower band takes is room no waiting higher-band item could use).
 
 A heavy hitter — a flow served far more than the rest of its band lately, with far larger
-requests (`Band.heavy_hitter`) — asks for room as *background* (`has_room(..., background=True)`),
-which the pool may offer less of, so that a tenant below its share finds room at once.
+requests (`Band.heavy_hitter`) — says so when it asks for room (`has_room(..., heavy_hitter=id)`),
+and the pool may offer it less, so that a tenant below its share finds room at once.
 """
 
 from __future__ import annotations
@@ -197,21 +197,24 @@ class FlowController:
             return events
 
         # Candidate sets found full this call: `full` for every request of the band (and so of
-        # the bands below), `full_background` for heavy hitters' requests. Room only shrinks
+        # the bands below), `full_heavy` for a heavy hitter's requests. Room only shrinks
         # within a call and the CapacityView contract orders it (a band's requests >= its
         # heavy hitter's; a higher band >= a lower one), so "full" stays true.
         full: set[frozenset[str] | None] = set()
-        full_background: set[frozenset[str] | None] = set()
+        full_heavy: set[tuple[frozenset[str] | None, str]] = set()
         priority = top
-        background = False
+        heavy: str | None = None
 
         def fits(ticket: Ticket) -> bool:
             candidates = ticket.candidates
-            if candidates in full or (background and candidates in full_background):
+            if candidates in full or (heavy is not None and (candidates, heavy) in full_heavy):
                 return False
-            if capacity.has_room(candidates, priority, background=background):
+            if capacity.has_room(candidates, priority, heavy_hitter=heavy):
                 return True
-            (full_background if background else full).add(candidates)
+            if heavy is None:
+                full.add(candidates)
+            else:
+                full_heavy.add((candidates, heavy))
             return False
 
         released = 0
@@ -225,7 +228,7 @@ class FlowController:
                 flow = policy.pop()
                 if flow is None:
                     break
-                background = band.heavy_hitter(flow, now)
+                heavy = flow.key.fairness_id if band.heavy_hitter(flow, now) else None
                 ticket = flow.queue.take_first(fits)
                 if ticket is None:
                     blocked.append(flow)

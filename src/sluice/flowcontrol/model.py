@@ -111,14 +111,14 @@ class CapacityView(Protocol):
     """
 
     def has_room(
-        self, candidates: frozenset[str] | None, priority: int, *, background: bool = False
+        self, candidates: frozenset[str] | None, priority: int, *, heavy_hitter: str | None = None
     ) -> bool:
         """True if at least one endpoint in `candidates` (None = the whole pool) can take one
         more request of band `priority` now. A lower band may be offered less room than a
-        higher one (headroom kept for higher bands), never more. `background`: the request's
-        flow is its band's heavy hitter (`Band.heavy_hitter`); it may be offered less
-        room than the band's other requests, never more, and a lower band's background no more
-        than a higher band's."""
+        higher one (headroom kept for higher bands), never more. `heavy_hitter`: the asking
+        flow is its band's heavy hitter (`Band.heavy_hitter`), this fairness id; it may be
+        offered less room than the band's other requests, never more, and a lower band's heavy
+        hitter no more than a higher band's."""
         ...
 
     def take_room(self, request: InferenceRequest) -> None:

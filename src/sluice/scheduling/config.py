@@ -67,10 +67,18 @@ class SaturationDetectorConfig:
     # waiting for their first byte. The defaults were chosen with `sluice bench` (the README's
     # performance tables); 0 in the YAML turns a cap off.
     max_in_flight_per_endpoint: int | None = None
-    max_in_flight_per_endpoint_below_top_priority: int | None = 24
+    max_in_flight_per_endpoint_below_top_priority: int | None = 64
     max_pending_prefill_tokens_per_endpoint: int | None = 1
     # Endpoints with room that a band's heavy hitter leaves to the rest of its band (0: none).
     background_headroom_endpoints: int = 1
+    # The room's prefill-time prior and cap, and how long a reserve outlives its last user's
+    # arrival (sluice.room.RoomSettings; docs/room.md).
+    prefill_tokens_per_s: float = 2500.0
+    prefill_overhead_s: float = 0.025
+    max_prefill_hold_s: float = 30.0
+    reserve_hold_gaps: float = 10.0
+    reserve_hold_min_s: float = 2.0
+    reserve_hold_max_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +317,12 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
             "maxInFlightPerEndpointBelowTopPriority",
             "maxPendingPrefillTokensPerEndpoint",
             "backgroundHeadroomEndpoints",
+            "prefillTokensPerSecond",
+            "prefillOverhead",
+            "maxPrefillHold",
+            "reserveHoldGaps",
+            "reserveHoldMin",
+            "reserveHoldMax",
         ),
     )
     default = SaturationDetectorConfig()
@@ -369,7 +383,73 @@ def _saturation(doc: _Doc, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> Satur
     headroom = _cap(
         doc, fields, where, "backgroundHeadroomEndpoints", default.background_headroom_endpoints
     )
-    return SaturationDetectorConfig(queue, kv, stale, cap, lower_cap, prefill, headroom or 0)
+    rate = _positive(doc, fields, where, "prefillTokensPerSecond", default.prefill_tokens_per_s)
+    overhead = _seconds(doc, fields, where, "prefillOverhead", default.prefill_overhead_s)
+    hold = _seconds(doc, fields, where, "maxPrefillHold", default.max_prefill_hold_s, zero=False)
+    gaps = _positive(doc, fields, where, "reserveHoldGaps", default.reserve_hold_gaps)
+    hold_min = _seconds(doc, fields, where, "reserveHoldMin", default.reserve_hold_min_s)
+    hold_max = _seconds(doc, fields, where, "reserveHoldMax", default.reserve_hold_max_s)
+    if hold_max < hold_min:
+        entry = fields.get("reserveHoldMax") or fields["reserveHoldMin"]
+        raise doc.error(
+            entry[1],
+            f"{where}.reserveHoldMax",
+            f"must be at least reserveHoldMin ({hold_min:g}s)",
+        )
+    return SaturationDetectorConfig(
+        queue,
+        kv,
+        stale,
+        cap,
+        lower_cap,
+        prefill,
+        headroom or 0,
+        rate,
+        overhead,
+        hold,
+        gaps,
+        hold_min,
+        hold_max,
+    )
+
+
+def _positive(
+    doc: _Doc,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    where: str,
+    key: str,
+    default: float,
+) -> float:
+    if key not in fields:
+        return default
+    node = fields[key][1]
+    value = doc.value(node)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e12:
+        raise doc.error(node, f"{where}.{key}", f"expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def _seconds(
+    doc: _Doc,
+    fields: dict[str, tuple[yaml.Node, yaml.Node]],
+    where: str,
+    key: str,
+    default: float,
+    *,
+    zero: bool = True,
+) -> float:
+    """A duration (`2s`, `500ms`, or seconds); `zero` False: it must be > 0."""
+    if key not in fields:
+        return default
+    node = fields[key][1]
+    try:
+        seconds = parse_duration(doc.value(node))
+    except ValueError as exc:
+        raise doc.error(node, f"{where}.{key}", str(exc)) from None
+    if seconds < 0 or (not zero and seconds == 0):
+        bound = ">= 0" if zero else "> 0"
+        raise doc.error(node, f"{where}.{key}", f"expected a duration {bound}, got {seconds:g}s")
+    return seconds
 
 
 def _cap(

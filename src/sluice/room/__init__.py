@@ -1,0 +1,33 @@
+"""The room: every rule that decides whether an endpoint may take one more request, and which
+request — upstream's saturation thresholds, Sluice's in-flight caps, when a pending prefill is
+over (first byte, the engine's own counters, or an estimate of its prefill time), the reserves
+kept for a higher band or for the rest of a band, the subset rule and placement steering.
+Sans-I/O: `now` is passed in. May import `sluice.datalayer` (types) and `sluice.requests` (types).
+See docs/room.md."""
+
+from sluice.room.core import Room
+from sluice.room.placement import in_subset, placeable, steer_prefills
+from sluice.room.prefill import PrefillEstimator
+from sluice.room.rules import (
+    endpoints_with_room,
+    has_room,
+    has_room_for_background,
+    is_saturated,
+    room_left,
+)
+from sluice.room.settings import DEFAULT_ROOM, RoomSettings
+
+__all__ = [
+    "DEFAULT_ROOM",
+    "PrefillEstimator",
+    "Room",
+    "RoomSettings",
+    "endpoints_with_room",
+    "has_room",
+    "has_room_for_background",
+    "in_subset",
+    "is_saturated",
+    "placeable",
+    "room_left",
+    "steer_prefills",
+]

@@ -1,0 +1,109 @@
+"""The room's state between dispatches, and the questions the director asks it.
+
+`Room` is persistent (one per pool): it learns each endpoint's prefill time and who is expected to
+want room soon. Each question takes `now` and the endpoints' live states; nothing here reads a
+clock, sleeps or opens a socket. See docs/room.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sluice.datalayer.registry import EndpointRegistry, EndpointState
+from sluice.room.demand import Demand, HoldTimes
+from sluice.room.placement import placeable
+from sluice.room.prefill import PrefillEstimator
+from sluice.room.rules import has_room, has_room_for_background
+from sluice.room.settings import DEFAULT_ROOM, RoomSettings
+
+
+class Room:
+    """Every rule of the room, in one place: the director asks, nothing else decides."""
+
+    def __init__(self, settings: RoomSettings = DEFAULT_ROOM) -> None:
+        self.settings = settings
+        self.prefill = PrefillEstimator(settings)
+        self.demand = Demand(
+            HoldTimes(
+                settings.reserve_hold_gaps,
+                settings.reserve_hold_min_s,
+                settings.reserve_hold_max_s,
+            )
+        )
+        self._scrapes_learned = -1
+
+    # -- what happened -------------------------------------------------------------------------
+
+    def arrived(self, priority: int, fairness_id: str, now: float) -> None:
+        """A request was queued: its band and flow want room now, and for a while after."""
+        self.demand.arrived(priority, fairness_id, now)
+
+    def left(self, priority: int, fairness_id: str) -> None:
+        """A queued request left the queue, dispatched or not."""
+        self.demand.left(priority, fairness_id)
+
+    def settle(self, registry: EndpointRegistry, now: float) -> None:
+        """Bring the pending prefills up to `now` (estimates that passed end) and learn from
+        any scrape applied since the last call. Call before asking about room."""
+        registry.settle_prefills(now)
+        if registry.scrapes != self._scrapes_learned:
+            self._scrapes_learned = registry.scrapes
+            self.prefill.observe_scrapes(registry.snapshot())
+
+    def first_byte(self, endpoint: str, uncached_tokens: int, seconds: float) -> None:
+        """A streamed response started `seconds` after dispatch: a prefill-time sample."""
+        self.prefill.observe_first_byte(endpoint, uncached_tokens, seconds)
+
+    def forget_except(self, endpoints: set[str]) -> None:
+        self.prefill.forget_except(endpoints)
+
+    # -- questions -----------------------------------------------------------------------------
+
+    def contended(self, now: float) -> bool:
+        """Whether the pool's prefills compete: more than one flow (tenant and band) is expected
+        soon, whose first tokens each other's prefills would delay. Only then is an endpoint
+        held to one prefill at a time (`max_pending_prefill_tokens`); a pool serving a single
+        tenant lets its engines batch the prefills themselves."""
+        return self.demand.shared(now)
+
+    def keeps_headroom_above(self, priority: int, now: float) -> bool:
+        """Whether a request of band `priority` gets the tighter in-flight cap: a higher band is
+        expected to want room soon, so the engines keep headroom it can use at once."""
+        return self.demand.expected_above(priority, now)
+
+    def has_room(
+        self,
+        states: Sequence[EndpointState],
+        priority: int,
+        now: float,
+        *,
+        heavy_hitter: str | None = None,
+    ) -> bool:
+        """The release gate: upstream's saturation rule over the candidates (any one with room
+        lets a request go) plus Sluice's caps. `heavy_hitter`: the fairness id of a band's heavy
+        hitter asking; while the rest of its band is expected soon it leaves them the last
+        endpoints with room (`background_headroom_endpoints`)."""
+        settings = self.settings
+        lower_band = self.keeps_headroom_above(priority, now)
+        if heavy_hitter is not None and self.demand.others_expected(priority, heavy_hitter, now):
+            return has_room_for_background(states, now, settings, lower_band=lower_band)
+        contended = self.contended(now)
+        return any(
+            has_room(s, now, settings, lower_band=lower_band, contended=contended) for s in states
+        )
+
+    def placeable(
+        self, states: Sequence[EndpointState], priority: int, now: float
+    ) -> Sequence[EndpointState]:
+        """Where a released request of band `priority` may be placed (before the scorers)."""
+        return placeable(
+            states,
+            now,
+            self.settings,
+            priority=priority,
+            lower_band=self.keeps_headroom_above(priority, now),
+        )
+
+    def prefill_due(self, endpoint: str, uncached_tokens: int, now: float) -> float:
+        """When a prefill of `uncached_tokens` dispatched now to `endpoint` is expected over."""
+        return now + self.prefill.estimate(endpoint, uncached_tokens)

@@ -1,0 +1,99 @@
+"""Whether an endpoint may take one more request: upstream's saturation rule plus Sluice's caps.
+
+Upstream's rule, kept exactly (facts §4): an endpoint has room iff its metrics are fresh,
+`waiting <= queueDepthThreshold` and `kv <= kvCacheUtilThreshold`. Sluice adds limits on its own
+in-flight accounting, exact between scrapes because Sluice counts its own dispatches, so that a
+burst released between two scrapes cannot overfill an endpoint that looked empty, and so that
+the queue forms in Sluice — where priority and token fairness apply — rather than in the engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sluice.datalayer.registry import EndpointState
+from sluice.room.settings import DEFAULT_ROOM, RoomSettings
+
+
+def room_left(
+    state: EndpointState, settings: RoomSettings, *, lower_band: bool = False
+) -> int | None:
+    """Requests the endpoint may still take under Sluice's in-flight caps (None: no cap)."""
+    limit = settings.max_in_flight_requests
+    if lower_band and settings.lower_priority_max_in_flight is not None:
+        lower = settings.lower_priority_max_in_flight
+        limit = lower if limit is None else min(limit, lower)
+    if limit is None:
+        return None
+    return limit - state.in_flight_requests
+
+
+def has_room(
+    state: EndpointState,
+    now: float,
+    settings: RoomSettings = DEFAULT_ROOM,
+    *,
+    lower_band: bool = False,
+    contended: bool = True,
+) -> bool:
+    """Upstream's utilization rule plus Sluice's caps; `lower_band` for a request whose band
+    keeps headroom for a higher one, which gets the tighter cap. The pending-prefill budget
+    holds only while the endpoint's prefills are `contended` — someone else (a higher band,
+    another tenant of the band) is expected to want room soon and would wait behind them; with
+    nobody to protect, the engine batches the prefills itself. Pending prefills are those the
+    registry still holds: `EndpointRegistry.settle_prefills(now)` must have run first."""
+    metrics = state.metrics
+    if now - metrics.updated_at > settings.metrics_staleness_s:  # also: never scraped
+        return False
+    if metrics.waiting > settings.queue_depth:
+        return False
+    if metrics.kv_cache_usage > settings.kv_cache_util:
+        return False
+    limit = settings.max_unseen_requests
+    if limit is not None and state.unseen_requests >= limit:
+        return False
+    budget = settings.max_pending_prefill_tokens
+    if contended and budget is not None and state.pending_prefill_tokens >= budget:
+        return False
+    left = room_left(state, settings, lower_band=lower_band)
+    return left is None or left > 0
+
+
+def has_room_for_background(
+    candidates: Sequence[EndpointState],
+    now: float,
+    settings: RoomSettings = DEFAULT_ROOM,
+    *,
+    lower_band: bool = False,
+) -> bool:
+    """Room for one more request of its band's heavy hitter, while the rest of the band is
+    expected to want room soon (`lower_band`: the band keeps headroom for a higher one). It
+    gets the tighter in-flight cap of a lower band, and leaves `background_headroom_endpoints`
+    of the candidates that have room for the rest of its band to them (when there are more
+    candidates than that, so that a small subset hint never shuts it out)."""
+    if not any(has_room(s, now, settings, lower_band=True) for s in candidates):
+        return False
+    keep = settings.background_headroom_endpoints
+    if keep <= 0 or len(candidates) <= keep:
+        return True
+    with_room = 0
+    for s in candidates:
+        if has_room(s, now, settings, lower_band=lower_band):
+            with_room += 1
+            if with_room > keep:
+                return True
+    return False
+
+
+def endpoints_with_room(
+    candidates: Iterable[EndpointState], now: float, settings: RoomSettings = DEFAULT_ROOM
+) -> list[EndpointState]:
+    """The candidates that can take one more request now, in the given order."""
+    return [s for s in candidates if has_room(s, now, settings)]
+
+
+def is_saturated(
+    candidates: Iterable[EndpointState], now: float, settings: RoomSettings = DEFAULT_ROOM
+) -> bool:
+    """Upstream's `IsSaturated`: true unless some candidate has room (so empty → saturated)."""
+    return not any(has_room(s, now, settings) for s in candidates)

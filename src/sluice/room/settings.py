@@ -1,0 +1,42 @@
+"""What the room is configured with: `saturationDetector` in the YAML (docs/room.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    # Upstream's utilization detector: an endpoint has room iff its metrics are fresh and
+    # `waiting <= queue_depth` and `kv <= kv_cache_util`.
+    queue_depth: int = 5
+    kv_cache_util: float = 0.8
+    metrics_staleness_s: float = 0.2
+    # Sluice: at most this many dispatches the engine has not reported yet (None = no limit).
+    max_unseen_requests: int | None = None
+    # Sluice: at most this many requests in flight from Sluice per endpoint (None = no limit).
+    max_in_flight_requests: int | None = None
+    # Sluice: a tighter cap for a band while a higher band is expected to want room soon, so
+    # the engines keep headroom a high-priority arrival can use at once.
+    lower_priority_max_in_flight: int | None = None
+    # Sluice: no new request while this many uncached prompt tokens dispatched to the endpoint
+    # are still being prefilled — prefill is what a new arrival's first token waits behind.
+    max_pending_prefill_tokens: int | None = None
+    # Sluice: a band's heavy hitter never takes the last this many endpoints with room for the
+    # rest of its band while the rest is expected to want room soon (0: no reserve).
+    background_headroom_endpoints: int = 1
+    # When a pending prefill is over without a first byte or the engine's word: its estimated
+    # time to first token, from a per-endpoint fit of TTFT against uncached prompt tokens,
+    # starting from this prior (a slow engine, so that an unknown one is not flooded) ...
+    prefill_tokens_per_s: float = 2500.0
+    prefill_overhead_s: float = 0.025
+    # ... and never longer than this: no request holds an endpoint's room for longer.
+    max_prefill_hold_s: float = 30.0
+    # How long a reserve outlives the last arrival of whoever it is kept for (room/demand.py):
+    # this many of their mean gaps between arrivals, within [min, max] seconds.
+    reserve_hold_gaps: float = 10.0
+    reserve_hold_min_s: float = 2.0
+    reserve_hold_max_s: float = 30.0
+
+
+DEFAULT_ROOM = RoomSettings()

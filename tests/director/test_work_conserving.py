@@ -1,0 +1,245 @@
+"""Work conservation, whatever happens: an endpoint that could take a waiting request is never
+left idle longer than one tick plus the prefill estimate of what it last took.
+
+The pipeline runs sans-I/O on a hand-driven clock in front of a model of engines: each request an
+engine takes prefills for a while (up to twice what Sluice estimated, so the estimate is sometimes
+early and sometimes late) and then decodes. Hypothesis interleaves arrivals from several tenants
+and bands, streamed or not, behind a gateway that does or does not show responses; scrapes with
+the engine's own first-token counter or without one; first bytes; completions; and time passing in
+ticks. After every step: an endpoint with fresh metrics under upstream's thresholds and under its
+in-flight cap, whose real prefills are all over, has been so for at most one tick plus the longest
+estimate it was holding — or nothing that could go there waits.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.config import load_sluice_config
+from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.director import DispatchCore, DispatchedRequest
+from sluice.flowcontrol.controller import FlowController
+from sluice.flowcontrol.model import Ticket
+from sluice.pipeline import Outcome
+from sluice.requests.errors import SluiceError
+from sluice.scheduling.scheduler import Scheduler
+from sluice.sources.state import PoolKey, PoolState
+
+TICK = 0.01  # the shell pumps at least this often while anything waits
+CAP = 3  # maxInFlightPerEndpoint
+CONFIG = f"""
+saturationDetector:
+  maxInFlightPerEndpoint: {CAP}
+  maxInFlightPerEndpointBelowTopPriority: 0
+  maxPendingPrefillTokensPerEndpoint: 1
+  prefillTokensPerSecond: 4000
+flowControl:
+  fairShareWindow: 0s
+"""
+ENDPOINTS = ("e0", "e1", "e2")
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Engine:
+    """What the model knows about one engine: each request's true first-token time."""
+
+    first_token_at: dict[int, float] = field(default_factory=dict)  # by id(request)
+    first_tokens: int = 0
+
+    def busy_until(self) -> float:
+        return max(self.first_token_at.values(), default=float("-inf"))
+
+
+class Pool:
+    def __init__(self, sees_response: bool) -> None:
+        config = load_sluice_config(CONFIG)
+        self.clock = Clock()
+        self.sees_response = sees_response
+        self.placed: list[DispatchedRequest] = []
+        self.core = DispatchCore(
+            scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
+            flow=FlowController(config.flow),
+            registry=EndpointRegistry(),
+            room=config.room,
+            clock=self.clock,
+            rng=random.Random(1),
+            on_release=self._released,
+        )
+        endpoints = tuple(Endpoint(n, f"10.0.0.{i + 1}", 8000) for i, n in enumerate(ENDPOINTS))
+        self.core.set_state(
+            PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints)
+        )
+        self.engines = {n: Engine() for n in ENDPOINTS}
+        self.waiting: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)  # the engine's own queue
+        self.estimates: dict[int, float] = {}  # by id(request): Sluice's estimate at dispatch
+        self.rng = random.Random(7)
+        self.streamed: dict[int, bool] = {}
+        for name in ENDPOINTS:
+            self.scrape(name, True)
+
+    def _released(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+        if isinstance(result, SluiceError):
+            return
+        now = self.clock.now
+        request = result.request
+        name = result.endpoint.name
+        state = self.core.registry.get(name)
+        assert state is not None
+        estimate = self.core.room.prefill.estimate(name, request.prompt_tokens)
+        self.estimates[id(request)] = estimate
+        self.engines[name].first_token_at[id(request)] = now + self.rng.uniform(0.1, 2.0) * (
+            estimate
+        )
+        self.placed.append(result)
+
+    # -- what the outside world does ----------------------------------------------------------
+
+    def arrive(self, tenant: int, priority: int, words: int, stream: bool) -> None:
+        objective = {10: "interactive", 0: None, -1: "batch"}[priority]
+        body = {
+            "model": "m",
+            "max_tokens": 16,
+            "stream": stream,
+            "prompt": " ".join(f"t{tenant}-{i}" for i in range(words)),
+        }
+        headers = {"x-gateway-inference-fairness-id": f"tenant-{tenant}"}
+        if objective:
+            headers["x-gateway-inference-objective"] = objective
+        request = self.core.parse(headers, json.dumps(body).encode(), path="/v1/completions")
+        self.streamed[id(request)] = stream
+        try:
+            ticket = self.core.submit(request)
+        except SluiceError:
+            return
+        del ticket
+        self.core.pump()
+
+    def scrape(self, name: str, counter: bool, waiting: int = 0) -> None:
+        engine = self.engines[name]
+        now = self.clock.now
+        engine.first_tokens = sum(1 for t in engine.first_token_at.values() if t <= now) + sum(
+            1 for p in self.placed if p.finished and p.endpoint.name == name
+        )
+        mark = self.core.registry.begin_scrape(name)
+        assert mark is not None
+        self.core.registry.record_scrape(
+            mark,
+            EngineMetrics(
+                waiting=waiting,
+                updated_at=now,
+                first_tokens=float(engine.first_tokens) if counter else None,
+            ),
+        )
+        self.waiting[name] = waiting
+        self.core.pump()
+
+    def first_bytes(self) -> None:
+        """Every streamed response whose first token is out shows its first byte."""
+        now = self.clock.now
+        for placed in self.placed:
+            started = self.engines[placed.endpoint.name].first_token_at.get(id(placed.request))
+            streamed = self.streamed[id(placed.request)]
+            if started is not None and started <= now and streamed and self.sees_response:
+                placed.first_byte()
+        self.core.pump()
+
+    def complete(self, index: int) -> None:
+        live = [p for p in self.placed if not p.finished]
+        if not live:
+            return
+        placed = live[index % len(live)]
+        engine = self.engines[placed.endpoint.name]
+        started = engine.first_token_at.get(id(placed.request), float("inf"))
+        if started > self.clock.now:
+            return  # an engine does not finish a request before its first token
+        engine.first_token_at.pop(id(placed.request))
+        if self.sees_response and not self.streamed[id(placed.request)]:
+            placed.first_byte(streamed=False)
+        placed.finish(Outcome.COMPLETED)
+        self.core.pump()
+
+    def advance(self, seconds: float) -> None:
+        """Time passes; the shell pumps every tick while anything waits."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.now = min(end, self.clock.now + TICK)
+            for name in ENDPOINTS:  # the scraper keeps metrics fresh (no counter: the worst case)
+                if self.core.registry.get(name) is not None:
+                    state = self.core.registry.get(name)
+                    assert state is not None
+                    if self.clock.now - state.metrics.updated_at > 0.05:
+                        self.scrape(name, False, self.waiting[name])
+            self.core.pump()
+            self.check()
+
+    # -- the property -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        if not self.core.flow.queued_requests:
+            return
+        now = self.clock.now
+        room = self.core.room.settings
+        for state in self.core.registry.snapshot():
+            engine = self.engines[state.name]
+            could_serve = (
+                state.is_fresh(now, room.metrics_staleness_s)
+                and state.metrics.waiting <= room.queue_depth
+                and state.in_flight_requests < CAP
+            )
+            idle_since = engine.busy_until()
+            if not could_serve or idle_since > now:
+                continue
+            held = max(
+                (
+                    self.estimates[id(p.request)]
+                    for p in self.placed
+                    if not p.finished and p.endpoint.name == state.name
+                ),
+                default=0.0,
+            )
+            assert now - idle_since <= TICK + held + 1e-9, (
+                f"{state.name} idle since {idle_since:.3f} at {now:.3f} while "
+                f"{self.core.flow.queued_requests} wait (holding estimates up to {held:.3f} s)"
+            )
+
+
+event = st.one_of(
+    st.tuples(
+        st.just("arrive"),
+        st.integers(0, 3),
+        st.sampled_from((10, 0, -1)),
+        st.integers(1, 400),
+        st.booleans(),
+    ),
+    st.tuples(st.just("scrape"), st.sampled_from(ENDPOINTS), st.booleans(), st.integers(0, 8)),
+    st.tuples(st.just("first_bytes")),
+    st.tuples(st.just("complete"), st.integers(0, 50)),
+    st.tuples(st.just("advance"), st.floats(0.0, 0.3)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(event, min_size=1, max_size=60), st.booleans())
+def test_no_endpoint_that_could_serve_a_waiting_request_is_left_idle(
+    events: list[tuple], sees_response: bool
+) -> None:
+    pool = Pool(sees_response)
+    for step in events:
+        kind, *args = step
+        getattr(pool, kind)(*args)
+        pool.check()
+    pool.advance(0.5)
