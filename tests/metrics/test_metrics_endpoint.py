@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.fake_engine import FakeEngine
@@ -110,13 +111,14 @@ status: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: "True"}}]}}
     await engine.stop()
 
 
-def label_values(text: str, family: str, label: str) -> set[str]:
+def families(text: str) -> list[Metric]:
+    return list(text_string_to_metric_families(text))
+
+
+def label_values(text: str | list[Metric], family: str, label: str) -> set[str]:
+    parsed = families(text) if isinstance(text, str) else text
     return {
-        s.labels[label]
-        for f in text_string_to_metric_families(text)
-        if f.name == family
-        for s in f.samples
-        if label in s.labels
+        s.labels[label] for f in parsed if f.name == family for s in f.samples if label in s.labels
     }
 
 
@@ -167,25 +169,21 @@ async def test_client_chosen_labels_are_capped_at_a_thousand_values_then_other(
     status, text = await sluice.scrape()
     assert status == 200
     assert len(text.encode()) < 5 * 1024 * 1024
+    parsed = families(text)
     for family, label in (
         ("llm_d_epp_request", "fairness_id"),
         ("llm_d_epp_request", "model_name"),
         ("inference_objective_request", "model_name"),
         ("llm_d_epp_flow_control_request_queue_duration_seconds", "fairness_id"),
     ):
-        values = label_values(text, family, label)
+        values = label_values(parsed, family, label)
         assert OVERFLOW in values
         assert len(values - {OVERFLOW}) <= MAX_DISTINCT_VALUES
-    assert "late-1" not in label_values(text, "llm_d_epp_request", "fairness_id")
+    assert "late-1" not in label_values(parsed, "llm_d_epp_request", "fairness_id")
     guard = sluice.app.client_labels
     assert guard.fairness_ids.admitted == guard.models.admitted == MAX_DISTINCT_VALUES
     # Nothing was lost: every request is counted, under its own labels or `other`.
-    counted = sum(
-        s.value
-        for f in text_string_to_metric_families(text)
-        if f.name == "llm_d_epp_request"
-        for s in f.samples
-    )
+    counted = sum(s.value for f in parsed if f.name == "llm_d_epp_request" for s in f.samples)
     assert counted == MAX_DISTINCT_VALUES + 500 + 2
 
 

@@ -73,3 +73,18 @@ def test_a_family_renders_in_chunks_of_a_few_children() -> None:
     chunks = list(family.text_chunks(children_per_chunk=64))
     assert len(chunks) == 1 + 4  # the header, then 64 + 64 + 64 + 8 children
     assert chunks[0] == "# HELP g Gauge.\n# TYPE g gauge\n"
+
+
+def test_an_update_between_two_scrapes_shows_in_the_second() -> None:
+    """Children nobody touched are not formatted again; touched ones always are."""
+    histogram = HistogramFamily("latency", "Latency.", ("id",), buckets=(1.0,))
+    idle, busy = histogram.labels("idle"), histogram.labels("busy")
+    idle.observe(0.5)
+    busy.observe(0.5)
+    first = "".join(histogram.text_chunks())
+    busy.observe(2.0)
+    second = "".join(histogram.text_chunks())
+    assert 'latency_count{id="busy"} 1' in first
+    assert 'latency_count{id="busy"} 2' in second
+    assert 'latency_bucket{id="busy",le="+Inf"} 2' in second
+    assert 'latency_count{id="idle"} 1' in second

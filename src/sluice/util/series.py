@@ -77,11 +77,14 @@ def format_value(value: float) -> str:
 
 
 class _Child:
-    __slots__ = ("labels", "text")
+    # `rendered` is the child's exposition text as of the last scrape, or "" once an update
+    # made it stale: a child nobody updated since is not formatted again.
+    __slots__ = ("labels", "rendered", "text")
 
     def __init__(self, labels: tuple[str, ...], text: str) -> None:
         self.labels = labels
         self.text = text  # `a="x",b="y"`, escaped once
+        self.rendered = ""
 
 
 class CounterChild(_Child):
@@ -93,6 +96,7 @@ class CounterChild(_Child):
 
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
+        self.rendered = ""
 
 
 class GaugeChild(CounterChild):
@@ -100,9 +104,11 @@ class GaugeChild(CounterChild):
 
     def dec(self, amount: float = 1.0) -> None:
         self.value -= amount
+        self.rendered = ""
 
     def set(self, value: float) -> None:
         self.value = value
+        self.rendered = ""
 
 
 class HistogramChild(_Child):
@@ -117,6 +123,7 @@ class HistogramChild(_Child):
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
+        self.rendered = ""
 
 
 C = TypeVar("C", bound=_Child)
@@ -206,7 +213,12 @@ class Family(Generic[C]):
             return
         yield self._header
         for start in range(0, len(children), children_per_chunk):
-            yield "".join(self._lines(c) for c in children[start : start + children_per_chunk])
+            yield "".join(self._text(c) for c in children[start : start + children_per_chunk])
+
+    def _text(self, child: C) -> str:
+        if not child.rendered:
+            child.rendered = self._lines(child)
+        return child.rendered
 
     def _lines(self, child: C) -> str:
         raise NotImplementedError
