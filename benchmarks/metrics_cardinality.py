@@ -14,10 +14,10 @@ a core of its own when there are two), this script as load generator, and scrape
    a closed loop of `--concurrency`
    clients sends ordinary completions. Reports p50/p99 latency and throughput per arm, pooled
    over the rounds, and their ratios to the quiet arm (one run: every arm sees the same
-   machine load).
+   machine load). A second arm without a scraper shows the run's noise floor.
 
     nice -n 10 .venv/bin/python benchmarks/metrics_cardinality.py [--distinct 100000]
-        [--rounds 6] [--per-round 400] [--concurrency 4] [--scrape-intervals 1,0]
+        [--rounds 8] [--per-round 400] [--concurrency 4] [--scrape-intervals 1,0]
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ import asyncio
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -126,33 +128,43 @@ class Scraper:
 
 
 def scraper_child(url: str, interval: float) -> None:
-    """Reads `go` / `stop` lines; answers each with the scrape durations since the last."""
+    """Reads `go` / `stop` lines; answers each with the scrape durations since the last. Scrapes
+    with a plain socket that discards what it reads, so the scraper itself costs next to no CPU
+    (on two cores it shares one with the engine and the load generator)."""
+    address, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = address.partition(":")
+    request = f"GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    active = threading.Event()
+    lock = threading.Lock()
+    took: list[float] = []
 
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        print("ready", flush=True)
-        took: list[float] = []
-        scraping: asyncio.Task[None] | None = None
-        async with aiohttp.ClientSession() as session:
+    def scrape_forever() -> None:
+        buffer = bytearray(1 << 20)
+        while True:
+            active.wait()
+            started = time.perf_counter()
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(request)
+                first = sock.recv_into(buffer)
+                if not bytes(buffer[:first]).startswith(b"HTTP/1.1 200"):
+                    raise SystemExit(f"/metrics answered {bytes(buffer[:40])!r}")
+                while sock.recv_into(buffer):
+                    pass
+            with lock:
+                took.append(time.perf_counter() - started)
+            if interval:
+                time.sleep(interval)
 
-            async def scrape_forever() -> None:
-                while True:
-                    took.append((await scrape_once(session, url))[1])
-                    if interval:
-                        await asyncio.sleep(interval)
-
-            while line := (await reader.readline()).strip():
-                if line == b"go":
-                    scraping = asyncio.create_task(scrape_forever())
-                elif scraping is not None:
-                    scraping.cancel()
-                    await asyncio.gather(scraping, return_exceptions=True)
-                print(json.dumps(took), flush=True)
-                took = []
-
-    asyncio.run(run())
+    threading.Thread(target=scrape_forever, daemon=True).start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "go":
+            active.set()
+        else:
+            active.clear()
+        with lock:
+            done, took[:] = list(took), []
+        print(json.dumps(done), flush=True)
 
 
 async def requests_round(
@@ -193,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--distinct", type=int, default=100_000)
     parser.add_argument("--flood-concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--per-round", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
@@ -256,7 +268,8 @@ def main() -> None:
             print(f"- distinct `{label}` values exported: {exported_values(text, label):,}")
 
         intervals = [float(x) for x in args.scrape_intervals.split(",") if x.strip()]
-        arms: dict[str, Scraper | None] = {"quiet": None}
+        # Two arms without a scraper: how far apart they land is this run's noise floor.
+        arms: dict[str, Scraper | None] = {"quiet": None, "quiet (second arm)": None}
         for interval in intervals:
             name = f"scrape every {interval:g} s" if interval else "scrape back to back"
             arms[name] = Scraper(metrics_url, interval)
