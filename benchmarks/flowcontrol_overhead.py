@@ -39,7 +39,9 @@ class OneSlot:
     def __init__(self) -> None:
         self.free = 0
 
-    def has_room(self, candidates: frozenset[str] | None, priority: int = 0) -> bool:
+    def has_room(
+        self, candidates: frozenset[str] | None, priority: int = 0, *, background: bool = False
+    ) -> bool:
         return self.free > 0
 
     def take_room(self, request: InferenceRequest) -> None:

@@ -38,6 +38,9 @@ from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import POOL_GROUP, PoolKey, PoolState, standalone_pool_manifest
+from sluice.util.exported_names import ExportedNames
+from sluice.util.labels import ClientLabels
+from sluice.util.series import SeriesBudget
 
 log = get_logger("app")
 
@@ -78,6 +81,17 @@ def metric_names_from_options(options: ServeOptions) -> MetricNames:
         raise AppError(f"metric flags: {exc}") from None
 
 
+def configured_model_names(state: PoolState) -> set[str]:
+    """Model names the operator configured (rewrite sources and targets): always exported as
+    themselves in metric labels, never folded into `other` (upstream does the same)."""
+    names: set[str] = set()
+    for rewrite in state.rewrites.values():
+        for rule in rewrite.spec.rules if rewrite.spec is not None else ():
+            names.update(m.model.value for m in rule.matches or ())
+            names.update(t.model_rewrite for t in rule.targets or ())
+    return names
+
+
 class App:
     def __init__(self, options: ServeOptions, *, rng: random.Random | None = None):
         self.options = options
@@ -100,6 +114,9 @@ class App:
         self.static_pool = self._standalone_pool()
         self.config = load_config_from_options(options)
         self.metrics_registry = CollectorRegistry()
+        # One guard and one budget for every label a client chooses (see util.labels/series).
+        names = ExportedNames.parse(str(options["metric-names"]))
+        self.client_labels, budget = ClientLabels(), SeriesBudget()
         self.registry = EndpointRegistry()
         scheduler_box: list[Scheduler] = []  # the observer reads the index the scheduler owns
         self.scheduler = Scheduler.from_config(
@@ -108,6 +125,7 @@ class App:
             observer=PrometheusSchedulerObserver(
                 self.metrics_registry,
                 lambda: scheduler_box[0].prefix_index_size() if scheduler_box else 0,
+                names=names,
             ),
         )
         scheduler_box.append(self.scheduler)
@@ -116,11 +134,18 @@ class App:
                 self.registry,
                 self.key.name,
                 staleness_s=float(options["metrics-staleness-threshold"]),
+                names=names,
             )
         )
         self.flow = FlowController(
             self.config.flow,
-            observer=FlowControlMetrics(self.metrics_registry, inference_pool=self.key.name),
+            observer=FlowControlMetrics(
+                self.metrics_registry,
+                inference_pool=self.key.name,
+                names=names,
+                labels=self.client_labels,
+                budget=budget,
+            ),
         )
         self.director = Director(
             scheduler=self.scheduler,
@@ -131,7 +156,9 @@ class App:
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
             ),
-            metrics=RequestMetrics(self.metrics_registry),
+            metrics=RequestMetrics(
+                self.metrics_registry, names=names, labels=self.client_labels, budget=budget
+            ),
             rng=rng,
         )
         self.scraper = MetricsScraper(
@@ -173,6 +200,7 @@ class App:
         state = self._with_metrics_port(state)
         previous = self.state
         self.state = state
+        self.client_labels.pin_models(configured_model_names(state))
         self.director.set_state(state)
         if previous is None or previous.endpoints != state.endpoints or not previous.loaded:
             log.info(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .official import api_version, official_schema
+from .official import GroupKind, api_version, kind_of, official_schema
 from .regex_gen import random_match
 from .structural import go_regex
 
@@ -54,8 +54,15 @@ def text(schema: Schema, rng: random.Random) -> str:
     return "".join(rng.choice(_ANY_TEXT) for _ in range(rng.randint(low, min(high, 12))))
 
 
+def _format_bounds(schema: Schema) -> tuple[int, int]:
+    if schema.get("format") == "int32":
+        return -(2**31), 2**31 - 1
+    return -(2**63), 2**63 - 1
+
+
 def integer(schema: Schema, rng: random.Random) -> int:
-    low, high = schema.get("minimum", -(2**63)), schema.get("maximum", 2**63 - 1)
+    smallest, largest = _format_bounds(schema)
+    low, high = schema.get("minimum", smallest), schema.get("maximum", largest)
     candidates = [low, high, rng.randint(low, high)]  # the bounds themselves, and between
     if "minimum" not in schema:
         candidates.append(rng.randint(-10, 10))  # everyday priorities
@@ -115,10 +122,10 @@ def metadata(rng: random.Random) -> dict[str, Any]:
     return meta
 
 
-def document(kind: str, rng: random.Random) -> dict[str, Any]:
+def document(kind: str | GroupKind, rng: random.Random) -> dict[str, Any]:
     """An object built from the official schema (it may still break a CEL rule)."""
     schema = official_schema(kind)
-    doc: dict[str, Any] = {"apiVersion": api_version(kind), "kind": kind}
+    doc: dict[str, Any] = {"apiVersion": api_version(kind), "kind": kind_of(kind)}
     doc["metadata"] = metadata(rng)
     for part in ("spec", "status"):
         if part in schema.get("required", []) or rng.random() < 0.8:
@@ -154,8 +161,9 @@ def _rule_breakers(schema: Schema, present: Any) -> list[Mutation]:
             out += [lambda _: "2024-02-30T00:00:00Z", lambda _: "2024-01-01T00:00:00"]
     if kind == "integer":
         out += [lambda _: True, lambda _: 1.5]
-        out.append(lambda _: schema["maximum"] + 1 if "maximum" in schema else 2**63)
-        out.append(lambda _: schema["minimum"] - 1 if "minimum" in schema else -(2**63) - 1)
+        smallest, largest = _format_bounds(schema)
+        out.append(lambda _: schema.get("maximum", largest) + 1)
+        out.append(lambda _: schema.get("minimum", smallest) - 1)
         out.append(lambda v: float(v))  # integral floats are integers in JSON: still valid
     if kind == "array":
         if "maxItems" in schema and present:
@@ -227,7 +235,7 @@ def _replace(doc: Any, path: tuple[Any, ...], mutation: Mutation) -> Any:
     return clone
 
 
-def mutated_document(kind: str, rng: random.Random) -> dict[str, Any]:
+def mutated_document(kind: str | GroupKind, rng: random.Random) -> dict[str, Any]:
     """A schema-built object with one rule broken (a few mutations stay valid on purpose:
     pruned fields, integral floats, nulls that become defaults, extra metadata)."""
     doc = document(kind, rng)

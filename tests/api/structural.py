@@ -167,6 +167,10 @@ def validate(schema: dict[str, Any], value: Any, path: str) -> list[Problem]:
         if schema.get("format") == "date-time" and not is_date_time(value):
             problems.append((path, "date-time"))
     if isinstance(value, int | float) and not isinstance(value, bool):
+        # The API server checks an integer against its format's range (kube-openapi's
+        # IsValueValidAgainstRange) even where the schema sets no bounds.
+        if schema.get("format") == "int32" and not -(2**31) <= value <= 2**31 - 1:
+            problems.append((path, "must be of type int32"))
         if "maximum" in schema and value > schema["maximum"]:
             problems.append((path, "maximum"))
         if "minimum" in schema and value < schema["minimum"]:

@@ -179,3 +179,34 @@ def test_validation_takes_well_under_a_millisecond() -> None:
         parse_resource(doc)
     per_resource = (time.perf_counter() - start) / rounds
     assert per_resource < 0.001  # typically ~30 µs; generous for a busy CI machine
+
+
+@pytest.mark.parametrize(
+    ("api_version", "objective_class", "rewrite_class"),
+    [
+        ("llm-d.ai/v1alpha2", "InferenceObjective", "InferenceModelRewrite"),
+        (
+            "inference.networking.x-k8s.io/v1alpha2",
+            "LegacyInferenceObjective",
+            "LegacyInferenceModelRewrite",
+        ),
+    ],
+)
+def test_both_api_groups_parse_to_their_own_class_and_round_trip(
+    api_version: str, objective_class: str, rewrite_class: str
+) -> None:
+    for doc, expected in ((objective(), objective_class), (rewrite(), rewrite_class)):
+        doc["apiVersion"] = api_version
+        parsed = parse_resource(doc)
+        assert type(parsed).__name__ == expected
+        assert parsed.api_version == api_version
+        assert parse_resource(to_dict(parsed)) == parsed
+    # A legacy object is an InferenceObjective too: code that reads one reads both.
+    assert isinstance(
+        parse_resource({**objective(), "apiVersion": api_version}), InferenceObjective
+    )
+
+
+def test_an_api_version_sluice_does_not_serve_is_named_with_the_ones_it_does() -> None:
+    with pytest.raises(ResourceError, match=r"llm-d\.ai/v1alpha2"):
+        parse_resource({**objective(), "apiVersion": "llm-d.ai/v1alpha1"})

@@ -13,6 +13,7 @@ from . import objects
 
 NS = objects.NS
 X = objects.X_GROUP
+GROUP = objects.LLMD_GROUP  # where Sluice reads objectives when both groups are installed
 MERGE = "application/merge-patch+json"
 
 

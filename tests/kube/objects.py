@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-X_GROUP = "inference.networking.x-k8s.io"
+X_GROUP = "inference.networking.x-k8s.io"  # the legacy group of objectives and rewrites
+LLMD_GROUP = "llm-d.ai"  # where llm-d-router serves them now
 POOL_GROUP = "inference.networking.k8s.io"
 NS = "llm"
 
@@ -39,21 +40,23 @@ def pod(
     }
 
 
-def objective(name: str, priority: int | None = None, pool_name: str = "vllm") -> dict[str, Any]:
+def objective(
+    name: str, priority: int | None = None, pool_name: str = "vllm", group: str = LLMD_GROUP
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"poolRef": {"name": pool_name}}
     if priority is not None:
         spec["priority"] = priority
     return {
-        "apiVersion": f"{X_GROUP}/v1alpha2",
+        "apiVersion": f"{group}/v1alpha2",
         "kind": "InferenceObjective",
         "metadata": {"name": name, "namespace": NS},
         "spec": spec,
     }
 
 
-def rewrite(name: str, pool_name: str = "vllm") -> dict[str, Any]:
+def rewrite(name: str, pool_name: str = "vllm", group: str = LLMD_GROUP) -> dict[str, Any]:
     return {
-        "apiVersion": f"{X_GROUP}/v1alpha2",
+        "apiVersion": f"{group}/v1alpha2",
         "kind": "InferenceModelRewrite",
         "metadata": {"name": name, "namespace": NS},
         "spec": {

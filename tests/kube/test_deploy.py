@@ -82,16 +82,13 @@ def test_rbac_is_exactly_least_privilege(rendered: dict) -> None:
         for verb in rule["verbs"]
     }
     read = {"get", "list", "watch"}
-    x = "inference.networking.x-k8s.io"
+    both = ("llm-d.ai", "inference.networking.x-k8s.io")  # objectives are read from either
+    kinds = ("inferenceobjectives", "inferencemodelrewrites")
     expected = (
         {("", "pods", v) for v in read}
         | {("inference.networking.k8s.io", "inferencepools", v) for v in read}
-        | {(x, r, v) for r in ("inferenceobjectives", "inferencemodelrewrites") for v in read}
-        | {
-            (x, f"{r}/status", v)
-            for r in ("inferenceobjectives", "inferencemodelrewrites")
-            for v in ("patch", "update")
-        }
+        | {(g, r, v) for g in both for r in kinds for v in read}
+        | {(g, f"{r}/status", v) for g in both for r in kinds for v in ("patch", "update")}
         | {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
     )
     assert granted == expected
@@ -149,7 +146,7 @@ def test_the_gateway_overlay_wires_route_pool_and_picker(rendered: dict) -> None
     priorities = {
         d["metadata"]["name"]: d["spec"]["priority"]
         for d in docs
-        if d["kind"] == "InferenceObjective"
+        if d["kind"] == "InferenceObjective" and d["apiVersion"] == "llm-d.ai/v1alpha2"
     }
     assert priorities == {"interactive": 10, "standard": 0, "batch": -1}
     assert all(

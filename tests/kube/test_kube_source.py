@@ -14,7 +14,7 @@ from sluice.sources.state import PoolKey, PoolState
 
 from . import objects
 from .apiserver import ApiServer
-from .helpers import MERGE, NS, X, add_pod, create_custom, eventually, set_pod_ready
+from .helpers import GROUP, MERGE, NS, add_pod, create_custom, eventually, set_pod_ready
 
 
 @dataclass
@@ -90,7 +90,7 @@ async def test_watch_expiry_resyncs_without_losing_or_duplicating_state(
     await client.CoreV1Api(kube).delete_namespaced_pod("a", NS)
     await add_pod(kube, "c", "10.0.0.3")
     await client.CustomObjectsApi(kube).patch_namespaced_custom_object(
-        X,
+        GROUP,
         "v1alpha2",
         NS,
         "inferenceobjectives",

@@ -17,7 +17,7 @@ from sluice.sources.state import PoolKey
 from sluice.sources.status import StatusWriter, merge_own_conditions, status_patch
 
 from . import objects
-from .helpers import MERGE, NS, X, add_pod, create_custom, eventually, set_pod_ready
+from .helpers import GROUP, MERGE, NS, add_pod, create_custom, eventually, set_pod_ready
 
 FOREIGN = {
     "type": "gateway.example.com/Routed",
@@ -117,7 +117,7 @@ async def controller(new_client: Callable[[], client.ApiClient]) -> AsyncIterato
 
 async def read_objective(kube: client.ApiClient, name: str = "chat") -> dict[str, Any]:
     return await client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        X, "v1alpha2", NS, "inferenceobjectives", name
+        GROUP, "v1alpha2", NS, "inferenceobjectives", name
     )
 
 
@@ -180,7 +180,7 @@ async def test_a_spec_change_updates_observed_generation_but_not_transition_time
     before = conditions(await read_objective(kube))
     controller.clock.advance()
     await client.CustomObjectsApi(kube).patch_namespaced_custom_object(
-        X,
+        GROUP,
         "v1alpha2",
         NS,
         "inferenceobjectives",
@@ -207,7 +207,7 @@ async def test_foreign_conditions_survive_and_a_settled_status_is_not_rewritten(
     obj = await read_objective(kube)
     obj["status"]["conditions"].append(FOREIGN)  # the gateway controller adds its own
     await client.CustomObjectsApi(kube).replace_namespaced_custom_object_status(
-        X, "v1alpha2", NS, "inferenceobjectives", "chat", obj
+        GROUP, "v1alpha2", NS, "inferenceobjectives", "chat", obj
     )
     await set_pod_ready(kube, "a", False)
     await eventually(lambda: controller.writer.writes >= 2)
@@ -229,7 +229,7 @@ async def test_a_write_that_raced_a_foreign_one_rereads_and_keeps_it(
     view.apply(OBJECTIVES, "ADDED", created)  # what we saw; stale from here on
     custom = client.CustomObjectsApi(kube)
     await custom.patch_namespaced_custom_object_status(
-        X,
+        GROUP,
         "v1alpha2",
         NS,
         "inferenceobjectives",
@@ -257,7 +257,7 @@ async def test_rewrites_are_accepted_and_a_standby_writes_nothing(
     controller.writer.notify()  # what becoming leader does
     await eventually(lambda: controller.writer.writes == 1)
     rewrite = await client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        X, "v1alpha2", NS, "inferencemodelrewrites", "v2"
+        GROUP, "v1alpha2", NS, "inferencemodelrewrites", "v2"
     )
     assert [(c["type"], c["status"], c["reason"]) for c in rewrite["status"]["conditions"]] == [
         ("Accepted", "True", "Accepted")

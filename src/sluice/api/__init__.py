@@ -1,5 +1,6 @@
-"""Typed Kubernetes resources (InferencePool, InferenceObjective, InferenceModelRewrite) with the
-validation and defaults of the official CRDs. Pure; imports nothing of ours.
+"""Typed Kubernetes resources (InferencePool; InferenceObjective and InferenceModelRewrite in the
+`llm-d.ai` group and the deprecated `inference.networking.x-k8s.io` one) with the validation and
+defaults of the official CRDs. Pure; imports nothing of ours.
 
     pool = parse_resource(yaml.safe_load(text))   # ResourceError lists every problem
     pool.spec.target_ports[0].number
@@ -15,6 +16,7 @@ from sluice.api.inferencemodelrewrite import (
     InferenceModelRewriteRule,
     InferenceModelRewriteSpec,
     InferenceModelRewriteStatus,
+    LegacyInferenceModelRewrite,
     Match,
     ModelMatch,
     TargetModel,
@@ -23,6 +25,7 @@ from sluice.api.inferenceobjective import (
     InferenceObjective,
     InferenceObjectiveSpec,
     InferenceObjectiveStatus,
+    LegacyInferenceObjective,
     PoolObjectReference,
 )
 from sluice.api.inferencepool import (
@@ -53,6 +56,8 @@ __all__ = [
     "InferencePoolSpec",
     "InferencePoolStatus",
     "LabelSelector",
+    "LegacyInferenceModelRewrite",
+    "LegacyInferenceObjective",
     "Match",
     "ModelMatch",
     "ObjectMeta",

@@ -55,6 +55,7 @@ def _integral_float_to_int(value: Any) -> Any:
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def _within_int64(value: int) -> int:
@@ -64,10 +65,18 @@ def _within_int64(value: int) -> int:
     return value
 
 
+def _within_int32(value: int) -> int:
+    # `format: int32` without bounds: the API server still checks the value fits the format.
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise invalid_value(value, "must be of type int32")
+    return value
+
+
 # Bounds go in `Field` *before* the validators so that pydantic keeps them in the core schema
 # (and in the generated CRD as minimum/maximum).
 AcceptIntegralFloat = BeforeValidator(_integral_float_to_int)
 WithinInt64 = AfterValidator(_within_int64)
+WithinInt32 = AfterValidator(_within_int32)
 _INT32 = {"format": "int32"}
 _INT64 = {"format": "int64"}
 
@@ -77,6 +86,8 @@ PortNumber = Annotated[int, Field(ge=1, le=65535, json_schema_extra=_INT32), Acc
 Weight = Annotated[int, Field(ge=1, le=1000000, json_schema_extra=_INT32), AcceptIntegralFloat]
 Generation = Annotated[int, Field(ge=0, json_schema_extra=_INT64), AcceptIntegralFloat, WithinInt64]
 Int64 = Annotated[int, Field(json_schema_extra=_INT64), AcceptIntegralFloat, WithinInt64]
+Int32 = Annotated[int, Field(json_schema_extra=_INT32), AcceptIntegralFloat, WithinInt32]
+"""`type: integer, format: int32` with no explicit bounds."""
 
 # The API server's `date-time` format (go-openapi strfmt): a full date, `T`, a time with
 # optional fraction, and a mandatory zone; letters are case-insensitive.

@@ -1,5 +1,9 @@
-"""InferenceModelRewrite (`inference.networking.x-k8s.io/v1alpha2`): rules that rewrite the
-`model` of a request, optionally splitting traffic between weighted target models."""
+"""InferenceModelRewrite: rules that rewrite the `model` of a request, optionally splitting
+traffic between weighted target models.
+
+Served in two groups with identical fields (`sluice.api.groups`): `llm-d.ai/v1alpha2`
+(`InferenceModelRewrite`) and the deprecated `inference.networking.x-k8s.io/v1alpha2`
+(`LegacyInferenceModelRewrite`)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from pydantic import Field
 
 from sluice.api._base import KubeModel, Weight
 from sluice.api.conditions import Conditions, waiting_for_controller
-from sluice.api.inferenceobjective import PoolObjectReference
+from sluice.api.groups import LEGACY_GROUP, LLMD_GROUP, VERSION
+from sluice.api.inferenceobjective import PoolObjectReference, VersionedKind
 from sluice.api.meta import ObjectMeta
 
 
@@ -63,17 +68,23 @@ class InferenceModelRewriteStatus(KubeModel):
     """Known type: Accepted."""
 
 
-class InferenceModelRewrite(KubeModel):
+class InferenceModelRewrite(VersionedKind):
     """InferenceModelRewrite is the Schema for the InferenceModelRewrite API."""
 
-    API_VERSION: ClassVar[str] = "inference.networking.x-k8s.io/v1alpha2"
+    API_VERSION: ClassVar[str] = f"{LLMD_GROUP}/{VERSION}"
     KIND: ClassVar[str] = "InferenceModelRewrite"
 
-    api_version: Literal["inference.networking.x-k8s.io/v1alpha2"] = (
-        "inference.networking.x-k8s.io/v1alpha2"
-    )
+    api_version: str = f"{LLMD_GROUP}/{VERSION}"
     kind: Literal["InferenceModelRewrite"] = "InferenceModelRewrite"
     metadata: ObjectMeta
     # Optional in the official schema, like InferenceObjective's.
     spec: InferenceModelRewriteSpec | None = None
     status: InferenceModelRewriteStatus | None = None
+
+
+class LegacyInferenceModelRewrite(InferenceModelRewrite):
+    """InferenceModelRewrite in the deprecated `inference.networking.x-k8s.io` group."""
+
+    API_VERSION: ClassVar[str] = f"{LEGACY_GROUP}/{VERSION}"
+
+    api_version: str = f"{LEGACY_GROUP}/{VERSION}"

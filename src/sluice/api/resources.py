@@ -13,16 +13,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from sluice.api.errors import ResourceError, problems_of
-from sluice.api.inferencemodelrewrite import InferenceModelRewrite
-from sluice.api.inferenceobjective import InferenceObjective
+from sluice.api.inferencemodelrewrite import InferenceModelRewrite, LegacyInferenceModelRewrite
+from sluice.api.inferenceobjective import InferenceObjective, LegacyInferenceObjective
 from sluice.api.inferencepool import InferencePool
 
+# The legacy classes subclass the llm-d.ai ones, so these unions cover both groups.
 Resource = InferencePool | InferenceObjective | InferenceModelRewrite
 ResourceType = type[InferencePool] | type[InferenceObjective] | type[InferenceModelRewrite]
 
 RESOURCE_TYPES: dict[tuple[str, str], ResourceType] = {
     (cls.API_VERSION, cls.KIND): cls
-    for cls in (InferencePool, InferenceObjective, InferenceModelRewrite)
+    for cls in (
+        InferencePool,
+        InferenceObjective,
+        InferenceModelRewrite,
+        LegacyInferenceObjective,
+        LegacyInferenceModelRewrite,
+    )
 }
 
 

@@ -15,7 +15,7 @@ commands:
   serve    run the Endpoint Picker (ext_proc gRPC, health, metrics; --proxy-port for the proxy)
   sim      run simulated vLLM engines (`sluice sim --count 4 --port 8001`)
   bench    run benchmark scenarios (`sluice bench --all --quick`)
-  crds     print the CRD manifests generated from Sluice's models
+  crds     print the CRD manifests generated from Sluice's models (`--group llm-d.ai`)
   version  print the version
 
 `sluice <command> --help` describes each command's flags.
@@ -47,15 +47,32 @@ def _bench(argv: list[str]) -> int:
 
 
 def _crds(argv: list[str]) -> int:
+    from sluice.api.crds import GROUPS, render_crds
+
     if argv and argv[0] in ("-h", "--help"):
         print(
-            "usage: sluice crds\n\nPrints the CRDs (multi-document YAML) generated from "
-            "Sluice's own resource models."
+            "usage: sluice crds [--group GROUP]\n\nPrints the CRDs (multi-document YAML) "
+            "generated from Sluice's own resource models: InferencePool, and InferenceObjective\n"
+            "and InferenceModelRewrite in both API groups. --group keeps the objective and "
+            f"rewrite CRDs of one group ({' or '.join(GROUPS[1:])}).\n"
+            "Where both groups are installed, Sluice reads only llm-d.ai."
         )
         return 0
-    from sluice.api.crds import render_crds
-
-    sys.stdout.write(render_crds())
+    group: str | None = None
+    if argv[:1] == ["--group"] and len(argv) == 2:
+        group = argv[1]
+    elif len(argv) == 1 and argv[0].startswith("--group="):
+        group = argv[0].partition("=")[2]
+    elif argv:
+        print(
+            f"sluice crds: unexpected arguments {argv}; see `sluice crds --help`", file=sys.stderr
+        )
+        return 2
+    try:
+        sys.stdout.write(render_crds(group))
+    except ValueError as exc:
+        print(f"sluice crds: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -223,6 +223,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag("engine", "str", "vllm", "Engine metric profile: vllm, sglang or trtllm.", group=S),
+    Flag(
+        "metric-names",
+        "str",
+        "both",
+        "Names Sluice's metrics are exported under: both, llm-d (llm_d_epp_*) or gie "
+        "(GIE v1.3's inference_objective_*, inference_pool_*, inference_extension_*).",
+        group=S,
+    ),
 )
 
 
@@ -273,4 +281,6 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
         raise FlagError("--ext-proc-transport must be h2 or grpc")
     if values["engine"] not in ("vllm", "sglang", "trtllm"):
         raise FlagError("--engine must be vllm, sglang or trtllm")
+    if values["metric-names"] not in ("both", "llm-d", "gie"):
+        raise FlagError("--metric-names must be both, llm-d or gie")
     return ServeOptions(values=values, explicitly_set=explicitly_set)

@@ -1,15 +1,31 @@
-"""`inference_pool_*` gauges (facts §8.3), computed from the registry at scrape time over
-endpoints with fresh metrics (upstream's 2 s pool staleness)."""
+"""Pool gauges (facts §8.3), computed from the registry at scrape time over endpoints with fresh
+metrics (upstream's 2 s pool staleness), under GIE v1.3's `inference_pool_*` names and
+llm-d-router's `llm_d_epp_*` ones (which add running requests and standard deviations, and say
+endpoint where GIE said pod), either or both (`ExportedNames`)."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sluice.datalayer.registry import EndpointRegistry
+from sluice.util.exported_names import BOTH, ExportedNames
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _std_dev(values: Sequence[float]) -> float:
+    """Population standard deviation (0 for fewer than two endpoints)."""
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
 class PoolMetricsCollector(Collector):
@@ -20,6 +36,7 @@ class PoolMetricsCollector(Collector):
         *,
         staleness_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        names: ExportedNames = BOTH,
     ) -> None:
         self._registry, self._pool, self._staleness, self._clock = (
             registry,
@@ -27,30 +44,59 @@ class PoolMetricsCollector(Collector):
             staleness_s,
             clock,
         )
+        self._names = names
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self._clock()
         fresh = [s for s in self._registry.snapshot() if s.is_fresh(now, self._staleness)]
-        kv = GaugeMetricFamily(
-            "inference_pool_average_kv_cache_utilization",
-            "Average KV-cache use of the pool's endpoints.",
-            labels=["name"],
-        )
-        queue = GaugeMetricFamily(
-            "inference_pool_average_queue_size", "Average waiting queue.", labels=["name"]
-        )
-        ready = GaugeMetricFamily(
-            "inference_pool_ready_pods", "Endpoints with fresh metrics.", labels=["name"]
-        )
-        per_pod = GaugeMetricFamily(
-            "inference_pool_per_pod_queue_size",
-            "Waiting queue per endpoint.",
-            labels=["name", "model_server_pod"],
-        )
-        n = len(fresh)
-        kv.add_metric([self._pool], sum(s.metrics.kv_cache_usage for s in fresh) / n if n else 0)
-        queue.add_metric([self._pool], sum(s.metrics.waiting for s in fresh) / n if n else 0)
-        ready.add_metric([self._pool], n)
-        for s in fresh:
-            per_pod.add_metric([self._pool, s.name], s.metrics.waiting)
-        yield from (kv, queue, ready, per_pod)
+        kv = [s.metrics.kv_cache_usage for s in fresh]
+        waiting = [float(s.metrics.waiting) for s in fresh]
+        running = [float(s.metrics.running) for s in fresh]
+
+        def pool_gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            gauge = GaugeMetricFamily(name, doc, labels=["name"])
+            gauge.add_metric([self._pool], value)
+            return gauge
+
+        def per_endpoint(name: str, endpoint_label: str) -> GaugeMetricFamily:
+            gauge = GaugeMetricFamily(
+                name, "Waiting queue per endpoint.", labels=["name", endpoint_label]
+            )
+            for s in fresh:
+                gauge.add_metric([self._pool, s.name], s.metrics.waiting)
+            return gauge
+
+        if self._names.gie:
+            yield pool_gauge(
+                "inference_pool_average_kv_cache_utilization",
+                "Average KV-cache use of the pool's endpoints.",
+                _mean(kv),
+            )
+            yield pool_gauge(
+                "inference_pool_average_queue_size", "Average waiting queue.", _mean(waiting)
+            )
+            yield pool_gauge(
+                "inference_pool_ready_pods", "Endpoints with fresh metrics.", len(fresh)
+            )
+            yield per_endpoint("inference_pool_per_pod_queue_size", "model_server_pod")
+        if self._names.llm_d:
+            for stat, of in (("average", _mean), ("std_dev", _std_dev)):
+                yield pool_gauge(
+                    f"llm_d_epp_{stat}_kv_cache_utilization",
+                    f"KV-cache use of the pool's endpoints ({stat.replace('_', ' ')}).",
+                    of(kv),
+                )
+                yield pool_gauge(
+                    f"llm_d_epp_{stat}_queue_size",
+                    f"Waiting queue of the pool's endpoints ({stat.replace('_', ' ')}).",
+                    of(waiting),
+                )
+                yield pool_gauge(
+                    f"llm_d_epp_{stat}_running_requests",
+                    f"Running requests of the pool's endpoints ({stat.replace('_', ' ')}).",
+                    of(running),
+                )
+            yield pool_gauge(
+                "llm_d_epp_ready_endpoints", "Endpoints with fresh metrics.", len(fresh)
+            )
+            yield per_endpoint("llm_d_epp_per_endpoint_queue_size", "model_server_endpoint")

@@ -19,6 +19,7 @@ from sluice.sources.manifests import (
     FileContents,
     ManifestError,
     ManifestProblem,
+    in_force,
     manifest_files,
     read_manifest_file,
 )
@@ -110,6 +111,8 @@ class ManifestDirectorySource:
         self._files[file] = _FileEntry(signature, contents, [])
         for warning in contents.warnings:
             log.warning("manifest field ignored", problem=str(warning))
+        for note in contents.deprecated:
+            log.warning("manifest uses a deprecated API group", problem=str(note))
         log.info(
             "manifest loaded",
             file=str(file),
@@ -126,8 +129,13 @@ class ManifestDirectorySource:
         for file in sorted(self._files):
             contents = self._files[file].contents
             snapshot.pools.update(contents.pools)
-            snapshot.objectives.update(contents.objectives)
-            snapshot.rewrites.update(contents.rewrites)
+            for table, found in (
+                (snapshot.objectives, contents.objectives),
+                (snapshot.rewrites, contents.rewrites),
+            ):
+                for key, resource in found.items():
+                    if in_force(table.get(key), resource):
+                        table[key] = resource
             snapshot.pods.update(contents.pods)
         return snapshot
 

@@ -6,6 +6,12 @@ InferenceModelRewrites. Each is a list followed by watches resumed from the last
 resourceVersion seen (events and bookmarks move it); 410 Gone means the history we would resume
 from is gone, so we relist, and a list replaces everything we knew of that kind. Errors back off
 exponentially. The event handling itself is pure (`kube_events.ClusterView`); this is the shell.
+
+Objectives and rewrites may be served by two API groups. Discovery decides, per kind, as upstream
+does: `llm-d.ai` when its CRD is installed (objects of the legacy group are then ignored, logged
+once), else `inference.networking.x-k8s.io` (with a deprecation warning, once). A kind no group
+serves is read as empty, and discovery is asked again every `rediscover_seconds`; so is it when
+the watched group's CRD disappears (the list answers 404).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.api.groups import deprecation_hint, is_deprecated
 from sluice.logs import get_logger
-from sluice.sources.kube_client import Gone, list_objects, watch_events
+from sluice.sources.kube_client import ApiError, Gone, list_objects, served_kinds, watch_events
 from sluice.sources.kube_events import (
     OBJECTIVES,
     PODS,
@@ -71,6 +78,7 @@ class KubeSource:
         backoff_maximum: float = 10.0,
         on_change: Callable[[], None] | None = None,
         static_pool: dict[str, Any] | None = None,
+        rediscover_seconds: float = 10.0,
     ) -> None:
         self.key = pool_key
         # Standalone mode (`--endpoint-selector`): a pool made from flags, no CRDs watched.
@@ -87,6 +95,9 @@ class KubeSource:
         self._pods_selector: str | None = None
         self._selector_changed = asyncio.Event()
         self._state: PoolState | None = None
+        self._rediscover = rediscover_seconds
+        # snapshot field ("objectives" | "rewrites") → the group being read, or "" for none
+        self.groups_used: dict[str, str] = {}
 
     @property
     def state(self) -> PoolState | None:
@@ -101,15 +112,74 @@ class KubeSource:
             else:
                 field = f"metadata.name={self.key.name}"
                 tasks.create_task(self._list_and_watch(POOLS, field=field))
-                tasks.create_task(self._list_and_watch(OBJECTIVES))
-                tasks.create_task(self._list_and_watch(REWRITES))
+                tasks.create_task(self._watch_served_group(OBJECTIVES))
+                tasks.create_task(self._watch_served_group(REWRITES))
             tasks.create_task(self._follow_pod_selector())
+
+    # ---- which group to read ---------------------------------------------------------------
+
+    async def _watch_served_group(self, kind: Kind) -> None:
+        """Discover which group serves `kind`, then list and watch it there."""
+        backoff = Backoff(*self._backoff)
+        while True:
+            try:
+                served = [
+                    group
+                    for group in kind.groups
+                    if kind.kind in await served_kinds(self._api, group, kind.version)
+                ]
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                delay = backoff.delay()
+                log.warning("discovery failed, retrying", kind=kind.kind, error=repr(err))
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            self._use_group(kind, served)
+            if not served:
+                self._changed(kind, self.view.replace_all(kind, []), listed=True)
+                await asyncio.sleep(self._rediscover)
+                continue
+            await self._list_and_watch(kind.in_group(served[0]), until_not_found=True)
+
+    def _use_group(self, kind: Kind, served: list[str]) -> None:
+        """Log the choice once, and again only when it changes."""
+        group = served[0] if served else ""
+        if self.groups_used.get(kind.snapshot_field) == group:
+            return
+        self.groups_used[kind.snapshot_field] = group
+        if not group:
+            log.warning(
+                f"no {kind.kind} CRD installed; the pool has none",
+                kind=kind.kind,
+                groups=",".join(kind.groups),
+                fix="install the CRDs (`sluice crds --group llm-d.ai | kubectl apply -f -`)",
+            )
+        elif len(served) > 1:
+            log.warning(
+                f"{kind.kind} is served by {' and '.join(served)}; reading {group} only, as "
+                "upstream does (objects of the other group are ignored)",
+                kind=kind.kind,
+                group=group,
+            )
+        elif is_deprecated(group):
+            log.warning(deprecation_hint(kind.kind), kind=kind.kind, group=group)
+        else:
+            log.info(f"reading {kind.kind} from {group}", kind=kind.kind, group=group)
 
     # ---- the per-kind loop -----------------------------------------------------------------
 
     async def _list_and_watch(
-        self, kind: Kind, labels: str | None = None, field: str | None = None
+        self,
+        kind: Kind,
+        labels: str | None = None,
+        field: str | None = None,
+        *,
+        until_not_found: bool = False,
     ) -> None:
+        """List and watch until cancelled; with `until_not_found`, return when the resource is
+        no longer served (404), so the caller can ask discovery again."""
         backoff = Backoff(*self._backoff)
         ns = self.key.namespace
         resume_from: str | None = None
@@ -131,6 +201,15 @@ class KubeSource:
                 resume_from = None
             except asyncio.CancelledError:
                 raise
+            except ApiError as err:
+                if until_not_found and err.status == 404:
+                    log.warning("resource no longer served", resource=f"{kind.plural}.{kind.group}")
+                    return
+                delay = backoff.delay()
+                log.warning(
+                    "watch failed, retrying", resource=kind.plural, error=repr(err), delay=delay
+                )
+                await asyncio.sleep(delay)
             except Exception as err:
                 delay = backoff.delay()
                 log.warning(

@@ -59,6 +59,26 @@ async def _raise_for_status(response: Any) -> None:
     raise ApiError(response.status, message)
 
 
+async def served_kinds(api_client: Any, group: str, version: str) -> set[str]:
+    """The kinds the API server serves in `group/version` (discovery), empty when none: the
+    group's CRDs are not installed."""
+    custom = client.CustomObjectsApi(api_client)
+    response: Any = await custom.get_api_resources(group, version, _preload_content=False)
+    try:
+        await _raise_for_status(response)
+    except ApiError as err:
+        if err.status == 404:
+            return set()
+        raise
+    body = json.loads(await response.read())
+    response.release()
+    return {
+        str(r.get("kind"))
+        for r in body.get("resources") or []
+        if "/" not in str(r.get("name", ""))  # subresources (x/status) are not kinds
+    }
+
+
 async def list_objects(
     api_client: Any,
     kind: Kind,

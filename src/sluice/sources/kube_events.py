@@ -7,9 +7,10 @@ pool's picture changed, so the shell publishes a new `PoolState` only when somet
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sluice.api.groups import LLMD_GROUP, OBJECTIVE_GROUPS, POOL_GROUP, VERSION
 from sluice.sources.state import PodInfo, PoolKey, PoolState, Snapshot, build_state
 
 Obj = dict[str, Any]
@@ -24,13 +25,24 @@ class Kind:
     version: str
     plural: str
     snapshot_field: str  # "pools" | "objectives" | "rewrites" | "pods"
+    kind: str = ""  # as discovery names it
+
+    def in_group(self, group: str) -> Kind:
+        """The same resource served by another API group."""
+        return replace(self, group=group)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups that may serve this resource, preferred first (see `api.groups`)."""
+        return OBJECTIVE_GROUPS if self.snapshot_field in ("objectives", "rewrites") else ()
 
 
-X_GROUP = "inference.networking.x-k8s.io"
-POOLS = Kind("inference.networking.k8s.io", "v1", "inferencepools", "pools")
-OBJECTIVES = Kind(X_GROUP, "v1alpha2", "inferenceobjectives", "objectives")
-REWRITES = Kind(X_GROUP, "v1alpha2", "inferencemodelrewrites", "rewrites")
-PODS = Kind("", "v1", "pods", "pods")
+POOLS = Kind(POOL_GROUP, "v1", "inferencepools", "pools", "InferencePool")
+# Objectives and rewrites are watched in the group discovery finds (llm-d.ai preferred);
+# these are the llm-d.ai forms, `in_group` gives the legacy one.
+OBJECTIVES = Kind(LLMD_GROUP, VERSION, "inferenceobjectives", "objectives", "InferenceObjective")
+REWRITES = Kind(LLMD_GROUP, VERSION, "inferencemodelrewrites", "rewrites", "InferenceModelRewrite")
+PODS = Kind("", "v1", "pods", "pods", "Pod")
 KINDS = (POOLS, OBJECTIVES, REWRITES, PODS)
 
 
@@ -102,7 +114,7 @@ class ClusterView:
         key = object_key(obj)
         self.raw[kind.snapshot_field][key] = obj
         parsed: Any
-        if kind is PODS:
+        if kind.snapshot_field == "pods":
             parsed = PodInfo.from_manifest(obj)
         else:
             try:

@@ -2,7 +2,11 @@
 the file and line.
 
 Pure apart from reading the file it is given. Unknown kinds (Services, Deployments, …) are
-skipped so a directory of real manifests can be pointed at as it is.
+skipped so a directory of real manifests can be pointed at as it is. InferenceObjective and
+InferenceModelRewrite are read in both API groups (`llm-d.ai` and the deprecated
+`inference.networking.x-k8s.io`); a legacy one is noted as deprecated, and where both groups
+define the same namespace/name, the `llm-d.ai` object is the one in force (as in a cluster where
+both CRDs are installed).
 """
 
 from __future__ import annotations
@@ -49,6 +53,22 @@ class FileContents:
     pods: dict[str, PodInfo] = field(default_factory=dict)
     # Fields Kubernetes would silently prune (usually typos): reported, not fatal.
     warnings: list[ManifestProblem] = field(default_factory=list)
+    # Objects in the deprecated API group: loaded, with a migration hint.
+    deprecated: list[ManifestProblem] = field(default_factory=list)
+
+
+def in_force(current: Any | None, candidate: Any) -> bool:
+    """Whether `candidate` replaces `current` (same kind and namespace/name): an object of the
+    preferred group is never displaced by one of the deprecated group."""
+    from sluice.api.groups import is_deprecated
+
+    if current is None:
+        return True
+    return not (is_deprecated(_group(candidate)) and not is_deprecated(_group(current)))
+
+
+def _group(resource: Any) -> str:
+    return str(resource.api_version).split("/")[0]
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -125,6 +145,7 @@ def _expand_lists(node: yaml.Node, doc: Any) -> Iterator[tuple[yaml.Node, Any]]:
 def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
     """Parse one file; raises ManifestError naming file:line for every problem found."""
     from sluice.api import ResourceError, parse_resource, pruned_fields
+    from sluice.api.groups import deprecation_hint, is_deprecated
 
     name = display or str(path)
     try:
@@ -204,10 +225,15 @@ def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
                 "InferenceObjective": contents.objectives,
                 "InferenceModelRewrite": contents.rewrites,
             }[kind]
-            if key in target:
+            group = str(doc.get("apiVersion", "")).split("/")[0]
+            if is_deprecated(group):
+                contents.deprecated.append(ManifestProblem(name, line, deprecation_hint(kind)))
+            previous = target.get(key)
+            if previous is not None and _group(previous) == group:
                 problems.append(ManifestProblem(name, line, f"duplicate {kind} {key} in one file"))
                 continue
-            target[key] = resource
+            if in_force(previous, resource):
+                target[key] = resource
     if problems:
         raise ManifestError(problems)
     return contents

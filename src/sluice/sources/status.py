@@ -14,6 +14,9 @@ re-read and retry, so a foreign condition written in between is never lost. (Ser
 would also work but needs managedFields bookkeeping; a JSON patch on list indexes races.)
 `lastTransitionTime` moves only when a condition's status changes; nothing is written when
 nothing would change, so our own write's watch event settles instead of looping.
+
+Conditions go to the API group each object was read from (its `apiVersion`): the group the
+source reconciles, `llm-d.ai` or the legacy one, never the other.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,6 +128,12 @@ _RULES: tuple[tuple[Kind, ConditionsFor], ...] = (
 )
 
 
+def served_as(kind: Kind, obj: Mapping[str, Any]) -> Kind:
+    """`kind` in the group and version `obj` was read from."""
+    group, _, version = str(obj.get("apiVersion") or "").rpartition("/")
+    return replace(kind, group=group or kind.group, version=version or kind.version)
+
+
 class StatusWriter:
     """Keeps the conditions true. `notify()` after any change (the source's `on_change`, and on
     becoming leader); `run()` writes while `is_leader()`."""
@@ -170,7 +180,7 @@ class StatusWriter:
             table = state.objectives if kind is OBJECTIVES else state.rewrites
             for key in list(table):
                 raw = self._view.raw[kind.snapshot_field].get(key)
-                if raw is not None and await self._write(kind, raw, state, rule):
+                if raw is not None and await self._write(served_as(kind, raw), raw, state, rule):
                     written += 1
         self.writes += written
         return written

@@ -1,7 +1,12 @@
-"""The resource types the test API server serves, and what discovery says about them."""
+"""The resource types the test API server can serve, and what discovery says about them.
+
+InferenceObjective and InferenceModelRewrite exist in two groups (`llm-d.ai` and the legacy
+`inference.networking.x-k8s.io`); which of them are installed is the server's choice, so a test
+can stand for a cluster with either CRD set or both (`served_types`)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 
@@ -34,7 +39,10 @@ class ResourceType:
 
 POOL_GROUP = "inference.networking.k8s.io"
 X_GROUP = "inference.networking.x-k8s.io"
+LLMD_GROUP = "llm-d.ai"
+OBJECTIVE_GROUPS = (LLMD_GROUP, X_GROUP)  # the groups whose objective/rewrite CRDs may be installed
 _REVIEW_VERBS = ("create",)
+_OBJECTIVE_KINDS = ("InferenceObjective", "InferenceModelRewrite")
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "pods", "Pod"),
@@ -42,6 +50,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(X_GROUP, "v1alpha2", "inferencepools", "InferencePool"),
     ResourceType(X_GROUP, "v1alpha2", "inferenceobjectives", "InferenceObjective"),
     ResourceType(X_GROUP, "v1alpha2", "inferencemodelrewrites", "InferenceModelRewrite"),
+    ResourceType(LLMD_GROUP, "v1alpha2", "inferenceobjectives", "InferenceObjective"),
+    ResourceType(LLMD_GROUP, "v1alpha2", "inferencemodelrewrites", "InferenceModelRewrite"),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", has_status=False),
     ResourceType(
         "authentication.k8s.io",
@@ -64,24 +74,46 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
 )
 
 
-def find(group: str, version: str, plural: str) -> ResourceType | None:
-    for rt in RESOURCE_TYPES:
+def served_types(objective_groups: Collection[str]) -> tuple[ResourceType, ...]:
+    """Every type, except the objective and rewrite CRDs of groups not installed."""
+    return tuple(
+        rt
+        for rt in RESOURCE_TYPES
+        if rt.kind not in _OBJECTIVE_KINDS or rt.group in objective_groups
+    )
+
+
+def find(
+    group: str, version: str, plural: str, types: Iterable[ResourceType] = RESOURCE_TYPES
+) -> ResourceType | None:
+    for rt in types:
         if (rt.group, rt.version, rt.plural) == (group, version, plural):
             return rt
     return None
 
 
-def group_versions() -> dict[str, list[str]]:
+def group_versions(types: Iterable[ResourceType] = RESOURCE_TYPES) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for rt in RESOURCE_TYPES:
+    for rt in types:
         if rt.group and rt.version not in out.setdefault(rt.group, []):
             out[rt.group].append(rt.version)
     return out
 
 
-def resource_list(group: str, version: str) -> dict[str, object] | None:
+def api_group(group: str, versions: list[str]) -> dict[str, object]:
+    """An APIGroup as /apis/<group> returns it (and /apis lists)."""
+    return {
+        "name": group,
+        "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
+        "preferredVersion": {"groupVersion": f"{group}/{versions[0]}", "version": versions[0]},
+    }
+
+
+def resource_list(
+    group: str, version: str, served: Iterable[ResourceType] = RESOURCE_TYPES
+) -> dict[str, object] | None:
     """An APIResourceList as /api/v1 or /apis/<group>/<version> returns it."""
-    types = [rt for rt in RESOURCE_TYPES if (rt.group, rt.version) == (group, version)]
+    types = [rt for rt in served if (rt.group, rt.version) == (group, version)]
     if not types:
         return None
     resources: list[dict[str, object]] = []

@@ -45,10 +45,21 @@ def _error(err: ApiError) -> web.Response:
 
 class ApiServer:
     """Serve the store on http://127.0.0.1:<port>. Test hooks: `compact()` (history gone → the
-    next resumed watch gets 410), `drop_watches()`, `pause_watches()` / `resume_watches()`."""
+    next resumed watch gets 410), `drop_watches()`, `pause_watches()` / `resume_watches()`,
+    `install(group)` / `uninstall(group)` for the objective and rewrite CRDs of a group.
 
-    def __init__(self, history_limit: int = 500, bookmark_interval: float = 1.0) -> None:
+    `objective_groups`: whose InferenceObjective / InferenceModelRewrite CRDs are installed
+    (default both, `llm-d.ai` and the legacy group). Like a real API server, discovery lists
+    only what is installed and every path of a missing CRD answers 404."""
+
+    def __init__(
+        self,
+        history_limit: int = 500,
+        bookmark_interval: float = 1.0,
+        objective_groups: tuple[str, ...] = resources.OBJECTIVE_GROUPS,
+    ) -> None:
         self.store = Store(history_limit)
+        self.objective_groups = set(objective_groups)
         self.tokens: dict[str, User] = {}
         self.bookmark_interval = bookmark_interval
         self.requests: list[tuple[str, str]] = []  # (method, path+query): what clients did
@@ -97,6 +108,24 @@ class ApiServer:
     def watch_count(self, plural: str) -> int:
         return sum(1 for m, p in self.requests if m == "WATCH" and f"/{plural}" in p)
 
+    def install(self, group: str) -> None:
+        """Install the objective and rewrite CRDs of `group`."""
+        self.objective_groups.add(group)
+
+    def uninstall(self, group: str) -> None:
+        """Delete the CRDs of `group`: their objects go with them, their watches end."""
+        self.objective_groups.discard(group)
+        for rt in resources.RESOURCE_TYPES:
+            if rt.group == group and rt not in self.served:
+                for obj in self.store.list(rt, None):
+                    meta = obj["metadata"]
+                    self.store.delete(rt, meta.get("namespace", ""), meta["name"])
+        self.drop_watches()
+
+    @property
+    def served(self) -> tuple[ResourceType, ...]:
+        return resources.served_types(self.objective_groups)
+
     # ---- routing ---------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -113,23 +142,26 @@ class ApiServer:
     def _discovery(self, parts: list[str]) -> Obj | None:
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        served = self.served
         if parts == ["apis"]:
             groups = [
-                {
-                    "name": group,
-                    "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
-                    "preferredVersion": {
-                        "groupVersion": f"{group}/{versions[0]}",
-                        "version": versions[0],
-                    },
-                }
-                for group, versions in resources.group_versions().items()
+                resources.api_group(group, versions)
+                for group, versions in resources.group_versions(served).items()
             ]
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        if len(parts) == 2 and parts[0] == "apis":
+            versions = resources.group_versions(served).get(parts[1])
+            if versions is None:
+                raise ApiError(404, "the server could not find the requested resource")
+            return {
+                "kind": "APIGroup",
+                "apiVersion": "v1",
+                **resources.api_group(parts[1], versions),
+            }
         if len(parts) == 2 and parts[0] == "api":
-            found = resources.resource_list("", parts[1])
+            found = resources.resource_list("", parts[1], served)
         elif len(parts) == 3 and parts[0] == "apis":
-            found = resources.resource_list(parts[1], parts[2])
+            found = resources.resource_list(parts[1], parts[2], served)
         else:
             return None
         if found is None:
@@ -146,7 +178,7 @@ class ApiServer:
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
-        rt = resources.find(group, version, rest[0])
+        rt = resources.find(group, version, rest[0], self.served)
         if rt is None or len(rest) > 3 or (len(rest) == 3 and rest[2] != "status"):
             raise ApiError(404, "the server could not find the requested resource")
         if len(rest) == 3 and not rt.has_status:

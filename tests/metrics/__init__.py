@@ -1,0 +1,1 @@
+"""Sluice's own /metrics: names, client-chosen labels, exposition."""
