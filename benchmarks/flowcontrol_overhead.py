@@ -40,7 +40,11 @@ class OneSlot:
         self.free = 0
 
     def has_room(
-        self, candidates: frozenset[str] | None, priority: int = 0, *, background: bool = False
+        self,
+        candidates: frozenset[str] | None,
+        priority: int = 0,
+        *,
+        heavy_hitter: str | None = None,
     ) -> bool:
         return self.free > 0
 
