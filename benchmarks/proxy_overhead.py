@@ -56,7 +56,7 @@ def bench_pipeline(endpoints: list[tuple[str, int]]) -> object:
     import itertools
 
     from sluice.datalayer.endpoint import Endpoint
-    from sluice.pipeline import Outcome
+    from sluice.director.contract import Outcome
     from sluice.requests.model import InferenceRequest, Usage
     from sluice.requests.parse import parse_request
     from sluice.requests.usage import UsageParser

@@ -17,8 +17,8 @@ from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director import Director
+from sluice.director.contract import Outcome
 from sluice.flowcontrol.controller import FlowController
-from sluice.pipeline import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import InferenceRequest, Usage
 from sluice.scheduling.scheduler import Scheduler

@@ -30,10 +30,10 @@ from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
 from sluice.director import Director, DirectorSettings
+from sluice.director.contract import Limits
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.logs import get_logger
-from sluice.pipeline import Limits
 from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.scheduler import Scheduler
@@ -208,11 +208,7 @@ class App:
                 pool=f"{state.key.namespace}/{state.key.name}",
                 loaded=state.loaded,
                 endpoints=",".join(e.hostport for e in state.endpoints) or "-",
-                objectives=",".join(
-                    f"{k.split('/', 1)[1]}={state.priority_of(k.split('/', 1)[1])}"
-                    for k in state.objectives
-                )
-                or "-",
+                objectives=",".join(f"{n}={p}" for n, p in state.priorities.items()) or "-",
             )
 
     def _with_metrics_port(self, state: PoolState) -> PoolState:

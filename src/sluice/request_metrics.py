@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from sluice.pipeline import Outcome
 from sluice.requests.errors import SluiceError
-from sluice.requests.model import InferenceRequest, Usage
+from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.util.exported_names import BOTH, ExportedNames
 from sluice.util.labels import ClientLabels
 from sluice.util.series import (

@@ -45,12 +45,13 @@ def pipeline(config_text: str | None = None) -> tuple[DispatchCore, Clock, list[
         flow=FlowController(config.flow),
         registry=EndpointRegistry(),
         room=config.room,
-        clock=clock,
         rng=random.Random(1),
         on_release=released,
     )
     endpoints = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(ENGINES))
-    core.set_state(PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints))
+    core.set_state(
+        PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints), clock.now
+    )
     for state in core.registry.snapshot():  # every engine idle, metrics fresh
         mark = core.registry.begin_scrape(state.name)
         assert mark is not None
@@ -68,9 +69,9 @@ def chat(core: DispatchCore, tenant: str, words: int) -> InferenceRequest:
     return core.parse({"x-gateway-inference-fairness-id": tenant}, body)
 
 
-def submit(core: DispatchCore, request: InferenceRequest) -> None:
-    core.submit(request)
-    core.pump()
+def submit(core: DispatchCore, request: InferenceRequest, now: float) -> None:
+    core.submit(request, now)
+    core.pump(now)
 
 
 def long_prefills(core: DispatchCore) -> int:
@@ -79,15 +80,15 @@ def long_prefills(core: DispatchCore) -> int:
 
 def test_the_light_tenant_finds_an_engine_free_of_the_heavy_tenants_prefills() -> None:
     core, clock, placed = pipeline()
-    submit(core, chat(core, "light", 20))
+    submit(core, chat(core, "light", 20), clock.now)
     for _ in range(8):
-        submit(core, chat(core, "heavy", 3000))
+        submit(core, chat(core, "heavy", 3000), clock.now)
     # One engine took the light request, one the heavy tenant's first; from then on the heavy
     # tenant is the band's heavy hitter and leaves the last engine with room alone.
     assert [p.request.fairness_id for p in placed] == ["light", "heavy", "heavy"]
     assert long_prefills(core) == 2
     clock.now = 0.1
-    submit(core, chat(core, "light", 20))
+    submit(core, chat(core, "light", 20), clock.now)
     last = placed[-1]
     assert last.request.fairness_id == "light"
     endpoint = core.registry.get(last.endpoint.name)
@@ -96,10 +97,10 @@ def test_the_light_tenant_finds_an_engine_free_of_the_heavy_tenants_prefills() -
 
 def test_with_the_window_off_the_heavy_tenant_takes_every_engine() -> None:
     core, clock, placed = pipeline("flowControl:\n  fairShareWindow: 0\n")
-    submit(core, chat(core, "light", 20))
+    submit(core, chat(core, "light", 20), clock.now)
     for _ in range(8):
-        submit(core, chat(core, "heavy", 3000))
+        submit(core, chat(core, "heavy", 3000), clock.now)
     assert long_prefills(core) == ENGINES - 1
     clock.now = 0.1
-    submit(core, chat(core, "light", 20))
+    submit(core, chat(core, "light", 20), clock.now)
     assert placed[-1].request.fairness_id == "heavy"  # the light request waits

@@ -25,9 +25,9 @@ from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director import DispatchCore, DispatchedRequest
+from sluice.director.contract import Outcome
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
-from sluice.pipeline import Outcome
 from sluice.requests.errors import SluiceError
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
@@ -75,13 +75,12 @@ class Pool:
             flow=FlowController(config.flow),
             registry=EndpointRegistry(),
             room=config.room,
-            clock=self.clock,
             rng=random.Random(1),
             on_release=self._released,
         )
         endpoints = tuple(Endpoint(n, f"10.0.0.{i + 1}", 8000) for i, n in enumerate(ENDPOINTS))
         self.core.set_state(
-            PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints)
+            PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints), 0.0
         )
         self.engines = {n: Engine() for n in ENDPOINTS}
         self.waiting: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)  # the engine's own queue
@@ -122,11 +121,11 @@ class Pool:
         request = self.core.parse(headers, json.dumps(body).encode(), path="/v1/completions")
         self.streamed[id(request)] = stream
         try:
-            ticket = self.core.submit(request)
+            ticket = self.core.submit(request, self.clock.now)
         except SluiceError:
             return
         del ticket
-        self.core.pump()
+        self.core.pump(self.clock.now)
 
     def scrape(self, name: str, counter: bool, waiting: int = 0) -> None:
         engine = self.engines[name]
@@ -145,7 +144,7 @@ class Pool:
             ),
         )
         self.waiting[name] = waiting
-        self.core.pump()
+        self.core.pump(self.clock.now)
 
     def first_bytes(self) -> None:
         """Every streamed response whose first token is out shows its first byte."""
@@ -154,8 +153,8 @@ class Pool:
             started = self.engines[placed.endpoint.name].first_token_at.get(id(placed.request))
             streamed = self.streamed[id(placed.request)]
             if started is not None and started <= now and streamed and self.sees_response:
-                placed.first_byte()
-        self.core.pump()
+                placed.first_byte(now)
+        self.core.pump(self.clock.now)
 
     def complete(self, index: int) -> None:
         live = [p for p in self.placed if not p.finished]
@@ -168,9 +167,9 @@ class Pool:
             return  # an engine does not finish a request before its first token
         engine.first_token_at.pop(id(placed.request))
         if self.sees_response and not self.streamed[id(placed.request)]:
-            placed.first_byte(streamed=False)
-        placed.finish(Outcome.COMPLETED)
-        self.core.pump()
+            placed.first_byte(self.clock.now, streamed=False)
+        placed.finish(Outcome.COMPLETED, self.clock.now)
+        self.core.pump(self.clock.now)
 
     def advance(self, seconds: float) -> None:
         """Time passes; the shell pumps every tick while anything waits."""
@@ -183,7 +182,7 @@ class Pool:
                     assert state is not None
                     if self.clock.now - state.metrics.updated_at > 0.05:
                         self.scrape(name, False, self.waiting[name])
-            self.core.pump()
+            self.core.pump(self.clock.now)
             self.check()
 
     # -- the property -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import InferenceRequest, Usage
 from sluice.requests.parse import parse_request

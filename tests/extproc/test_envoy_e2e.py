@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.director.contract import Outcome
 from sluice.extproc import BodyMode, ExtProcServer, ServerOptions
-from sluice.pipeline import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 
 from .envoy_harness import Envoy, FakeModelServer, GatewayPorts, envoy_binary, render_config

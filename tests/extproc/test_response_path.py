@@ -8,9 +8,9 @@ import json
 
 import grpc
 
+from sluice.director.contract import Outcome
 from sluice.extproc import Admit, BodyMode, ExtProcStream, Send, h2, wire
 from sluice.extproc.h2 import PREFACE, H2ExtProcServer, _Connection
-from sluice.pipeline import Outcome
 from sluice.requests.model import Usage
 
 from . import envoy_messages as m

@@ -1,20 +1,10 @@
-"""Classification: priority from the objective, flow = (fairness id, priority)."""
+"""A flow = (fairness id, priority); the engine priority a band maps to."""
 
 from __future__ import annotations
 
 from fc_harness import request
 
-from sluice.flowcontrol import FlowKey, engine_priority, flow_of, priority_of
-
-OBJECTIVES = {"premium": 10, "batch": -1, "no-priority": None}
-
-
-def test_priority_is_the_objectives_priority_and_unknown_or_unset_is_zero() -> None:
-    assert priority_of("premium", OBJECTIVES.get) == 10
-    assert priority_of("batch", OBJECTIVES.get) == -1
-    assert priority_of("no-priority", OBJECTIVES.get) == 0
-    assert priority_of("unknown", OBJECTIVES.get) == 0
-    assert priority_of(None, OBJECTIVES.get) == 0
+from sluice.flowcontrol import FlowKey, engine_priority, flow_of
 
 
 def test_a_flow_is_the_fairness_id_at_a_priority() -> None:

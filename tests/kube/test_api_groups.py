@@ -117,7 +117,7 @@ async def test_with_both_groups_installed_only_llm_d_is_reconciled_and_gets_stat
     caplog.set_level(logging.INFO, logger="sluice")
     cluster = await start_cluster((LLMD, LEGACY))
     await populate(cluster, LLMD, LEGACY)
-    await eventually(lambda: cluster.states and cluster.latest.priority_of("chat") == 10)
+    await eventually(lambda: cluster.states and cluster.latest.priorities.get("chat", 0) == 10)
     await eventually(lambda: cluster.writer.writes >= 2)  # the objective and the rewrite
 
     assert cluster.source.groups_used == {"objectives": LLMD, "rewrites": LLMD}
@@ -145,7 +145,7 @@ async def test_with_both_groups_installed_only_llm_d_is_reconciled_and_gets_stat
 
     # Which group is used is said once per kind, not on every event.
     await create_custom(cluster.kube, objects.objective("batch", -1))
-    await eventually(lambda: cluster.latest.priority_of("batch") == -1)
+    await eventually(lambda: cluster.latest.priorities.get("batch", 0) == -1)
     said = sorted(m for m in group_messages(caplog) if "reading llm-d.ai only" in m)
     assert said == [
         f"{kind} is served by {LLMD} and {LEGACY}; reading {LLMD} only, as upstream does "
@@ -160,7 +160,7 @@ async def test_the_legacy_group_alone_works_with_a_deprecation_warning(
     caplog.set_level(logging.INFO, logger="sluice")
     cluster = await start_cluster((LEGACY,))
     await populate(cluster, LEGACY)
-    await eventually(lambda: cluster.states and cluster.latest.priority_of("chat") == -5)
+    await eventually(lambda: cluster.states and cluster.latest.priorities.get("chat", 0) == -5)
     await eventually(lambda: cluster.writer.writes >= 2)
 
     assert cluster.source.groups_used == {"objectives": LEGACY, "rewrites": LEGACY}
@@ -191,7 +191,7 @@ async def test_the_llm_d_group_alone_is_read_without_warnings(
     caplog.set_level(logging.INFO, logger="sluice")
     cluster = await start_cluster((LLMD,))
     await populate(cluster, LLMD)
-    await eventually(lambda: cluster.states and cluster.latest.priority_of("chat") == 10)
+    await eventually(lambda: cluster.states and cluster.latest.priorities.get("chat", 0) == 10)
     assert cluster.source.groups_used == {"objectives": LLMD, "rewrites": LLMD}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "reading InferenceObjective from llm-d.ai" in group_messages(caplog)
@@ -208,7 +208,7 @@ async def test_without_either_crd_the_pool_syncs_with_none_and_a_later_install_i
 
     cluster.server.install(LEGACY)
     await create_custom(cluster.kube, objects.objective("chat", 3, group=LEGACY))
-    await eventually(lambda: cluster.latest.priority_of("chat") == 3)
+    await eventually(lambda: cluster.latest.priorities.get("chat", 0) == 3)
     assert cluster.source.groups_used["objectives"] == LEGACY
 
 
@@ -217,9 +217,9 @@ async def test_when_the_llm_d_crds_are_removed_the_legacy_group_is_read(
 ) -> None:
     cluster = await start_cluster((LLMD, LEGACY))
     await populate(cluster, LLMD, LEGACY)
-    await eventually(lambda: cluster.states and cluster.latest.priority_of("chat") == 10)
+    await eventually(lambda: cluster.states and cluster.latest.priorities.get("chat", 0) == 10)
     cluster.server.uninstall(LLMD)
-    await eventually(lambda: cluster.latest.priority_of("chat") == -5)
+    await eventually(lambda: cluster.latest.priorities.get("chat", 0) == -5)
     assert cluster.source.groups_used == {"objectives": LEGACY, "rewrites": LEGACY}
 
 

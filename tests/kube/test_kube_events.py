@@ -48,10 +48,10 @@ def test_a_relist_replaces_everything_known_of_that_kind() -> None:
 def test_bookmarks_change_nothing_and_deletes_remove() -> None:
     view = view_with_pool()
     view.apply(OBJECTIVES, "ADDED", objects.objective("chat", 10))
-    assert view.state().priority_of("chat") == 10
+    assert view.state().priorities.get("chat", 0) == 10
     assert not view.apply(OBJECTIVES, "BOOKMARK", {"metadata": {"resourceVersion": "9"}})
     assert view.apply(OBJECTIVES, "DELETED", objects.objective("chat", 10))
-    assert view.state().priority_of("chat") == 0
+    assert view.state().priorities.get("chat", 0) == 0
 
 
 def test_the_pod_selector_follows_the_pool() -> None:

@@ -62,7 +62,7 @@ async def test_the_first_state_has_the_pool_its_endpoints_and_objectives(
     assert state.loaded
     assert watcher.endpoints() == ["10.0.0.1:8000", "10.0.0.2:8000"]
     assert list(state.objectives) == ["llm/chat"]  # not the other pool's objective
-    assert state.priority_of("chat") == 10
+    assert state.priorities.get("chat", 0) == 10
     assert list(state.rewrites) == ["llm/v2"]
 
 
@@ -102,7 +102,7 @@ async def test_watch_expiry_resyncs_without_losing_or_duplicating_state(
     apiserver.resume_watches()
 
     await eventually(lambda: watcher.endpoints() == ["10.0.0.2:8000", "10.0.0.3:8000"])
-    await eventually(lambda: watcher.latest.priority_of("chat") == 20)
+    await eventually(lambda: watcher.latest.priorities.get("chat", 0) == 20)
     assert watcher.source.relists["pods"] == lists_before["pods"] + 1  # 410 → exactly one relist
     assert watcher.source.relists["inferenceobjectives"] == lists_before["inferenceobjectives"] + 1
     names = [e.name for e in watcher.latest.endpoints]

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.fake_engine import FakeEngine
 from sluice.app import App
 from sluice.cli.serve_options import parse_serve_options
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.requests.model import ApiKind, InferenceRequest, Usage
 from sluice.util.labels import MAX_DISTINCT_VALUES, OVERFLOW
 
@@ -125,7 +125,7 @@ def label_values(text: str | list[Metric], family: str, label: str) -> set[str]:
 def record(app: App, count: int, prefix: str = "") -> None:
     """`count` requests with distinct fairness ids and models, through the director's metrics
     (the calls the proxy makes), for volumes the proxy would take minutes to send."""
-    metrics = app.director.metrics
+    metrics = app.director.core.metrics
     assert metrics is not None
     for i in range(count):
         request = InferenceRequest(

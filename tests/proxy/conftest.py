@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.pipeline import Limits, Pipeline
+from sluice.director.contract import Limits, Pipeline
 from sluice.proxy import ProxyOptions, ProxyServer
 
 from .fake_engine import FakeEngine

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.pipeline import Admission, Outcome, Pipeline
+from sluice.director.contract import Admission, Outcome, Pipeline
 from sluice.requests.model import InferenceRequest, Usage
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError, bad_request
 from sluice.requests.model import (
     HEADER_FAIRNESS_ID,

@@ -6,7 +6,7 @@ import asyncio
 import socket
 from pathlib import Path
 
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.proxy import ProxyServer, UpstreamPool
 
 from .conftest import QUICK_STOP, eventually, make_pipeline

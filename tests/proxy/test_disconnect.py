@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 
 from .conftest import eventually, make_pipeline
 from .test_relay import url

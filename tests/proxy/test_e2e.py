@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.sim.pool import EngineSpec, start_pool
 from sluice.sim.profiles import get_profile
 

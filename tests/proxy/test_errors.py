@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.pipeline import Limits, Outcome
+from sluice.director.contract import Limits, Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 
 from .conftest import make_pipeline

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.requests.model import Usage
 
 from .conftest import make_pipeline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 
 from .conftest import make_pipeline
 from .fake_engine import unused_endpoint

@@ -63,7 +63,7 @@ def test_objectives_and_rewrites_load_from_either_group(tmp_path: Path, api_vers
     )
     state = source(tmp_path).state
     assert state is not None
-    assert state.priority_of("chat") == 7
+    assert state.priorities.get("chat", 0) == 7
     (loaded,) = state.rewrites.values()
     assert loaded.api_version == api_version
     assert loaded.spec.rules[0].targets[0].model_rewrite == "llama-v2"
@@ -104,8 +104,10 @@ def test_where_both_groups_name_the_same_object_the_llm_d_one_is_in_force(
     )
     state = source(tmp_path).state
     assert state is not None
-    assert state.priority_of("chat") == 10
-    assert state.priority_of("old") == 2  # a legacy object no llm-d.ai one replaces still counts
+    assert state.priorities.get("chat", 0) == 10
+    assert (
+        state.priorities.get("old", 0) == 2
+    )  # a legacy object no llm-d.ai one replaces still counts
     assert type(state.objective("chat")) is InferenceObjective
 
 

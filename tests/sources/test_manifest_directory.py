@@ -43,11 +43,10 @@ def test_the_quickstart_loads_four_endpoints_and_three_priorities(resources: Pat
         "127.0.0.1:8004",
     ]
     assert state.endpoints[0].name == "sim-engines-rank-0"
-    assert state.priority_of("interactive") == 10
-    assert state.priority_of("standard") == 0
-    assert state.priority_of("batch") == -1
-    assert state.priority_of("no-such-objective") == 0
-    assert state.priority_of(None) == 0
+    assert state.priorities.get("interactive", 0) == 10
+    assert state.priorities.get("standard", 0) == 0
+    assert state.priorities.get("batch", 0) == -1
+    assert state.priorities.get("no-such-objective", 0) == 0
 
 
 def test_only_ready_matching_not_deleting_pods_become_endpoints(resources: Path) -> None:
@@ -111,7 +110,7 @@ spec: {priority: 99, poolRef: {name: quickstart}}
         "default/standard",
         "default/batch",
     }
-    assert source.state.priority_of("foreign") == 0
+    assert source.state.priorities.get("foreign", 0) == 0
 
 
 async def test_an_edit_on_disk_takes_effect_within_one_second(resources: Path) -> None:
@@ -122,11 +121,11 @@ async def test_an_edit_on_disk_takes_effect_within_one_second(resources: Path) -
         objectives.write_text(objectives.read_text().replace("priority: 10", "priority: 42"))
         start = time.monotonic()
         while time.monotonic() - start < 1.0:
-            if source.state is not None and source.state.priority_of("interactive") == 42:
+            if source.state is not None and source.state.priorities.get("interactive", 0) == 42:
                 break
             await asyncio.sleep(0.02)
         assert source.state is not None
-        assert source.state.priority_of("interactive") == 42
+        assert source.state.priorities.get("interactive", 0) == 42
         assert time.monotonic() - start < 1.0
         assert len(published) == 2
     finally:
@@ -220,7 +219,7 @@ metadata: {name: empty, namespace: default}
     assert source.problems == []
     assert source.state is not None
     assert "default/empty" not in source.state.objectives
-    assert source.state.priority_of("empty") == 0
+    assert source.state.priorities.get("empty", 0) == 0
 
 
 def test_a_misspelled_field_is_reported_with_its_line(tmp_path: Path) -> None:

@@ -85,6 +85,12 @@ class InferenceObjective(VersionedKind):
     spec: InferenceObjectiveSpec | None = None
     status: InferenceObjectiveStatus | None = None
 
+    @property
+    def priority(self) -> int:
+        """The band its requests get: `spec.priority`, unset as 0 (as the CRD says)."""
+        spec = self.spec
+        return 0 if spec is None or spec.priority is None else int(spec.priority)
+
 
 class LegacyInferenceObjective(InferenceObjective):
     """InferenceObjective in the deprecated `inference.networking.x-k8s.io` group."""

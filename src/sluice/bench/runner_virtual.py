@@ -24,9 +24,9 @@ from sluice.bench.workloads import Arrival, Workload
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director import DispatchCore, DispatchedRequest
+from sluice.director.contract import Outcome
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import QueueOutcome, Ticket
-from sluice.pipeline import Outcome
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import HEADER_REQUEST_ID, Usage
 from sluice.sim.engine import Engine
@@ -82,8 +82,8 @@ FULL_GATEWAY = Gateway()
 
 
 def _objective(priority: int) -> SimpleNamespace:
-    """A stand-in InferenceObjective: `PoolState.priority_of` only reads `.spec.priority`."""
-    return SimpleNamespace(spec=SimpleNamespace(priority=priority))
+    """A stand-in InferenceObjective: `PoolState.priorities` only reads `.priority`."""
+    return SimpleNamespace(priority=priority)
 
 
 def pool_state(engine_ids: list[str], objectives: Mapping[str, int]) -> PoolState:
@@ -136,11 +136,12 @@ class VirtualRun:
             flow=FlowController(arm.flow),
             registry=EndpointRegistry(),
             room=arm.room,
-            clock=self.clock,
             rng=rng,
             on_release=self._released,
+            on_wakeup=self._wake_at,
         )
-        self.core.set_state(pool_state(self.engine_ids, workload.objectives))
+        self.wake = float("inf")  # when the core asked to be pumped next, as the shell's timer
+        self.core.set_state(pool_state(self.engine_ids, workload.objectives), 0.0)
         self.records: dict[str, RequestRecord] = {}
         self.placed: dict[str, DispatchedRequest] = {}
         self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
@@ -159,6 +160,7 @@ class VirtualRun:
         headers = arrival.headers()
         headers[HEADER_REQUEST_ID] = arrival.request_id
         request = self.core.parse(headers, arrival.body(), path=arrival.path)
+        request.response_seen = self.gateway.sees_response  # as the ext_proc stream sets it
         record = RequestRecord(
             arrival.request_id,
             arrival.tenant,
@@ -169,13 +171,16 @@ class VirtualRun:
         )
         self.records[arrival.request_id] = record
         try:
-            ticket = self.core.submit(request)
+            ticket = self.core.submit(request, self.clock.now)
         except SluiceError:
             record.outcome = "rejected"
             self._ended()
             return
         self.arrival_of[ticket.seq] = arrival
-        self.core.pump()
+        self.core.pump(self.clock.now)
+
+    def _wake_at(self, due: float | None) -> None:
+        self.wake = float("inf") if due is None else due
 
     def _ended(self) -> None:
         """A request got its outcome: in a closed loop its client sends the next one now."""
@@ -188,7 +193,7 @@ class VirtualRun:
         self.core.forget(ticket)
         if arrival is None:
             if isinstance(result, DispatchedRequest):  # released before submit() returned
-                result.finish(Outcome.CLIENT_GONE)
+                result.finish(Outcome.CLIENT_GONE, self.clock.now)
             return
         record = self.records[arrival.request_id]
         if isinstance(result, SluiceError):
@@ -222,7 +227,7 @@ class VirtualRun:
             self._credit(record.tenant, self.token_cost.input_weight * record.prompt_tokens)
             placed = self.placed.get(event.request_id)
             if placed is not None and streamed and self.gateway.sees_response:
-                placed.first_byte()  # the prefill is done: room and placement stop counting it
+                placed.first_byte(event.time)  # the prefill is done: the room stops counting it
         elif isinstance(event, Completed):
             record = self.records[event.request_id]
             record.outcome = "completed"
@@ -241,20 +246,20 @@ class VirtualRun:
             placed = self.placed.pop(event.request_id)
             self.streamed.pop(event.request_id, None)
             if self.gateway.sees_response:
-                placed.first_byte(streamed=False)  # a no-op if it streamed
+                placed.first_byte(event.time, streamed=False)  # a no-op if it streamed
                 usage = Usage(
                     event.usage.prompt_tokens,
                     event.usage.completion_tokens,
                     event.usage.cached_tokens,
                 )
-                placed.finish(Outcome.COMPLETED, usage)
+                placed.finish(Outcome.COMPLETED, event.time, usage)
             else:
-                placed.finish(Outcome.COMPLETED)  # the stream ended; no usage was seen
+                placed.finish(Outcome.COMPLETED, event.time)  # the stream ended; no usage seen
             self._ended()
         elif isinstance(event, Rejected):
             self.records[event.request_id].outcome = "error"
             self.streamed.pop(event.request_id, None)
-            self.placed.pop(event.request_id).finish(Outcome.UPSTREAM_ERROR)
+            self.placed.pop(event.request_id).finish(Outcome.UPSTREAM_ERROR, event.time)
             self._ended()
 
     def _credit(self, tenant: str, cost: float) -> None:
@@ -285,7 +290,7 @@ class VirtualRun:
                     cached_prompt_tokens=m.prefix_cache_hits,
                 ),
             )
-        self.core.pump()
+        self.core.pump(now)
 
     def _sample(self, now: float) -> None:
         queued: dict[int, int] = {}
@@ -323,16 +328,16 @@ class VirtualRun:
         while True:
             t_engine = self.cluster.next_event_time()
             t_arrival = due[0].at if due else inf
-            deadline = self.core.flow.next_deadline()
             pending = due or t_engine is not None or self.core.flow.queued_requests
             if not pending:
                 break
+            wake = self.wake
             t = min(
                 t_arrival,
                 t_engine if t_engine is not None else inf,
                 next_scrape,
                 next_sample,
-                deadline if deadline is not None else inf,
+                wake,
             )
             if t > horizon:
                 break
@@ -346,8 +351,9 @@ class VirtualRun:
             if t >= next_sample:
                 self._sample(t)
                 next_sample = t + self.limits.sample_every_s
-            if deadline is not None and t >= deadline:
-                self.core.pump()
+            if t >= wake:  # the core's timer: a TTL deadline, or the re-check while work waits
+                self.wake = inf
+                self.core.pump(t)
             while due and due[0].at <= t:
                 self._arrive(due.popleft())
         if closed:  # the window is the whole loop, from the first request to the last end

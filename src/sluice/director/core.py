@@ -1,32 +1,31 @@
-"""The director: the one `Pipeline` both front ends drive (see `sluice.pipeline`).
+"""The director's sans-I/O core: parse → submit (flow control) → release (the room) → place
+(the scheduler) → complete, with `now` passed to every step.
 
-It ties the pure cores together on the event loop — request parsing, the flow controller
-(*when*), the scheduler (*where*) and the endpoint registry (live state and in-flight
-accounting) — and owns nothing else: no sockets, no clock of its own (`clock` is injected).
-
-Late binding: the scheduler runs at the moment flow control releases a request, inside
-`FlowController.dispatch` (through `Release.take_room`), with the freshest metrics plus Sluice's
-own in-flight counts. Whether there is room at all is the room's call (`sluice.room.Room`).
+It owns no loop, no clock and no socket. Late binding: the scheduler runs at the moment flow
+control releases a request, inside `FlowController.dispatch` (through `Release.take_room`), with
+the freshest metrics plus Sluice's own in-flight counts; whether there is room at all is the
+room's call (`sluice.room.Room`). Every release — a placed request or the error that ended its
+wait — is reported once through `on_release`; after every pump the core tells its shell when it
+next wants to be woken (`on_wakeup`), since room also opens when a scrape shows an engine
+drained or a prefill estimate passes, which no request announces.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
-from sluice.director.room import Release
+from sluice.director.ports import Admitted, Counted
+from sluice.director.release import Release
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
-from sluice.pipeline import Outcome
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import ErrorCode, SluiceError
-from sluice.requests.model import DEFAULT_FAIRNESS_ID, InferenceRequest, Usage
+from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
@@ -35,7 +34,7 @@ from sluice.sources.state import PoolState
 
 # While anything waits, re-check for room at least this often: room also opens when a scrape
 # shows an engine drained, which no completion announces.
-_IDLE_RECHECK_S = 0.01
+RECHECK_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +45,15 @@ class DirectorSettings:
     default_output_tokens: int = 256
 
 
-class DispatchCore:
-    """The sans-I/O heart of the pipeline: classify, queue, release, place, complete.
+OnRelease = Callable[[Ticket, DispatchedRequest | SluiceError], None]
 
-    It owns no loop and no clock of its own (`clock` is injected: the live server passes
-    `time.monotonic`, the virtual-time benchmark its simulated clock). Every release — a
-    placed request or the error that ended its wait — is reported once through `on_release`.
-    """
+
+def _ignore_wakeup(at: float | None) -> None:
+    return None
+
+
+class DispatchCore:
+    """The sans-I/O heart of the director (see the module docstring)."""
 
     def __init__(
         self,
@@ -63,9 +64,9 @@ class DispatchCore:
         room: RoomSettings,
         settings: DirectorSettings | None = None,
         metrics: RequestMetrics | None = None,
-        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        on_release: Callable[[Ticket, DispatchedRequest | SluiceError], None] | None = None,
+        on_release: OnRelease | None = None,
+        on_wakeup: Callable[[float | None], None] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.flow = flow
@@ -73,23 +74,23 @@ class DispatchCore:
         self.room = Room(room)
         self.settings = settings or DirectorSettings()
         self.metrics = metrics
-        self.clock = clock
         self.rng = rng or random.Random()
-        self.on_release = on_release or _ignore_release
+        self.on_release: OnRelease = on_release or _abandon
+        self.on_wakeup = on_wakeup or _ignore_wakeup
         self.state: PoolState | None = None
         self._ticket_of: dict[int, Ticket] = {}  # by id(request): request ids may repeat
         self.in_flight = 0
 
-    # -- state ---------------------------------------------------------------------------------
+    # -- the pool --------------------------------------------------------------------------------
 
-    def set_state(self, state: PoolState) -> None:
+    def set_state(self, state: PoolState, now: float) -> None:
         """A source published a new picture of the pool."""
         self.state = state
         self.registry.set_endpoints(state.endpoints)
         names = {e.name for e in state.endpoints}
         self.scheduler.prune(names)
         self.room.forget_except(names)
-        self.pump()
+        self.pump(now)
 
     @property
     def ready(self) -> bool:
@@ -98,7 +99,13 @@ class DispatchCore:
     def endpoints(self) -> tuple[Endpoint, ...]:
         return tuple(s.endpoint for s in self.registry.snapshot())
 
-    # -- the request path ----------------------------------------------------------------------
+    def pick_any(self) -> Endpoint:
+        states = self.registry.snapshot()
+        if not states:
+            raise SluiceError(ErrorCode.INTERNAL, "no pods available in datastore")
+        return self.rng.choice(states).endpoint
+
+    # -- the request path ------------------------------------------------------------------------
 
     def parse(
         self,
@@ -108,6 +115,7 @@ class DispatchCore:
         path: str = "/v1/chat/completions",
         subset_hint: frozenset[str] | None = None,
     ) -> InferenceRequest:
+        """Parse and classify (`sluice.requests`); raises `SluiceError` (400, 413)."""
         state = self.state
         rewrites: Iterable[object] = state.rewrites.values() if state is not None else ()
         if self.settings.disable_subset_filter:
@@ -120,9 +128,8 @@ class DispatchCore:
             max_body_bytes=self.settings.max_body_bytes,
             rewrites=rewrites,  # type: ignore[arg-type]
             rng=self.rng,
+            priorities=state.priorities if state is not None else None,
         )
-        if state is not None:
-            request.priority = state.priority_of(request.objective)
         engine_priority = self.flow.engine_priority_for(request)
         if engine_priority is not None and request.model:
             request.body = set_top_level_field(
@@ -130,16 +137,10 @@ class DispatchCore:
             )
         return request
 
-    def pick_any(self) -> Endpoint:
-        states = self.registry.snapshot()
-        if not states:
-            raise SluiceError(ErrorCode.INTERNAL, "no pods available in datastore")
-        return self.rng.choice(states).endpoint
-
-    def submit(self, request: InferenceRequest) -> Ticket:
+    def submit(self, request: InferenceRequest, now: float) -> Ticket:
         """Queue a request; raises `SluiceError` if it cannot even wait (no endpoints, full).
 
-        Then call `pump()`: on an idle pool it releases the request at once (no added delay).
+        Then call `pump(now)`: on an idle pool it releases the request at once (no added delay).
         Call `forget(ticket)` once its release was handled.
         """
         if self.metrics is not None:
@@ -148,8 +149,7 @@ class DispatchCore:
             raise self._failed(
                 request, SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "no endpoints available")
             )
-        now = self.clock()
-        self.room.arrived(request.priority, request.fairness_id or DEFAULT_FAIRNESS_ID, now)
+        self.room.arrived(request.priority, request.fairness_id, now)
         result = self.flow.enqueue(request, now)
         if isinstance(result, Finalized):
             self._left(result.ticket)
@@ -167,17 +167,14 @@ class DispatchCore:
     def forget(self, ticket: Ticket) -> None:
         self._ticket_of.pop(id(ticket.request), None)
 
-    def cancel(self, ticket: Ticket) -> None:
+    def cancel(self, ticket: Ticket, now: float) -> None:
         """The client went away while waiting: the request leaves the queue at once."""
         if ticket.waiting:
-            event = self.flow.cancel(ticket, self.clock())
+            event = self.flow.cancel(ticket, now)
             if event is not None:
                 self._left(ticket)
                 self._failed(ticket.request, error_for(event))
         self.forget(ticket)
-
-    def _left(self, ticket: Ticket) -> None:
-        self.room.left(ticket.flow.priority, ticket.flow.fairness_id)
 
     def _has_candidates(self, subset: frozenset[str] | None) -> bool:
         states = self.registry.snapshot()
@@ -185,28 +182,38 @@ class DispatchCore:
             return bool(states)
         return any(in_subset(s.endpoint, subset) for s in states)
 
-    # -- dispatching ---------------------------------------------------------------------------
+    def _left(self, ticket: Ticket) -> None:
+        self.room.left(ticket.flow.priority, ticket.flow.fairness_id)
 
-    def pump(self, now: float | None = None) -> None:
+    # -- releasing -------------------------------------------------------------------------------
+
+    def pump(self, now: float) -> None:
         """Release whatever has room now; call whenever room may have opened."""
-        now = self.clock() if now is None else now
         self.room.settle(self.registry, now)
         release = Release(self, now)
         for event in self.flow.dispatch(now, release):
             self._resolve(event, release.bound)
+        self.on_wakeup(self.next_wakeup(now))
 
-    def next_wakeup(self, now: float, recheck_s: float = _IDLE_RECHECK_S) -> float | None:
+    def next_wakeup(self, now: float) -> float | None:
         """When to pump next without an outside event: the next TTL deadline, or soon while
-        anything waits (room also opens when a scrape shows an engine drained)."""
+        anything waits."""
         due = self.flow.next_deadline()
         if self.flow.queued_requests:
-            recheck = now + recheck_s
+            recheck = now + RECHECK_S
             due = recheck if due is None else min(due, recheck)
         return due
 
-    def _resolve(
-        self, event: Finalized, bound: Mapping[int, DispatchedRequest | SluiceError]
-    ) -> None:
+    def bind(
+        self,
+        request: InferenceRequest,
+        ticket: Ticket,
+        endpoints: tuple[Endpoint, ...],
+        now: float,
+    ) -> DispatchedRequest:
+        return DispatchedRequest(self, request, ticket, endpoints, now)
+
+    def _resolve(self, event: Finalized, bound: Mapping[int, Admitted | SluiceError]) -> None:
         ticket = event.ticket
         self._left(ticket)
         if event.outcome is QueueOutcome.DISPATCHED:
@@ -221,24 +228,51 @@ class DispatchCore:
                     self.metrics.dispatched(placed.request, event.waited_s)
                 self.on_release(ticket, placed)
                 return
-            error = placed or SluiceError(ErrorCode.INTERNAL, "dispatched without an endpoint")
+            error = placed if isinstance(placed, SluiceError) else None
+            error = error or SluiceError(ErrorCode.INTERNAL, "dispatched without an endpoint")
             self.flow.complete(ticket, None, event.at)
         else:
             error = _queue_error(event)
         self.on_release(ticket, self._failed(ticket.request, error))
 
-    # -- completion ----------------------------------------------------------------------------
+    # -- the ledger: what admitted requests report ------------------------------------------------
 
-    def _finished(
-        self,
-        dispatched: DispatchedRequest,
-        outcome: Outcome,
-        usage: Usage | None,
-        started_at: float,
-        first_byte_at: float | None,
+    def count(self, request: InferenceRequest, endpoint: Endpoint, now: float) -> Counted:
+        """Count `request` in flight on `endpoint`, its uncached prompt pending prefill there
+        until its first byte, the engine's word or the room's estimate."""
+        cached = self.scheduler.cached_fraction(request, endpoint)
+        uncached = round(request.prompt_tokens * (1.0 - cached))
+        tokens = request.prompt_tokens + (request.max_tokens or self.settings.default_output_tokens)
+        ticket = self.registry.dispatch(
+            endpoint.name,
+            tokens,
+            prefill_tokens=uncached,
+            priority=request.priority,
+            prefill_due_at=self.room.prefill_due(
+                endpoint.name, uncached, now, first_byte_expected=request.first_byte_expected
+            ),
+        )
+        self.scheduler.on_dispatch(request, endpoint)
+        return Counted(ticket, uncached, now)
+
+    def moved(self, counted: Counted, failed: Endpoint) -> None:
+        state = self.registry.get(failed.name)
+        if state is not None and state.scraped:  # stale until its next successful scrape
+            state.metrics = replace(state.metrics, updated_at=float("-inf"))
+        self.registry.complete(counted.ticket, got_first_token=False)
+
+    def first_byte(
+        self, counted: Counted, endpoint: Endpoint, now: float, *, streamed: bool
     ) -> None:
-        now = self.clock()
+        self.registry.first_byte(counted.ticket)
+        if streamed:
+            self.room.first_byte(endpoint.name, counted.uncached_tokens, now - counted.at)
+
+    def finished(
+        self, dispatched: Admitted, outcome: Outcome, usage: Usage | None, now: float
+    ) -> None:
         self.in_flight -= 1
+        first_byte_at = dispatched.first_byte_at
         self.registry.complete(
             dispatched.dispatch_ticket,
             got_first_token=first_byte_at is not None or outcome is Outcome.COMPLETED,
@@ -246,6 +280,7 @@ class DispatchCore:
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if self.metrics is not None:
+            started_at = dispatched.started_at
             self.metrics.completed(
                 dispatched.request,
                 outcome,
@@ -262,68 +297,10 @@ class DispatchCore:
         return error
 
 
-def _ignore_release(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+def _abandon(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+    """Nobody waits for this release: a placed request ends at once (its client is gone)."""
     if isinstance(result, DispatchedRequest):
-        result.finish(Outcome.CLIENT_GONE)
-
-
-class Director(DispatchCore):
-    """The concrete `sluice.pipeline.Pipeline`: the core plus asyncio waiting and timers."""
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.on_release = self._release
-        self._waiters: dict[int, asyncio.Future[DispatchedRequest]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
-
-    async def admit(self, request: InferenceRequest) -> DispatchedRequest:
-        ticket = self.submit(request)
-        waiter: asyncio.Future[DispatchedRequest] = asyncio.get_running_loop().create_future()
-        self._waiters[ticket.seq] = waiter
-        self.pump()
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                waiter.result().finish(Outcome.CLIENT_GONE)
-            self.cancel(ticket)
-            raise
-        finally:
-            self._waiters.pop(ticket.seq, None)
-            self.forget(ticket)
-
-    def _release(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
-        waiter = self._waiters.pop(ticket.seq, None)
-        if waiter is None or waiter.done():
-            _ignore_release(ticket, result)
-        elif isinstance(result, SluiceError):
-            waiter.set_exception(result)
-        else:
-            waiter.set_result(result)
-
-    def pump(self, now: float | None = None) -> None:
-        now = self.clock() if now is None else now
-        super().pump(now)
-        self._arm_timer(now)
-
-    def _arm_timer(self, now: float) -> None:
-        due = self.next_wakeup(now)
-        if due is None or due >= self._timer_at:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = due
-        self._timer = loop.call_later(max(0.0, due - now), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
-        self.pump()
+        result.finish(Outcome.CLIENT_GONE, result.started_at)
 
 
 def _queue_error(event: Finalized) -> SluiceError:

@@ -1,134 +1,98 @@
-"""An admitted request: where it goes, what its response says, and its one completion."""
+"""An admitted request: where it goes, what its response says, and its one completion.
+
+Sans-I/O: each step takes `now`. Front ends reach it through the shell's `Admission`, which
+supplies the time.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import DispatchTicket
+from sluice.director.ports import Ledger
 from sluice.flowcontrol.model import Ticket
-from sluice.pipeline import Outcome
-from sluice.requests.model import InferenceRequest, Usage
+from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.usage import UsageParser
-
-if TYPE_CHECKING:
-    from sluice.director.core import DispatchCore
 
 
 class DispatchedRequest:
     """An admitted request: where it goes, and its exactly-once completion."""
 
     __slots__ = (
-        "_director",
-        "_dispatch",
-        "_dispatched_at",
+        "_counted",
         "_endpoints",
-        "_first_byte_at",
+        "_ledger",
         "_parser",
-        "_started_at",
-        "_uncached_tokens",
         "finished",
+        "first_byte_at",
         "request",
+        "started_at",
         "ticket",
     )
 
     def __init__(
         self,
-        director: DispatchCore,
+        ledger: Ledger,
         request: InferenceRequest,
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
     ) -> None:
-        self._director = director
+        self._ledger = ledger
         self.request = request
         self.ticket = ticket
         self._endpoints = endpoints
         self._parser: UsageParser | None = None
-        self._started_at = now
-        self._first_byte_at: float | None = None
+        self.started_at = now
+        self.first_byte_at: float | None = None
         self.finished = False
-        self._dispatch = self._count_dispatch(now)
-
-    def _count_dispatch(self, now: float) -> DispatchTicket:
-        """Count this request in flight on its primary endpoint, its uncached prompt pending
-        prefill there until the first byte, the engine's word or the room's estimate."""
-        director = self._director
-        request = self.request
-        endpoint = self._endpoints[0]
-        self._dispatched_at = now
-        self._uncached_tokens = round(
-            request.prompt_tokens * (1.0 - director.scheduler.cached_fraction(request, endpoint))
-        )
-        tokens = request.prompt_tokens + (
-            request.max_tokens or director.settings.default_output_tokens
-        )
-        room = director.room
-        dispatch = director.registry.dispatch(
-            endpoint.name,
-            tokens,
-            prefill_tokens=self._uncached_tokens,
-            priority=request.priority,
-            prefill_due_at=room.prefill_due(endpoint.name, self._uncached_tokens, now),
-        )
-        director.scheduler.on_dispatch(request, endpoint)
-        return dispatch
+        self._counted = ledger.count(request, endpoints[0], now)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
+        """Primary first, then fallbacks in score order."""
         return self._endpoints
 
     @property
     def endpoint(self) -> Endpoint:
         return self._endpoints[0]
 
-    def retarget(self, endpoint: Endpoint) -> None:
+    @property
+    def dispatch_ticket(self) -> DispatchTicket:
+        return self._counted.ticket
+
+    def retarget(self, endpoint: Endpoint, now: float) -> None:
         """The front end moved to a fallback because the primary failed before the first byte
-        (connection refused or reset): that endpoint is treated as stale — no room, so no new
-        request goes there — until its next successful scrape, instead of for the staleness
-        threshold."""
+        (connection refused or reset)."""
         if self.finished or endpoint == self._endpoints[0]:
             return
-        director = self._director
-        failed = director.registry.get(self._endpoints[0].name)
-        if failed is not None and failed.scraped:
-            failed.metrics = replace(failed.metrics, updated_at=float("-inf"))
-        director.registry.complete(self._dispatch, got_first_token=False)
+        self._ledger.moved(self._counted, self._endpoints[0])
         self._endpoints = (endpoint, *(e for e in self._endpoints if e != endpoint))
-        self._dispatch = self._count_dispatch(director.clock())
+        self._counted = self._ledger.count(self.request, endpoint, now)
 
-    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
+    def observe_response_chunk(self, chunk: bytes, now: float, *, streaming: bool) -> None:
         if self._parser is None:
             self._parser = UsageParser(
                 streaming=streaming, prompt_tokens_estimate=self.request.prompt_tokens
             )
-            self.first_byte(streamed=streaming)
+            self.first_byte(now, streamed=streaming)
         self._parser.feed(chunk)
 
-    def first_byte(self, *, streamed: bool = True) -> None:
+    def first_byte(self, now: float, *, streamed: bool = True) -> None:
         """The response started, so the engine finished this request's prefill: the room and
         placement rules stop counting it. A streamed response's first byte is also a sample of
         the endpoint's prefill time (a non-streamed one's is its last byte). Front ends get this
         from the first chunk; the virtual-time runner calls it at the simulated first token."""
-        if self._first_byte_at is not None:
+        if self.first_byte_at is not None or self.finished:
             return
-        director = self._director
-        now = self._first_byte_at = director.clock()
-        director.registry.first_byte(self._dispatch)
-        if streamed:
-            director.room.first_byte(
-                self._endpoints[0].name, self._uncached_tokens, now - self._dispatched_at
-            )
+        self.first_byte_at = now
+        self._ledger.first_byte(self._counted, self._endpoints[0], now, streamed=streamed)
 
-    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
+    def finish(self, outcome: Outcome, now: float, usage: Usage | None = None) -> None:
+        """Exactly-once completion (later calls are ignored); usage defaults to what the
+        response chunks reported."""
         if self.finished:
             return
         self.finished = True
         if usage is None and self._parser is not None:
             usage = self._parser.finish()
-        self._director._finished(self, outcome, usage, self._started_at, self._first_byte_at)
-
-    @property
-    def dispatch_ticket(self) -> DispatchTicket:
-        return self._dispatch
+        self._ledger.finished(self, outcome, usage, now)

@@ -35,11 +35,11 @@ from urllib.parse import quote
 
 from google.protobuf.message import DecodeError
 
+from sluice.director.contract import Pipeline
 from sluice.extproc import tls
 from sluice.extproc.options import ServerOptions, StreamOptions
 from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
 from sluice.extproc.wire import ProcessingRequest, ProcessingResponse
-from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
 log = logging.getLogger(__name__)

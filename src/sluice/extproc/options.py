@@ -8,7 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal
 
-from sluice.pipeline import Limits
+from sluice.director.contract import Limits
 
 
 class BodyMode(Enum):

@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from sluice.director.contract import Pipeline
 from sluice.extproc import tls, wire
 from sluice.extproc.h2 import H2ExtProcServer
 from sluice.extproc.options import ServerOptions, StreamOptions
 from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
 from sluice.extproc.wire import Answer, ProcessingRequest
-from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
 log = logging.getLogger(__name__)

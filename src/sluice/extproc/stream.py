@@ -30,10 +30,10 @@ from enum import Enum, auto
 from typing import Protocol
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.director.contract import Admission, Outcome
 from sluice.extproc import wire
 from sluice.extproc.options import BodyMode, StreamOptions
 from sluice.extproc.wire import Answer, HttpBody, HttpHeaders, ProcessingRequest
-from sluice.pipeline import Admission, Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import (
     CONTROL_HEADERS,
@@ -254,6 +254,7 @@ class ExtProcStream:
             )
         except SluiceError as error:
             return [Send(self._fail(error))]
+        request.response_seen = self._response_mode is not BodyMode.NONE
         self.phase = Phase.ADMITTING
         return [Admit(request)]
 

@@ -2,7 +2,7 @@
 TTLs and the sans-I/O controller. May import `sluice.api`, `sluice.requests` (types only) and
 `sluice.util`."""
 
-from sluice.flowcontrol.classify import engine_priority, flow_of, priority_of
+from sluice.flowcontrol.classify import engine_priority, flow_of
 from sluice.flowcontrol.config import (
     BandConfig,
     FlowControlConfig,
@@ -39,5 +39,4 @@ __all__ = [
     "error_for",
     "flow_of",
     "parse_flow_control",
-    "priority_of",
 ]

@@ -1,23 +1,10 @@
-"""Which flow a request belongs to, and how its band maps to the engine's own priority."""
+"""Which flow a request belongs to, and how its band maps to the engine's own priority. (A
+request's band itself is decided once, when it is parsed: `sluice.requests.classify`.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from sluice.flowcontrol.model import FlowKey
 from sluice.requests.model import DEFAULT_FAIRNESS_ID, InferenceRequest
-
-# Looks up `spec.priority` of the InferenceObjective with this name in the pool's namespace;
-# None when the objective is unknown or has no priority.
-ObjectivePriority = Callable[[str], int | None]
-
-
-def priority_of(objective: str | None, lookup: ObjectivePriority) -> int:
-    """The request's priority: its objective's `spec.priority`; unknown or unset → 0."""
-    if not objective:
-        return 0
-    priority = lookup(objective)
-    return 0 if priority is None else priority
 
 
 def flow_of(request: InferenceRequest) -> FlowKey:

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.pipeline import Outcome
+from sluice.director.contract import Outcome
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import Usage
 

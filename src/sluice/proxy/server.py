@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from sluice.pipeline import Admission, Limits, Pipeline
+from sluice.director.contract import Admission, Limits, Pipeline
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import HEADER_REQUEST_ID
 

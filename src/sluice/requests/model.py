@@ -69,6 +69,14 @@ class InferenceRequest:
     # then empty. Exact ids give prefix affinity without a tokenizer.
     prompt_token_ids: tuple[int, ...] = ()
     path: str = ""
+    # Whether the front end will show Sluice the response body as it comes (an Envoy with
+    # response body mode NONE does not); with `stream`, its first byte marks the first token.
+    response_seen: bool = True
+
+    @property
+    def first_byte_expected(self) -> bool:
+        """Whether a first byte will mark the end of this request's prefill."""
+        return self.stream and self.response_seen
 
     @property
     def byte_size(self) -> int:
@@ -89,3 +97,11 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class Outcome(Enum):
+    """How a dispatched request ended."""
+
+    COMPLETED = "completed"
+    UPSTREAM_ERROR = "upstream_error"  # the model server failed or reset
+    CLIENT_GONE = "client_gone"  # the client disconnected mid-response

@@ -22,6 +22,7 @@ from uuid import uuid4
 import msgspec
 
 from sluice.requests import tokens
+from sluice.requests.classify import priority_of
 from sluice.requests.errors import ErrorCode, SluiceError, bad_request
 from sluice.requests.model import (
     DEFAULT_FAIRNESS_ID,
@@ -87,13 +88,15 @@ def parse_request(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     rewrites: Iterable[ModelRewriteLike] = (),
     rng: RandomLike | None = None,
+    priorities: Mapping[str, int] | None = None,
 ) -> InferenceRequest:
     """Parse and classify one request; raises `SluiceError` (400 bad body/header, 413 too large).
 
     `headers` have lower-case keys. `path` falls back to the `:path` header, then to the body
     shape. `rewrites` are the pool's InferenceModelRewrites; when one applies (or the
     `x-gateway-model-name-rewrite` header is set) the returned `body` carries the target model.
-    Objective → priority resolution is the caller's (it owns the objectives): `priority` is 0.
+    `priorities` are the pool's objectives' (name → priority): the request's class — its band
+    and, through its fairness id, its flow — is decided here, once (`requests.classify`).
     """
     if len(body) > max_body_bytes:
         raise SluiceError(
@@ -126,6 +129,7 @@ def parse_request(
     elif header_rewrite:
         target_model = header_rewrite
 
+    objective = headers.get(HEADER_OBJECTIVE) or None
     return InferenceRequest(
         request_id=headers.get(HEADER_REQUEST_ID) or str(request_id_factory()),
         api=api,
@@ -139,7 +143,8 @@ def parse_request(
         max_tokens=_max_tokens(fields),
         stream=fields.stream is True,
         cache_salt=_optional_str(fields.cache_salt),
-        objective=headers.get(HEADER_OBJECTIVE) or None,
+        objective=objective,
+        priority=priority_of(objective, priorities or {}),
         fairness_id=headers.get(HEADER_FAIRNESS_ID) or DEFAULT_FAIRNESS_ID,
         ttl_s=_ttl_header(headers.get(HEADER_REQUEST_TTL)),
         subset_hint=subset_hint,

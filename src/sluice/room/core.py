@@ -104,6 +104,12 @@ class Room:
             lower_band=self.keeps_headroom_above(priority, now),
         )
 
-    def prefill_due(self, endpoint: str, uncached_tokens: int, now: float) -> float:
-        """When a prefill of `uncached_tokens` dispatched now to `endpoint` is expected over."""
-        return now + self.prefill.estimate(endpoint, uncached_tokens)
+    def prefill_due(
+        self, endpoint: str, uncached_tokens: int, now: float, *, first_byte_expected: bool
+    ) -> float:
+        """When a prefill of `uncached_tokens` dispatched now to `endpoint` is taken as over if
+        nothing said so before (a first byte, the engine's counter)."""
+        estimate = self.prefill.estimate(
+            endpoint, uncached_tokens, first_byte_expected=first_byte_expected
+        )
+        return now + estimate

@@ -44,6 +44,9 @@ _SETTLED_WEIGHT = 2.0
 # decides only in the tail or where no first byte comes. Clamped to [1, _MAX_MARGIN].
 _MARGIN_SIGMAS = 3.0
 _MAX_MARGIN = 3.0
+# When a first byte will mark the prefill's end, the estimate is only the fallback for a first
+# byte that never comes: it waits this much longer, so it decides only when the byte is lost.
+FALLBACK_FACTOR = 2.0
 
 
 class _Fit:
@@ -116,12 +119,17 @@ class PrefillEstimator:
         )
         self._endpoints: dict[str, _Endpoint] = {}
 
-    def estimate(self, endpoint: str, uncached_tokens: int) -> float:
-        """Seconds until `uncached_tokens` of new prompt on `endpoint` produce a first token."""
+    def estimate(
+        self, endpoint: str, uncached_tokens: int, *, first_byte_expected: bool = False
+    ) -> float:
+        """Seconds until `uncached_tokens` of new prompt on `endpoint` produce a first token
+        (`first_byte_expected`: the fallback for a first byte that should mark it)."""
         entry = self._endpoints.get(endpoint)
         fit = entry.fit if entry is not None else _Fit()
         overhead, per_token = fit.line(self._prior)
         seconds = (overhead + per_token * max(0, uncached_tokens)) * fit.margin
+        if first_byte_expected:
+            seconds *= FALLBACK_FACTOR
         return min(self._max_s, seconds)
 
     def observe_first_byte(self, endpoint: str, uncached_tokens: int, seconds: float) -> None:

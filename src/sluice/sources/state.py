@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -69,14 +70,17 @@ class PoolState:
         """Objectives are looked up in the pool's namespace (upstream ignores the namespace)."""
         return self.objectives.get(f"{self.key.namespace}/{name}")
 
-    def priority_of(self, objective_name: str | None) -> int:
-        """Unknown objective or unset priority → 0, as the CRD promises."""
-        if not objective_name:
-            return 0
-        objective = self.objective(objective_name)
-        if objective is None or objective.spec is None or objective.spec.priority is None:
-            return 0
-        return int(objective.spec.priority)
+    @cached_property
+    def priorities(self) -> Mapping[str, int]:
+        """Objective name (in the pool's namespace) → the priority its requests get."""
+        prefix = f"{self.key.namespace}/"
+        return MappingProxyType(
+            {
+                key[len(prefix) :]: objective.priority
+                for key, objective in self.objectives.items()
+                if key.startswith(prefix)
+            }
+        )
 
     def describe(self) -> str:
         return (

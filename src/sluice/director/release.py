@@ -5,29 +5,25 @@ released (late binding)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sluice.datalayer.registry import EndpointState
-from sluice.director.dispatched import DispatchedRequest
+from sluice.director.ports import Admitted, Binder
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import InferenceRequest
 from sluice.room import in_subset
 from sluice.scheduling.framework import NoEndpointsError
 
-if TYPE_CHECKING:
-    from sluice.director.core import DispatchCore
-
 
 class Release:
-    """Adapts the room to flow control's `CapacityView` for one `dispatch` call, and binds the
-    endpoint (runs the scheduler) the moment an item is released."""
+    """Adapts the room to flow control's `CapacityView` for one `dispatch` call at `now`, and
+    binds the endpoint (runs the scheduler) the moment an item is released."""
 
-    def __init__(self, director: DispatchCore, now: float) -> None:
-        self.director = director
+    def __init__(self, binder: Binder, now: float) -> None:
+        self.binder = binder
         self.now = now
-        self.bound: dict[int, DispatchedRequest | SluiceError] = {}
+        self.bound: dict[int, Admitted | SluiceError] = {}
         # Membership cannot change during one dispatch: read the snapshot once.
-        self._states = director.registry.snapshot()
+        self._states = binder.registry.snapshot()
 
     def candidates(self, subset: frozenset[str] | None) -> Sequence[EndpointState]:
         if subset is None:
@@ -37,24 +33,23 @@ class Release:
     def has_room(
         self, candidates: frozenset[str] | None, priority: int, *, heavy_hitter: str | None = None
     ) -> bool:
-        return self.director.room.has_room(
+        return self.binder.room.has_room(
             self.candidates(candidates), priority, self.now, heavy_hitter=heavy_hitter
         )
 
     def take_room(self, request: InferenceRequest) -> None:
-        director = self.director
-        ticket = director.ticket_of(request)
+        binder = self.binder
+        ticket = binder.ticket_of(request)
         if ticket is None:
             return
-        room = director.room
-        states = room.placeable(self.candidates(request.subset_hint), request.priority, self.now)
+        states = binder.room.placeable(
+            self.candidates(request.subset_hint), request.priority, self.now
+        )
         try:
-            result = director.scheduler.schedule(request, states, self.now)
+            result = binder.scheduler.schedule(request, states, self.now)
         except NoEndpointsError as exc:
             self.bound[ticket.seq] = SluiceError(
                 ErrorCode.RESOURCE_EXHAUSTED, f"failed to find an endpoint: {exc}"
             )
             return
-        self.bound[ticket.seq] = DispatchedRequest(
-            director, request, ticket, result.endpoints, self.now
-        )
+        self.bound[ticket.seq] = binder.bind(request, ticket, result.endpoints, self.now)

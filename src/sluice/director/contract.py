@@ -1,7 +1,8 @@
-"""The director: classify → admit (flow control) → schedule → complete.
+"""The director's contract: what the front ends (`extproc`, `proxy`) program against.
 
-This module states the contract that the front ends (`extproc`, `proxy`) program against. The
-front ends own sockets and streams; the pipeline owns every decision.
+The front ends own sockets and streams; the director owns every decision: classify → admit (flow
+control, the room) → schedule → complete. `Pipeline` is what a front end holds (the director's
+asyncio shell implements it), `Admission` what `admit` returns.
 
 Life of a request, as a front end drives it:
 
@@ -19,21 +20,14 @@ Life of a request, as a front end drives it:
 
 from __future__ import annotations
 
+__all__ = ["Admission", "Limits", "Outcome", "Pipeline"]
+
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
 from sluice.datalayer.endpoint import Endpoint
-from sluice.requests.model import InferenceRequest, Usage
-
-
-class Outcome(Enum):
-    """How a dispatched request ended."""
-
-    COMPLETED = "completed"
-    UPSTREAM_ERROR = "upstream_error"  # the model server failed or reset
-    CLIENT_GONE = "client_gone"  # the client disconnected mid-response
+from sluice.requests.model import InferenceRequest, Outcome, Usage
 
 
 class Admission(Protocol):

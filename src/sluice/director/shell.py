@@ -1,0 +1,188 @@
+"""The director's asyncio shell: the `Pipeline` the front ends drive, around the sans-I/O core
+by composition. It owns the clock, the futures requests wait on, and the one timer the core asks
+for; every decision is the core's."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.director.core import DirectorSettings, DispatchCore
+from sluice.director.dispatched import DispatchedRequest
+from sluice.flowcontrol.controller import FlowController
+from sluice.flowcontrol.model import Ticket
+from sluice.request_metrics import RequestMetrics
+from sluice.requests.errors import SluiceError
+from sluice.requests.model import InferenceRequest, Outcome, Usage
+from sluice.room import Room, RoomSettings
+from sluice.scheduling.scheduler import Scheduler
+from sluice.sources.state import PoolState
+
+
+class Admission:
+    """What `admit` hands a front end (`contract.Admission`): the core's admitted request, with
+    the shell's clock supplying the time of each step."""
+
+    __slots__ = ("_clock", "dispatched")
+
+    def __init__(self, dispatched: DispatchedRequest, clock: Callable[[], float]) -> None:
+        self.dispatched = dispatched
+        self._clock = clock
+
+    @property
+    def request(self) -> InferenceRequest:
+        return self.dispatched.request
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.dispatched.endpoints
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.dispatched.endpoint
+
+    @property
+    def finished(self) -> bool:
+        return self.dispatched.finished
+
+    def retarget(self, endpoint: Endpoint) -> None:
+        self.dispatched.retarget(endpoint, self._clock())
+
+    def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
+        self.dispatched.observe_response_chunk(chunk, self._clock(), streaming=streaming)
+
+    def first_byte(self, *, streamed: bool = True) -> None:
+        self.dispatched.first_byte(self._clock(), streamed=streamed)
+
+    def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
+        self.dispatched.finish(outcome, self._clock(), usage)
+
+
+class Director:
+    """The concrete `contract.Pipeline`: the core plus asyncio waiting and its timer."""
+
+    def __init__(
+        self,
+        *,
+        scheduler: Scheduler,
+        flow: FlowController,
+        registry: EndpointRegistry,
+        room: RoomSettings,
+        settings: DirectorSettings | None = None,
+        metrics: RequestMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.core = DispatchCore(
+            scheduler=scheduler,
+            flow=flow,
+            registry=registry,
+            room=room,
+            settings=settings,
+            metrics=metrics,
+            rng=rng,
+            on_release=self._release,
+            on_wakeup=self._wake_at,
+        )
+        self._waiters: dict[int, asyncio.Future[Admission]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    # -- what the core owns, for the app and for tests -------------------------------------------
+
+    @property
+    def registry(self) -> EndpointRegistry:
+        return self.core.registry
+
+    @property
+    def flow(self) -> FlowController:
+        return self.core.flow
+
+    @property
+    def room(self) -> Room:
+        return self.core.room
+
+    @property
+    def in_flight(self) -> int:
+        return self.core.in_flight
+
+    # -- contract.Pipeline -----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.core.ready
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.core.endpoints()
+
+    def pick_any(self) -> Endpoint:
+        return self.core.pick_any()
+
+    def parse(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        path: str = "/v1/chat/completions",
+        subset_hint: frozenset[str] | None = None,
+    ) -> InferenceRequest:
+        return self.core.parse(headers, body, path=path, subset_hint=subset_hint)
+
+    async def admit(self, request: InferenceRequest) -> Admission:
+        core = self.core
+        ticket = core.submit(request, self.clock())
+        waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._waiters[ticket.seq] = waiter
+        core.pump(self.clock())
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                waiter.result().finish(Outcome.CLIENT_GONE)
+            core.cancel(ticket, self.clock())
+            raise
+        finally:
+            self._waiters.pop(ticket.seq, None)
+            core.forget(ticket)
+
+    # -- the rest of the shell -------------------------------------------------------------------
+
+    def set_state(self, state: PoolState) -> None:
+        self.core.set_state(state, self.clock())
+
+    def pump(self) -> None:
+        """Release whatever has room now (the scraper calls this after applying metrics)."""
+        self.core.pump(self.clock())
+
+    def _release(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
+        waiter = self._waiters.pop(ticket.seq, None)
+        if waiter is None or waiter.done():
+            if isinstance(result, DispatchedRequest):  # nobody waits: its client is gone
+                result.finish(Outcome.CLIENT_GONE, self.clock())
+        elif isinstance(result, SluiceError):
+            waiter.set_exception(result)
+        else:
+            waiter.set_result(Admission(result, self.clock))
+
+    def _wake_at(self, due: float | None) -> None:
+        """The core wants a pump at `due` (None: no wish)."""
+        if due is None or due >= self._timer_at:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = loop.call_later(max(0.0, due - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self.pump()
