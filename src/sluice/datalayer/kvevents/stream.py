@@ -10,12 +10,14 @@ The rules (vLLM numbers batches 0, 1, 2, ... per publisher; a restart starts ove
   replayed from 0 — a reconnect may be a restarted engine, and the PUB socket drops whatever it
   sent before the subscription took hold. Live batches that arrive meanwhile wait and apply
   after the replay, in order;
-* a live batch past ``last + 1`` is a gap (a lost message): replay from ``last + 1``;
+* a live batch past ``last + 1`` is a gap (a lost message): replay from ``last`` — the batch
+  we applied last comes back first and must be the same bytes, which proves the publisher is
+  the one we followed (else it restarted unnoticed: start over);
 * a live batch at or below the last live one is a sequence reset (the publisher restarted):
   the endpoint's entries are cleared and its history replayed from 0;
-* when the engine has been silent for ``probe_interval_s``, a replay from ``last + 1`` asks it
-  whether anything was missed — an empty answer proves the stream fresh; no answer within
-  ``replay_timeout_s`` makes it stale;
+* when the engine has been silent for ``probe_interval_s``, the same replay from ``last`` asks
+  it whether anything was missed — our last batch alone proves the stream fresh, an answer
+  without it a restarted engine; no answer within ``replay_timeout_s`` makes it stale;
 * a replay that fails or cannot cover the gap clears the endpoint (its view would be wrong, not
   merely behind) and the full replay is retried after ``replay_cooldown_s``.
 
@@ -30,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import xxhash
 
 from sluice.datalayer.kvevents.wire import (
     AllBlocksCleared,
@@ -90,6 +94,10 @@ class EndpointStream:
         self._replay_sent = 0.0
         self._replay_probe = False
         self._replayed = 0
+        self._verify = False  # the replay re-reads our last batch first
+        self._diverged = False  # ... and it was not the same
+        self._last_digest = 0
+        self._expected_digest = 0
         self._failed_at: float | None = None
         self._unproductive = 0  # replays in a row that returned nothing while a hole remained
         self.reason = "connecting"
@@ -137,31 +145,36 @@ class EndpointStream:
             self._apply(seq, payload)
             return None
         self._pending = [(seq, payload)]
-        if last is None:
-            return self._request(0, now, probe=False)  # joined mid-stream
-        self.counters.gaps += 1
-        return self._request(last + 1, now, probe=False)
+        if last is not None:
+            self.counters.gaps += 1
+        return self._continue_from(last, now, probe=False)
 
     def on_replayed(self, seq: int, payload: bytes, now: float) -> None:
         """One batch of the replay in flight."""
         self._last_heard = now
-        if self.replay_start is None:
+        start = self.replay_start
+        if start is None or self._diverged:
             return
         first = self._replayed == 0
         self._replayed += 1
-        last = self.last_seq
-        if first and seq > self.replay_start:
+        if first and self._verify:
+            # The batch we applied last: the same bytes, or another publisher.
+            if seq != start or _digest(payload) != self._expected_digest:
+                self._diverged = True
+            return
+        if first and seq > start:
             # The buffer no longer holds what we asked for: what was lost may include removals
             # of blocks we hold, so keep only what the retained history says.
             self._sink.clear(self.name)
             self.complete = False
-            last = self.last_seq = None
-        elif first and self.replay_start == 0 and seq == 0:
+            self.last_seq = None
+        elif first and start == 0 and seq == 0:
             self.complete = True
+        last = self.last_seq
         if last is not None and seq <= last:
             return
         if last is not None and seq != last + 1:
-            return  # cannot happen with vLLM's buffer; on_replay_done sees the hole
+            return  # a hole inside a replay: on_replay_done sees it and asks again
         self._apply(seq, payload)
 
     def on_replay_done(self, now: float) -> int | None:
@@ -169,10 +182,14 @@ class EndpointStream:
         self._last_heard = now
         if self.replay_start is None:
             return None
-        start, probe, returned = self.replay_start, self._replay_probe, self._replayed
+        start, returned = self.replay_start, self._replayed
         self.replay_start = None
         self.counters.replays += 1
         self._failed_at = None
+        if self._verify and (self._diverged or returned == 0):
+            # It no longer has the batch we applied last: a restarted engine.
+            self.counters.resets += 1
+            return self._resync(now, "engine restarted")
         self.reason = "live"
         if self.last_seq is None and start == 0 and returned == 0:
             self.last_seq, self.complete = -1, True  # it has published nothing yet
@@ -191,18 +208,14 @@ class EndpointStream:
             return None
         # Still a hole: batches we know exist were not in the replay.
         self.counters.gaps += 1
-        self._unproductive = self._unproductive + 1 if returned == 0 else 0
-        if self._unproductive >= 3 or (returned == 0 and start > 0 and not probe):
-            # The publisher cannot give them back (its buffer moved on, or it restarted and
-            # numbers from 0 again): start over from its retained history.
-            self._unproductive = 0
-            self._pending = [
-                (s, p) for s, p in pending if self.last_seq is None or s > self.last_seq
-            ]
-            return self._resync(now, "replay could not fill the gap")
+        self._unproductive = self._unproductive + 1 if returned <= 1 else 0
         last = self.last_seq
         self._pending = [(s, p) for s, p in pending if last is None or s > last]
-        return self._request(0 if last is None else last + 1, now, probe=False)
+        if self._unproductive >= 3:
+            # The publisher cannot give them back: start over from its retained history.
+            self._unproductive = 0
+            return self._resync(now, "replay could not fill the gap")
+        return self._continue_from(last, now, probe=False)
 
     def on_replay_failed(self, now: float, why: str = "replay failed") -> None:
         """The replay in flight timed out or broke."""
@@ -237,7 +250,7 @@ class EndpointStream:
             return self._request(0, now, probe=False)
         if now - self._last_heard >= s.probe_interval_s:
             self.counters.probes += 1
-            return self._request(self.last_seq + 1, now, probe=True)
+            return self._continue_from(self.last_seq, now, probe=True)
         return None
 
     def mode(self) -> tuple[Mode, str]:
@@ -269,10 +282,20 @@ class EndpointStream:
             return None
         return self._request(0, now, probe=False)
 
-    def _request(self, start: int, now: float, *, probe: bool) -> int:
+    def _continue_from(self, last: int | None, now: float, *, probe: bool) -> int:
+        """A replay that resumes after ``last`` (None: the whole history), re-reading ``last``
+        itself to check it is still the same publisher."""
+        if last is None or last < 0:
+            return self._request(0, now, probe=probe)
+        return self._request(last, now, probe=probe, verify=True)
+
+    def _request(self, start: int, now: float, *, probe: bool, verify: bool = False) -> int:
         self.replay_start = start
         self._replay_sent = now
         self._replay_probe = probe
+        self._verify = verify
+        self._expected_digest = self._last_digest
+        self._diverged = False
         self._replayed = 0
         return start
 
@@ -296,3 +319,8 @@ class EndpointStream:
             self.counters.events += len(events)
         self.counters.applied += 1
         self.last_seq = seq
+        self._last_digest = _digest(payload)
+
+
+def _digest(payload: bytes) -> int:
+    return xxhash.xxh3_64_intdigest(payload)
