@@ -33,7 +33,7 @@ class SimulatedEngine:
     @classmethod
     def fresh(cls) -> SimulatedEngine:
         engine = Engine.from_profile(
-            num_gpu_blocks=40, hash_seed=SEED, enable_kv_cache_events=True, max_num_seqs=4
+            num_gpu_blocks=12, hash_seed=SEED, enable_kv_cache_events=True, max_num_seqs=4
         )
         engine.cost = replace(engine.cost, frontend_s=0.0)  # requests reach the queue at once
         return cls(engine)
