@@ -43,9 +43,7 @@ def run_to_idle(engine: Engine, now: float) -> float:
 
 def engine_events(text: str, *, seed: str | None = SEED, block_size: int = 16) -> list:
     """What a sim engine (vLLM) reports after serving `text` once, decoded by Sluice."""
-    engine = Engine.from_profile(
-        hash_seed=seed, enable_kv_cache_events=True, block_size=block_size
-    )
+    engine = Engine.from_profile(hash_seed=seed, enable_kv_cache_events=True, block_size=block_size)
     engine.add_request(SimRequest.from_text("r", text, max_tokens=1), 0.0)
     run_to_idle(engine, 0.0)
     payload = encode_batch(KVEventBatch(0.0, engine.take_kv_events(), 0))
@@ -114,9 +112,6 @@ def test_clearing_and_forgetting_an_endpoint_leave_the_others_alone() -> None:
 
 
 def test_a_slots_journal_stays_bounded_under_churn() -> None:
-    from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.datalayer.kvevents.wire import BlockStored
-
     index = PreciseIndex(BlockKeys(16, hash_seed=SEED))
     for round_ in range(50):
         hashes = list(range(round_ * 100, round_ * 100 + 100))

@@ -43,6 +43,18 @@ def _on_host(endpoint: str, host: str) -> str:
     return endpoint.replace("*", host) if "*" in endpoint else endpoint
 
 
+async def _bind(sock: zmq.asyncio.Socket, address: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            sock.bind(address)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 class ZmqEventPublisher:
     """PUB socket + replay ROUTER for one engine (one data-parallel rank)."""
 
@@ -74,20 +86,22 @@ class ZmqEventPublisher:
         # live, as if the network had lost them.
         self.drop_next = 0
 
-    def start(self) -> None:
+    async def start(self, bind_timeout_s: float = 5.0) -> None:
+        """Open the sockets. A port still held by a just-closed publisher (ZMQ releases it in
+        the background; a restarted pod gets the same port) is retried for a while."""
         pub = self._ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, self.config.hwm)
         pub.setsockopt(zmq.LINGER, 0)
+        self._pub = pub
         if _binds(self.endpoint):
-            pub.bind(_on_host(self.endpoint, self._host))
+            await _bind(pub, _on_host(self.endpoint, self._host), bind_timeout_s)
         else:
             pub.connect(self.endpoint)
-        self._pub = pub
         if self.replay_endpoint is not None:
             router = self._ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
-            router.bind(_on_host(self.replay_endpoint, self._host))
             self._replay = router
+            await _bind(router, _on_host(self.replay_endpoint, self._host), bind_timeout_s)
             self._replay_task = asyncio.get_running_loop().create_task(
                 self._serve_replays(router), name="sim-kv-replay"
             )

@@ -117,6 +117,13 @@ async def serve_engine(spec: EngineSpec) -> ServedEngine:
     await site_runner.setup()
     site = web.TCPSite(site_runner, spec.host, spec.port, reuse_address=True)
     await site.start()
+    if publisher is not None:
+        try:
+            await publisher.start()
+        except BaseException:
+            await publisher.close()
+            await site_runner.cleanup()
+            raise
     runner.start()
     host, port = site_runner.addresses[0][:2]
     return ServedEngine(spec, front, site_runner, host, port)

@@ -61,8 +61,6 @@ class EngineRunner:
         self._clock_offset = time.time() - loop.time()
         # vLLM's LoRA info gauge holds a timestamp; start it at "now", not at the clock's epoch.
         self.engine.lora_info_time = max(self.engine.lora_info_time, loop.time())
-        if self.publisher is not None:
-            self.publisher.start()
         self._task = loop.create_task(self._run(), name=f"sim-engine-{self.engine.model_name}")
         self._task.add_done_callback(_report_crash)
 
