@@ -23,8 +23,9 @@ class SetSink:
         self.held: dict[str, set[int]] = {}
         self.clears = 0
 
-    def apply(self, endpoint: str, events: Sequence[Event]) -> None:
+    def apply(self, endpoint: str, events: Sequence[Event]) -> bool:
         held = self.held.setdefault(endpoint, set())
+        cleared = False
         for event in events:
             if isinstance(event, BlockStored):
                 held.update(event.block_hashes)
@@ -32,6 +33,8 @@ class SetSink:
                 held.difference_update(event.block_hashes)
             elif isinstance(event, AllBlocksCleared):
                 held.clear()
+                cleared = True
+        return cleared
 
     def clear(self, endpoint: str) -> None:
         self.held[endpoint] = set()

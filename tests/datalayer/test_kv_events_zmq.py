@@ -36,11 +36,11 @@ class FlakySink:
         self.index = index
         self.fail_next = False
 
-    def apply(self, endpoint: str, events: Sequence[Event]) -> None:
+    def apply(self, endpoint: str, events: Sequence[Event]) -> bool:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("injected failure while applying events")
-        self.index.apply(endpoint, events)
+        return self.index.apply(endpoint, events)
 
     def clear(self, endpoint: str) -> None:
         self.index.clear(endpoint)

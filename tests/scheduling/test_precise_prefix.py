@@ -11,6 +11,7 @@ from sluice.datalayer.kvevents.wire import (
     BlockRemoved,
     BlockStored,
     decode_batch,
+    raw_token_ids,
 )
 from sluice.requests.model import InferenceRequest
 from sluice.scheduling.framework import CycleState
@@ -116,7 +117,7 @@ def test_a_slots_journal_stays_bounded_under_churn() -> None:
     for round_ in range(50):
         hashes = list(range(round_ * 100, round_ * 100 + 100))
         index._verified.add("a")  # these synthetic hashes have parents: no first block to check
-        index.apply("a", [BlockStored(hashes, 1, [0] * 1600, 16)])
+        index.apply("a", [BlockStored(hashes, 1, raw_token_ids([0] * 1600), 16)])
         index.apply("a", [BlockRemoved(hashes[:90])])
     journal = index._journal[index.slot("a")]  # type: ignore[index]
     assert index.count("a") == 500 and journal is not None and len(journal) < 2 * 500 + 1200

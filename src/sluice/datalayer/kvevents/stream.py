@@ -36,7 +36,6 @@ from typing import Literal, Protocol
 import xxhash
 
 from sluice.datalayer.kvevents.wire import (
-    AllBlocksCleared,
     DecodeError,
     Event,
     decode_batch,
@@ -48,7 +47,8 @@ Mode = Literal["precise", "partial", "fallback"]
 class KVEventSink(Protocol):
     """Where an endpoint's events go (the precise index)."""
 
-    def apply(self, endpoint: str, events: Sequence[Event]) -> None: ...
+    def apply(self, endpoint: str, events: Sequence[Event]) -> bool | None:
+        """Apply one batch; true when it emptied the endpoint (an ``AllBlocksCleared``)."""
 
     def clear(self, endpoint: str) -> None: ...
 
@@ -311,11 +311,8 @@ class EndpointStream:
         else:
             events = batch.events
         if events:
-            # A reset inside the batch makes the history complete from there on.
-            for event in events:
-                if type(event) is AllBlocksCleared:
-                    self.complete = True
-            self._sink.apply(self.name, events)
+            if self._sink.apply(self.name, events):
+                self.complete = True  # an empty cache: the history is complete from there on
             self.counters.events += len(events)
         self.counters.applied += 1
         self.last_seq = seq

@@ -106,13 +106,18 @@ class EndpointSubscriber:
         sub, stream, clock = self._sub, self.stream, self._clock
         if sub is None:
             return
+        now = clock()  # one reading per wake-up: the batches drained here arrived together
+        recv = sub.recv_multipart
         try:
-            while _readable(sub):
-                frames = sub.recv_multipart(zmq.NOBLOCK)
+            while True:
+                try:
+                    frames = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
                 if len(frames) != 3 or len(frames[1]) != 8:
                     stream.counters.malformed += 1
                     continue
-                start = stream.on_live(int.from_bytes(frames[1], "big"), frames[2], clock())
+                start = stream.on_live(int.from_bytes(frames[1], "big"), frames[2], now)
                 if start is not None:
                     self._request_replay(start)
         except Exception as exc:

@@ -28,7 +28,9 @@ class DecodeError(ValueError):
 class BlockStored(msgspec.Struct, array_like=True, tag=True, gc=False):
     block_hashes: list[int]
     parent_block_hash: int | None
-    token_ids: list[int]
+    # Kept encoded until needed (checking a seed, recomputing keys): most batches never need
+    # them, and decoding 16 ids a block is most of a batch's decoding cost.
+    token_ids: msgspec.Raw
     block_size: int
     lora_id: int | None = None
     medium: str | None = None
@@ -37,6 +39,13 @@ class BlockStored(msgspec.Struct, array_like=True, tag=True, gc=False):
     group_idx: int | None = None
     kv_cache_spec_kind: str | None = None
     kv_cache_spec_sliding_window: int | None = None
+
+    def tokens(self) -> list[int]:
+        """The token ids of the stored blocks (decoded on each call)."""
+        return _TOKENS.decode(self.token_ids)
+
+
+_TOKENS = msgspec.msgpack.Decoder(list[int])
 
 
 class BlockRemoved(msgspec.Struct, array_like=True, tag=True, gc=False):
@@ -128,7 +137,13 @@ def _event(raw: Any) -> Event:
         fields["parent_block_hash"] = None if parent is None else external_hash(parent)
         if not isinstance(fields["token_ids"], list) or not isinstance(fields["block_size"], int):
             raise DecodeError("BlockStored needs token_ids (a list) and block_size (an int)")
+        fields["token_ids"] = raw_token_ids(fields["token_ids"])
     return cls(**fields)  # type: ignore[no-any-return]
+
+
+def raw_token_ids(ids: list[int]) -> msgspec.Raw:
+    """Token ids in the encoded form `BlockStored.token_ids` keeps them in."""
+    return msgspec.Raw(msgspec.msgpack.encode(ids))
 
 
 def external_hash(value: object) -> int:
