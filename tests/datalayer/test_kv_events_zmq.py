@@ -21,7 +21,7 @@ from sluice.datalayer.kvevents.streams import KVEventStreams
 from sluice.datalayer.kvevents.wire import Event
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.scheduling.precise_hashing import BlockKeys
-from sluice.scheduling.precise_index import PreciseIndex
+from sluice.scheduling.precise_index import KEY_MASK, PreciseIndex
 from sluice.sim.kv_events import KVEventsConfig
 from sluice.sim.pool import EngineSpec, SimPool, start_pool
 from sluice.sim.profiles import get_profile, with_engine
@@ -62,7 +62,8 @@ class Harness:
         return f"pod-rank-{i}"
 
     def truth(self, i: int) -> set[int]:
-        return self.pool.engines[i].engine.kv.cached_hashes()
+        """The blocks engine i holds, as the index keys them."""
+        return {h & KEY_MASK for h in self.pool.engines[i].engine.kv.cached_hashes()}
 
     def consistent(self, i: int) -> bool:
         return self.streams.mode(self.name(i))[0] == "precise" and self.index.held(

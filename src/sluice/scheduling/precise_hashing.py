@@ -6,7 +6,8 @@
   ``H`` = ``hashAlgorithm`` (vLLM's ``--prefix-caching-hash-algo``: ``sha256`` pickles,
   ``sha256_cbor`` canonical CBOR, ``xxhash``/``xxhash_cbor`` the same with xxh3-128). An engine
   started with ``PYTHONHASHSEED=hashSeed`` and the same algorithm and block size reports
-  exactly these keys, so events are stored as they come: no hashing on ingestion.
+  exactly these keys (kept to their low 60 bits), so events are stored as they come: no hashing
+  on ingestion.
 * ``own`` (no ``hashSeed``, as upstream's default): Sluice's chain ``xxh3_64(token ids + extra
   keys, seed = parent key)`` recomputed from each BlockStored's token ids — any engine seed,
   algorithm, or a block size that is a multiple of ``blockSizeTokens`` works, at the price of
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
+import sys
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -31,8 +34,10 @@ import xxhash
 
 KeySpace = Literal["engine", "own"]
 HASH_ALGORITHMS = ("sha256", "sha256_cbor", "xxhash", "xxhash_cbor")
-_LOW_64 = (1 << 64) - 1
 _OWN_MASK = (1 << 60) - 1  # compact CPython ints (32 bytes, not 36)
+# The index keeps the engine's 64-bit hashes to their low 60 bits for the same reason.
+_ENGINE_KEY = (1 << 60) - 1
+_MEMO_LIMIT = 65_536  # memoized block digests (~15 MB), forgotten all at once when full
 
 
 def _pickled(value: Any) -> bytes:
@@ -49,6 +54,13 @@ _FUNCTIONS: dict[str, Callable[[Any], bytes]] = {
     "xxhash": lambda v: xxhash.xxh3_128_digest(_pickled(v)),
     "xxhash_cbor": lambda v: xxhash.xxh3_128_digest(_cbor(v)),
 }
+
+
+def _packed(token_ids: Sequence[int], count: int) -> bytes:
+    """The first `count` ids as little-endian uint32s."""
+    if isinstance(token_ids, array) and token_ids.typecode == "I" and sys.byteorder == "little":
+        return token_ids[:count].tobytes()
+    return struct.pack(f"<{count}I", *token_ids[:count])
 
 
 def extra_keys(index: int, lora: str | None, cache_salt: str | None) -> tuple[str, ...] | None:
@@ -78,6 +90,7 @@ class BlockKeys:
         self.algorithm = algorithm
         self._fn = _FUNCTIONS[algorithm]
         self._none_hash = self._fn(hash_seed) if hash_seed else b""
+        self._memo: dict[tuple[bytes, bytes, tuple[str, ...] | None], bytes] = {}
 
     # -- a request's keys ----------------------------------------------------------------------
 
@@ -98,17 +111,25 @@ class BlockKeys:
     def _engine_chain(
         self, token_ids: Sequence[int], n: int, lora: str | None, cache_salt: str | None
     ) -> list[int]:
+        """vLLM's chain. A digest is memoized by (parent digest, block's token bytes, extra
+        keys): prompts share prefixes (system prompts, earlier turns), and a dict lookup costs a
+        fraction of pickling and hashing the block again."""
         size, fn, parent = self.block_size, self._fn, self._none_hash
+        memo = self._memo
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
+        packed = _packed(token_ids, n * size)
+        width = size * 4
         keys = []
         for i in range(n):
-            parent = fn(
-                (
-                    parent,
-                    tuple(token_ids[i * size : (i + 1) * size]),
-                    extra_keys(i, lora, cache_salt),
-                )
-            )
-            keys.append(int.from_bytes(parent, "big") & _LOW_64)
+            extra = extra_keys(i, lora, cache_salt)
+            memo_key = (parent, packed[i * width : (i + 1) * width], extra)
+            digest = memo.get(memo_key)
+            if digest is None:
+                digest = fn((parent, tuple(token_ids[i * size : (i + 1) * size]), extra))
+                memo[memo_key] = digest
+            parent = digest
+            keys.append(int.from_bytes(digest, "big") & _ENGINE_KEY)
         return keys
 
     def own_chain(
@@ -126,7 +147,7 @@ class BlockKeys:
         ``cache_salt``)."""
         size = self.block_size
         digest, mask = xxhash.xxh3_64_intdigest, _OWN_MASK
-        tokens = array("I", token_ids[: n * size]).tobytes()
+        tokens = _packed(token_ids, n * size)
         width = size * 4
         key = 0 if parent is None else parent
         keys = []
@@ -149,4 +170,4 @@ class BlockKeys:
         """vLLM's hash of a prompt's first block under this configuration (engine space): an
         engine whose BlockStored disagrees hashes with another seed or algorithm."""
         digest = self._fn((self._none_hash, tuple(token_ids[: self.block_size]), extra))
-        return int.from_bytes(digest, "big") & _LOW_64
+        return int.from_bytes(digest, "big") & _ENGINE_KEY

@@ -4,9 +4,10 @@ Layout (memory is the constraint, as for the approximate index: 64 endpoints x 3
 
 * one dict ``key -> packed bits``, bit ``s`` = "endpoint slot s holds this block"; a value with
   one bit set is a shared object per slot, so the common case costs the key and the dict slot;
+  engine hashes are kept to their low 60 bits (``KEY_MASK``), as the request's keys are;
 * ``engine`` key space (see ``precise_hashing``): the engine's hashes are the keys; per slot an
   append-only journal (``array('Q')``, 8 bytes a store) of keys stored, compacted when it grows
-  past twice what the slot holds, lets a reset clear the slot without scanning the dict;
+  a quarter past what the slot holds, lets a reset clear the slot without scanning the dict;
 * ``own`` key space: per slot a dict from the engine's hash to Sluice's key(s) for that block,
   needed because removals name the engine's hashes; it doubles as the slot's list of keys.
 
@@ -29,6 +30,9 @@ from sluice.datalayer.kvevents.wire import AllBlocksCleared, BlockRemoved, Block
 from sluice.scheduling.precise_hashing import BlockKeys
 
 _COMPACT_SLACK = 1024
+# Engine hashes are kept to 60 bits: CPython stores such an int in 32 bytes instead of 36 (4 MB
+# less a million blocks), and a collision stays as unlikely as in a simulation's lifetime.
+KEY_MASK = (1 << 60) - 1
 
 
 class PreciseIndex:
@@ -100,7 +104,8 @@ class PreciseIndex:
         for event in events:
             kind = type(event)
             if kind is BlockRemoved:
-                for key in event.block_hashes:  # type: ignore[union-attr]
+                for engine_hash in event.block_hashes:  # type: ignore[union-attr]
+                    key = engine_hash & KEY_MASK
                     bits = get(key, 0)
                     if bits & held:
                         rest = bits & ~held
@@ -113,7 +118,8 @@ class PreciseIndex:
                 stored: BlockStored = event  # type: ignore[assignment]
                 if not self._usable_engine_block(endpoint, stored):
                     return cleared
-                for key in stored.block_hashes:
+                for engine_hash in stored.block_hashes:
+                    key = engine_hash & KEY_MASK
                     holders = get(key)
                     if holders is None:
                         owners[key] = held
@@ -130,7 +136,7 @@ class PreciseIndex:
                 assert journal is not None
                 cleared = True
         self._counts[slot] = count
-        if len(journal) > 2 * count + _COMPACT_SLACK:
+        if len(journal) > count + (count >> 2) + _COMPACT_SLACK:
             self._journal[slot] = array("Q", (k for k in journal if get(k, 0) & held))
         return cleared
 
@@ -225,7 +231,7 @@ class PreciseIndex:
             expected = keys.engine_hash_of_first_block(
                 event.tokens(), tuple(extra) if extra is not None else None
             )
-            if expected != event.block_hashes[0]:
+            if expected != event.block_hashes[0] & KEY_MASK:
                 self._unusable(
                     endpoint,
                     "the engine hashes blocks with another seed or algorithm: set "

@@ -13,6 +13,7 @@ without) tokenizes differently, which costs cache hits, never correctness.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 
 import xxhash
@@ -40,8 +41,12 @@ def text_token_ids(text: str) -> array[int]:
     if not text:
         return array("I", [0])
     n = -(-len(text) // CHARS_PER_TOKEN)
-    if text.isascii():
-        return array("I", struct.unpack(f"<{n}I", text.encode().ljust(n * CHARS_PER_TOKEN, b"\0")))
+    if text.isascii():  # the bytes are the ids: no int objects on the way
+        ids = array("I")
+        ids.frombytes(text.encode().ljust(n * CHARS_PER_TOKEN, b"\0"))
+        if sys.byteorder != "little":
+            ids.byteswap()
+        return ids
     ids = array("I")
     for i in range(n):
         chunk = text[i * CHARS_PER_TOKEN : (i + 1) * CHARS_PER_TOKEN]

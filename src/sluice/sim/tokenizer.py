@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from array import array
 from collections.abc import Iterable, Mapping
 
@@ -57,9 +58,12 @@ def token_ids(text: str) -> array[int]:
     if not text:
         return array("I", [0])  # the BOS token an empty prompt still costs
     n = count_tokens(text)
-    if text.isascii():  # one C call for the whole text
-        data = text.encode().ljust(n * CHARS_PER_TOKEN, b"\0")
-        return array("I", struct.unpack(f"<{n}I", data))
+    if text.isascii():  # the bytes are the ids: no int objects on the way
+        ids = array("I")
+        ids.frombytes(text.encode().ljust(n * CHARS_PER_TOKEN, b"\0"))
+        if sys.byteorder != "little":
+            ids.byteswap()
+        return ids
     ids = array("I")
     for i in range(n):
         chunk = text[i * CHARS_PER_TOKEN : (i + 1) * CHARS_PER_TOKEN]
