@@ -45,7 +45,7 @@ from sluice.scheduling.params import Params
 from sluice.scheduling.precise_hashing import HASH_ALGORITHMS, BlockKeys
 from sluice.scheduling.precise_index import PreciseIndex
 from sluice.scheduling.precise_tokens import token_ids
-from sluice.scheduling.prefix_scorer import PrefixCacheScorer
+from sluice.scheduling.prefix_scorer import PREFIX_MATCH, PrefixCacheScorer
 from sluice.scheduling.registry import PluginContext, register
 from sluice.util.durations import parse_duration
 
@@ -55,6 +55,16 @@ _PENDING_MAX = 8192
 
 # (prompt tokens, tokens the approximate index expected cached, tokens the engine holds)
 CompareObserver = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPrediction:
+    """What the scorer expected of a dispatched request's cache hit, in tokens."""
+
+    approximate: int  # the approximate index's guess for the chosen endpoint
+    precise: int  # what the engines' events say it holds (plus speculation)
+    predicted: int  # the one its score used (by the endpoint's source)
+    source: str  # precise | partial | fallback
 
 
 @dataclass(slots=True)
@@ -93,6 +103,8 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
         self.max_precise_blocks = max_blocks
         self.on_compare: CompareObserver | None = None
         self._predictions: dict[str, _Prediction] = {}
+        # request id -> what was expected when it was dispatched (benchmarks, receipts)
+        self.dispatched: dict[str, DispatchPrediction] = {}
         # endpoint -> key -> expiry, and the order they expire in
         self._speculated: dict[str, dict[int, float]] = {}
         self._expiries: deque[tuple[float, str, list[int]]] = deque()
@@ -208,6 +220,11 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
                 continue
             exact = precise.get(state.endpoint.name, 0) * inv
             scores.append(exact if mode == "precise" else max(exact, approx))
+        # Scorers after this one (prefill-cost) read the expected hit: give them ours.
+        cycle.data[PREFIX_MATCH] = (
+            {state.endpoint.name: score for state, score in zip(candidates, scores)},
+            1.0,
+        )
         return scores
 
     def _held_blocks(self, keys: list[int], now: float) -> dict[str, int]:
@@ -267,13 +284,23 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
         if prediction is None:
             return
         mode, _ = self.source_of(target.name)
+        approx_blocks = int(approx_fraction * len(prediction.keys) + 0.5)
+        approximate = self._hit_tokens(prediction, approx_blocks)
+        precise = self._hit_tokens(prediction, prediction.precise.get(target.name, 0))
+        predicted = (
+            precise
+            if mode == "precise"
+            else approximate
+            if mode == "fallback"
+            else max(precise, approximate)
+        )
+        self.dispatched[request.request_id] = DispatchPrediction(
+            approximate, precise, predicted, mode
+        )
+        if len(self.dispatched) > _PENDING_MAX:
+            del self.dispatched[next(iter(self.dispatched))]
         if mode != "fallback" and self.on_compare is not None:
-            approx_blocks = int(approx_fraction * len(prediction.keys) + 0.5)
-            self.on_compare(
-                prediction.prompt_tokens,
-                self._hit_tokens(prediction, approx_blocks),
-                self._hit_tokens(prediction, prediction.precise.get(target.name, 0)),
-            )
+            self.on_compare(prediction.prompt_tokens, approximate, precise)
         if self.speculative and prediction.keys:
             expiry = prediction.now + self.speculative_ttl_s
             entries = self._speculated.setdefault(target.name, {})
