@@ -43,9 +43,13 @@ engines, rate, stored, blocks, pub, replay, seconds, capacity = {args}
 ctx = zmq.Context()
 pubs, routers = [], []
 for i in range(engines):
-    p = ctx.socket(zmq.PUB); p.setsockopt(zmq.SNDHWM, 100000); p.bind(f"tcp://127.0.0.1:{{pub + i}}")
-    r = ctx.socket(zmq.ROUTER); r.bind(f"tcp://127.0.0.1:{{replay + i}}")
-    pubs.append(p); routers.append(r)
+    p = ctx.socket(zmq.PUB)
+    p.setsockopt(zmq.SNDHWM, 100000)
+    p.bind(f"tcp://127.0.0.1:{{pub + i}}")
+    r = ctx.socket(zmq.ROUTER)
+    r.bind(f"tcp://127.0.0.1:{{replay + i}}")
+    pubs.append(p)
+    routers.append(r)
 events_per_batch = stored + stored * blocks
 batches_per_s = rate / events_per_batch
 rng = random.Random(1)
@@ -148,9 +152,7 @@ async def main() -> None:
             args.capacity,
         ),
     )
-    publisher = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
-    )
+    publisher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     registry = EndpointRegistry()
     registry.set_endpoints(
         Endpoint(f"engine-rank-{i}", "127.0.0.1", 8000 + i) for i in range(args.engines)

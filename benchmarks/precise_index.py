@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-from array import array
 import random
 import statistics
 import subprocess
 import sys
 import time
+from array import array
 
 PROMPT_BLOCKS = 256  # a 16 KiB prompt: 4,096 tokens of 4 characters, blocks of 16 tokens
 
@@ -179,9 +179,12 @@ def main() -> None:
         )
         for which in ("approximate", "precise-engine", "precise-own"):
             out = subprocess.run(
-                [sys.executable, __file__, "--index", which]
-                + ["--endpoints", str(args.endpoints), "--blocks", str(args.blocks)]
-                + ["--lookups", str(args.lookups)],
+                [
+                    sys.executable,
+                    __file__,
+                    *("--index", which, "--endpoints", str(args.endpoints)),
+                    *("--blocks", str(args.blocks), "--lookups", str(args.lookups)),
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
