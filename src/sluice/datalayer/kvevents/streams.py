@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.kvevents.stream import EndpointStream, KVEventSink, Mode, StreamSettings
@@ -49,16 +49,7 @@ class KVEventStreams:
         old = self._streams.get(name)
         if old is not None:
             self.sink.clear(name)
-        settings = self.settings
-        if settings.replay != replay:
-            settings = StreamSettings(
-                replay=replay,
-                replay_timeout_s=settings.replay_timeout_s,
-                replay_cooldown_s=settings.replay_cooldown_s,
-                probe_interval_s=settings.probe_interval_s,
-                max_pending=settings.max_pending,
-            )
-        stream = EndpointStream(name, self.sink, settings)
+        stream = EndpointStream(name, self.sink, replace(self.settings, replay=replay))
         self._streams[name] = stream
         return stream
 
