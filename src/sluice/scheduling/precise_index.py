@@ -7,7 +7,7 @@ Layout (memory is the constraint, as for the approximate index: 64 endpoints x 3
   engine hashes are kept to their low 60 bits (``KEY_MASK``), as the request's keys are;
 * ``engine`` key space (see ``precise_hashing``): the engine's hashes are the keys; per slot an
   append-only journal (``array('Q')``, 8 bytes a store) of keys stored, compacted when it grows
-  a quarter past what the slot holds, lets a reset clear the slot without scanning the dict;
+  to twice what the slot holds, lets a reset clear the slot without scanning the dict;
 * ``own`` key space: per slot a dict from the engine's hash to Sluice's key(s) for that block,
   needed because removals name the engine's hashes; it doubles as the slot's list of keys.
 
@@ -107,7 +107,10 @@ class PreciseIndex:
                 for engine_hash in event.block_hashes:  # type: ignore[union-attr]
                     key = engine_hash & KEY_MASK
                     bits = get(key, 0)
-                    if bits & held:
+                    if bits is held:  # the common case: this endpoint alone held it
+                        del owners[key]
+                        count -= 1
+                    elif bits & held:
                         rest = bits & ~held
                         if rest:
                             owners[key] = self._canonical(rest)
@@ -136,7 +139,7 @@ class PreciseIndex:
                 assert journal is not None
                 cleared = True
         self._counts[slot] = count
-        if len(journal) > count + (count >> 2) + _COMPACT_SLACK:
+        if len(journal) > 2 * count + _COMPACT_SLACK:
             self._journal[slot] = array("Q", (k for k in journal if get(k, 0) & held))
         return cleared
 
