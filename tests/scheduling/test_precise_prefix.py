@@ -112,15 +112,21 @@ def test_clearing_and_forgetting_an_endpoint_leave_the_others_alone() -> None:
     assert index.match(keys) == {index.slot("c"): len(keys)}
 
 
-def test_a_slots_journal_stays_bounded_under_churn() -> None:
+def test_clearing_a_large_endpoint_never_stalls_and_is_swept_as_events_arrive() -> None:
     index = PreciseIndex(BlockKeys(16, hash_seed=SEED))
-    for round_ in range(50):
-        hashes = list(range(round_ * 100, round_ * 100 + 100))
-        index._verified.add("a")  # these synthetic hashes have parents: no first block to check
-        index.apply("a", [BlockStored(hashes, 1, raw_token_ids([0] * 1600), 16)])
-        index.apply("a", [BlockRemoved(hashes[:90])])
-    journal = index._journal[index.slot("a")]  # type: ignore[index]
-    assert index.count("a") == 500 and journal is not None and len(journal) < 2 * 500 + 1200
+    index._verified.add("a")  # synthetic hashes with parents: no first block to check
+    big = list(range(1, 20_001))
+    index.apply("a", [BlockStored(big, 1, raw_token_ids([0] * 16 * len(big)), 16)])
+    assert len(index) == 20_000
+    index.clear("a")  # moves "a" to a fresh slot at once; the old bits go a chunk at a time
+    assert index.count("a") == 0 and 0 < index.sweeping < 20_000
+    # Keys not swept yet still carry the old slot's bit, but that slot is nobody's now.
+    stale = index.match(big[-5:])
+    assert stale and all(index.names[slot] is None for slot in stale)
+    index._verified.add("a")
+    while index.sweeping:
+        index.apply("a", [BlockRemoved([999_999])])  # any batch sweeps a little more
+    assert len(index) == 0 and index.held("a") == set()
 
 
 # -- the scorer ---------------------------------------------------------------------------------

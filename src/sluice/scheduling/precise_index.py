@@ -5,9 +5,12 @@ Layout (memory is the constraint, as for the approximate index: 64 endpoints x 3
 * one dict ``key -> packed bits``, bit ``s`` = "endpoint slot s holds this block"; a value with
   one bit set is a shared object per slot, so the common case costs the key and the dict slot;
   engine hashes are kept to their low 60 bits (``KEY_MASK``), as the request's keys are;
-* ``engine`` key space (see ``precise_hashing``): the engine's hashes are the keys; per slot an
-  append-only journal (``array('Q')``, 8 bytes a store) of keys stored, compacted when it grows
-  to twice what the slot holds, lets a reset clear the slot without scanning the dict;
+* ``engine`` key space (see ``precise_hashing``): the engine's hashes are the keys, and nothing
+  else is kept per block. Clearing an endpoint (a reconnect, a restarted engine) must not stall
+  the event loop on a scan of millions of keys: the endpoint moves to a fresh slot at once (the
+  old slot has no name, so matches on it count for nobody) and the old slot's bits are swept
+  out of the dict a few thousand keys at a time as events arrive (``sweep``), after which the
+  slot is free again;
 * ``own`` key space: per slot a dict from the engine's hash to Sluice's key(s) for that block,
   needed because removals name the engine's hashes; it doubles as the slot's list of keys.
 
@@ -22,14 +25,14 @@ endpoint's count is the leading blocks it holds contiguously.
 
 from __future__ import annotations
 
-from array import array
+from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
 from sluice.datalayer.kvevents.wire import AllBlocksCleared, BlockRemoved, BlockStored, Event
 from sluice.scheduling.precise_hashing import BlockKeys
 
-_COMPACT_SLACK = 1024
+_SWEEP_STEP = 4096  # keys of a retired slot swept per batch applied
 # Engine hashes are kept to 60 bits: CPython stores such an int in 32 bytes instead of 36 (4 MB
 # less a million blocks), and a collision stays as unlikely as in a simulation's lifetime.
 KEY_MASK = (1 << 60) - 1
@@ -46,7 +49,9 @@ class PreciseIndex:
         self._held: list[int] = []  # by slot: the shared "holds" bit object
         self._free: list[int] = []
         self._counts: list[int] = []  # by slot: blocks held
-        self._journal: list[array[int] | None] = []  # engine space
+        # Engine space: retired slots still being swept out of the dict, each with a snapshot
+        # of the dict's keys and how far the sweep has got.
+        self._sweeps: deque[tuple[int, list[int], int]] = deque()
         self._translate: list[dict[int, int | tuple[int, ...]] | None] = []  # own space
         # Endpoints whose events cannot be used, and why (a block size or hash seed mismatch).
         self.unusable: dict[str, str] = {}
@@ -75,13 +80,10 @@ class PreciseIndex:
             self._names.append(endpoint)
             self._held.append(1 << slot)
             self._counts.append(0)
-            self._journal.append(None)
             self._translate.append(None)
         self._slots[endpoint] = slot
         self._counts[slot] = 0
-        if self.keys.space == "engine":
-            self._journal[slot] = array("Q")
-        else:
+        if self.keys.space == "own":
             self._translate[slot] = {}
         return slot
 
@@ -98,8 +100,6 @@ class PreciseIndex:
         owners, held = self._owners, self._held[slot]
         get = owners.get
         count = self._counts[slot]
-        journal = self._journal[slot]
-        assert journal is not None
         cleared = False
         for event in events:
             kind = type(event)
@@ -130,17 +130,16 @@ class PreciseIndex:
                         continue
                     else:
                         owners[key] = holders | held
-                    journal.append(key)
                     count += 1
             elif kind is AllBlocksCleared:
                 self._counts[slot] = count
                 self.clear(endpoint)
-                count, journal = 0, self._journal[slot]
-                assert journal is not None
+                slot = self._slot_for(endpoint)
+                held, count = self._held[slot], 0
                 cleared = True
         self._counts[slot] = count
-        if len(journal) > 2 * count + _COMPACT_SLACK:
-            self._journal[slot] = array("Q", (k for k in journal if get(k, 0) & held))
+        if self._sweeps:
+            self.sweep(_SWEEP_STEP)
         return cleared
 
     def _apply_own(self, endpoint: str, slot: int, events: Sequence[Event]) -> bool:
@@ -159,19 +158,19 @@ class PreciseIndex:
         return cleared
 
     def clear(self, endpoint: str) -> None:
-        """Drop everything `endpoint` holds (it keeps its slot)."""
+        """Drop everything `endpoint` holds."""
         slot = self._slots.get(endpoint)
         self._verified.discard(endpoint)
         self.unusable.pop(endpoint, None)
-        if slot is None:
+        if slot is None or (not self._counts[slot] and not self._translate[slot]):
             return
-        for key in self._keys_of(slot):
-            self._drop(key, slot)
-        self._counts[slot] = 0
-        if self.keys.space == "engine":
-            self._journal[slot] = array("Q")
-        else:
+        if self.keys.space == "own":
+            for key in self._keys_of(slot):
+                self._drop(key, slot)
+            self._counts[slot] = 0
             self._translate[slot] = {}
+            return
+        self._retire(endpoint, slot)
 
     def forget(self, endpoint: str) -> None:
         """The endpoint left the pool: clear it and free its slot."""
@@ -179,8 +178,43 @@ class PreciseIndex:
         slot = self._slots.pop(endpoint, None)
         if slot is not None:
             self._names[slot] = None
-            self._journal[slot] = self._translate[slot] = None
+            self._translate[slot] = None
             self._free.append(slot)
+
+    def _retire(self, endpoint: str, slot: int) -> None:
+        """Engine space: give `endpoint` a fresh slot now; sweep the old one's bits later."""
+        del self._slots[endpoint]
+        self._names[slot] = None
+        self._counts[slot] = 0
+        self._sweeps.append((slot, list(self._owners), 0))  # one C-speed copy of the keys
+        self._slot_for(endpoint)
+        self.sweep(_SWEEP_STEP)
+
+    def sweep(self, budget: int) -> None:
+        """Remove retired slots' bits from up to `budget` keys; a swept slot is free again."""
+        owners = self._owners
+        while budget > 0 and self._sweeps:
+            slot, keys, position = self._sweeps.popleft()
+            held = self._held[slot]
+            end = min(len(keys), position + budget)
+            for key in keys[position:end]:
+                bits = owners.get(key, 0)
+                if bits & held:
+                    rest = bits & ~held
+                    if rest:
+                        owners[key] = self._canonical(rest)
+                    else:
+                        del owners[key]
+            budget -= end - position
+            if end < len(keys):
+                self._sweeps.appendleft((slot, keys, end))
+            else:
+                self._free.append(slot)
+
+    @property
+    def sweeping(self) -> int:
+        """Keys still to look at for retired slots."""
+        return sum(len(keys) - position for _, keys, position in self._sweeps)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -310,13 +344,8 @@ class PreciseIndex:
 
     def _keys_of(self, slot: int) -> Iterator[int]:
         held, owners = self._held[slot], self._owners
-        if self.keys.space == "engine":
-            journal = self._journal[slot]
-            seen: set[int] = set()
-            for key in journal or ():
-                if key not in seen and owners.get(key, 0) & held:
-                    seen.add(key)
-                    yield key
+        if self.keys.space == "engine":  # a scan: tests and debugging only
+            yield from [key for key, bits in owners.items() if bits & held]
             return
         for mine in list((self._translate[slot] or {}).values()):
             yield from (mine,) if isinstance(mine, int) else mine
