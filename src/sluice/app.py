@@ -25,6 +25,7 @@ from sluice.config import (
     load_sluice_config,
     load_sluice_config_file,
 )
+from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.registry import EndpointRegistry
@@ -36,6 +37,8 @@ from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.logs import get_logger
 from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
+from sluice.scheduling.precise_metrics import PrecisePrefixMetrics
+from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import POOL_GROUP, PoolKey, PoolState, standalone_pool_manifest
 from sluice.util.exported_names import ExportedNames
@@ -92,6 +95,10 @@ def configured_model_names(state: PoolState) -> set[str]:
     return names
 
 
+def _restarts_of(subscribers: KVEventsSubscribers) -> Callable[[], int]:
+    return lambda: subscribers.restarts
+
+
 class App:
     def __init__(self, options: ServeOptions, *, rng: random.Random | None = None):
         self.options = options
@@ -129,6 +136,7 @@ class App:
             ),
         )
         scheduler_box.append(self.scheduler)
+        self.kv_event_subscribers = self._kv_event_subscribers()
         self.metrics_registry.register(
             PoolMetricsCollector(
                 self.registry,
@@ -176,6 +184,22 @@ class App:
         self._servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+
+    def _kv_event_subscribers(self) -> list[KVEventsSubscribers]:
+        """One subscriber set per precise-prefix-cache-scorer, following the pool (their
+        settings are the plugin's kvEventsConfig), with its metrics."""
+        out: list[KVEventsSubscribers] = []
+        seen: set[int] = set()
+        for profile in self.scheduler.profiles.values():
+            for scorer, _ in profile.scorers:
+                if isinstance(scorer, PrecisePrefixCacheScorer) and id(scorer) not in seen:
+                    seen.add(id(scorer))
+                    subscribers = KVEventsSubscribers(
+                        self.registry, scorer.streams, scorer.subscribers
+                    )
+                    PrecisePrefixMetrics(self.metrics_registry, scorer, _restarts_of(subscribers))
+                    out.append(subscribers)
+        return out
 
     def _standalone_pool(self) -> dict[str, Any] | None:
         """Upstream's standalone mode: endpoints by label, no InferencePool or objectives."""
@@ -245,6 +269,8 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        for subscribers in self.kv_event_subscribers:
+            await subscribers.start()
 
         grpc_host = str(options["grpc-host"])
         health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
@@ -347,6 +373,8 @@ class App:
             with contextlib.suppress(Exception):
                 await server.stop()
         await self.scraper.stop()
+        for subscribers in self.kv_event_subscribers:
+            await subscribers.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -98,7 +98,9 @@ class Pool:
         name = result.endpoint.name
         state = self.core.registry.get(name)
         assert state is not None
-        estimate = self.core.room.prefill.estimate(name, request.prompt_tokens)
+        estimate = self.core.room.prefill.estimate(
+            name, request.prompt_tokens, first_byte_expected=request.first_byte_expected
+        )
         self.estimates[id(request)] = estimate
         self.engines[name].first_token_at[id(request)] = now + self.rng.uniform(0.1, 2.0) * (
             estimate
@@ -119,6 +121,7 @@ class Pool:
         if objective:
             headers["x-gateway-inference-objective"] = objective
         request = self.core.parse(headers, json.dumps(body).encode(), path="/v1/completions")
+        request.response_seen = self.sees_response  # as the gateway's front end would say
         self.streamed[id(request)] = stream
         try:
             ticket = self.core.submit(request, self.clock.now)

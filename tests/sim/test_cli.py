@@ -114,3 +114,29 @@ def test_sluice_sim_serves_and_logs_one_line_per_engine() -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_kv_events_config_is_vllms_json_and_engine_i_is_rank_i(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHONHASHSEED", "42")
+    config = (
+        '{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://*:5557", '
+        '"replay_endpoint": "tcp://*:6557", "topic": "kv"}'
+    )
+    args = build_parser().parse_args(
+        ["--count", "2", "--kv-events-config", config, "--prefix-caching-hash-algo", "sha256_cbor"]
+    )
+    specs = specs_from_args(args)
+    assert [s.rank for s in specs] == [0, 1]
+    assert all(s.kv_events is not None and s.kv_events.publishes for s in specs)
+    assert specs[0].kv_events is not None and specs[0].kv_events.topic == "kv"
+    assert {(s.config.hash_seed, s.config.prefix_caching_hash_algo) for s in specs} == {
+        ("42", "sha256_cbor")
+    }
+
+
+def test_a_bad_kv_events_config_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--kv-events-config", '{"enable_kv_cache_events": 1, "x": 2}'])
+    assert "--kv-events-config" in capsys.readouterr().err

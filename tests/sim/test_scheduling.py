@@ -88,10 +88,3 @@ def test_requests_that_cannot_fit_are_rejected() -> None:
     cluster.submit("e", request("huge", 60, max_tokens=10))
     (event,) = cluster.run()
     assert event.request_id == "huge" and "never fit" in getattr(event, "reason", "")
-
-
-def test_a_prompt_hashed_for_another_block_size_is_rejected() -> None:
-    cluster = VirtualCluster({"e": engine(block_size=32)})
-    cluster.submit("e", SimRequest.from_text("r", "x" * 400, max_tokens=1, block_size=16))
-    (event,) = cluster.run()
-    assert "blocks of 16" in getattr(event, "reason", "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.sim.tokenizer import block_hashes, count_tokens, filler, render_chat
+from sluice.sim.tokenizer import count_tokens, filler, render_chat, token_ids
 
 
 def test_four_characters_make_a_token() -> None:
@@ -19,15 +19,19 @@ def test_chat_is_rendered_with_roles_and_a_small_template() -> None:
     assert count_tokens(rendered) - count_tokens("be briefhi") <= 12
 
 
-def test_block_hashes_chain_over_the_prefix() -> None:
-    a = block_hashes("x" * 64 + "y" * 64, 16)
-    b = block_hashes("x" * 64 + "z" * 64, 16)
-    c = block_hashes("w" * 64 + "y" * 64, 16)
-    assert a[0] == b[0] and a[1] != b[1]
-    assert a[1] != c[1]  # same block text, different prefix
-    assert block_hashes("x" * 100, 16) == block_hashes(
-        "x" * 64, 16
-    )  # partial blocks are not hashed
+def test_an_ascii_token_id_is_its_four_bytes_little_endian() -> None:
+    assert list(token_ids("abcdefg")) == [
+        int.from_bytes(b"abcd", "little"),
+        int.from_bytes(b"efg\0", "little"),
+    ]
+    assert list(token_ids("")) == [0]  # an empty prompt still costs its BOS token
+
+
+def test_a_non_ascii_token_gets_an_id_no_ascii_token_can_have() -> None:
+    ids = token_ids("caf\u00e9 au lait")
+    assert len(ids) == count_tokens("caf\u00e9 au lait")
+    assert ids[0] & 0x80000000 and not ids[1] & 0x80808080
+    assert token_ids("caf\u00e9") == token_ids("caf\u00e9")
 
 
 def test_filler_is_deterministic_and_retokenizes_to_its_length() -> None:

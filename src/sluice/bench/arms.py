@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from sluice.bench.workloads import MODEL
 from sluice.config import load_sluice_config
 from sluice.datalayer.registry import EndpointState
 from sluice.flowcontrol.config import LEGACY, FlowControlConfig
@@ -124,6 +125,32 @@ def sluice_arm(
     )
 
 
+# Sluice's default profile with the engines' KV events instead of the approximate index: the
+# engines publish (vLLM's --kv-events-config) and hash with PYTHONHASHSEED=0, as the config says.
+PRECISE_HASH_SEED = "0"
+PRECISE_CONFIG_YAML = DEFAULT_CONFIG_YAML.replace(
+    "- type: prefix-cache-scorer\n",
+    "- type: precise-prefix-cache-scorer\n"
+    "  name: prefix-cache-scorer\n"
+    "  parameters:\n"
+    f"    tokenProcessorConfig: {{blockSizeTokens: 16, hashSeed: '{PRECISE_HASH_SEED}'}}\n"
+    f"    indexerConfig: {{tokenizersPoolConfig: {{modelName: {MODEL}}}}}\n"
+    "    speculativeIndexing: true\n",
+)
+
+
+def precise_arm() -> Arm:
+    arm = sluice_arm(
+        "sluice-precise",
+        "Sluice's default config with precise-prefix-cache-scorer (engines' KV events)",
+        PRECISE_CONFIG_YAML,
+    )
+    return replace(
+        arm,
+        engine_overrides={"enable_kv_cache_events": True, "hash_seed": PRECISE_HASH_SEED},
+    )
+
+
 def standard_arms() -> dict[str, Arm]:
     """The five arms every scenario runs, by name."""
     arms = [
@@ -140,6 +167,7 @@ def standard_arms() -> dict[str, Arm]:
             UPSTREAM_DEFAULT_CONFIG_YAML,
         ),
         sluice_arm("sluice-default", "Sluice's default config: flow control on"),
+        precise_arm(),  # not in STANDARD_ARM_NAMES: the KV-event scenarios name it
     ]
     return {arm.name: arm for arm in arms}
 

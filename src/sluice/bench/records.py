@@ -24,6 +24,10 @@ class RequestRecord:
     completed_at: float | None = None
     output_tokens: int = 0
     cached_tokens: int = 0
+    # With precise-prefix-cache-scorer: the cached tokens it predicted for the chosen endpoint,
+    # and what its approximate half guessed (compare with `cached_tokens`, the engine's word).
+    predicted_cached_tokens: int | None = None
+    approx_cached_tokens: int | None = None
 
     @property
     def ttft(self) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 from sluice.bench.arms import Arm
+from sluice.bench.kv_feed import VirtualKVEvents, precise_scorers
 from sluice.bench.records import RequestRecord, RunResult, Sample
 from sluice.bench.workloads import Arrival, Workload
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
@@ -142,6 +143,14 @@ class VirtualRun:
         )
         self.wake = float("inf")  # when the core asked to be pumped next, as the shell's timer
         self.core.set_state(pool_state(self.engine_ids, workload.objectives), 0.0)
+        # Precise prefix routing: the engines' KV events reach the scorers in virtual time.
+        scorers = precise_scorers(self.core.scheduler)
+        self.kv_events = VirtualKVEvents(self.cluster, scorers) if scorers else None
+        self.precise = scorers[0] if scorers else None
+        for at, index in workload.restarts:
+            self.cluster.restart(self.engine_ids[index % len(self.engine_ids)], at=at)
+        self.bypass_rng = random.Random(seed ^ 0xB1)
+        self.bypassed: set[str] = set()
         self.records: dict[str, RequestRecord] = {}
         self.placed: dict[str, DispatchedRequest] = {}
         self.arrival_of: dict[int, Arrival] = {}  # by ticket seq
@@ -157,6 +166,9 @@ class VirtualRun:
     # -- the gateway's side -------------------------------------------------------------------
 
     def _arrive(self, arrival: Arrival) -> None:
+        if arrival.bypass:
+            self._bypass(arrival)
+            return
         headers = arrival.headers()
         headers[HEADER_REQUEST_ID] = arrival.request_id
         request = self.core.parse(headers, arrival.body(), path=arrival.path)
@@ -188,6 +200,26 @@ class VirtualRun:
         if self.workload.concurrency is not None and self.unsent:
             self.due.append(replace(self.unsent.popleft(), at=self.clock.now))
 
+    def _bypass(self, arrival: Arrival) -> None:
+        """Straight to a random engine: the router neither queues nor sees it."""
+        engine_id = self.bypass_rng.choice(self.engine_ids)
+        text = arrival.engine_text()
+        record = RequestRecord(
+            arrival.request_id,
+            arrival.tenant,
+            0,
+            self.clock.now,
+            prompt_tokens=len(text) // 4,
+            max_tokens=arrival.max_tokens,
+        )
+        record.dispatched_at, record.engine = self.clock.now, engine_id
+        self.records[arrival.request_id] = record
+        self.bypassed.add(arrival.request_id)
+        sim_request = SimRequest.from_text(
+            arrival.request_id, text, max_tokens=arrival.max_tokens, lora=arrival.lora
+        )
+        self.cluster.submit(engine_id, sim_request, at=self.clock.now)
+
     def _released(self, ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
         arrival = self.arrival_of.pop(ticket.seq, None)
         self.core.forget(ticket)
@@ -203,6 +235,11 @@ class VirtualRun:
         engine_id = result.endpoint.name
         record.dispatched_at = self.clock.now
         record.engine = engine_id
+        if self.precise is not None:
+            prediction = self.precise.dispatched.pop(arrival.request_id, None)
+            if prediction is not None:
+                record.approx_cached_tokens = prediction.approximate
+                record.predicted_cached_tokens = prediction.predicted
         self.placed[arrival.request_id] = result
         self.streamed[arrival.request_id] = arrival.stream
         sim_request = SimRequest.from_text(
@@ -243,6 +280,9 @@ class VirtualRun:
                 cost.output_weight * record.output_tokens
                 - cost.input_weight * record.cached_tokens,
             )
+            if event.request_id in self.bypassed:  # Sluice never saw it
+                self.bypassed.discard(event.request_id)
+                return
             placed = self.placed.pop(event.request_id)
             self.streamed.pop(event.request_id, None)
             if self.gateway.sees_response:
@@ -258,6 +298,9 @@ class VirtualRun:
             self._ended()
         elif isinstance(event, Rejected):
             self.records[event.request_id].outcome = "error"
+            if event.request_id in self.bypassed:
+                self.bypassed.discard(event.request_id)
+                return
             self.streamed.pop(event.request_id, None)
             self.placed.pop(event.request_id).finish(Outcome.UPSTREAM_ERROR, event.time)
             self._ended()
@@ -344,6 +387,8 @@ class VirtualRun:
             for event in self.cluster.run_until(t):
                 self.clock.now = event.time
                 self._engine_event(event)
+            if self.kv_events is not None:
+                self.kv_events.deliver(t)
             self.clock.now = t
             if t >= next_scrape:
                 self._scrape(t)

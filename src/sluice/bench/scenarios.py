@@ -61,6 +61,39 @@ def _shared_prefix(seed: int, load: float, quick: bool) -> w.Workload:
     )
 
 
+# KV-event scenarios: where the engines' truth and Sluice's guess part ways. The pool is the
+# shared-prefix one (4 engines x 4,000 blocks = 256k tokens of KV cache).
+KV_EVENT_ARMS = ("sluice-default", "sluice-precise")
+_KV_SETUP = EngineSetup(overrides={"num_gpu_blocks": 4000})
+
+
+def _prefix_eviction(seed: int, load: float, quick: bool) -> w.Workload:
+    """96 groups x 3,000-token prefixes: a 288k-token working set, more than the pool holds."""
+    workload = w.shared_prefix(
+        seed=seed,
+        qps=load,
+        duration_s=_dur(quick, 90, 40),
+        groups=96,
+        system_tokens=3000,
+        question_tokens=200,
+        output_tokens=100,
+    )
+    return replace(workload, name="prefix-eviction")
+
+
+def _prefix_bypass(seed: int, load: float, quick: bool) -> w.Workload:
+    """shared-prefix, with 30% of the requests sent to random engines behind Sluice's back."""
+    return w.bypassing(_shared_prefix(seed, load, quick), share=0.3, seed=seed)
+
+
+def _prefix_restarts(seed: int, load: float, quick: bool) -> w.Workload:
+    """shared-prefix, with each of the 4 engines restarted once, staggered, mid-run."""
+    duration = _dur(quick, 90, 40)
+    return w.restarting(
+        _shared_prefix(seed, load, quick), engines=4, first_s=0.3 * duration, every_s=0.1 * duration
+    )
+
+
 def _hot_prefix(seed: int, load: float, quick: bool) -> w.Workload:
     return w.hot_prefix(
         seed=seed, qps=load, duration_s=_dur(quick, 60, 20), system_tokens=4000, output_tokens=100
@@ -300,6 +333,43 @@ SCENARIOS: dict[str, Scenario] = {
             quick_loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32),
             setup=EngineSetup(overrides={"num_gpu_blocks": 4000}),
             warmup_frac=0.25,  # every arm starts cold; goodput is about the steady state
+        ),
+        Scenario(
+            "prefix-eviction",
+            "96 groups x (3,000-token system prompt + 200-token question), 100 out: a "
+            "working set of 288k tokens, more than the pool's 256k-token KV cache; approximate "
+            "vs precise (KV events) prefix routing; QPS sweep for goodput",
+            SWEEP,
+            _prefix_eviction,
+            loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28),
+            quick_loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24),
+            setup=_KV_SETUP,
+            arms=KV_EVENT_ARMS,
+            warmup_frac=0.25,
+        ),
+        Scenario(
+            "prefix-bypass",
+            "shared-prefix with 30% of the requests reaching random engines without Sluice "
+            "(another gateway, direct clients); approximate vs precise; QPS sweep",
+            SWEEP,
+            _prefix_bypass,
+            loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32),
+            quick_loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28),
+            setup=_KV_SETUP,
+            arms=KV_EVENT_ARMS,
+            warmup_frac=0.25,
+        ),
+        Scenario(
+            "prefix-restarts",
+            "shared-prefix with every engine restarted once mid-run (staggered; its requests "
+            "fail, its cache is empty after); approximate vs precise; QPS sweep",
+            SWEEP,
+            _prefix_restarts,
+            loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32),
+            quick_loads=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28),
+            setup=_KV_SETUP,
+            arms=KV_EVENT_ARMS,
+            warmup_frac=0.25,
         ),
         Scenario(
             "hot-prefix",

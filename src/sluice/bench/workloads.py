@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 import xxhash
@@ -35,6 +35,8 @@ class Arrival:
     max_tokens: int = 64
     model: str = MODEL  # a LoRA adapter name when the request targets one
     stream: bool = True  # False: the whole response comes back at once, at its end
+    # Sent straight to an engine, not through the router (other gateways, direct clients).
+    bypass: bool = False
 
     @property
     def path(self) -> str:
@@ -84,6 +86,8 @@ class Workload:
     # A closed loop: this many clients, each sending its next request (in `arrivals` order,
     # whose `at` is then ignored) as soon as its previous one ended. None: open loop.
     concurrency: int | None = None
+    # (virtual time, engine index): that engine's process restarts then (an empty cache)
+    restarts: tuple[tuple[float, int], ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -164,6 +168,23 @@ def shared_prefix(
         prompt = system[g] + text(f"q-{seed}-{i}", question_tokens)
         arrivals.append(Arrival(t, f"sp-{i}", f"group-{g}", None, prompt, max_tokens=output_tokens))
     return Workload("shared-prefix", tuple(arrivals))
+
+
+def bypassing(workload: Workload, *, share: float, seed: int) -> Workload:
+    """The same traffic with `share` of the requests sent to a random engine directly, as a
+    second gateway or a direct client would (tenant "bypass"); the router never sees them."""
+    rng = random.Random(seed ^ 0xB1)
+    arrivals = tuple(
+        replace(a, tenant="bypass", bypass=True) if rng.random() < share else a
+        for a in workload.arrivals
+    )
+    return replace(workload, name=f"{workload.name}-bypass", arrivals=arrivals)
+
+
+def restarting(workload: Workload, *, engines: int, first_s: float, every_s: float) -> Workload:
+    """The same traffic with engine i's process restarted at `first_s + i * every_s`."""
+    restarts = tuple((first_s + i * every_s, i) for i in range(engines))
+    return replace(workload, name=f"{workload.name}-restarts", restarts=restarts)
 
 
 def hot_prefix(

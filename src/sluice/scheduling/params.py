@@ -68,6 +68,17 @@ class Params:
             raise self.error(key, f"expected a string, got {value!r}")
         return value
 
+    def section(self, key: str) -> Params:
+        """A nested mapping's parameters (empty when absent), read and finished like these; its
+        errors name ``where.key.field`` and the line of ``key``."""
+        value = self._get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a mapping, got {value!r}")
+        location = self._lines.get(key, self._location)
+        return Params(value, where=f"{self._where}.{key}", location=location)
+
     def raw(self) -> dict[str, Any]:
         """All values, unchecked (for pass-through plugins)."""
         self._read.update(self._values)

@@ -56,6 +56,7 @@ def _load_builtins() -> None:
         affinity,
         filters,
         pickers,
+        precise_scorer,
         prefill_cost,
         prefix_scorer,
         profile_handlers,

@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import replace
 
+from sluice.sim.block_hash import HASH_ALGORITHMS
 from sluice.sim.faults import FaultMode
+from sluice.sim.kv_events import KVEventsConfig
 from sluice.sim.pool import EngineSpec, expand_hosts, start_pool
 from sluice.sim.profiles import DEFAULT_PROFILE, PROFILES, get_profile, with_engine
 
@@ -48,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-prefix-caching", action="store_true", help="disable automatic prefix caching"
     )
     p.add_argument(
+        "--prefix-caching-hash-algo",
+        choices=HASH_ALGORITHMS,
+        help="block hash (vLLM's; default sha256); the seed is PYTHONHASHSEED, random if unset",
+    )
+    p.add_argument(
+        "--kv-events-config",
+        type=_kv_events_config,
+        help="vLLM's KV-events JSON, e.g. "
+        '\'{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5557",'
+        '"replay_endpoint":"tcp://*:5558"}\'; engine i uses the ports plus i',
+    )
+    p.add_argument(
         "--lora-modules", nargs="*", default=[], metavar="NAME=PATH", help="LoRA adapters served"
     )
     p.add_argument("--max-loras", type=int, help="adapters resident at once (default 1)")
@@ -74,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kv_events_config(text: str) -> KVEventsConfig:
+    try:
+        return KVEventsConfig.from_json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_lora_modules(items: list[str]) -> dict[str, str]:
     loras = {}
     for item in items:
@@ -97,7 +119,10 @@ def specs_from_args(args: argparse.Namespace) -> list[EngineSpec]:
         scheduling_policy=args.scheduling_policy,
         max_loras=args.max_loras,
         enable_prefix_caching=False if args.no_prefix_caching else None,
+        prefix_caching_hash_algo=args.prefix_caching_hash_algo,
     )
+    # vLLM seeds block hashes from PYTHONHASHSEED (random bytes when unset).
+    config = replace(config, hash_seed=os.environ.get("PYTHONHASHSEED"))
     cost = profile.cost
     if args.lora_load_delay is not None:
         cost = replace(cost, lora_load_s=args.lora_load_delay)
@@ -114,6 +139,8 @@ def specs_from_args(args: argparse.Namespace) -> list[EngineSpec]:
             mean_output_tokens=args.mean_output_tokens,
             fault=FaultMode(args.fault),
             fault_rate=args.fault_rate,
+            kv_events=args.kv_events_config,
+            rank=i,
         )
         for i in range(args.count)
     ]

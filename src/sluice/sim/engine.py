@@ -18,7 +18,9 @@ import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from sluice.sim.block_hash import BlockHasher
 from sluice.sim.histogram import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, Histogram
+from sluice.sim.kv_events import Event
 from sluice.sim.kvcache import BlockPool
 from sluice.sim.lora import AdapterSlots
 from sluice.sim.metrics import EngineMetrics
@@ -36,7 +38,14 @@ class Engine:
         self.cost = cost
         self.model_name = model_name
         self.kv = BlockPool(
-            config.num_gpu_blocks, enable_prefix_caching=config.enable_prefix_caching
+            config.num_gpu_blocks,
+            enable_prefix_caching=config.enable_prefix_caching,
+            enable_kv_cache_events=config.enable_kv_cache_events,
+            block_size=config.block_size,
+        )
+        # vLLM's engine core hashes each request's blocks with its own seed (PYTHONHASHSEED).
+        self.hasher = BlockHasher(
+            config.block_size, config.prefix_caching_hash_algo, config.hash_seed
         )
         self.loras = AdapterSlots(config.max_loras)
         self.running: list[Sequence] = []
@@ -79,15 +88,20 @@ class Engine:
             raise ValueError(f"{total} tokens exceed max_model_len {self.config.max_model_len}")
         if math.ceil(total / self.config.block_size) > self.config.num_gpu_blocks:
             raise ValueError(f"{total} tokens can never fit in the KV cache")
-        if request.block_hashes and request.block_size != self.config.block_size:
-            raise ValueError(
-                f"prompt hashed in blocks of {request.block_size}, not {self.config.block_size}"
-            )
         if request.lora is not None and self.config.max_loras == 0:
             raise ValueError("LoRA adapters are disabled (max_loras = 0)")
         self._seq_no += 1
+        hashes = (
+            self.hasher.hashes(request.token_ids, lora=request.lora, cache_salt=request.cache_salt)
+            if self.config.enable_prefix_caching
+            else ()
+        )
         seq = Sequence(
-            request, submitted_at=now, arrival_time=now + self.cost.frontend_s, seq_no=self._seq_no
+            request,
+            submitted_at=now,
+            arrival_time=now + self.cost.frontend_s,
+            seq_no=self._seq_no,
+            block_hashes=hashes,
         )
         self._by_id[request.request_id] = seq
         if self.cost.frontend_s > 0:
@@ -202,9 +216,7 @@ class Engine:
                 skipped.append(seq)  # vLLM skips it and keeps its place for the next step
                 continue
             # The last token is always recomputed: its logits are needed to sample.
-            hits = self.kv.longest_prefix(
-                seq.request.block_hashes, (seq.num_tokens - 1) // block_size
-            )
+            hits = self.kv.longest_prefix(seq.block_hashes, (seq.num_tokens - 1) // block_size)
             computed = len(hits) * block_size
             n = min(seq.num_tokens - computed, budget)
             need = self._blocks_for(computed + n) - len(hits)
@@ -403,10 +415,26 @@ class Engine:
 
     def _publish(self, seq: Sequence, block_size: int) -> None:
         """Put the prompt blocks this step completed into the prefix-cache index."""
-        hashes = seq.request.block_hashes
+        hashes = seq.block_hashes
         full = min(min(seq.num_computed, seq.request.prompt_tokens) // block_size, len(hashes))
+        if not self.kv.enable_kv_cache_events:
+            while seq.num_published < full:
+                self.kv.cache(seq.blocks[seq.num_published], hashes[seq.num_published])
+                seq.num_published += 1
+            return
+        request = seq.request
         while seq.num_published < full:
-            self.kv.cache(seq.blocks[seq.num_published], hashes[seq.num_published])
+            i = seq.num_published
+            self.kv.cache(
+                seq.blocks[i],
+                hashes[i],
+                parent=hashes[i - 1] if i else None,
+                token_ids=request.token_ids[i * block_size : (i + 1) * block_size],
+                lora=request.lora,
+                extra_keys=self.hasher.extra_keys(
+                    i, lora=request.lora, cache_salt=request.cache_salt
+                ),
+            )
             seq.num_published += 1
 
     def _enqueue(self, seq: Sequence) -> None:
@@ -444,6 +472,16 @@ class Engine:
         seq.status, seq.finish_reason, seq.finish_time = Status.FINISHED, reason, now
         self.e2e.observe(now - seq.submitted_at)
         self._by_id.pop(seq.request_id, None)
+
+    # ---- KV-cache events ------------------------------------------------------------------
+
+    def take_kv_events(self) -> list[Event]:
+        """The KV-cache events since the last call (empty unless enable_kv_cache_events)."""
+        return self.kv.take_events()
+
+    def reset_prefix_cache(self) -> bool:
+        """vLLM's /reset_prefix_cache: forget every cached block, if none is in use."""
+        return self.kv.reset_prefix_cache()
 
     # ---- observation ----------------------------------------------------------------------
 

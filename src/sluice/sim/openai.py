@@ -120,6 +120,15 @@ def _prompt_text(kind: Kind, body: Mapping[str, Any]) -> str:
     return prompt
 
 
+def _token_ids(prompt: object) -> list[int] | None:
+    """A token-id prompt's ids (vLLM takes them as given), else None."""
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        if any(t < 0 or t >= 1 << 32 for t in prompt):
+            raise OpenAIError(400, "token ids must be in [0, 2^32)", param="prompt")
+        return prompt
+    return None
+
+
 def parse_request(
     kind: Kind, body: object, *, request_id: str, models: ServedModels, options: Options
 ) -> ParsedRequest:
@@ -129,7 +138,9 @@ def parse_request(
     if _int_field(body, "n", 1) != 1:
         raise OpenAIError(400, "only n=1 is simulated", param="n")
     text = _prompt_text(kind, body)
-    prompt_tokens = count_tokens(text)
+    prompt = body.get("prompt")
+    ids = _token_ids(prompt) if kind == "completion" else None
+    prompt_tokens = len(ids) if ids else count_tokens(text)
     if prompt_tokens >= options.max_model_len:
         message = (
             f"This model's maximum context length is {options.max_model_len} tokens. "
@@ -154,7 +165,6 @@ def parse_request(
         request_id,
         text,
         max_tokens=max_tokens,
-        block_size=options.block_size,
         ignore_eos=bool(body.get("ignore_eos", False)),
         min_tokens=_int_field(body, "min_tokens", 0) or 0,
         seed=options.seed,
@@ -162,6 +172,7 @@ def parse_request(
         priority=_int_field(body, "priority", 0) or 0,
         lora=lora,
         cache_salt=cache_salt if isinstance(cache_salt, str) else None,
+        ids=ids,
     )
     model = body.get("model")
     return ParsedRequest(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
 from sluice.sim.engine import Engine
 from sluice.sim.faults import FaultMode, Faults
+from sluice.sim.kv_events import KVEventsConfig, offset_endpoint_port
+from sluice.sim.kv_publisher import ZmqEventPublisher
 from sluice.sim.openai import Options, ServedModels
 from sluice.sim.profiles import CostProfile, EngineConfig
 from sluice.sim.runner import EngineRunner
@@ -29,6 +31,10 @@ class EngineSpec:
     mean_output_tokens: float = 128.0
     fault: FaultMode = FaultMode.NONE
     fault_rate: float = 1.0
+    # vLLM's --kv-events-config; this engine is data-parallel rank `rank` of it (its ports are
+    # the configured ones plus `rank`, vLLM's offset_endpoint_port).
+    kv_events: KVEventsConfig | None = None
+    rank: int = 0
 
 
 @dataclass
@@ -47,6 +53,10 @@ class ServedEngine:
     def engine(self) -> Engine:
         return self.front.runner.engine
 
+    @property
+    def publisher(self) -> ZmqEventPublisher | None:
+        return self.front.runner.publisher
+
 
 @dataclass
 class SimPool:
@@ -58,13 +68,40 @@ class SimPool:
 
     async def close(self) -> None:
         for served in self.engines:
-            await served.site_runner.cleanup()
-            await served.front.runner.stop()
+            await _stop(served)
+
+    async def restart(self, index: int) -> ServedEngine:
+        """Stop engine `index` and start a fresh one on the same ports: an empty cache, and
+        KV-event sequence numbers from 0 again (what a restarted vLLM pod looks like)."""
+        old = self.engines[index]
+        await _stop(old)
+        served = await serve_engine(replace(old.spec, port=old.port))
+        self.engines[index] = served
+        return served
+
+
+async def _stop(served: ServedEngine) -> None:
+    await served.site_runner.cleanup()
+    await served.front.runner.stop()
 
 
 async def serve_engine(spec: EngineSpec) -> ServedEngine:
-    engine = Engine(spec.config, spec.cost, model_name=spec.model)
-    runner = EngineRunner(engine)
+    config = spec.config
+    publisher = None
+    kv = spec.kv_events
+    if kv is not None and kv.publishes:
+        config = replace(config, enable_kv_cache_events=True)
+        endpoint = offset_endpoint_port(kv.endpoint, spec.rank)
+        assert endpoint is not None
+        publisher = ZmqEventPublisher(
+            kv,
+            endpoint=endpoint,
+            replay_endpoint=offset_endpoint_port(kv.replay_endpoint, spec.rank),
+            host=spec.host,
+            data_parallel_rank=0,  # each sim engine is its own engine core
+        )
+    engine = Engine(config, spec.cost, model_name=spec.model)
+    runner = EngineRunner(engine, publisher)
     front = EngineFront(
         runner=runner,
         models=ServedModels(spec.model, dict(spec.loras)),
@@ -80,6 +117,13 @@ async def serve_engine(spec: EngineSpec) -> ServedEngine:
     await site_runner.setup()
     site = web.TCPSite(site_runner, spec.host, spec.port, reuse_address=True)
     await site.start()
+    if publisher is not None:
+        try:
+            await publisher.start()
+        except BaseException:
+            await publisher.close()
+            await site_runner.cleanup()
+            raise
     runner.start()
     host, port = site_runner.addresses[0][:2]
     return ServedEngine(spec, front, site_runner, host, port)

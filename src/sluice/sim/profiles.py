@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from sluice.sim.block_hash import HASH_ALGORITHMS
+
 
 @dataclass(frozen=True, slots=True)
 class CostProfile:
@@ -37,6 +39,11 @@ class EngineConfig:
     scheduling_policy: str = "fcfs"  # or "priority": lower value is served sooner, as vLLM
     max_loras: int = 1
     enable_prefix_caching: bool = True
+    prefix_caching_hash_algo: str = "sha256"  # vLLM's --prefix-caching-hash-algo default
+    # vLLM seeds its first block's parent hash from PYTHONHASHSEED and uses random bytes when it
+    # is unset: None reproduces that (each engine then hashes differently).
+    hash_seed: str | None = None
+    enable_kv_cache_events: bool = False  # vLLM's KVEventsConfig.enable_kv_cache_events
 
     def __post_init__(self) -> None:
         if self.scheduling_policy not in ("fcfs", "priority"):
@@ -48,6 +55,11 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_loras < 0:
             raise ValueError("max_loras must be >= 0")
+        if self.prefix_caching_hash_algo not in HASH_ALGORITHMS:
+            raise ValueError(
+                f"prefix_caching_hash_algo must be one of {', '.join(HASH_ALGORITHMS)}, "
+                f"not {self.prefix_caching_hash_algo!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

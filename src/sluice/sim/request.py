@@ -1,12 +1,15 @@
 """What the engine is asked to do, already tokenized: the unit both the HTTP front and the
-virtual-time runner submit."""
+virtual-time runner submit. Prefix-cache hashes are the engine's business (its hash seed), so a
+request carries token ids and the keys that salt them, not hashes."""
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice.sim.tokenizer import block_hashes, count_tokens, natural_length, render_chat
+from sluice.sim.tokenizer import natural_length, render_chat, token_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,12 +21,15 @@ class SimRequest:
     stop_after: int | None = None
     priority: int = 0
     lora: str | None = None
-    block_hashes: tuple[int, ...] = field(default=(), repr=False)
-    block_size: int = 16  # the block size the hashes were computed with (must match the engine)
+    # The prompt's token ids (empty: a request that never hits or fills the prefix cache).
+    token_ids: Sequence[int] = field(default=(), repr=False)
+    cache_salt: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1 or self.max_tokens < 1:
             raise ValueError("prompt_tokens and max_tokens must be >= 1")
+        if self.token_ids and len(self.token_ids) != self.prompt_tokens:
+            raise ValueError("token_ids must hold prompt_tokens ids")
 
     @property
     def output_tokens(self) -> int:
@@ -45,7 +51,6 @@ class SimRequest:
         text: str,
         *,
         max_tokens: int,
-        block_size: int = 16,
         ignore_eos: bool = True,
         min_tokens: int = 0,
         seed: int = 0,
@@ -53,20 +58,24 @@ class SimRequest:
         priority: int = 0,
         lora: str | None = None,
         cache_salt: str | None = None,
+        ids: Sequence[int] | None = None,
     ) -> SimRequest:
-        """Tokenize ``text`` (a completion prompt or a rendered chat) into a request."""
+        """Tokenize ``text`` (a completion prompt or a rendered chat) into a request; ``ids``
+        are the prompt's token ids when the client sent ids (``text`` then only seeds the
+        natural output length)."""
         stop_after = None
         if not ignore_eos:
             stop_after = max(min_tokens, natural_length(text, seed=seed, mean=mean_output_tokens))
+        ids = token_ids(text) if not ids else array("I", ids)
         return cls(
             request_id=request_id,
-            prompt_tokens=count_tokens(text),
+            prompt_tokens=len(ids),
             max_tokens=max_tokens,
             stop_after=stop_after,
             priority=priority,
             lora=lora,
-            block_hashes=block_hashes(text, block_size, lora=lora, cache_salt=cache_salt),
-            block_size=block_size,
+            token_ids=ids,
+            cache_salt=cache_salt,
         )
 
     @classmethod

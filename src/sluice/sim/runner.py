@@ -8,6 +8,7 @@ import logging
 import time
 
 from sluice.sim.engine import Engine
+from sluice.sim.kv_publisher import ZmqEventPublisher
 from sluice.sim.metrics import render
 from sluice.sim.request import SimRequest
 from sluice.sim.sequence import Sequence
@@ -46,8 +47,9 @@ class TokenStream:
 
 
 class EngineRunner:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, publisher: ZmqEventPublisher | None = None) -> None:
         self.engine = engine
+        self.publisher = publisher
         self._streams: dict[str, TokenStream] = {}
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -70,6 +72,8 @@ class EngineRunner:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self.publisher is not None:
+            await self.publisher.close()
 
     def submit(self, request: SimRequest) -> TokenStream:
         """Hand a request to the engine now (raises ValueError if the engine refuses it)."""
@@ -82,6 +86,12 @@ class EngineRunner:
     def abort(self, request_id: str) -> None:
         if self._streams.pop(request_id, None) is not None:
             self.engine.abort(request_id, asyncio.get_running_loop().time())
+            self._publish_kv_events()
+
+    def reset_prefix_cache(self) -> bool:
+        done = self.engine.reset_prefix_cache()
+        self._publish_kv_events()
+        return done
 
     def metrics_text(self) -> str:
         return render(self.engine.metrics(), clock_offset=self._clock_offset)
@@ -96,6 +106,7 @@ class EngineRunner:
         while True:
             now = loop.time()
             duration = engine.start_step(now)
+            self._publish_kv_events()
             if duration is None:
                 await self._idle(loop, engine.next_arrival_time())
                 continue
@@ -109,6 +120,14 @@ class EngineRunner:
                 if seq.finished:
                     del self._streams[seq.request_id]
                 stream._notify()
+            self._publish_kv_events()
+
+    def _publish_kv_events(self) -> None:
+        """One batch per drain of the engine's events, as vLLM publishes once per step."""
+        if self.publisher is not None:
+            events = self.engine.take_kv_events()
+            if events:
+                self.publisher.publish(events)
 
     async def _idle(self, loop: asyncio.AbstractEventLoop, arrival: float | None) -> None:
         self._wakeup = loop.create_future()

@@ -36,11 +36,13 @@ class Sequence:
     num_tokens: int = 0  # prompt + generated so far
     target_output: int = 0  # where generation stops
     num_hashes: int = 0
+    # The prompt's full blocks' prefix-cache hashes, by the engine's hasher (set on add_request).
+    block_hashes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.num_tokens = self.request.prompt_tokens + self.num_output
         self.target_output = self.request.output_tokens
-        self.num_hashes = len(self.request.block_hashes)
+        self.num_hashes = len(self.block_hashes)
 
     @property
     def request_id(self) -> str:

@@ -46,7 +46,15 @@ class EngineFront:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/admin/faults", self.get_faults)
         app.router.add_post("/admin/faults", self.set_faults)
+        app.router.add_post("/reset_prefix_cache", self.reset_prefix_cache)
         return app
+
+    async def reset_prefix_cache(self, request: web.Request) -> web.Response:
+        """vLLM's dev endpoint: 200 once the cache is empty (an AllBlocksCleared event), 400
+        while blocks are in use."""
+        if self.runner.reset_prefix_cache():
+            return web.Response()
+        return web.Response(status=400, text="blocks are in use; retry when idle\n")
 
     # ---- plain routes -------------------------------------------------------------------------
 

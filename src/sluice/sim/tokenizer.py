@@ -5,14 +5,18 @@ token like BPE on English). An empty prompt still costs one token (vLLM adds a B
 Chat messages are rendered with a small template before counting:
 ``<|role|>\\n{content}<|end|>\\n`` per message, then ``<|assistant|>\\n`` as the generation prompt.
 
-Prefix-cache block hashes are chained over full blocks, as vLLM's: block i's hash covers its own
-tokens and (through the seed) every block before it, salted by the LoRA adapter and cache_salt,
-so the same text under a different adapter or salt never shares cache.
+Token ids: an ASCII token's id is its four bytes read as a little-endian uint32 (so ids below
+2^31, every byte < 0x80, and the text is recoverable); a token holding any non-ASCII character
+gets ``0x80000000 | xxh32(UTF-8)``, which no ASCII token can collide with. A text's partial last
+token is padded with NUL bytes. ``block_hash.BlockHasher`` hashes these ids exactly as vLLM does.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+import sys
+from array import array
 from collections.abc import Iterable, Mapping
 
 import xxhash
@@ -49,18 +53,25 @@ def render_chat(messages: Iterable[Mapping[str, object]]) -> str:
     return "".join(rendered) + GENERATION_PROMPT
 
 
-def block_hashes(
-    text: str, block_size: int, *, lora: str | None = None, cache_salt: str | None = None
-) -> tuple[int, ...]:
-    """Chained hashes of the full ``block_size``-token blocks (a partial tail is not cached)."""
-    num_full = count_tokens(text) // block_size
-    chars = block_size * CHARS_PER_TOKEN
-    parent = xxhash.xxh64_intdigest(f"{lora or ''}\x00{cache_salt or ''}".encode())
-    hashes = []
-    for i in range(num_full):
-        parent = xxhash.xxh64_intdigest(text[i * chars : (i + 1) * chars].encode(), seed=parent)
-        hashes.append(parent)
-    return tuple(hashes)
+def token_ids(text: str) -> array[int]:
+    """The ids of ``text``'s tokens (``count_tokens(text)`` of them; see the module docstring)."""
+    if not text:
+        return array("I", [0])  # the BOS token an empty prompt still costs
+    n = count_tokens(text)
+    if text.isascii():  # the bytes are the ids: no int objects on the way
+        ids = array("I")
+        ids.frombytes(text.encode().ljust(n * CHARS_PER_TOKEN, b"\0"))
+        if sys.byteorder != "little":
+            ids.byteswap()
+        return ids
+    ids = array("I")
+    for i in range(n):
+        chunk = text[i * CHARS_PER_TOKEN : (i + 1) * CHARS_PER_TOKEN]
+        if chunk.isascii():
+            ids.append(struct.unpack("<I", chunk.encode().ljust(CHARS_PER_TOKEN, b"\0"))[0])
+        else:
+            ids.append(0x80000000 | xxhash.xxh32_intdigest(chunk.encode()))
+    return ids
 
 
 def natural_length(text: str, *, seed: int, mean: float) -> int:

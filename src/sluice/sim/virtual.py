@@ -78,7 +78,7 @@ class Rejected:
 
 Event = FirstToken | TokenGenerated | Completed | Rejected
 
-_SUBMIT, _ABORT, _WAKE, _STEP_END = range(4)
+_SUBMIT, _ABORT, _WAKE, _STEP_END, _RESTART = range(5)
 
 
 class VirtualCluster:
@@ -102,6 +102,7 @@ class VirtualCluster:
         self.now = 0.0
         self._queue: list[tuple[float, int, int, str, object]] = []
         self._counter = 0
+        self.restarts = dict.fromkeys(self.engines, 0)  # by engine: times it was restarted
 
     # ---- the caller's side ------------------------------------------------------------------
 
@@ -112,6 +113,11 @@ class VirtualCluster:
     def abort(self, engine_id: str, request_id: str, at: float | None = None) -> None:
         """The client gives up on a request (its blocks are freed, no Completed event)."""
         self._push(self._at(at), _ABORT, engine_id, request_id)
+
+    def restart(self, engine_id: str, at: float | None = None) -> None:
+        """The engine's process restarts at ``at``: its requests fail (``Rejected``), and a
+        fresh engine of the same configuration — an empty cache — takes its place."""
+        self._push(self._at(at), _RESTART, engine_id)
 
     def next_event_time(self) -> float | None:
         """When the next thing happens in the cluster (None: idle, nothing pending)."""
@@ -163,6 +169,15 @@ class VirtualCluster:
         self, now: float, kind: int, engine_id: str, payload: object, events: list[Event]
     ) -> None:
         engine = self.engines[engine_id]
+        if kind == _RESTART:
+            for request_id in list(engine._by_id):
+                events.append(Rejected(now, engine_id, request_id, "engine restarted"))
+            fresh = Engine(engine.config, engine.cost, model_name=engine.model_name)
+            fresh.fast_forward = engine.fast_forward
+            self.engines[engine_id] = fresh
+            self._step_token[engine_id] += 1  # the old engine's step ends are void
+            self.restarts[engine_id] += 1
+            return
         if kind == _SUBMIT:  # the request reaches the queue after the front end's overhead
             self._cut(engine_id, engine, now, now + engine.cost.frontend_s)
         elif kind == _ABORT:

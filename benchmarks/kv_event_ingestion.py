@@ -1,0 +1,291 @@
+"""CPU cost of ingesting KV events from N engines at R events/s each (target: 100 engines x
+1,000 events/s <= 10% of one core).
+
+A subprocess plays N vLLM engines: a ZMQ PUB socket and a replay ROUTER each, publishing
+vLLM-encoded batches (``[topic, seq, payload]``) at the configured rate. Each batch is one
+engine step under eviction pressure, as vLLM reports it: ``--stored`` BlockStored events of
+``--blocks`` new blocks each (with their token ids), and one BlockRemoved per block evicted to
+make room, so the events a second are mostly removals and the blocks stored equal the blocks
+removed. Every hash is new, so nothing is a no-op for the index. This process runs Sluice's real
+subscribers (one per engine, following an endpoint registry) into the real precise index and
+measures its own CPU time over a window, after a warm-up that fills every engine's share.
+
+Run: .venv/bin/python benchmarks/kv_event_ingestion.py [--engines 100] [--rate 1000]
+     [--seconds 10] [--stored 2] [--blocks 8] [--key-space engine|own]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.kvevents.manager import KVEventsSubscribers, SubscriberSettings
+from sluice.datalayer.kvevents.streams import KVEventStreams
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.scheduling.precise_hashing import BlockKeys
+from sluice.scheduling.precise_index import PreciseIndex
+
+PUBLISHER = r"""
+import random, sys, time
+import msgspec, zmq
+sys.path.insert(0, {src!r})
+from sluice.sim.block_hash import BlockHasher
+from sluice.sim.kv_events import BlockRemoved, BlockStored, KVEventBatch, encode_batch
+
+engines, rate, stored, blocks, pub, replay, seconds, capacity = {args}
+ctx = zmq.Context()
+pubs, routers = [], []
+for i in range(engines):
+    p = ctx.socket(zmq.PUB)
+    p.setsockopt(zmq.SNDHWM, 100000)
+    p.bind(f"tcp://127.0.0.1:{{pub + i}}")
+    r = ctx.socket(zmq.ROUTER)
+    r.bind(f"tcp://127.0.0.1:{{replay + i}}")
+    pubs.append(p)
+    routers.append(r)
+events_per_batch = stored + stored * blocks
+batches_per_s = rate / events_per_batch
+rng = random.Random(1)
+held = [[] for _ in range(engines)]  # each engine's blocks, oldest first
+seqs = [0] * engines
+buffers = [[] for _ in range(engines)]
+tokens = list(range(16 * blocks))
+# An engine's first block is a real vLLM hash (seed "0"), so the index can check the seed; the
+# chain's later blocks are random 64-bit hashes (new every time, like new prompts).
+first_hash = BlockHasher(16, "sha256", "0").hashes(tokens[:16])[0]
+
+def batch(i):
+    events = []
+    for _ in range(stored):
+        hashes = [rng.getrandbits(64) for _ in range(blocks)]
+        parent = held[i][-1] if held[i] else None
+        if parent is None:
+            hashes[0] = first_hash
+        events.append(BlockStored(hashes, parent, tokens, 16, None, "GPU", None))
+        held[i].extend(hashes)
+    while len(held[i]) > capacity:
+        events.append(BlockRemoved([held[i].pop(0)], "GPU"))
+    return encode_batch(KVEventBatch(time.time(), events, 0))
+
+poller = zmq.Poller()
+for r in routers:
+    poller.register(r, zmq.POLLIN)
+time.sleep(1.0)  # subscribers connect
+print("ready", flush=True)
+start = time.monotonic()
+sent = 0
+tick = 0.01
+while time.monotonic() - start < seconds:
+    due = int((time.monotonic() - start) * batches_per_s) + 1
+    for i in range(engines):
+        while seqs[i] < due:
+            payload = batch(i)
+            pubs[i].send_multipart((b"", seqs[i].to_bytes(8, "big"), payload))
+            buffers[i].append((seqs[i], payload))
+            if len(buffers[i]) > 10000:
+                buffers[i].pop(0)
+            seqs[i] += 1
+            sent += 1
+    for sock, _ in poller.poll(0):
+        client, _, start_seq = sock.recv_multipart()
+        i = routers.index(sock)
+        first = int.from_bytes(start_seq, "big")
+        for seq, payload in buffers[i]:
+            if seq >= first:
+                sock.send_multipart((client, b"", seq.to_bytes(8, "big"), payload))
+        sock.send_multipart((client, b"", (-1).to_bytes(8, "big", signed=True), b""))
+    time.sleep(tick)
+print("sent", sent, flush=True)
+"""
+
+
+def free_port_block(count: int, avoid: int = -1) -> int:
+    """The first of `count` consecutive loopback ports, free now, below the ephemeral range
+    (outgoing connections on a busy machine would take ports from inside it meanwhile)."""
+    for first in range(20_000, 32_000 - count, count):
+        if avoid >= 0 and first < avoid + count and avoid < first + count:
+            continue
+        try:
+            with ExitStack() as stack:
+                for port in range(first, first + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def core_cost_per_batch(stored: int, blocks: int, capacity: int, count: int = 5000) -> float:
+    """CPU per batch of the sans-I/O part alone: one stream into a fresh index."""
+    import random
+
+    from sluice.datalayer.kvevents.stream import EndpointStream, StreamSettings
+    from sluice.sim.block_hash import BlockHasher
+    from sluice.sim.kv_events import BlockRemoved as SimRemoved
+    from sluice.sim.kv_events import BlockStored as SimStored
+    from sluice.sim.kv_events import KVEventBatch, encode_batch
+
+    rng = random.Random(2)
+    tokens = list(range(16 * blocks))
+    held: list[int] = []
+    payloads = []
+    for _ in range(count):
+        events: list[object] = []
+        for _ in range(stored):
+            hashes = [rng.getrandbits(64) for _ in range(blocks)]
+            if not held:
+                hashes[0] = BlockHasher(16, "sha256", "0").hashes(tokens[:16])[0]
+            events.append(
+                SimStored(hashes, held[-1] if held else None, tokens, 16, None, "GPU", None)
+            )
+            held.extend(hashes)
+        while len(held) > capacity:
+            events.append(SimRemoved([held.pop(0)], "GPU"))
+        payloads.append(encode_batch(KVEventBatch(0.0, events, 0)))  # type: ignore[arg-type]
+    index = PreciseIndex(BlockKeys(16, hash_seed="0"))
+    stream = EndpointStream("e", index, StreamSettings(replay=False))
+    stream.on_connected(0.0)
+    warm = count // 2
+    for seq in range(warm):
+        stream.on_live(seq, payloads[seq], 0.0)
+    t0 = time.process_time()
+    for seq in range(warm, count):
+        stream.on_live(seq, payloads[seq], 0.0)
+    return (time.process_time() - t0) / (count - warm) * 1e6
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds of each thread of this process (libzmq's I/O thread is one of them)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def reference_loop_s() -> float:
+    t0 = time.process_time()
+    x = 0
+    for i in range(10_000_000):
+        x += i
+    return time.process_time() - t0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--engines", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s per engine")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--stored", type=int, default=2, help="BlockStored events per batch")
+    parser.add_argument("--blocks", type=int, default=8, help="blocks per BlockStored")
+    parser.add_argument("--key-space", choices=("engine", "own"), default="engine")
+    parser.add_argument(
+        "--capacity", type=int, default=2000, help="blocks an engine keeps before it evicts"
+    )
+    args = parser.parse_args()
+    args.pub_port = free_port_block(args.engines)
+    args.replay_port = free_port_block(args.engines, avoid=args.pub_port)
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    total = args.warmup + args.seconds + 2
+    code = PUBLISHER.format(
+        src=src,
+        args=(
+            args.engines,
+            args.rate,
+            args.stored,
+            args.blocks,
+            args.pub_port,
+            args.replay_port,
+            total,
+            args.capacity,
+        ),
+    )
+    publisher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    registry = EndpointRegistry()
+    registry.set_endpoints(
+        Endpoint(f"engine-rank-{i}", "127.0.0.1", 8000 + i) for i in range(args.engines)
+    )
+    seed = "0" if args.key_space == "engine" else ""
+    index = PreciseIndex(BlockKeys(16, hash_seed=seed))
+    streams = KVEventStreams(index)
+    subscribers = KVEventsSubscribers(
+        registry,
+        streams,
+        SubscriberSettings(socket_port=args.pub_port, replay_socket_port=args.replay_port),
+    )
+    await subscribers.start()
+    assert publisher.stdout is not None
+    ready = await asyncio.get_running_loop().run_in_executor(None, publisher.stdout.readline)
+    if not ready.startswith("ready"):
+        raise SystemExit("the publisher process failed to start (see above)")
+    await asyncio.sleep(args.warmup)  # long enough for every engine to reach its capacity
+
+    def totals() -> tuple[int, int, int]:
+        events = sum(s.counters.events for s in streams)
+        batches = sum(s.counters.applied for s in streams)
+        gaps = sum(s.counters.gaps for s in streams)
+        return events, batches, gaps
+
+    e0, b0, g0 = totals()
+    t0 = thread_cpu()
+    c0, w0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(args.seconds)
+    c1, w1 = time.process_time(), time.monotonic()
+    t1 = thread_cpu()
+    e1, b1, g1 = totals()
+    modes = [streams.mode(f"engine-rank-{i}")[0] for i in range(args.engines)]
+    await subscribers.stop()
+    publisher.wait(timeout=30)
+    wall, cpu = w1 - w0, c1 - c0
+    events, batches = e1 - e0, b1 - b0
+    print(
+        f"engines={args.engines} target={args.rate:.0f} events/s each "
+        f"({args.stored} BlockStored x {args.blocks} blocks + removals per batch) "
+        f"key space={args.key_space}"
+    )
+    print(
+        f"ingested {events / wall:,.0f} events/s ({batches / wall:,.0f} batches/s) "
+        f"over {wall:.1f} s; gaps {g1 - g0}; endpoints precise {modes.count('precise')}/"
+        f"{args.engines}; index holds {len(index):,} blocks"
+    )
+    print(
+        f"CPU: {cpu / wall * 100:.1f}% of one core "
+        f"({cpu / max(events, 1) * 1e6:.2f} us per event, "
+        f"{cpu / max(batches, 1) * 1e6:.1f} us per batch)"
+    )
+    main = threading.get_native_id()
+    split = {
+        ("event loop" if tid == main else f"thread {tid}"): (t1[tid] - t0.get(tid, 0.0)) / wall
+        for tid in t1
+    }
+    print(
+        "by thread: "
+        + ", ".join(f"{name} {share * 100:.1f}%" for name, share in split.items() if share > 0)
+        + " (the other threads are libzmq's I/O: TCP and framing)"
+    )
+    core_us = core_cost_per_batch(args.stored, args.blocks, args.capacity)
+    print(
+        f"of which decoding + applying (no sockets, same batches, same process, after the "
+        f"window): {core_us:.1f} us per batch; the rest is ZMQ receive and the event loop. "
+        f"Reference: {reference_loop_s():.2f} s for 10 M loop iterations here"
+    )
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

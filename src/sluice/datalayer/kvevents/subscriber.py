@@ -1,0 +1,215 @@
+"""The shell of one endpoint's KV-event stream: a ZMQ SUB socket on the engine's PUB socket, a
+DEALER on its replay ROUTER while a replay runs, and a socket monitor for (re)connections. It
+moves bytes into the stream's state machine (`stream.EndpointStream`) and nothing else.
+
+The sockets are plain non-blocking pyzmq sockets read from the event loop, drained until empty
+(ZMQ signals edge-triggered): either as soon as the SUB socket's file descriptor signals, or —
+the manager's default under load — on a timer for all subscribers at once, so that a wake-up
+reads several batches instead of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from sluice.datalayer.kvevents.stream import EndpointStream
+from sluice.datalayer.kvevents.streams import StreamAddress
+from sluice.datalayer.kvevents.wire import END_OF_REPLAY
+
+log = logging.getLogger("sluice.kvevents")
+# getsockopt of pyzmq's Cython socket, without the Python wrapper's option-enum conversion.
+_RAW_GETSOCKOPT = zmq.Socket.__mro__[1].get  # type: ignore[attr-defined]
+_RECONNECT_IVL_MS = 100
+_RECONNECT_IVL_MAX_MS = 2000
+
+
+class EndpointSubscriber:
+    def __init__(
+        self,
+        stream: EndpointStream,
+        address: StreamAddress,
+        *,
+        topic: str,
+        context: zmq.Context,  # type: ignore[type-arg]
+        clock: Callable[[], float],
+        watch: bool = True,
+    ) -> None:
+        self.stream = stream
+        self.address = address
+        self._topic = topic.encode()
+        self._ctx = context
+        self._clock = clock
+        # Read the SUB socket as soon as it signals (True), or only when `drain()` is called
+        # (the manager drains every subscriber on a timer: fewer wake-ups under load).
+        self._watch = watch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sub: zmq.Socket | None = None  # type: ignore[type-arg]
+        self._monitor: zmq.Socket | None = None  # type: ignore[type-arg]
+        self._dealer: zmq.Socket | None = None  # type: ignore[type-arg]
+        self.error: str | None = None  # why it died, once it has
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        sub = self._ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        sub.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
+        sub.setsockopt(zmq.SUBSCRIBE, self._topic)
+        self._monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        sub.connect(self.address.publisher)
+        self._sub = sub
+        if self._watch:
+            loop.add_reader(sub.FD, self._drain_sub)
+        loop.add_reader(self._monitor.FD, self._drain_monitor)
+        loop.call_soon(self._drain_monitor)
+
+    @property
+    def socket(self) -> zmq.Socket | None:  # type: ignore[type-arg]
+        """The SUB socket (for a poller that drains many at once)."""
+        return self._sub
+
+    def drain(self) -> None:
+        """Apply every batch waiting on the SUB socket."""
+        self._drain_sub()
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None and self._sub is not None and not self._sub.closed
+
+    def close(self) -> None:
+        self._close_dealer()
+        loop = self._loop
+        for sock in (self._monitor, self._sub):
+            if sock is None or sock.closed:
+                continue
+            if loop is not None and (sock is self._monitor or self._watch):
+                loop.remove_reader(sock.FD)
+            sock.close(linger=0)
+        self._sub = self._monitor = None
+
+    def _die(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.warning("kv-events subscriber for %s died: %s", self.stream.name, self.error)
+        self.stream.on_disconnected(self._clock())
+        self.stream.reason = "subscriber down"
+        self.close()
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Let the stream time out replays and probe a silent engine."""
+        if not self.alive:
+            return
+        try:
+            start = self.stream.tick(self._clock())
+            if self.stream.replay_start is None:
+                self._close_dealer()
+            if start is not None:
+                self._request_replay(start)
+        except Exception as exc:
+            self._die(exc)
+
+    # -- readers -------------------------------------------------------------------------------
+
+    def _drain_sub(self) -> None:
+        sub, stream, clock = self._sub, self.stream, self._clock
+        if sub is None:
+            return
+        now = clock()  # one reading per wake-up: the batches drained here arrived together
+        # vLLM's messages are exactly three frames; three plain recv() calls and one RCVMORE
+        # check cost half of recv_multipart() (pyzmq's wrapper checks RCVMORE per frame).
+        recv, more = sub.recv, _RAW_GETSOCKOPT
+        try:
+            while True:
+                try:
+                    topic = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                seq, payload = recv(zmq.NOBLOCK), recv(zmq.NOBLOCK)
+                if more(sub, zmq.RCVMORE) or len(seq) != 8:
+                    while more(sub, zmq.RCVMORE):
+                        recv(zmq.NOBLOCK)
+                    stream.counters.malformed += 1
+                    continue
+                del topic  # the subscription filter already matched it
+                start = stream.on_live(int.from_bytes(seq, "big"), payload, now)
+                if start is not None:
+                    self._request_replay(start)
+        except Exception as exc:
+            self._die(exc)
+
+    def _drain_monitor(self) -> None:
+        monitor = self._monitor
+        if monitor is None:
+            return
+        try:
+            while _readable(monitor):
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+                if event == zmq.EVENT_CONNECTED:
+                    start = self.stream.on_connected(self._clock())
+                    self._close_dealer()
+                    if start is not None:
+                        self._request_replay(start)
+                    if self._loop is not None:  # data may already be waiting
+                        self._loop.call_soon(self._drain_sub)
+                elif event == zmq.EVENT_DISCONNECTED:
+                    self.stream.on_disconnected(self._clock())
+                    self._close_dealer()
+        except Exception as exc:
+            self._die(exc)
+
+    def _request_replay(self, start: int) -> None:
+        self._close_dealer()
+        if self.address.replay is None or self._loop is None:
+            return
+        dealer = self._ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(self.address.replay)
+        dealer.send_multipart((b"", start.to_bytes(8, "big")), zmq.NOBLOCK)
+        self._dealer = dealer
+        self._loop.add_reader(dealer.FD, self._drain_dealer)
+        self._loop.call_soon(self._drain_dealer)
+
+    def _drain_dealer(self) -> None:
+        dealer, stream, clock = self._dealer, self.stream, self._clock
+        if dealer is None:
+            return
+        try:
+            while dealer is self._dealer and _readable(dealer):
+                frames = dealer.recv_multipart(zmq.NOBLOCK)
+                if frames and not frames[0]:
+                    frames = frames[1:]  # the ROUTER's empty delimiter
+                if len(frames) != 2 or len(frames[0]) != 8:
+                    stream.on_replay_failed(clock(), "malformed replay frame")
+                    self._close_dealer()
+                    return
+                seq = int.from_bytes(frames[0], "big", signed=True)
+                if seq == END_OF_REPLAY:
+                    self._close_dealer()
+                    start = stream.on_replay_done(clock())
+                    if start is not None:
+                        self._request_replay(start)
+                    return
+                stream.on_replayed(seq, frames[1], clock())
+        except Exception as exc:
+            self._die(exc)
+
+    def _close_dealer(self) -> None:
+        dealer, self._dealer = self._dealer, None
+        if dealer is not None and not dealer.closed:
+            if self._loop is not None:
+                self._loop.remove_reader(dealer.FD)
+            dealer.close(linger=0)
+
+
+def _readable(sock: zmq.Socket) -> bool:  # type: ignore[type-arg]
+    """Whether a message waits (ZMQ's FD only signals edges: drain until this is false)."""
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)

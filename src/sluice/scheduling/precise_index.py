@@ -1,0 +1,397 @@
+"""The precise prefix index: which block keys each endpoint's engine holds, as its KV events say.
+
+Layout (memory is the constraint, as for the approximate index: 64 endpoints x 31,250 blocks):
+
+* one dict ``key -> packed bits``, bit ``s`` = "endpoint slot s holds this block"; a value with
+  one bit set is a shared object per slot, so the common case costs the key and the dict slot;
+  engine hashes are kept to their low 60 bits (``KEY_MASK``), as the request's keys are;
+* ``engine`` key space (see ``precise_hashing``): the engine's hashes are the keys, and nothing
+  else is kept per block. Clearing an endpoint (a reconnect, a restarted engine) must not stall
+  the event loop on a scan of millions of keys: the endpoint moves to a fresh slot at once (the
+  old slot has no name, so matches on it count for nobody) and the old slot's bits are swept
+  out of the dict a few thousand keys at a time as events arrive (``sweep``), after which the
+  slot is free again;
+* ``own`` key space: per slot a dict from the engine's hash to Sluice's key(s) for that block,
+  needed because removals name the engine's hashes; it doubles as the slot's list of keys.
+
+An endpoint holds a key or not (set semantics): a BlockStored of a held key and a BlockRemoved of
+an unknown one change nothing, so a batch applied twice or a removal whose store was never seen
+is harmless. (vLLM may cache two blocks under one hash and report each eviction; the first
+removal then drops a key the engine still holds — an underestimate, never a false hit.)
+
+Matching is the approximate index's: walk the request's keys, and-ing the holders' bits; every
+endpoint's count is the leading blocks it holds contiguously.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from itertools import islice
+
+from sluice.datalayer.kvevents.wire import AllBlocksCleared, BlockRemoved, BlockStored, Event
+from sluice.scheduling.precise_hashing import BlockKeys
+
+_SWEEP_STEP = 4096  # keys of a retired slot swept per batch applied
+# Engine hashes are kept to 60 bits: CPython stores such an int in 32 bytes instead of 36 (4 MB
+# less a million blocks), and a collision stays as unlikely as in a simulation's lifetime.
+KEY_MASK = (1 << 60) - 1
+
+
+class PreciseIndex:
+    """Implements `datalayer.kvevents.stream.KVEventSink`."""
+
+    def __init__(self, keys: BlockKeys) -> None:
+        self.keys = keys
+        self._owners: dict[int, int] = {}
+        self._slots: dict[str, int] = {}
+        self._names: list[str | None] = []
+        self._held: list[int] = []  # by slot: the shared "holds" bit object
+        self._free: list[int] = []
+        self._counts: list[int] = []  # by slot: blocks held
+        # Engine space: retired slots still being swept out of the dict, each with a snapshot
+        # of the dict's keys and how far the sweep has got.
+        self._sweeps: deque[tuple[int, list[int], int]] = deque()
+        self._translate: list[dict[int, int | tuple[int, ...]] | None] = []  # own space
+        # Endpoints whose events cannot be used, and why (a block size or hash seed mismatch).
+        self.unusable: dict[str, str] = {}
+        self._verified: set[str] = set()
+        self.unchained = 0  # own space: stored blocks whose parent was never seen
+
+    # -- slots --------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str | None]:
+        """slot -> endpoint, ``None`` for a free slot (read-only view)."""
+        return self._names
+
+    def slot(self, endpoint: str) -> int | None:
+        return self._slots.get(endpoint)
+
+    def _slot_for(self, endpoint: str) -> int:
+        slot = self._slots.get(endpoint)
+        if slot is not None:
+            return slot
+        if self._free:
+            slot = self._free.pop()
+            self._names[slot] = endpoint
+        else:
+            slot = len(self._names)
+            self._names.append(endpoint)
+            self._held.append(1 << slot)
+            self._counts.append(0)
+            self._translate.append(None)
+        self._slots[endpoint] = slot
+        self._counts[slot] = 0
+        if self.keys.space == "own":
+            self._translate[slot] = {}
+        return slot
+
+    # -- KVEventSink -------------------------------------------------------------------------------
+
+    def apply(self, endpoint: str, events: Sequence[Event]) -> bool:
+        """Apply one batch of `endpoint`'s events; true when one of them emptied its cache."""
+        if endpoint in self.unusable:
+            return False
+        slot = self._slot_for(endpoint)
+        if self.keys.space == "own":
+            return self._apply_own(endpoint, slot, events)
+        # Engine key space, the hot path (~100k events/s for 100 engines): everything inline.
+        owners, held = self._owners, self._held[slot]
+        get = owners.get
+        count = self._counts[slot]
+        cleared = False
+        for event in events:
+            kind = type(event)
+            if kind is BlockRemoved:
+                for engine_hash in event.block_hashes:  # type: ignore[union-attr]
+                    key = engine_hash & KEY_MASK
+                    bits = get(key, 0)
+                    if bits is held:  # the common case: this endpoint alone held it
+                        del owners[key]
+                        count -= 1
+                    elif bits & held:
+                        rest = bits & ~held
+                        if rest:
+                            owners[key] = self._canonical(rest)
+                        else:
+                            del owners[key]
+                        count -= 1
+            elif kind is BlockStored:
+                stored: BlockStored = event  # type: ignore[assignment]
+                if not self._usable_engine_block(endpoint, stored):
+                    return cleared
+                for engine_hash in stored.block_hashes:
+                    key = engine_hash & KEY_MASK
+                    holders = get(key)
+                    if holders is None:
+                        owners[key] = held
+                    elif holders & held:
+                        continue
+                    else:
+                        owners[key] = holders | held
+                    count += 1
+            elif kind is AllBlocksCleared:
+                self._counts[slot] = count
+                self.clear(endpoint)
+                slot = self._slot_for(endpoint)
+                held, count = self._held[slot], 0
+                cleared = True
+        self._counts[slot] = count
+        if self._sweeps:
+            self.sweep(_SWEEP_STEP)
+        return cleared
+
+    def _apply_own(self, endpoint: str, slot: int, events: Sequence[Event]) -> bool:
+        cleared = False
+        for event in events:
+            kind = type(event)
+            if kind is BlockStored:
+                self._stored_own(endpoint, slot, event)  # type: ignore[arg-type]
+                if endpoint in self.unusable:
+                    return cleared
+            elif kind is BlockRemoved:
+                self._removed_own(slot, event.block_hashes)  # type: ignore[union-attr]
+            elif kind is AllBlocksCleared:
+                self.clear(endpoint)
+                cleared = True
+        return cleared
+
+    def clear(self, endpoint: str) -> None:
+        """Drop everything `endpoint` holds."""
+        slot = self._slots.get(endpoint)
+        self._verified.discard(endpoint)
+        self.unusable.pop(endpoint, None)
+        if slot is None or (not self._counts[slot] and not self._translate[slot]):
+            return
+        if self.keys.space == "own":
+            for key in self._keys_of(slot):
+                self._drop(key, slot)
+            self._counts[slot] = 0
+            self._translate[slot] = {}
+            return
+        self._retire(endpoint, slot)
+
+    def forget(self, endpoint: str) -> None:
+        """The endpoint left the pool: clear it and free its slot."""
+        self.clear(endpoint)
+        slot = self._slots.pop(endpoint, None)
+        if slot is not None:
+            self._names[slot] = None
+            self._translate[slot] = None
+            self._free.append(slot)
+
+    def _retire(self, endpoint: str, slot: int) -> None:
+        """Engine space: give `endpoint` a fresh slot now; sweep the old one's bits later."""
+        del self._slots[endpoint]
+        self._names[slot] = None
+        self._counts[slot] = 0
+        self._sweeps.append((slot, list(self._owners), 0))  # one C-speed copy of the keys
+        self._slot_for(endpoint)
+        self.sweep(_SWEEP_STEP)
+
+    def sweep(self, budget: int) -> None:
+        """Remove retired slots' bits from up to `budget` keys; a swept slot is free again."""
+        owners = self._owners
+        while budget > 0 and self._sweeps:
+            slot, keys, position = self._sweeps.popleft()
+            held = self._held[slot]
+            end = min(len(keys), position + budget)
+            for key in keys[position:end]:
+                bits = owners.get(key, 0)
+                if bits & held:
+                    rest = bits & ~held
+                    if rest:
+                        owners[key] = self._canonical(rest)
+                    else:
+                        del owners[key]
+            budget -= end - position
+            if end < len(keys):
+                self._sweeps.appendleft((slot, keys, end))
+            else:
+                self._free.append(slot)
+
+    @property
+    def sweeping(self) -> int:
+        """Keys still to look at for retired slots."""
+        return sum(len(keys) - position for _, keys, position in self._sweeps)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def held(self, endpoint: str) -> set[int]:
+        """The keys `endpoint` holds (tests and debugging)."""
+        slot = self._slots.get(endpoint)
+        return set() if slot is None else set(self._keys_of(slot))
+
+    def count(self, endpoint: str) -> int:
+        slot = self._slots.get(endpoint)
+        return 0 if slot is None else self._counts[slot]
+
+    def match(self, keys: list[int]) -> dict[int, int]:
+        """slot -> number of leading blocks it holds contiguously."""
+        if not keys:
+            return {}
+        get = self._owners.get
+        alive = get(keys[0], 0)
+        if not alive:
+            return {}
+        matched: dict[int, int] = {}
+        i = 1
+        for key in islice(keys, 1, None):
+            still = alive & get(key, 0)
+            if still != alive:
+                _record(matched, alive ^ still, i)
+                alive = still
+                if not alive:
+                    return matched
+            i += 1
+        _record(matched, alive, i)
+        return matched
+
+    # -- engine key space ------------------------------------------------------------------------
+
+    def _usable_engine_block(self, endpoint: str, event: BlockStored) -> bool:
+        """Whether the engine's hashes can be our keys: its block size is ours and, checked
+        once on the first block of a prompt, it hashes with our seed and algorithm."""
+        keys = self.keys
+        if event.block_size != keys.block_size:
+            self._unusable(
+                endpoint,
+                f"engine block size {event.block_size} != blockSizeTokens {keys.block_size}",
+            )
+            return False
+        if event.parent_block_hash is None and endpoint not in self._verified:
+            extra = event.extra_keys[0] if event.extra_keys else _lora_extra(event)
+            expected = keys.engine_hash_of_first_block(
+                event.tokens(), tuple(extra) if extra is not None else None
+            )
+            if expected != event.block_hashes[0] & KEY_MASK:
+                self._unusable(
+                    endpoint,
+                    "the engine hashes blocks with another seed or algorithm: set "
+                    "tokenProcessorConfig.hashSeed to its PYTHONHASHSEED and hashAlgorithm to "
+                    "its --prefix-caching-hash-algo",
+                )
+                return False
+            self._verified.add(endpoint)
+        return True
+
+    # -- own key space ---------------------------------------------------------------------------
+
+    def _stored_own(self, endpoint: str, slot: int, event: BlockStored) -> None:
+        keys = self.keys
+        ratio, rem = divmod(event.block_size, keys.block_size)
+        if rem or not ratio:
+            self._unusable(
+                endpoint,
+                f"engine block size {event.block_size} is not a multiple of blockSizeTokens "
+                f"{keys.block_size}",
+            )
+            return
+        translate = self._translate[slot]
+        assert translate is not None
+        parent: int | None = None
+        if event.parent_block_hash is not None:
+            known = translate.get(event.parent_block_hash)
+            if known is None:
+                self.unchained += len(event.block_hashes)
+                return  # stored after a block we never saw: its keys are unknowable
+            parent = known if isinstance(known, int) else known[-1]
+        lora = event.lora_name
+        salt = _salt_of(event) if event.parent_block_hash is None else None
+        n = len(event.block_hashes)
+        own = keys.own_chain(
+            event.tokens(),
+            n * ratio,
+            parent,
+            lora,
+            salt,
+            first_index=0 if event.parent_block_hash is None else 1,
+        )
+        owners, held = self._owners, self._held[slot]
+        added = 0
+        for j, engine_hash in enumerate(event.block_hashes):
+            if engine_hash in translate:
+                continue
+            mine = own[j * ratio : (j + 1) * ratio]
+            translate[engine_hash] = mine[0] if ratio == 1 else tuple(mine)
+            for key in mine:
+                bits = owners.get(key)
+                if bits is None:
+                    owners[key] = held
+                elif not bits & held:
+                    owners[key] = bits | held
+            added += ratio
+        self._counts[slot] += added
+
+    def _removed_own(self, slot: int, hashes: Sequence[int]) -> None:
+        translate = self._translate[slot]
+        assert translate is not None
+        removed = 0
+        for engine_hash in hashes:
+            mine = translate.pop(engine_hash, None)
+            if mine is None:
+                continue
+            for key in (mine,) if isinstance(mine, int) else mine:
+                self._drop(key, slot)
+                removed += 1
+        self._counts[slot] -= removed
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _keys_of(self, slot: int) -> Iterator[int]:
+        held, owners = self._held[slot], self._owners
+        if self.keys.space == "engine":  # a scan: tests and debugging only
+            yield from [key for key, bits in owners.items() if bits & held]
+            return
+        for mine in list((self._translate[slot] or {}).values()):
+            yield from (mine,) if isinstance(mine, int) else mine
+
+    def _drop(self, key: int, slot: int) -> None:
+        owners, held = self._owners, self._held[slot]
+        bits = owners.get(key, 0)
+        if not bits & held:
+            return
+        rest = bits & ~held
+        if rest:
+            owners[key] = self._canonical(rest)
+        else:
+            del owners[key]
+
+    def _canonical(self, bits: int) -> int:
+        """`bits`, as the slot's shared object when only one slot is in it."""
+        if bits & (bits - 1):
+            return bits
+        return self._held[bits.bit_length() - 1]
+
+    def _unusable(self, endpoint: str, why: str) -> None:
+        self.clear(endpoint)
+        self.unusable[endpoint] = why
+
+
+def _lora_extra(event: BlockStored) -> tuple[str, ...] | None:
+    """Older vLLM reports no extra_keys: the LoRA name is the only one it hashed."""
+    return (event.lora_name,) if event.lora_name is not None else None
+
+
+def _salt_of(event: BlockStored) -> str | None:
+    """The cache_salt vLLM hashed into a prompt's first block: its extra keys after the LoRA
+    name (text-only requests)."""
+    if not event.extra_keys or not event.extra_keys[0]:
+        return None
+    rest = list(event.extra_keys[0])
+    if event.lora_name is not None and rest and rest[0] == event.lora_name:
+        rest = rest[1:]
+    if len(rest) == 1 and isinstance(rest[0], str):
+        return rest[0]
+    return "\x00".join(map(str, rest)) if rest else None
+
+
+def _record(matched: dict[int, int], mask: int, blocks: int) -> None:
+    while mask:
+        low = mask & -mask
+        matched[low.bit_length() - 1] = blocks
+        mask ^= low
