@@ -229,7 +229,7 @@ class App:
     async def start(self) -> None:
         from sluice.extproc.options import ServerOptions, StreamOptions
         from sluice.extproc.server import ExtProcServer
-        from sluice.health.grpc_health import HealthServer
+        from sluice.health.grpc_health import GrpcHealthService, HealthServer
         from sluice.health.metrics import MetricsServer
 
         options = self.options
@@ -273,6 +273,10 @@ class App:
                     keep_control_headers=bool(options["keep-control-headers"]),
                     disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
                 ),
+                # upstream's --health-checking: gRPC health on the ext_proc port too
+                also_serve=[GrpcHealthService(health.servicer)]
+                if options["health-checking"]
+                else [],
             )
             await extproc.start()
             self._servers.append(extproc)

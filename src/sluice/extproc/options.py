@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
+from sluice.net.limits import H2Limits
 from sluice.pipeline import Limits
 
 
@@ -54,13 +55,17 @@ class ServerOptions:
     grpc_port: int = 9002
     grpc_health_port: int = 9003
     metrics_port: int = 9090
+    # Every interface, as upstream: in a cluster the gateway reaches the EPP through its Pod
+    # IP. `sluice up` binds loopback; see docs/security.md "Transport".
     host: str = "0.0.0.0"
     secure_serving: bool = True
     cert_path: Path | None = None
-    # "h2": Sluice's own HTTP/2 framing on the event loop (sluice.extproc.h2), ~3x less CPU per
-    # request than "grpc" (grpc.aio), whose per-message thread hand-offs dominate. See
-    # docs/extproc.md "Overhead".
+    # "h2": Sluice's gRPC server on python-hyper's h2 state machine (sluice.net.grpc_h2), on the
+    # event loop: ~2x less CPU per request than "grpc" (grpc.aio), whose per-message thread
+    # hand-offs dominate. See docs/extproc.md "Overhead".
     transport: Literal["h2", "grpc"] = "h2"
+    # The h2 transport's limits (max_message_bytes comes from StreamOptions).
+    h2_limits: H2Limits = field(default_factory=H2Limits)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

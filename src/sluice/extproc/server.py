@@ -1,16 +1,18 @@
 """The asyncio shells that run one `ExtProcStream` per ext_proc RPC.
 
-`ExtProcServer` serves with `sluice.extproc.h2` (default, `ServerOptions.transport="h2"`) or
-with the `grpc.aio` shell below (`transport="grpc"`). All decisions live in `stream.py` and the
-pipeline; a shell only moves messages, awaits admission, and maps the end of the RPC (clean,
-cancelled, or failed) onto `stream.close`.
+`ExtProcServer` serves with `sluice.extproc.h2` (default, `ServerOptions.transport="h2"`: the
+`h2`-based server of `sluice.net`) or with the `grpc.aio` shell below (`transport="grpc"`). All
+decisions live in `stream.py` and the pipeline; a shell only moves messages, awaits admission,
+and maps the end of the RPC (clean, cancelled, or failed) onto `stream.close`. Other gRPC
+services can share the port (`also_serve`: gRPC health with `--health-checking`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -20,6 +22,7 @@ from sluice.extproc.h2 import H2ExtProcServer
 from sluice.extproc.options import ServerOptions, StreamOptions
 from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
 from sluice.extproc.wire import Answer, ProcessingRequest
+from sluice.net.grpc_h2 import Route
 from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
@@ -27,6 +30,17 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 RESET_GRACE_S = 0.05
+
+
+class SharedService(Protocol):
+    """A gRPC service served on the ext_proc port beside `Process`, on either transport."""
+
+    def h2_routes(self) -> Mapping[str, Route]:
+        """`{":path": handler factory}` for the h2 transport."""
+        ...
+
+    def add_to_grpc_server(self, server: grpc.aio.Server) -> None:
+        """Register on the grpc.aio transport's server."""
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -96,13 +110,15 @@ class ExtProcServer:
         pipeline: Pipeline,
         server_options: ServerOptions | None = None,
         stream_options: StreamOptions | None = None,
+        also_serve: Sequence[SharedService] = (),
     ) -> None:
         options = server_options or ServerOptions()
         self._impl: H2ExtProcServer | GrpcExtProcServer
         if options.transport == "h2":
-            self._impl = H2ExtProcServer(pipeline, options, stream_options)
+            routes = {path: route for s in also_serve for path, route in s.h2_routes().items()}
+            self._impl = H2ExtProcServer(pipeline, options, stream_options, routes)
         else:
-            self._impl = GrpcExtProcServer(pipeline, options, stream_options)
+            self._impl = GrpcExtProcServer(pipeline, options, stream_options, also_serve)
 
     @property
     def port(self) -> int | None:
@@ -126,10 +142,12 @@ class GrpcExtProcServer:
         pipeline: Pipeline,
         server_options: ServerOptions | None = None,
         stream_options: StreamOptions | None = None,
+        also_serve: Sequence[SharedService] = (),
     ) -> None:
         self._pipeline = pipeline
         self._server_options = server_options or ServerOptions()
         self._stream_options = stream_options or StreamOptions()
+        self._also_serve = tuple(also_serve)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -157,6 +175,8 @@ class GrpcExtProcServer:
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        for service in self._also_serve:
+            service.add_to_grpc_server(server)
         address = f"{opts.host}:{opts.grpc_port}"
         if opts.secure_serving:
             port = server.add_secure_port(address, tls.server_credentials(opts.cert_path))

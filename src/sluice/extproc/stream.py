@@ -121,6 +121,11 @@ class ExtProcStream:
         return self._response_ended
 
     @property
+    def buffered_body_bytes(self) -> int:
+        """Request body bytes collected and not yet handed on (what this stream holds)."""
+        return len(self._body)
+
+    @property
     def unsettled(self) -> bool:
         """`settle` has work to do."""
         return bool(self._unobserved) or self._outcome_due is not None
