@@ -108,6 +108,7 @@ class Wire:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.frames: list[Received] = []
+        self.chunks: list[bytes] = []  # everything received, as read
         self._rest = b""
         self.closed = False
 
@@ -132,16 +133,32 @@ class Wire:
                 raise TimeoutError(f"condition not met; got {[f.kind for f in self.frames]}")
             try:
                 chunk = await asyncio.wait_for(self.reader.read(1 << 16), remaining)
-            except (ConnectionResetError, TimeoutError):
+            except (ConnectionResetError, BrokenPipeError):
                 chunk = b""
-                if loop.time() >= deadline:
-                    raise
             if not chunk:
                 self.closed = True
                 break
+            self.chunks.append(chunk)
             frames, self._rest = parse_frames(self._rest + chunk)
             self.frames.extend(frames)
         return self.frames
+
+    async def events(self, client: Client, predicate, timeout: float = 5.0) -> list[object]:  # type: ignore[no-untyped-def]
+        """What h2's client side makes of the server's bytes, until `predicate(events)`."""
+        events: list[object] = []
+        fed = 0
+
+        def check(_: list[Received]) -> bool:
+            nonlocal fed
+            while fed < len(self.chunks):
+                events.extend(client.h2.receive_data(self.chunks[fed]))
+                fed += 1
+            self.writer.write(client.out())  # ACKs and window updates
+            return bool(predicate(events))
+
+        await self.read_until(check, timeout)
+        check(self.frames)
+        return events
 
     async def goaway(self, timeout: float = 5.0) -> Received:
         """The server's GOAWAY (and it must close the connection after it)."""
@@ -150,8 +167,28 @@ class Wire:
         return goaway
 
     async def closed_by_server(self, timeout: float = 5.0) -> bool:
-        await self.read_until(lambda fs: False if not self.closed else True, timeout)
+        """Whether the server closes the connection within `timeout`."""
+        try:
+            await self.read_until(lambda _: self.closed, timeout)
+        except TimeoutError:
+            return False
         return self.closed
+
+    async def handshake(self, client: Client) -> None:
+        """Send the client's preface; wait for the server's SETTINGS and window (so sends are
+        not held back by the default 64 KiB windows)."""
+        self.write(client.out())
+        await self.events(client, lambda es: any(type(e).__name__ == "WindowUpdated" for e in es))
+
+    def server_max_frame_size(self) -> int:
+        """SETTINGS_MAX_FRAME_SIZE from the server's first SETTINGS (16,384 if absent)."""
+        for f in self.frames:
+            if f.kind == SETTINGS and not f.flags & ACK:
+                for i in range(0, len(f.payload), 6):
+                    if int.from_bytes(f.payload[i : i + 2], "big") == 5:
+                        return int.from_bytes(f.payload[i + 2 : i + 6], "big")
+                return 16_384
+        raise AssertionError("no SETTINGS from the server yet")
 
     def close(self) -> None:
         self.writer.close()

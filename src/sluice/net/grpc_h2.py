@@ -44,6 +44,7 @@ from h2.events import (
 from h2.exceptions import FlowControlError, ProtocolError
 from h2.settings import SettingCodes, Settings
 from hpack import HPACKDecodingError
+from hyperframe.exceptions import InvalidDataError
 
 from sluice.net.grpc_framing import (
     DeframeError,
@@ -89,7 +90,7 @@ class Call:
 
     __slots__ = (
         "_connection", "_deframer", "_out", "_pending", "_trailers", "delivered", "ended",
-        "handler", "headers", "headers_sent", "held", "id", "path", "remote_ended",
+        "handler", "headers", "headers_sent", "held", "id", "path", "remote_ended", "unacked",
     )  # fmt: skip
 
     def __init__(
@@ -112,6 +113,7 @@ class Call:
         self.remote_ended = False
         self.delivered = False  # a whole message reached the handler
         self.held = 0  # bytes the handler reports holding (`hold`)
+        self.unacked = 0  # DATA bytes received and not yet returned to the peer's window
         self.ended = False
 
     def send(self, message: bytes) -> None:
@@ -174,6 +176,9 @@ class _Connection(asyncio.Protocol):
             limits.control_frame_burst, limits.control_frames_per_s, self._loop.time()
         )
         self._resets = RapidResets(limits.rapid_reset_min_streams, limits.rapid_reset_ratio)
+        self._unacked = 0  # connection-level DATA bytes not yet returned (see `_on_data`)
+        self._ack_after = limits.connection_window_bytes // 2
+        self._stream_ack_after = limits.stream_window_bytes // 2
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -292,10 +297,16 @@ class _Connection(asyncio.Protocol):
     def _on_data(self, event: DataReceived) -> None:
         stream_id = event.stream_id
         data = event.data or b""
-        # Windows are returned at once: memory is bounded by the explicit limits, and a call
-        # that holds its bytes (a queued request) must not stall the others on the connection.
-        if event.flow_controlled_length:
-            self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        # Windows are returned as bytes arrive, not as handlers let go of them: memory is
+        # bounded by the explicit limits, and a call that holds its bytes (a queued request)
+        # must not stall the others. Returned in bulk (half a window at a time): one
+        # WINDOW_UPDATE per many frames.
+        consumed = event.flow_controlled_length
+        if consumed:
+            self._unacked += consumed
+            if self._unacked >= self._ack_after:
+                self._h2.increment_flow_control_window(self._unacked)
+                self._unacked = 0
         if data:
             self._control.earn()
         elif not event.stream_ended:
@@ -305,6 +316,11 @@ class _Connection(asyncio.Protocol):
         call = self._calls.get(stream_id)
         if call is None or call.ended or call.handler is None:
             return
+        if consumed:
+            call.unacked += consumed
+            if call.unacked >= self._stream_ack_after and not call.remote_ended:
+                self._h2.increment_flow_control_window(call.unacked, stream_id)
+                call.unacked = 0
         before = call._deframer.pending
         try:
             messages = call._deframer.feed(data)
@@ -547,11 +563,10 @@ class _Connection(asyncio.Protocol):
     def _protocol_error(self, error: ProtocolError) -> None:
         """h2 refused the peer's bytes and queued a GOAWAY with the error's code."""
         data = self._h2.data_to_send()
-        goaway_last = data[-17:-14] == b"\x00\x00\x08" and data[-14:-13] == b"\x07"
-        if isinstance(error.__cause__, HPACKDecodingError) and goaway_last:
-            # h2 says PROTOCOL_ERROR; RFC 9113 §4.3 says a field block that cannot be decoded
-            # is COMPRESSION_ERROR. The GOAWAY is the last frame: its last 4 bytes, the code.
-            data = data[:-4] + int(ErrorCodes.COMPRESSION_ERROR).to_bytes(4, "big")
+        code = _rfc_code(error)
+        if code is not None and data[-17:-14] == b"\x00\x00\x08" and data[-14:-13] == b"\x07":
+            # The GOAWAY is the last frame; its last 4 bytes are the error code.
+            data = data[:-4] + int(code).to_bytes(4, "big")
         log.info("HTTP/2 protocol error from a peer: %s", error)
         if self._transport is not None:
             self._transport.write(data)
@@ -592,6 +607,16 @@ class _Connection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return not self._calls
+
+
+def _rfc_code(error: ProtocolError) -> ErrorCodes | None:
+    """The code RFC 9113 requires where h2 reports a plain PROTOCOL_ERROR, else None."""
+    cause = error.__cause__
+    if isinstance(cause, HPACKDecodingError):
+        return ErrorCodes.COMPRESSION_ERROR  # §4.3: a field block that cannot be decoded
+    if isinstance(cause, InvalidDataError) and str(cause).startswith("SETTINGS ack frame"):
+        return ErrorCodes.FRAME_SIZE_ERROR  # §6.5: a SETTINGS ACK with a payload
+    return None
 
 
 class GrpcServer:
