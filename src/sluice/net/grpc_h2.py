@@ -43,7 +43,7 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, ProtocolError
 from h2.settings import SettingCodes, Settings
-from hpack import HPACKDecodingError
+from hpack import HPACKDecodingError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError
 
 from sluice.net.grpc_framing import (
@@ -56,6 +56,8 @@ from sluice.net.grpc_framing import (
 from sluice.net.limits import H2Limits, RapidResets, TokenBucket
 
 log = logging.getLogger(__name__)
+
+LINGER_S = 2.0  # after our GOAWAY, how long a peer may take to close before it is cut off
 
 
 class Handler(Protocol):
@@ -171,6 +173,7 @@ class _Connection(asyncio.Protocol):
         self._closed = False
         self._draining = False  # GOAWAY sent or received: no new streams, finish the rest
         self._close_pending = False  # close once the output being written is out
+        self._linger: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._control = TokenBucket(
             limits.control_frame_burst, limits.control_frames_per_s, self._loop.time()
@@ -231,8 +234,14 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self._closed:
             self._transport.resume_reading()
 
+    def eof_received(self) -> bool:
+        return False  # the peer is done: close (connection_lost follows)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self._transport = None
         self._server.connections.discard(self)
         if self._flush_handle is not None:
@@ -600,8 +609,19 @@ class _Connection(asyncio.Protocol):
         if transport is not None:
             if transport.get_write_buffer_size() > self.limits.write_buffer_bytes:
                 transport.abort()  # a peer that does not read would keep it open forever
+            elif transport.can_write_eof():
+                # A lingering close: the GOAWAY, then FIN, while input is read and dropped.
+                # Closing with unread input makes the kernel send RST at once, and the peer
+                # would lose the GOAWAY that says why.
+                try:
+                    transport.write_eof()
+                except OSError:  # the peer is gone already
+                    transport.abort()
+                else:
+                    transport.resume_reading()
+                    self._linger = self._loop.call_later(LINGER_S, transport.abort)
             else:
-                transport.close()  # after the GOAWAY is written; connection_lost follows
+                transport.close()  # TLS: close_notify after the GOAWAY
         self._cancel_all()
 
     @property
@@ -612,7 +632,7 @@ class _Connection(asyncio.Protocol):
 def _rfc_code(error: ProtocolError) -> ErrorCodes | None:
     """The code RFC 9113 requires where h2 reports a plain PROTOCOL_ERROR, else None."""
     cause = error.__cause__
-    if isinstance(cause, HPACKDecodingError):
+    if isinstance(cause, HPACKDecodingError) and not isinstance(cause, OversizedHeaderListError):
         return ErrorCodes.COMPRESSION_ERROR  # §4.3: a field block that cannot be decoded
     if isinstance(cause, InvalidDataError) and str(cause).startswith("SETTINGS ack frame"):
         return ErrorCodes.FRAME_SIZE_ERROR  # §6.5: a SETTINGS ACK with a payload
