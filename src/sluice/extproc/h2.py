@@ -19,7 +19,6 @@ limit.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import ssl
 import tempfile
@@ -214,14 +213,7 @@ class H2ExtProcServer:
         self.pipeline = pipeline
         self.server_options = options = server_options or ServerOptions()
         self.stream_options = stream = stream_options or StreamOptions()
-        limits = options.h2_limits
-        message = stream.max_message_bytes
-        # One maximal body must fit the connection's buffer, with room for other streams.
-        limits = dataclasses.replace(
-            limits,
-            max_message_bytes=message,
-            max_connection_buffer_bytes=max(limits.max_connection_buffer_bytes, 2 * message),
-        )
+        limits = options.limits_for(stream)
 
         def process(call: Call) -> ExtProcCall:
             return ExtProcCall(call, pipeline, stream)

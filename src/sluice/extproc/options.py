@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -64,8 +65,20 @@ class ServerOptions:
     # event loop: ~2x less CPU per request than "grpc" (grpc.aio), whose per-message thread
     # hand-offs dominate. See docs/extproc.md "Overhead".
     transport: Literal["h2", "grpc"] = "h2"
-    # The h2 transport's limits (max_message_bytes comes from StreamOptions).
+    # HTTP/2 limits (max_message_bytes comes from StreamOptions); the grpc transport applies
+    # those grpc core has options for. See `limits_for`.
     h2_limits: H2Limits = field(default_factory=H2Limits)
+
+    def limits_for(self, stream: StreamOptions) -> H2Limits:
+        """The limits in force: the message limit follows the body limit, and one maximal body
+        always fits a connection's buffer, with room for other streams."""
+        message = stream.max_message_bytes
+        limits = self.h2_limits
+        return dataclasses.replace(
+            limits,
+            max_message_bytes=message,
+            max_connection_buffer_bytes=max(limits.max_connection_buffer_bytes, 2 * message),
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

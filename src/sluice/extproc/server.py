@@ -43,10 +43,40 @@ class SharedService(Protocol):
         """Register on the grpc.aio transport's server."""
 
 
+class ConnectionBudget:
+    """Bytes held by the calls of each connection, under one limit (grpc.aio names a
+    connection by its peer address): request bodies being collected."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def change(self, peer: str, delta: int) -> bool:
+        """Apply `delta`; False when it took the connection over the limit."""
+        total = self._held.get(peer, 0) + delta
+        if total:
+            self._held[peer] = total
+        else:
+            self._held.pop(peer, None)
+        return delta <= 0 or total <= self.limit
+
+
+class _OverBudget(Exception):
+    pass
+
+
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, pipeline: Pipeline, options: StreamOptions | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        options: StreamOptions | None = None,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._options = options or StreamOptions()
+        self._budget = budget or ConnectionBudget(
+            ServerOptions().limits_for(self._options).max_connection_buffer_bytes
+        )
 
     async def Process(  # gRPC method name
         self,
@@ -55,9 +85,16 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     ) -> AsyncIterator[Answer]:
         stream = ExtProcStream(self._pipeline, self._options)
         cancelled = False
+        peer, held = context.peer(), 0
         try:
             async for message in request_iterator:
-                for action in stream.receive(message):
+                actions = stream.receive(message)
+                now_held = stream.buffered_body_bytes
+                within = self._budget.change(peer, now_held - held)
+                held = now_held
+                if not within:
+                    raise _OverBudget
+                for action in actions:
                     if isinstance(action, Admit):
                         # Waiting here keeps the stream open while flow control queues the
                         # request; if Envoy resets the stream, this await is cancelled and so
@@ -88,12 +125,20 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         except ProtocolViolation as violation:
             log.warning("ext_proc protocol violation: %s", violation)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(violation))
+        except _OverBudget:
+            limit = self._budget.limit
+            log.info("ext_proc connection %s holds over %d bytes: call ended", peer, limit)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"connection buffer limit reached ({limit} bytes held for its calls)",
+            )
         except Exception:
             # Anything unexpected ends the RPC with a gRPC error so Envoy's failure mode
             # (failure_mode_allow: FailOpen / FailClose) decides what the client sees.
             log.exception("ext_proc stream failed")
             await context.abort(grpc.StatusCode.INTERNAL, "endpoint picker internal error")
         finally:
+            self._budget.change(peer, -held)
             stream.close(cancelled=cancelled or context.cancelled())
 
 
@@ -153,15 +198,18 @@ class GrpcExtProcServer:
 
     async def start(self) -> int:
         opts = self._server_options
-        max_message = self._stream_options.max_message_bytes
+        limits = opts.limits_for(self._stream_options)
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", max_message),
-                ("grpc.max_send_message_length", max_message),
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+                ("grpc.max_metadata_size", limits.max_header_list_bytes),
                 ("grpc.so_reuseport", 0),
             ]
         )
-        servicer = ExternalProcessor(self._pipeline, self._stream_options)
+        budget = ConnectionBudget(limits.max_connection_buffer_bytes)
+        servicer = ExternalProcessor(self._pipeline, self._stream_options, budget)
         # Registered by hand (not add_ExternalProcessorServicer_to_server) for the serializer:
         # the frequent answers are already bytes (wire.py) and must not be serialized again.
         handlers = {

@@ -211,6 +211,7 @@ class ExtProcStream:
             self._finished = True
             self._admission.finish(Outcome.CLIENT_GONE if cancelled else Outcome.UPSTREAM_ERROR)
         self.phase = Phase.DONE
+        self._body = bytearray()  # a closed stream holds nothing
 
     # --- request path -------------------------------------------------------------------------
 

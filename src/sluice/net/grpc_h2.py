@@ -378,17 +378,17 @@ class _Connection(asyncio.Protocol):
         if call.ended:
             return
         call.ended = True
-        if event.remote_reset and not call.delivered and self._resets.premature_reset():
+        rapid = event.remote_reset and not call.delivered and self._resets.premature_reset()
+        self._cancel(call)
+        call.handler = None  # (the handler refers to its call: no cycle left for the GC)
+        if rapid:
             log.warning(
                 "HTTP/2 peer reset %d of %d streams before sending a message (rapid reset): "
                 "closing the connection",
                 self._resets.premature,
                 self._resets.opened,
             )
-            self._cancel(call)
             self.goaway(ErrorCodes.ENHANCE_YOUR_CALM)
-            return
-        self._cancel(call)
 
     def _on_goaway(self, event: ConnectionTerminated) -> None:
         if event.error_code != ErrorCodes.NO_ERROR:
@@ -459,6 +459,7 @@ class _Connection(asyncio.Protocol):
             if not call.ended:
                 call.ended = True
                 self._cancel(call)
+            call.handler = None
         self._held = 0
 
     def _stop_peer_sending(self, call: Call) -> None:
@@ -466,12 +467,14 @@ class _Connection(asyncio.Protocol):
         if not call.remote_ended:
             self._h2.reset_stream(call.id, ErrorCodes.NO_ERROR)
         self._calls.pop(call.id, None)
+        call.handler = None
         if self._draining and not self._calls:
             self._close_pending = True  # once this output is written
 
     def _forget_if_done(self, call: Call) -> None:
         if call.ended and not call._pending and call._trailers is None:
             self._calls.pop(call.id, None)
+            call.handler = None
 
     # -- output ----------------------------------------------------------------------------------
 
