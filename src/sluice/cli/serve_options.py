@@ -196,7 +196,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag("proxy-host", "str", "127.0.0.1", "Address the proxy binds.", group=S),
-    Flag("grpc-host", "str", "0.0.0.0", "Address the gRPC servers bind.", group=S),
+    Flag(
+        "grpc-host",
+        "str",
+        "0.0.0.0",
+        "Listen address of the ext_proc, health and metrics servers (0.0.0.0 as upstream: "
+        "the gateway reaches the Pod IP; 127.0.0.1 for loopback only). See docs/security.md.",
+        group=S,
+    ),
     Flag(
         "ext-proc-transport",
         "str",
