@@ -281,10 +281,14 @@ class App:
             await extproc.start()
             self._servers.append(extproc)
         if options["proxy-port"]:
-            from sluice.proxy.server import ProxyServer
+            from sluice.proxy.server import ProxyOptions, ProxyServer
 
             proxy = ProxyServer(
-                self.director, Limits(max_body_bytes=int(options["max-body-bytes"]))
+                self.director,
+                Limits(max_body_bytes=int(options["max-body-bytes"])),
+                options=ProxyOptions(
+                    keepalive_timeout_s=float(options["engine-keepalive-timeout"])
+                ),
             )
             await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
             self._servers.append(proxy)

@@ -197,6 +197,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
     ),
     Flag("proxy-host", "str", "127.0.0.1", "Address the proxy binds.", group=S),
     Flag(
+        "engine-keepalive-timeout",
+        "duration",
+        4.0,
+        "Proxy: how long an idle connection to an engine is kept for reuse (keep it below the "
+        "engine's own: 5s for vLLM and llama.cpp; 0: a new connection per request).",
+        group=S,
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -286,6 +294,11 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
         raise FlagError("--zap-encoder must be json or console")
     if values["ext-proc-transport"] not in ("h2", "grpc"):
         raise FlagError("--ext-proc-transport must be h2 or grpc")
+    keepalive = values["engine-keepalive-timeout"]
+    if not 0 <= keepalive < float("inf"):
+        raise FlagError(
+            f"--engine-keepalive-timeout={keepalive}: must be 0 or more (e.g. 4s; 0 disables reuse)"
+        )
     if values["engine"] not in ("vllm", "sglang", "trtllm"):
         raise FlagError("--engine must be vllm, sglang or trtllm")
     if values["metric-names"] not in ("both", "llm-d", "gie"):
