@@ -21,7 +21,7 @@ from .pipeline_double import DoublePipeline
 MiB = 1 << 20
 
 
-@pytest.mark.parametrize("transport", ["h2", "grpc"])
+@pytest.mark.parametrize("transport", ["h2", "hyper", "grpc"])
 async def test_unfinished_bodies_are_capped_per_connection(transport):
     options = ServerOptions(
         grpc_port=0, host="127.0.0.1", secure_serving=False, transport=transport

@@ -49,7 +49,7 @@ from .pipeline_double import DoublePipeline
 from .test_request_path import read, send_request
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
-TRANSPORTS = ["h2", "grpc"]
+TRANSPORTS = ["h2", "hyper", "grpc"]
 
 
 def u32(value: int) -> bytes:

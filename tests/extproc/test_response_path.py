@@ -20,7 +20,7 @@ from net.h2_peer import (
 )
 from sluice.extproc import Admit, BodyMode, ExtProcStream, Send, wire
 from sluice.extproc.h2 import H2ExtProcServer
-from sluice.net.grpc_h2 import GrpcServer, _Connection
+from sluice.net.server import GrpcServer
 from sluice.pipeline import Outcome
 from sluice.requests.model import Usage
 
@@ -187,7 +187,7 @@ async def test_closing_settles_what_was_not_settled(pipeline):
 
 
 class RecordingTransport:
-    """Enough of an asyncio transport for a connection of `sluice.net.grpc_h2`: keeps what was
+    """Enough of an asyncio transport for a connection of `sluice.net`: keeps what was
     written, one entry per write."""
 
     def __init__(self) -> None:
@@ -212,7 +212,7 @@ class RecordingTransport:
 
 async def test_h2_writes_the_answer_before_the_admission_is_finished(pipeline):
     server = H2ExtProcServer(pipeline)
-    connection = _Connection(GrpcServer(server._routes, server.limits))
+    connection = GrpcServer(server._routes, server.limits).connection()
     transport = RecordingTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
     client = Client()

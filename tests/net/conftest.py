@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sluice.net.grpc_h2 import Call, GrpcServer
+from sluice.net.call import Call
 from sluice.net.limits import H2Limits
+from sluice.net.server import ENGINES, GrpcServer
 
 ECHO = "/test.Echo/Echo"  # echoes each message; finishes OK when the client half-closes
 HOLD = "/test.Hold/Hold"  # keeps every message (reported with `hold`); finishes on half-close
@@ -77,9 +78,15 @@ def limits() -> H2Limits:
     return H2Limits()
 
 
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every transport test runs on both HTTP/2 engines: Sluice's frames and python-hyper's."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def server(recorder: Recorder, limits: H2Limits) -> AsyncIterator[GrpcServer]:
-    grpc_server = GrpcServer(recorder.routes(), limits)  # type: ignore[arg-type]
+async def server(recorder: Recorder, limits: H2Limits, engine: str) -> AsyncIterator[GrpcServer]:
+    grpc_server = GrpcServer(recorder.routes(), limits, engine=engine)  # type: ignore[arg-type]
     await grpc_server.start("127.0.0.1", 0)
     yield grpc_server
     await grpc_server.stop(None)

@@ -216,7 +216,8 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "ext-proc-transport",
         "str",
         "h2",
-        "h2 (Sluice's own HTTP/2 server: ~3x less CPU per request) or grpc (grpc.aio).",
+        "h2 (Sluice's own HTTP/2 frame layer: the least CPU per request), hyper "
+        "(python-hyper's h2 state machine) or grpc (grpc.aio).",
         group=S,
     ),
     Flag(
@@ -292,8 +293,8 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
         raise FlagError("--log-format must be console or json")
     if values["zap-encoder"] not in ("", "json", "console"):
         raise FlagError("--zap-encoder must be json or console")
-    if values["ext-proc-transport"] not in ("h2", "grpc"):
-        raise FlagError("--ext-proc-transport must be h2 or grpc")
+    if values["ext-proc-transport"] not in ("h2", "hyper", "grpc"):
+        raise FlagError("--ext-proc-transport must be h2, hyper or grpc")
     keepalive = values["engine-keepalive-timeout"]
     if not 0 <= keepalive < float("inf"):
         raise FlagError(

@@ -1,10 +1,12 @@
-"""ext_proc's `Process` call on Sluice's gRPC server (`sluice.net.grpc_h2`, on `h2`) — no grpc.aio.
+"""ext_proc's `Process` call on Sluice's gRPC server (`sluice.net`) — no grpc.aio.
 
 Why not grpc.aio: every message (≈ 8 per request in FULL_DUPLEX_STREAMED) is a batch operation
 completed on grpc's poller thread and handed back to the event loop; that hand-off, not
 Sluice's logic, was most of Sluice's CPU (benchmarks/extproc_variants.py, arm `floor`). Here a
-message costs HTTP/2 bookkeeping in `h2`, a protobuf parse and the `ExtProcStream` step, all
-inside `data_received`, and the answers of one read leave in one write.
+message costs a frame parse, a protobuf parse and the `ExtProcStream` step, all inside
+`data_received`, and the answers of one read leave in one write. HTTP/2 is Sluice's own frame
+layer (`transport="h2"`, `sluice.net.frames`) or python-hyper's `h2` (`transport="hyper"`);
+both pass the same RFC 9113 conformance, limit and fuzz tests.
 
 The port routes by `:path`: `/envoy.service.ext_proc.v3.ExternalProcessor/Process` here, gRPC
 health when the app adds it (`--health-checking`), UNIMPLEMENTED for anything else. HTTP/2
@@ -32,8 +34,9 @@ from sluice.extproc import tls
 from sluice.extproc.options import ServerOptions, StreamOptions
 from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
 from sluice.extproc.wire import Answer, ProcessingRequest
+from sluice.net.call import Call, Route
 from sluice.net.grpc_framing import Status
-from sluice.net.grpc_h2 import Call, GrpcServer, Route
+from sluice.net.server import GrpcServer
 from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
@@ -231,9 +234,16 @@ class H2ExtProcServer:
     async def start(self) -> int:
         opts = self.server_options
         context = self._tls_context() if opts.secure_serving else None
-        self._server = GrpcServer(self._routes, self.limits, ssl_context=context)
+        engine = "hyper" if opts.transport == "hyper" else "frames"
+        self._server = GrpcServer(self._routes, self.limits, engine=engine, ssl_context=context)
         self.port = await self._server.start(opts.host, opts.grpc_port)
-        log.info("ext_proc (h2) listening on %s:%d (tls=%s)", opts.host, self.port, bool(context))
+        log.info(
+            "ext_proc (%s) listening on %s:%d (tls=%s)",
+            opts.transport,
+            opts.host,
+            self.port,
+            bool(context),
+        )
         return self.port
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -61,10 +61,11 @@ class ServerOptions:
     host: str = "0.0.0.0"
     secure_serving: bool = True
     cert_path: Path | None = None
-    # "h2": Sluice's gRPC server on python-hyper's h2 state machine (sluice.net.grpc_h2), on the
-    # event loop: ~2x less CPU per request than "grpc" (grpc.aio), whose per-message thread
-    # hand-offs dominate. See docs/extproc.md "Overhead".
-    transport: Literal["h2", "grpc"] = "h2"
+    # "h2": Sluice's gRPC server on its own HTTP/2 frame layer (sluice.net.frames), on the event
+    # loop; "hyper": the same server on python-hyper's h2 state machine (sluice.net.hyper_h2),
+    # about twice the CPU per request; "grpc": grpc.aio, whose per-message thread hand-offs cost
+    # more still. See docs/extproc.md "Overhead".
+    transport: Literal["h2", "hyper", "grpc"] = "h2"
     # HTTP/2 limits (max_message_bytes comes from StreamOptions); the grpc transport applies
     # those grpc core has options for. See `limits_for`.
     h2_limits: H2Limits = field(default_factory=H2Limits)
@@ -111,9 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     parser.add_argument(
         "--ext-proc-transport",
-        choices=["h2", "grpc"],
+        choices=["h2", "hyper", "grpc"],
         default=s.transport,
-        help="h2: Sluice's own HTTP/2 server (fast); grpc: grpc.aio",
+        help="h2: Sluice's own HTTP/2 frame layer (fast); hyper: python-hyper's h2; grpc: grpc.aio",
     )
 
 

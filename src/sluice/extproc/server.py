@@ -1,7 +1,8 @@
 """The asyncio shells that run one `ExtProcStream` per ext_proc RPC.
 
-`ExtProcServer` serves with `sluice.extproc.h2` (default, `ServerOptions.transport="h2"`: the
-`h2`-based server of `sluice.net`) or with the `grpc.aio` shell below (`transport="grpc"`). All
+`ExtProcServer` serves with `sluice.extproc.h2` on Sluice's gRPC server (`sluice.net`: its own
+HTTP/2 frame layer, `transport="h2"`, the default; or python-hyper's `h2`, `transport="hyper"`)
+or with the `grpc.aio` shell below (`transport="grpc"`). All
 decisions live in `stream.py` and the pipeline; a shell only moves messages, awaits admission,
 and maps the end of the RPC (clean, cancelled, or failed) onto `stream.close`. Other gRPC
 services can share the port (`also_serve`: gRPC health with `--health-checking`).
@@ -22,7 +23,7 @@ from sluice.extproc.h2 import H2ExtProcServer
 from sluice.extproc.options import ServerOptions, StreamOptions
 from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
 from sluice.extproc.wire import Answer, ProcessingRequest
-from sluice.net.grpc_h2 import Route
+from sluice.net.call import Route
 from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
@@ -159,7 +160,7 @@ class ExtProcServer:
     ) -> None:
         options = server_options or ServerOptions()
         self._impl: H2ExtProcServer | GrpcExtProcServer
-        if options.transport == "h2":
+        if options.transport in ("h2", "hyper"):
             routes = {path: route for s in also_serve for path, route in s.h2_routes().items()}
             self._impl = H2ExtProcServer(pipeline, options, stream_options, routes)
         else:

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sluice.extproc.server import SERVICE_NAME as EXT_PROC_SERVICE
 from sluice.net.grpc_framing import Status
-from sluice.net.grpc_h2 import Call, Handler, Route
+from sluice.net.call import Call, Handler, Route
 
 LIVENESS = "liveness"
 READINESS = "readiness"

@@ -1,7 +1,7 @@
 """The limits an HTTP/2 connection enforces, and the two small counters behind the flood rules.
 
 Plain values and plain objects taking `now` as an argument (no clock, no I/O), so the rules are
-unit-testable; `grpc_h2` applies them to live connections.
+unit-testable; `sluice.net.connection` applies them to live connections.
 """
 
 from __future__ import annotations
