@@ -19,6 +19,7 @@ HOLD = "/test.Hold/Hold"  # keeps every message (reported with `hold`); finishes
 @dataclass
 class Record:
     path: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     messages: int = 0
     ends: list[str] = field(default_factory=list)  # "finish" / "cancel": exactly one, ever
 
@@ -31,7 +32,7 @@ class Recorder:
         return {ECHO: self._echo, HOLD: self._hold}
 
     def _echo(self, call: Call) -> _Echo:
-        record = Record(call.path)
+        record = Record(call.path, list(call.headers))
         self.calls.append(record)
         return _Echo(call, record)
 

@@ -36,7 +36,7 @@ from sluice.extproc.stream import Admit, ExtProcStream, ProtocolViolation
 from sluice.extproc.wire import Answer, ProcessingRequest
 from sluice.net.call import Call, Route
 from sluice.net.grpc_framing import Status
-from sluice.net.server import GrpcServer
+from sluice.net.server import Engine, GrpcServer
 from sluice.pipeline import Pipeline
 from sluice.requests.errors import SluiceError
 
@@ -234,7 +234,7 @@ class H2ExtProcServer:
     async def start(self) -> int:
         opts = self.server_options
         context = self._tls_context() if opts.secure_serving else None
-        engine = "hyper" if opts.transport == "hyper" else "frames"
+        engine: Engine = "hyper" if opts.transport == "hyper" else "frames"
         self._server = GrpcServer(self._routes, self.limits, engine=engine, ssl_context=context)
         self.port = await self._server.start(opts.host, opts.grpc_port)
         log.info(

@@ -21,8 +21,8 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sluice.extproc.server import SERVICE_NAME as EXT_PROC_SERVICE
-from sluice.net.grpc_framing import Status
 from sluice.net.call import Call, Handler, Route
+from sluice.net.grpc_framing import Status
 
 LIVENESS = "liveness"
 READINESS = "readiness"

@@ -21,6 +21,8 @@ gRPC server needs and nothing more, on plain integers and byte slices:
 
 from __future__ import annotations
 
+from typing import cast
+
 from hpack import Decoder, HPACKError, OversizedHeaderListError
 
 from sluice.net.call import OK_TRAILERS, Call, Trailers
@@ -97,6 +99,8 @@ class FrameConnection(GrpcConnection):
         self._settings_seen = False  # the client's preface ends with its SETTINGS (§3.4)
         self._highest = 0  # the highest stream id the peer opened
         self._decoder = Decoder(max_header_list_size=limits.max_header_list_bytes)
+        # Header blocks that left the HPACK table as it was, decoded (see `_decode`).
+        self._decoded: dict[bytes, tuple[list[tuple[bytes, bytes]], bool]] = {}
         self._max_block = 2 * limits.max_header_list_bytes  # a compressed block past it: a flood
         self._block_stream = 0  # a header block in progress (CONTINUATION expected), or 0
         self._block_flags = 0
@@ -277,7 +281,7 @@ class FrameConnection(GrpcConnection):
             self._protocol_error(ENHANCE_YOUR_CALM, "a header block over the header list limit")
             return
         try:  # decoded whatever happens next: the HPACK table must follow every block
-            headers = self._decoder.decode(block, raw=True)
+            headers, well_formed = self._decode(block)
         except OversizedHeaderListError:
             self._protocol_error(ENHANCE_YOUR_CALM, "a header list over the limit")
             return
@@ -302,7 +306,7 @@ class FrameConnection(GrpcConnection):
         if self._draining or len(self._calls) >= self.limits.max_concurrent_streams:
             self._reset(stream_id, REFUSED_STREAM)  # safe for the client to retry elsewhere
             return
-        if not _well_formed_request(headers):
+        if not well_formed:
             self._reset(stream_id, PROTOCOL_ERROR)  # §8.1.1: a malformed request
             return
         call = self._on_request(stream_id, list(headers))
@@ -310,6 +314,25 @@ class FrameConnection(GrpcConnection):
         call.send_window = self._peer_initial_window
         if flags & END_STREAM and self._calls.get(stream_id) is call:
             self._on_remote_end(call)
+
+    def _decode(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """(headers, well formed as a request). Once its HPACK table is warm, a gateway sends
+        the same block for every stream — all indexed fields, which leave the table as it is —
+        so such a block is decoded once and remembered until the table changes (an insertion
+        or eviction moves every index, and the memo is dropped)."""
+        known = self._decoded.get(block)
+        if known is not None:
+            return known
+        entries = self._decoder.header_table.dynamic_entries
+        before = (len(entries), id(entries[0]) if entries else 0, id(entries[-1]) if entries else 0)
+        headers = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
+        decoded = (headers, _well_formed_request(headers))
+        after = (len(entries), id(entries[0]) if entries else 0, id(entries[-1]) if entries else 0)
+        if after != before or len(self._decoded) >= 64:
+            self._decoded.clear()
+        if after == before:
+            self._decoded[block] = decoded
+        return decoded
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
