@@ -23,7 +23,7 @@ OnError = Callable[[Exception], None]
 # a metrics page, and is refused rather than buffered.
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 SCRAPE_LIMITS = Http1Limits(
-    max_head_bytes=64 * 1024, max_headers=100, max_body_bytes=MAX_PAGE_BYTES
+    max_head_bytes=64 * 1024, max_headers=100, max_body_bytes=MAX_PAGE_BYTES, keep_headers=False
 )
 
 
@@ -39,7 +39,10 @@ def build_request(host: str, port: int, path: str) -> bytes:
     ).encode()
 
 
-class MetricsConnection(asyncio.Protocol):
+_READ_BYTES = 64 * 1024  # one socket read, into a buffer reused for every read
+
+
+class MetricsConnection(asyncio.BufferedProtocol):
     """One connection to one endpoint's metrics port. `send` starts a request; exactly one of
     `on_response` / `on_error` is called for it, unless `close` abandons it first."""
 
@@ -53,19 +56,23 @@ class MetricsConnection(asyncio.Protocol):
         self.busy = False  # a request is outstanding
         self._reader = ResponseReader(self, limits)
         self._status = 0
-        self._body = bytearray()
+        self._body: list[bytes] = []
+        self._buffer = memoryview(bytearray(_READ_BYTES))  # the kernel reads straight into it
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if not self.busy:
             self.close()  # unsolicited bytes: the stream is out of step
             return
         try:
-            self._reader.feed(data)
+            self._reader.feed(self._buffer[:nbytes])
         except ResponseError as exc:
             self._fail(HttpError(str(exc)))
             return
@@ -89,7 +96,7 @@ class MetricsConnection(asyncio.Protocol):
 
     def send(self, raw_request: bytes) -> None:
         assert self.transport is not None and not self.busy
-        self._body = bytearray()
+        self._body = []
         self.busy = True
         self._reader.expect()
         self.transport.write(raw_request)
@@ -107,7 +114,7 @@ class MetricsConnection(asyncio.Protocol):
         self._status = head.status
 
     def on_body(self, chunk: bytes) -> None:
-        self._body += chunk
+        self._body.append(chunk)
 
     def on_complete(self) -> None:
         if not self.busy:
@@ -115,8 +122,10 @@ class MetricsConnection(asyncio.Protocol):
         self.busy = False
         if not self._reader.reusable:
             self.close()
-        body, self._body = self._body, bytearray()
-        # A view, not a copy: the receiver hashes it and decodes it at most once.
+        chunks, self._body = self._body, []
+        # A page usually arrives in one piece: a view of it, not a copy (the receiver hashes it
+        # and decodes it at most once).
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         with memoryview(body) as view:
             self._on_response(self._status, view)
 

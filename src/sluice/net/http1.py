@@ -29,6 +29,7 @@ class Http1Limits:
     max_head_bytes: int = 64 * 1024  # status line and headers
     max_headers: int = 100
     max_body_bytes: int | None = None  # None: unbounded (a relay with backpressure)
+    keep_headers: bool = True  # False: `ResponseHead.headers` stays empty (a scraper needs none)
 
 
 class ResponseError(Exception):
@@ -59,7 +60,7 @@ class ResponseReader:
     """Reads one response at a time from a connection's bytes; `expect` before each."""
 
     __slots__ = (
-        "_body_bytes", "_complete", "_error", "_fed_before_head", "_head", "_head_bytes",
+        "_body_bytes", "_complete", "_error", "_fed_before_head", "_head",
         "_head_request", "_headers", "_informational", "_limits", "_parser", "_past_end", "_sink",
         "_until_close",
     )  # fmt: skip
@@ -74,8 +75,7 @@ class ResponseReader:
         self._past_end = False
 
     def _reset(self) -> None:
-        self._headers: list[tuple[str, str]] = []
-        self._head_bytes = 0  # of the header lines parsed so far
+        self._headers: list[tuple[bytes, bytes]] = []
         self._fed_before_head = 0  # bytes fed while no head was complete: a head never ending
         self._head: ResponseHead | None = None
         self._informational = False
@@ -108,8 +108,9 @@ class ResponseReader:
             and not self._head_request
         )
 
-    def feed(self, data: bytes) -> None:
-        """Bytes from the connection. Raises `ResponseError`."""
+    def feed(self, data: bytes | memoryview) -> None:
+        """Bytes from the connection (not kept: a reused read buffer is fine). Raises
+        `ResponseError`."""
         if self._complete:
             if data:
                 self._past_end = True  # bytes nobody asked for: the connection is out of step
@@ -146,23 +147,20 @@ class ResponseReader:
 
     # -- httptools callbacks -----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        if self._complete:
-            self._past_end = True
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        self._head_bytes += len(name) + len(value)
-        if self._head_bytes > self._limits.max_head_bytes:
-            self._fail(f"response head over {self._limits.max_head_bytes} bytes")
-        if len(headers) >= self._limits.max_headers:
-            self._fail(f"more than {self._limits.max_headers} response headers")
-        # As aiohttp decodes headers: bytes that are not UTF-8 survive the round trip.
-        headers.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
+        # Only kept here (the hot path): the limits are checked once the head is complete, and
+        # a head that never completes is cut by `feed` at `max_head_bytes`.
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._complete:  # a next response nobody asked for
+            self._past_end = True
+            return
+        limits = self._limits
+        if len(self._headers) > limits.max_headers:
+            self._fail(f"more than {limits.max_headers} response headers")
+        if sum(len(n) + len(v) for n, v in self._headers) > limits.max_head_bytes:
+            self._fail(f"response head over {limits.max_head_bytes} bytes")
         parser = self._parser
         status = parser.get_status_code()
         if status < 100:
@@ -171,24 +169,33 @@ class ResponseReader:
             self._informational = True  # 100 Continue, 103 Early Hints: the answer follows
             self._headers = []
             return
-        content_type, length, chunked = "", None, False
+        content_type, length, chunked = b"", None, False
         for name, value in self._headers:
             lower = name.lower()
-            if lower == "content-type":
-                content_type = value.partition(";")[0].strip().lower()
-            elif lower == "content-length":
+            if lower == b"content-type":
+                content_type = value.partition(b";")[0].strip().lower()
+            elif lower == b"content-length":
                 length = int(value)  # llhttp accepted exactly one plain decimal number
-            elif lower == "transfer-encoding":
-                chunked = value.rpartition(",")[2].strip().lower() == "chunked"
+            elif lower == b"transfer-encoding":
+                chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
         no_body = self._head_request or status in _NO_BODY_STATUS
         self._until_close = not (no_body or chunked or length is not None)
         limit = self._limits.max_body_bytes
         if limit is not None and length is not None and length > limit and not no_body:
             self._fail(f"response body of {length} bytes is over the limit of {limit}")
+        # As aiohttp decodes headers: bytes that are not UTF-8 survive the round trip.
+        headers = (
+            [
+                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for n, v in self._headers
+            ]
+            if self._limits.keep_headers
+            else []
+        )
         head = ResponseHead(
             status=status,
-            headers=self._headers,
-            content_type=content_type,
+            headers=headers,
+            content_type=content_type.decode("latin-1"),
             content_length=None if chunked or no_body else length,
             keep_alive=bool(parser.should_keep_alive()),
         )
