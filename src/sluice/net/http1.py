@@ -60,7 +60,7 @@ class ResponseReader:
     """Reads one response at a time from a connection's bytes; `expect` before each."""
 
     __slots__ = (
-        "_body_bytes", "_complete", "_error", "_fed_before_head", "_head",
+        "_body_bytes", "_complete", "_error", "_fed_before_head", "_head", "_head_bytes",
         "_head_request", "_headers", "_informational", "_limits", "_parser", "_past_end", "_sink",
         "_until_close",
     )  # fmt: skip
@@ -76,6 +76,7 @@ class ResponseReader:
 
     def _reset(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
         self._fed_before_head = 0  # bytes fed while no head was complete: a head never ending
         self._head: ResponseHead | None = None
         self._informational = False
@@ -148,9 +149,10 @@ class ResponseReader:
     # -- httptools callbacks -----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Only kept here (the hot path): the limits are checked once the head is complete, and
-        # a head that never completes is cut by `feed` at `max_head_bytes`.
+        # Only kept and counted here (the hot path): the limits are checked once the head is
+        # complete, and a head that never completes is cut by `feed` at `max_head_bytes`.
         self._headers.append((name, value))
+        self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
         if self._complete:  # a next response nobody asked for
@@ -159,7 +161,7 @@ class ResponseReader:
         limits = self._limits
         if len(self._headers) > limits.max_headers:
             self._fail(f"more than {limits.max_headers} response headers")
-        if sum(len(n) + len(v) for n, v in self._headers) > limits.max_head_bytes:
+        if self._head_bytes > limits.max_head_bytes:
             self._fail(f"response head over {limits.max_head_bytes} bytes")
         parser = self._parser
         status = parser.get_status_code()
@@ -171,12 +173,12 @@ class ResponseReader:
             return
         content_type, length, chunked = b"", None, False
         for name, value in self._headers:
-            lower = name.lower()
-            if lower == b"content-type":
+            size = len(name)  # (compared first: most names are none of the three)
+            if size == 12 and name.lower() == b"content-type":
                 content_type = value.partition(b";")[0].strip().lower()
-            elif lower == b"content-length":
+            elif size == 14 and name.lower() == b"content-length":
                 length = int(value)  # llhttp accepted exactly one plain decimal number
-            elif lower == b"transfer-encoding":
+            elif size == 17 and name.lower() == b"transfer-encoding":
                 chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
         no_body = self._head_request or status in _NO_BODY_STATUS
         self._until_close = not (no_body or chunked or length is not None)
