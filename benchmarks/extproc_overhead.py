@@ -22,7 +22,7 @@ Transport and option comparisons (grpc.aio vs Sluice's HTTP/2 server, uvloop, TL
 are in `benchmarks/extproc_variants.py`.
 
     .venv/bin/python benchmarks/extproc_overhead.py [--mode FULL_DUPLEX_STREAMED|BUFFERED]
-        [--stream] [--keep-cpus-awake 2]
+        [--stream] [--keep-cpus-awake 2] [--ext-proc-transport h2|hyper|grpc]
 
 `SLUICE_BENCH_PROFILE=/tmp/p.prof` runs `sluice serve` under cProfile (written on exit).
 """
@@ -75,7 +75,9 @@ def spawn_engine(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT)
 
 
-def spawn_sluice(port: int, engine_port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def spawn_sluice(
+    port: int, engine_port: int, workdir: Path, transport: str
+) -> subprocess.Popen[bytes]:
     manifests = serve_manifests(workdir, engine_port)
     command = [sys.executable]
     if os.environ.get("SLUICE_BENCH_PROFILE"):  # where does Sluice's CPU go?
@@ -84,6 +86,7 @@ def spawn_sluice(port: int, engine_port: int, workdir: Path) -> subprocess.Popen
     command += [f"--resources={manifests}", f"--grpc-port={port}", "--grpc-host=127.0.0.1"]
     command += ["--secure-serving=false", "--log-level=warning"]
     command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
+    command += [f"--ext-proc-transport={transport}"]
     return subprocess.Popen(command, cwd=ROOT)
 
 
@@ -224,7 +227,7 @@ async def main(args: argparse.Namespace) -> None:
     engine_port, sluice_ports, direct_ports = free_port(), GatewayPorts(), GatewayPorts()
     workdir = Path(tempfile.mkdtemp(prefix="sluice-extproc-bench-"))
     engine = spawn_engine(engine_port)
-    sluice = spawn_sluice(sluice_ports.epp, engine_port, workdir)
+    sluice = spawn_sluice(sluice_ports.epp, engine_port, workdir, args.ext_proc_transport)
     via_config = render_config(sluice_ports, [engine_port], mode=mode, tls=False)
     wait_log = workdir / "ext_proc_waits.jsonl"
     log_ext_proc_waits(via_config, wait_log)
@@ -259,6 +262,7 @@ async def main(args: argparse.Namespace) -> None:
         report = {
             "mode": mode.name + (" (SSE)" if args.stream else ""),
             "pipeline": "sluice serve (director, flow control, scheduler) on uvloop, plaintext",
+            "ext_proc_transport": args.ext_proc_transport,
             "cpus": os.cpu_count(),
             "loadavg_1m": os.getloadavg()[0],
             "cpus_kept_awake_by_spinners": args.keep_cpus_awake,
@@ -291,6 +295,12 @@ def cli() -> None:
         help="run N lowest-priority busy loops during the latency phase (see spawn_spinner)",
     )
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--ext-proc-transport",
+        default="h2",
+        choices=["h2", "hyper", "grpc"],
+        help="h2: Sluice's frame layer (default); hyper: python-hyper's h2; grpc: grpc.aio",
+    )
     asyncio.run(main(parser.parse_args()))
 
 

@@ -14,7 +14,8 @@ Arms (pick with --arms, comma-separated):
 - `aio`, `aio-uvloop`, `aio-tls`: Sluice's stream logic on the grpc.aio transport
   (`transport="grpc"`) over the test double pipeline (real request and usage parsing), on
   asyncio / uvloop / uvloop with TLS.
-- `h2`, `h2-asyncio`, `h2-tls`: the same on Sluice's own HTTP/2 transport (the default).
+- `h2`, `h2-asyncio`, `h2-tls`: the same on Sluice's own HTTP/2 frame layer (the default).
+- `hyper`: the same on python-hyper's `h2` state machine (`transport="hyper"`), uvloop.
 - `base`: `aio-uvloop` run from another checkout (`--base-src DIR/src`, e.g. from
   `git archive <commit> src | tar -x -C DIR`) — a before/after in one run.
 - `buffered-response`: `h2` with `response_body_mode: BUFFERED` (fewer messages for SSE; see
@@ -23,6 +24,7 @@ Arms (pick with --arms, comma-separated):
   flow control, scheduler, metrics scraping) on uvloop.
 - `serve-base`: `serve` run from another checkout (`--base-src`): the real pipeline's before/after
   in one run.
+- `serve-hyper`: `serve` with `--ext-proc-transport=hyper` (python-hyper's h2).
 
     .venv/bin/python benchmarks/extproc_variants.py --arms floor,aio-uvloop,h2,serve
         [--rounds 3] [--seconds 4] [--concurrency 32] [--latency 300] [--stream]
@@ -261,7 +263,7 @@ def spawn_arm(name: str, engine_port: int, args: argparse.Namespace, workdir: Pa
     tls = name.endswith("-tls")
     mode = BodyMode[args.mode]
     response_mode = mode
-    if name in ("serve", "serve-base"):
+    if name in ("serve", "serve-base", "serve-hyper"):
         if name == "serve-base":
             env["PYTHONPATH"] = str(Path(args.base_src).resolve())
         command = [str(ROOT / ".venv/bin/sluice"), "serve", "--pool-name=bench"]
@@ -272,13 +274,15 @@ def spawn_arm(name: str, engine_port: int, args: argparse.Namespace, workdir: Pa
         command += [f"--grpc-port={port}", "--secure-serving=false", "--log-level=warning"]
         command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
         command += ["--grpc-host=127.0.0.1"]
+        if name == "serve-hyper":
+            command += ["--ext-proc-transport=hyper"]
     else:
         child = "floor" if name == "floor-asyncio" else name
         if child not in ("floor", "floor-sync"):
             child = "serve"
         command = [sys.executable, __file__, "--child", child, "--port", str(port)]
         command += ["--upstream-port", str(engine_port)]
-        transport = "grpc" if name.startswith("aio") else "h2"
+        transport = "grpc" if name.startswith("aio") else "hyper" if name == "hyper" else "h2"
         command += ["--transport", "base" if name == "base" else transport]
         if name not in ("aio", "floor-asyncio", "floor-sync", "h2-asyncio"):
             command.append("--uvloop")

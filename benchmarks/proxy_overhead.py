@@ -217,9 +217,11 @@ class Arm:
     process: subprocess.Popen[bytes] | None  # None: the engine itself (direct)
 
 
-def spawn(command: list[str], core: int | None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], core: int | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env
     )
     if core is not None:
         os.sched_setaffinity(process.pid, {core})
@@ -265,6 +267,10 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", action="store_true", help="let the OS place every process (busy machines)"
     )
+    parser.add_argument(
+        "--base-src",
+        help="also run the proxy from another checkout's src/ (before/after in one run)",
+    )
     args = parser.parse_args()
 
     cores = sorted(os.sched_getaffinity(0))
@@ -291,6 +297,15 @@ def main() -> None:
         processes.append(sluice)
         wait_for_port(sluice_port, sluice)
         arms.append(Arm("sluice proxy", f"http://127.0.0.1:{sluice_port}{PATH}", sluice))
+        if args.base_src:
+            base_port = free_port()
+            command = [sys.executable, __file__, "--child", "proxy", "--port", str(base_port)]
+            command += ["--upstream-port", str(engine_port)]
+            env = dict(os.environ, PYTHONPATH=str(Path(args.base_src).resolve()))
+            base = spawn(command, proxy_core, env)
+            processes.append(base)
+            wait_for_port(base_port, base)
+            arms.append(Arm("sluice proxy (base)", f"http://127.0.0.1:{base_port}{PATH}", base))
 
         if args.full_pipeline:
             arm = full_pipeline_arm(engine_port, proxy_core, workdir)

@@ -7,13 +7,19 @@ By default every endpoint serves the same page each time (an idle engine: the sc
 parsing unchanged pages); `--vary` makes every response differ (an engine under load).
 
 Run: .venv/bin/python benchmarks/scrape_cpu.py [--endpoints 100] [--seconds 5] [--uvloop]
-     [--vary] [--transport lean|aiohttp]
+     [--vary] [--transport lean|aiohttp] [--base-src DIR --rounds 3]
+
+`--base-src DIR` (e.g. `git archive main src | tar -x -C DIR`): a before/after in one run —
+rounds alternate between that checkout's scraper and this one, against the same servers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import statistics
 import subprocess
 import sys
 import time
@@ -93,6 +99,31 @@ async def measure(ports: list[int], seconds: float, interval: float, transport: 
     if scrapes < 0.9 * expected:
         print("note: the servers fell behind (busy machine); judge by the full-rate figure")
     print(f"endpoints with last scrape failing: {failures}")
+    result = {"us_per_scrape": per_scrape * 1e6, "full_rate_core": per_scrape * rate}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def compare(args: argparse.Namespace, ports: list[int]) -> None:
+    """Alternate rounds: the `--base-src` checkout's scraper, then this one's."""
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        for label, src in (("before", args.base_src), ("after", here)):
+            command = [sys.executable, __file__, "--ports", ",".join(map(str, ports))]
+            command += ["--seconds", str(args.seconds), "--interval-ms", str(args.interval_ms)]
+            command += ["--transport", args.transport] + (["--uvloop"] if args.uvloop else [])
+            env = dict(os.environ, PYTHONPATH=src)
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+            runs[label].append(json.loads(line[len("RESULT ") :]))
+    for label, results in runs.items():
+        per = statistics.median(r["us_per_scrape"] for r in results)
+        core = statistics.median(r["full_rate_core"] for r in results)
+        print(f"{label}: median {per:.0f} us/scrape, {core:.1%} of a core at the full rate")
+    ratio = statistics.median(r["us_per_scrape"] for r in runs["after"]) / statistics.median(
+        r["us_per_scrape"] for r in runs["before"]
+    )
+    print(f"after/before CPU per scrape: {ratio:.2f}")
 
 
 def main() -> None:
@@ -103,7 +134,20 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--transport", choices=["lean", "aiohttp"], default="lean")
     parser.add_argument("--vary", action="store_true", help="a different page every response")
+    parser.add_argument("--base-src", help="another checkout's src/: before/after in one run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ports:  # a measuring child of `compare`
+        run = measure([int(p) for p in args.ports.split(",")], args.seconds,
+                      args.interval_ms / 1000, args.transport)  # fmt: skip
+        if args.uvloop:
+            import uvloop
+
+            uvloop.run(run)
+        else:
+            asyncio.run(run)
+        return
     print(f"pages: {'a new one every response' if args.vary else 'the same every time'}")
     code = SERVER_CODE.format(bench_dir=str(Path(__file__).parent), pages=16 if args.vary else 1)
     server = subprocess.Popen(
@@ -112,6 +156,9 @@ def main() -> None:
     try:
         assert server.stdout is not None
         ports = [int(p) for p in server.stdout.readline().split()]
+        if args.base_src:
+            compare(args, ports)
+            return
         run = measure(ports, args.seconds, args.interval_ms / 1000, args.transport)
         if args.uvloop:
             import uvloop

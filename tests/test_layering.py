@@ -13,9 +13,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sluice"
 # package -> the sluice packages it may import (besides itself)
 ALLOWED = {
     "util": set(),
+    "net": set(),
     "api": {"util"},
     "requests": {"api", "util"},
-    "datalayer": {"api", "util"},
+    "datalayer": {"api", "util", "net"},
     "flowcontrol": {"api", "requests", "util"},
     "scheduling": {"api", "requests", "datalayer", "util"},
     "room": {"datalayer", "requests", "util"},

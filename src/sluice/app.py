@@ -249,7 +249,7 @@ class App:
     async def start(self) -> None:
         from sluice.extproc.options import ServerOptions, StreamOptions
         from sluice.extproc.server import ExtProcServer
-        from sluice.health.grpc_health import HealthServer
+        from sluice.health.grpc_health import GrpcHealthService, HealthServer
         from sluice.health.metrics import MetricsServer
 
         options = self.options
@@ -295,14 +295,22 @@ class App:
                     keep_control_headers=bool(options["keep-control-headers"]),
                     disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
                 ),
+                # upstream's --health-checking: gRPC health on the ext_proc port too
+                also_serve=[GrpcHealthService(health.servicer)]
+                if options["health-checking"]
+                else [],
             )
             await extproc.start()
             self._servers.append(extproc)
         if options["proxy-port"]:
-            from sluice.proxy.server import ProxyServer
+            from sluice.proxy.server import ProxyOptions, ProxyServer
 
             proxy = ProxyServer(
-                self.director, Limits(max_body_bytes=int(options["max-body-bytes"]))
+                self.director,
+                Limits(max_body_bytes=int(options["max-body-bytes"])),
+                options=ProxyOptions(
+                    keepalive_timeout_s=float(options["engine-keepalive-timeout"])
+                ),
             )
             await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
             self._servers.append(proxy)

@@ -141,5 +141,21 @@ def test_the_ext_proc_transport_can_fall_back_to_grpc_aio() -> None:
         parse_serve_options(["--pool-name=p", "--ext-proc-transport=grpc"])["ext-proc-transport"]
         == "grpc"
     )
-    with pytest.raises(FlagError, match="h2 or grpc"):
+    hyper = parse_serve_options(["--pool-name=p", "--ext-proc-transport=hyper"])
+    assert hyper["ext-proc-transport"] == "hyper"  # python-hyper's h2 state machine
+    with pytest.raises(FlagError, match="h2, hyper or grpc"):
         parse_serve_options(["--pool-name=p", "--ext-proc-transport=http3"])
+
+
+def test_the_engine_keepalive_must_be_a_finite_duration_of_zero_or_more() -> None:
+    options = parse_serve_options(["--pool-name=p"])
+    assert options["engine-keepalive-timeout"] == 4.0  # below vLLM's and llama.cpp's 5 s
+    assert (
+        parse_serve_options(["--pool-name=p", "--engine-keepalive-timeout=0"])[
+            "engine-keepalive-timeout"
+        ]
+        == 0.0
+    )
+    for bad in ("-1s", "nan"):
+        with pytest.raises(FlagError, match="engine-keepalive-timeout"):
+            parse_serve_options(["--pool-name=p", f"--engine-keepalive-timeout={bad}"])

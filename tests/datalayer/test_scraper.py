@@ -159,3 +159,91 @@ async def test_an_unchanged_page_is_restamped_and_a_changed_one_parsed(
         await _wait_for(lambda: state.metrics.waiting == 7)
     finally:
         await scraper.stop()
+
+
+async def _scrape_once(answer: bytes) -> tuple[bool, str | None]:
+    """One raw server answering every request with `answer`; what the scraper made of it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(answer)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    registry = EndpointRegistry()
+    registry.add(Endpoint("pod-0", "127.0.0.1", port))
+    scraper = MetricsScraper(registry, settings=ScrapeSettings(interval_s=0.02, timeout_s=0.5))
+    await scraper.start()
+    try:
+        state = registry.get("pod-0")
+        assert state is not None
+        await _wait_for(lambda: state.scraped or state.consecutive_failures > 0)
+        return state.scraped, state.last_error
+    finally:
+        await scraper.stop()
+        server.close()
+
+
+_BODY = PAGE.encode()
+_CHUNKED_BODY = b"%x\r\n" % len(_BODY) + _BODY + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        # The old parser let Content-Length win over chunked: a smuggling shape.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+            + _CHUNKED_BODY,
+            "Content-Length",
+        ),
+        # -2 and -3 were the old parser's own markers for chunked and until-close.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n" + _CHUNKED_BODY, "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n" + _BODY, "Content-Length"),
+        # It buffered without bound: a page over the limit is refused as soon as it is declared.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (17 << 20), "over the limit"),
+    ],
+    ids=["chunked and Content-Length", "Content-Length -2", "Content-Length -3", "huge page"],
+)
+async def test_the_scraper_refuses_responses_rfc_9112_refuses(answer, error):
+    scraped, last_error = await _scrape_once(answer)
+    assert not scraped
+    assert last_error is not None and error in last_error
+
+
+async def test_the_scraper_skips_100_continue_and_reads_the_real_response():
+    """The old parser took the 100 Continue as the response (an empty page)."""
+    answer = b"HTTP/1.1 100 Continue\r\n\r\n" + _HEAD_CLOSE % len(_BODY) + _BODY
+    scraped, last_error = await _scrape_once(answer)
+    assert scraped and last_error is None
+
+
+async def test_a_page_streamed_without_end_is_cut_at_the_limit_not_buffered():
+    """An endpoint that sends an endless body (until close) is refused at MAX_PAGE_BYTES."""
+    from sluice.datalayer.http11 import MAX_PAGE_BYTES
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        chunk = b"x" * (1 << 20)
+        for _ in range(MAX_PAGE_BYTES // len(chunk) + 4):  # bounded: a little past the limit
+            writer.write(chunk)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    registry = EndpointRegistry()
+    registry.add(Endpoint("pod-0", "127.0.0.1", server.sockets[0].getsockname()[1]))
+    scraper = MetricsScraper(registry, settings=ScrapeSettings(interval_s=0.05, timeout_s=5))
+    await scraper.start()
+    try:
+        state = registry.get("pod-0")
+        assert state is not None
+        await _wait_for(lambda: state.consecutive_failures > 0, timeout=10)
+        assert state.last_error is not None and "over the limit" in state.last_error
+    finally:
+        await scraper.stop()
+        server.close()

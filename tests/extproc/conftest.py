@@ -27,7 +27,7 @@ def stream_options() -> StreamOptions:
     return StreamOptions()
 
 
-TRANSPORTS = ["h2", "grpc"]  # Sluice's own HTTP/2 server, and the grpc.aio shell
+TRANSPORTS = ["h2", "hyper", "grpc"]  # Sluice's frame layer, python-hyper's h2, grpc.aio
 
 
 @pytest.fixture(params=TRANSPORTS)

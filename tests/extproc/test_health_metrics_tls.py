@@ -87,7 +87,7 @@ def cert_dir(tmp_path_factory):
     return directory
 
 
-@pytest.mark.parametrize("transport", ["h2", "grpc"])
+@pytest.mark.parametrize("transport", ["h2", "hyper", "grpc"])
 async def test_ext_proc_serves_tls_from_a_cert_directory(cert_dir, transport):
     pipeline = DoublePipeline([])
     server = ExtProcServer(
@@ -106,7 +106,7 @@ async def test_ext_proc_serves_tls_from_a_cert_directory(cert_dir, transport):
     assert answer.immediate_response.status.code == 500  # an empty pool, answered over TLS
 
 
-@pytest.mark.parametrize("transport", ["h2", "grpc"])
+@pytest.mark.parametrize("transport", ["h2", "hyper", "grpc"])
 async def test_ext_proc_generates_a_self_signed_certificate_by_default(transport):
     options = ServerOptions(grpc_port=0, host="127.0.0.1", transport=transport)
     server = ExtProcServer(DoublePipeline([]), options)

@@ -8,9 +8,20 @@ import json
 
 import grpc
 
+from net.h2_peer import (
+    DATA,
+    END_STREAM,
+    HEADERS,
+    NO_ERROR,
+    PROCESS,
+    RST_STREAM,
+    Client,
+    parse_frames,
+)
 from sluice.director.contract import Outcome
-from sluice.extproc import Admit, BodyMode, ExtProcStream, Send, h2, wire
-from sluice.extproc.h2 import PREFACE, H2ExtProcServer, _Connection
+from sluice.extproc import Admit, BodyMode, ExtProcStream, Send, wire
+from sluice.extproc.h2 import H2ExtProcServer
+from sluice.net.server import GrpcServer
 from sluice.requests.model import Usage
 
 from . import envoy_messages as m
@@ -176,7 +187,8 @@ async def test_closing_settles_what_was_not_settled(pipeline):
 
 
 class RecordingTransport:
-    """Enough of an asyncio transport for `h2._Connection`: keeps what was written."""
+    """Enough of an asyncio transport for a connection of `sluice.net`: keeps what was
+    written, one entry per write."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
@@ -188,35 +200,28 @@ class RecordingTransport:
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
+    def set_write_buffer_limits(self, high: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def close(self) -> None:
         pass
 
 
-def h2_frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return (
-        len(payload).to_bytes(3, "big")
-        + bytes((kind, flags))
-        + stream_id.to_bytes(4, "big")
-        + payload
-    )
-
-
-def grpc_data(stream_id: int, *messages) -> bytes:
-    payload = b"".join(
-        b"\x00" + len(s).to_bytes(4, "big") + s for s in (x.SerializeToString() for x in messages)
-    )
-    return h2_frame(0, 0, stream_id, payload)
-
-
 async def test_h2_writes_the_answer_before_the_admission_is_finished(pipeline):
     server = H2ExtProcServer(pipeline)
-    connection = _Connection(server)
+    connection = GrpcServer(server._routes, server.limits).connection()
     transport = RecordingTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
-    headers = h2_frame(1, 0x4, 1, b"\x83")  # the header block is never decoded
-    request = grpc_data(1, m.request_headers({}), m.request_body(CHAT, end_of_stream=True))
-    connection.data_received(PREFACE + h2_frame(4, 0, 0) + headers + request)
+    client = Client()
+    stream = client.open(PROCESS)
+    client.send(stream, m.request_headers({}).SerializeToString())
+    client.send(stream, m.request_body(CHAT, end_of_stream=True).SerializeToString())
+    connection.data_received(client.out())
     await asyncio.sleep(0)  # the admission task
+    await asyncio.sleep(0)  # its answers' write
     admission = pipeline.admissions[0]
     echo = wire.streamed_response_body(b'{"usage":{}}', end_of_stream=True)
     written_at_finish: list[bool] = []
@@ -227,15 +232,22 @@ async def test_h2_writes_the_answer_before_the_admission_is_finished(pipeline):
         finish(outcome, usage)
 
     admission.finish = finish_and_check  # type: ignore[method-assign]
+    before = len(transport.writes)
     response = m.response_headers(200), m.response_body(b'{"usage":{}}', end_of_stream=True)
-    connection.data_received(grpc_data(1, *response))
+    client.send(stream, *(x.SerializeToString() for x in response))
+    connection.data_received(client.out())
     assert written_at_finish == [True]
     # The RPC ended in that same write: OK trailers (END_STREAM), then RST_STREAM(NO_ERROR)
     # because Envoy had not half-closed; Envoy need not reset the stream itself.
-    last = transport.writes[-1]
-    assert echo in last
-    assert last.endswith(h2_frame(1, 0x5, 1, h2._OK_TRAILERS) + h2_frame(3, 0, 1, bytes(4)))
-    assert not connection._rpcs
+    [last] = transport.writes[before:]
+    frames, _ = parse_frames(last)
+    assert echo in b"".join(f.payload for f in frames if f.kind == DATA)
+    assert [(f.kind, f.flags & END_STREAM) for f in frames[-2:]] == [
+        (HEADERS, END_STREAM),
+        (RST_STREAM, 0),
+    ]
+    assert frames[-1].error_code == NO_ERROR
+    assert connection.idle
     connection.connection_lost(None)
 
 

@@ -12,11 +12,9 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
-from sluice.extproc import ExtProcServer, ServerOptions, wire
-from sluice.extproc.h2 import PREFACE
+from sluice.extproc import wire
 
 from . import envoy_messages as m
-from .pipeline_double import DoublePipeline
 from .test_request_path import read, send_request
 
 
@@ -135,31 +133,3 @@ async def test_many_concurrent_streams_on_one_connection(stub, pipeline):
     await asyncio.gather(*(one() for _ in range(50)))
     assert len(pipeline.admissions) == 50
     assert all(len(a.finishes) == 1 for a in pipeline.admissions)
-
-
-async def test_h2_answers_ping_and_rejects_a_bad_preface():
-    server = ExtProcServer(
-        DoublePipeline([]),
-        ServerOptions(grpc_port=0, host="127.0.0.1", secure_serving=False, transport="h2"),
-    )
-    port = await server.start()
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        ping = (8).to_bytes(3, "big") + bytes((6, 0)) + bytes(4) + b"12345678"
-        writer.write(PREFACE + bytes(9)[:3] + bytes((4, 0)) + bytes(4) + ping)  # SETTINGS, PING
-        frames = []
-        while not any(kind == 6 for kind, _, _ in frames):
-            header = await asyncio.wait_for(reader.readexactly(9), 5)
-            payload = await reader.readexactly(int.from_bytes(header[:3], "big"))
-            frames.append((header[3], header[4], payload))
-        assert (6, 1, b"12345678") in frames  # PING ACK with the same payload
-        assert (4, 1, b"") in frames  # our SETTINGS ACK
-        writer.close()
-
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = await asyncio.wait_for(reader.read(), 5)  # server closes after GOAWAY
-        assert bytes((7,)) in data[:100]
-        writer.close()
-    finally:
-        await server.stop(None)

@@ -101,3 +101,26 @@ async def test_garbage_instead_of_a_status_line_is_an_error(pool):
     async with server:
         with pytest.raises(UpstreamError):
             await pool.request("127.0.0.1", port, HEAD, b"{}")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (70 * 1024) + b"\r\n\r\n",
+    ],
+    ids=["chunked and Content-Length", "two lengths", "negative length", "head over 64 KiB"],
+)
+async def test_responses_rfc_9112_refuses_are_errors_not_relayed(pool, answer):
+    """The same strict reader as the scraper's (sluice.net.http1): a smuggling shape never
+    reaches a client, and the connection is never reused."""
+    server, port, connections = await serve([answer])
+    async with server:
+        with pytest.raises(UpstreamError, match="malformed"):
+            await pool.request("127.0.0.1", port, HEAD, b"{}")
+        with pytest.raises(UpstreamError):
+            await pool.request("127.0.0.1", port, HEAD, b"{}")
+    assert len(connections) == 2  # the first connection was dropped

@@ -196,12 +196,28 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag("proxy-host", "str", "127.0.0.1", "Address the proxy binds.", group=S),
-    Flag("grpc-host", "str", "0.0.0.0", "Address the gRPC servers bind.", group=S),
+    Flag(
+        "engine-keepalive-timeout",
+        "duration",
+        4.0,
+        "Proxy: how long an idle connection to an engine is kept for reuse (keep it below the "
+        "engine's own: 5s for vLLM and llama.cpp; 0: a new connection per request).",
+        group=S,
+    ),
+    Flag(
+        "grpc-host",
+        "str",
+        "0.0.0.0",
+        "Listen address of the ext_proc, health and metrics servers (0.0.0.0 as upstream: "
+        "the gateway reaches the Pod IP; 127.0.0.1 for loopback only). See docs/security.md.",
+        group=S,
+    ),
     Flag(
         "ext-proc-transport",
         "str",
         "h2",
-        "h2 (Sluice's own HTTP/2 server: ~3x less CPU per request) or grpc (grpc.aio).",
+        "h2 (Sluice's own HTTP/2 frame layer: the least CPU per request), hyper "
+        "(python-hyper's h2 state machine) or grpc (grpc.aio).",
         group=S,
     ),
     Flag(
@@ -277,8 +293,13 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
         raise FlagError("--log-format must be console or json")
     if values["zap-encoder"] not in ("", "json", "console"):
         raise FlagError("--zap-encoder must be json or console")
-    if values["ext-proc-transport"] not in ("h2", "grpc"):
-        raise FlagError("--ext-proc-transport must be h2 or grpc")
+    if values["ext-proc-transport"] not in ("h2", "hyper", "grpc"):
+        raise FlagError("--ext-proc-transport must be h2, hyper or grpc")
+    keepalive = values["engine-keepalive-timeout"]
+    if not 0 <= keepalive < float("inf"):
+        raise FlagError(
+            f"--engine-keepalive-timeout={keepalive}: must be 0 or more (e.g. 4s; 0 disables reuse)"
+        )
     if values["engine"] not in ("vllm", "sglang", "trtllm"):
         raise FlagError("--engine must be vllm, sglang or trtllm")
     if values["metric-names"] not in ("both", "llm-d", "gie"):

@@ -1,7 +1,7 @@
 """The Endpoint Picker Protocol: an Envoy ext_proc gRPC server over the pipeline.
 
 `stream` is the per-request state machine (no I/O), `wire` builds/reads the protobufs,
-`server` is the thin grpc.aio shell, `tls` its certificates. May import `sluice.pipeline`.
+`server` is the thin grpc.aio shell, `tls` its certificates. May import `sluice.director.contract`.
 """
 
 from sluice.extproc.options import BodyMode, ServerOptions, StreamOptions

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
 from sluice.director.contract import Limits
+from sluice.net.limits import H2Limits
 
 
 class BodyMode(Enum):
@@ -54,13 +56,30 @@ class ServerOptions:
     grpc_port: int = 9002
     grpc_health_port: int = 9003
     metrics_port: int = 9090
+    # Every interface, as upstream: in a cluster the gateway reaches the EPP through its Pod
+    # IP. `sluice up` binds loopback; see docs/security.md "Transport".
     host: str = "0.0.0.0"
     secure_serving: bool = True
     cert_path: Path | None = None
-    # "h2": Sluice's own HTTP/2 framing on the event loop (sluice.extproc.h2), ~3x less CPU per
-    # request than "grpc" (grpc.aio), whose per-message thread hand-offs dominate. See
-    # docs/extproc.md "Overhead".
-    transport: Literal["h2", "grpc"] = "h2"
+    # "h2": Sluice's gRPC server on its own HTTP/2 frame layer (sluice.net.frames), on the event
+    # loop; "hyper": the same server on python-hyper's h2 state machine (sluice.net.hyper_h2),
+    # about twice the CPU per request; "grpc": grpc.aio, whose per-message thread hand-offs cost
+    # more still. See docs/extproc.md "Overhead".
+    transport: Literal["h2", "hyper", "grpc"] = "h2"
+    # HTTP/2 limits (max_message_bytes comes from StreamOptions); the grpc transport applies
+    # those grpc core has options for. See `limits_for`.
+    h2_limits: H2Limits = field(default_factory=H2Limits)
+
+    def limits_for(self, stream: StreamOptions) -> H2Limits:
+        """The limits in force: the message limit follows the body limit, and one maximal body
+        always fits a connection's buffer, with room for other streams."""
+        message = stream.max_message_bytes
+        limits = self.h2_limits
+        return dataclasses.replace(
+            limits,
+            max_message_bytes=message,
+            max_connection_buffer_bytes=max(limits.max_connection_buffer_bytes, 2 * message),
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,9 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     parser.add_argument(
         "--ext-proc-transport",
-        choices=["h2", "grpc"],
+        choices=["h2", "hyper", "grpc"],
         default=s.transport,
-        help="h2: Sluice's own HTTP/2 server (fast); grpc: grpc.aio",
+        help="h2: Sluice's own HTTP/2 frame layer (fast); hyper: python-hyper's h2; grpc: grpc.aio",
     )
 
 

@@ -44,7 +44,7 @@ from sluice.requests.model import (
 
 
 class Classifier(Protocol):
-    """The synchronous part of `sluice.pipeline.Pipeline` that a stream calls directly."""
+    """The synchronous part of `sluice.director.contract.Pipeline` that a stream calls directly."""
 
     def parse(
         self,
@@ -119,6 +119,11 @@ class ExtProcStream:
         stream) instead of waiting for Envoy to reset it — one message and one wake-up fewer
         per request on both sides."""
         return self._response_ended
+
+    @property
+    def buffered_body_bytes(self) -> int:
+        """Request body bytes collected and not yet handed on (what this stream holds)."""
+        return len(self._body)
 
     @property
     def unsettled(self) -> bool:
@@ -206,6 +211,7 @@ class ExtProcStream:
             self._finished = True
             self._admission.finish(Outcome.CLIENT_GONE if cancelled else Outcome.UPSTREAM_ERROR)
         self.phase = Phase.DONE
+        self._body = bytearray()  # a closed stream holds nothing
 
     # --- request path -------------------------------------------------------------------------
 

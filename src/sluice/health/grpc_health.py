@@ -5,17 +5,24 @@ can never go stale. Without leader election every known name reports readiness. 
 `liveness` is always SERVING (a standby is alive) while `readiness`, `""` and the ext_proc
 service are SERVING only on the ready leader, which keeps gateway traffic on the leader.
 Unknown names get SERVICE_UNKNOWN, as upstream.
+
+Served on its own plaintext port (`HealthServer`), and — with `--health-checking`, upstream's
+flag — also on the ext_proc port (`GrpcHealthService`, for either ext_proc transport), so a
+gateway can health-check the very port it sends traffic to.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sluice.extproc.server import SERVICE_NAME as EXT_PROC_SERVICE
+from sluice.net.call import Call, Handler, Route
+from sluice.net.grpc_framing import Status
 
 LIVENESS = "liveness"
 READINESS = "readiness"
@@ -47,7 +54,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     ) -> None:
         self._ready = ready
         self._is_leader = is_leader
-        self._watch_interval_s = watch_interval_s
+        self.watch_interval_s = watch_interval_s
 
     def status(self, service: str) -> int:
         return serving_status(service, ready=self._ready(), is_leader=self._is_leader)
@@ -67,7 +74,104 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             if status != last:
                 last = status
                 yield health_pb2.HealthCheckResponse(status=status)
-            await asyncio.sleep(self._watch_interval_s)
+            await asyncio.sleep(self.watch_interval_s)
+
+
+CHECK_PATH = "/grpc.health.v1.Health/Check"
+WATCH_PATH = "/grpc.health.v1.Health/Watch"
+
+
+class _UnaryRequest:
+    """A call that expects exactly one request message, then the client's half-close."""
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self.request: health_pb2.HealthCheckRequest | None = None
+
+    def on_message(self, message: bytes) -> None:
+        if self.request is not None:
+            self._call.finish(Status.INTERNAL, "expected one request message")
+            return
+        try:
+            self.request = health_pb2.HealthCheckRequest.FromString(message)
+        except DecodeError:
+            self._call.finish(Status.INVALID_ARGUMENT, "malformed HealthCheckRequest")
+            return
+        self.received()
+
+    def on_half_close(self) -> None:
+        if self.request is None:
+            self._call.finish(Status.INTERNAL, "expected one request message")
+            return
+        self.half_closed()
+
+    def received(self) -> None:
+        pass
+
+    def half_closed(self) -> None:
+        pass
+
+    def on_cancel(self) -> None:
+        pass
+
+
+class _CheckCall(_UnaryRequest):
+    def __init__(self, call: Call, servicer: HealthServicer) -> None:
+        super().__init__(call)
+        self._servicer = servicer
+
+    def half_closed(self) -> None:
+        assert self.request is not None
+        status = self._servicer.status(self.request.service)
+        self._call.send(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+        self._call.finish()
+
+
+class _WatchCall(_UnaryRequest):
+    """Server streaming: the status now, then each change, until the client cancels."""
+
+    def __init__(self, call: Call, servicer: HealthServicer) -> None:
+        super().__init__(call)
+        self._servicer = servicer
+        self._task: asyncio.Task[None] | None = None
+
+    def received(self) -> None:
+        assert self.request is not None
+        self._task = asyncio.get_running_loop().create_task(self._watch(self.request.service))
+
+    async def _watch(self, service: str) -> None:
+        last = None
+        while not self._call.ended:
+            status = self._servicer.status(service)
+            if status != last:
+                last = status
+                self._call.send(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+            await asyncio.sleep(self._servicer.watch_interval_s)
+
+    def on_cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class GrpcHealthService:
+    """`grpc.health.v1.Health` as a service sharing the ext_proc port (`SharedService`)."""
+
+    def __init__(self, servicer: HealthServicer) -> None:
+        self.servicer = servicer
+
+    def h2_routes(self) -> Mapping[str, Route]:
+        servicer = self.servicer
+
+        def check(call: Call) -> Handler:
+            return _CheckCall(call, servicer)
+
+        def watch(call: Call) -> Handler:
+            return _WatchCall(call, servicer)
+
+        return {CHECK_PATH: check, WATCH_PATH: watch}
+
+    def add_to_grpc_server(self, server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
 
 
 class HealthServer:

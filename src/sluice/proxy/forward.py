@@ -4,7 +4,11 @@ The relay keeps three promises:
 
 * **Retry only before the first byte.** If an endpoint refuses the connection or fails before
   its response headers arrive, the request moves to the next fallback (`retarget`). Once the
-  model server has answered, nothing is retried: it may have done the work already.
+  model server has answered, nothing is retried: it may have done the work already. (A reused
+  keep-alive connection that fails before answering is first retried once on a fresh connection
+  to the same endpoint, by `UpstreamPool`.)
+* **Every failure is logged** with the endpoint and its cause, whether a fallback then answers
+  or the client gets a 502.
 * **Backpressure.** Streams are relayed chunk by chunk and each write waits for the client's
   socket to drain, so a slow reader makes Sluice stop reading upstream instead of buffering.
 * **Exactly one `finish`.** Every path out of `forward` — completion, upstream failure, client
@@ -14,6 +18,7 @@ The relay keeps three promises:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +34,8 @@ from sluice.requests.model import Usage
 from .errors import bad_gateway, error_response, sse_error_event
 from .headers import downstream_response_headers
 from .upstream import UpstreamPool, UpstreamResponse
+
+log = logging.getLogger(__name__)
 
 # Failures that happen before an upstream response exists: refused/reset connections, a server
 # that closes without answering, connect timeouts. (`UpstreamError` is an `OSError`.)
@@ -127,14 +134,21 @@ async def forward(
     """Send `call` to `target`'s endpoints in order and relay the first answer to the client."""
     outcome = Outcome.UPSTREAM_ERROR
     upstream: UpstreamResponse | None = None
+    served = ""
     try:
-        upstream = await _open_upstream(call, target, pool)
+        served, upstream = await _open_upstream(call, target, pool)
         response = await _relay(request, upstream, target, options)
         outcome = Outcome.COMPLETED
         return response
     except _NoEndpointAnswered as exc:
         return error_response(bad_gateway(f"no endpoint answered: {exc}"))
     except _UpstreamBroke as exc:
+        cause = exc.__cause__
+        log.warning(
+            "model server %s failed mid-response (%s)",
+            served,
+            f"{type(cause).__name__}: {cause}" if cause else "the body ended early",
+        )
         if exc.response is not None:
             return exc.response  # headers already went out; the relay ended the stream
         return error_response(bad_gateway("model server failed before responding"))
@@ -156,22 +170,33 @@ async def forward(
 
 async def _open_upstream(
     call: UpstreamCall, target: Target, pool: UpstreamPool
-) -> UpstreamResponse:
+) -> tuple[str, UpstreamResponse]:
+    """(the endpoint that answered, its response)."""
     failures: list[str] = []
     expect_body = call.method != "HEAD"
     for index, endpoint in enumerate(target.endpoints):
         if index:
             target.retarget(endpoint)
         try:
-            return await pool.request(
+            response = await pool.request(
                 endpoint.address,
                 endpoint.port,
                 call.head(endpoint.hostport),
                 call.body,
                 expect_body=expect_body,
             )
+            return endpoint.hostport, response
         except _BEFORE_FIRST_BYTE_FAILURES as exc:
-            failures.append(f"{endpoint.hostport}: {type(exc).__name__}")
+            cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures.append(f"{endpoint.hostport}: {cause}")
+            log.warning(
+                "model server %s failed before responding (%s); %s",
+                endpoint.hostport,
+                cause,
+                "trying the next fallback"
+                if index + 1 < len(target.endpoints)
+                else "no fallback left",
+            )
     raise _NoEndpointAnswered(", ".join(failures) or "no endpoints")
 
 

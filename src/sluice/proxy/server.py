@@ -36,7 +36,7 @@ from .errors import error_response, payload_too_large, service_unavailable
 from .forward import RelayOptions, Target, UntrackedTarget, UpstreamCall, forward
 from .headers import lowered, upstream_header_lines
 from .models import list_models
-from .upstream import UpstreamPool
+from .upstream import DEFAULT_KEEPALIVE_S, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class ProxyOptions:
 
     connect_timeout_s: float = 5.0  # per endpoint; past it the next fallback is tried
     models_timeout_s: float = 2.0  # per endpoint, for the /v1/models fan-out
-    keepalive_timeout_s: float = 60.0  # idle upstream connections are kept this long
+    # Idle engine connections are kept this long: below the engines' own 5 s (vLLM, llama.cpp),
+    # so the proxy rarely sends on a connection the engine is closing.
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_S
     buffer_response_bytes: int = 1 << 20  # see RelayOptions
     shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
     # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.

@@ -4,16 +4,22 @@ Why not aiohttp's `ClientSession`: it spent about half of the proxy's CPU per re
 header objects, cookie and redirect handling, tracing hooks, a payload writer, a response parser
 built for every feature HTTP has). A model server is an IP address and a port speaking plain
 HTTP/1.1, and the proxy only needs: send prebuilt bytes, read a status line and headers, then the
-body — by `Content-Length`, chunked, or until close — with backpressure.
+body, with backpressure.
 
 * One `asyncio.Protocol` per TCP connection, pooled per endpoint (most recently used first, so
   the warmest connections serve and idle ones age out).
+* Responses are read by the one strict HTTP/1.1 reader (`sluice.net.http1`, shared with the
+  metrics scraper): RFC 9112 framing, 1xx skipped, bounded heads.
 * The request goes out as one `write` (one syscall for a small body).
 * Body bytes queue in the protocol until the relay takes them; past `_HIGH_WATER` queued bytes
   the socket stops being read (`pause_reading`), so a slow client stalls the model server
   instead of growing Sluice's memory.
 * A connection is reused only after its response was read to the end and neither side asked to
   close; anything unusual (extra bytes, an error, cancellation) drops it.
+* Idle connections are kept `keepalive_timeout_s` (4 s): below the 5 s after which vLLM's and
+  llama.cpp's servers close idle connections, so Sluice rarely sends on a connection the engine
+  is closing. When it does — a reused connection that fails before a byte of the response — the
+  request is sent once more on a fresh connection.
 
 Every failure is an `UpstreamError`, a `ConnectionError` (so an `OSError`, like a refused
 connection), which lets the relay treat "no response yet" failures uniformly.
@@ -22,22 +28,22 @@ connection), which lets the relay treat "no response yet" failures uniformly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections import deque
 from typing import cast
 
+from sluice.net.http1 import Http1Limits, ResponseError, ResponseHead, ResponseReader
+
+log = logging.getLogger(__name__)
+
 # Queued body bytes above which the socket is no longer read (until the relay catches up).
 _HIGH_WATER = 64 * 1024
-# A response head (status line + headers) larger than this is refused as malformed.
-_MAX_HEAD = 64 * 1024
-# Chunked framing: a chunk-size or trailer line longer than this is malformed.
-_MAX_LINE = 8 * 1024
-
-# Body framing of the response being read.
-_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
-# Chunked decoder states.
-_SIZE, _DATA, _DATA_END, _TRAILER = 0, 1, 2, 3
+# Response heads larger than this, or with more headers, are refused as malformed.
+UPSTREAM_LIMITS = Http1Limits(max_head_bytes=64 * 1024, max_headers=100, max_body_bytes=None)
+# Below the engines' own idle timeout (vLLM and llama.cpp: 5 s).
+DEFAULT_KEEPALIVE_S = 4.0
 
 
 class UpstreamError(ConnectionError):
@@ -100,18 +106,13 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.reused = False  # it served a response before the current request
+        self.answered = False  # a byte of the current response arrived
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
-        # the response head
-        self._expect_body = True
-        self._head = b""
+        self._expecting = False  # a request is outstanding
+        self._reader = ResponseReader(self, pool.limits)
         self._response: UpstreamResponse | None = None
-        self._keep_alive = True
-        # the body
-        self._framing = _NO_BODY
-        self._remaining = 0  # Content-Length left, or bytes left of the current chunk
-        self._chunk_state = _SIZE
-        self._line = b""  # an incomplete chunk-size/trailer line
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._paused = False
@@ -123,28 +124,14 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self._response is None:
-            if self._waiter is None:  # bytes nobody asked for: the stream is out of step
-                self.abort()
-                return
-            try:
-                data = self._parse_head(data)
-            except ValueError as exc:
-                self._fail(UpstreamError(f"malformed response from the model server: {exc}"))
-                self.abort()
-                return
-            if self._response is None:
-                return  # the head is not complete yet
-            if not data:
-                self._wake()
-                return
-        if self.body_done:
-            self._keep_alive = False  # bytes past the end of the body: never reuse
+        if not self._expecting:  # bytes nobody asked for: the stream is out of step
+            self.abort()
             return
+        self.answered = True
         try:
-            self._feed_body(data)
-        except ValueError as exc:
-            self._fail(UpstreamError(f"malformed chunked body from the model server: {exc}"))
+            self._reader.feed(data)
+        except ResponseError as exc:
+            self._fail(UpstreamError(f"malformed response from the model server: {exc}"))
             self.abort()
             return
         if self._queued > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -153,31 +140,45 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        self._keep_alive = False
         return False  # let the transport close; connection_lost settles the response
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
         self._pool.forget(self)
-        if self._response is not None and self._framing == _UNTIL_CLOSE and exc is None:
-            self.body_done = True  # a body without a length ends with the connection
-        elif not self.body_done:
-            where = "before responding" if self._response is None else "mid-body"
-            self._fail(UpstreamError(f"the model server closed the connection {where}"))
+        if self._expecting and not self.body_done:
+            try:
+                self._reader.feed_eof()  # a body that runs until close ends here
+            except ResponseError:
+                where = "before responding" if self._response is None else "mid-body"
+                cause = f" ({type(exc).__name__}: {exc})" if exc else ""
+                self._fail(UpstreamError(f"the model server closed the connection {where}{cause}"))
         self._wake()
+
+    # -- the reader's sink ----------------------------------------------------------------------
+
+    def on_head(self, head: ResponseHead) -> None:
+        self._response = UpstreamResponse(
+            self, head.status, head.headers, head.content_type, head.content_length
+        )
+
+    def on_body(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self._queued += len(chunk)
+
+    def on_complete(self) -> None:
+        self.body_done = True
 
     # -- used by the pool and the response -------------------------------------------------------
 
     def begin(self, expect_body: bool) -> None:
         """Reset for a new request on this connection."""
-        self._expect_body = expect_body
-        self._head = b""
+        self._reader.expect(head_request=not expect_body)
+        self._expecting = True
         self._response = None
         self._error = None
-        self._framing = _NO_BODY
-        self._chunk_state = _SIZE
-        self._line = b""
+        self.answered = False
         self.body_done = False
 
     async def response(self) -> UpstreamResponse:
@@ -206,14 +207,15 @@ class _Connection(asyncio.Protocol):
             await self._wait()
 
     def release(self) -> None:
-        if self.body_done and self._keep_alive and not self.closed and not self._chunks:
+        if self.body_done and self._reader.reusable and not self.closed and not self._chunks:
+            self._expecting = False
             self._response = None
+            self.reused = True
             self._pool.put(self)
         else:
             self.abort()
 
     def abort(self) -> None:
-        self._keep_alive = False
         if self.transport is not None:
             self.transport.abort()  # connection_lost follows (and removes us from the pool)
             self.transport = None
@@ -238,136 +240,6 @@ class _Connection(asyncio.Protocol):
             self._error = error
         self._wake()
 
-    def _parse_head(self, data: bytes) -> bytes:
-        """Consume the response head from `data`; returns the bytes after it (body bytes)."""
-        buffer = self._head + data if self._head else data
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > _MAX_HEAD:
-                    raise ValueError("response head too large")
-                self._head = buffer
-                return b""
-            head, buffer = buffer[:end], buffer[end + 4 :]
-            status = self._apply_head(head)
-            if not (100 <= status < 200):
-                self._head = b""
-                return buffer
-            # 1xx (100 Continue, 103 Early Hints): informational, the real answer follows.
-            self._response = None
-
-    def _apply_head(self, head: bytes) -> int:
-        # As aiohttp decodes headers: bytes that are not UTF-8 survive the round trip.
-        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-        status = int(rest[:3])
-        headers: list[tuple[str, str]] = []
-        content_type = ""
-        content_length: int | None = None
-        chunked = False
-        keep_alive = version != "HTTP/1.0"
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise ValueError(f"malformed header line {line[:80]!r}")
-            value = value.strip()
-            headers.append((name, value))
-            lower = name.lower()
-            if lower == "content-length":
-                if not value.isdigit():
-                    raise ValueError(f"bad Content-Length {value!r}")
-                content_length = int(value)
-            elif lower == "transfer-encoding":
-                chunked = value.lower().endswith("chunked")
-            elif lower == "content-type":
-                content_type = value.partition(";")[0].strip().lower()
-            elif lower == "connection":
-                tokens = value.lower()
-                if "close" in tokens:
-                    keep_alive = False
-                elif "keep-alive" in tokens:
-                    keep_alive = True
-        if 100 <= status < 200:
-            if status == 101:
-                raise ValueError("the model server switched protocols")
-            return status
-        self._keep_alive = keep_alive
-        if not self._expect_body or status in (204, 304):
-            self._framing, self.body_done = _NO_BODY, True
-        elif chunked:
-            self._framing = _CHUNKED
-        elif content_length is not None:
-            self._framing, self._remaining = _LENGTH, content_length
-            self.body_done = content_length == 0
-        else:
-            self._framing, self._keep_alive = _UNTIL_CLOSE, False
-        if chunked:
-            content_length = None  # chunked wins over a stray Content-Length (RFC 9112 §6.3)
-        self._response = UpstreamResponse(self, status, headers, content_type, content_length)
-        return status
-
-    def _feed_body(self, data: bytes) -> None:
-        framing = self._framing
-        if framing == _LENGTH:
-            take = self._remaining
-            if len(data) >= take:
-                if len(data) > take:
-                    self._keep_alive = False  # more than announced: out of step, never reuse
-                    data = data[:take]
-                self.body_done = True
-            self._remaining = take - len(data)
-            self._push(data)
-        elif framing == _CHUNKED:
-            self._feed_chunked(data)
-        elif framing == _UNTIL_CLOSE:
-            self._push(data)
-        else:
-            self._keep_alive = False
-
-    def _push(self, data: bytes) -> None:
-        if data:
-            self._chunks.append(data)
-            self._queued += len(data)
-
-    def _feed_chunked(self, data: bytes) -> None:
-        """Chunked transfer coding (RFC 9112 §7.1): size line, data, CRLF …, 0, trailers, CRLF."""
-        position, size = 0, len(data)
-        while position < size and not self.body_done:
-            state = self._chunk_state
-            if state == _DATA:
-                end = min(size, position + self._remaining)
-                self._push(data[position:end] if position or end < size else data)
-                self._remaining -= end - position
-                position = end
-                if self._remaining == 0:
-                    self._chunk_state = _DATA_END
-                continue
-            line_end = data.find(b"\n", position)
-            if line_end < 0:
-                self._line += data[position:]
-                if len(self._line) > _MAX_LINE:
-                    raise ValueError("chunk line too long")
-                return
-            line = (self._line + data[position:line_end]).rstrip(b"\r")
-            self._line = b""
-            position = line_end + 1
-            if state == _DATA_END:
-                if line:
-                    raise ValueError("chunk data longer than its size")
-                self._chunk_state = _SIZE
-            elif state == _SIZE:
-                digits = line.partition(b";")[0].strip()
-                if not digits or digits.strip(b"0123456789abcdefABCDEF"):
-                    raise ValueError(f"bad chunk size {line[:40]!r}")
-                self._remaining = int(digits, 16)
-                self._chunk_state = _DATA if self._remaining else _TRAILER
-            elif not line:  # _TRAILER: the empty line ends the body (trailers are dropped)
-                self.body_done = True
-        if position < size:
-            self._keep_alive = False  # bytes past the end of the body
-
 
 class UpstreamPool:
     """Keep-alive connections to model servers, pooled per (host, port).
@@ -380,9 +252,13 @@ class UpstreamPool:
         self,
         *,
         connect_timeout_s: float = 5.0,
-        keepalive_timeout_s: float = 60.0,
+        keepalive_timeout_s: float = DEFAULT_KEEPALIVE_S,
         receive_buffer_bytes: int | None = None,
+        limits: Http1Limits = UPSTREAM_LIMITS,
     ) -> None:
+        if keepalive_timeout_s < 0:
+            raise ValueError("keepalive_timeout_s must be >= 0 (0: never reuse a connection)")
+        self.limits = limits
         self._connect_timeout_s = connect_timeout_s
         self._keepalive_timeout_s = keepalive_timeout_s
         self._receive_buffer_bytes = receive_buffer_bytes
@@ -397,7 +273,29 @@ class UpstreamPool:
         once the response head arrived. `expect_body=False` for HEAD requests."""
         if self._closed:
             raise UpstreamError("the upstream pool is closed")
-        connection = self._idle_connection((host, port)) or await self._connect(host, port)
+        connection = self._idle_connection((host, port))
+        if connection is not None:
+            try:
+                return await self._exchange(connection, head, body, expect_body)
+            except OSError as exc:
+                if connection.answered:
+                    raise
+                # The engine closed a kept-alive connection as the request went out (it drops
+                # idle ones after a few seconds): nothing was answered, so the request goes
+                # once more, on a fresh connection.
+                log.info(
+                    "model server %s:%d dropped a reused connection before answering (%s): "
+                    "retrying on a new connection",
+                    host,
+                    port,
+                    exc,
+                )
+        connection = await self._connect(host, port)
+        return await self._exchange(connection, head, body, expect_body)
+
+    async def _exchange(
+        self, connection: _Connection, head: bytes, body: bytes, expect_body: bool
+    ) -> UpstreamResponse:
         connection.begin(expect_body)
         try:
             transport = connection.transport
@@ -415,7 +313,7 @@ class UpstreamPool:
             raise
 
     def put(self, connection: _Connection) -> None:
-        if self._closed:
+        if self._closed or self._keepalive_timeout_s == 0:
             connection.abort()
             return
         connection.idle_since = time.monotonic()
