@@ -16,15 +16,18 @@ def request_headers(
     *,
     end_of_stream: bool = False,
     mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED,
+    response_mode: BodyMode | None = None,
     subset: list[str] | None = None,
 ) -> pb.ProcessingRequest:
+    """`response_mode`: how the response body is sent (default: as the request's)."""
     all_headers = {":method": "POST", ":path": "/v1/chat/completions", **headers}
     message = pb.ProcessingRequest(
         request_headers=pb.HttpHeaders(
             headers=_header_map(all_headers), end_of_stream=end_of_stream
         ),
         protocol_config=pb.ProtocolConfiguration(
-            request_body_mode=mode.value, response_body_mode=mode.value
+            request_body_mode=mode.value,
+            response_body_mode=(mode if response_mode is None else response_mode).value,
         ),
     )
     if subset is not None:

@@ -96,7 +96,7 @@ class ExtProcStream:
         self._request_trailers_seen = False
         self._admission: Admission | None = None
         self._finished = False
-        self._status = 200
+        self._status: int | None = None  # the response's status, once its headers came
         self._streaming_response = False
         # Response bookkeeping noted by `receive`, done by `settle` (after the answers are out).
         self._unobserved: list[bytes] = []
@@ -205,11 +205,19 @@ class ExtProcStream:
     def close(self, *, cancelled: bool) -> None:
         """The gRPC stream ended. If the response did not finish, the request ended badly:
         a cancelled stream means the client (or Envoy) went away; a clean end means the
-        response was cut short upstream."""
+        response was cut short upstream — unless the gateway shows Sluice no response at all
+        (response body mode NONE, no response headers either): then a clean end is the only
+        word of the request's end, and it completed, its usage unknown."""
         self.settle()
         if self._admission is not None and not self._finished:
             self._finished = True
-            self._admission.finish(Outcome.CLIENT_GONE if cancelled else Outcome.UPSTREAM_ERROR)
+            if cancelled:
+                outcome = Outcome.CLIENT_GONE
+            elif self._response_mode is BodyMode.NONE and self._status is None:
+                outcome = Outcome.COMPLETED
+            else:
+                outcome = Outcome.UPSTREAM_ERROR
+            self._admission.finish(outcome)
         self.phase = Phase.DONE
         self._body = bytearray()  # a closed stream holds nothing
 
@@ -344,7 +352,7 @@ class ExtProcStream:
         self._response_ended = True
         if self._admission is not None and not self._finished:
             self._finished = True
-            ok = self._status < 500
+            ok = (self._status or 200) < 500
             self._outcome_due = Outcome.COMPLETED if ok else Outcome.UPSTREAM_ERROR
 
     # --- helpers ------------------------------------------------------------------------------
