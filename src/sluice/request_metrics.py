@@ -229,6 +229,12 @@ class RequestMetrics:
         code = error.code.name_on_wire if error is not None else "Unknown"
         self._for(request).error(code).inc()
 
+    def detached(self, request: InferenceRequest) -> None:
+        """A request whose end Sluice will not see: no longer running as far as it knows; no
+        duration, TTFT or tokens are recorded for it."""
+        for running in self._for(request).running:
+            running.dec()
+
     def completed(
         self,
         request: InferenceRequest,

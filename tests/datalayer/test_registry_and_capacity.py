@@ -180,3 +180,18 @@ def test_an_engine_restart_reanchors_the_counter_without_ending_anything() -> No
     assert _pending(registry) == 1
     _scrape(registry, "pod-1", 1.1, first_tokens=4)
     assert _pending(registry) == 0
+
+
+def test_a_detached_dispatch_leaves_the_in_flight_count_but_stays_unseen_and_prefilling() -> None:
+    # A gateway that shows Sluice no response: the engine's own counts take over at the next
+    # scrape, and its prefill still holds until the engine's counter or the estimate ends it.
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    ticket = registry.dispatch("pod-1", 700, prefill_tokens=600, prefill_due_at=5.0)
+    registry.detach(ticket)
+    state = registry.get("pod-1")
+    assert state is not None
+    assert (state.in_flight_requests, state.unseen_requests, state.pending_prefills) == (0, 1, 1)
+    _scrape(registry, "pod-1", 1.0)
+    registry.settle_prefills(5.0)
+    assert (state.unseen_requests, state.pending_prefills) == (0, 0)

@@ -28,6 +28,7 @@ class RecordingAdmission:
     endpoints: tuple[Endpoint, ...]
     pipeline: DoublePipeline
     finishes: list[Finish] = field(default_factory=list)
+    detached: int = 0
     chunks: list[bytes] = field(default_factory=list)
     retargeted: list[Endpoint] = field(default_factory=list)
     _usage: UsageParser | None = None
@@ -45,6 +46,12 @@ class RecordingAdmission:
         reported = usage or (self._usage.finish() if self._usage else None)
         self.finishes.append(Finish(outcome, reported))  # every call recorded, to prove "once"
         if len(self.finishes) == 1:
+            self.pipeline.in_flight[self.endpoints[0].hostport] -= 1
+            self.pipeline.finished.put_nowait(self)
+
+    def detach(self) -> None:
+        self.detached += 1
+        if self.detached == 1 and not self.finishes:
             self.pipeline.in_flight[self.endpoints[0].hostport] -= 1
             self.pipeline.finished.put_nowait(self)
 

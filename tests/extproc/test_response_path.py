@@ -134,16 +134,19 @@ async def test_a_response_cut_short_is_an_upstream_error(stub, pipeline):
     assert [f.outcome for f in (await finished(pipeline)).finishes] == [Outcome.UPSTREAM_ERROR]
 
 
-async def test_a_gateway_that_shows_no_response_ends_the_stream_to_say_it_completed(stub, pipeline):
-    # Envoy with response processing off (response headers SKIP, body NONE): the stream's
-    # clean end is the only word of the request's end — a completion, usage unknown.
+async def test_a_gateway_that_shows_no_response_detaches_the_request_when_the_stream_ends(
+    stub, pipeline
+):
+    # Envoy with response processing off (response headers SKIP, body NONE) ends the stream
+    # once the request is routed: not a completion, nor an upstream error — Sluice will learn
+    # nothing more of it, and the engine's own metrics take over its accounting.
     call = stub.Process()
     await send_request(call, CHAT, response_mode=BodyMode.NONE)
     await read(call, 2)
     await call.done_writing()
     assert await call.read() == grpc.aio.EOF
     admission = await finished(pipeline)
-    assert [(f.outcome, f.usage) for f in admission.finishes] == [(Outcome.COMPLETED, None)]
+    assert (admission.detached, admission.finishes) == (1, [])
 
 
 async def test_served_fallback_reported_by_the_gateway_retargets_the_admission(stub, pipeline):

@@ -73,8 +73,9 @@ class RunLimits:
 @dataclass(frozen=True)
 class Gateway:
     """What the gateway shows Sluice of each response. The proxy and an Envoy that sends the
-    response to the ext_proc server see its bytes; an Envoy with response processing off (or a
-    response buffered before Envoy) shows only that the request ended, with no usage."""
+    response to the ext_proc server see its bytes; an Envoy with response processing off ends
+    the ext_proc stream as soon as the request is routed, and Sluice learns nothing more of it
+    (the request is detached then)."""
 
     sees_response: bool = True
 
@@ -250,6 +251,8 @@ class VirtualRun:
             priority=-record.priority,  # vLLM: lower is sooner (only used by priority engines)
         )
         self.cluster.submit(engine_id, sim_request, at=self.clock.now)
+        if not self.gateway.sees_response:  # Envoy ends the ext_proc stream once routed
+            result.detach(self.clock.now)
 
     def _engine_event(self, event: object) -> None:
         if isinstance(event, FirstToken):
@@ -285,16 +288,13 @@ class VirtualRun:
                 return
             placed = self.placed.pop(event.request_id)
             self.streamed.pop(event.request_id, None)
-            if self.gateway.sees_response:
-                placed.first_byte(event.time, streamed=False)  # a no-op if it streamed
-                usage = Usage(
-                    event.usage.prompt_tokens,
-                    event.usage.completion_tokens,
-                    event.usage.cached_tokens,
-                )
-                placed.finish(Outcome.COMPLETED, event.time, usage)
-            else:
-                placed.finish(Outcome.COMPLETED, event.time)  # the stream ended; no usage seen
+            placed.first_byte(event.time, streamed=False)  # a no-op if it streamed
+            usage = Usage(
+                event.usage.prompt_tokens,
+                event.usage.completion_tokens,
+                event.usage.cached_tokens,
+            )
+            placed.finish(Outcome.COMPLETED, event.time, usage)  # a no-op once detached
             self._ended()
         elif isinstance(event, Rejected):
             self.records[event.request_id].outcome = "error"

@@ -317,6 +317,18 @@ class EndpointRegistry:
             band[1] -= tokens
         self.prefills_ended[why] += 1
 
+    def detach(self, ticket: DispatchTicket) -> None:
+        """Sluice will learn nothing more of this dispatch (a gateway that shows it no response
+        ends the stream once the request is routed): it leaves Sluice's in-flight count, but
+        stays unseen until a scrape begun after it shows the engine's own count, and its
+        prefill pending until the engine's counter or its estimate ends it — so a burst still
+        cannot herd onto an endpoint that looked empty. Call instead of `complete`."""
+        state = self._states.get(ticket.endpoint_name)
+        if state is None or ticket.sequence < 0:
+            return
+        state.in_flight_requests = max(0, state.in_flight_requests - 1)
+        state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
+
     def complete(self, ticket: DispatchTicket, *, got_first_token: bool = True) -> None:
         """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once.
         `got_first_token` False: it ended before the engine produced a token (an error, or the

@@ -53,6 +53,11 @@ class Admission(Protocol):
         """Exactly-once completion; usage defaults to what the response chunks reported."""
         ...
 
+    def detach(self) -> None:
+        """The gateway will show nothing more of this request (it shows Sluice no response):
+        instead of `finish`, once. The engine's own metrics take over its accounting."""
+        ...
+
 
 class Pipeline(Protocol):
     @property

@@ -290,6 +290,15 @@ class DispatchCore:
             )
         self.pump(now)
 
+    def detached(self, dispatched: Admitted, now: float) -> None:
+        self.in_flight -= 1
+        self.registry.detach(dispatched.dispatch_ticket)
+        self.flow.complete(dispatched.ticket, None, now)  # its charge stays the estimate
+        self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
+        if self.metrics is not None:
+            self.metrics.detached(dispatched.request)
+        self.pump(now)
+
     def _failed(self, request: InferenceRequest, error: SluiceError | None) -> SluiceError:
         error = error or SluiceError(ErrorCode.INTERNAL, "request was not dispatched")
         if self.metrics is not None:

@@ -87,6 +87,14 @@ class DispatchedRequest:
         self.first_byte_at = now
         self._ledger.first_byte(self._counted, self._endpoints[0], now, streamed=streamed)
 
+    def detach(self, now: float) -> None:
+        """The gateway will show nothing more of this request: it ends here for Sluice, its
+        end unknown (see `EndpointRegistry.detach`). Ignored once finished."""
+        if self.finished:
+            return
+        self.finished = True
+        self._ledger.detached(self, now)
+
     def finish(self, outcome: Outcome, now: float, usage: Usage | None = None) -> None:
         """Exactly-once completion (later calls are ignored); usage defaults to what the
         response chunks reported."""

@@ -69,6 +69,10 @@ class Ledger(Protocol):
         """The request ended, once."""
         ...
 
+    def detached(self, dispatched: Admitted, now: float) -> None:
+        """Sluice will learn nothing more of the request (instead of `finished`)."""
+        ...
+
 
 class Binder(Protocol):
     """What one dispatch call needs to place the requests flow control releases."""

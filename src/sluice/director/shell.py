@@ -61,6 +61,9 @@ class Admission:
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         self.dispatched.finish(outcome, self._clock(), usage)
 
+    def detach(self) -> None:
+        self.dispatched.detach(self._clock())
+
 
 class Director:
     """The concrete `contract.Pipeline`: the core plus asyncio waiting and its timer."""

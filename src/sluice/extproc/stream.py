@@ -206,18 +206,18 @@ class ExtProcStream:
         """The gRPC stream ended. If the response did not finish, the request ended badly:
         a cancelled stream means the client (or Envoy) went away; a clean end means the
         response was cut short upstream — unless the gateway shows Sluice no response at all
-        (response body mode NONE, no response headers either): then a clean end is the only
-        word of the request's end, and it completed, its usage unknown."""
+        (response body mode NONE, and no response headers came): then Envoy ends the stream
+        as soon as the request is routed, and the request is detached, its end unknown to
+        Sluice (the engine's own metrics take over its accounting)."""
         self.settle()
         if self._admission is not None and not self._finished:
             self._finished = True
             if cancelled:
-                outcome = Outcome.CLIENT_GONE
+                self._admission.finish(Outcome.CLIENT_GONE)
             elif self._response_mode is BodyMode.NONE and self._status is None:
-                outcome = Outcome.COMPLETED
+                self._admission.detach()
             else:
-                outcome = Outcome.UPSTREAM_ERROR
-            self._admission.finish(outcome)
+                self._admission.finish(Outcome.UPSTREAM_ERROR)
         self.phase = Phase.DONE
         self._body = bytearray()  # a closed stream holds nothing
 
