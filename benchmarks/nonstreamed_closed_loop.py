@@ -163,6 +163,24 @@ async def closed_loop(
     }
 
 
+async def completed_per_engine(http: aiohttp.ClientSession, ports: list[int]) -> list[float]:
+    """Each engine's own count of finished requests (vLLM's e2e latency histogram)."""
+    counts = []
+    for port in ports:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        line = next(
+            (
+                x
+                for x in text.splitlines()
+                if x.startswith("vllm:e2e_request_latency_seconds_count")
+            ),
+            " 0",
+        )
+        counts.append(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -223,6 +241,7 @@ async def main() -> None:
             for r in range(args.rounds):
                 results = {}
                 for name, urls in arms.items():
+                    before = await completed_per_engine(http, engine_ports)
                     results[name] = await closed_loop(
                         http,
                         urls,
@@ -231,6 +250,10 @@ async def main() -> None:
                         stream_share=args.stream_share,
                         rng=rng,
                     )
+                    after = await completed_per_engine(http, engine_ports)
+                    results[name]["per_engine"] = [
+                        a - b for a, b in zip(after, before, strict=True)
+                    ]
                     print(f"round {r + 1} {name:28} {results[name]}", flush=True)
                 rounds.append(results)
     finally:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import math
 import os
 import re
@@ -41,10 +42,10 @@ from pathlib import Path
 
 from sluice.bench import report
 from sluice.bench.arms import Arm, arm_by_name
-from sluice.bench.metrics import SLO_TTFT_P90_S, hit_rate, summarize
-from sluice.bench.records import RequestRecord, RunResult
+from sluice.bench.metrics import SLO_TTFT_P90_S, delivered_output_tps, hit_rate, summarize
+from sluice.bench.records import RequestRecord, RunResult, Sample
 from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
-from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
+from sluice.bench.scenarios import SCENARIOS, SWEEP, THROUGHPUT, Scenario
 from sluice.bench.suite import ScenarioResult, sweep
 from sluice.bench.workloads import Arrival, Workload
 
@@ -66,7 +67,17 @@ WALL_LOADS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "shared-prefix": ((4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0),) * 2,
     "two-bands": ((1.5,), (1.5,)),
     "noisy-neighbour": ((1.5,), (1.5,)),
+    # closed loops (load = the streamed share): requests, not seconds, bound them
+    "non-streamed": ((0.0,), (0.0,)),
+    "mixed-streaming": ((0.5,), (0.5,)),
 }
+# requests a closed loop sends in wall mode (quick, full); the rest of its workload is unused
+WALL_REQUESTS: dict[str, tuple[int, int]] = {
+    "non-streamed": (128, 512),
+    "mixed-streaming": (128, 512),
+}
+# the arm that stands for "straight to the engines": the client rotates over them itself
+DIRECT_ROUND_ROBIN = "round-robin"
 # seconds of the workload's arrivals replayed (quick, full)
 WALL_DURATION: dict[str, tuple[float, float]] = {
     "shared-prefix": (20.0, 60.0),
@@ -267,6 +278,12 @@ def sluice_config_text(arm: Arm) -> str:
         f"  maxInFlightPerEndpointBelowTopPriority: {room.lower_priority_max_in_flight or 0}",
         f"  maxPendingPrefillTokensPerEndpoint: {room.max_pending_prefill_tokens or 0}",
         f"  backgroundHeadroomEndpoints: {room.background_headroom_endpoints}",
+        f"  prefillTokensPerSecond: {room.prefill_tokens_per_s:g}",
+        f"  prefillOverhead: {room.prefill_overhead_s:g}s",
+        f"  maxPrefillHold: {room.max_prefill_hold_s:g}s",
+        f"  reserveHoldGaps: {room.reserve_hold_gaps:g}",
+        f"  reserveHoldMin: {room.reserve_hold_min_s:g}s",
+        f"  reserveHoldMax: {room.reserve_hold_max_s:g}s",
     ]
     lines += ["flowControl:", f"  fairShareWindow: {arm.flow.fair_share_window_s:g}s"]
     if arm.flow.engine_priority:
@@ -276,8 +293,11 @@ def sluice_config_text(arm: Arm) -> str:
 
 def start_router(
     arm_name: str, engines: Engines, objectives: dict[str, int], workdir: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """The router process and the base URL clients use."""
+) -> tuple[subprocess.Popen[bytes] | None, list[str]]:
+    """The router process and the base URLs clients use (round-robin: no router, the engines
+    themselves, taken in turn)."""
+    if arm_name == DIRECT_ROUND_ROBIN:
+        return None, engines.urls
     port = free_port()
     if arm_name in PEER_ARMS:
         binary, extra = PEER_ARMS[arm_name]
@@ -300,7 +320,7 @@ def start_router(
         command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, process, timeout=60)
-    return process, f"http://127.0.0.1:{port}"
+    return process, [f"http://127.0.0.1:{port}"]
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -323,17 +343,22 @@ async def _one(
                 record.outcome = "error"
                 return
             usage: dict[str, object] = {}
-            async for line in resp.content:
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    break
-                if record.first_token_at is None:
-                    record.first_token_at = time.monotonic() - t0
-                doc = orjson.loads(payload)
-                if doc.get("usage"):
-                    usage = doc["usage"]
+            if arrival.stream:
+                async for line in resp.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        break
+                    if record.first_token_at is None:
+                        record.first_token_at = time.monotonic() - t0
+                    doc = orjson.loads(payload)
+                    if doc.get("usage"):
+                        usage = doc["usage"]
+            else:  # the whole response at once: its first token reaches the client at its end
+                doc = orjson.loads(await resp.read())
+                record.first_token_at = time.monotonic() - t0
+                usage = doc.get("usage") or {}
             record.completed_at = time.monotonic() - t0
             record.outcome = "completed"
             record.output_tokens = int(str(usage.get("completion_tokens", 0)))
@@ -345,30 +370,89 @@ async def _one(
         record.outcome = "error"
 
 
-async def replay(url: str, workload: Workload, drain_s: float) -> list[RequestRecord]:
+async def replay(
+    urls: Sequence[str],
+    workload: Workload,
+    drain_s: float,
+    engine_urls: Sequence[str] = (),
+) -> tuple[list[RequestRecord], list[Sample]]:
+    """Send the workload (open loop at its arrival times, or its closed loop) to `urls`, taken
+    in turn; sample the engines' generated-token counters once a second meanwhile."""
     import aiohttp
 
-    timeout = aiohttp.ClientTimeout(total=workload.duration_s + drain_s)
+    closed = workload.concurrency is not None
+    budget = workload.duration_s + drain_s if not closed else 3600.0
+    timeout = aiohttp.ClientTimeout(total=budget)
     connector = aiohttp.TCPConnector(limit=0)
     records: list[RequestRecord] = []
+    samples: list[Sample] = []
+    turn = itertools.cycle(urls)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         t0 = time.monotonic()
-        tasks = []
-        for a in workload.arrivals:
-            delay = a.at - (time.monotonic() - t0)
-            if delay > 0:
-                await asyncio.sleep(delay)
+        sampler = asyncio.create_task(_sample_engines(session, engine_urls, t0, samples))
+
+        def start(a: Arrival, at: float) -> asyncio.Task[None]:
             record = RequestRecord(
-                a.request_id, a.tenant, 0, a.at, prompt_tokens=0, max_tokens=a.max_tokens
+                a.request_id, a.tenant, 0, at, prompt_tokens=0, max_tokens=a.max_tokens
             )
-            record.dispatched_at = a.at
+            record.dispatched_at = at
             records.append(record)
-            tasks.append(asyncio.create_task(_one(session, url, a, record, t0)))
+            return asyncio.create_task(_one(session, next(turn), a, record, t0))
+
         try:
-            await asyncio.wait_for(asyncio.gather(*tasks), workload.duration_s + drain_s)
+            if closed:
+                pending = iter(workload.arrivals)
+
+                async def client() -> None:
+                    for a in pending:  # shared: each client takes the next one
+                        await start(a, time.monotonic() - t0)
+
+                clients = workload.concurrency or 1
+                await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), budget)
+            else:
+                tasks = []
+                for a in workload.arrivals:
+                    delay = a.at - (time.monotonic() - t0)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(start(a, a.at))
+                await asyncio.wait_for(asyncio.gather(*tasks), budget)
         except TimeoutError:
             pass
-    return records
+        finally:
+            sampler.cancel()
+            await _sample_once(session, engine_urls, t0, samples)
+    return records, samples
+
+
+async def _sample_engines(
+    session: object, engine_urls: Sequence[str], t0: float, samples: list[Sample]
+) -> None:
+    while True:
+        await _sample_once(session, engine_urls, t0, samples)
+        await asyncio.sleep(1.0)
+
+
+async def _sample_once(
+    session: object, engine_urls: Sequence[str], t0: float, samples: list[Sample]
+) -> None:
+    """The engines' own count of generated tokens (vLLM's `generation_tokens_total`)."""
+    import aiohttp
+
+    assert isinstance(session, aiohttp.ClientSession)
+    if not engine_urls:
+        return
+    at = time.monotonic() - t0
+    total = 0
+    try:
+        for url in engine_urls:
+            async with session.get(url + "/metrics") as resp:
+                text = await resp.text()
+            match = re.search(r"^vllm:generation_tokens_total(?:\{[^}]*\})? (\S+)$", text, re.M)
+            total += int(float(match.group(1))) if match else 0
+    except (TimeoutError, aiohttp.ClientError):
+        return
+    samples.append(Sample(at, {}, {}, 0, len(engine_urls), {}, total))
 
 
 async def probe_latency(url: str, n: int = 40) -> float:
@@ -453,37 +537,40 @@ def run_arm(
     router: subprocess.Popen[bytes] | None = None
     try:
         objectives = dict(workload.objectives)
-        router, url = start_router(arm_name, engines, objectives, workdir)
+        router, urls = start_router(arm_name, engines, objectives, workdir)
         time.sleep(1.0)  # first scrapes / health checks
         added = math.nan
-        if probe:
+        if probe and router is not None:
             direct = asyncio.run(probe_latency(engines.urls[0]))
-            via = asyncio.run(probe_latency(url))
+            via = asyncio.run(probe_latency(urls[0]))
             added = (via - direct) * 1000
-        cpu0 = cpu_seconds(router.pid)
+        cpu0 = cpu_seconds(router.pid) if router is not None else 0.0
         machine0 = machine_cpu()
         t0 = time.monotonic()
-        records = asyncio.run(replay(url, workload, drain_s))
+        records, samples = asyncio.run(replay(urls, workload, drain_s, engines.urls))
         replay_s = time.monotonic() - t0
         busy = busy_share(machine0, machine_cpu())
-        cpu = cpu_seconds(router.pid) - cpu0
-        rss = peak_rss_mb(router.pid)
+        cpu = cpu_seconds(router.pid) - cpu0 if router is not None else math.nan
+        rss = peak_rss_mb(router.pid) if router is not None else math.nan
         priorities = workload.objectives
         for r in records:
             arrival_objective = r.tenant if r.tenant in priorities else None
             r.priority = priorities.get(arrival_objective or "", 0)
         hits, queries = _prefix_counters(engines)
+        closed = workload.concurrency is not None
+        ended = [r.completed_at for r in records if r.completed_at is not None]
+        duration = max(ended, default=0.0) if closed else workload.duration_s
         result = RunResult(
             scenario=scenario.name,
             arm=arm_name,
             seed=seed,
             load=load,
             records=records,
-            samples=[],
+            samples=samples,
             prefix_hits=int(hits),
             prefix_queries=int(queries),
-            duration_s=workload.duration_s,
-            warmup_s=workload.duration_s * scenario.warmup_frac,
+            duration_s=duration,
+            warmup_s=0.0 if closed else workload.duration_s * scenario.warmup_frac,
             cpu_s=cpu,
         )
         return WallRun(arm_name, result, None, cpu, rss, added, replay_s, busy)
@@ -497,7 +584,7 @@ def run_arm(
 def wall_arms(scenario: Scenario, requested: Sequence[str]) -> list[str]:
     if requested:
         return list(requested)
-    arms = ["sluice-default"]
+    arms = [DIRECT_ROUND_ROBIN, "sluice-default"]
     peers = installed_peers()
     for arm, (binary, _) in PEER_ARMS.items():
         if not peers.get(binary):
@@ -544,6 +631,15 @@ def wall_workload(
 ) -> Workload:
     """The scenario's workload cut to the wall mode's replay window."""
     workload = scenario.build(seed, load, quick)
+    if workload.concurrency is not None:
+        count = WALL_REQUESTS.get(scenario.name, (128, 512))[0 if quick else 1]
+        return Workload(
+            workload.name,
+            workload.arrivals[:count],
+            workload.objectives,
+            workload.adapters,
+            workload.concurrency,
+        )
     cut = wall_duration(scenario, quick) if cut is None else cut
     return Workload(
         workload.name,
@@ -691,7 +787,7 @@ def _sweep_lines(ws: WallScenario) -> list[str]:
 
 def _fixed_lines(ws: WallScenario) -> list[str]:
     s = ws.scenario
-    header = ["arm", "TTFT p50", "p90", "p99", "req/s", "hit rate"]
+    header = ["arm", "TTFT p50", "p90", "p99", "e2e p50", "req/s", "out tok/s", "hit rate"]
     if s.protected:
         header += [f"{', '.join(s.protected)} p99 alone", "loaded", "ratio (≤ 1.25 holds)"]
     header += _CPU_HEADER
@@ -703,8 +799,9 @@ def _fixed_lines(ws: WallScenario) -> list[str]:
                 lines.append(f"| {arm} | failed: {run.error[:120]} |")
                 continue
             sm = summarize(run.result)
-            row = [arm, fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99)]
-            row += [fmt(sm.req_per_s), fmt(hit_rate(run.result))]
+            row = [arm, fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99), fmt(sm.e2e_p50)]
+            row += [fmt(sm.req_per_s), fmt(delivered_output_tps(run.result))]
+            row += [fmt(hit_rate(run.result))]
             if s.protected:
                 prot = [r for r in run.result.records if r.tenant in s.protected]
                 alone = summarize(run.baseline).ttft_p99 if run.baseline else math.nan
@@ -742,20 +839,32 @@ def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float)
     lines += ["", SMG_PRIORITY_NOTE]
     for ws in results:
         s = ws.scenario
-        kind = "goodput sweep" if s.kind == SWEEP else "loaded vs alone"
+        kind = {SWEEP: "goodput sweep", THROUGHPUT: "closed loop"}.get(s.kind, "loaded vs alone")
         lines += [
             "",
             f"## {s.name} (wall, {kind})",
             "",
             s.description + ".",
             "",
-            f"Load {', '.join(fmt(x) for x in ws.loads)} {s.load_unit}; the first "
-            f"{fmt(ws.duration_s)} s of the workload's arrivals (first "
-            f"{fmt(100 * s.warmup_frac)}% left out as warm-up); {ws.wall_s:.0f} s.",
+            _window_line(ws),
             "",
         ]
         lines += _sweep_lines(ws) if s.kind == SWEEP else _fixed_lines(ws)
     return "\n".join(lines) + "\n"
+
+
+def _window_line(ws: WallScenario) -> str:
+    s = ws.scenario
+    load = f"Load {', '.join(fmt(x) for x in ws.loads)} {s.load_unit}"
+    if s.kind == THROUGHPUT:
+        count = WALL_REQUESTS.get(s.name, (128, 512))[0 if ws.quick else 1]
+        return f"{load}; {count} requests; {ws.wall_s:.0f} s. *out tok/s*: the engines' own count."
+    return (
+        f"{load}; the first {fmt(ws.duration_s)} s of the workload's arrivals (first "
+        f"{fmt(100 * s.warmup_frac)}% left out as warm-up); {ws.wall_s:.0f} s. *out tok/s*: "
+        "output tokens the engines generated per second over the measured window (their own "
+        "counters), whether or not their requests finished in it."
+    )
 
 
 def main_wall(names: list[str], args: argparse.Namespace, command: str) -> int:
