@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -197,6 +198,7 @@ def _build(final: Path, say: Callable[[str], None]) -> LlamaCppInstall:
     work = Path(tempfile.mkdtemp(prefix=f".work-{final.name}-", dir=final.parent))
     log_path = final.parent / f"{final.name}.build.log"
     started = time.monotonic()
+    cpu_before = _children_cpu_s()
     try:
         with log_path.open("w") as log:
             run = _runner(log, log_path)
@@ -228,14 +230,22 @@ def _build(final: Path, say: Callable[[str], None]) -> LlamaCppInstall:
             quantize += [str(install.model), QUANTIZED_TYPE, jobs]
             run(f"convert the model to {QUANTIZED_TYPE} (llama-quantize)", quantize)
             elapsed = time.monotonic() - started
-            info = {**recipe(), "built_in_s": round(elapsed, 1), "built_at": time.time()}
+            # CPU seconds say what the build costs on an idle machine; wall time depends on load.
+            cpu = _children_cpu_s() - cpu_before
+            info = {**recipe(), "built_in_s": round(elapsed, 1), "cpu_s": round(cpu, 1)}
+            info["built_at"] = time.time()
             (staging / "recipe.json").write_text(json.dumps(info, indent=2) + "\n")
         shutil.move(str(log_path), staging / "build.log")
         os.rename(staging, final)  # atomic: the entry appears complete or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    say(f"llama.cpp: built in {elapsed:.0f} s into {final}")
+    say(f"llama.cpp: built in {elapsed:.0f} s ({cpu:.0f} CPU-seconds) into {final}")
     return _layout(final)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _pip_download(package: str, version: str, into: Path) -> list[str]:
