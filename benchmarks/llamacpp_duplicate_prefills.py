@@ -146,8 +146,8 @@ async def run_arm(
     arm: str, trial: int, servers: LlamaServers, router_url: str | None, args: argparse.Namespace
 ) -> ArmResult:
     rng = random.Random(f"{arm}-{trial}-{args.seed}")
-    # ~1.6 tokens per generated word with SmolLM2's tokenizer.
-    prefixes = [words(round(args.prefix_tokens / 1.6), rng) for _ in range(args.groups)]
+    # ~2.2 tokens per generated word with SmolLM2's tokenizer.
+    prefixes = [words(round(args.prefix_tokens / 2.2), rng) for _ in range(args.groups)]
     order = [(i % args.groups, i // args.groups) for i in range(args.groups * args.per_group)]
     random.Random(f"order-{trial}-{args.seed}").shuffle(order)
     before = counters(servers)
