@@ -10,6 +10,8 @@ measured by the same client code over HTTP (docs/sim.md, "Checked against the re
 4. Keep-alive: whether the engine closes a connection right after a streamed response, and after
    4 s and 5.5 s idle.
 5. Decoding alone: tokens per second of one request (throughput beside the latencies above).
+6. Why the build converts the model: prefill rate of the wheel's Q4_1 file against the Q4_0
+   conversion (two llama-servers, one after the other, the same fresh prompts).
 
     .venv/bin/python benchmarks/llamacpp_vs_sim.py
 """
@@ -27,11 +29,12 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import aiohttp
 
-from sluice.bench.engines.build import find_install, install_dir
+from sluice.bench.engines.build import LlamaCppInstall, find_install, install_dir
 from sluice.bench.engines.llamacpp import LlamaServerSettings, free_port_block, start_llama_servers
 from sluice.bench.runner_wall import wait_for_port
 
@@ -178,6 +181,20 @@ async def second_request(engine: Engine, rng: random.Random) -> str:
     return f"| {engine.name} | " + " | ".join(cells) + " |"
 
 
+async def prefill_rate(
+    install: LlamaCppInstall, settings: LlamaServerSettings, model: Path, rng: random.Random
+) -> str:
+    with start_llama_servers(1, install, replace(settings, model=model)) as servers:
+        engine = Engine(model.name, servers[0].url, install.model_name, 4.0)
+        engine.chars_per_token = 4000 / len(servers[0].tokenize(text(1000, 4.0, rng)))
+        rates = []
+        async with session() as http:
+            for _ in range(3):
+                reply = await send(http, engine, text(500, engine.chars_per_token, rng))
+                rates.append(reply.computed / reply.ttft_s)
+    return f"| {model.name} | {max(rates):.0f} |"
+
+
 def keep_alive(engine: Engine) -> str:
     host, port = engine.url.removeprefix("http://").split(":")
     body = json.dumps({"model": engine.model, "prompt": "hi", "max_tokens": 2, "stream": True})
@@ -280,6 +297,10 @@ async def main_async() -> int:
             lines += ["| engine | generated |", "|---|---|"]
             for engine in engines:
                 lines.append(await decode_rate(engine, rng))
+        lines += ["", "Prefill rate by model file (fresh ~500-token prompts, best of 3):", ""]
+        lines += ["| model file | prompt tokens/s |", "|---|---|"]
+        for model in (install.source_model, install.model):
+            lines.append(await prefill_rate(install, settings, model, rng))
     finally:
         sim.terminate()
         sim.wait(10)

@@ -43,6 +43,7 @@ class LlamaServerSettings:
     context_per_slot: int = 2048
     ready_timeout_s: float = 60.0
     extra_args: tuple[str, ...] = ()
+    model: Path | None = None  # None: the install's Q4_0 conversion
 
 
 class LlamaServerError(RuntimeError):
@@ -78,7 +79,8 @@ class LlamaServer:
 
     def command(self) -> list[str]:
         s = self.settings
-        command = [str(self.install.server), "--model", str(self.install.model)]
+        model = s.model or self.install.model
+        command = [str(self.install.server), "--model", str(model)]
         command += ["--alias", self.install.model_name, "--host", self.host]
         command += ["--port", str(self.port), "--threads", str(s.threads)]
         command += ["--parallel", str(s.slots), "--ctx-size", str(s.slots * s.context_per_slot)]
