@@ -22,7 +22,7 @@ from e2e.support import free_port, write_pool
 from sluice.app import App
 from sluice.bench.engines.llamacpp import LlamaServers
 from sluice.cli.serve_options import parse_serve_options
-from sluice.datalayer.capacity import has_room
+from sluice.room.rules import has_room
 
 pytestmark = pytest.mark.slow
 
@@ -125,14 +125,14 @@ async def test_an_engine_killed_gets_no_traffic_and_gets_it_back_once_restarted(
         try:
             victim.kill()
             state = next(st for st in app.registry.snapshot() if st.endpoint.port == victim.port)
-            await _until(lambda: not has_room(state, time.monotonic(), app.director.thresholds))
+            await _until(lambda: not has_room(state, time.monotonic(), app.director.room.settings))
             before = dispatched(app)
             answers = await asyncio.gather(*(ask(s, url, chat(f"n {i}")) for i in range(4)))
             assert [a.status for a in answers] == [200] * 4, [a.raw for a in answers]
             assert dispatched(app)[victim.port] == before[victim.port], "none to the dead one"
         finally:
             victim.restart()
-        await _until(lambda: has_room(state, time.monotonic(), app.director.thresholds))
+        await _until(lambda: has_room(state, time.monotonic(), app.director.room.settings))
         before = dispatched(app)
         # Four at once over 2 × 2 slots: the in-flight scorer spreads them over both engines.
         answers = await asyncio.gather(*(ask(s, url, chat(f"m {i}")) for i in range(4)))
