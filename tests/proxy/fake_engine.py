@@ -53,6 +53,7 @@ class FakeEngine:
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -159,6 +160,14 @@ class FakeEngine:
         return web.Response(
             body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
         )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """vLLM's load gauges, always idle (not recorded: a scraper polls them every 50 ms). An
+        engine without such a page gets no traffic from a real Sluice, so the fake has one."""
+        page = (
+            "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0\n"
+        )
+        return web.Response(text=page)
 
     async def _echo(self, request: web.Request) -> web.Response:
         body = await self._record(request)

@@ -124,3 +124,17 @@ async def test_responses_rfc_9112_refuses_are_errors_not_relayed(pool, answer):
         with pytest.raises(UpstreamError):
             await pool.request("127.0.0.1", port, HEAD, b"{}")
     assert len(connections) == 2  # the first connection was dropped
+
+
+async def test_a_request_on_a_connection_the_server_closes_as_it_goes_out_is_sent_again(pool):
+    # llama.cpp's server closes the connection right after every streamed (chunked) response,
+    # without `Connection: close`: the next request goes out on it before its FIN is read. Here
+    # the server closes 1 ms after answering, unread request and all.
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\n\r\n"
+    server, port, connections = await serve([head + b"2\r\nok\r\n0\r\n\r\n"], close=True)
+    async with server:
+        for _ in range(3):
+            response = await pool.request("127.0.0.1", port, HEAD, b"{}")
+            assert await response.read() == b"ok"
+            response.release()  # back to the pool, and reused at once
+    assert len(connections) == 3

@@ -238,7 +238,13 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Forward Sluice's control headers to model servers.",
         group=S,
     ),
-    Flag("engine", "str", "vllm", "Engine metric profile: vllm, sglang or trtllm.", group=S),
+    Flag(
+        "engine",
+        "str",
+        "vllm",
+        "Engine metric profile: vllm, sglang, trtllm or llamacpp.",
+        group=S,
+    ),
     Flag(
         "metric-names",
         "str",
@@ -300,8 +306,8 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
         raise FlagError(
             f"--engine-keepalive-timeout={keepalive}: must be 0 or more (e.g. 4s; 0 disables reuse)"
         )
-    if values["engine"] not in ("vllm", "sglang", "trtllm"):
-        raise FlagError("--engine must be vllm, sglang or trtllm")
+    if values["engine"] not in ("vllm", "sglang", "trtllm", "llamacpp"):
+        raise FlagError("--engine must be vllm, sglang, trtllm or llamacpp")
     if values["metric-names"] not in ("both", "llm-d", "gie"):
         raise FlagError("--metric-names must be both, llm-d or gie")
     return ServeOptions(values=values, explicitly_set=explicitly_set)

@@ -37,7 +37,13 @@ class Endpoint:
 
 @dataclass(slots=True)
 class EngineMetrics:
-    """What one scrape of an engine's `/metrics` told us. `updated_at` is the scrape time."""
+    """What one scrape of an engine's `/metrics` told us. `updated_at` is the scrape time.
+
+    `kv_cache_known` is False when the page had no KV-usage series (llama.cpp builds without
+    `llamacpp:kv_cache_usage_ratio`, or a metric renamed by an upgrade): `kv_cache_usage` is then
+    0.0 and means nothing, and rules that need it step aside. `missing_metrics` lists the specs
+    of the engine profile's load metrics (waiting, running, KV usage) the page lacked.
+    """
 
     waiting: int = 0
     running: int = 0
@@ -58,6 +64,8 @@ class EngineMetrics:
     first_token_seconds: float | None = None
     prompt_tokens: float | None = None
     cached_prompt_tokens: float | None = None
+    kv_cache_known: bool = True
+    missing_metrics: tuple[str, ...] = ()
 
     def restamped(self, updated_at: float) -> EngineMetrics:
         """A copy stamped `updated_at`. Hot path (every scrape): `dataclasses.replace` costs
@@ -77,4 +85,6 @@ class EngineMetrics:
             self.first_token_seconds,
             self.prompt_tokens,
             self.cached_prompt_tokens,
+            self.kv_cache_known,
+            self.missing_metrics,
         )

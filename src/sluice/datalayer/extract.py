@@ -57,18 +57,33 @@ def metrics_from_samples(
     previous: EngineMetrics | None,
     now: float,
 ) -> EngineMetrics:
-    """New metrics stamped `now`. A metric absent from the page keeps its previous value
-    (upstream stores partially-updated snapshots)."""
+    """New metrics stamped `now`, listing in `missing_metrics` the load metrics the page lacked.
+
+    Waiting, running, LoRA and cache info absent from the page keep their previous values
+    (upstream stores partially-updated snapshots; whether such a page is usable at all is the
+    recorder's call). KV usage absent from the page is unknown (`kv_cache_known` False, value
+    0.0) rather than kept: an old value would go on blocking or admitting on a number the
+    engine no longer reports."""
     # A fresh copy, then assignments: `dataclasses.replace(base, **updates)` costs more.
     m = previous.restamped(now) if previous is not None else EngineMetrics(updated_at=now)
+    missing: list[str] = []
     if (s := select_sample(samples, names.waiting)) is not None:
         m.waiting = int(s.value)
+    else:
+        missing.append(str(names.waiting))
     if (s := select_sample(samples, names.running)) is not None:
         m.running = int(s.value)
+    else:
+        missing.append(str(names.running))
     for spec in (names.kv_cache_usage, *names.kv_cache_usage_fallbacks):
         if (s := select_sample(samples, spec)) is not None:
             m.kv_cache_usage = float(s.value)
+            m.kv_cache_known = True
             break
+    else:
+        m.kv_cache_usage, m.kv_cache_known = 0.0, False
+        missing.append(str(names.kv_cache_usage))
+    m.missing_metrics = tuple(missing)
     if names.lora_info is not None and (s := _lora_sample(samples, names.lora_info)) is not None:
         m.active_adapters = _split_adapters(s.labels.get("running_lora_adapters", ""))
         m.waiting_adapters = _split_adapters(s.labels.get("waiting_lora_adapters", ""))
@@ -90,6 +105,12 @@ def _counter_total(samples: dict[str, list[Sample]], spec: MetricSpec) -> float 
         if all(sample.labels.get(k) == v for k, v in spec.labels):
             total = sample.value + (total or 0.0)
     return total
+
+
+def lacks_queue_metrics(metrics: EngineMetrics, names: MetricNames) -> bool:
+    """The page had no waiting or no running series: it tells nothing about the engine's load."""
+    missing = metrics.missing_metrics
+    return bool(missing) and any(str(spec) in missing for spec in names.queue_specs)
 
 
 def metrics_from_text(

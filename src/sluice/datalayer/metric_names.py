@@ -117,6 +117,11 @@ class MetricNames:
         return names
 
     @property
+    def queue_specs(self) -> tuple[MetricSpec, MetricSpec]:
+        """Waiting and running: without both, a page says nothing about the engine's load."""
+        return (self.waiting, self.running)
+
+    @property
     def primary_families(self) -> tuple[str, ...]:
         """Family names the parser must extract (fallbacks excluded); the rest is skipped."""
         specs = [self.waiting, self.running, self.kv_cache_usage, self.lora_info, self.cache_info]
@@ -161,8 +166,19 @@ TRITON_TENSORRT_LLM = MetricNames(
     kv_cache_usage=_spec("nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}"),
 )
 
+# llama.cpp's `llama-server --metrics`: "deferred" requests wait for a free slot, "processing"
+# ones hold a slot. Builds up to at least 11434 export no KV-usage gauge (newer ones may, as
+# `kv_cache_usage_ratio`): where it is absent, KV use is unknown and the rules that need it step
+# aside. llama.cpp has no LoRA or cache-config info series.
+LLAMA_CPP = MetricNames(
+    waiting=_spec("llamacpp:requests_deferred"),
+    running=_spec("llamacpp:requests_processing"),
+    kv_cache_usage=_spec("llamacpp:kv_cache_usage_ratio"),
+)
+
 ENGINE_PROFILES: dict[str, MetricNames] = {
     "vllm": VLLM,
     "sglang": SGLANG,
     "triton-tensorrt-llm": TRITON_TENSORRT_LLM,
+    "llamacpp": LLAMA_CPP,
 }

@@ -1,7 +1,12 @@
 """Pool gauges (facts §8.3), computed from the registry at scrape time over endpoints with fresh
 metrics (upstream's 2 s pool staleness), under GIE v1.3's `inference_pool_*` names and
 llm-d-router's `llm_d_epp_*` ones (which add running requests and standard deviations, and say
-endpoint where GIE said pod), either or both (`ExportedNames`)."""
+endpoint where GIE said pod), either or both (`ExportedNames`). KV-cache gauges cover the
+endpoints that report KV usage; when none does (llama.cpp) they are left out — unknown, not 0.
+
+And Sluice's own `sluice_endpoint_metrics_missing{endpoint,metric}`: 1 for each load metric of
+the engine profile an endpoint's last page lacked, whatever its freshness (a page without
+waiting or running makes the endpoint stale, and this gauge says why)."""
 
 from __future__ import annotations
 
@@ -49,7 +54,8 @@ class PoolMetricsCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self._clock()
         fresh = [s for s in self._registry.snapshot() if s.is_fresh(now, self._staleness)]
-        kv = [s.metrics.kv_cache_usage for s in fresh]
+        kv = [s.metrics.kv_cache_usage for s in fresh if s.metrics.kv_cache_known]
+        kv_unknown = bool(fresh) and not kv
         waiting = [float(s.metrics.waiting) for s in fresh]
         running = [float(s.metrics.running) for s in fresh]
 
@@ -67,11 +73,12 @@ class PoolMetricsCollector(Collector):
             return gauge
 
         if self._names.gie:
-            yield pool_gauge(
-                "inference_pool_average_kv_cache_utilization",
-                "Average KV-cache use of the pool's endpoints.",
-                _mean(kv),
-            )
+            if not kv_unknown:
+                yield pool_gauge(
+                    "inference_pool_average_kv_cache_utilization",
+                    "Average KV-cache use of the pool's endpoints.",
+                    _mean(kv),
+                )
             yield pool_gauge(
                 "inference_pool_average_queue_size", "Average waiting queue.", _mean(waiting)
             )
@@ -81,11 +88,12 @@ class PoolMetricsCollector(Collector):
             yield per_endpoint("inference_pool_per_pod_queue_size", "model_server_pod")
         if self._names.llm_d:
             for stat, of in (("average", _mean), ("std_dev", _std_dev)):
-                yield pool_gauge(
-                    f"llm_d_epp_{stat}_kv_cache_utilization",
-                    f"KV-cache use of the pool's endpoints ({stat.replace('_', ' ')}).",
-                    of(kv),
-                )
+                if not kv_unknown:
+                    yield pool_gauge(
+                        f"llm_d_epp_{stat}_kv_cache_utilization",
+                        f"KV-cache use of the pool's endpoints ({stat.replace('_', ' ')}).",
+                        of(kv),
+                    )
                 yield pool_gauge(
                     f"llm_d_epp_{stat}_queue_size",
                     f"Waiting queue of the pool's endpoints ({stat.replace('_', ' ')}).",
@@ -100,3 +108,13 @@ class PoolMetricsCollector(Collector):
                 "llm_d_epp_ready_endpoints", "Endpoints with fresh metrics.", len(fresh)
             )
             yield per_endpoint("llm_d_epp_per_endpoint_queue_size", "model_server_endpoint")
+        missing = GaugeMetricFamily(
+            "sluice_endpoint_metrics_missing",
+            "1 for each load metric of the engine profile (waiting, running, KV usage) that the "
+            "endpoint's last metrics page lacked; without waiting or running it gets no traffic.",
+            labels=["endpoint", "metric"],
+        )
+        for s in self._registry.snapshot():
+            for metric in s.missing_metrics:
+                missing.add_metric([s.name, metric], 1)
+        yield missing

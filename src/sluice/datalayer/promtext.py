@@ -143,3 +143,11 @@ def _family_group(text: str, family: str, parse: Callable[[str, int], Sample]) -
         next_start = line_end + 1
         pos = next_start if text.startswith(family, next_start) else -1
     return samples
+
+
+_SAMPLE_NAME_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", re.MULTILINE)
+
+
+def family_names(text: str) -> list[str]:
+    """The metric names a page carries, in page order, each once (for messages: a full scan)."""
+    return list(dict.fromkeys(_SAMPLE_NAME_RE.findall(text)))

@@ -32,6 +32,8 @@ class EndpointState:
     metrics: EngineMetrics = field(default_factory=lambda: NO_METRICS)
     last_error: str | None = None
     consecutive_failures: int = 0
+    # The engine profile's load metrics (specs) its last page lacked; see `ScrapeRecorder`.
+    missing_metrics: tuple[str, ...] = ()
     in_flight_requests: int = 0
     in_flight_tokens: int = 0
     unseen_requests: int = 0
@@ -194,6 +196,7 @@ class EndpointRegistry:
         if seen_up_to is None:
             return  # a late answer to an older scrape than one already applied
         state.metrics = metrics
+        state.missing_metrics = metrics.missing_metrics
         state.last_error = None
         state.consecutive_failures = 0
         self.scrapes += 1
@@ -232,14 +235,19 @@ class EndpointRegistry:
                 break
             self._end_prefill(state, sequence, PrefillEnd.ENGINE)
 
-    def record_scrape_failure(self, mark: ScrapeMark, error: str) -> None:
-        """A failed scrape never removes the endpoint: its metrics just grow stale."""
+    def record_scrape_failure(
+        self, mark: ScrapeMark, error: str, *, missing: tuple[str, ...] | None = None
+    ) -> None:
+        """A failed scrape never removes the endpoint: its metrics just grow stale. `missing`:
+        the page arrived but lacked these metrics (None: no page, what it lacks is unknown)."""
         state = self._states.get(mark.endpoint_name)
         if state is None:
             return
         state._scrape_marks.pop(mark.scrape_id, None)
         state.last_error = error
         state.consecutive_failures += 1
+        if missing is not None:
+            state.missing_metrics = missing
 
     @staticmethod
     def _forget_marks_before(state: EndpointState, scrape_id: int) -> None:

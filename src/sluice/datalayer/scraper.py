@@ -20,7 +20,7 @@ import aiohttp
 
 from sluice.datalayer.lean_scraper import LeanScraper
 from sluice.datalayer.metric_names import VLLM, MetricNames
-from sluice.datalayer.recorder import ScrapeRecorder
+from sluice.datalayer.recorder import MissingMetricsObserver, ScrapeRecorder
 from sluice.datalayer.registry import EndpointRegistry
 
 
@@ -44,6 +44,7 @@ class MetricsScraper:
         settings: ScrapeSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_missing: MissingMetricsObserver | None = None,
     ) -> None:
         self._registry = registry
         self._settings = settings or ScrapeSettings()
@@ -52,7 +53,7 @@ class MetricsScraper:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._seen_version = -1
-        self._recorder = ScrapeRecorder(registry, names, clock)
+        self._recorder = ScrapeRecorder(registry, names, clock, on_missing)
         self._lean: LeanScraper | None = None
 
     async def start(self) -> None:

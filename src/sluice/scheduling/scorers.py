@@ -49,9 +49,13 @@ class RunningRequestsScorer(_ParameterlessScorer):
 
 @register("kv-cache-utilization-scorer")
 class KvCacheUtilizationScorer(_ParameterlessScorer):
-    """Absolute: 1 − KV-cache usage."""
+    """Absolute: 1 − KV-cache usage. Steps aside (the same score for every candidate) when a
+    candidate's engine does not report KV usage (llama.cpp): an unknown engine must neither win
+    nor lose on a number it never sent. The scraper logs which endpoints lack it."""
 
     def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        if not all(s.metrics.kv_cache_known for s in candidates):
+            return [1.0] * len(candidates)
         return [1.0 - s.metrics.kv_cache_usage for s in candidates]
 
 

@@ -1,0 +1,102 @@
+"""The llama.cpp build cache: where an entry lives, when it counts as built, that concurrent
+builds build once, and that a failing step says which step, where the log is, and how it ended.
+(The real build runs in `make engines`; the real-engine tests use what it produced.)"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sluice.bench.engines import build
+from sluice.bench.engines.build import EngineBuildError, LlamaCppInstall
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "sluice" / "llama.cpp"
+
+
+def fake_build(final: Path, say: object) -> LlamaCppInstall:
+    """Stands in for cmake: lays out a complete entry the way `_build` does (work dir, rename)."""
+    work = final.parent / f".work-{final.name}"
+    install = build._layout(work)
+    for path in (install.server, install.quantize, install.model):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    (work / "recipe.json").write_text("{}")
+    time.sleep(0.2)  # long enough for a second builder to arrive and wait on the lock
+    work.rename(final)
+    return build._layout(final)
+
+
+def test_the_entry_is_keyed_by_version_and_recipe_outside_the_clone(cache: Path) -> None:
+    entry = build.install_dir()
+    assert entry.parent == cache
+    assert entry.name == f"{build.LLAMA_CPP_VERSION}-{build.recipe_key()}"
+    assert not entry.is_relative_to(Path(__file__).resolve().parents[2])
+
+
+def test_another_cpu_gets_another_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # -march=native: a binary built for one CPU's instruction sets may not run on another.
+    monkeypatch.setattr(build, "_cpu_flags", lambda: "sse2 avx2")
+    with_avx2 = build.recipe_key()
+    monkeypatch.setattr(build, "_cpu_flags", lambda: "sse2")
+    assert build.recipe_key() != with_avx2
+
+
+def test_a_partial_entry_is_not_an_install(cache: Path) -> None:
+    assert build.find_install() is None
+    install = build._layout(build.install_dir())
+    install.server.parent.mkdir(parents=True)
+    install.server.write_text("")
+    assert build.find_install() is None, "no model, no recipe.json: not finished"
+
+
+def test_two_concurrent_builds_build_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+
+    def counting_build(final: Path, say: object) -> LlamaCppInstall:
+        calls.append(final)
+        return fake_build(final, say)
+
+    monkeypatch.setattr(build, "_build", counting_build)
+    found: list[LlamaCppInstall] = []
+    said: list[str] = []
+    workers = [
+        threading.Thread(target=lambda: found.append(build.ensure_installed(said.append)))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(calls) == 1
+    assert found[0] == found[1] == build.find_install()
+    assert any("waiting" in line for line in said)
+
+
+def test_a_failing_step_names_itself_its_log_and_its_last_lines(tmp_path: Path) -> None:
+    log_path = tmp_path / "build.log"
+    with log_path.open("w") as log:
+        run = build._runner(log, log_path)
+        run("say hello", [sys.executable, "-c", "print('hello')"])
+        with pytest.raises(EngineBuildError) as failure:
+            script = "import sys; print('compiling ggml.c'); sys.exit(3)"
+            run("compile llama.cpp (cmake --build)", [sys.executable, "-c", script])
+    message = str(failure.value)
+    assert "step 'compile llama.cpp (cmake --build)' (exit 3)" in message
+    assert str(log_path) in message
+    assert "| compiling ggml.c" in message
+
+
+def test_without_a_compiler_the_error_says_which_package_brings_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(EngineBuildError, match="build-essential"):
+        build._compilers()
