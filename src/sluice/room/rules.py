@@ -47,8 +47,8 @@ def has_room(
         return False
     if metrics.waiting > settings.queue_depth:
         return False
-    if metrics.kv_cache_usage > settings.kv_cache_util:
-        return False
+    if metrics.kv_cache_known and metrics.kv_cache_usage > settings.kv_cache_util:
+        return False  # an engine that exports no KV usage (llama.cpp) is judged without it
     limit = settings.max_unseen_requests
     if limit is not None and state.unseen_requests >= limit:
         return False
