@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sluice.datalayer.registry import EndpointRegistry
@@ -51,7 +51,7 @@ class PoolMetricsCollector(Collector):
         )
         self._names = names
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = self._clock()
         fresh = [s for s in self._registry.snapshot() if s.is_fresh(now, self._staleness)]
         kv = [s.metrics.kv_cache_usage for s in fresh if s.metrics.kv_cache_known]
@@ -118,3 +118,12 @@ class PoolMetricsCollector(Collector):
             for metric in s.missing_metrics:
                 missing.add_metric([s.name, metric], 1)
         yield missing
+        ended = CounterMetricFamily(
+            "sluice_prefills_ended",
+            "Pending prefills the room stopped counting, by what ended them: the first response "
+            "byte, the engine's first-token counter, the prefill-time estimate, or completion.",
+            labels=["cause"],
+        )
+        for cause, count in self._registry.prefills_ended.items():
+            ended.add_metric([cause], count)
+        yield ended
