@@ -10,8 +10,10 @@ Life of a request, as a front end drives it:
    `SluiceError` (400 / 413) — the front end answers with that error and is done.
 2. `await pipeline.admit(request)` waits in flow control until an endpoint has room, then
    schedules. It returns an `Admission` (primary endpoint first, then fallbacks) or raises
-   `SluiceError` (429 capacity, displacement, TTL, eviction; 503 no endpoints; 500). If the client goes away while
-   waiting, the front end cancels the `admit` task: the request leaves the queue at once.
+   `SluiceError` (429 while the pool is contended: queue full, displaced, TTL expired; 503
+   while it has no endpoint for the request; 500), each with its `dropped_reason`. If the
+   client goes away while waiting, the front end cancels the `admit` task: the request leaves
+   the queue at once.
 3. The front end forwards the request (or tells Envoy where to), feeds response bytes to
    `admission.observe_response_chunk(...)` (usage is parsed incrementally), and finally calls
    `admission.finish(...)` exactly once (further calls are ignored). That releases in-flight
