@@ -192,7 +192,9 @@ async def test_a_higher_priority_arrival_displaces_the_newest_lower_one(
     await asyncio.gather(*low, high, return_exceptions=True)
 
 
-async def test_ttl_expiry_answers_503(director: Director, clock: Clock) -> None:
+async def test_ttl_expiry_on_a_pool_with_endpoints_answers_429(
+    director: Director, clock: Clock
+) -> None:
     report(director, clock, waiting=50)
     request = chat(director, **{"x-sluice-request-ttl": "50ms"})
     task = asyncio.create_task(director.admit(request))
@@ -200,7 +202,8 @@ async def test_ttl_expiry_answers_503(director: Director, clock: Clock) -> None:
     clock.now += 0.06
     with pytest.raises(SluiceError) as info:
         await asyncio.wait_for(task, 1)
-    assert info.value.http_status == 503
+    assert info.value.http_status == 429  # llm-d-router: the pool is contended, not gone
+    assert info.value.dropped_reason == "rejected-ttl-expired"
     assert "timed out in queue" in info.value.message
     assert director.flow.queued_requests == 0
 
@@ -239,7 +242,9 @@ async def test_an_item_whose_candidates_are_full_does_not_block_others(
     await asyncio.gather(stuck_task, return_exceptions=True)
 
 
-async def test_an_empty_pool_answers_503(clock: Clock) -> None:
+async def test_an_empty_pool_keeps_requests_waiting_then_answers_503(clock: Clock) -> None:
+    """Scale from zero: a request that finds no endpoint waits `noEndpointRequestTTL` (here
+    following the 30 s defaultRequestTTL) for one, then gets its 503."""
     config = load_sluice_config(CONFIG)
     director = Director(
         scheduler=Scheduler.from_config(config.picker),
@@ -248,12 +253,40 @@ async def test_an_empty_pool_answers_503(clock: Clock) -> None:
         room=config.room,
         clock=clock,
     )
+    task = asyncio.create_task(director.admit(chat(director)))
+    await asyncio.sleep(0.01)
+    assert not task.done() and director.flow.queued_requests == 1
+    clock.now += 30.0
+    director.pump()
     with pytest.raises(SluiceError) as info:
-        await director.admit(chat(director))
+        await asyncio.wait_for(task, 1)
     assert info.value.http_status == 503
+    assert info.value.dropped_reason == "rejected-no-endpoints"
     with pytest.raises(SluiceError) as info:
         director.pick_any()
     assert info.value.http_status == 500
+
+
+async def test_a_request_waiting_for_the_first_endpoint_is_served_when_it_comes(
+    clock: Clock,
+) -> None:
+    config = load_sluice_config(CONFIG)
+    director = Director(
+        scheduler=Scheduler.from_config(config.picker),
+        flow=FlowController(config.flow),
+        registry=EndpointRegistry(),
+        room=config.room,
+        clock=clock,
+    )
+    task = asyncio.create_task(director.admit(chat(director)))
+    await asyncio.sleep(0.01)
+    clock.now += 29.0  # a cold start, within the budget
+    director.set_state(pool_state())
+    report(director, clock, waiting=0)
+    director.pump()
+    admitted = await asyncio.wait_for(task, 1)
+    assert admitted.endpoints[0].address == "10.0.0.1"
+    admitted.finish(Outcome.COMPLETED)
 
 
 async def test_usage_seen_in_the_response_corrects_the_fairness_charge(

@@ -162,4 +162,4 @@ async def test_saturation_queues_then_rejects_with_429(stack: Stack) -> None:
     assert statuses.count(200) == 12, statuses
     assert statuses.count(429) == 4, statuses
     rejected = next(text for status, text in results if status == 429)
-    assert "InferencePoolResourceExhausted" in rejected
+    assert "ResourceExhausted" in rejected

@@ -142,6 +142,7 @@ class FakeModelServer:
         self.name = name
         self.seen: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
+        self.dropped = 0  # requests whose connection went away before they were answered
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -149,7 +150,7 @@ class FakeModelServer:
         app = web.Application()
         app.router.add_post("/v1/completions", self._handle)
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
@@ -165,16 +166,28 @@ class FakeModelServer:
         self.seen.append({k.lower(): v for k, v in request.headers.items()})
         self.bodies.append(body)
         parsed = json.loads(body)
+        # As vLLM: a stream's head goes out at once, its first token after the prefill; a
+        # non-streamed answer comes whole after it.
+        prefill = float(request.headers.get("x-test-first-token-delay-ms", "0")) / 1000
         if not parsed.get("stream"):
+            await self._prefill(prefill)
             answer = {"choices": [{"text": "hey"}], "usage": USAGE, "served_by": self.name}
             return web.json_response(answer, headers={"x-served-by": self.name})
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "x-served-by": self.name}
         )
         await response.prepare(request)
+        await self._prefill(prefill)
         for word in ("he", "y"):
             await response.write(f'data: {{"choices":[{{"text":"{word}"}}]}}\n\n'.encode())
         await response.write(f"data: {json.dumps({'choices': [], 'usage': USAGE})}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _prefill(self, seconds: float) -> None:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.dropped += 1  # the gateway reset the request
+            raise

@@ -5,7 +5,7 @@ admission wait (`hold`) or fail (`reject_with`). It records what the front end d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sluice.datalayer.endpoint import Endpoint
@@ -41,6 +41,9 @@ class RecordingAdmission:
             self._usage = UsageParser(streaming=streaming)
         self._usage.feed(chunk)
         self.chunks.append(chunk)
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool:
+        return False  # the double never evicts
 
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         reported = usage or (self._usage.finish() if self._usage else None)

@@ -157,13 +157,13 @@ async def test_rejection_reaches_the_client_as_429_with_retry_after(gateway):
     status, headers, payload = await post(gateway.url + "/v1/chat/completions", CHAT)
     assert status == 429
     assert headers["retry-after"] == "1"
-    assert payload == b"inference gateway: InferencePoolResourceExhausted - queue full"
+    assert payload == b"inference error: ResourceExhausted - queue full"
 
 
 async def test_a_bad_body_is_400_from_sluice(gateway):
     status, _, payload = await post(gateway.url + "/v1/chat/completions", {"model": "m"})
     assert status == 400
-    assert payload.startswith(b"inference gateway: BadRequest - ")
+    assert payload.startswith(b"inference error: BadRequest - ")
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)

@@ -183,7 +183,7 @@ async def test_subset_hint_with_no_match_is_503(stub, subset):
     await call.write(m.request_body(CHAT, end_of_stream=True))
     [answer] = await read(call)
     assert answer.immediate_response.status.code == 503
-    assert answer.immediate_response.body.startswith(b"inference gateway: ServiceUnavailable - ")
+    assert answer.immediate_response.body.startswith(b"inference error: ServiceUnavailable - ")
 
 
 @pytest.mark.parametrize("stream_options", [StreamOptions(disable_endpoint_subset_filter=True)])
@@ -204,7 +204,7 @@ async def test_invalid_json_is_400_in_upstream_format(stub):
     await send_request(call, b"{not json")
     [answer] = await read(call)
     assert answer.immediate_response.status.code == 400
-    assert answer.immediate_response.body.startswith(b"inference gateway: BadRequest - ")
+    assert answer.immediate_response.body.startswith(b"inference error: BadRequest - ")
 
 
 async def test_missing_messages_is_400(stub):
@@ -226,7 +226,7 @@ async def test_rejection_is_429_with_retry_after(stub, pipeline):
     immediate = answer.immediate_response
     assert immediate.status.code == 429
     assert m.set_headers(immediate.headers)["retry-after"] == "3"
-    assert immediate.body == b"inference gateway: InferencePoolResourceExhausted - queue full"
+    assert immediate.body == b"inference error: ResourceExhausted - queue full"
 
 
 @pytest.mark.parametrize("pipeline", [DoublePipeline([])])
@@ -237,7 +237,7 @@ async def test_no_endpoints_for_header_only_request_is_500(stub):
     assert answer.immediate_response.status.code == 500
     assert (
         answer.immediate_response.body
-        == b"inference gateway: Internal - no pods available in datastore"
+        == b"inference error: Internal - no pods available in datastore"
     )
 
 

@@ -20,6 +20,7 @@ def request(
     body_bytes: int = 100,
     ttl_s: float | None = None,
     subset_hint: Iterable[str] | None = None,
+    slo_ttft_s: float | None = None,
 ) -> InferenceRequest:
     return InferenceRequest(
         request_id=f"r{next(_ids)}",
@@ -32,6 +33,7 @@ def request(
         fairness_id=fairness_id,
         priority=priority,
         ttl_s=ttl_s,
+        slo_ttft_s=slo_ttft_s,
         subset_hint=frozenset(subset_hint) if subset_hint is not None else None,
     )
 

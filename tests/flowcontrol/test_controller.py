@@ -9,6 +9,7 @@ from fc_harness import SlotPool, request
 
 from sluice.flowcontrol import (
     Accepted,
+    Finalized,
     FlowControlConfig,
     FlowController,
     QueueOutcome,
@@ -230,18 +231,36 @@ def test_engine_priority_is_off_by_default_and_maps_bands_lower_is_sooner() -> N
     assert values[1] == 0
 
 
-def test_error_mapping_follows_upstream() -> None:
+@pytest.mark.parametrize(
+    ("outcome", "status", "reason"),
+    [
+        (QueueOutcome.REJECTED_CAPACITY, 429, "rejected-saturated"),
+        (QueueOutcome.DISPLACED, 429, "rejected-saturated"),
+        (QueueOutcome.SHED, 429, "rejected-saturated"),
+        (QueueOutcome.EXPIRED, 429, "rejected-ttl-expired"),
+        (QueueOutcome.REJECTED_NO_ENDPOINTS, 503, "rejected-no-endpoints"),
+        (QueueOutcome.EXPIRED_NO_ENDPOINTS, 503, "rejected-no-endpoints"),
+        (QueueOutcome.CANCELLED, 503, "rejected-context-cancelled"),
+    ],
+)
+def test_error_mapping_follows_upstream(outcome: QueueOutcome, status: int, reason: str) -> None:
+    """llm-d-router's contract: 429 while the pool has endpoints (they are contended), 503
+    when it has none; each rejection names its dropped reason."""
+    ticket = accepted(FlowController().enqueue(request(), 0.0)).ticket
+    error = error_for(Finalized(ticket, outcome, 1.0, retry_after_s=2.0))
+    assert error is not None
+    assert (error.http_status, error.dropped_reason) == (status, reason)
+    assert error.retry_after_s == (2.0 if status == 429 else None)
+
+
+def test_a_ttl_expiry_on_a_pool_with_endpoints_is_a_429() -> None:
     fc = FlowController(parse_flow_control({"defaultRequestTTL": "500ms"}))
     expired_ticket = accepted(fc.enqueue(request(), 0.0)).ticket
     [expired] = fc.expire(0.5)
-    assert expired.ticket is expired_ticket
+    assert expired.ticket is expired_ticket and expired.outcome is QueueOutcome.EXPIRED
     error = error_for(expired)
-    assert error is not None and error.http_status == 503
-    assert error.message == "request timed out in queue"
-    cancelled = fc.cancel(accepted(fc.enqueue(request(), 1.0)).ticket, 1.0)
-    assert cancelled is not None
-    error = error_for(cancelled)
-    assert error is not None and error.http_status == 503
+    assert error is not None and error.http_status == 429
+    assert error.message == "request timed out in queue: request TTL expired"
 
 
 def test_no_ttl_means_no_deadline() -> None:

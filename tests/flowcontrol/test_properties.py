@@ -8,12 +8,15 @@ After every step the controller must satisfy, for any config:
 - strict priority: when an item is released, no waiting higher-band item has room;
 - no blocking: after a dispatch, no waiting item has room (an item whose candidates are full
   never holds back one whose candidates have room);
-- TTL: after `dispatch`/`expire` at `now`, nothing waits past its deadline.
+- TTL: after `dispatch`/`expire` at `now`, nothing waits past its deadline — in either regime
+  (the pool with endpoints, or without: `noEndpointRequestTTL`), each change of regime
+  starting every waiting item's budget afresh.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from fc_harness import SlotPool, request
@@ -51,6 +54,7 @@ operations = st.lists(
         st.tuples(st.just("advance"), st.sampled_from([0.1, 0.5, 1.0, 3.0]), st.booleans()),
         st.tuples(st.just("finish"), st.integers(0, 10**6), st.integers(0, 50)),
         st.tuples(st.just("resize"), st.sampled_from(["a", "b", "c"]), st.integers(0, 3)),
+        st.tuples(st.just("regime"), st.booleans()),  # the pool lost / regained its endpoints
     ),
     min_size=10,
     max_size=60,
@@ -63,6 +67,7 @@ configs = st.fixed_dictionaries(
         "perFlowMaxRequests": st.integers(1, 4),
         "perFlowMaxBytes": st.sampled_from([300, 600]),
         "defaultRequestTTL": st.sampled_from(["1s", "250ms"]),
+        "noEndpointRequestTTL": st.sampled_from(["0s", "2s", "300ms"]),
         "defaultPriorityBand": st.fixed_dictionaries(
             {},
             optional={
@@ -70,7 +75,7 @@ configs = st.fixed_dictionaries(
                 "fairnessPolicyRef": st.sampled_from(
                     ["token-fair", "round-robin", "global-strict"]
                 ),
-                "orderingPolicyRef": st.sampled_from(["fcfs", "edf"]),
+                "orderingPolicyRef": st.sampled_from(["fcfs", "edf", "slo-deadline"]),
             },
         ),
     },
@@ -81,7 +86,14 @@ class Checker:
     """Drives a controller and a slot pool, checking every guarantee as it goes."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        config = dict(config)
+        no_endpoint_ttl = config.pop("noEndpointRequestTTL", None)
         self.config = parse_flow_control(config)
+        if no_endpoint_ttl is not None:  # a typed field for now; the YAML key is the config's
+            seconds = parse_flow_control({"defaultRequestTTL": no_endpoint_ttl})
+            self.config = replace(
+                self.config, no_endpoint_request_ttl_s=seconds.default_request_ttl_s or 0.0
+            )
         self.fc = FlowController(self.config)
         self.pool = SlotPool({"a": 2, "b": 3, "c": 0})
         self.pool.on_take = self.check_strict_priority
@@ -136,7 +148,7 @@ class Checker:
             _, tenant, priority, hint, ttl, size, tokens = op
             req = request(
                 f"t{tenant}", priority, prompt_tokens=tokens, body_bytes=size, ttl_s=ttl,
-                subset_hint=hint,
+                subset_hint=hint, slo_ttft_s=(tokens % 7) / 10 if tokens % 3 else None,
             )  # fmt: skip
             result = self.fc.enqueue(req, self.now)
             if isinstance(result, Accepted):
@@ -146,7 +158,12 @@ class Checker:
                     assert displaced.ticket.priority < priority
                 self.record(list(result.displaced))
             else:
-                assert result.outcome is QueueOutcome.REJECTED_CAPACITY
+                expected = (
+                    QueueOutcome.REJECTED_NO_ENDPOINTS
+                    if self.fc.pool_empty
+                    else QueueOutcome.REJECTED_CAPACITY
+                )
+                assert result.outcome is expected
                 self.tickets.append(result.ticket)
                 self.record([result])
         elif kind == "dispatch":
@@ -173,6 +190,11 @@ class Checker:
             self.fc.complete(ticket, usage, self.now)
         elif kind == "resize":
             self.pool.resize(op[1], op[2])
+        elif kind == "regime":
+            changed = op[1] != self.fc.pool_empty
+            self.fc.set_pool_empty(op[1], self.now)
+            if changed:  # every waiting item's budget started again now
+                self.check_nothing_overdue()
         self.check_accounting()
 
     def finish_all(self) -> None:

@@ -101,11 +101,15 @@ class FakeEngine:
         self, request: web.Request, payload: dict[str, Any], tokens: int
     ) -> web.StreamResponse:
         delay = float(request.headers.get("x-test-token-delay-ms", "0")) / 1000
+        # As vLLM: the response head goes out at once, the first token after the prefill.
+        prefill = float(request.headers.get("x-test-first-token-delay-ms", "0")) / 1000
         fail_after = int(request.headers.get("x-test-fail-after-tokens", "-1"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         self.streams_started += 1
         try:
+            if prefill:
+                await asyncio.sleep(prefill)
             for i in range(tokens):
                 if i == fail_after and request.transport is not None:
                     request.transport.abort()  # crash mid-stream

@@ -7,7 +7,7 @@ These are the proxy's duties, so tests assert on the recording, never on pipelin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import orjson
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Admission, Outcome, Pipeline
+from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Usage
 
 
@@ -46,6 +47,9 @@ class RecordedAdmission:
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         self.finishes.append(outcome)
         self.inner.finish(outcome, usage)
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool:
+        return self.inner.allow_eviction(hook)
 
     def usage_seen(self) -> Usage | None:
         """The usage the model server reported, from the bytes the proxy passed on."""

@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError, bad_request
+from sluice.requests.headers import FAIRNESS_ID_HEADERS, OBJECTIVE_HEADERS, header_value
 from sluice.requests.model import (
-    HEADER_FAIRNESS_ID,
-    HEADER_OBJECTIVE,
     HEADER_REQUEST_ID,
     ApiKind,
     InferenceRequest,
@@ -49,6 +48,9 @@ class RoundRobinAdmission:
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         if self.outcome is None:  # exactly-once: later calls are ignored, as the protocol says
             self.outcome = outcome
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool:
+        return False  # the double never evicts
 
 
 class RoundRobinPipeline:
@@ -84,7 +86,7 @@ class RoundRobinPipeline:
             raise bad_request("body is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("model"), str):
             raise bad_request("model not found in request body")
-        objective = headers.get(HEADER_OBJECTIVE)
+        objective = header_value(headers, OBJECTIVE_HEADERS)
         return InferenceRequest(
             request_id=headers.get(HEADER_REQUEST_ID) or uuid.uuid4().hex,
             api=_API_BY_PATH.get(path, ApiKind.OTHER),
@@ -94,7 +96,7 @@ class RoundRobinPipeline:
             prompt_tokens=1,
             stream=bool(document.get("stream")),
             objective=objective,
-            fairness_id=headers.get(HEADER_FAIRNESS_ID, "default-flow"),
+            fairness_id=header_value(headers, FAIRNESS_ID_HEADERS) or "default-flow",
             priority=self.priorities.get(objective or "", 0),
             subset_hint=subset_hint,
             headers=headers,

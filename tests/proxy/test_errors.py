@@ -66,7 +66,7 @@ async def test_capacity_rejection_is_a_429_with_retry_after(start_proxy, client)
     async with client.post(url(proxy, "/v1/completions"), json={"model": "m"}) as response:
         assert response.status == 429
         assert response.headers["Retry-After"] == "2"  # whole seconds, rounded up
-        assert_openai_error(await response.json(), "InferencePoolResourceExhausted")
+        assert_openai_error(await response.json(), "ResourceExhausted")
 
 
 async def test_an_empty_pool_is_a_503(start_proxy, client):

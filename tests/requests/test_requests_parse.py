@@ -306,6 +306,68 @@ def test_control_headers_are_read():
     assert request.subset_hint == frozenset({"10.0.0.1:8000"})
 
 
+@pytest.mark.parametrize(
+    ("headers", "objective", "fairness_id"),
+    [
+        ({"x-llm-d-inference-objective": "new"}, "new", "default-flow"),
+        ({"x-gateway-inference-objective": "old"}, "old", "default-flow"),
+        ({"x-llm-d-inference-fairness-id": "new"}, None, "new"),
+        ({"x-gateway-inference-fairness-id": "old"}, None, "old"),
+        (
+            {"x-gateway-inference-objective": "old", "x-llm-d-inference-objective": "new"},
+            "new",
+            "default-flow",
+        ),
+        (
+            {"x-gateway-inference-fairness-id": "old", "x-llm-d-inference-fairness-id": "new"},
+            None,
+            "new",
+        ),
+        # As upstream: the first name present wins even when empty (then: none / the default).
+        (
+            {"x-llm-d-inference-objective": "", "x-gateway-inference-objective": "old"},
+            None,
+            "default-flow",
+        ),
+    ],
+)
+def test_llm_d_names_and_the_older_gateway_names_are_read_the_new_one_winning(
+    headers, objective, fairness_id
+):
+    request = parse(body(model="m", prompt="p"), COMPLETIONS, headers=headers)
+    assert (request.objective, request.fairness_id) == (objective, fairness_id)
+
+
+def test_the_new_rewrite_header_wins_over_the_old_one():
+    headers = {"x-gateway-model-name-rewrite": "old", "x-llm-d-model-name-rewrite": "new"}
+    request = parse(body(model="m", prompt="p"), COMPLETIONS, headers=headers)
+    assert request.target_model == "new"
+    assert json.loads(request.body)["model"] == "new"
+
+
+@pytest.mark.parametrize(
+    ("headers", "ttft", "tpot"),
+    [
+        ({"x-llm-d-slo-ttft-ms": "250", "x-llm-d-slo-tpot-ms": "12.5"}, 0.25, 0.0125),
+        ({"x-slo-ttft-ms": " 1000 ", "x-slo-tpot-ms": "0"}, 1.0, 0.0),
+        ({"x-slo-ttft-ms": "900", "x-llm-d-slo-ttft-ms": "100"}, 0.1, None),
+        ({"x-llm-d-slo-ttft-ms": ""}, None, None),
+        ({}, None, None),
+    ],
+)
+def test_slo_headers_are_milliseconds(headers, ttft, tpot):
+    request = parse(body(model="m", prompt="p"), COMPLETIONS, headers=headers)
+    assert (request.slo_ttft_s, request.slo_tpot_s) == (ttft, tpot)
+
+
+@pytest.mark.parametrize("value", ["fast", "-1", "inf", "nan", "1e999", "5ms"])
+def test_a_malformed_slo_header_is_a_400_that_names_it_and_the_fix(value):
+    with pytest.raises(SluiceError) as info:
+        parse(body(model="m", prompt="p"), COMPLETIONS, headers={"x-llm-d-slo-ttft-ms": value})
+    assert info.value.code is ErrorCode.BAD_REQUEST
+    assert "x-llm-d-slo-ttft-ms" in info.value.message and "milliseconds" in info.value.message
+
+
 def test_defaults_when_headers_are_absent():
     request = parse(body(model="m", prompt="p"), COMPLETIONS)
 

@@ -43,6 +43,8 @@ _OUTCOME_NAMES = {
     QueueOutcome.REJECTED_CAPACITY: "rejected",
     QueueOutcome.DISPLACED: "displaced",
     QueueOutcome.EXPIRED: "expired",
+    QueueOutcome.REJECTED_NO_ENDPOINTS: "no_endpoints",
+    QueueOutcome.EXPIRED_NO_ENDPOINTS: "no_endpoints",
     QueueOutcome.SHED: "shed",
     QueueOutcome.CANCELLED: "cancelled",
 }

@@ -33,8 +33,8 @@ Sluice is up: 4 simulated vLLM engines behind an inference-aware proxy.
 Try it (streamed chat, highest priority):
   curl -N http://127.0.0.1:{proxy}/v1/chat/completions \\
     -H 'content-type: application/json' \\
-    -H 'x-gateway-inference-objective: interactive' \\
-    -H 'x-gateway-inference-fairness-id: alice' \\
+    -H 'x-llm-d-inference-objective: interactive' \\
+    -H 'x-llm-d-inference-fairness-id: alice' \\
     -d '{{"model": "sim-model", "stream": true, "max_tokens": 32,
          "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 

@@ -10,23 +10,30 @@ Life of a request, as a front end drives it:
    `SluiceError` (400 / 413) — the front end answers with that error and is done.
 2. `await pipeline.admit(request)` waits in flow control until an endpoint has room, then
    schedules. It returns an `Admission` (primary endpoint first, then fallbacks) or raises
-   `SluiceError` (429 capacity, 503 TTL / no endpoints, 500). If the client goes away while
-   waiting, the front end cancels the `admit` task: the request leaves the queue at once.
+   `SluiceError` (429 while the pool is contended: queue full, displaced, TTL expired; 503
+   while it has no endpoint for the request; 500), each with its `dropped_reason`. If the
+   client goes away while waiting, the front end cancels the `admit` task: the request leaves
+   the queue at once.
 3. The front end forwards the request (or tells Envoy where to), feeds response bytes to
    `admission.observe_response_chunk(...)` (usage is parsed incrementally), and finally calls
    `admission.finish(...)` exactly once (further calls are ignored). That releases in-flight
    accounting and reports true usage to flow control.
+4. With eviction on, a front end that can still take a routed request back (nothing of the
+   response reached the client) offers a hook with `admission.allow_eviction(hook)`; flow
+   control may then end the request (its outcome is `EVICTED`) and call the hook with the 429
+   to answer. The front end withdraws the offer (`allow_eviction(None)`) once bytes flow.
 """
 
 from __future__ import annotations
 
 __all__ = ["Admission", "Limits", "Outcome", "Pipeline"]
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 
 
@@ -56,6 +63,12 @@ class Admission(Protocol):
     def detach(self) -> None:
         """The gateway will show nothing more of this request (it shows Sluice no response):
         instead of `finish`, once. The engine's own metrics take over its accounting."""
+        ...
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool:
+        """Offer (or, with None, withdraw) a way to end this request before its first token:
+        flow control calls `hook` with the error to answer. True if it may be evicted at all
+        (eviction on, a negative band); a front end that gets False need not hold anything."""
         ...
 
 

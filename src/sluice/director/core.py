@@ -8,6 +8,11 @@ room's call (`sluice.room.Room`). Every release — a placed request or the erro
 wait — is reported once through `on_release`; after every pump the core tells its shell when it
 next wants to be woken (`on_wakeup`), since room also opens when a scrape shows an engine
 drained or a prefill estimate passes, which no request announces.
+
+A request that arrives while the pool has no endpoints waits for one (`noEndpointRequestTTL`,
+scale from zero) instead of failing at once; with `enableEviction`, a band left waiting on a
+full pool may end in-flight negative-band requests that have no first token yet
+(`flowcontrol/eviction.py`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
 from sluice.director.ports import Admitted, Counted
 from sluice.director.release import Release
+from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
+from sluice.flowcontrol.eviction import EvictionPacer, sheddable
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
 from sluice.request_metrics import RequestMetrics
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError, contended, unavailable
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
@@ -80,6 +87,10 @@ class DispatchCore:
         self.state: PoolState | None = None
         self._ticket_of: dict[int, Ticket] = {}  # by id(request): request ids may repeat
         self.in_flight = 0
+        # In flight in negative bands, while eviction is on: its candidates, by id().
+        self._sheddable: dict[int, DispatchedRequest] = {}
+        self._eviction = EvictionPacer()
+        self._evicting = False
 
     # -- the pool --------------------------------------------------------------------------------
 
@@ -90,6 +101,7 @@ class DispatchCore:
         names = {e.name for e in state.endpoints}
         self.scheduler.prune(names)
         self.room.forget_except(names)
+        self._eviction.forget_except(names)
         self.pump(now)
 
     @property
@@ -145,10 +157,9 @@ class DispatchCore:
         """
         if self.metrics is not None:
             self.metrics.received(request)
-        if not self._has_candidates(request.subset_hint):
-            raise self._failed(
-                request, SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "no endpoints available")
-            )
+        self._note_pool_regime(now)
+        if not self._may_wait(request.subset_hint):
+            raise self._failed(request, _no_candidates())
         self.room.arrived(request.priority, request.fairness_id, now)
         result = self.flow.enqueue(request, now)
         if isinstance(result, Finalized):
@@ -176,6 +187,27 @@ class DispatchCore:
                 self._failed(ticket.request, error_for(event))
         self.forget(ticket)
 
+    def _may_wait(self, subset: frozenset[str] | None) -> bool:
+        """Whether a request may queue: some endpoint could serve it, or the pool has none at
+        all and flow control keeps a waiting room for the first (legacy admission has none)."""
+        if flow_keeps_waiting_room(self.flow) and not self.registry.snapshot():
+            return True
+        return self._has_candidates(subset)
+
+    def _note_pool_regime(self, now: float) -> None:
+        """Tell flow control whether the pool has endpoints; when they come back, requests
+        that waited for one but may use none of them (their subset) get their 503 now."""
+        was_empty = self.flow.pool_empty
+        self.flow.set_pool_empty(not self.registry.snapshot(), now)
+        if not was_empty or self.flow.pool_empty:
+            return
+        for ticket in list(self._ticket_of.values()):
+            subset = ticket.request.subset_hint
+            if ticket.waiting and subset is not None and not self._has_candidates(subset):
+                event = self.flow.drop_unreachable(ticket, now)
+                if event is not None:
+                    self._resolve(event, {})
+
     def _has_candidates(self, subset: frozenset[str] | None) -> bool:
         states = self.registry.snapshot()
         if subset is None:
@@ -189,11 +221,43 @@ class DispatchCore:
 
     def pump(self, now: float) -> None:
         """Release whatever has room now; call whenever room may have opened."""
+        self._note_pool_regime(now)
         self.room.settle(self.registry, now)
         release = Release(self, now)
         for event in self.flow.dispatch(now, release):
             self._resolve(event, release.bound)
+        self._evict_for_waiting(release, now)
         self.on_wakeup(self.next_wakeup(now))
+
+    def _evict_for_waiting(self, release: Release, now: float) -> None:
+        """With eviction on: while a band waits and no endpoint has room for it, end in-flight
+        negative-band requests with no first token yet (`flowcontrol/eviction.py` chooses)."""
+        if not self._sheddable or self._evicting:
+            return  # nested: an eviction's own completion pumps, and must not evict again
+        top = self.flow.top_waiting_priority()
+        if top is None or release.has_room(None, top):
+            return
+        victims = self._eviction.choose(
+            [d for d in self._sheddable.values() if d.evictable],
+            blocked_priority=top,
+            waiting_above=self.flow.waiting_above,
+            scraped_at=self._scraped_at,
+            now=now,
+        )
+        self._evicting = True
+        try:
+            for victim in victims:
+                victim.evict(_evicted(), now)
+        finally:
+            self._evicting = False
+
+    def may_evict(self, dispatched: DispatchedRequest) -> bool:
+        """Whether flow control may evict this in-flight request (eviction on, negative band)."""
+        return id(dispatched) in self._sheddable
+
+    def _scraped_at(self, endpoint: str) -> float:
+        state = self.registry.get(endpoint)
+        return state.metrics.updated_at if state is not None else float("-inf")
 
     def next_wakeup(self, now: float) -> float | None:
         """When to pump next without an outside event: the next TTL deadline, or soon while
@@ -224,6 +288,8 @@ class DispatchCore:
                 placed = release.bound.get(ticket.seq)
             if isinstance(placed, DispatchedRequest):
                 self.in_flight += 1
+                if self.flow.config.enable_eviction and sheddable(placed.priority):
+                    self._sheddable[id(placed)] = placed
                 if self.metrics is not None:
                     self.metrics.dispatched(placed.request, event.waited_s)
                 self.on_release(ticket, placed)
@@ -272,6 +338,7 @@ class DispatchCore:
         self, dispatched: Admitted, outcome: Outcome, usage: Usage | None, now: float
     ) -> None:
         self.in_flight -= 1
+        self._sheddable.pop(id(dispatched), None)
         first_byte_at = dispatched.first_byte_at
         self.registry.complete(
             dispatched.dispatch_ticket,
@@ -292,6 +359,7 @@ class DispatchCore:
 
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
+        self._sheddable.pop(id(dispatched), None)
         self.registry.detach(dispatched.dispatch_ticket)
         self.flow.complete(dispatched.ticket, None, now)  # its charge stays the estimate
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
@@ -314,3 +382,16 @@ def _abandon(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
 
 def _queue_error(event: Finalized) -> SluiceError:
     return error_for(event) or SluiceError(ErrorCode.INTERNAL, "request left the queue")
+
+
+def flow_keeps_waiting_room(flow: FlowController) -> bool:
+    return flow.config.mode != LEGACY
+
+
+def _no_candidates() -> SluiceError:
+    return unavailable("failed to find endpoint candidates for serving the request")
+
+
+def _evicted() -> SluiceError:
+    """Upstream's eviction answer (its body is this text alone, not `inference error: ...`)."""
+    return contended("request evicted by flow control", DroppedReason.EVICTED)

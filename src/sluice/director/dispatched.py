@@ -6,10 +6,13 @@ supplies the time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import DispatchTicket
 from sluice.director.ports import Ledger
 from sluice.flowcontrol.model import Ticket
+from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.usage import UsageParser
 
@@ -20,6 +23,7 @@ class DispatchedRequest:
     __slots__ = (
         "_counted",
         "_endpoints",
+        "_evict_hook",
         "_ledger",
         "_parser",
         "finished",
@@ -45,6 +49,7 @@ class DispatchedRequest:
         self.started_at = now
         self.first_byte_at: float | None = None
         self.finished = False
+        self._evict_hook: Callable[[SluiceError], None] | None = None
         self._counted = ledger.count(request, endpoints[0], now)
 
     @property
@@ -94,6 +99,40 @@ class DispatchedRequest:
             return
         self.finished = True
         self._ledger.detached(self, now)
+
+    # -- eviction (flowcontrol/eviction.py) ------------------------------------------------------
+
+    @property
+    def priority(self) -> int:
+        return self.request.priority
+
+    @property
+    def endpoint_name(self) -> str:
+        return self._endpoints[0].name
+
+    @property
+    def dispatch_order(self) -> tuple[float, int]:
+        return (self.started_at, self.ticket.seq)
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> None:
+        """The front end can still answer this request with an error and cancel its upstream
+        call — `hook` does both — or, with None, no longer can (bytes reached the client)."""
+        self._evict_hook = hook
+
+    @property
+    def evictable(self) -> bool:
+        """Not finished, no first token, and a front end that can still take it back."""
+        return self._evict_hook is not None and self.first_byte_at is None and not self.finished
+
+    def evict(self, error: SluiceError, now: float) -> None:
+        """End the request now (its one outcome is EVICTED) and have the front end answer
+        `error` and cancel the upstream call."""
+        hook = self._evict_hook
+        if hook is None or not self.evictable:
+            return
+        self._evict_hook = None
+        self.finish(Outcome.EVICTED, now)
+        hook(error)
 
     def finish(self, outcome: Outcome, now: float, usage: Usage | None = None) -> None:
         """Exactly-once completion (later calls are ignored); usage defaults to what the

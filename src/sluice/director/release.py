@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from sluice.datalayer.registry import EndpointState
 from sluice.director.ports import Admitted, Binder
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import DroppedReason, SluiceError, contended
 from sluice.requests.model import InferenceRequest
 from sluice.room import in_subset
 from sluice.scheduling.framework import NoEndpointsError
@@ -48,8 +48,9 @@ class Release:
         try:
             result = binder.scheduler.schedule(request, states, self.now)
         except NoEndpointsError as exc:
-            self.bound[ticket.seq] = SluiceError(
-                ErrorCode.RESOURCE_EXHAUSTED, f"failed to find an endpoint: {exc}"
+            # Filters drained a non-empty candidate set: the pool is busy, not broken (upstream).
+            self.bound[ticket.seq] = contended(
+                f"failed to find an endpoint: {exc}", DroppedReason.SATURATED
             )
             return
         self.bound[ticket.seq] = binder.bind(request, ticket, result.endpoints, self.now)

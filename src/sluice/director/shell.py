@@ -27,11 +27,18 @@ class Admission:
     """What `admit` hands a front end (`contract.Admission`): the core's admitted request, with
     the shell's clock supplying the time of each step."""
 
-    __slots__ = ("_clock", "dispatched")
+    __slots__ = ("_clock", "_may_evict", "dispatched")
 
-    def __init__(self, dispatched: DispatchedRequest, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        dispatched: DispatchedRequest,
+        clock: Callable[[], float],
+        *,
+        may_evict: bool = False,
+    ) -> None:
         self.dispatched = dispatched
         self._clock = clock
+        self._may_evict = may_evict
 
     @property
     def request(self) -> InferenceRequest:
@@ -63,6 +70,12 @@ class Admission:
 
     def detach(self) -> None:
         self.dispatched.detach(self._clock())
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool:
+        if not self._may_evict:
+            return False
+        self.dispatched.allow_eviction(hook)
+        return True
 
 
 class Director:
@@ -170,7 +183,7 @@ class Director:
         elif isinstance(result, SluiceError):
             waiter.set_exception(result)
         else:
-            waiter.set_result(Admission(result, self.clock))
+            waiter.set_result(Admission(result, self.clock, may_evict=self.core.may_evict(result)))
 
     def _wake_at(self, due: float | None) -> None:
         """The core wants a pump at `due` (None: no wish)."""

@@ -140,7 +140,7 @@ class ExtProcCall:
             self._fail(Status.INTERNAL, "endpoint picker internal error")
             return
         else:
-            responses = self._logic.admitted(admission)
+            responses = self._logic.admitted(admission, on_evicted=self._on_evicted)
         self._task = None
         self._admitting = False
         for response in responses:
@@ -154,6 +154,18 @@ class ExtProcCall:
         self._hold()
         if self._call.remote_ended and not self._admitting:
             self.on_half_close()
+
+    def _on_evicted(self, error: SluiceError) -> None:
+        """Flow control ended the routed request before its first token: answer the 429 and
+        end the RPC (Envoy resets the upstream request on the ImmediateResponse)."""
+        if self._call.ended:
+            return
+        answers = self._logic.evicted(error)
+        for answer in answers:
+            self._send(answer)
+        if answers:
+            self._call.finish()
+            self._close(cancelled=False)
 
     def _send(self, response: Answer) -> None:
         # Hot answers arrive pre-serialized (wire.py); the rest are serialized once here.

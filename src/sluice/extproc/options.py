@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep-control-headers",
         action="store_true",
         default=d.keep_control_headers,
-        help="forward x-gateway-inference-* and x-sluice-* headers to model servers",
+        help="forward the control headers (x-llm-d-*, x-gateway-*, x-sluice-*) to model servers",
     )
     parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     parser.add_argument(

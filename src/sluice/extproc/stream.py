@@ -16,6 +16,14 @@ Response path: headers (CONTINUE), body chunks (echoed in FULL_DUPLEX, CONTINUE 
 usage observed on the way), trailers (answered); the end of the response finishes the
 admission exactly once.
 
+Eviction (`enableEviction`): a routed request of a negative band may be ended by flow control
+until its first token. The shell passes `admitted` a hook; flow control calls it and the shell
+hands the error to `evicted`, which answers an ImmediateResponse 429 (Envoy then resets the
+upstream request). That is clean only while nothing of the response went to the client, so in
+FULL_DUPLEX_STREAMED response mode an evictable request's response-headers answer is held until
+the first body chunk (the first token) arrives; in the other modes the window closes when the
+response headers are answered.
+
 Answer first, account after: Envoy holds the response until it has Sluice's answer, but nothing
 in that answer depends on usage parsing or on finishing the admission (flow control, in-flight
 release, metrics). So `receive` only notes that work, and the shell calls `settle` once the
@@ -24,7 +32,7 @@ answers are written; `close` settles too, so the work is never lost.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Protocol
@@ -102,6 +110,8 @@ class ExtProcStream:
         self._unobserved: list[bytes] = []
         self._outcome_due: Outcome | None = None
         self._response_ended = False
+        self._evictable = False  # flow control may still end it (see the module docstring)
+        self._held_response_headers = False
 
     @property
     def admission(self) -> Admission | None:
@@ -155,15 +165,27 @@ class ExtProcStream:
             return self._on_response_body(message.response_body)
         if kind == "response_trailers":
             self._expect(Phase.RESPONSE, kind)
+            self._stop_eviction()
             self._finish_response()
-            return [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
+            held = self._held_response_headers
+            self._held_response_headers = False
+            tail: list[Action] = [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
+            return [Send(wire.CONTINUE_RESPONSE_HEADERS), *tail] if held else tail
         raise ProtocolViolation(f"unexpected message {kind!r}")
 
-    def admitted(self, admission: Admission) -> list[Answer]:
-        """Flow control released the request and the scheduler placed it: route it."""
+    def admitted(
+        self,
+        admission: Admission,
+        *,
+        on_evicted: Callable[[SluiceError], None] | None = None,
+    ) -> list[Answer]:
+        """Flow control released the request and the scheduler placed it: route it.
+        `on_evicted`: the shell's way back to `evicted` should flow control end the request."""
         self._expect(Phase.ADMITTING, "admission")
         self._admission = admission
         self.phase = Phase.RESPONSE
+        if on_evicted is not None:
+            self._evictable = admission.allow_eviction(on_evicted)
         request = admission.request
         destination = ",".join(e.hostport for e in admission.endpoints)
         set_headers = self._routing_headers(destination, request)
@@ -183,6 +205,21 @@ class ExtProcStream:
             out.append(wire.CONTINUE_REQUEST_TRAILERS)
         self._body = bytearray()
         return out
+
+    def evicted(self, error: SluiceError) -> list[Answer]:
+        """Flow control ended the routed request before its first token (the admission is
+        already finished): answer the client with `error` instead of the response."""
+        if not self._evictable or self.phase is not Phase.RESPONSE:
+            return []
+        self._evictable = False
+        self._finished = True
+        self._response_ended = True  # nothing more will need an answer: the RPC may end
+        return [self._fail(error)]
+
+    def _stop_eviction(self) -> None:
+        if self._evictable and self._admission is not None:
+            self._evictable = False
+            self._admission.allow_eviction(None)
 
     def admit_failed(self, error: SluiceError) -> list[Answer]:
         self._expect(Phase.ADMITTING, "admission failure")
@@ -321,19 +358,36 @@ class ExtProcStream:
         self._status = int(status) if status.isdigit() else 200
         self._streaming_response = "text/event-stream" in headers.get("content-type", "")
         self._note_served_endpoint(message)
-        if message.response_headers.end_of_stream:
+        end_of_stream = message.response_headers.end_of_stream
+        if (
+            self._evictable
+            and not end_of_stream
+            and self._response_mode is BodyMode.FULL_DUPLEX_STREAMED
+        ):
+            self._held_response_headers = True  # answered with the first body chunk
+            return []
+        self._stop_eviction()
+        if end_of_stream:
             self._finish_response()
         return [Send(wire.CONTINUE_RESPONSE_HEADERS)]
 
     def _on_response_body(self, body: HttpBody) -> list[Action]:
         self._expect(Phase.RESPONSE, "response_body")
+        out: list[Action] = []
+        if self._held_response_headers:
+            self._held_response_headers = False
+            out.append(Send(wire.CONTINUE_RESPONSE_HEADERS))
+        self._stop_eviction()  # the first token is on its way to the client
         if self._admission is not None and body.body:
             self._unobserved.append(body.body)
         if body.end_of_stream:
             self._finish_response()
         if self._response_mode is BodyMode.FULL_DUPLEX_STREAMED:
-            return [Send(wire.streamed_response_body(body.body, end_of_stream=body.end_of_stream))]
-        return [Send(wire.CONTINUE_RESPONSE_BODY)]
+            echo = wire.streamed_response_body(body.body, end_of_stream=body.end_of_stream)
+            out.append(Send(echo))
+        else:
+            out.append(Send(wire.CONTINUE_RESPONSE_BODY))
+        return out
 
     def _note_served_endpoint(self, message: ProcessingRequest) -> None:
         served = wire.served_endpoint(message)

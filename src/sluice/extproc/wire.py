@@ -13,7 +13,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError
+from sluice.requests.headers import HEADER_DROPPED_REASON
 from sluice.requests.model import (
     DESTINATION_METADATA_NAMESPACE,
     HEADER_DESTINATION,
@@ -241,17 +242,23 @@ CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(
 
 
 def error_response(error: SluiceError) -> pb.ProcessingResponse:
-    """An ImmediateResponse in upstream's format: status + `inference gateway: <Code> - <msg>`."""
+    """An ImmediateResponse in upstream's format: status + `inference error: <Code> - <msg>`,
+    and `x-llm-d-request-dropped-reason` when the request was dropped."""
     headers: dict[str, str] = {"content-type": "text/plain; charset=utf-8"}
+    if error.dropped_reason is not None:
+        headers[HEADER_DROPPED_REASON] = error.dropped_reason
     if error.code is ErrorCode.RESOURCE_EXHAUSTED:
         # A 429 without a hint makes clients retry immediately; one second is the smallest hint.
         retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    # Upstream answers an eviction with its bare message, every other error in its format.
+    evicted = error.dropped_reason == DroppedReason.EVICTED
+    body = error.message if evicted else error.wire_text()
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=error.http_status),
             headers=header_mutation(headers),
-            body=error.wire_text().encode(),
+            body=body.encode(),
             details=error.code.name_on_wire,
         )
     )

@@ -94,6 +94,10 @@ class Band:
             heapq.heappop(newest)
         return None
 
+    def waiting(self) -> list[Ticket]:
+        """Every item still waiting in the band, in no particular order."""
+        return [ticket for _, ticket in self._newest if ticket.waiting]
+
     def _compact_newest(self) -> None:
         if len(self._newest) > 2 * self.queued_requests + 64:
             self._newest = [e for e in self._newest if e[1].waiting]

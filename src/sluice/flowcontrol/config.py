@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sluice.flowcontrol.fairness import GLOBAL_STRICT, ROUND_ROBIN, TOKEN_FAIR, TokenCost
-from sluice.flowcontrol.ordering import EDF, FCFS
+from sluice.flowcontrol.ordering import EDF, FCFS, SLO_DEADLINE
 from sluice.util import durations
 
 QUEUE = "queue"
@@ -38,7 +38,12 @@ ORDERING_NAMES = {
     "fcfs-ordering-policy": FCFS,
     EDF: EDF,
     "edf-ordering-policy": EDF,
+    SLO_DEADLINE: SLO_DEADLINE,
+    "slo-deadline-ordering-policy": SLO_DEADLINE,
 }
+
+# Upstream's `noEndpointRequestTTL` when neither it nor `defaultRequestTTL` is set.
+UPSTREAM_NO_ENDPOINT_REQUEST_TTL_S = 60.0
 
 
 class FlowControlConfigError(ValueError):
@@ -64,6 +69,13 @@ class FlowControlConfig:
     max_bytes: int = 0
     max_requests: int = 0
     default_request_ttl_s: float | None = None  # None: no TTL, only client cancellation
+    # Upstream's `noEndpointRequestTTL`: how long a request may wait while the pool has no
+    # endpoints (scale from zero) before its 503. None follows `default_request_ttl_s`, else
+    # 60 s, as upstream; 0: no limit. See `no_endpoint_ttl_s`.
+    no_endpoint_request_ttl_s: float | None = None
+    # Upstream's `enableEviction`: a higher band blocked on a full pool may end in-flight
+    # requests of negative bands that have no first token yet (flowcontrol/eviction.py).
+    enable_eviction: bool = False
     default_band: BandConfig = field(default_factory=BandConfig)
     bands: tuple[BandConfig, ...] = ()
     per_flow_max_requests: int = 0
@@ -81,6 +93,14 @@ class FlowControlConfig:
             if band.priority == priority:
                 return band
         return replace(self.default_band, priority=priority)
+
+    @property
+    def no_endpoint_ttl_s(self) -> float | None:
+        """The wait allowed while the pool has no endpoints (None: no limit)."""
+        ttl = self.no_endpoint_request_ttl_s
+        if ttl is None:
+            ttl = self.default_request_ttl_s or UPSTREAM_NO_ENDPOINT_REQUEST_TTL_S
+        return ttl or None
 
     def weight(self, fairness_id: str) -> float:
         return self.fairness_weights.get(fairness_id, 1.0)

@@ -7,6 +7,13 @@ The shell drives it with the current time and a view of the pool's room:
     fc.cancel(ticket, now)                       # the client went away
     events = fc.expire(now)                      # at fc.next_deadline()
     fc.complete(ticket, usage, now)              # true usage corrects the fairness charge
+    fc.set_pool_empty(empty, now)                # the pool lost or regained its endpoints
+
+Two regimes, as upstream's: while the pool has endpoints a request may wait its TTL
+(`defaultRequestTTL`, or the request's own) and then gets a 429; while it has none the queue is
+a waiting room for scale-from-zero, bounded by `noEndpointRequestTTL`, and expiry is a 503. Each
+change of regime starts every waiting item's budget afresh, so a request that waited for the
+first endpoint is not expired the moment one appears.
 
 Release order: the highest non-empty band first; within a band the fairness policy picks the
 flow and the ordering policy the item; an item whose candidate endpoints are all full is
@@ -38,7 +45,7 @@ from sluice.flowcontrol.model import (
     Ticket,
 )
 from sluice.flowcontrol.observer import FlowObserver, NullObserver
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import DroppedReason, SluiceError, contended, unavailable
 from sluice.requests.model import DEFAULT_FAIRNESS_ID, InferenceRequest, Usage
 
 _ALL: frozenset[str] | None = None  # the candidate set "any endpoint of the pool"
@@ -62,6 +69,7 @@ class FlowController:
         self._cost = self.config.token_cost
         self._weights = self.config.fairness_weights
         self._drain = DrainRate()
+        self._pool_empty = False
         self.queued_requests = 0
         self.queued_bytes = 0
 
@@ -78,9 +86,21 @@ class FlowController:
     def next_deadline(self) -> float | None:
         """When the next queued item expires (the shell should call `expire` then)."""
         deadlines = self._deadlines
-        while deadlines and not deadlines[0][2].waiting:
+        while deadlines and not _current(deadlines[0]):
             heapq.heappop(deadlines)
         return deadlines[0][0] if deadlines else None
+
+    @property
+    def pool_empty(self) -> bool:
+        return self._pool_empty
+
+    def top_waiting_priority(self) -> int | None:
+        """The highest band with requests waiting (None: nothing waits)."""
+        return next((b.priority for b in self._order if b.queued_requests), None)
+
+    def waiting_above(self, priority: int) -> int:
+        """How many requests of bands above `priority` wait."""
+        return sum(b.queued_requests for b in self._order if b.priority > priority)
 
     def engine_priority_for(self, request: InferenceRequest) -> int | None:
         """The vLLM `priority` to write into the body, or None when the option is off."""
@@ -91,8 +111,7 @@ class FlowController:
     def enqueue(self, request: InferenceRequest, now: float) -> Accepted | Finalized:
         """Queue a request. Returns `Accepted`, or the `Finalized` rejection (429)."""
         self._seq += 1
-        ttl = request.ttl_s if request.ttl_s is not None else self.config.default_request_ttl_s
-        deadline = now + ttl if ttl and not self._legacy else math.inf
+        deadline = self._deadline(request, now)
         cost = self._cost.estimate(request)
         size = len(request.body)
         if self._legacy:
@@ -121,6 +140,8 @@ class FlowController:
             else:
                 displaced = displaced_or_none
         if not local_ok:
+            if self._pool_empty:  # a full waiting room: no endpoint exists to be contended
+                return self._finalize(ticket, QueueOutcome.REJECTED_NO_ENDPOINTS, now, band)
             return self._finalize(
                 ticket, QueueOutcome.REJECTED_CAPACITY, now, band, self._retry_after(band.priority)
             )
@@ -132,6 +153,28 @@ class FlowController:
             heapq.heappush(self._deadlines, (deadline, ticket.seq, ticket))
         self.observer.on_enqueued(ticket, band)
         return Accepted(ticket, displaced)
+
+    def _deadline(self, request: InferenceRequest, start: float) -> float:
+        """When `request`, waiting since `start` in the regime in force, expires."""
+        if self._legacy:
+            return math.inf
+        ttl = request.ttl_s
+        if ttl is None:
+            config = self.config
+            ttl = config.no_endpoint_ttl_s if self._pool_empty else config.default_request_ttl_s
+        return start + ttl if ttl else math.inf
+
+    def set_pool_empty(self, empty: bool, now: float) -> None:
+        """The pool has (no longer) any endpoints: every waiting item's budget starts again at
+        `now`, under the new regime's TTL. O(1) when nothing changed."""
+        if empty == self._pool_empty:
+            return
+        self._pool_empty = empty
+        for band in self._order:
+            for ticket in band.waiting():
+                ticket.deadline = self._deadline(ticket.request, now)
+                if ticket.deadline != math.inf:
+                    heapq.heappush(self._deadlines, (ticket.deadline, ticket.seq, ticket))
 
     def _band(self, priority: int) -> Band:
         band = self._bands.get(priority)
@@ -282,14 +325,22 @@ class FlowController:
         """Finalize every item whose deadline is at or before `now`."""
         events: list[Finalized] = []
         deadlines = self._deadlines
+        outcome = QueueOutcome.EXPIRED_NO_ENDPOINTS if self._pool_empty else QueueOutcome.EXPIRED
         while deadlines and deadlines[0][0] <= now:
-            ticket = heapq.heappop(deadlines)[2]
-            if ticket.waiting:
-                events.append(self._drop(ticket, QueueOutcome.EXPIRED, now))
+            entry = heapq.heappop(deadlines)
+            if _current(entry):
+                events.append(self._drop(entry[2], outcome, now))
         if len(deadlines) > 2 * self.queued_requests + 64:
-            self._deadlines = [e for e in deadlines if e[2].waiting]
+            self._deadlines = [e for e in deadlines if _current(e)]
             heapq.heapify(self._deadlines)
         return events
+
+    def drop_unreachable(self, ticket: Ticket, now: float) -> Finalized | None:
+        """A waiting item no endpoint of the pool may serve (its subset matches none, now that
+        the pool has endpoints again) leaves with a 503. None if it was already final."""
+        if not ticket.waiting or self._legacy:
+            return None
+        return self._drop(ticket, QueueOutcome.EXPIRED_NO_ENDPOINTS, now)
 
     def _drop(
         self, ticket: Ticket, outcome: QueueOutcome, now: float, retry_after: float | None = None
@@ -350,18 +401,36 @@ class FlowController:
 def error_for(event: Finalized) -> SluiceError | None:
     """The error a front end answers with for an outcome (None for a dispatch).
 
-    As upstream: capacity → 429, TTL → 503 "request timed out in queue", cancelled → 503.
+    As upstream (llm-d-router): 429 when the pool has endpoints but they are contended (queue
+    full, displaced, shed, TTL expired), 503 when it has none (or none the request may use) and
+    when the client left; every rejection names its `x-llm-d-request-dropped-reason`.
     """
     outcome = event.outcome
+    retry_after = event.retry_after_s
     if outcome is QueueOutcome.DISPATCHED:
         return None
+    if outcome is QueueOutcome.REJECTED_CAPACITY:
+        message = "request rejected pre-queue: queue at capacity"
+        return contended(message, DroppedReason.SATURATED, retry_after)
+    if outcome is QueueOutcome.DISPLACED:
+        message = "displaced from the queue by a higher-priority request"
+        return contended(message, DroppedReason.SATURATED, retry_after)
+    if outcome is QueueOutcome.SHED:
+        message = "system saturated, sheddable request dropped"
+        return contended(message, DroppedReason.SATURATED, retry_after)
     if outcome is QueueOutcome.EXPIRED:
-        return SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "request timed out in queue")
-    if outcome is QueueOutcome.CANCELLED:
-        return SluiceError(ErrorCode.SERVICE_UNAVAILABLE, "client disconnected")
-    message = {
-        QueueOutcome.REJECTED_CAPACITY: "flow control queue is full",
-        QueueOutcome.DISPLACED: "displaced from the queue by a higher-priority request",
-        QueueOutcome.SHED: "system saturated, sheddable request dropped",
-    }[outcome]
-    return SluiceError(ErrorCode.RESOURCE_EXHAUSTED, message, retry_after_s=event.retry_after_s)
+        message = "request timed out in queue: request TTL expired"
+        return contended(message, DroppedReason.TTL_EXPIRED, retry_after)
+    if outcome is QueueOutcome.REJECTED_NO_ENDPOINTS:
+        return unavailable("no endpoints available: queue at capacity")
+    if outcome is QueueOutcome.EXPIRED_NO_ENDPOINTS:
+        return unavailable("request timed out in queue and no endpoints are available")
+    assert outcome is QueueOutcome.CANCELLED, outcome
+    return unavailable("client disconnected", DroppedReason.CONTEXT_CANCELLED)
+
+
+def _current(entry: tuple[float, int, Ticket]) -> bool:
+    """Whether a deadline-heap entry still stands: its item waits with that deadline (a regime
+    change gives waiting items new deadlines and leaves the old entries behind)."""
+    ticket = entry[2]
+    return ticket.waiting and ticket.deadline == entry[0]

@@ -246,7 +246,7 @@ class FlowControlMetrics:
             duration.observe(waited)
         for count in counts:
             count.inc()
-        if band is not None and outcome is not QueueOutcome.REJECTED_CAPACITY:
+        if band is not None and outcome.was_queued:
             series = self._queue(key)
             for size in series.size:
                 size.dec()

@@ -27,8 +27,18 @@ class QueueOutcome(Enum):
     REJECTED_CAPACITY = "rejected_capacity"  # never queued: the queue was full
     DISPLACED = "displaced"  # queued, then pushed out by a higher-priority arrival
     EXPIRED = "expired"  # its TTL ran out while it waited
+    # Never queued: the queue was full while the pool had no endpoints.
+    REJECTED_NO_ENDPOINTS = "rejected_no_endpoints"
+    # Queued while the pool had no endpoints, then waited `noEndpointRequestTTL` out (or the
+    # pool came back with none the request may use).
+    EXPIRED_NO_ENDPOINTS = "expired_no_endpoints"
     CANCELLED = "cancelled"  # the client went away
     SHED = "shed"  # legacy mode: priority < 0 while the pool was saturated
+
+    @property
+    def was_queued(self) -> bool:
+        """Whether the item was in a queue before this outcome (rejections never were)."""
+        return self not in (QueueOutcome.REJECTED_CAPACITY, QueueOutcome.REJECTED_NO_ENDPOINTS)
 
     @property
     def upstream_label(self) -> str:
@@ -41,6 +51,8 @@ _UPSTREAM_LABELS = {
     QueueOutcome.REJECTED_CAPACITY: "RejectedCapacity",
     QueueOutcome.DISPLACED: "EvictedDisplaced",
     QueueOutcome.EXPIRED: "EvictedTTL",
+    QueueOutcome.REJECTED_NO_ENDPOINTS: "RejectedNoEndpoints",
+    QueueOutcome.EXPIRED_NO_ENDPOINTS: "EvictedNoEndpoints",
     QueueOutcome.CANCELLED: "EvictedContextCancelled",
     QueueOutcome.SHED: "RejectedSaturated",
 }
@@ -57,7 +69,7 @@ class Ticket:
     request: InferenceRequest
     flow: FlowKey
     enqueued_at: float
-    deadline: float  # math.inf when the request has no TTL
+    deadline: float  # when it expires in the regime in force; math.inf: never
     cost_estimate: float  # virtual-token cost charged at dispatch (see fairness.py)
     byte_size: int  # the body's size, read once (hot path)
     outcome: QueueOutcome | None = None

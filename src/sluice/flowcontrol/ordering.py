@@ -1,7 +1,9 @@
 """Ordering policies: which item of one flow goes first.
 
-`fcfs`: arrival order. `edf`: earliest deadline (enqueue time + TTL) first; no TTL sorts last;
-ties in arrival order.
+`fcfs`: arrival order. `edf`: earliest deadline (enqueue time + TTL, as it stood when the item was
+queued) first; no TTL sorts last. `slo-deadline` (upstream's `slo-deadline-ordering-policy`):
+earliest arrival + the request's time-to-first-token objective (`x-llm-d-slo-ttft-ms`) first; a
+request without one sorts after every request with one. Ties in arrival order.
 
 Items leave a queue in two ways: taken by `take_first` (dispatch), or finalized elsewhere
 (cancel, expiry, displacement). The second is lazy: the controller only tells the queue via
@@ -12,6 +14,7 @@ outweighs live items. That keeps cancel O(1) while its accounting is freed at on
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -23,7 +26,8 @@ Fits = Callable[[Ticket], bool]
 
 FCFS = "fcfs"
 EDF = "edf"
-ORDERING_POLICIES = (FCFS, EDF)
+SLO_DEADLINE = "slo-deadline"
+ORDERING_POLICIES = (FCFS, EDF, SLO_DEADLINE)
 
 
 class OrderingQueue(Protocol):
@@ -44,15 +48,22 @@ class OrderingQueue(Protocol):
         ...
 
 
-def order_key(policy: str, ticket: Ticket) -> OrderKey:
-    if policy == EDF:
-        return (ticket.deadline, ticket.seq)
-    return (0.0, ticket.seq)
+def ttl_deadline(ticket: Ticket) -> float:
+    """EDF's key: when the item's TTL runs out (inf: no TTL)."""
+    return ticket.deadline
+
+
+def slo_deadline(ticket: Ticket) -> float:
+    """slo-deadline's key: arrival + the time-to-first-token objective (inf: none)."""
+    slo = ticket.request.slo_ttft_s
+    return math.inf if slo is None else ticket.enqueued_at + slo
 
 
 def new_queue(policy: str) -> OrderingQueue:
     if policy == EDF:
-        return EdfQueue()
+        return DeadlineQueue(ttl_deadline)
+    if policy == SLO_DEADLINE:
+        return DeadlineQueue(slo_deadline)
     return FcfsQueue()
 
 
@@ -95,17 +106,19 @@ class FcfsQueue:
             self._items = deque(t for t in self._items if t.waiting)
 
 
-class EdfQueue:
-    """A min-heap on (deadline, seq); finalized tickets are skipped lazily."""
+class DeadlineQueue:
+    """A min-heap on (deadline, seq), the deadline read once when the item is queued;
+    finalized tickets are skipped lazily."""
 
-    __slots__ = ("_heap", "live")
+    __slots__ = ("_deadline", "_heap", "live")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: Callable[[Ticket], float]) -> None:
+        self._deadline = deadline
         self._heap: list[tuple[float, int, Ticket]] = []
         self.live = 0
 
     def push(self, ticket: Ticket) -> None:
-        heapq.heappush(self._heap, (ticket.deadline, ticket.seq, ticket))
+        heapq.heappush(self._heap, (self._deadline(ticket), ticket.seq, ticket))
         self.live += 1
 
     def _clean_head(self) -> None:

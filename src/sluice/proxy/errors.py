@@ -14,10 +14,13 @@ from sluice.requests.errors import (
     openai_error_body,
     retry_after_header_value,
 )
+from sluice.requests.headers import HEADER_DROPPED_REASON
 
 
 def error_response(error: SluiceError) -> web.Response:
     headers = {"Content-Type": "application/json"}
+    if error.dropped_reason is not None:
+        headers[HEADER_DROPPED_REASON] = error.dropped_reason
     retry_after = retry_after_header_value(error)
     if retry_after is not None:
         headers["Retry-After"] = retry_after

@@ -13,15 +13,19 @@ The relay keeps three promises:
   socket to drain, so a slow reader makes Sluice stop reading upstream instead of buffering.
 * **Exactly one `finish`.** Every path out of `forward` — completion, upstream failure, client
   gone (including cancellation) — reports exactly one outcome.
+* **Eviction only before the first byte.** A request flow control may evict (`allow_eviction`)
+  keeps its response head back until the first body chunk — the first token of a stream — so
+  an eviction before it can still be answered with a clean 429; the upstream call is dropped,
+  which stops the generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -55,6 +59,8 @@ class Target(Protocol):
 
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None: ...
 
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class UntrackedTarget:
@@ -70,6 +76,9 @@ class UntrackedTarget:
 
     def finish(self, outcome: Outcome, usage: Usage | None = None) -> None:
         pass
+
+    def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +133,50 @@ class _ClientGone(_StreamEnded):
     pass
 
 
+class _Evicted(Exception):
+    def __init__(self, error: SluiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+Eviction = asyncio.Future[SluiceError]
+T = TypeVar("T")
+
+
+def _eviction_signal(target: Target) -> Eviction | None:
+    """A future flow control completes if it evicts the request (None: it never will)."""
+    signal: Eviction = asyncio.get_running_loop().create_future()
+
+    def evict(error: SluiceError) -> None:
+        if not signal.done():
+            signal.set_result(error)
+
+    return signal if target.allow_eviction(evict) else None
+
+
+async def _unless_evicted(
+    step: Awaitable[T], evicted: Eviction | None, discard: Callable[[T], None] | None = None
+) -> T:
+    """`await step`, unless flow control evicts the request first (then `_Evicted`; the step
+    is cancelled). An eviction that lands together with the step's result still wins — flow
+    control has already counted the request as evicted — and the result goes to `discard`."""
+    if evicted is None:
+        return await step
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.wait((task, evicted), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if evicted.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if discard is not None and not task.cancelled() and task.exception() is None:
+            discard(task.result())
+        raise _Evicted(evicted.result())
+    return task.result()
+
+
 async def forward(
     request: web.BaseRequest,
     call: UpstreamCall,
@@ -135,11 +188,17 @@ async def forward(
     outcome = Outcome.UPSTREAM_ERROR
     upstream: UpstreamResponse | None = None
     served = ""
+    evicted = _eviction_signal(target)
     try:
-        served, upstream = await _open_upstream(call, target, pool)
-        response = await _relay(request, upstream, target, options)
+        opening = _open_upstream(call, target, pool)
+        served, opened = await _unless_evicted(opening, evicted, _close_opened)
+        upstream = opened
+        response = await _relay(request, opened, target, options, evicted)
         outcome = Outcome.COMPLETED
         return response
+    except _Evicted as exc:
+        outcome = Outcome.EVICTED  # flow control already finished it so; `finish` is a no-op
+        return error_response(exc.error)
     except _NoEndpointAnswered as exc:
         return error_response(bad_gateway(f"no endpoint answered: {exc}"))
     except _UpstreamBroke as exc:
@@ -165,7 +224,13 @@ async def forward(
                 upstream.release()
             else:
                 upstream.close()  # drops the connection, which cancels the generation upstream
+        if evicted is not None:
+            target.allow_eviction(None)
         target.finish(outcome)
+
+
+def _close_opened(opened: tuple[str, UpstreamResponse]) -> None:
+    opened[1].close()
 
 
 async def _open_upstream(
@@ -205,18 +270,26 @@ async def _relay(
     upstream: UpstreamResponse,
     target: Target,
     options: RelayOptions,
+    evicted: Eviction | None = None,
 ) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers)
     streaming = upstream.content_type == "text/event-stream"
     size = upstream.content_length
     if not streaming and size is not None and size <= options.buffer_response_bytes:
         try:
-            body = await upstream.read()
+            body = await _unless_evicted(upstream.read(), evicted)
         except _BEFORE_FIRST_BYTE_FAILURES as exc:
             raise _UpstreamBroke() from exc
         target.observe_response_chunk(body, streaming=False)
         return web.Response(status=upstream.status, body=body, headers=headers)
-    return await _relay_stream(request, upstream, target, headers, streaming=streaming)
+    first: bytes | None = None
+    if evicted is not None:  # the head waits for the first chunk: until then, evictable
+        try:
+            first = await _unless_evicted(upstream.readany(), evicted)
+        except _BEFORE_FIRST_BYTE_FAILURES as exc:
+            raise _UpstreamBroke() from exc
+        target.allow_eviction(None)  # from here bytes go to the client: no longer evictable
+    return await _relay_stream(request, upstream, target, headers, streaming=streaming, first=first)
 
 
 async def _relay_stream(
@@ -226,7 +299,9 @@ async def _relay_stream(
     headers: Mapping[str, str],
     *,
     streaming: bool,
+    first: bytes | None = None,
 ) -> web.StreamResponse:
+    """Relay chunk by chunk; `first`: a chunk already read while the head was held."""
     response = web.StreamResponse(status=upstream.status, headers=headers)
     try:
         await response.prepare(request)
@@ -234,11 +309,14 @@ async def _relay_stream(
         raise _ClientGone(response) from exc
     tail = b"\n\n"  # the last bytes written, to close a half-sent SSE event on failure
     while True:
-        try:
-            chunk = await upstream.readany()
-        except _BEFORE_FIRST_BYTE_FAILURES as exc:
-            await _end_broken_stream(request, response, tail, streaming=streaming)
-            raise _UpstreamBroke(response) from exc
+        if first is not None:
+            chunk, first = first, None
+        else:
+            try:
+                chunk = await upstream.readany()
+            except _BEFORE_FIRST_BYTE_FAILURES as exc:
+                await _end_broken_stream(request, response, tail, streaming=streaming)
+                raise _UpstreamBroke(response) from exc
         if not chunk:
             break
         target.observe_response_chunk(chunk, streaming=streaming)

@@ -1,6 +1,6 @@
 """A request's class, decided once and carried on the request: the band of the objective it
-names (`x-gateway-inference-objective`) and, within the band, its flow (the fairness id, set by
-the parser with its default)."""
+names (`x-llm-d-inference-objective`, or the older `x-gateway-inference-objective`) and, within
+the band, its flow (the fairness id, set by the parser with its default)."""
 
 from __future__ import annotations
 

@@ -6,24 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+# Re-exported: the control headers live in `requests.headers`.
+from sluice.requests.headers import CONTROL_HEADERS as CONTROL_HEADERS
+from sluice.requests.headers import HEADER_REQUEST_TTL as HEADER_REQUEST_TTL
+
 DEFAULT_FAIRNESS_ID = "default-flow"
 
-HEADER_OBJECTIVE = "x-gateway-inference-objective"
-HEADER_FAIRNESS_ID = "x-gateway-inference-fairness-id"
-HEADER_MODEL_REWRITE = "x-gateway-model-name-rewrite"
 HEADER_REQUEST_ID = "x-request-id"
 HEADER_DESTINATION = "x-gateway-destination-endpoint"
 HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
 SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_HINT_KEY = "x-gateway-destination-endpoint-subset"
 DESTINATION_METADATA_NAMESPACE = "envoy.lb"
-# Sluice's own per-request TTL override, in seconds or a duration ("2s", "500ms").
-HEADER_REQUEST_TTL = "x-sluice-request-ttl"
-
-# Headers the client uses to talk to Sluice; they are not forwarded to model servers.
-CONTROL_HEADERS = frozenset(
-    {HEADER_OBJECTIVE, HEADER_FAIRNESS_ID, HEADER_MODEL_REWRITE, HEADER_REQUEST_TTL}
-)
 
 
 class ApiKind(Enum):
@@ -63,6 +57,9 @@ class InferenceRequest:
     fairness_id: str = DEFAULT_FAIRNESS_ID
     priority: int = 0
     ttl_s: float | None = None
+    # Latency objectives from `x-llm-d-slo-ttft-ms` / `x-llm-d-slo-tpot-ms`, in seconds.
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
     subset_hint: frozenset[str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     # Token-id prompts (`prompt: [1, 2, 3]`, embeddings `input` ids), concatenated; `prompt` is
@@ -105,3 +102,4 @@ class Outcome(Enum):
     COMPLETED = "completed"
     UPSTREAM_ERROR = "upstream_error"  # the model server failed or reset
     CLIENT_GONE = "client_gone"  # the client disconnected mid-response
+    EVICTED = "evicted"  # flow control ended it before its first token, for a higher band

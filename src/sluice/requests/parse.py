@@ -24,13 +24,19 @@ import msgspec
 from sluice.requests import tokens
 from sluice.requests.classify import priority_of
 from sluice.requests.errors import ErrorCode, SluiceError, bad_request
+from sluice.requests.headers import (
+    FAIRNESS_ID_HEADERS,
+    HEADER_REQUEST_TTL,
+    MODEL_REWRITE_HEADERS,
+    OBJECTIVE_HEADERS,
+    SLO_TPOT_HEADERS,
+    SLO_TTFT_HEADERS,
+    first_header,
+    header_value,
+)
 from sluice.requests.model import (
     DEFAULT_FAIRNESS_ID,
-    HEADER_FAIRNESS_ID,
-    HEADER_MODEL_REWRITE,
-    HEADER_OBJECTIVE,
     HEADER_REQUEST_ID,
-    HEADER_REQUEST_TTL,
     ApiKind,
     ChatMessage,
     InferenceRequest,
@@ -92,9 +98,11 @@ def parse_request(
 ) -> InferenceRequest:
     """Parse and classify one request; raises `SluiceError` (400 bad body/header, 413 too large).
 
-    `headers` have lower-case keys. `path` falls back to the `:path` header, then to the body
-    shape. `rewrites` are the pool's InferenceModelRewrites; when one applies (or the
-    `x-gateway-model-name-rewrite` header is set) the returned `body` carries the target model.
+    `headers` have lower-case keys; each control header is read under llm-d-router's name or
+    the older one it still accepts, the new one winning (`requests.headers`). `path` falls back
+    to the `:path` header, then to the body shape. `rewrites` are the pool's
+    InferenceModelRewrites; when one applies (or the `x-llm-d-model-name-rewrite` header is
+    set) the returned `body` carries the target model.
     `priorities` are the pool's objectives' (name → priority): the request's class — its band
     and, through its fairness id, its flow — is decided here, once (`requests.classify`).
     """
@@ -105,7 +113,7 @@ def parse_request(
         )
     path = path or headers.get(":path") or ""
     api = api_for_path(path) if path else None
-    header_rewrite = headers.get(HEADER_MODEL_REWRITE) or None
+    header_rewrite = header_value(headers, MODEL_REWRITE_HEADERS) or None
 
     if api is ApiKind.OTHER:
         # Other APIs have no body contract; use a string `model` if the body happens to have one.
@@ -129,7 +137,7 @@ def parse_request(
     elif header_rewrite:
         target_model = header_rewrite
 
-    objective = headers.get(HEADER_OBJECTIVE) or None
+    objective = header_value(headers, OBJECTIVE_HEADERS) or None
     return InferenceRequest(
         request_id=headers.get(HEADER_REQUEST_ID) or str(request_id_factory()),
         api=api,
@@ -145,8 +153,10 @@ def parse_request(
         cache_salt=_optional_str(fields.cache_salt),
         objective=objective,
         priority=priority_of(objective, priorities or {}),
-        fairness_id=headers.get(HEADER_FAIRNESS_ID) or DEFAULT_FAIRNESS_ID,
+        fairness_id=header_value(headers, FAIRNESS_ID_HEADERS) or DEFAULT_FAIRNESS_ID,
         ttl_s=_ttl_header(headers.get(HEADER_REQUEST_TTL)),
+        slo_ttft_s=_slo_header(headers, SLO_TTFT_HEADERS),
+        slo_tpot_s=_slo_header(headers, SLO_TPOT_HEADERS),
         subset_hint=subset_hint,
         headers=headers,
         path=path,
@@ -391,6 +401,26 @@ def _ttl_header(value: str | None) -> float | None:
             f"invalid {HEADER_REQUEST_TTL} header {value!r}: "
             'expected a positive duration such as "2s", "500ms" or "1.5"'
         ) from None
+
+
+def _slo_header(headers: Mapping[str, str], names: tuple[str, ...]) -> float | None:
+    """A latency objective in milliseconds (a non-negative number), as seconds; absent or
+    empty is None. Upstream's ordering policy silently ignores a malformed value; Sluice
+    answers 400 instead, so that a client never believes an objective it did not get."""
+    found = first_header(headers, names)
+    if found is None or not found[1].strip():
+        return None
+    name, value = found
+    try:
+        milliseconds = float(value.strip())
+    except ValueError:
+        milliseconds = math.nan
+    if not (milliseconds >= 0 and math.isfinite(milliseconds)):
+        raise bad_request(
+            f"invalid {name} header {value!r}: expected milliseconds as a number >= 0, "
+            'such as "500" or "1500.5"'
+        )
+    return milliseconds / 1000.0
 
 
 def _json_chars(value: Any) -> int:

@@ -2,7 +2,8 @@
 
 Precedence, as upstream's datastore applies it:
 
-1. the `x-gateway-model-name-rewrite` header, when present, forces the target;
+1. the `x-llm-d-model-name-rewrite` header (or `x-gateway-model-name-rewrite`), when present,
+   forces the target;
 2. otherwise a rule that matches the incoming model **exactly** beats a generic rule (a rule with
    no matches applies to every model);
 3. among resources, the oldest `creationTimestamp` wins (ties: name); within a resource, the
