@@ -105,6 +105,10 @@ def test_any_delivery_of_the_batches_rebuilds_the_allocators_true_block_set(plan
         else:  # the engine restarts: a new allocator, sequence numbers from 0 again
             engines[i] = SimulatedEngine.fresh()
             delivered[i] = 0
+            # Its PUB socket is a new connection, which the subscriber's socket monitor reports.
+            # (Without that word, a restart whose first batch is lost is indistinguishable from
+            # the old stream going on: the next sequence number is the one expected.)
+            replay(i, streams[i].on_connected(clock))
     # Catch up: the rest arrives live, then a probe asks each engine what was missed.
     clock += 100.0
     for i in range(2):
