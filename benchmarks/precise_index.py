@@ -45,7 +45,7 @@ def run_precise(space: str, endpoints: int, blocks: int, lookups: int) -> dict[s
     from sluice.datalayer.kvevents.wire import BlockRemoved, BlockStored, raw_token_ids
     from sluice.scheduling.precise_hashing import BlockKeys
     from sluice.scheduling.precise_index import KEY_MASK, PreciseIndex
-    from sluice.scheduling.precise_tokens import text_token_ids
+    from sluice.util.sim_tokens import token_ids as text_token_ids
 
     rng = random.Random(1)
     start = rss_mb()

@@ -444,15 +444,23 @@ async def _sample_once(
         return
     at = time.monotonic() - t0
     total = 0
+    busy = 0
     try:
         for url in engine_urls:
             async with session.get(url + "/metrics") as resp:
                 text = await resp.text()
-            match = re.search(r"^vllm:generation_tokens_total(?:\{[^}]*\})? (\S+)$", text, re.M)
-            total += int(float(match.group(1))) if match else 0
+            total += int(_gauge(text, "vllm:generation_tokens_total"))
+            # an engine with a request running is busy, as the virtual runner counts it
+            busy += _gauge(text, "vllm:num_requests_running") > 0
     except (TimeoutError, aiohttp.ClientError):
         return
-    samples.append(Sample(at, {}, {}, 0, len(engine_urls), {}, total))
+    samples.append(Sample(at, {}, {}, busy, len(engine_urls), {}, total))
+
+
+def _gauge(page: str, name: str) -> float:
+    """The value of an unlabelled-or-labelled sample `name` on a Prometheus page (0 if absent)."""
+    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", page, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 async def probe_latency(url: str, n: int = 40) -> float:
