@@ -250,3 +250,12 @@ async def test_an_unknown_metric_names_choice_is_refused_with_the_accepted_ones(
 
     with pytest.raises(FlagError, match="--metric-names must be both, llm-d or gie"):
         parse_serve_options(["--pool-name=p", "--metric-names=prometheus"])
+
+
+async def test_the_metrics_server_header_shows_no_versions(start_sluice: StartSluice) -> None:
+    """Issue #15 item 10: `Server:` named the Python and aiohttp versions."""
+    sluice = await start_sluice()
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{sluice.metrics_port}/metrics"
+        async with session.get(url) as response:
+            assert response.headers.getall("Server") == ["sluice"]
