@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sluice.cli.serve_options import ServeOptions
 from sluice.config import (
     SluiceConfig,
     SluiceConfigError,
@@ -41,6 +40,7 @@ from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.precise_metrics import PrecisePrefixMetrics
 from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
 from sluice.scheduling.scheduler import Scheduler
+from sluice.settings import ServeSettings
 from sluice.sources.state import POOL_GROUP, PoolKey, PoolState, standalone_pool_manifest
 from sluice.util.exported_names import ExportedNames
 from sluice.util.labels import ClientLabels
@@ -54,13 +54,6 @@ ENGINE_ALIASES = {
     "trtllm": "triton-tensorrt-llm",
     "llamacpp": "llamacpp",
 }
-_METRIC_FLAGS = (
-    "total-queued-requests-metric",
-    "total-running-requests-metric",
-    "kv-cache-usage-percentage-metric",
-    "lora-info-metric",
-    "cache-info-metric",
-)
 
 
 def log_missing_metrics(event: MissingMetrics) -> None:
@@ -91,25 +84,21 @@ class AppError(Exception):
     """A configuration mistake found at start-up; the message names the flag or file."""
 
 
-def load_config_from_options(options: ServeOptions) -> SluiceConfig:
+def load_config_from_options(options: ServeSettings) -> SluiceConfig:
     try:
-        if options["config-file"]:
-            return load_sluice_config_file(options["config-file"])
-        if options["config-text"]:
-            return load_sluice_config(options["config-text"], "--config-text")
+        if options.config_file:
+            return load_sluice_config_file(options.config_file)
+        if options.config_text:
+            return load_sluice_config(options.config_text, "--config-text")
         return load_sluice_config(None)
     except SluiceConfigError as exc:
         raise AppError(str(exc)) from None
 
 
-def metric_names_from_options(options: ServeOptions) -> MetricNames:
+def metric_names_from_options(options: ServeSettings) -> MetricNames:
     try:
-        names = MetricNames.for_engine(ENGINE_ALIASES[options["engine"]])
-        overrides: dict[str, str | None] = {
-            flag.replace("-", "_"): (options[flag] if flag in options.explicitly_set else None)
-            for flag in _METRIC_FLAGS
-        }
-        return names.with_overrides(**overrides)
+        names = MetricNames.for_engine(ENGINE_ALIASES[options.engine])
+        return names.with_overrides(**options.metric_specs)
     except MetricSpecError as exc:
         raise AppError(f"metric flags: {exc}") from None
 
@@ -130,12 +119,11 @@ def _restarts_of(subscribers: KVEventsSubscribers) -> Callable[[], int]:
 
 
 @contextlib.contextmanager
-def _listening(flag: str, host: str, options: ServeOptions) -> Iterator[None]:
+def _listening(flag: str, host: str, port: int) -> Iterator[None]:
     """A port that cannot be bound is one line naming the flag, not a traceback."""
     try:
         yield
     except OSError as exc:
-        port = options[flag]
         raise AppError(
             f"--{flag}={port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
             f"stop what holds it or pass another --{flag}"
@@ -143,14 +131,14 @@ def _listening(flag: str, host: str, options: ServeOptions) -> Iterator[None]:
 
 
 class App:
-    def __init__(self, options: ServeOptions, *, rng: random.Random | None = None):
+    def __init__(self, options: ServeSettings, *, rng: random.Random | None = None):
         self.options = options
         self.key = PoolKey(
-            name=str(options["pool-name"]),
-            namespace=options.pool_namespace,
-            group=str(options["pool-group"]),
+            name=options.pool_name,
+            namespace=options.namespace,
+            group=options.pool_group,
         )
-        resources = options["resources"]
+        resources = options.resources
         if resources and not Path(resources).exists():
             raise AppError(
                 f"--resources {resources}: no such file or directory; pass a manifest file "
@@ -165,7 +153,7 @@ class App:
         self.config = load_config_from_options(options)
         self.metrics_registry = CollectorRegistry()
         # One guard and one budget for every label a client chooses (see util.labels/series).
-        names = ExportedNames.parse(str(options["metric-names"]))
+        names = ExportedNames.parse(options.metric_names)
         self.client_labels, budget = ClientLabels(), SeriesBudget()
         self.registry = EndpointRegistry()
         scheduler_box: list[Scheduler] = []  # the observer reads the index the scheduler owns
@@ -184,7 +172,7 @@ class App:
             PoolMetricsCollector(
                 self.registry,
                 self.key.name,
-                staleness_s=float(options["metrics-staleness-threshold"]),
+                staleness_s=options.metrics_staleness_threshold,
                 names=names,
             )
         )
@@ -204,8 +192,8 @@ class App:
             registry=self.registry,
             room=self.config.room,
             settings=DirectorSettings(
-                max_body_bytes=int(options["max-body-bytes"]),
-                disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                max_body_bytes=options.max_body_bytes,
+                disable_subset_filter=options.disable_endpoint_subset_filter,
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget
@@ -216,9 +204,9 @@ class App:
             self.registry,
             metric_names_from_options(options),
             ScrapeSettings(
-                interval_s=float(options["refresh-metrics-interval"]),
-                scheme=str(options["model-server-metrics-scheme"]),
-                path=str(options["model-server-metrics-path"]),
+                interval_s=options.refresh_metrics_interval,
+                scheme=options.model_server_metrics_scheme,
+                path=options.model_server_metrics_path,
             ),
             on_missing=log_missing_metrics,
         )
@@ -247,17 +235,17 @@ class App:
 
     def _standalone_pool(self) -> dict[str, Any] | None:
         """Upstream's standalone mode: endpoints by label, no InferencePool or objectives."""
-        selector = str(self.options["endpoint-selector"])
+        selector = self.options.endpoint_selector
         if not selector:
             return None
-        if not self.options["pool-name"]:
+        if not self.options.pool_name:
             self.key = PoolKey("standalone", self.key.namespace, self.key.group)
         try:
             return standalone_pool_manifest(
                 self.key.name,
                 self.key.namespace,
                 selector,
-                str(self.options["endpoint-target-ports"]),
+                self.options.endpoint_target_ports,
             )
         except ValueError as exc:
             raise AppError(str(exc)) from None
@@ -282,7 +270,7 @@ class App:
     def _with_metrics_port(self, state: PoolState) -> PoolState:
         """Upstream's deprecated --model-server-metrics-port applies only to a pool with one
         target port; with several, each rank is scraped on its own port (as upstream)."""
-        port = int(self.options["model-server-metrics-port"])
+        port = self.options.model_server_metrics_port
         if not port or state.pool is None or len(state.pool.spec.target_ports) != 1:
             return state
         endpoints = tuple(dataclasses.replace(e, metrics_port=port) for e in state.endpoints)
@@ -297,7 +285,7 @@ class App:
         from sluice.health.metrics import MetricsServer
 
         options = self.options
-        if options["resources"]:
+        if options.resources:
             from sluice.sources.files import ManifestDirectorySource
 
             static = {}
@@ -306,7 +294,7 @@ class App:
 
                 static[f"{self.key.namespace}/{self.key.name}"] = parse_resource(self.static_pool)
             source = ManifestDirectorySource(
-                options["resources"], self.key, self.on_state, static_pools=static
+                options.resources, self.key, self.on_state, static_pools=static
             )
             source.refresh()
             self._tasks.append(asyncio.create_task(source.run(), name="sluice-resources"))
@@ -316,62 +304,60 @@ class App:
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
-        grpc_host = str(options["grpc-host"])
+        grpc_host = options.grpc_host
         health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
-        with _listening("grpc-health-port", grpc_host, options):
-            await health.start(int(options["grpc-health-port"]))
+        with _listening("grpc-health-port", grpc_host, options.grpc_health_port):
+            await health.start(options.grpc_health_port)
         self._servers.append(health)
         metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
-        with _listening("metrics-port", grpc_host, options):
-            await metrics.start(int(options["metrics-port"]))
+        with _listening("metrics-port", grpc_host, options.metrics_port):
+            await metrics.start(options.metrics_port)
         self._servers.append(metrics)
-        if not options["disable-extproc"]:
-            cert = options["cert-path"]
+        if not options.disable_extproc:
+            cert = options.cert_path
             extproc = ExtProcServer(
                 self.director,
                 ServerOptions(
-                    grpc_port=int(options["grpc-port"]),
+                    grpc_port=options.grpc_port,
                     host=grpc_host,
-                    secure_serving=bool(options["secure-serving"]),
+                    secure_serving=options.secure_serving,
                     cert_path=Path(cert) if cert else None,
-                    transport=options["ext-proc-transport"],
+                    transport=options.ext_proc_transport,
                 ),
                 StreamOptions(
-                    max_body_bytes=int(options["max-body-bytes"]),
-                    keep_control_headers=bool(options["keep-control-headers"]),
-                    disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                    max_body_bytes=options.max_body_bytes,
+                    keep_control_headers=options.keep_control_headers,
+                    disable_endpoint_subset_filter=options.disable_endpoint_subset_filter,
                 ),
                 # upstream's --health-checking: gRPC health on the ext_proc port too
-                also_serve=[GrpcHealthService(health.servicer)]
-                if options["health-checking"]
-                else [],
+                also_serve=[GrpcHealthService(health.servicer)] if options.health_checking else [],
             )
-            with _listening("grpc-port", grpc_host, options):
+            with _listening("grpc-port", grpc_host, options.grpc_port):
                 await extproc.start()
             self._servers.append(extproc)
-        if options["proxy-port"]:
+        if options.proxy_port:
             from sluice.proxy.routes import parse_routes
             from sluice.proxy.server import ProxyOptions, ProxyServer
 
             proxy = ProxyServer(
                 self.director,
-                Limits(max_body_bytes=int(options["max-body-bytes"])),
+                Limits(max_body_bytes=options.max_body_bytes),
                 options=ProxyOptions(
-                    keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
-                    extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
+                    keepalive_timeout_s=options.engine_keepalive_timeout,
+                    extra_routes=parse_routes(options.proxy_allowed_routes),
                 ),
             )
-            with _listening("proxy-port", str(options["proxy-host"]), options):
-                await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
+            with _listening("proxy-port", options.proxy_host, options.proxy_port):
+                await proxy.start(options.proxy_host, options.proxy_port)
             self._servers.append(proxy)
         log.info(
             "sluice serving",
             pool=f"{self.key.namespace}/{self.key.name}",
             config=self.config.source,
-            ext_proc=("off" if options["disable-extproc"] else options["grpc-port"]),
-            health=options["grpc-health-port"],
-            metrics=options["metrics-port"],
-            proxy=options["proxy-port"] or "off",
+            ext_proc=("off" if options.disable_extproc else options.grpc_port),
+            health=options.grpc_health_port,
+            metrics=options.metrics_port,
+            proxy=options.proxy_port or "off",
         )
 
     async def _start_kube(self) -> None:
@@ -396,7 +382,7 @@ class App:
                 writer_box[0].notify()
 
         elector: LeaderElector | None = None
-        if self.options["ha-enable-leader-election"]:
+        if self.options.ha_enable_leader_election:
             elector = LeaderElector(
                 api_client,
                 self.key.namespace,
@@ -417,7 +403,7 @@ class App:
             self._tasks.append(asyncio.create_task(elector.run(), name="sluice-leader"))
         self._tasks.append(asyncio.create_task(source.run(), name="sluice-kube"))
         self._tasks.append(asyncio.create_task(writer.run(), name="sluice-status"))
-        if self.options["metrics-endpoint-auth"]:
+        if self.options.metrics_endpoint_auth:
             authorizer = MetricsAuthorizer(api_client)
 
             async def authorize(request: web.Request) -> bool:

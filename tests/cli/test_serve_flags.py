@@ -41,25 +41,25 @@ HELM_CHART_ARGS = [
 
 def test_the_upstream_helm_chart_arguments_parse_unchanged() -> None:
     options = parse_serve_options(HELM_CHART_ARGS)
-    assert options["pool-name"] == "vllm-llama3-8b-instruct"
-    assert options["tracing"] is False
-    assert options["metrics-endpoint-auth"] is False
-    assert options["ha-enable-leader-election"] is True
-    assert options["v"] == 4
-    assert options.log_format == "json"
+    assert options.pool_name == "vllm-llama3-8b-instruct"
+    assert options.tracing is False
+    assert options.metrics_endpoint_auth is False
+    assert options.ha_enable_leader_election is True
+    assert options.v == 4
+    assert options.log_output == "json"
 
 
 def test_defaults_match_upstream() -> None:
     options = parse_serve_options(["--pool-name=p"])
-    assert (options["grpc-port"], options["grpc-health-port"], options["metrics-port"]) == (
+    assert (options.grpc_port, options.grpc_health_port, options.metrics_port) == (
         9002,
         9003,
         9090,
     )
-    assert options["refresh-metrics-interval"] == pytest.approx(0.05)
-    assert options["metrics-staleness-threshold"] == pytest.approx(2.0)
-    assert options["secure-serving"] is True
-    assert options["pool-group"] == "inference.networking.k8s.io"
+    assert options.refresh_metrics_interval == pytest.approx(0.05)
+    assert options.metrics_staleness_threshold == pytest.approx(2.0)
+    assert options.secure_serving is True
+    assert options.pool_group == "inference.networking.k8s.io"
 
 
 @pytest.mark.parametrize(
@@ -71,17 +71,17 @@ def test_defaults_match_upstream() -> None:
     ],
 )
 def test_equals_space_and_single_dash_forms_are_the_same(argv: list[str]) -> None:
-    assert parse_serve_options(argv)["refresh-metrics-interval"] == pytest.approx(0.05)
+    assert parse_serve_options(argv).refresh_metrics_interval == pytest.approx(0.05)
 
 
 def test_durations_accept_go_forms() -> None:
     options = parse_serve_options(["--pool-name=p", "--metrics-staleness-threshold=1m30s"])
-    assert options["metrics-staleness-threshold"] == pytest.approx(90.0)
+    assert options.metrics_staleness_threshold == pytest.approx(90.0)
 
 
 def test_boolean_false_must_use_equals() -> None:
     # As in Go: `--secure-serving false` would leave "false" as a stray argument.
-    assert parse_serve_options(["--pool-name=p", "--secure-serving=false"])["secure-serving"] is (
+    assert parse_serve_options(["--pool-name=p", "--secure-serving=false"]).secure_serving is (
         False
     )
     with pytest.raises(FlagError, match="unexpected argument 'false'"):
@@ -90,7 +90,7 @@ def test_boolean_false_must_use_equals() -> None:
 
 def test_namespace_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAMESPACE", "inference")
-    assert parse_serve_options(["--pool-name=p"]).pool_namespace == "inference"
+    assert parse_serve_options(["--pool-name=p"]).namespace == "inference"
 
 
 @pytest.mark.parametrize(
@@ -136,24 +136,24 @@ def test_each_command_describes_its_flags(command: str, capsys: pytest.CaptureFi
 
 
 def test_the_ext_proc_transport_can_fall_back_to_grpc_aio() -> None:
-    assert parse_serve_options(["--pool-name=p"])["ext-proc-transport"] == "h2"
+    assert parse_serve_options(["--pool-name=p"]).ext_proc_transport == "h2"
     assert (
-        parse_serve_options(["--pool-name=p", "--ext-proc-transport=grpc"])["ext-proc-transport"]
+        parse_serve_options(["--pool-name=p", "--ext-proc-transport=grpc"]).ext_proc_transport
         == "grpc"
     )
     hyper = parse_serve_options(["--pool-name=p", "--ext-proc-transport=hyper"])
-    assert hyper["ext-proc-transport"] == "hyper"  # python-hyper's h2 state machine
+    assert hyper.ext_proc_transport == "hyper"  # python-hyper's h2 state machine
     with pytest.raises(FlagError, match="h2, hyper or grpc"):
         parse_serve_options(["--pool-name=p", "--ext-proc-transport=http3"])
 
 
 def test_the_engine_keepalive_must_be_a_finite_duration_of_zero_or_more() -> None:
     options = parse_serve_options(["--pool-name=p"])
-    assert options["engine-keepalive-timeout"] == 4.0  # below vLLM's and llama.cpp's 5 s
+    assert options.engine_keepalive_timeout == 4.0  # below vLLM's and llama.cpp's 5 s
     assert (
-        parse_serve_options(["--pool-name=p", "--engine-keepalive-timeout=0"])[
-            "engine-keepalive-timeout"
-        ]
+        parse_serve_options(
+            ["--pool-name=p", "--engine-keepalive-timeout=0"]
+        ).engine_keepalive_timeout
         == 0.0
     )
     for bad in ("-1s", "nan"):

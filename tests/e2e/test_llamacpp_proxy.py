@@ -52,7 +52,7 @@ async def sluice_proxy(
     await app.start()
     try:
         await _until(lambda: all(s.scraped for s in app.registry.snapshot()) or engine is None)
-        yield app, f"http://127.0.0.1:{app.options['proxy-port']}"
+        yield app, f"http://127.0.0.1:{app.options.proxy_port}"
     finally:
         await app.stop()
 

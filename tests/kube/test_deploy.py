@@ -183,7 +183,7 @@ def test_sluice_accepts_the_arguments_each_overlay_gives_it(rendered: dict, over
 
     args = [a.replace("$(NAMESPACE)", "demo") for a in epp(rendered[overlay])["args"]]
     options = parse_serve_options(args)
-    assert options["config-file"] == "/config/default-plugins.yaml"
+    assert options.config_file == "/config/default-plugins.yaml"
 
 
 # Upstream's chart (config/charts/inferencepool, v1.3) renders these args for the EPP container:
@@ -222,11 +222,11 @@ def test_sluice_accepts_exactly_what_the_helm_chart_passes() -> None:
     from sluice.cli.serve_options import parse_serve_options
 
     options = parse_serve_options(HELM_ARGS)
-    assert options["pool-name"] == "vllm-llama3-8b-instruct"
+    assert options.pool_name == "vllm-llama3-8b-instruct"
     assert options.pool_namespace == "default"
-    assert options["pool-group"] == "inference.networking.x-k8s.io"
-    assert options["ha-enable-leader-election"] is True
-    assert options["metrics-endpoint-auth"] is False
-    assert options["tracing"] is False
-    assert options["lora-info-metric"] == ""
-    assert options.log_format == "json"
+    assert options.pool_group == "inference.networking.x-k8s.io"
+    assert options.ha_enable_leader_election is True
+    assert options.metrics_endpoint_auth is False
+    assert options.tracing is False
+    assert options.lora_info_metric == ""
+    assert options.log_output == "json"

@@ -20,13 +20,40 @@ class FlagError(ValueError):
 
 @dataclass(frozen=True)
 class Flag:
+    """One flag, with what values it accepts: `choices`, or a lower bound (`above`: strictly,
+    `at_least`) shown with `example` when refused; kind `port` is an int in 0-65535. `no_op`:
+    accepted for compatibility and ignored, and why (the flag-table test requires a reason for
+    every flag nothing reads)."""
+
     name: str
-    kind: str  # bool | str | int | float | duration
+    kind: str  # bool | str | int | float | duration | port
     default: Any
     help: str
     aliases: tuple[str, ...] = ()
     group: str = "general"
     deprecated: str = ""
+    choices: tuple[str, ...] = ()
+    above: float | None = None
+    at_least: float | None = None
+    example: str = ""
+    no_op: str = ""
+
+    def check(self, value: Any) -> None:
+        """Refuses a value that parses but cannot work, naming the flag and an accepted form."""
+        if self.choices and value not in self.choices:
+            shown = [c for c in self.choices if c]
+            allowed = ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
+            raise FlagError(f"--{self.name} must be {allowed} (not {value!r})")
+        bound = ""
+        if self.kind == "port" and not 0 <= value <= 65535:
+            bound = "0-65535"
+        elif self.above is not None and not self.above < value < float("inf"):
+            bound = f"above {self.above:g}"
+        elif self.at_least is not None and not self.at_least <= value < float("inf"):
+            bound = f"{self.at_least:g} or more"
+        if bound:
+            example = f" (e.g. --{self.name}={self.example})" if self.example else ""
+            raise FlagError(f"--{self.name}={value}: must be {bound}{example}")
 
 
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
@@ -37,6 +64,7 @@ def _convert(flag: Flag, raw: str) -> Any:
     converters: dict[str, Callable[[str], Any]] = {
         "str": str,
         "int": int,
+        "port": int,
         "float": float,
         "duration": parse_duration,
     }
@@ -49,7 +77,12 @@ def _convert(flag: Flag, raw: str) -> Any:
     try:
         return converters[flag.kind](raw)
     except ValueError as exc:
-        example = {"int": "an integer", "float": "a number", "duration": "50ms, 2s or 1m30s"}
+        example = {
+            "int": "an integer",
+            "port": "an integer",
+            "float": "a number",
+            "duration": "50ms, 2s or 1m30s",
+        }
         raise FlagError(
             f"invalid value {raw!r} for flag --{flag.name}: expected {example.get(flag.kind)}"
             f" ({exc})"
@@ -94,6 +127,7 @@ class FlagSet:
                     raw = argv[i]
                     i += 1
                 value = _convert(flag, raw)
+            flag.check(value)
             values[flag.name] = value
             explicitly_set.add(flag.name)
         return values, positional, explicitly_set
@@ -113,6 +147,7 @@ class FlagSet:
             names = ", ".join("--" + n for n in (flag.name, *flag.aliases))
             default = "" if flag.default in (None, "", False) else f" (default {flag.default})"
             note = f" [deprecated: {flag.deprecated}]" if flag.deprecated else ""
+            note += f" [accepted, no effect: {flag.no_op}]" if flag.no_op else ""
             lines.append(f"  {names} {flag.kind}\n      {flag.help}{default}{note}")
         return "\n".join(lines)
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from sluice import logs
 from sluice.cli.flags import FlagError
-from sluice.cli.serve_options import ServeOptions, parse_serve_options, serve_flagset
+from sluice.cli.serve_options import parse_serve_options, serve_flagset
+from sluice.settings import ServeSettings
 
 HELP_INTRO = """Run the Endpoint Picker: ext_proc gRPC for gateways, gRPC health, Prometheus
 metrics and, with --proxy-port, the OpenAI-compatible proxy. Resources come from the cluster,
@@ -30,12 +31,12 @@ def serve_main(argv: list[str]) -> int:
     except FlagError as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 2
-    logs.configure(options.log_format, options.verbosity)
+    logs.configure(options.log_output, options.verbosity)
     return run_serve(options)
 
 
 def run_serve(
-    options: ServeOptions,
+    options: ServeSettings,
     *,
     program: str = "sluice serve",
     on_started: Callable[[], None] | None = None,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any
-
 from sluice.cli.flags import Flag, FlagError, FlagSet
 from sluice.proxy.routes import RouteSpecError, parse_routes
+from sluice.settings import ServeSettings
 
 U = "upstream EPP"
 S = "sluice"
@@ -38,9 +35,9 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=U,
     ),
     # Servers
-    Flag("grpc-port", "int", 9002, "ext_proc gRPC port.", group=U),
-    Flag("grpc-health-port", "int", 9003, "gRPC health service port.", group=U),
-    Flag("metrics-port", "int", 9090, "Prometheus /metrics port.", group=U),
+    Flag("grpc-port", "port", 9002, "ext_proc gRPC port.", group=U, example="9002"),
+    Flag("grpc-health-port", "port", 9003, "gRPC health service port.", group=U, example="9003"),
+    Flag("metrics-port", "port", 9090, "Prometheus /metrics port.", group=U, example="9090"),
     Flag(
         "secure-serving",
         "bool",
@@ -49,7 +46,13 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=U,
     ),
     Flag("cert-path", "str", "", "Directory holding tls.crt and tls.key.", group=U),
-    Flag("enable-cert-reload", "bool", False, "Reload the certificate when it changes.", group=U),
+    Flag(
+        "enable-cert-reload",
+        "bool",
+        False,
+        "Serve a rotated certificate from --cert-path without a restart (new connections).",
+        group=U,
+    ),
     Flag("health-checking", "bool", False, "Also serve gRPC health on the ext_proc port.", group=U),
     Flag(
         "metrics-endpoint-auth",
@@ -60,7 +63,12 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=U,
     ),
     Flag(
-        "enable-pprof", "bool", True, "Accepted for compatibility (Go profiling; no-op).", group=U
+        "enable-pprof",
+        "bool",
+        True,
+        "Accepted for compatibility (Go profiling; no-op).",
+        group=U,
+        no_op="Go's net/http/pprof has no Python counterpart to serve",
     ),
     Flag(
         "tracing",
@@ -69,6 +77,7 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Accepted for compatibility; OpenTelemetry tracing "
         "(no-op until an exporter is configured).",
         group=U,
+        no_op="Sluice has no OpenTelemetry exporter yet",
     ),
     # Configuration
     Flag(
@@ -87,13 +96,18 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         0.05,
         "How often each endpoint's metrics are scraped.",
         group=U,
+        above=0,  # 0 made the scraper a busy loop (48 % of a core idle)
+        example="50ms",
     ),
     Flag(
         "refresh-prometheus-metrics-interval",
         "duration",
         5.0,
-        "How often pool gauges are recomputed.",
+        "How often the pool gauges on /metrics (average KV cache and queue, ready endpoints, "
+        "queue per endpoint) are recomputed; a scrape in between sees the last values.",
         group=U,
+        above=0,
+        example="5s",
     ),
     Flag(
         "metrics-staleness-threshold",
@@ -101,6 +115,8 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         2.0,
         "Metrics older than this are stale.",
         group=U,
+        above=0,
+        example="2s",
     ),
     Flag(
         "total-queued-requests-metric",
@@ -126,7 +142,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
     ),
     Flag("cache-info-metric", "str", "", "Metric spec for cache config (block size).", group=U),
     Flag("model-server-metrics-path", "str", "/metrics", "Path of the engines' metrics.", group=U),
-    Flag("model-server-metrics-scheme", "str", "http", "http or https.", group=U),
+    Flag(
+        "model-server-metrics-scheme",
+        "str",
+        "http",
+        "http or https.",
+        group=U,
+        choices=("http", "https"),
+    ),
     Flag(
         "model-server-metrics-port",
         "int",
@@ -139,7 +162,9 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "model-server-metrics-https-insecure-skip-verify",
         "bool",
         True,
-        "Skip TLS verification when scraping over https.",
+        "Skip TLS verification when scraping over https (upstream's default); "
+        "--model-server-metrics-https-insecure-skip-verify=false verifies the engines' "
+        "certificates against the system roots or --model-server-metrics-https-ca-file.",
         group=U,
     ),
     # Routing
@@ -174,11 +199,39 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "debug|info|warn|error (newer upstream charts pass it; debug/trace raise -v).",
         group=U,
     ),
-    Flag("zap-encoder", "str", "", "json|console: mapped to --log-format.", group=U),
-    Flag("zap-log-level", "str", "", "Accepted for compatibility (use -v).", group=U),
-    Flag("zap-devel", "bool", False, "Accepted for compatibility.", group=U),
-    Flag("zap-stacktrace-level", "str", "", "Accepted for compatibility.", group=U),
-    Flag("zap-time-encoding", "str", "", "Accepted for compatibility.", group=U),
+    Flag(
+        "zap-encoder",
+        "str",
+        "",
+        "json|console: mapped to --log-format.",
+        group=U,
+        choices=("", "json", "console"),
+    ),
+    Flag("zap-log-level", "str", "", "debug|info|error (debug raises -v as --log-level).", group=U),
+    Flag(
+        "zap-devel",
+        "bool",
+        False,
+        "Accepted for compatibility.",
+        group=U,
+        no_op="zap's development mode; Sluice's logs have one mode",
+    ),
+    Flag(
+        "zap-stacktrace-level",
+        "str",
+        "",
+        "Accepted for compatibility.",
+        group=U,
+        no_op="Python logs a traceback with every logged exception, at any level",
+    ),
+    Flag(
+        "zap-time-encoding",
+        "str",
+        "",
+        "Accepted for compatibility.",
+        group=U,
+        no_op="Sluice's log timestamps have one encoding",
+    ),
     # Sluice
     Flag(
         "resources",
@@ -190,11 +243,20 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "model-server-metrics-https-ca-file",
+        "str",
+        "",
+        "CA bundle (PEM) the engines' metrics certificates are verified against when "
+        "--model-server-metrics-https-insecure-skip-verify=false (default: the system roots).",
+        group=S,
+    ),
+    Flag(
         "proxy-port",
-        "int",
+        "port",
         0,
         "Also serve the OpenAI-compatible HTTP proxy on this port (0: off).",
         group=S,
+        example="8080",
     ),
     Flag("proxy-host", "str", "127.0.0.1", "Address the proxy binds.", group=S),
     Flag(
@@ -212,6 +274,8 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Proxy: how long an idle connection to an engine is kept for reuse (keep it below the "
         "engine's own: 5s for vLLM and llama.cpp; 0: a new connection per request).",
         group=S,
+        at_least=0,
+        example="4s (0 disables reuse)",
     ),
     Flag(
         "grpc-host",
@@ -228,17 +292,27 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "h2 (Sluice's own HTTP/2 frame layer: the least CPU per request), hyper "
         "(python-hyper's h2 state machine) or grpc (grpc.aio).",
         group=S,
+        choices=("h2", "hyper", "grpc"),
     ),
     Flag(
         "disable-extproc", "bool", False, "Run without the ext_proc server (proxy only).", group=S
     ),
-    Flag("log-format", "str", "console", "console (key=value) or json.", group=S),
+    Flag(
+        "log-format",
+        "str",
+        "console",
+        "console (key=value) or json.",
+        group=S,
+        choices=("console", "json", "text"),
+    ),
     Flag(
         "max-body-bytes",
         "int",
         16 * 1024 * 1024,
         "Largest request body accepted (413 above).",
         group=S,
+        above=0,
+        example="16777216",
     ),
     Flag(
         "keep-control-headers",
@@ -253,6 +327,7 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "vllm",
         "Engine metric profile: vllm, sglang, trtllm or llamacpp.",
         group=S,
+        choices=("vllm", "sglang", "trtllm", "llamacpp"),
     ),
     Flag(
         "metric-names",
@@ -261,68 +336,18 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Names Sluice's metrics are exported under: both, llm-d (llm_d_epp_*) or gie "
         "(GIE v1.3's inference_objective_*, inference_pool_*, inference_extension_*).",
         group=S,
+        choices=("both", "llm-d", "gie"),
     ),
 )
-
-
-@dataclass
-class ServeOptions:
-    values: dict[str, Any]
-    explicitly_set: set[str] = field(default_factory=set)
-
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
-
-    @property
-    def pool_namespace(self) -> str:
-        return str(self.values["pool-namespace"] or os.environ.get("NAMESPACE") or "default")
-
-    @property
-    def verbosity(self) -> int:
-        level = str(self.values["log-level"]).lower()
-        return {"trace": 5, "debug": 4}.get(level, int(self.values["v"]))
-
-    @property
-    def log_format(self) -> str:
-        if "zap-encoder" in self.explicitly_set and self.values["zap-encoder"]:
-            return "json" if self.values["zap-encoder"] == "json" else "console"
-        return str(self.values["log-format"])
-
-
-# Values that parse but cannot work: (flag, lowest accepted, strictly above it?, example).
-# A 0 scrape interval is a busy loop (48 % of a core idle); a negative body limit refuses all.
-_RANGES: tuple[tuple[str, float, bool, str], ...] = (
-    ("max-body-bytes", 0, True, "16777216"),
-    ("refresh-metrics-interval", 0, True, "50ms"),
-    ("refresh-prometheus-metrics-interval", 0, True, "5s"),
-    ("metrics-staleness-threshold", 0, True, "2s"),
-    ("grpc-port", 0, False, "9002"),
-    ("grpc-health-port", 0, False, "9003"),
-    ("metrics-port", 0, False, "9090"),
-    ("proxy-port", 0, False, "8080"),
-)
-
-
-def _check_ranges(values: dict[str, Any]) -> None:
-    for name, low, strict, example in _RANGES:
-        if name not in values:
-            continue
-        value = values[name]
-        ok = (value > low if strict else value >= low) and value < float("inf")
-        if name.endswith("-port"):
-            ok = ok and value <= 65535
-        if not ok:
-            bound = f"above {low:g}" if strict else f"{low:g} or more"
-            if name.endswith("-port"):
-                bound = "0-65535"
-            raise FlagError(f"--{name}={value}: must be {bound} (e.g. --{name}={example})")
 
 
 def serve_flagset() -> FlagSet:
     return FlagSet("sluice serve", SERVE_FLAGS)
 
 
-def parse_serve_options(argv: list[str]) -> ServeOptions:
+def parse_serve_options(argv: list[str]) -> ServeSettings:
+    """The settings `argv` gives, or a `FlagError` naming the flag and the fix (each flag's
+    own values are checked where it is declared, above; here only what spans flags)."""
     values, positional, explicitly_set = serve_flagset().parse(argv)
     if positional:
         raise FlagError(f"unexpected argument {positional[0]!r}: `sluice serve` takes only flags")
@@ -333,24 +358,8 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
             "exactly one of --pool-name and --endpoint-selector must be set "
             "(e.g. --pool-name quickstart)"
         )
-    if values["log-format"] not in ("console", "json", "text"):
-        raise FlagError("--log-format must be console or json")
-    if values["zap-encoder"] not in ("", "json", "console"):
-        raise FlagError("--zap-encoder must be json or console")
-    if values["ext-proc-transport"] not in ("h2", "hyper", "grpc"):
-        raise FlagError("--ext-proc-transport must be h2, hyper or grpc")
-    keepalive = values["engine-keepalive-timeout"]
-    if not 0 <= keepalive < float("inf"):
-        raise FlagError(
-            f"--engine-keepalive-timeout={keepalive}: must be 0 or more (e.g. 4s; 0 disables reuse)"
-        )
-    _check_ranges(values)
     try:
         parse_routes(str(values.get("proxy-allowed-routes", "")))
     except RouteSpecError as exc:
         raise FlagError(f"--proxy-allowed-routes: {exc}") from None
-    if values["engine"] not in ("vllm", "sglang", "trtllm", "llamacpp"):
-        raise FlagError("--engine must be vllm, sglang, trtllm or llamacpp")
-    if values["metric-names"] not in ("both", "llm-d", "gie"):
-        raise FlagError("--metric-names must be both, llm-d or gie")
-    return ServeOptions(values=values, explicitly_set=explicitly_set)
+    return ServeSettings.from_flags(values, frozenset(explicitly_set))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sluice import logs
 from sluice.cli.serve import run_serve
-from sluice.cli.serve_options import ServeOptions, parse_serve_options
+from sluice.cli.serve_options import parse_serve_options
+from sluice.settings import ServeSettings
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "quickstart"
 ENGINE_PORTS = (8001, 8002, 8003, 8004)
@@ -125,7 +126,7 @@ def up_main(argv: list[str]) -> int:
             engines.kill()
 
 
-def _serve_with_banner(options: ServeOptions, args: argparse.Namespace) -> int:
+def _serve_with_banner(options: ServeSettings, args: argparse.Namespace) -> int:
     banner = BANNER.format(
         proxy=args.proxy_port,
         grpc=args.grpc_port,
