@@ -103,6 +103,22 @@ def metric_names_from_options(options: ServeSettings) -> MetricNames:
         raise AppError(f"metric flags: {exc}") from None
 
 
+def scrape_settings(options: ServeSettings) -> ScrapeSettings:
+    ca_file = options.model_server_metrics_https_ca_file
+    if ca_file and not Path(ca_file).is_file():
+        raise AppError(
+            f"--model-server-metrics-https-ca-file {ca_file}: no such file; pass the PEM bundle "
+            "of the CA that signed the engines' metrics certificates"
+        )
+    return ScrapeSettings(
+        interval_s=options.refresh_metrics_interval,
+        scheme=options.model_server_metrics_scheme,
+        path=options.model_server_metrics_path,
+        verify_tls=not options.model_server_metrics_https_insecure_skip_verify,
+        ca_file=ca_file,
+    )
+
+
 def configured_model_names(state: PoolState) -> set[str]:
     """Model names the operator configured (rewrite sources and targets): always exported as
     themselves in metric labels, never folded into `other` (upstream does the same)."""
@@ -173,6 +189,7 @@ class App:
                 self.registry,
                 self.key.name,
                 staleness_s=options.metrics_staleness_threshold,
+                refresh_s=options.refresh_prometheus_metrics_interval,
                 names=names,
             )
         )
@@ -203,11 +220,7 @@ class App:
         self.scraper = MetricsScraper(
             self.registry,
             metric_names_from_options(options),
-            ScrapeSettings(
-                interval_s=options.refresh_metrics_interval,
-                scheme=options.model_server_metrics_scheme,
-                path=options.model_server_metrics_path,
-            ),
+            scrape_settings(options),
             on_missing=log_missing_metrics,
         )
         self.state: PoolState | None = None
@@ -322,6 +335,7 @@ class App:
                     host=grpc_host,
                     secure_serving=options.secure_serving,
                     cert_path=Path(cert) if cert else None,
+                    cert_reload=options.enable_cert_reload,
                     transport=options.ext_proc_transport,
                 ),
                 StreamOptions(

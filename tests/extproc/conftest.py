@@ -3,13 +3,18 @@ grpc.aio client stub exactly as Envoy would drive it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from e2e.support import write_pool
+from sluice.app import App
 from sluice.bench.harness.pipeline_double import DoublePipeline
+from sluice.bench.harness.ports import free_port
+from sluice.cli.serve_options import parse_serve_options
 from sluice.datalayer.endpoint import Endpoint
 from sluice.extproc import ExtProcServer, ServerOptions, StreamOptions
 
@@ -43,3 +48,35 @@ async def stub(
     yield pb_grpc.ExternalProcessorStub(channel)
     await channel.close()
     await server.stop(None)
+
+
+StartApp = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
+    """`sluice serve` on loopback with `flags`; the ext_proc port."""
+    apps: list[App] = []
+
+    async def start(*flags: str) -> int:
+        port = free_port()
+        app = App(
+            parse_serve_options(
+                [
+                    "--pool-name=pool",
+                    f"--resources={write_pool(tmp_path, [free_port()])}",
+                    f"--grpc-port={port}",
+                    f"--grpc-health-port={free_port()}",
+                    f"--metrics-port={free_port()}",
+                    "--grpc-host=127.0.0.1",
+                    *flags,
+                ]
+            )
+        )
+        await app.start()
+        apps.append(app)
+        return port
+
+    yield start
+    for app in apps:
+        await app.stop()

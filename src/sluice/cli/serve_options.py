@@ -358,6 +358,11 @@ def parse_serve_options(argv: list[str]) -> ServeSettings:
             "exactly one of --pool-name and --endpoint-selector must be set "
             "(e.g. --pool-name quickstart)"
         )
+    if values["enable-cert-reload"] and not (values["cert-path"] and values["secure-serving"]):
+        raise FlagError(
+            "--enable-cert-reload reloads the pair in --cert-path: pass --cert-path DIR (a "
+            "self-signed certificate is made at start and never rotated)"
+        )
     try:
         parse_routes(str(values.get("proxy-allowed-routes", "")))
     except RouteSpecError as exc:

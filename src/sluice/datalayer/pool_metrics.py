@@ -1,8 +1,10 @@
-"""Pool gauges (facts §8.3), computed from the registry at scrape time over endpoints with fresh
-metrics (upstream's 2 s pool staleness), under GIE v1.3's `inference_pool_*` names and
-llm-d-router's `llm_d_epp_*` ones (which add running requests and standard deviations, and say
-endpoint where GIE said pod), either or both (`ExportedNames`). KV-cache gauges cover the
-endpoints that report KV usage; when none does (llama.cpp) they are left out — unknown, not 0.
+"""Pool gauges (facts §8.3), computed from the registry over endpoints with fresh metrics
+(upstream's 2 s pool staleness) at most once per `refresh_s` (upstream's
+--refresh-prometheus-metrics-interval, 5 s; a scrape in between sees the last values), under
+GIE v1.3's `inference_pool_*` names and llm-d-router's `llm_d_epp_*` ones (which add running
+requests and standard deviations, and say endpoint where GIE said pod), either or both
+(`ExportedNames`). KV-cache gauges cover the endpoints that report KV usage; when none does
+(llama.cpp) they are left out — unknown, not 0.
 
 And Sluice's own `sluice_endpoint_metrics_missing{endpoint,metric}`: 1 for each load metric of
 the engine profile an endpoint's last page lacked, whatever its freshness (a page without
@@ -40,6 +42,7 @@ class PoolMetricsCollector(Collector):
         pool_name: str,
         *,
         staleness_s: float = 2.0,
+        refresh_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         names: ExportedNames = BOTH,
     ) -> None:
@@ -50,9 +53,19 @@ class PoolMetricsCollector(Collector):
             clock,
         )
         self._names = names
+        self._refresh_s = refresh_s
+        self._pool_gauges: list[GaugeMetricFamily] = []
+        self._computed_at = -math.inf
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = self._clock()
+        if now - self._computed_at >= self._refresh_s:
+            self._pool_gauges = list(self._compute_pool_gauges(now))
+            self._computed_at = now
+        yield from self._pool_gauges
+        yield from self._live_families()
+
+    def _compute_pool_gauges(self, now: float) -> Iterator[GaugeMetricFamily]:
         fresh = [s for s in self._registry.snapshot() if s.is_fresh(now, self._staleness)]
         kv = [s.metrics.kv_cache_usage for s in fresh if s.metrics.kv_cache_known]
         kv_unknown = bool(fresh) and not kv
@@ -108,6 +121,9 @@ class PoolMetricsCollector(Collector):
                 "llm_d_epp_ready_endpoints", "Endpoints with fresh metrics.", len(fresh)
             )
             yield per_endpoint("llm_d_epp_per_endpoint_queue_size", "model_server_endpoint")
+
+    def _live_families(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Sluice's own diagnostics, current at every scrape."""
         missing = GaugeMetricFamily(
             "sluice_endpoint_metrics_missing",
             "1 for each load metric of the engine profile (waiting, running, KV usage) that the "

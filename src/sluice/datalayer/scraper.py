@@ -31,7 +31,11 @@ class ScrapeSettings:
     scheme: str = "http"
     path: str = "/metrics"
     transport: Literal["lean", "aiohttp"] = "lean"
-    verify_tls: bool = False  # upstream skips verification by default
+    # https only: verify the engines' certificates (upstream's default skips: its
+    # --model-server-metrics-https-insecure-skip-verify is true), against `ca_file` (PEM) or
+    # the system roots
+    verify_tls: bool = False
+    ca_file: str = ""
 
 
 class MetricsScraper:
@@ -70,14 +74,14 @@ class MetricsScraper:
             self._lean.start()
             return
         timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
-        connector = aiohttp.TCPConnector(limit=0, ssl=settings.verify_tls)
+        connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl_context() or False)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         self._supervisor = asyncio.create_task(self._supervise(), name="sluice-scrape-supervisor")
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self._settings.scheme != "https":
             return None
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=self._settings.ca_file or None)
         if not self._settings.verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

@@ -237,6 +237,7 @@ class H2ExtProcServer:
         self._routes = routes
         self.limits = limits
         self._server: GrpcServer | None = None
+        self._reload: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     @property
@@ -249,6 +250,9 @@ class H2ExtProcServer:
         engine: Engine = "hyper" if opts.transport == "hyper" else "frames"
         self._server = GrpcServer(self._routes, self.limits, engine=engine, ssl_context=context)
         self.port = await self._server.start(opts.host, opts.grpc_port)
+        if context is not None and opts.cert_reload and opts.cert_path is not None:
+            watch = tls.CertificateWatch(opts.cert_path)
+            self._reload = asyncio.create_task(self._reload_certificates(context, watch))
         log.info(
             "ext_proc (%s) listening on %s:%d (tls=%s)",
             opts.transport,
@@ -272,7 +276,28 @@ class H2ExtProcServer:
             context.load_cert_chain(Path(tmp) / tls.CERT_FILE, Path(tmp) / tls.KEY_FILE)
         return context
 
+    async def _reload_certificates(
+        self, context: ssl.SSLContext, watch: tls.CertificateWatch
+    ) -> None:
+        """Loads a rotated pair into the listening context: connections accepted afterwards
+        are served the new certificate, those already open keep theirs."""
+        while True:
+            await asyncio.sleep(self.server_options.cert_reload_interval_s)
+            if watch.changed_pair() is None:
+                continue
+            try:
+                context.load_cert_chain(
+                    watch.cert_path / tls.CERT_FILE, watch.cert_path / tls.KEY_FILE
+                )
+            except (OSError, ssl.SSLError) as exc:  # rotated again meanwhile: the next look
+                log.warning("ext_proc certificate not reloaded: %s", exc)
+                continue
+            log.info("ext_proc certificate reloaded from %s", watch.cert_path)
+
     async def stop(self, grace: float | None = None) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+            self._reload = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

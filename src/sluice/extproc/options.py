@@ -61,6 +61,10 @@ class ServerOptions:
     host: str = "0.0.0.0"
     secure_serving: bool = True
     cert_path: Path | None = None
+    # --enable-cert-reload: a rotated pair in cert_path is served to new connections (grpc
+    # looks before every handshake; h2/hyper every cert_reload_interval_s)
+    cert_reload: bool = False
+    cert_reload_interval_s: float = 1.0
     # "h2": Sluice's gRPC server on its own HTTP/2 frame layer (sluice.net.frames), on the event
     # loop; "hyper": the same server on python-hyper's h2 state machine (sluice.net.hyper_h2),
     # about twice the CPU per request; "grpc": grpc.aio, whose per-message thread hand-offs cost

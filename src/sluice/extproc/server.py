@@ -228,7 +228,12 @@ class GrpcExtProcServer:
             service.add_to_grpc_server(server)
         address = f"{opts.host}:{opts.grpc_port}"
         if opts.secure_serving:
-            port = server.add_secure_port(address, tls.server_credentials(opts.cert_path))
+            credentials = (
+                tls.reloading_server_credentials(opts.cert_path)
+                if opts.cert_reload and opts.cert_path is not None
+                else tls.server_credentials(opts.cert_path)
+            )
+            port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)
         await server.start()
