@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import random
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,19 @@ def configured_model_names(state: PoolState) -> set[str]:
 
 def _restarts_of(subscribers: KVEventsSubscribers) -> Callable[[], int]:
     return lambda: subscribers.restarts
+
+
+@contextlib.contextmanager
+def _listening(flag: str, host: str, options: ServeOptions) -> Iterator[None]:
+    """A port that cannot be bound is one line naming the flag, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        port = options[flag]
+        raise AppError(
+            f"--{flag}={port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"stop what holds it or pass another --{flag}"
+        ) from None
 
 
 class App:
@@ -305,10 +318,12 @@ class App:
 
         grpc_host = str(options["grpc-host"])
         health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
-        await health.start(int(options["grpc-health-port"]))
+        with _listening("grpc-health-port", grpc_host, options):
+            await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
         metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
-        await metrics.start(int(options["metrics-port"]))
+        with _listening("metrics-port", grpc_host, options):
+            await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
         if not options["disable-extproc"]:
             cert = options["cert-path"]
@@ -331,19 +346,23 @@ class App:
                 if options["health-checking"]
                 else [],
             )
-            await extproc.start()
+            with _listening("grpc-port", grpc_host, options):
+                await extproc.start()
             self._servers.append(extproc)
         if options["proxy-port"]:
+            from sluice.proxy.routes import parse_routes
             from sluice.proxy.server import ProxyOptions, ProxyServer
 
             proxy = ProxyServer(
                 self.director,
                 Limits(max_body_bytes=int(options["max-body-bytes"])),
                 options=ProxyOptions(
-                    keepalive_timeout_s=float(options["engine-keepalive-timeout"])
+                    keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
+                    extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
                 ),
             )
-            await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
+            with _listening("proxy-port", str(options["proxy-host"]), options):
+                await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
             self._servers.append(proxy)
         log.info(
             "sluice serving",
@@ -424,10 +443,10 @@ class App:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self._stopping.set)
-        await self.start()
-        if on_started is not None:
-            on_started()
         try:
+            await self.start()  # a server that fails to listen: those already up are stopped
+            if on_started is not None:
+                on_started()
             await self._stopping.wait()
         finally:
             log.info("sluice stopping")

@@ -17,6 +17,8 @@ import orjson
 
 class ErrorCode(Enum):
     BAD_REQUEST = ("BadRequest", 400)
+    NOT_FOUND = ("NotFound", 404)  # the proxy forwards only its allow-listed routes
+    METHOD_NOT_ALLOWED = ("MethodNotAllowed", 405)
     PAYLOAD_TOO_LARGE = ("PayloadTooLarge", 413)
     RESOURCE_EXHAUSTED = ("ResourceExhausted", 429)  # GIE v1.3: InferencePoolResourceExhausted
     SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503)
