@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.fake_engine import FakeEngine
 from sluice.app import App
+from sluice.bench.harness.ports import free_port
 from sluice.cli.serve_options import parse_serve_options
 from sluice.director.contract import Outcome
 from sluice.requests.model import ApiKind, InferenceRequest, Usage
@@ -51,14 +52,6 @@ class Running:
 
 
 StartSluice = Callable[..., Awaitable[Running]]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
