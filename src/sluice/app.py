@@ -206,6 +206,7 @@ class App:
             settings=DirectorSettings(
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                max_model_len=int(options["max-model-len"]),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget

@@ -19,6 +19,7 @@ from aiohttp import web
 from sluice.datalayer.endpoint import Endpoint
 
 PROMPT_TOKENS = 5  # every request "costs" this many prompt tokens
+MAX_MODEL_LEN = 8192  # more max_tokens than this is refused with a 400, as vLLM does
 SMALL_SOCKET_BUFFER = 64 * 1024
 
 
@@ -80,6 +81,10 @@ class FakeEngine:
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         payload = orjson.loads(await self._record(request))
         tokens = int(payload.get("max_tokens") or 4)
+        if tokens > MAX_MODEL_LEN:  # as vLLM: refused at once, no usage in the answer
+            return web.json_response(
+                {"error": {"message": f"max_tokens {tokens} exceeds the context"}}, status=400
+            )
         if not payload.get("stream"):
             text = " ".join(f"tok{i}" for i in range(tokens))
             return web.json_response(

@@ -250,6 +250,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "max-model-len",
+        "int",
+        131072,
+        "The models' context length (vLLM's --max-model-len): max_tokens and prompt estimates "
+        "are clamped to it before flow control charges them.",
+        group=S,
+    ),
+    Flag(
         "keep-control-headers",
         "bool",
         False,
@@ -302,6 +310,7 @@ class ServeOptions:
 # A 0 scrape interval is a busy loop (48 % of a core idle); a negative body limit refuses all.
 _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("max-body-bytes", 0, True, "16777216"),
+    ("max-model-len", 0, True, "32768"),
     ("refresh-metrics-interval", 0, True, "50ms"),
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),

@@ -50,6 +50,10 @@ class DirectorSettings:
     disable_subset_filter: bool = False
     # Output tokens assumed for in-flight accounting when a request sets no max_tokens.
     default_output_tokens: int = 256
+    # The models' context length (--max-model-len): prompt estimates and max_tokens are
+    # clamped to it before flow control charges them, so no request costs more than a model
+    # can possibly do.
+    max_model_len: int = 131_072
 
 
 OnRelease = Callable[[Ticket, DispatchedRequest | SluiceError], None]
@@ -142,6 +146,7 @@ class DispatchCore:
             rng=self.rng,
             priorities=state.priorities if state is not None else None,
         )
+        clamp_to_context(request, self.settings.max_model_len)
         engine_priority = self.flow.engine_priority_for(request)
         if engine_priority is not None and request.model:
             request.body = set_top_level_field(
@@ -372,6 +377,17 @@ class DispatchCore:
         if self.metrics is not None:
             self.metrics.failed(request, error)
         return error
+
+
+def clamp_to_context(request: InferenceRequest, max_model_len: int) -> None:
+    """No estimate above what the model can hold: prompt ≤ context, output ≤ what is left
+    (the engine refuses more; its refusal is then refunded, see `requests.model.NO_WORK`)."""
+    if max_model_len <= 0:
+        return
+    request.prompt_tokens = min(request.prompt_tokens, max_model_len)
+    if request.max_tokens is not None:
+        room = max(0, max_model_len - request.prompt_tokens)
+        request.max_tokens = min(request.max_tokens, room)
 
 
 def _abandon(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:

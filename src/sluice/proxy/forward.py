@@ -33,7 +33,7 @@ from aiohttp import web
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
 from sluice.requests.errors import SluiceError
-from sluice.requests.model import Usage
+from sluice.requests.model import NO_WORK, Usage
 
 from .errors import bad_gateway, error_response, sse_error_event
 from .headers import downstream_response_headers
@@ -226,7 +226,8 @@ async def forward(
                 upstream.close()  # drops the connection, which cancels the generation upstream
         if evicted is not None:
             target.allow_eviction(None)
-        target.finish(outcome)
+        rejected = upstream is not None and upstream.status >= 400
+        target.finish(outcome, NO_WORK if rejected else None)
 
 
 def _close_opened(opened: tuple[str, UpstreamResponse]) -> None:
