@@ -25,6 +25,7 @@ from sluice.config import (
     load_sluice_config,
     load_sluice_config_file,
 )
+from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
@@ -185,7 +186,12 @@ class App:
                 budget=budget,
             ),
         )
+        try:
+            self.observability = Observability.from_options(options)
+        except ObservabilityError as exc:
+            raise AppError(str(exc)) from None
         self.director = Director(
+            receipts=self.observability.recorder,
             scheduler=self.scheduler,
             flow=self.flow,
             registry=self.registry,
@@ -307,7 +313,15 @@ class App:
         health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
         await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
-        metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
+        dashboard = self.observability.routes(
+            self.director,
+            staleness_s=float(options["metrics-staleness-threshold"]),
+            pool=f"{self.key.namespace}/{self.key.name}",
+            authorize=self.authorize,
+        )
+        metrics = MetricsServer(
+            self.metrics_registry, self.authorize, host=grpc_host, extra_routes=dashboard.add_to
+        )
         await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
         if not options["disable-extproc"]:
@@ -325,6 +339,7 @@ class App:
                     max_body_bytes=int(options["max-body-bytes"]),
                     keep_control_headers=bool(options["keep-control-headers"]),
                     disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                 ),
                 # upstream's --health-checking: gRPC health on the ext_proc port too
                 also_serve=[GrpcHealthService(health.servicer)]
@@ -340,7 +355,8 @@ class App:
                 self.director,
                 Limits(max_body_bytes=int(options["max-body-bytes"])),
                 options=ProxyOptions(
-                    keepalive_timeout_s=float(options["engine-keepalive-timeout"])
+                    keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                 ),
             )
             await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
@@ -417,6 +433,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.observability.shutdown()  # flushes the spans still batched
 
     async def run_forever(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM; `on_started` runs once every server listens."""
