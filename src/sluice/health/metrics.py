@@ -116,6 +116,7 @@ class MetricsServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.on_response_prepare.append(_no_versions)  # aiohttp's Server: names its version
         if self._extra_routes is not None:
             self._extra_routes(app)
         return app
@@ -146,3 +147,7 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def _no_versions(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "sluice"
