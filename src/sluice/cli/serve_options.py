@@ -150,6 +150,15 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Ignore the gateway's subset hint.",
         group=U,
     ),
+    Flag(
+        "drain-timeout",
+        "duration",
+        30.0,
+        "On SIGTERM: readiness turns NOT_SERVING, new work is refused (GOAWAY, 503 with "
+        "Retry-After), queued requests wait up to half of this, requests in flight up to all "
+        "of it (see docs/security.md).",
+        group=U,
+    ),
     # HA
     Flag(
         "ha-enable-leader-election",
@@ -262,6 +271,28 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "(GIE v1.3's inference_objective_*, inference_pool_*, inference_extension_*).",
         group=S,
     ),
+    Flag(
+        "emit-endpoint-scores",
+        "bool",
+        False,
+        "Return the primary profile's score per endpoint: ext_proc in envoy.lb dynamic metadata "
+        "(x-gateway-destination-endpoint-scores), the proxy as a response header of that name.",
+        group=U,
+    ),
+    Flag(
+        "decision-receipts",
+        "int",
+        1024,
+        "Decision receipts kept for GET /debug/decisions and the dashboard (0: off).",
+        group=S,
+    ),
+    Flag(
+        "decision-receipts-max-bytes",
+        "int",
+        4 * 1024 * 1024,
+        "Memory bound of the receipt ring, in bytes of encoded receipts.",
+        group=S,
+    ),
 )
 
 
@@ -296,6 +327,7 @@ _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("refresh-metrics-interval", 0, True, "50ms"),
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
+    ("drain-timeout", 0, False, "30s"),
     ("grpc-port", 0, False, "9002"),
     ("grpc-health-port", 0, False, "9003"),
     ("metrics-port", 0, False, "9090"),
