@@ -382,6 +382,9 @@ class App:
                     keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
                     emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
+                    header_timeout_s=float(options["request-header-timeout"]),
+                    body_timeout_s=float(options["request-body-timeout"]),
+                    first_byte_timeout_s=float(options["engine-first-byte-timeout"]),
                 ),
             )
             with _listening("proxy-port", str(options["proxy-host"]), options):

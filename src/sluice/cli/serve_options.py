@@ -223,6 +223,30 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "request-header-timeout",
+        "duration",
+        10.0,
+        "Proxy: a request head must be complete this long after its connection opened or the "
+        "previous response ended (also how long an idle client connection is kept).",
+        group=S,
+    ),
+    Flag(
+        "request-body-timeout",
+        "duration",
+        60.0,
+        "Proxy: a request body must arrive within this (408 after).",
+        group=S,
+    ),
+    Flag(
+        "engine-first-byte-timeout",
+        "duration",
+        300.0,
+        "Proxy: an engine that sends no response head this long after the request is failed "
+        "over (the next fallback, else 504). Non-streamed answers come at the end: keep it "
+        "above the longest generation.",
+        group=S,
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -337,6 +361,9 @@ _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
     ("drain-timeout", 0, False, "30s"),
+    ("request-header-timeout", 0, True, "10s"),
+    ("request-body-timeout", 0, True, "60s"),
+    ("engine-first-byte-timeout", 0, True, "300s"),
     ("grpc-port", 0, False, "9002"),
     ("grpc-health-port", 0, False, "9003"),
     ("metrics-port", 0, False, "9090"),
