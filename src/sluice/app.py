@@ -28,6 +28,7 @@ from sluice.config import (
 from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.outlier import OutlierSettings
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -213,6 +214,10 @@ class App:
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
                 max_model_len=int(options["max-model-len"]),
+                outliers=OutlierSettings(
+                    consecutive_failures=int(options["outlier-consecutive-failures"]),
+                    base_ejection_s=float(options["outlier-base-ejection"]),
+                ),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget

@@ -26,8 +26,9 @@ from e2e.drain_support import (
     stream_once,
     tally,
 )
-from e2e.support import wait_listening, write_pool
-from extproc.envoy_harness import Envoy, GatewayPorts, envoy_binary, render_config
+from e2e.support import write_pool
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, envoy_binary, render_config
+from sluice.bench.harness.ports import wait_listening
 
 pytestmark = pytest.mark.slow
 

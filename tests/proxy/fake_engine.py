@@ -37,6 +37,8 @@ class FakeEngine:
     models: tuple[str, ...] = ("test-model",)
     # Close each connection after reading the request, before any response byte.
     close_before_response: bool = False
+    # Answer every generation request 500 at once (a broken engine that looks idle).
+    fail_with_500: bool = False
     received: list[Received] = field(default_factory=list)
     streams_started: int = 0
     streams_cancelled: int = 0  # the proxy dropped the connection mid-stream
@@ -80,6 +82,8 @@ class FakeEngine:
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         payload = orjson.loads(await self._record(request))
+        if self.fail_with_500:
+            return web.json_response({"error": {"message": "engine broken"}}, status=500)
         tokens = int(payload.get("max_tokens") or 4)
         if tokens > MAX_MODEL_LEN:  # as vLLM: refused at once, no usage in the answer
             return web.json_response(

@@ -247,6 +247,23 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "outlier-consecutive-failures",
+        "int",
+        5,
+        "Passive outlier detection (as Envoy's consecutive_5xx): an endpoint whose requests "
+        "fail this many times in a row (5xx, failed connections) gets no new ones for a "
+        "back-off (0: off).",
+        group=S,
+    ),
+    Flag(
+        "outlier-base-ejection",
+        "duration",
+        30.0,
+        "Outlier detection: the first ejection's length; each further one adds as much "
+        "(at most 300s).",
+        group=S,
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -361,6 +378,8 @@ _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
     ("drain-timeout", 0, False, "30s"),
+    ("outlier-consecutive-failures", 0, False, "5"),
+    ("outlier-base-ejection", 0, True, "30s"),
     ("request-header-timeout", 0, True, "10s"),
     ("request-body-timeout", 0, True, "60s"),
     ("engine-first-byte-timeout", 0, True, "300s"),

@@ -201,13 +201,16 @@ async def forward(
     outcome = Outcome.UPSTREAM_ERROR
     upstream: UpstreamResponse | None = None
     served = ""
+    relayed = False
     evicted = _eviction_signal(target)
     try:
         opening = _open_upstream(call, target, pool, options.first_byte_timeout_s)
         served, opened = await _unless_evicted(opening, evicted, _close_opened)
         upstream = opened
         response = await _relay(request, opened, target, options, evicted)
-        outcome = Outcome.COMPLETED
+        relayed = True
+        # A 5xx relayed whole is still the engine failing: outlier detection counts it.
+        outcome = Outcome.UPSTREAM_ERROR if opened.status >= 500 else Outcome.COMPLETED
         return response
     except _Evicted as exc:
         outcome = Outcome.EVICTED  # flow control already finished it so; `finish` is a no-op
@@ -234,7 +237,7 @@ async def forward(
         raise
     finally:
         if upstream is not None:
-            if outcome is Outcome.COMPLETED:
+            if relayed:
                 upstream.release()
             else:
                 upstream.close()  # drops the connection, which cancels the generation upstream
