@@ -328,6 +328,9 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        self._tasks.append(
+            asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
+        )
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
@@ -405,6 +408,16 @@ class App:
             metrics=options["metrics-port"],
             proxy=options["proxy-port"] or "off",
         )
+
+    async def _watch_model_contexts(self) -> None:
+        """Contexts from the engines' /v1/models clamp cost estimates (`--max-model-len` else)."""
+        from sluice.datalayer.model_context import ModelContextWatcher
+
+        def update(contexts: dict[str, int]) -> None:
+            self.director.core.model_context = contexts
+            log.info("model contexts", models=",".join(f"{m}={n}" for m, n in contexts.items()))
+
+        await ModelContextWatcher(self.registry, update).run()
 
     async def _start_kube(self) -> None:
         """Watch the cluster; the leader (or the only replica) also keeps status true."""

@@ -85,7 +85,7 @@ class FakeEngine:
         if self.fail_with_500:
             return web.json_response({"error": {"message": "engine broken"}}, status=500)
         tokens = int(payload.get("max_tokens") or 4)
-        if tokens > MAX_MODEL_LEN:  # as vLLM: refused at once, no usage in the answer
+        if tokens + PROMPT_TOKENS > MAX_MODEL_LEN:  # as vLLM: refused at once, no usage
             return web.json_response(
                 {"error": {"message": f"max_tokens {tokens} exceeds the context"}}, status=400
             )
@@ -169,7 +169,10 @@ class FakeEngine:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _models(self, request: web.Request) -> web.Response:
-        data = [{"id": model, "object": "model", "owned_by": self.name} for model in self.models]
+        data = [
+            {"id": m, "object": "model", "owned_by": self.name, "max_model_len": MAX_MODEL_LEN}
+            for m in self.models
+        ]
         return web.Response(
             body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
         )

@@ -12,9 +12,13 @@ before flow control sees them, and an engine's refusal is refunded.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from metrics.test_metrics_endpoint import StartSluice, start_sluice  # noqa: F401 (fixture)
+from proxy.fake_engine import MAX_MODEL_LEN
+from sluice.datalayer.model_context import contexts_from_listing, merge
 from sluice.director.core import clamp_to_context
 from sluice.requests.errors import SluiceError
 from sluice.requests.parse import MAX_TOKENS_LIMIT, parse_request
@@ -69,11 +73,17 @@ async def test_a_refused_request_is_refunded_and_lifts_no_later_tenant(
 ) -> None:
     sluice = await start_sluice("--max-model-len=100000")
     band = lambda: sluice.app.flow.bands[0]  # noqa: E731 (the default band)
+    # The engine's /v1/models says 8192: that, not the flag's fallback, bounds the estimate.
+    for _ in range(100):
+        if sluice.app.director.core.model_context:
+            break
+        await asyncio.sleep(0.02)
+    assert sluice.app.director.core.model_context == {"test-model": MAX_MODEL_LEN}
 
     assert await sluice.send(b"light-early") == b"HTTP/1.1 200 OK"
     light_cost = band().flows["light-early"].served
-    # Clamped to the context (~100k tokens, not 2e9), then refused by the engine (400, no
-    # usage): the charge goes back to zero.
+    # Clamped to the context (8192 tokens, not 2e9), then refused by the engine — its prompt
+    # is longer than Sluice's estimate — with a 400 and no usage: the charge goes back to zero.
     answer = await sluice.send(b"heavy", max_tokens=2_000_000_000)
     assert answer == b"HTTP/1.1 400 Bad Request"
     heavy = band().flows["heavy"]
@@ -83,3 +93,17 @@ async def test_a_refused_request_is_refunded_and_lifts_no_later_tenant(
     assert await sluice.send(b"light-late") == b"HTTP/1.1 200 OK"
     late = band().flows["light-late"]
     assert late.counter <= 3 * light_cost
+
+
+def test_contexts_come_from_the_engines_model_listings() -> None:
+    listing = {
+        "data": [
+            {"id": "a", "max_model_len": 4096},
+            {"id": "b"},  # says nothing: the flag's fallback applies
+            {"id": "c", "max_model_len": True},
+            "junk",
+        ]
+    }
+    assert contexts_from_listing(listing) == {"a": 4096}
+    assert contexts_from_listing([]) == {}
+    assert merge([{"a": 4096}, {"a": 2048, "d": 10}]) == {"a": 2048, "d": 10}  # smallest counts

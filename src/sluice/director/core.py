@@ -108,6 +108,9 @@ class DispatchCore:
         self._eviction = EvictionPacer()
         self._evicting = False
         self.outliers = OutlierDetector(self.settings.outliers)
+        # Each model's context as its engines report it (`datalayer.model_context`); models
+        # not in it are clamped to `settings.max_model_len`.
+        self.model_context: Mapping[str, int] = {}
 
     # -- the pool --------------------------------------------------------------------------------
 
@@ -160,7 +163,8 @@ class DispatchCore:
             rng=self.rng,
             priorities=state.priorities if state is not None else None,
         )
-        clamp_to_context(request, self.settings.max_model_len)
+        context = self.model_context.get(request.target_model) or self.settings.max_model_len
+        clamp_to_context(request, context)
         engine_priority = self.flow.engine_priority_for(request)
         if engine_priority is not None and request.model:
             request.body = set_top_level_field(
