@@ -162,13 +162,25 @@ async def test_a_rolling_restart_behind_envoy_drops_no_request(
         "--health-checking",
         "--drain-timeout=6s",
     ]
-    old, new = SluiceProcess(tmp_path, "old", flags), SluiceProcess(tmp_path, "new", flags)
+    # A Deployment of two being rolled: each Pod in turn is terminated and replaced (the
+    # replacement listens where the old one did, as a new Pod behind the same Service).
+    first, second = (
+        SluiceProcess(tmp_path, "first", flags),
+        SluiceProcess(tmp_path, "second", flags),
+    )
+    replacements = [
+        SluiceProcess(tmp_path, f"{p.name}-new", flags, grpc_port=p.grpc_port)
+        for p in (first, second)
+    ]
     gateway = GatewayPorts()
     envoy: Envoy | None = None
+    exits: list[int] = []
+    completed_after: list[int] = []
     try:
-        await asyncio.gather(old.start(), new.start())
+        await asyncio.gather(first.start(), second.start())
         envoy = Envoy(
-            two_replica_envoy(gateway, engines, [old.grpc_port, new.grpc_port]), gateway.admin
+            two_replica_envoy(gateway, engines, [first.grpc_port, second.grpc_port]),
+            gateway.admin,
         )
         await envoy.start()
         await asyncio.sleep(0.5)  # health checks pass, scrapes done
@@ -187,25 +199,29 @@ async def test_a_rolling_restart_behind_envoy_drops_no_request(
         async with aiohttp.ClientSession(connector=connector) as session:
             clients = [asyncio.create_task(client(session)) for _ in range(10)]
             await asyncio.sleep(1.5)
-            old.terminate()
-            code = await old.wait_exit(15)
-            before = len(outcomes)
-            await asyncio.sleep(1.0)  # the new replica alone carries the load
+            for old, replacement in zip((first, second), replacements, strict=True):
+                old.terminate()
+                exits.append(await old.wait_exit(15))
+                await replacement.start()
+                before = tally(outcomes)["complete"]
+                await asyncio.sleep(1.5)  # health checks admit the replacement; load goes on
+                completed_after.append(tally(outcomes)["complete"] - before)
             stop.set()
             await asyncio.gather(*clients)
     finally:
         if envoy is not None:
             await envoy.stop()
-        old.kill()
-        new.kill()
+        for process in (first, second, *replacements):
+            process.kill()
 
     counts = tally(outcomes)
-    old_log = old.log()
     assert counts["cut"] == 0, ([o for o in outcomes if o.kind == "cut"], counts)
-    assert int(log_field(old_log, "msg=draining", "in_flight")) >= 1  # it had work to finish
-    assert log_field(old_log, "msg=drained", "cut_in_flight") == "0"
-    assert code == 0
-    assert len(outcomes) > before, "requests went on completing after the old replica left"
+    for old in (first, second):
+        log = old.log()
+        assert int(log_field(log, "msg=draining", "in_flight")) >= 1  # it had work to finish
+        assert log_field(log, "msg=drained", "cut_in_flight") == "0"
+    assert exits == [0, 0]
+    assert all(n > 0 for n in completed_after), completed_after
     assert counts["complete"] >= 0.5 * len(outcomes), (
         counts,
         [(o.status, o.detail) for o in outcomes if o.kind != "complete"],
