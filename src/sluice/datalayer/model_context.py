@@ -1,5 +1,6 @@
 """The models' context lengths, read from the engines' `/v1/models` (vLLM's and the simulator's
-`max_model_len` on each model), so cost estimates are clamped to what a model can really do.
+`max_model_len` on each model; llama.cpp's server has none), so cost estimates are clamped to
+what a model can really do.
 
 Polled slowly (contexts change only when an engine restarts with other arguments); a model no
 engine reports keeps the `--max-model-len` fallback. With several engines serving one model the
@@ -75,7 +76,8 @@ class ModelContextWatcher:
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(trust_env=False) as session:
+            quick = 30  # the pool may load after start-up: ask every second for a while
             while True:
                 contexts = await self.refresh_once(session)
-                # Until some engine has answered (the pool loads after start-up), ask often.
-                await asyncio.sleep(self._interval_s if contexts else min(1.0, self._interval_s))
+                quick = 0 if contexts else max(0, quick - 1)
+                await asyncio.sleep(min(1.0, self._interval_s) if quick else self._interval_s)
