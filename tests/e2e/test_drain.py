@@ -133,11 +133,16 @@ def two_replica_envoy(gateway: GatewayPorts, engines: list[int], replicas: list[
         {
             "timeout": "1s",
             "interval": "0.2s",
+            # Envoy checks at no_traffic_interval (60 s) until the cluster carries traffic,
+            # and ext_proc's streams do not count as such.
+            "no_traffic_interval": "0.2s",
             "unhealthy_threshold": 1,
             "healthy_threshold": 1,
             "grpc_health_check": {},
         }
     ]
+    # Retries of streams refused during a drain: more at once than Envoy's default of 3.
+    epp["circuit_breakers"] = {"thresholds": [{"max_retries": 1000}]}
     listener = config["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     [ext_proc] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
@@ -222,7 +227,9 @@ async def test_a_rolling_restart_behind_envoy_drops_no_request(
         assert log_field(log, "msg=drained", "cut_in_flight") == "0"
     assert exits == [0, 0]
     assert all(n > 0 for n in completed_after), completed_after
-    assert counts["complete"] >= 0.5 * len(outcomes), (
+    # With the health check, the retry policy and its budget above, Envoy moves refused streams
+    # to the other replica: nearly every request completes (every one, in the runs measured).
+    assert counts["complete"] >= 0.9 * len(outcomes), (
         counts,
         [(o.status, o.detail) for o in outcomes if o.kind != "complete"],
     )
