@@ -22,6 +22,7 @@ ALLOWED = {
     "room": {"datalayer", "requests", "util"},
     "sources": {"api", "datalayer", "util", "logs"},
     "sim": set(),
+    "config": {"api", "util", "scheduling", "flowcontrol", "room", "requests", "datalayer"},
 }
 
 
