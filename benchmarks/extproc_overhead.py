@@ -43,19 +43,12 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tests.extproc.envoy_harness import (  # noqa: E402
-    Envoy,
-    GatewayPorts,
-    free_port,
-    render_config,
-)
-
-from bench_pool import serve_manifests  # noqa: E402
-from sluice.extproc import BodyMode  # noqa: E402
+from sluice.bench.harness.cpu import cpu_seconds
+from sluice.bench.harness.envoy import REPO as ROOT
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.pool import serve_manifests
+from sluice.bench.harness.ports import free_port
+from sluice.extproc import BodyMode
 
 BODY: dict[str, object] = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
 PATH = "/v1/completions"
@@ -97,12 +90,6 @@ def spawn_spinner() -> subprocess.Popen[bytes]:
     hop. Any runnable process preempts it."""
     command = ["nice", "-n", "19", sys.executable, "-c", "while True: pass"]
     return subprocess.Popen(command)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process: every thread, live or finished."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- measurement -------------------------------------------------------------------------------

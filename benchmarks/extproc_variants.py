@@ -48,13 +48,12 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.extproc.envoy_harness import Envoy, GatewayPorts, free_port, render_config  # noqa: E402
-
-from bench_pool import serve_manifests  # noqa: E402
-from sluice.extproc import BodyMode  # noqa: E402
+from sluice.bench.harness.cpu import tree_cpu_seconds
+from sluice.bench.harness.envoy import REPO as ROOT
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.pool import serve_manifests
+from sluice.bench.harness.ports import free_port
+from sluice.extproc import BodyMode
 
 PATH = "/v1/completions"
 BODY = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
@@ -187,8 +186,7 @@ async def serve_floor(port: int, upstream_port: int, sync: bool = False) -> None
 
 
 def double_pipeline(upstream_port: int) -> object:
-    from tests.extproc.pipeline_double import DoublePipeline
-
+    from sluice.bench.harness.pipeline_double import DoublePipeline
     from sluice.datalayer.endpoint import Endpoint
 
     pipeline = DoublePipeline([Endpoint("engine-0", "127.0.0.1", upstream_port)])
@@ -245,16 +243,6 @@ class Arm:
     seconds: float = 0.0
     cpu: float = 0.0
     errors: int = 0
-
-
-def proc_cpu(pid: int) -> float:
-    """utime+stime of the whole process (includes its finished threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        total += sum(proc_cpu(int(c)) for c in children.read_text().split())
-    return total
 
 
 def spawn_arm(name: str, engine_port: int, args: argparse.Namespace, workdir: Path) -> tuple:
@@ -336,9 +324,9 @@ async def load(arm: Arm, concurrency: int, seconds: float, body: dict) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
         for _ in range(20):
             await one(http, arm.url, body)
-        cpu0, t0 = proc_cpu(arm.process.pid), time.monotonic()
+        cpu0, t0 = tree_cpu_seconds(arm.process.pid), time.monotonic()
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
-        cpu1, t1 = proc_cpu(arm.process.pid), time.monotonic()
+        cpu1, t1 = tree_cpu_seconds(arm.process.pid), time.monotonic()
     arm.done += done
     arm.errors += errors
     arm.seconds += t1 - t0

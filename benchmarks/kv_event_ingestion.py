@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import ExitStack
 
+from sluice.bench.harness.child import child_env
+from sluice.bench.harness.cpu import thread_cpu_seconds
+from sluice.bench.harness.ports import free_port_block
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers, SubscriberSettings
 from sluice.datalayer.kvevents.streams import KVEventStreams
@@ -36,7 +36,6 @@ from sluice.scheduling.precise_index import PreciseIndex
 PUBLISHER = r"""
 import random, sys, time
 import msgspec, zmq
-sys.path.insert(0, {src!r})
 from sluice.sim.block_hash import BlockHasher
 from sluice.sim.kv_events import BlockRemoved, BlockStored, KVEventBatch, encode_batch
 
@@ -107,22 +106,6 @@ print("sent", sent, flush=True)
 """
 
 
-def free_port_block(count: int, avoid: int = -1) -> int:
-    """The first of `count` consecutive loopback ports, free now, below the ephemeral range
-    (outgoing connections on a busy machine would take ports from inside it meanwhile)."""
-    for first in range(20_000, 32_000 - count, count):
-        if avoid >= 0 and first < avoid + count and avoid < first + count:
-            continue
-        try:
-            with ExitStack() as stack:
-                for port in range(first, first + count):
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 def core_cost_per_batch(stored: int, blocks: int, capacity: int, count: int = 5000) -> float:
     """CPU per batch of the sans-I/O part alone: one stream into a fresh index."""
     import random
@@ -162,17 +145,6 @@ def core_cost_per_batch(stored: int, blocks: int, capacity: int, count: int = 50
     return (time.process_time() - t0) / (count - warm) * 1e6
 
 
-def thread_cpu() -> dict[int, float]:
-    """CPU seconds of each thread of this process (libzmq's I/O thread is one of them)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
-    return out
-
-
 def reference_loop_s() -> float:
     t0 = time.process_time()
     x = 0
@@ -194,12 +166,10 @@ async def main() -> None:
         "--capacity", type=int, default=2000, help="blocks an engine keeps before it evicts"
     )
     args = parser.parse_args()
-    args.pub_port = free_port_block(args.engines)
-    args.replay_port = free_port_block(args.engines, avoid=args.pub_port)
-    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    args.pub_port = free_port_block(args.engines, below_ephemeral=True)
+    args.replay_port = free_port_block(args.engines, avoid=args.pub_port, below_ephemeral=True)
     total = args.warmup + args.seconds + 2
     code = PUBLISHER.format(
-        src=src,
         args=(
             args.engines,
             args.rate,
@@ -211,7 +181,9 @@ async def main() -> None:
             args.capacity,
         ),
     )
-    publisher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env()
+    )
     registry = EndpointRegistry()
     registry.set_endpoints(
         Endpoint(f"engine-rank-{i}", "127.0.0.1", 8000 + i) for i in range(args.engines)
@@ -238,11 +210,11 @@ async def main() -> None:
         return events, batches, gaps
 
     e0, b0, g0 = totals()
-    t0 = thread_cpu()
+    t0 = thread_cpu_seconds()
     c0, w0 = time.process_time(), time.monotonic()
     await asyncio.sleep(args.seconds)
     c1, w1 = time.process_time(), time.monotonic()
-    t1 = thread_cpu()
+    t1 = thread_cpu_seconds()
     e1, b1, g1 = totals()
     modes = [streams.mode(f"engine-rank-{i}")[0] for i in range(args.engines)]
     await subscribers.stop()

@@ -43,10 +43,9 @@ from sluice.bench.engines.build import find_install, install_dir
 from sluice.bench.engines.llamacpp import (
     LlamaServers,
     LlamaServerSettings,
-    free_port_block,
     start_llama_servers,
 )
-from sluice.bench.runner_wall import free_port, wait_for_port
+from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 
 MODEL = "SmolLM2-135M-Instruct"
 _SYLLABLES = ("ka", "lo", "mi", "ren", "tu", "sa", "vor", "el", "dai", "qu", "ob", "nix")

@@ -35,8 +35,8 @@ from pathlib import Path
 import aiohttp
 
 from sluice.bench.engines.build import LlamaCppInstall, find_install, install_dir
-from sluice.bench.engines.llamacpp import LlamaServerSettings, free_port_block, start_llama_servers
-from sluice.bench.runner_wall import wait_for_port
+from sluice.bench.engines.llamacpp import LlamaServerSettings, start_llama_servers
+from sluice.bench.harness.ports import free_port_block, wait_for_port
 
 SIZES = (64, 256, 512, 1024)
 _SYLLABLES = ("ka", "lo", "mi", "ren", "tu", "sa", "vor", "el", "dai", "qu", "ob", "nix")

@@ -38,20 +38,15 @@ from pathlib import Path
 
 import aiohttp
 
-from bench_pool import serve_manifests
-from proxy_overhead import free_port, percentile, spawn, wait_for_port, wait_until_serving
+from proxy_overhead import percentile, spawn, wait_until_serving
+from sluice.bench.harness.cpu import rss_mb
+from sluice.bench.harness.pool import serve_manifests
+from sluice.bench.harness.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = "/v1/completions"
 ORDINARY = json.dumps({"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}).encode()
 FIVE_MB = 5 * 1024 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def flood(url: str, distinct: int, concurrency: int) -> dict[str, float]:
@@ -226,7 +221,7 @@ def main() -> None:
         command = [sys.executable, "-m", "sluice.sim.cli", "--count", "1", "--host", "127.0.0.1"]
         command += ["--port", str(engine_port), "--profile", "zero-latency"]
         processes.append(spawn(command, None))
-        wait_for_port(engine_port, processes[-1])
+        wait_for_port("127.0.0.1", engine_port, processes[-1], timeout=60)
 
         proxy_port, metrics_port = free_port(), free_port()
         command = [str(ROOT / ".venv/bin/sluice"), "serve", "--pool-name=bench"]
@@ -242,7 +237,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{proxy_port}{PATH}"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         wait_until_serving(url)
-        rss_before = rss_mib(sluice.pid)
+        rss_before = rss_mb(sluice.pid)
 
         print(f"## 1. {args.distinct:,} requests, each with its own fairness id and model\n")
         flooded = asyncio.run(flood(url, args.distinct, args.flood_concurrency))
@@ -263,7 +258,7 @@ def main() -> None:
         size, took, text = asyncio.run(one_scrape())
         verdict = "under" if size < FIVE_MB else "OVER"
         print(f"- /metrics: {size / 1e6:.2f} MB ({verdict} 5 MB), scraped in {took * 1000:.0f} ms")
-        print(f"- Sluice RSS: {rss_before:.0f} MiB before, {rss_mib(sluice.pid):.0f} MiB after")
+        print(f"- Sluice RSS: {rss_before:.0f} MiB before, {rss_mb(sluice.pid):.0f} MiB after")
         for label in ("fairness_id", "model_name", "target_model_name"):
             print(f"- distinct `{label}` values exported: {exported_values(text, label):,}")
 

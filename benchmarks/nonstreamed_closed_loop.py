@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import json
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,41 +32,15 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tests.extproc.envoy_harness import (  # noqa: E402
-    Envoy,
-    GatewayPorts,
-    free_port,
-    render_config,
-)
-
-from bench_pool import serve_manifests  # noqa: E402
+from sluice.bench.harness.envoy import REPO as ROOT
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.pool import serve_manifests
+from sluice.bench.harness.ports import free_port, free_port_block
 
 ENGINES = 4
 WORDS = 500
 MAX_TOKENS = 64
 TARGET_THROUGHPUT, TARGET_E2E = 0.95, 1.1
-
-
-def free_block(n: int) -> int:
-    """The first of `n` consecutive free ports."""
-    while True:
-        first = free_port()
-        held: list[socket.socket] = []
-        try:
-            for port in range(first, first + n):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
 
 
 def spawn(command: list[str]) -> subprocess.Popen[bytes]:
@@ -190,7 +163,7 @@ async def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    first = free_block(ENGINES)
+    first = free_port_block(ENGINES)
     engine_ports = [first + i for i in range(ENGINES)]
     processes = [
         spawn(

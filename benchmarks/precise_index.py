@@ -25,15 +25,9 @@ import sys
 import time
 from array import array
 
+from sluice.bench.harness.cpu import rss_mb
+
 PROMPT_BLOCKS = 256  # a 16 KiB prompt: 4,096 tokens of 4 characters, blocks of 16 tokens
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -45,7 +39,7 @@ def run_precise(space: str, endpoints: int, blocks: int, lookups: int) -> dict[s
     from sluice.datalayer.kvevents.wire import BlockRemoved, BlockStored, raw_token_ids
     from sluice.scheduling.precise_hashing import BlockKeys
     from sluice.scheduling.precise_index import KEY_MASK, PreciseIndex
-    from sluice.scheduling.precise_tokens import text_token_ids
+    from sluice.util.sim_tokens import token_ids as text_token_ids
 
     rng = random.Random(1)
     start = rss_mb()

@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,10 @@ from pathlib import Path
 
 import aiohttp
 
-from bench_pool import serve_manifests
+from sluice.bench.harness.cpu import tree_cpu_seconds
+from sluice.bench.harness.pool import serve_manifests
+from sluice.bench.harness.ports import free_port
+from sluice.bench.harness.ports import wait_for_port as _wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = json.dumps({"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}).encode()
@@ -158,22 +160,8 @@ async def closed_loop(url: str, concurrency: int, *, count: int = 0, seconds: fl
 # --- the conductor -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+    _wait_for_port("127.0.0.1", port, process, timeout)
 
 
 def wait_until_serving(url: str, timeout: float = 60) -> None:
@@ -193,21 +181,6 @@ def wait_until_serving(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} never answered")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds_tree(pid: int) -> float:
-    """CPU of a process and its threads/children (vllm-router and `sluice serve` fork)."""
-    total = cpu_seconds(pid)
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        for child in children.read_text().split():
-            total += cpu_seconds_tree(int(child))
-    return total
 
 
 @dataclass
@@ -339,12 +312,12 @@ def main() -> None:
 
         throughput: dict[str, tuple[float, float | None, int]] = {}
         for arm in arms:
-            before = cpu_seconds_tree(arm.process.pid) if arm.process else None
+            before = tree_cpu_seconds(arm.process.pid) if arm.process else None
             result = run_loadgen(arm.url, args.concurrency, seconds=args.duration)
             rps = len(result["latencies"]) / result["elapsed"]
             per_cpu = None
             if arm.process is not None and before is not None:
-                used = cpu_seconds_tree(arm.process.pid) - before
+                used = tree_cpu_seconds(arm.process.pid) - before
                 per_cpu = len(result["latencies"]) / used if used > 0 else None
             throughput[arm.name] = (rps, per_cpu, result["errors"])
 

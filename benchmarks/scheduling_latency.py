@@ -18,6 +18,7 @@ import statistics
 import time
 from dataclasses import replace
 
+from sluice.bench.harness.cpu import rss_mb
 from sluice.config import default_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
@@ -25,14 +26,6 @@ from sluice.requests.model import ApiKind, ChatMessage, InferenceRequest
 from sluice.scheduling.scheduler import Scheduler
 
 PROMPT_BYTES = 16 * 1024
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_request(i: int, system: str, rng: random.Random) -> InferenceRequest:

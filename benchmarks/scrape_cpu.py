@@ -25,17 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
+from sluice.bench.harness.child import child_env
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
 
 SERVER_CODE = """
 import asyncio, sys
-sys.path.insert(0, {bench_dir!r})
 from aiohttp import web
-from scrape_vllm_page import vllm_metrics_page
+from sluice.bench.harness.vllm_page import vllm_metrics_page
 
 # --vary: every response shows new numbers (an engine under load), so none can skip parsing.
 PAGES = [vllm_metrics_page(i % 7, 10 + i, i / 100).encode() for i in range({pages})]
@@ -149,9 +147,12 @@ def main() -> None:
             asyncio.run(run)
         return
     print(f"pages: {'a new one every response' if args.vary else 'the same every time'}")
-    code = SERVER_CODE.format(bench_dir=str(Path(__file__).parent), pages=16 if args.vary else 1)
+    code = SERVER_CODE.format(pages=16 if args.vary else 1)
     server = subprocess.Popen(
-        [sys.executable, "-c", code, str(args.endpoints)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, str(args.endpoints)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
     )
     try:
         assert server.stdout is not None

@@ -5,14 +5,11 @@ Run: .venv/bin/python benchmarks/scrape_parse.py
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scrape_vllm_page import vllm_metrics_page
+from sluice.bench.harness.vllm_page import vllm_metrics_page
 from sluice.datalayer.extract import metrics_from_text
 from sluice.datalayer.metric_names import VLLM
 

@@ -14,8 +14,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +21,8 @@ import urllib.request
 
 import aiohttp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from sluice.bench.harness.cpu import cpu_seconds
+from sluice.bench.harness.ports import free_port
 
 
 def wait_healthy(url: str, timeout: float = 20.0) -> None:

@@ -59,3 +59,28 @@ def test_with_several_target_ports_each_rank_is_scraped_on_its_own_port() -> Non
     source.refresh()
     ports = sorted(s.endpoint.metrics_hostport for s in assembled.registry.snapshot())
     assert ports == [f"127.0.0.1:{p}" for p in (8001, 8002, 8003, 8004)]
+
+
+async def test_a_busy_port_is_one_line_naming_the_flag() -> None:
+    """Issue #15 item 10: a busy port printed a 45-line traceback."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        sluice = app(
+            f"--resources={QUICKSTART}",
+            "--grpc-host=127.0.0.1",
+            f"--metrics-port={busy}",
+            "--grpc-health-port=0",
+            "--grpc-port=0",
+            "--disable-extproc",
+            "--metrics-endpoint-auth=false",
+        )
+        with pytest.raises(AppError) as refused:
+            await sluice.run_forever()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"--metrics-port={busy}: cannot listen on 127.0.0.1:{busy}")
+    assert "another --metrics-port" in message

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import random
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,19 @@ def _restarts_of(subscribers: KVEventsSubscribers) -> Callable[[], int]:
     return lambda: subscribers.restarts
 
 
+@contextlib.contextmanager
+def _listening(flag: str, host: str, options: ServeOptions) -> Iterator[None]:
+    """A port that cannot be bound is one line naming the flag, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        port = options[flag]
+        raise AppError(
+            f"--{flag}={port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"stop what holds it or pass another --{flag}"
+        ) from None
+
+
 class App:
     def __init__(self, options: ServeOptions, *, rng: random.Random | None = None):
         self.options = options
@@ -213,8 +226,11 @@ class App:
         self.is_leader: Callable[[], bool] | None = None  # set when leader election runs
         self.authorize: Callable[[web.Request], Awaitable[bool]] | None = None
         self._servers: list[Any] = []
+        self._extproc: list[Any] = []  # (also in _servers) what drains on SIGTERM
+        self._proxy: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.draining = False  # SIGTERM seen: readiness is NOT_SERVING (sluice.shutdown)
 
     def _kv_event_subscribers(self) -> list[KVEventsSubscribers]:
         """One subscriber set per precise-prefix-cache-scorer, following the pool (their
@@ -304,11 +320,15 @@ class App:
             await subscribers.start()
 
         grpc_host = str(options["grpc-host"])
-        health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
-        await health.start(int(options["grpc-health-port"]))
+        health = HealthServer(
+            lambda: self.director.ready and not self.draining, self.is_leader, host=grpc_host
+        )
+        with _listening("grpc-health-port", grpc_host, options):
+            await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
         metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
-        await metrics.start(int(options["metrics-port"]))
+        with _listening("metrics-port", grpc_host, options):
+            await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
         if not options["disable-extproc"]:
             cert = options["cert-path"]
@@ -331,20 +351,26 @@ class App:
                 if options["health-checking"]
                 else [],
             )
-            await extproc.start()
+            with _listening("grpc-port", grpc_host, options):
+                await extproc.start()
             self._servers.append(extproc)
+            self._extproc.append(extproc)
         if options["proxy-port"]:
+            from sluice.proxy.routes import parse_routes
             from sluice.proxy.server import ProxyOptions, ProxyServer
 
             proxy = ProxyServer(
                 self.director,
                 Limits(max_body_bytes=int(options["max-body-bytes"])),
                 options=ProxyOptions(
-                    keepalive_timeout_s=float(options["engine-keepalive-timeout"])
+                    keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
+                    extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
                 ),
             )
-            await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
+            with _listening("proxy-port", str(options["proxy-host"]), options):
+                await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
             self._servers.append(proxy)
+            self._proxy.append(proxy)
         log.info(
             "sluice serving",
             pool=f"{self.key.namespace}/{self.key.name}",
@@ -424,14 +450,27 @@ class App:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self._stopping.set)
-        await self.start()
-        if on_started is not None:
-            on_started()
         try:
+            await self.start()  # a server that fails to listen: those already up are stopped
+            if on_started is not None:
+                on_started()
             await self._stopping.wait()
+            await self.drain()
         finally:
             log.info("sluice stopping")
             await self.stop()
+
+    async def drain(self) -> None:
+        """Finish the work in progress and refuse new work cleanly (`sluice.shutdown`)."""
+        from sluice.shutdown import drain
+
+        self.draining = True
+        await drain(
+            self.director,
+            timeout_s=float(self.options["drain-timeout"]),
+            refuse_new=[p.begin_drain for p in self._proxy],
+            graceful_stops=[e.stop for e in self._extproc],
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()

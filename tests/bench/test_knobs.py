@@ -9,8 +9,8 @@ from sluice.bench.arms import arm_by_name
 from sluice.bench.metrics import by_key
 from sluice.bench.records import RunResult
 from sluice.bench.runner_virtual import EngineSetup, RunLimits, run_virtual
-from sluice.bench.runner_wall import sluice_config_text
 from sluice.bench.suite import run_one
+from sluice.bench.wall.processes import sluice_config_text
 from sluice.bench.workloads import TenantSpec, tenants
 from sluice.config import load_sluice_config
 

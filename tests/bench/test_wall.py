@@ -8,18 +8,12 @@ import math
 
 import pytest
 
+from sluice.bench.harness.cpu import busy_share, machine_cpu
 from sluice.bench.records import RequestRecord, RunResult
-from sluice.bench.runner_wall import (
-    SMG_PRIORITY_NOTE,
-    WallRun,
-    WallScenario,
-    busy_share,
-    machine_cpu,
-    render_wall,
-    run_wall_scenario,
-)
 from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
 from sluice.bench.suite import sweep
+from sluice.bench.wall.render import SMG_PRIORITY_NOTE, render_wall
+from sluice.bench.wall.run import WallRun, WallScenario, run_wall_scenario
 from sluice.bench.workloads import shared_prefix
 
 

@@ -159,3 +159,21 @@ def test_the_engine_keepalive_must_be_a_finite_duration_of_zero_or_more() -> Non
     for bad in ("-1s", "nan"):
         with pytest.raises(FlagError, match="engine-keepalive-timeout"):
             parse_serve_options(["--pool-name=p", f"--engine-keepalive-timeout={bad}"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        # Issue #15 item 10: both were accepted; 0 made the scraper a busy loop (48 % idle CPU).
+        ("--max-body-bytes=-1", "--max-body-bytes=-1: must be above 0"),
+        ("--max-body-bytes=0", "--max-body-bytes=0: must be above 0"),
+        ("--refresh-metrics-interval=0", "--refresh-metrics-interval=0.0: must be above 0"),
+        ("--refresh-metrics-interval=-1s", "must be above 0"),
+        ("--metrics-staleness-threshold=0", "--metrics-staleness-threshold=0.0: must be above"),
+        ("--grpc-port=70000", "--grpc-port=70000: must be 0-65535"),
+        ("--proxy-allowed-routes=/v1/rerank", "--proxy-allowed-routes: '/v1/rerank': expected"),
+    ],
+)
+def test_values_that_parse_but_cannot_work_are_refused(flag: str, message: str) -> None:
+    with pytest.raises(FlagError, match=message.replace("[", r"\[")):
+        parse_serve_options(["--pool-name=p", flag])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from e2e.support import free_port_block
+from sluice.bench.harness.ports import free_port_block
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers, SubscriberSettings
 from sluice.datalayer.kvevents.stream import StreamSettings

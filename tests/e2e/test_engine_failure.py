@@ -18,8 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2e.support import free_port, wait_listening, write_pool
+from e2e.support import write_pool
 from sluice.app import App
+from sluice.bench.harness.ports import free_port, wait_listening
 from sluice.cli.serve_options import parse_serve_options
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2e.support import free_port, free_port_block, wait_listening, write_pool
-from extproc.envoy_harness import Envoy, GatewayPorts, envoy_binary, render_config
+from e2e.support import write_pool
 from sluice.app import App
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, envoy_binary, render_config
+from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
 from sluice.cli.serve_options import parse_serve_options
 from sluice.extproc import BodyMode
 

@@ -15,10 +15,11 @@ import aiohttp
 import pytest
 
 from e2e.llamacpp_client import ask, chat, completion, sluice_sum, streamed, unique_words
-from e2e.support import free_port, write_pool
-from extproc.envoy_harness import Envoy, GatewayPorts, envoy_binary, render_config
+from e2e.support import write_pool
 from sluice.app import App
 from sluice.bench.engines.llamacpp import LlamaServers
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, envoy_binary, render_config
+from sluice.bench.harness.ports import free_port
 from sluice.cli.serve_options import parse_serve_options
 from sluice.extproc import BodyMode
 

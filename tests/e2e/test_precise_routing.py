@@ -12,8 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2e.support import free_port, free_port_block, write_pool
+from e2e.support import write_pool
 from sluice.app import App
+from sluice.bench.harness.ports import free_port, free_port_block
 from sluice.cli.serve_options import parse_serve_options
 from sluice.sim.kv_events import KVEventsConfig
 from sluice.sim.pool import EngineSpec, start_pool

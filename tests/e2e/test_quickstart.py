@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2e.support import free_port
+from sluice.bench.harness.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,9 @@ import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.datalayer.endpoint import Endpoint
 from sluice.extproc import ExtProcServer, ServerOptions, StreamOptions
-
-from .pipeline_double import DoublePipeline
 
 ENDPOINTS = [Endpoint(name=f"e{i}", address=f"10.0.0.{i}", port=8000) for i in (1, 2, 3)]
 

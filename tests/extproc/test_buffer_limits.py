@@ -12,11 +12,11 @@ import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.datalayer.endpoint import Endpoint
 from sluice.extproc import ExtProcServer, ServerOptions, StreamOptions, wire
 
 from . import envoy_messages as m
-from .pipeline_double import DoublePipeline
 
 MiB = 1 << 20
 

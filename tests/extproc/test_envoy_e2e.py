@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, envoy_binary, render_config
+from sluice.bench.harness.model_server import FakeModelServer
+from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
 from sluice.extproc import BodyMode, ExtProcServer, ServerOptions
 from sluice.requests.errors import ErrorCode, SluiceError
-
-from .envoy_harness import Envoy, FakeModelServer, GatewayPorts, envoy_binary, render_config
-from .pipeline_double import DoublePipeline
 
 pytestmark = [
     pytest.mark.slow,

@@ -20,11 +20,11 @@ import pytest
 import pytest_asyncio
 
 from director_harness import make_director, report
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, envoy_binary, render_config
+from sluice.bench.harness.model_server import FakeModelServer
 from sluice.extproc import BodyMode, ExtProcServer, ServerOptions
 from sluice.flowcontrol import FlowControlConfig
 from sluice.room import RoomSettings
-
-from .envoy_harness import Envoy, FakeModelServer, GatewayPorts, envoy_binary, render_config
 
 pytestmark = [
     pytest.mark.slow,

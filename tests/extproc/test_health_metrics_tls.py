@@ -9,11 +9,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.extproc import ExtProcServer, ServerOptions, tls
 from sluice.health import HealthServer, MetricsServer, serving_status
 
 from . import envoy_messages as m
-from .pipeline_double import DoublePipeline
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

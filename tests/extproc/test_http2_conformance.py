@@ -40,12 +40,12 @@ from net.h2_peer import (
     parse_frames,
     setting,
 )
+from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.datalayer.endpoint import Endpoint
 from sluice.extproc import ExtProcServer, ServerOptions
 from sluice.health import GrpcHealthService, HealthServicer
 
 from . import envoy_messages as m
-from .pipeline_double import DoublePipeline
 from .test_request_path import read, send_request
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()

@@ -8,12 +8,12 @@ import json
 import grpc
 import pytest
 
+from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.extproc import BodyMode, StreamOptions
 from sluice.extproc.wire import STREAMED_CHUNK_BYTES
 
 from . import envoy_messages as m
 from .conftest import ENDPOINTS
-from .pipeline_double import DoublePipeline
 
 CHAT = json.dumps(
     {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "seed": 2**60 + 1},

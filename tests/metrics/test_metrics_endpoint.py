@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.fake_engine import FakeEngine
 from sluice.app import App
+from sluice.bench.harness.ports import free_port
 from sluice.cli.serve_options import parse_serve_options
 from sluice.director.contract import Outcome
 from sluice.requests.model import ApiKind, InferenceRequest, Usage
@@ -51,14 +52,6 @@ class Running:
 
 
 StartSluice = Callable[..., Awaitable[Running]]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -257,3 +250,12 @@ async def test_an_unknown_metric_names_choice_is_refused_with_the_accepted_ones(
 
     with pytest.raises(FlagError, match="--metric-names must be both, llm-d or gie"):
         parse_serve_options(["--pool-name=p", "--metric-names=prometheus"])
+
+
+async def test_the_metrics_server_header_shows_no_versions(start_sluice: StartSluice) -> None:
+    """Issue #15 item 10: `Server:` named the Python and aiohttp versions."""
+    sluice = await start_sluice()
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{sluice.metrics_port}/metrics"
+        async with session.get(url) as response:
+            assert response.headers.getall("Server") == ["sluice"]

@@ -50,8 +50,10 @@ async def start_engines() -> AsyncIterator[Callable[[int], Awaitable[list[FakeEn
 async def start_proxy() -> AsyncIterator[Callable[..., Awaitable[ProxyServer]]]:
     started: list[ProxyServer] = []
 
-    async def start(pipeline: Pipeline, limits: Limits | None = None) -> ProxyServer:
-        proxy = ProxyServer(pipeline, limits, options=QUICK_STOP)
+    async def start(
+        pipeline: Pipeline, limits: Limits | None = None, options: ProxyOptions = QUICK_STOP
+    ) -> ProxyServer:
+        proxy = ProxyServer(pipeline, limits, options=options)
         await proxy.start("127.0.0.1", 0)
         started.append(proxy)
         return proxy

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from sluice.director.contract import Outcome
+import dataclasses
 
-from .conftest import make_pipeline
+from sluice.director.contract import Outcome
+from sluice.proxy.routes import parse_routes
+
+from .conftest import QUICK_STOP, make_pipeline
 from .fake_engine import unused_endpoint
 from .test_relay import url
+
+# Passthrough is for routes the operator adds (`--proxy-allowed-routes`); none pass by default.
+PASSTHROUGH = dataclasses.replace(
+    QUICK_STOP, extra_routes=parse_routes("GET /health, POST /tokenize, POST /v1/load_lora_adapter")
+)
 
 
 async def test_models_is_the_union_over_endpoints_that_answer(start_engines, start_proxy, client):
@@ -36,7 +44,7 @@ async def test_a_bodiless_request_passes_through_to_any_endpoint(
 ):
     (engine,) = await start_engines(1)
     pipeline = make_pipeline([engine.endpoint])
-    proxy = await start_proxy(pipeline)
+    proxy = await start_proxy(pipeline, options=PASSTHROUGH)
 
     async with client.get(url(proxy, "/health?verbose=1")) as response:
         assert response.status == 200
@@ -49,7 +57,7 @@ async def test_a_bodiless_request_passes_through_to_any_endpoint(
 async def test_a_passthrough_body_naming_a_model_is_admitted(start_engines, start_proxy, client):
     (engine,) = await start_engines(1)
     pipeline = make_pipeline([engine.endpoint])
-    proxy = await start_proxy(pipeline)
+    proxy = await start_proxy(pipeline, options=PASSTHROUGH)
 
     body = {"model": "test-model", "prompt": "count my tokens"}
     async with client.post(url(proxy, "/tokenize"), json=body) as response:
@@ -64,7 +72,7 @@ async def test_a_passthrough_body_without_a_model_goes_to_any_endpoint(
 ):
     (engine,) = await start_engines(1)
     pipeline = make_pipeline([engine.endpoint])
-    proxy = await start_proxy(pipeline)
+    proxy = await start_proxy(pipeline, options=PASSTHROUGH)
 
     async with client.post(url(proxy, "/v1/load_lora_adapter"), data=b"raw bytes") as response:
         assert response.status == 200

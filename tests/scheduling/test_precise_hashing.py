@@ -19,8 +19,10 @@ TEXT = "You are a careful assistant. " * 30
 
 
 def test_a_prompt_tokenizes_to_the_engines_token_ids() -> None:
+    """One rule in one home (sluice.util.sim_tokens), not two copies that could drift."""
+    assert text_token_ids is sim_token_ids
     for text in (TEXT, "", "abc", "na\u00efve caf\u00e9 " * 9):
-        assert list(text_token_ids(text)) == list(sim_token_ids(text))
+        assert list(token_ids(request(prompt=text))) == list(sim_token_ids(text))
 
 
 def test_a_chat_renders_with_the_engines_template() -> None:

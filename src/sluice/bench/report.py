@@ -320,7 +320,7 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
         if iso is None or SLUICE not in iso.arms:
             continue
         ratios = isolation_ratios(iso, SLUICE)
-        # pool busy comes from the virtual runner's samples; wall runs have none
+        # pool busy: engines with a request running, sampled by either runner
         busy = [busy_fraction(r) for r in iso.runs.get(SLUICE, []) if r.samples]
         worst = max(ratios) if ratios else math.nan
         evidence = f"p99 ratio per rep {', '.join(fmt(x) for x in ratios)}"

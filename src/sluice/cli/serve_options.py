@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.cli.flags import Flag, FlagError, FlagSet
+from sluice.proxy.routes import RouteSpecError, parse_routes
 
 U = "upstream EPP"
 S = "sluice"
@@ -149,6 +150,15 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Ignore the gateway's subset hint.",
         group=U,
     ),
+    Flag(
+        "drain-timeout",
+        "duration",
+        30.0,
+        "On SIGTERM: readiness turns NOT_SERVING, new work is refused (GOAWAY, 503 with "
+        "Retry-After), queued requests wait up to half of this, requests in flight up to all "
+        "of it (see docs/security.md).",
+        group=U,
+    ),
     # HA
     Flag(
         "ha-enable-leader-election",
@@ -196,6 +206,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag("proxy-host", "str", "127.0.0.1", "Address the proxy binds.", group=S),
+    Flag(
+        "proxy-allowed-routes",
+        "str",
+        "",
+        "Proxy: routes forwarded besides the OpenAI inference APIs and GET /v1/models, as "
+        "'METHOD /path,...' (e.g. 'POST /v1/rerank,GET /health'); any other is 404.",
+        group=S,
+    ),
     Flag(
         "engine-keepalive-timeout",
         "duration",
@@ -280,6 +298,36 @@ class ServeOptions:
         return str(self.values["log-format"])
 
 
+# Values that parse but cannot work: (flag, lowest accepted, strictly above it?, example).
+# A 0 scrape interval is a busy loop (48 % of a core idle); a negative body limit refuses all.
+_RANGES: tuple[tuple[str, float, bool, str], ...] = (
+    ("max-body-bytes", 0, True, "16777216"),
+    ("refresh-metrics-interval", 0, True, "50ms"),
+    ("refresh-prometheus-metrics-interval", 0, True, "5s"),
+    ("metrics-staleness-threshold", 0, True, "2s"),
+    ("drain-timeout", 0, False, "30s"),
+    ("grpc-port", 0, False, "9002"),
+    ("grpc-health-port", 0, False, "9003"),
+    ("metrics-port", 0, False, "9090"),
+    ("proxy-port", 0, False, "8080"),
+)
+
+
+def _check_ranges(values: dict[str, Any]) -> None:
+    for name, low, strict, example in _RANGES:
+        if name not in values:
+            continue
+        value = values[name]
+        ok = (value > low if strict else value >= low) and value < float("inf")
+        if name.endswith("-port"):
+            ok = ok and value <= 65535
+        if not ok:
+            bound = f"above {low:g}" if strict else f"{low:g} or more"
+            if name.endswith("-port"):
+                bound = "0-65535"
+            raise FlagError(f"--{name}={value}: must be {bound} (e.g. --{name}={example})")
+
+
 def serve_flagset() -> FlagSet:
     return FlagSet("sluice serve", SERVE_FLAGS)
 
@@ -306,6 +354,11 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
         raise FlagError(
             f"--engine-keepalive-timeout={keepalive}: must be 0 or more (e.g. 4s; 0 disables reuse)"
         )
+    _check_ranges(values)
+    try:
+        parse_routes(str(values.get("proxy-allowed-routes", "")))
+    except RouteSpecError as exc:
+        raise FlagError(f"--proxy-allowed-routes: {exc}") from None
     if values["engine"] not in ("vllm", "sglang", "trtllm", "llamacpp"):
         raise FlagError("--engine must be vllm, sglang, trtllm or llamacpp")
     if values["metric-names"] not in ("both", "llm-d", "gie"):

@@ -114,6 +114,7 @@ class MetricsServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        app.on_response_prepare.append(_no_versions)  # aiohttp's Server: names its version
         return app
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
@@ -142,3 +143,7 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def _no_versions(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "sluice"

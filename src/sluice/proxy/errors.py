@@ -16,9 +16,11 @@ from sluice.requests.errors import (
 )
 from sluice.requests.headers import HEADER_DROPPED_REASON
 
+from .headers import SERVER
+
 
 def error_response(error: SluiceError) -> web.Response:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "Server": SERVER}
     if error.dropped_reason is not None:
         headers[HEADER_DROPPED_REASON] = error.dropped_reason
     retry_after = retry_after_header_value(error)

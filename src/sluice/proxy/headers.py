@@ -42,9 +42,23 @@ def _connection_tokens(value: str) -> frozenset[str]:
     return frozenset(token.strip().lower() for token in value.split(","))
 
 
+# What Sluice's own answers and relayed ones show as `Server:`: no versions (aiohttp's default
+# names Python's and its own), and not the engine's either.
+SERVER = "sluice"
+
+
 def lowered(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The client's headers with lower-case names, as `Pipeline.parse` expects them."""
-    return {name.lower(): value for name, value in headers}
+    """The client's headers with lower-case names, as `Pipeline.parse` expects them.
+
+    Repeated `Connection:` lines are one list (RFC 9110 §5.3): every header any of them names
+    stays hop-by-hop. (Kept in a dict, other repeated names keep their last value.)"""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        if name == "connection" and name in out:
+            value = f"{out[name]}, {value}"
+        out[name] = value
+    return out
 
 
 def upstream_header_lines(client_headers: Mapping[str, str], request_id: str) -> bytes:
@@ -73,4 +87,7 @@ def downstream_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> 
     for name, value in pairs:
         if name.lower() == "connection":
             dropped = dropped | _connection_tokens(value)
-    return CIMultiDict((name, value) for name, value in pairs if name.lower() not in dropped)
+    dropped = dropped | {"server"}
+    out = CIMultiDict((name, value) for name, value in pairs if name.lower() not in dropped)
+    out["Server"] = SERVER
+    return out

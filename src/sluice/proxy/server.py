@@ -5,12 +5,14 @@
     ...
     await proxy.stop()
 
-Routes:
+Routes (`routes.py`: an allow-list, origin-form targets only):
 * `POST /v1/completions | /v1/chat/completions | /v1/embeddings | /v1/responses` —
   parse → admit (flow control + scheduling) → forward.
 * `GET /v1/models` — the union of every endpoint's models.
-* anything else — passed through: admitted like an inference request when the body is JSON
-  naming a `model`, otherwise sent to `pipeline.pick_any()`.
+* routes added with `ProxyOptions.extra_routes` (`--proxy-allowed-routes`) — passed through:
+  admitted like an inference request when the body is JSON naming a `model`, otherwise sent to
+  `pipeline.pick_any()`.
+* anything else — 404 (405 for an allowed path with another method), never forwarded.
 
 It is built on aiohttp's low-level server (no router, no middlewares): the benchmark measures this
 hot path, and four fixed routes don't need a router.
@@ -29,21 +31,20 @@ import orjson
 from aiohttp import web
 
 from sluice.director.contract import Admission, Limits, Pipeline
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import ErrorCode, SluiceError, shutting_down
 from sluice.requests.model import HEADER_REQUEST_ID
 
 from .errors import error_response, payload_too_large, service_unavailable
 from .forward import RelayOptions, Target, UntrackedTarget, UpstreamCall, forward
-from .headers import lowered, upstream_header_lines
+from .headers import SERVER, lowered, upstream_header_lines
 from .models import list_models
+from .routes import DEFAULT_ROUTES, INFERENCE_PATHS, MODELS_PATH, Route, route_error, split_target
 from .upstream import DEFAULT_KEEPALIVE_S, UpstreamPool
 
 log = logging.getLogger(__name__)
 
-INFERENCE_PATHS = frozenset(
-    {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"}
-)
-MODELS_PATH = "/v1/models"
+SERVER_HEADERS = {"Server": SERVER}
+READY_PATH = "/readyz"  # answered by Sluice itself, never forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,9 @@ class ProxyOptions:
     shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
     # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.
     freeze_gc: bool = True
+    # Routes forwarded besides the defaults (`routes.DEFAULT_ROUTES`): passed through, admitted
+    # like an inference request when the body is JSON naming a `model`.
+    extra_routes: frozenset[Route] = frozenset()
 
 
 ClientSessionFactory = Callable[[], aiohttp.ClientSession]
@@ -121,6 +125,7 @@ class ProxyServer:
         self._pool: UpstreamPool | None = None
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
+        self.draining = False
 
     @property
     def port(self) -> int:
@@ -157,15 +162,32 @@ class ProxyServer:
             self._pool = None
         self._port = None
 
+    def begin_drain(self) -> None:
+        """Shutting down: still listening, so a late client gets a clean 503 with Retry-After
+        (not a refused or reset connection); every answer from now on closes its connection."""
+        self.draining = True
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one HTTP request (also usable to mount the proxy in another aiohttp app)."""
+        response = await self._handle(request)
+        if self.draining and not response.prepared:
+            response.force_close()  # `Connection: close`: the client's next request goes elsewhere
+        return response
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
-            path = request.path
+            if request.raw_path == READY_PATH and request.method == "GET":
+                return self._readiness()
+            if self.draining:
+                raise shutting_down()  # before reading anything: nothing was done, retry
+            path = split_target(request.raw_path)  # origin-form, no dot segments: else 400
             if path in INFERENCE_PATHS and request.method == "POST":
                 return await self._inference(request, path)
             if path == MODELS_PATH and request.method == "GET":
                 return await self._models()
-            return await self._passthrough(request, path)
+            if (request.method, path) in self._options.extra_routes:
+                return await self._passthrough(request, path)
+            raise route_error(request.method, path, DEFAULT_ROUTES | self._options.extra_routes)
         except SluiceError as error:
             response = error_response(error)
             if error.code is ErrorCode.PAYLOAD_TOO_LARGE:
@@ -174,6 +196,15 @@ class ProxyServer:
         except Exception:  # a bug, not a request problem: still answer in the API's shape
             log.exception("proxy failed on %s %s", request.method, request.path)
             return error_response(SluiceError(ErrorCode.INTERNAL, "internal error"))
+
+    def _readiness(self) -> web.Response:
+        """HTTP readiness: 200 once the pool is loaded, 503 from the moment Sluice drains."""
+        ready = self._pipeline.ready and not self.draining
+        return web.Response(
+            status=200 if ready else 503,
+            text="ok\n" if ready else ("draining\n" if self.draining else "pool not loaded\n"),
+            headers=SERVER_HEADERS,
+        )
 
     async def _inference(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         body = await self._read_body(request)
@@ -189,7 +220,9 @@ class ProxyServer:
         listing = await list_models(self._client(), endpoints, self._options.models_timeout_s)
         if listing is None:
             raise SluiceError(ErrorCode.BAD_GATEWAY, "no endpoint answered /v1/models")
-        return web.Response(body=orjson.dumps(listing), content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(listing), content_type="application/json", headers=SERVER_HEADERS
+        )
 
     async def _passthrough(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         body = await self._read_body(request)

@@ -17,6 +17,8 @@ import orjson
 
 class ErrorCode(Enum):
     BAD_REQUEST = ("BadRequest", 400)
+    NOT_FOUND = ("NotFound", 404)  # the proxy forwards only its allow-listed routes
+    METHOD_NOT_ALLOWED = ("MethodNotAllowed", 405)
     PAYLOAD_TOO_LARGE = ("PayloadTooLarge", 413)
     RESOURCE_EXHAUSTED = ("ResourceExhausted", 429)  # GIE v1.3: InferencePoolResourceExhausted
     SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503)
@@ -89,6 +91,17 @@ def contended(message: str, reason: str, retry_after_s: float | None = None) -> 
 def unavailable(message: str, reason: str = DroppedReason.NO_ENDPOINTS) -> SluiceError:
     """503: no endpoint exists that could serve this request."""
     return SluiceError(ErrorCode.SERVICE_UNAVAILABLE, message, dropped_reason=reason)
+
+
+def shutting_down(retry_after_s: float = 1.0) -> SluiceError:
+    """503 with Retry-After: this Sluice is draining; another replica (or this one, restarted)
+    will take the request, and nothing of it was sent anywhere."""
+    return SluiceError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "Sluice is shutting down; retry",
+        retry_after_s=retry_after_s,
+        dropped_reason=DroppedReason.SHUTTING_DOWN,
+    )
 
 
 # OpenAI's `error.type` vocabulary, by HTTP status (clients' SDKs branch on the status; humans

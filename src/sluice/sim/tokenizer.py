@@ -9,28 +9,27 @@ Token ids: an ASCII token's id is its four bytes read as a little-endian uint32 
 2^31, every byte < 0x80, and the text is recoverable); a token holding any non-ASCII character
 gets ``0x80000000 | xxh32(UTF-8)``, which no ASCII token can collide with. A text's partial last
 token is padded with NUL bytes. ``block_hash.BlockHasher`` hashes these ids exactly as vLLM does.
+The rule itself lives in ``sluice.util.sim_tokens`` (the EPP's precise index uses it too: it
+imports nothing of the EPP, so the sim still stands alone).
 """
 
 from __future__ import annotations
 
 import math
-import struct
-import sys
-from array import array
 from collections.abc import Iterable, Mapping
 
 import xxhash
 
-CHARS_PER_TOKEN = 4
-GENERATION_PROMPT = "<|assistant|>\n"
+# The token-id rule and the template live below both the sim and the EPP, which must agree.
+from sluice.util.sim_tokens import CHARS_PER_TOKEN as CHARS_PER_TOKEN
+from sluice.util.sim_tokens import GENERATION_PROMPT as GENERATION_PROMPT
+from sluice.util.sim_tokens import chat_turn
+from sluice.util.sim_tokens import count_tokens as count_tokens
+from sluice.util.sim_tokens import token_ids as token_ids
 
 # Each filler word is exactly one token (4 characters), so generated text re-tokenizes to the
 # same count it was generated with.
 FILLER_WORDS = (" the", " sim", " lab", " one", " big", " red", " fox", " ran", " far", " and")
-
-
-def count_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
 def message_text(content: object) -> str:
@@ -48,30 +47,9 @@ def message_text(content: object) -> str:
 
 def render_chat(messages: Iterable[Mapping[str, object]]) -> str:
     rendered = [
-        f"<|{m.get('role', 'user')}|>\n{message_text(m.get('content'))}<|end|>\n" for m in messages
+        chat_turn(str(m.get("role", "user")), message_text(m.get("content"))) for m in messages
     ]
     return "".join(rendered) + GENERATION_PROMPT
-
-
-def token_ids(text: str) -> array[int]:
-    """The ids of ``text``'s tokens (``count_tokens(text)`` of them; see the module docstring)."""
-    if not text:
-        return array("I", [0])  # the BOS token an empty prompt still costs
-    n = count_tokens(text)
-    if text.isascii():  # the bytes are the ids: no int objects on the way
-        ids = array("I")
-        ids.frombytes(text.encode().ljust(n * CHARS_PER_TOKEN, b"\0"))
-        if sys.byteorder != "little":
-            ids.byteswap()
-        return ids
-    ids = array("I")
-    for i in range(n):
-        chunk = text[i * CHARS_PER_TOKEN : (i + 1) * CHARS_PER_TOKEN]
-        if chunk.isascii():
-            ids.append(struct.unpack("<I", chunk.encode().ljust(CHARS_PER_TOKEN, b"\0"))[0])
-        else:
-            ids.append(0x80000000 | xxhash.xxh32_intdigest(chunk.encode()))
-    return ids
 
 
 def natural_length(text: str, *, seed: int, mean: float) -> int:

@@ -15,11 +15,9 @@ call it (startup takes about a second).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 
 from sluice.bench.engines.build import LlamaCppInstall
+from sluice.bench.harness.cpu import rss_mb
+from sluice.bench.harness.ports import free_port_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +178,7 @@ class LlamaServer:
         process = self.process
         if process is None or process.poll() is not None:
             return float("nan")
-        try:
-            status = Path(f"/proc/{process.pid}/status").read_text()
-        except OSError:
-            return float("nan")
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        return rss_mb(process.pid)
 
     def log(self, lines: int = 30) -> str:
         try:
@@ -275,23 +270,6 @@ _BIND_FAILED = re.compile(r"couldn't bind|address already in use", re.IGNORECASE
 def _lost_port(servers: Sequence[LlamaServer]) -> bool:
     """Another process took a port between the check and the bind."""
     return any(_BIND_FAILED.search(s.log()) for s in servers)
-
-
-def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """The first of `count` consecutive ports that are all free right now (a busy machine's
-    outgoing connections take ephemeral ports, so "the port after a free one" often is not)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            first = int(probe.getsockname()[1])
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(first, first + count):
-                    stack.enter_context(socket.socket()).bind((host, port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports on {host}")
 
 
 def completion(

@@ -1,0 +1,95 @@
+"""CPU time and memory of processes, read from Linux's /proc (the "per core" numbers on a
+shared machine come from here, not from wall time)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_cpu(path: Path) -> float:
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (those alive now)."""
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out += process_tree(int(child))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process: every thread, live or finished."""
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (vllm-router and `sluice serve` fork); processes that
+    exit while being read count as zero."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+    return total
+
+
+def thread_cpu_seconds(pid: int | str = "self") -> dict[int, float]:
+    """CPU seconds of each live thread of a process (e.g. libzmq's I/O thread)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _stat_cpu(Path(f"/proc/{pid}/task/{tid}/stat"))
+        except OSError:
+            continue
+    return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; (0, 0) where unreadable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    values = [float(x) for x in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user/nice
+    return total - idle, total
+
+
+def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of the machine's CPUs busy between two `machine_cpu()` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else math.nan
+
+
+def _status_mb(pid: int | str, field: str) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return math.nan
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else math.nan
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of one process now (MiB); NaN when it is gone."""
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its children, summed (MiB)."""
+    peaks = [_status_mb(p, "VmHWM") for p in process_tree(pid)]
+    return sum(p for p in peaks if not math.isnan(p))
