@@ -25,8 +25,10 @@ from sluice.config import (
     load_sluice_config,
     load_sluice_config_file,
 )
+from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.outlier import OutlierSettings
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -198,7 +200,12 @@ class App:
                 budget=budget,
             ),
         )
+        try:
+            self.observability = Observability.from_options(options)
+        except ObservabilityError as exc:
+            raise AppError(str(exc)) from None
         self.director = Director(
+            receipts=self.observability.recorder,
             scheduler=self.scheduler,
             flow=self.flow,
             registry=self.registry,
@@ -206,6 +213,11 @@ class App:
             settings=DirectorSettings(
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                max_model_len=int(options["max-model-len"]),
+                outliers=OutlierSettings(
+                    consecutive_failures=int(options["outlier-consecutive-failures"]),
+                    base_ejection_s=float(options["outlier-base-ejection"]),
+                ),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget
@@ -316,6 +328,9 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        self._tasks.append(
+            asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
+        )
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
@@ -326,7 +341,15 @@ class App:
         with _listening("grpc-health-port", grpc_host, options):
             await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
-        metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
+        dashboard = self.observability.routes(
+            self.director,
+            staleness_s=float(options["metrics-staleness-threshold"]),
+            pool=f"{self.key.namespace}/{self.key.name}",
+            authorize=self.authorize,
+        )
+        metrics = MetricsServer(
+            self.metrics_registry, self.authorize, host=grpc_host, extra_routes=dashboard.add_to
+        )
         with _listening("metrics-port", grpc_host, options):
             await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
@@ -345,6 +368,7 @@ class App:
                     max_body_bytes=int(options["max-body-bytes"]),
                     keep_control_headers=bool(options["keep-control-headers"]),
                     disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                 ),
                 # upstream's --health-checking: gRPC health on the ext_proc port too
                 also_serve=[GrpcHealthService(health.servicer)]
@@ -364,7 +388,11 @@ class App:
                 Limits(max_body_bytes=int(options["max-body-bytes"])),
                 options=ProxyOptions(
                     keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
+                    header_timeout_s=float(options["request-header-timeout"]),
+                    body_timeout_s=float(options["request-body-timeout"]),
+                    first_byte_timeout_s=float(options["engine-first-byte-timeout"]),
                 ),
             )
             with _listening("proxy-port", str(options["proxy-host"]), options):
@@ -380,6 +408,16 @@ class App:
             metrics=options["metrics-port"],
             proxy=options["proxy-port"] or "off",
         )
+
+    async def _watch_model_contexts(self) -> None:
+        """Contexts from the engines' /v1/models clamp cost estimates (`--max-model-len` else)."""
+        from sluice.datalayer.model_context import ModelContextWatcher
+
+        def update(contexts: dict[str, int]) -> None:
+            self.director.core.model_context = contexts
+            log.info("model contexts", models=",".join(f"{m}={n}" for m, n in contexts.items()))
+
+        await ModelContextWatcher(self.registry, update).run()
 
     async def _start_kube(self) -> None:
         """Watch the cluster; the leader (or the only replica) also keeps status true."""
@@ -443,6 +481,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.observability.shutdown()  # flushes the spans still batched
 
     async def run_forever(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM; `on_started` runs once every server listens."""
