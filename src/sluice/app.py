@@ -24,8 +24,10 @@ from sluice.config import (
     load_sluice_config,
     load_sluice_config_file,
 )
+from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.outlier import OutlierSettings
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -203,7 +205,12 @@ class App:
                 budget=budget,
             ),
         )
+        try:
+            self.observability = Observability.from_options(options)
+        except ObservabilityError as exc:
+            raise AppError(str(exc)) from None
         self.director = Director(
+            receipts=self.observability.recorder,
             scheduler=self.scheduler,
             flow=self.flow,
             registry=self.registry,
@@ -211,6 +218,11 @@ class App:
             settings=DirectorSettings(
                 max_body_bytes=options.max_body_bytes,
                 disable_subset_filter=options.disable_endpoint_subset_filter,
+                max_model_len=options.max_model_len,
+                outliers=OutlierSettings(
+                    consecutive_failures=options.outlier_consecutive_failures,
+                    base_ejection_s=options.outlier_base_ejection,
+                ),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget
@@ -227,8 +239,11 @@ class App:
         self.is_leader: Callable[[], bool] | None = None  # set when leader election runs
         self.authorize: Callable[[web.Request], Awaitable[bool]] | None = None
         self._servers: list[Any] = []
+        self._extproc: list[Any] = []  # (also in _servers) what drains on SIGTERM
+        self._proxy: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.draining = False  # SIGTERM seen: readiness is NOT_SERVING (sluice.shutdown)
 
     def _kv_event_subscribers(self) -> list[KVEventsSubscribers]:
         """One subscriber set per precise-prefix-cache-scorer, following the pool (their
@@ -314,15 +329,28 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        self._tasks.append(
+            asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
+        )
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
         grpc_host = options.grpc_host
-        health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
+        health = HealthServer(
+            lambda: self.director.ready and not self.draining, self.is_leader, host=grpc_host
+        )
         with _listening("grpc-health-port", grpc_host, options.grpc_health_port):
             await health.start(options.grpc_health_port)
         self._servers.append(health)
-        metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
+        dashboard = self.observability.routes(
+            self.director,
+            staleness_s=options.metrics_staleness_threshold,
+            pool=f"{self.key.namespace}/{self.key.name}",
+            authorize=self.authorize,
+        )
+        metrics = MetricsServer(
+            self.metrics_registry, self.authorize, host=grpc_host, extra_routes=dashboard.add_to
+        )
         with _listening("metrics-port", grpc_host, options.metrics_port):
             await metrics.start(options.metrics_port)
         self._servers.append(metrics)
@@ -342,6 +370,7 @@ class App:
                     max_body_bytes=options.max_body_bytes,
                     keep_control_headers=options.keep_control_headers,
                     disable_endpoint_subset_filter=options.disable_endpoint_subset_filter,
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                 ),
                 # upstream's --health-checking: gRPC health on the ext_proc port too
                 also_serve=[GrpcHealthService(health.servicer)] if options.health_checking else [],
@@ -349,6 +378,7 @@ class App:
             with _listening("grpc-port", grpc_host, options.grpc_port):
                 await extproc.start()
             self._servers.append(extproc)
+            self._extproc.append(extproc)
         if options.proxy_port:
             from sluice.proxy.routes import parse_routes
             from sluice.proxy.server import ProxyOptions, ProxyServer
@@ -358,12 +388,17 @@ class App:
                 Limits(max_body_bytes=options.max_body_bytes),
                 options=ProxyOptions(
                     keepalive_timeout_s=options.engine_keepalive_timeout,
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(options.proxy_allowed_routes),
+                    header_timeout_s=options.request_header_timeout,
+                    body_timeout_s=options.request_body_timeout,
+                    first_byte_timeout_s=options.engine_first_byte_timeout,
                 ),
             )
             with _listening("proxy-port", options.proxy_host, options.proxy_port):
                 await proxy.start(options.proxy_host, options.proxy_port)
             self._servers.append(proxy)
+            self._proxy.append(proxy)
         log.info(
             "sluice serving",
             pool=f"{self.key.namespace}/{self.key.name}",
@@ -373,6 +408,16 @@ class App:
             metrics=options.metrics_port,
             proxy=options.proxy_port or "off",
         )
+
+    async def _watch_model_contexts(self) -> None:
+        """Contexts from the engines' /v1/models clamp cost estimates (`--max-model-len` else)."""
+        from sluice.datalayer.model_context import ModelContextWatcher
+
+        def update(contexts: dict[str, int]) -> None:
+            self.director.core.model_context = contexts
+            log.info("model contexts", models=",".join(f"{m}={n}" for m, n in contexts.items()))
+
+        await ModelContextWatcher(self.registry, update).run()
 
     async def _start_kube(self) -> None:
         """Watch the cluster; the leader (or the only replica) also keeps status true."""
@@ -436,6 +481,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.observability.shutdown()  # flushes the spans still batched
 
     async def run_forever(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM; `on_started` runs once every server listens."""
@@ -448,9 +494,22 @@ class App:
             if on_started is not None:
                 on_started()
             await self._stopping.wait()
+            await self.drain()
         finally:
             log.info("sluice stopping")
             await self.stop()
+
+    async def drain(self) -> None:
+        """Finish the work in progress and refuse new work cleanly (`sluice.shutdown`)."""
+        from sluice.shutdown import drain
+
+        self.draining = True
+        await drain(
+            self.director,
+            timeout_s=self.options.drain_timeout,
+            refuse_new=[p.begin_drain for p in self._proxy],
+            graceful_stops=[e.stop for e in self._extproc],
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()

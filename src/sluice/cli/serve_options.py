@@ -74,10 +74,9 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "tracing",
         "bool",
         True,
-        "Accepted for compatibility; OpenTelemetry tracing "
-        "(no-op until an exporter is configured).",
+        "OpenTelemetry tracing: spans are exported over OTLP/HTTP when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set; --tracing=false: never.",
         group=U,
-        no_op="Sluice has no OpenTelemetry exporter yet",
     ),
     # Configuration
     Flag(
@@ -174,6 +173,17 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         False,
         "Ignore the gateway's subset hint.",
         group=U,
+    ),
+    Flag(
+        "drain-timeout",
+        "duration",
+        30.0,
+        "On SIGTERM: readiness turns NOT_SERVING, new work is refused (GOAWAY, 503 with "
+        "Retry-After), queued requests wait up to half of this, requests in flight up to all "
+        "of it (see docs/security.md).",
+        group=U,
+        at_least=0,
+        example="30s",
     ),
     # HA
     Flag(
@@ -278,6 +288,57 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         example="4s (0 disables reuse)",
     ),
     Flag(
+        "request-header-timeout",
+        "duration",
+        10.0,
+        "Proxy: a request head must be complete this long after its connection opened or the "
+        "previous response ended (also how long an idle client connection is kept).",
+        group=S,
+        above=0,
+        example="10s",
+    ),
+    Flag(
+        "request-body-timeout",
+        "duration",
+        60.0,
+        "Proxy: a request body must arrive within this (408 after).",
+        group=S,
+        above=0,
+        example="60s",
+    ),
+    Flag(
+        "engine-first-byte-timeout",
+        "duration",
+        300.0,
+        "Proxy: an engine that sends no response head this long after the request is failed "
+        "over (the next fallback, else 504). Non-streamed answers come at the end: keep it "
+        "above the longest generation.",
+        group=S,
+        above=0,
+        example="300s",
+    ),
+    Flag(
+        "outlier-consecutive-failures",
+        "int",
+        5,
+        "Passive outlier detection (as Envoy's consecutive_5xx): an endpoint whose requests "
+        "fail this many times in a row (5xx, failed connections) gets no new ones for a "
+        "back-off (0: off).",
+        group=S,
+        at_least=0,
+        example="5",
+    ),
+    Flag(
+        "outlier-base-ejection",
+        "duration",
+        30.0,
+        "Outlier detection: the first ejection's length; each further one adds as much "
+        "(at most 300s).",
+        group=S,
+        above=0,
+        example="30s",
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -315,6 +376,16 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         example="16777216",
     ),
     Flag(
+        "max-model-len",
+        "int",
+        131072,
+        "The models' context length (vLLM's --max-model-len): max_tokens and prompt estimates "
+        "are clamped to it before flow control charges them.",
+        group=S,
+        above=0,
+        example="32768",
+    ),
+    Flag(
         "keep-control-headers",
         "bool",
         False,
@@ -337,6 +408,28 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "(GIE v1.3's inference_objective_*, inference_pool_*, inference_extension_*).",
         group=S,
         choices=("both", "llm-d", "gie"),
+    ),
+    Flag(
+        "emit-endpoint-scores",
+        "bool",
+        False,
+        "Return the primary profile's score per endpoint: ext_proc in envoy.lb dynamic metadata "
+        "(x-gateway-destination-endpoint-scores), the proxy as a response header of that name.",
+        group=U,
+    ),
+    Flag(
+        "decision-receipts",
+        "int",
+        1024,
+        "Decision receipts kept for GET /debug/decisions and the dashboard (0: off).",
+        group=S,
+    ),
+    Flag(
+        "decision-receipts-max-bytes",
+        "int",
+        4 * 1024 * 1024,
+        "Memory bound of the receipt ring, in bytes of encoded receipts.",
+        group=S,
     ),
 )
 

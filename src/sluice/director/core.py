@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.outlier import OutlierDetector, OutlierSettings
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
 from sluice.director.ports import Admitted, Counted
@@ -30,14 +31,19 @@ from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.eviction import EvictionPacer, sheddable
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
+from sluice.logs import get_logger
+from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError, contended, unavailable
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
+from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
+
+log = get_logger("director")
 
 # While anything waits, re-check for room at least this often: room also opens when a scrape
 # shows an engine drained, which no completion announces.
@@ -50,6 +56,12 @@ class DirectorSettings:
     disable_subset_filter: bool = False
     # Output tokens assumed for in-flight accounting when a request sets no max_tokens.
     default_output_tokens: int = 256
+    # The models' context length (--max-model-len): prompt estimates and max_tokens are
+    # clamped to it before flow control charges them, so no request costs more than a model
+    # can possibly do.
+    max_model_len: int = 131_072
+    # Passive outlier detection: consecutive 5xx / failed connections eject an endpoint.
+    outliers: OutlierSettings = field(default_factory=OutlierSettings)
 
 
 OnRelease = Callable[[Ticket, DispatchedRequest | SluiceError], None]
@@ -74,11 +86,15 @@ class DispatchCore:
         rng: random.Random | None = None,
         on_release: OnRelease | None = None,
         on_wakeup: Callable[[float | None], None] | None = None,
+        receipts: ReceiptRecorder | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.flow = flow
         self.registry = registry
         self.room = Room(room)
+        # Decision receipts (and what reads them: traces, endpoint scores); None: off, free.
+        self.receipts = receipts
+        self.room.explain_holds = receipts is not None
         self.settings = settings or DirectorSettings()
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -91,6 +107,10 @@ class DispatchCore:
         self._sheddable: dict[int, DispatchedRequest] = {}
         self._eviction = EvictionPacer()
         self._evicting = False
+        self.outliers = OutlierDetector(self.settings.outliers)
+        # Each model's context as its engines report it (`datalayer.model_context`); models
+        # not in it are clamped to `settings.max_model_len`.
+        self.model_context: Mapping[str, int] = {}
 
     # -- the pool --------------------------------------------------------------------------------
 
@@ -102,6 +122,7 @@ class DispatchCore:
         self.scheduler.prune(names)
         self.room.forget_except(names)
         self._eviction.forget_except(names)
+        self.outliers.forget_except(names)
         self.pump(now)
 
     @property
@@ -142,6 +163,8 @@ class DispatchCore:
             rng=self.rng,
             priorities=state.priorities if state is not None else None,
         )
+        context = self.model_context.get(request.target_model) or self.settings.max_model_len
+        clamp_to_context(request, context)
         engine_priority = self.flow.engine_priority_for(request)
         if engine_priority is not None and request.model:
             request.body = set_top_level_field(
@@ -157,14 +180,16 @@ class DispatchCore:
         """
         if self.metrics is not None:
             self.metrics.received(request)
+        if self.receipts is not None:
+            self.receipts.queued(request, now)
         self._note_pool_regime(now)
         if not self._may_wait(request.subset_hint):
-            raise self._failed(request, _no_candidates())
+            raise self._failed(request, _no_candidates(), now)
         self.room.arrived(request.priority, request.fairness_id, now)
         result = self.flow.enqueue(request, now)
         if isinstance(result, Finalized):
             self._left(result.ticket)
-            raise self._failed(request, _queue_error(result))
+            raise self._failed(request, _queue_error(result), now)
         assert isinstance(result, Accepted)
         for displaced in result.displaced:
             self._resolve(displaced, {})
@@ -184,7 +209,7 @@ class DispatchCore:
             event = self.flow.cancel(ticket, now)
             if event is not None:
                 self._left(ticket)
-                self._failed(ticket.request, error_for(event))
+                self._failed(ticket.request, error_for(event), now)
         self.forget(ticket)
 
     def _may_wait(self, subset: frozenset[str] | None) -> bool:
@@ -274,8 +299,9 @@ class DispatchCore:
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        record: CycleRecord | None = None,
     ) -> DispatchedRequest:
-        return DispatchedRequest(self, request, ticket, endpoints, now)
+        return DispatchedRequest(self, request, ticket, endpoints, now, record)
 
     def _resolve(self, event: Finalized, bound: Mapping[int, Admitted | SluiceError]) -> None:
         ticket = event.ticket
@@ -292,6 +318,8 @@ class DispatchCore:
                     self._sheddable[id(placed)] = placed
                 if self.metrics is not None:
                     self.metrics.dispatched(placed.request, event.waited_s)
+                if self.receipts is not None:
+                    self.receipts.dispatched(placed.request, placed.endpoints)
                 self.on_release(ticket, placed)
                 return
             error = placed if isinstance(placed, SluiceError) else None
@@ -299,7 +327,7 @@ class DispatchCore:
             self.flow.complete(ticket, None, event.at)
         else:
             error = _queue_error(event)
-        self.on_release(ticket, self._failed(ticket.request, error))
+        self.on_release(ticket, self._failed(ticket.request, error, event.at))
 
     # -- the ledger: what admitted requests report ------------------------------------------------
 
@@ -319,6 +347,8 @@ class DispatchCore:
             ),
         )
         self.scheduler.on_dispatch(request, endpoint)
+        if self.receipts is not None:
+            self.receipts.counted(request, endpoint, request.prompt_tokens - uncached, now)
         return Counted(ticket, uncached, now)
 
     def moved(self, counted: Counted, failed: Endpoint) -> None:
@@ -326,6 +356,7 @@ class DispatchCore:
         if state is not None and state.scraped:  # stale until its next successful scrape
             state.metrics = replace(state.metrics, updated_at=float("-inf"))
         self.registry.complete(counted.ticket, got_first_token=False)
+        self._note_failure(failed.name, counted.at)
 
     def first_byte(
         self, counted: Counted, endpoint: Endpoint, now: float, *, streamed: bool
@@ -346,16 +377,30 @@ class DispatchCore:
         )
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
+        if outcome is Outcome.UPSTREAM_ERROR:
+            self._note_failure(dispatched.endpoint.name, now)
+        elif outcome is Outcome.COMPLETED:
+            self.outliers.success(dispatched.endpoint.name)
+        ttft_s = None if first_byte_at is None else first_byte_at - dispatched.started_at
         if self.metrics is not None:
-            started_at = dispatched.started_at
             self.metrics.completed(
                 dispatched.request,
                 outcome,
                 usage,
-                duration_s=now - started_at,
-                ttft_s=None if first_byte_at is None else first_byte_at - started_at,
+                duration_s=now - dispatched.started_at,
+                ttft_s=ttft_s,
             )
+        if self.receipts is not None:
+            self.receipts.finished(dispatched.request, outcome.value, usage, ttft_s, now)
         self.pump(now)
+
+    def _note_failure(self, name: str, now: float) -> None:
+        if self.outliers.failure(name, now):
+            log.warning(
+                "endpoint ejected after consecutive failures (5xx or failed connections)",
+                endpoint=name,
+                failures=self.outliers.settings.consecutive_failures,
+            )
 
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
@@ -365,13 +410,32 @@ class DispatchCore:
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if self.metrics is not None:
             self.metrics.detached(dispatched.request)
+        if self.receipts is not None:
+            first = dispatched.first_byte_at
+            ttft_s = None if first is None else first - dispatched.started_at
+            self.receipts.finished(dispatched.request, "detached", None, ttft_s, now)
         self.pump(now)
 
-    def _failed(self, request: InferenceRequest, error: SluiceError | None) -> SluiceError:
+    def _failed(
+        self, request: InferenceRequest, error: SluiceError | None, now: float
+    ) -> SluiceError:
         error = error or SluiceError(ErrorCode.INTERNAL, "request was not dispatched")
         if self.metrics is not None:
             self.metrics.failed(request, error)
+        if self.receipts is not None:
+            self.receipts.failed(request, error, now)
         return error
+
+
+def clamp_to_context(request: InferenceRequest, max_model_len: int) -> None:
+    """No estimate above what the model can hold: prompt ≤ context, output ≤ what is left
+    (the engine refuses more; its refusal is then refunded, see `requests.model.NO_WORK`)."""
+    if max_model_len <= 0:
+        return
+    request.prompt_tokens = min(request.prompt_tokens, max_model_len)
+    if request.max_tokens is not None:
+        room = max(0, max_model_len - request.prompt_tokens)
+        request.max_tokens = min(request.max_tokens, room)
 
 
 def _abandon(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:

@@ -51,8 +51,10 @@ class ServeSettings:
     model_server_metrics_port: int
     model_server_metrics_https_insecure_skip_verify: bool
     model_server_metrics_https_ca_file: str
-    # Routing and HA
+    # Routing, shutdown and HA
     disable_endpoint_subset_filter: bool
+    emit_endpoint_scores: bool
+    drain_timeout: float
     ha_enable_leader_election: bool
     # Logging
     v: int
@@ -68,14 +70,22 @@ class ServeSettings:
     proxy_host: str
     proxy_allowed_routes: str
     engine_keepalive_timeout: float
+    request_header_timeout: float
+    request_body_timeout: float
+    engine_first_byte_timeout: float
+    outlier_consecutive_failures: int
+    outlier_base_ejection: float
     grpc_host: str
     ext_proc_transport: Literal["h2", "hyper", "grpc"]
     disable_extproc: bool
     log_format: Literal["console", "json", "text"]
     max_body_bytes: int
+    max_model_len: int
     keep_control_headers: bool
     engine: Literal["vllm", "sglang", "trtllm", "llamacpp"]
     metric_names: Literal["both", "llm-d", "gie"]
+    decision_receipts: int
+    decision_receipts_max_bytes: int
     # flag names given on the command line (a default and an explicit value can differ in
     # meaning: an explicit empty metric spec overrides the engine profile's)
     explicitly_set: frozenset[str] = field(default=frozenset())
