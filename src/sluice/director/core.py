@@ -17,6 +17,7 @@ full pool may end in-flight negative-band requests that have no first token yet
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
 from sluice.director.ports import Admitted, Counted
+from sluice.director.prefix_wait import Computing, Hold, wait_or_move
 from sluice.director.release import Release
 from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
@@ -36,8 +38,11 @@ from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
+from sluice.scheduling.prefix_computing import Blocked
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
+
+_log = logging.getLogger(__name__)
 
 # While anything waits, re-check for room at least this often: room also opens when a scrape
 # shows an engine drained, which no completion announces.
@@ -91,6 +96,9 @@ class DispatchCore:
         self._sheddable: dict[int, DispatchedRequest] = {}
         self._eviction = EvictionPacer()
         self._evicting = False
+        # request id -> its dispatch, while in flight: what a request waiting on its prefix
+        # expects of it (computingPrefixes)
+        self._computing: dict[str, Computing] = {}
 
     # -- the pool --------------------------------------------------------------------------------
 
@@ -275,7 +283,51 @@ class DispatchCore:
         endpoints: tuple[Endpoint, ...],
         now: float,
     ) -> DispatchedRequest:
-        return DispatchedRequest(self, request, ticket, endpoints, now)
+        hold = None
+        blocked = self.scheduler.blocked_on(request, endpoints[0])
+        if blocked is not None:
+            endpoints, hold = self._wait_or_move(request, endpoints, blocked, now)
+        return DispatchedRequest(self, request, ticket, endpoints, now, hold=hold)
+
+    def _wait_or_move(
+        self,
+        request: InferenceRequest,
+        endpoints: tuple[Endpoint, ...],
+        blocked: Blocked,
+        now: float,
+    ) -> tuple[tuple[Endpoint, ...], Hold | None]:
+        subset = request.subset_hint
+        others = [
+            (s, self.scheduler.cached_fraction(request, s.endpoint))
+            for s in self.registry.snapshot()
+            if (subset is None or in_subset(s.endpoint, subset))
+            and s.is_fresh(now, self.room.settings.metrics_staleness_s)
+        ]
+        estimate = self.room.prefill.estimate
+        chosen, hold = wait_or_move(
+            prompt_tokens=request.prompt_tokens,
+            endpoints=endpoints,
+            blocked=blocked,
+            blocker=self._computing.get(blocked.blocker),
+            others=others,
+            estimate=lambda name, tokens: estimate(name, tokens),
+            now=now,
+            max_hold_s=self.room.settings.max_prefill_hold_s,
+        )
+        _log.debug(
+            "prefix of %s still computed on %s by %s (%d/%d blocks ready): %s",
+            request.request_id,
+            endpoints[0].name,
+            blocked.blocker,
+            blocked.ready,
+            blocked.matched,
+            f"hold {hold.until - now:.3f} s" if hold else f"moved to {chosen[0].name}",
+        )
+        return chosen, hold
+
+    def hold_over(self, hold: Hold, now: float) -> bool:
+        """Whether a held request may go now: its blocker's prefix is computed, or time is up."""
+        return now >= hold.until or not self.scheduler.still_computing(hold.blocker)
 
     def _resolve(self, event: Finalized, bound: Mapping[int, Admitted | SluiceError]) -> None:
         ticket = event.ticket
@@ -319,7 +371,8 @@ class DispatchCore:
             ),
         )
         self.scheduler.on_dispatch(request, endpoint)
-        return Counted(ticket, uncached, now)
+        self._computing[request.request_id] = Computing(now, uncached)
+        return Counted(ticket, uncached, now, request.request_id)
 
     def moved(self, counted: Counted, failed: Endpoint) -> None:
         state = self.registry.get(failed.name)
@@ -331,6 +384,7 @@ class DispatchCore:
         self, counted: Counted, endpoint: Endpoint, now: float, *, streamed: bool
     ) -> None:
         self.registry.first_byte(counted.ticket)
+        self.scheduler.on_prefill_end_id(counted.request_id)
         if streamed:
             self.room.first_byte(endpoint.name, counted.uncached_tokens, now - counted.at)
 
@@ -339,6 +393,7 @@ class DispatchCore:
     ) -> None:
         self.in_flight -= 1
         self._sheddable.pop(id(dispatched), None)
+        self._computing.pop(dispatched.request.request_id, None)
         first_byte_at = dispatched.first_byte_at
         self.registry.complete(
             dispatched.dispatch_ticket,
@@ -360,6 +415,7 @@ class DispatchCore:
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
         self._sheddable.pop(id(dispatched), None)
+        self._computing.pop(dispatched.request.request_id, None)
         self.registry.detach(dispatched.dispatch_ticket)
         self.flow.complete(dispatched.ticket, None, now)  # its charge stays the estimate
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import DispatchTicket
 from sluice.director.ports import Ledger
+from sluice.director.prefix_wait import Hold
 from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
@@ -28,6 +29,7 @@ class DispatchedRequest:
         "_parser",
         "finished",
         "first_byte_at",
+        "hold",
         "request",
         "started_at",
         "ticket",
@@ -40,8 +42,12 @@ class DispatchedRequest:
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        *,
+        hold: Hold | None = None,
     ) -> None:
         self._ledger = ledger
+        # Forward only once this is over (`Director` awaits it; see prefix_wait.py).
+        self.hold = hold
         self.request = request
         self.ticket = ticket
         self._endpoints = endpoints

@@ -31,6 +31,7 @@ from sluice.scheduling.framework import (
     ScoredEndpoint,
     Scorer,
 )
+from sluice.scheduling.prefix_computing import Blocked
 from sluice.scheduling.prefix_scorer import PrefixCacheScorer
 
 
@@ -209,6 +210,24 @@ class Scheduler:
         return max(
             (s.cached_fraction(request, endpoint) for s in self._prefix_scorers), default=0.0
         )
+
+    def blocked_on(self, request: InferenceRequest, endpoint: Endpoint) -> Blocked | None:
+        """Where the prefix `request` matched on `endpoint` is still being computed there
+        (`computingPrefixes`); None when it is cached, or no prefix scorer tracks it."""
+        for scorer in self._prefix_scorers:
+            found = scorer.blocked_on(request, endpoint)
+            if found is not None:
+                return found
+        return None
+
+    def still_computing(self, request_id: str) -> bool:
+        """Whether that request's prefix is still being computed (`computingPrefixes`)."""
+        return any(s.is_computing(request_id) for s in self._prefix_scorers)
+
+    def on_prefill_end_id(self, request_id: str) -> None:
+        """That request's first byte came: its prefill is over."""
+        for scorer in self._prefix_scorers:
+            scorer.prefill_ended(request_id)
 
     def prefix_index_size(self) -> int:
         return sum(len(s.index) for s in self._prefix_scorers)
