@@ -88,7 +88,9 @@ class Receipt:
         if self.hold is not None:
             return self.hold.rule
         waited = self.waited_s
-        return "queue-order" if waited is not None and waited > 0 else None
+        # a millisecond of slack: the release of a request that found room can trail its
+        # arrival by the pump that released it
+        return "queue-order" if waited is not None and waited > 0.001 else None
 
     def as_dict(self) -> dict[str, Any]:
         hold = self.hold
