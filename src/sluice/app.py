@@ -25,8 +25,10 @@ from sluice.config import (
     load_sluice_config,
     load_sluice_config_file,
 )
+from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.outlier import OutlierSettings
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -198,7 +200,12 @@ class App:
                 budget=budget,
             ),
         )
+        try:
+            self.observability = Observability.from_options(options)
+        except ObservabilityError as exc:
+            raise AppError(str(exc)) from None
         self.director = Director(
+            receipts=self.observability.recorder,
             scheduler=self.scheduler,
             flow=self.flow,
             registry=self.registry,
@@ -206,6 +213,11 @@ class App:
             settings=DirectorSettings(
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                max_model_len=int(options["max-model-len"]),
+                outliers=OutlierSettings(
+                    consecutive_failures=int(options["outlier-consecutive-failures"]),
+                    base_ejection_s=float(options["outlier-base-ejection"]),
+                ),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget
@@ -226,8 +238,11 @@ class App:
         self.is_leader: Callable[[], bool] | None = None  # set when leader election runs
         self.authorize: Callable[[web.Request], Awaitable[bool]] | None = None
         self._servers: list[Any] = []
+        self._extproc: list[Any] = []  # (also in _servers) what drains on SIGTERM
+        self._proxy: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.draining = False  # SIGTERM seen: readiness is NOT_SERVING (sluice.shutdown)
 
     def _kv_event_subscribers(self) -> list[KVEventsSubscribers]:
         """One subscriber set per precise-prefix-cache-scorer, following the pool (their
@@ -313,15 +328,28 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        self._tasks.append(
+            asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
+        )
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
         grpc_host = str(options["grpc-host"])
-        health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
+        health = HealthServer(
+            lambda: self.director.ready and not self.draining, self.is_leader, host=grpc_host
+        )
         with _listening("grpc-health-port", grpc_host, options):
             await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
-        metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
+        dashboard = self.observability.routes(
+            self.director,
+            staleness_s=float(options["metrics-staleness-threshold"]),
+            pool=f"{self.key.namespace}/{self.key.name}",
+            authorize=self.authorize,
+        )
+        metrics = MetricsServer(
+            self.metrics_registry, self.authorize, host=grpc_host, extra_routes=dashboard.add_to
+        )
         with _listening("metrics-port", grpc_host, options):
             await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
@@ -340,6 +368,7 @@ class App:
                     max_body_bytes=int(options["max-body-bytes"]),
                     keep_control_headers=bool(options["keep-control-headers"]),
                     disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                 ),
                 # upstream's --health-checking: gRPC health on the ext_proc port too
                 also_serve=[GrpcHealthService(health.servicer)]
@@ -349,6 +378,7 @@ class App:
             with _listening("grpc-port", grpc_host, options):
                 await extproc.start()
             self._servers.append(extproc)
+            self._extproc.append(extproc)
         if options["proxy-port"]:
             from sluice.proxy.routes import parse_routes
             from sluice.proxy.server import ProxyOptions, ProxyServer
@@ -358,12 +388,17 @@ class App:
                 Limits(max_body_bytes=int(options["max-body-bytes"])),
                 options=ProxyOptions(
                     keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
+                    header_timeout_s=float(options["request-header-timeout"]),
+                    body_timeout_s=float(options["request-body-timeout"]),
+                    first_byte_timeout_s=float(options["engine-first-byte-timeout"]),
                 ),
             )
             with _listening("proxy-port", str(options["proxy-host"]), options):
                 await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
             self._servers.append(proxy)
+            self._proxy.append(proxy)
         log.info(
             "sluice serving",
             pool=f"{self.key.namespace}/{self.key.name}",
@@ -373,6 +408,16 @@ class App:
             metrics=options["metrics-port"],
             proxy=options["proxy-port"] or "off",
         )
+
+    async def _watch_model_contexts(self) -> None:
+        """Contexts from the engines' /v1/models clamp cost estimates (`--max-model-len` else)."""
+        from sluice.datalayer.model_context import ModelContextWatcher
+
+        def update(contexts: dict[str, int]) -> None:
+            self.director.core.model_context = contexts
+            log.info("model contexts", models=",".join(f"{m}={n}" for m, n in contexts.items()))
+
+        await ModelContextWatcher(self.registry, update).run()
 
     async def _start_kube(self) -> None:
         """Watch the cluster; the leader (or the only replica) also keeps status true."""
@@ -436,6 +481,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.observability.shutdown()  # flushes the spans still batched
 
     async def run_forever(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM; `on_started` runs once every server listens."""
@@ -448,9 +494,22 @@ class App:
             if on_started is not None:
                 on_started()
             await self._stopping.wait()
+            await self.drain()
         finally:
             log.info("sluice stopping")
             await self.stop()
+
+    async def drain(self) -> None:
+        """Finish the work in progress and refuse new work cleanly (`sluice.shutdown`)."""
+        from sluice.shutdown import drain
+
+        self.draining = True
+        await drain(
+            self.director,
+            timeout_s=float(self.options["drain-timeout"]),
+            refuse_new=[p.begin_drain for p in self._proxy],
+            graceful_stops=[e.stop for e in self._extproc],
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -150,6 +150,15 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Ignore the gateway's subset hint.",
         group=U,
     ),
+    Flag(
+        "drain-timeout",
+        "duration",
+        30.0,
+        "On SIGTERM: readiness turns NOT_SERVING, new work is refused (GOAWAY, 503 with "
+        "Retry-After), queued requests wait up to half of this, requests in flight up to all "
+        "of it (see docs/security.md).",
+        group=U,
+    ),
     # HA
     Flag(
         "ha-enable-leader-election",
@@ -214,6 +223,47 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "request-header-timeout",
+        "duration",
+        10.0,
+        "Proxy: a request head must be complete this long after its connection opened or the "
+        "previous response ended (also how long an idle client connection is kept).",
+        group=S,
+    ),
+    Flag(
+        "request-body-timeout",
+        "duration",
+        60.0,
+        "Proxy: a request body must arrive within this (408 after).",
+        group=S,
+    ),
+    Flag(
+        "engine-first-byte-timeout",
+        "duration",
+        300.0,
+        "Proxy: an engine that sends no response head this long after the request is failed "
+        "over (the next fallback, else 504). Non-streamed answers come at the end: keep it "
+        "above the longest generation.",
+        group=S,
+    ),
+    Flag(
+        "outlier-consecutive-failures",
+        "int",
+        5,
+        "Passive outlier detection (as Envoy's consecutive_5xx): an endpoint whose requests "
+        "fail this many times in a row (5xx, failed connections) gets no new ones for a "
+        "back-off (0: off).",
+        group=S,
+    ),
+    Flag(
+        "outlier-base-ejection",
+        "duration",
+        30.0,
+        "Outlier detection: the first ejection's length; each further one adds as much "
+        "(at most 300s).",
+        group=S,
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -241,6 +291,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "max-model-len",
+        "int",
+        131072,
+        "The models' context length (vLLM's --max-model-len): max_tokens and prompt estimates "
+        "are clamped to it before flow control charges them.",
+        group=S,
+    ),
+    Flag(
         "keep-control-headers",
         "bool",
         False,
@@ -260,6 +318,28 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "both",
         "Names Sluice's metrics are exported under: both, llm-d (llm_d_epp_*) or gie "
         "(GIE v1.3's inference_objective_*, inference_pool_*, inference_extension_*).",
+        group=S,
+    ),
+    Flag(
+        "emit-endpoint-scores",
+        "bool",
+        False,
+        "Return the primary profile's score per endpoint: ext_proc in envoy.lb dynamic metadata "
+        "(x-gateway-destination-endpoint-scores), the proxy as a response header of that name.",
+        group=U,
+    ),
+    Flag(
+        "decision-receipts",
+        "int",
+        1024,
+        "Decision receipts kept for GET /debug/decisions and the dashboard (0: off).",
+        group=S,
+    ),
+    Flag(
+        "decision-receipts-max-bytes",
+        "int",
+        4 * 1024 * 1024,
+        "Memory bound of the receipt ring, in bytes of encoded receipts.",
         group=S,
     ),
 )
@@ -293,9 +373,16 @@ class ServeOptions:
 # A 0 scrape interval is a busy loop (48 % of a core idle); a negative body limit refuses all.
 _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("max-body-bytes", 0, True, "16777216"),
+    ("max-model-len", 0, True, "32768"),
     ("refresh-metrics-interval", 0, True, "50ms"),
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
+    ("drain-timeout", 0, False, "30s"),
+    ("outlier-consecutive-failures", 0, False, "5"),
+    ("outlier-base-ejection", 0, True, "30s"),
+    ("request-header-timeout", 0, True, "10s"),
+    ("request-body-timeout", 0, True, "60s"),
+    ("engine-first-byte-timeout", 0, True, "300s"),
     ("grpc-port", 0, False, "9002"),
     ("grpc-health-port", 0, False, "9003"),
     ("metrics-port", 0, False, "9090"),

@@ -17,12 +17,12 @@ full pool may end in-flight negative-band requests that have no first token yet
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.outlier import OutlierDetector, OutlierSettings
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
 from sluice.director.ports import Admitted, Counted
@@ -32,6 +32,8 @@ from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.eviction import EvictionPacer, sheddable
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
+from sluice.logs import get_logger
+from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError, contended, unavailable
 from sluice.requests.model import InferenceRequest, Outcome, Usage
@@ -39,10 +41,11 @@ from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
 from sluice.scheduling.prefix_computing import Blocked
+from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
 
-_log = logging.getLogger(__name__)
+log = get_logger("director")
 
 # While anything waits, re-check for room at least this often: room also opens when a scrape
 # shows an engine drained, which no completion announces.
@@ -55,6 +58,12 @@ class DirectorSettings:
     disable_subset_filter: bool = False
     # Output tokens assumed for in-flight accounting when a request sets no max_tokens.
     default_output_tokens: int = 256
+    # The models' context length (--max-model-len): prompt estimates and max_tokens are
+    # clamped to it before flow control charges them, so no request costs more than a model
+    # can possibly do.
+    max_model_len: int = 131_072
+    # Passive outlier detection: consecutive 5xx / failed connections eject an endpoint.
+    outliers: OutlierSettings = field(default_factory=OutlierSettings)
 
 
 OnRelease = Callable[[Ticket, DispatchedRequest | SluiceError], None]
@@ -79,11 +88,15 @@ class DispatchCore:
         rng: random.Random | None = None,
         on_release: OnRelease | None = None,
         on_wakeup: Callable[[float | None], None] | None = None,
+        receipts: ReceiptRecorder | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.flow = flow
         self.registry = registry
         self.room = Room(room)
+        # Decision receipts (and what reads them: traces, endpoint scores); None: off, free.
+        self.receipts = receipts
+        self.room.explain_holds = receipts is not None
         self.settings = settings or DirectorSettings()
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -99,6 +112,10 @@ class DispatchCore:
         # request id -> its dispatch, while in flight: what a request waiting on its prefix
         # expects of it (computingPrefixes)
         self._computing: dict[str, Computing] = {}
+        self.outliers = OutlierDetector(self.settings.outliers)
+        # Each model's context as its engines report it (`datalayer.model_context`); models
+        # not in it are clamped to `settings.max_model_len`.
+        self.model_context: Mapping[str, int] = {}
 
     # -- the pool --------------------------------------------------------------------------------
 
@@ -110,6 +127,7 @@ class DispatchCore:
         self.scheduler.prune(names)
         self.room.forget_except(names)
         self._eviction.forget_except(names)
+        self.outliers.forget_except(names)
         self.pump(now)
 
     @property
@@ -150,6 +168,8 @@ class DispatchCore:
             rng=self.rng,
             priorities=state.priorities if state is not None else None,
         )
+        context = self.model_context.get(request.target_model) or self.settings.max_model_len
+        clamp_to_context(request, context)
         engine_priority = self.flow.engine_priority_for(request)
         if engine_priority is not None and request.model:
             request.body = set_top_level_field(
@@ -165,14 +185,16 @@ class DispatchCore:
         """
         if self.metrics is not None:
             self.metrics.received(request)
+        if self.receipts is not None:
+            self.receipts.queued(request, now)
         self._note_pool_regime(now)
         if not self._may_wait(request.subset_hint):
-            raise self._failed(request, _no_candidates())
+            raise self._failed(request, _no_candidates(), now)
         self.room.arrived(request.priority, request.fairness_id, now)
         result = self.flow.enqueue(request, now)
         if isinstance(result, Finalized):
             self._left(result.ticket)
-            raise self._failed(request, _queue_error(result))
+            raise self._failed(request, _queue_error(result), now)
         assert isinstance(result, Accepted)
         for displaced in result.displaced:
             self._resolve(displaced, {})
@@ -192,7 +214,7 @@ class DispatchCore:
             event = self.flow.cancel(ticket, now)
             if event is not None:
                 self._left(ticket)
-                self._failed(ticket.request, error_for(event))
+                self._failed(ticket.request, error_for(event), now)
         self.forget(ticket)
 
     def _may_wait(self, subset: frozenset[str] | None) -> bool:
@@ -282,12 +304,13 @@ class DispatchCore:
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        record: CycleRecord | None = None,
     ) -> DispatchedRequest:
         hold = None
         blocked = self.scheduler.blocked_on(request, endpoints[0])
         if blocked is not None:
             endpoints, hold = self._wait_or_move(request, endpoints, blocked, now)
-        return DispatchedRequest(self, request, ticket, endpoints, now, hold=hold)
+        return DispatchedRequest(self, request, ticket, endpoints, now, record, hold=hold)
 
     def _wait_or_move(
         self,
@@ -314,14 +337,14 @@ class DispatchCore:
             now=now,
             max_hold_s=self.room.settings.max_prefill_hold_s,
         )
-        _log.debug(
-            "prefix of %s still computed on %s by %s (%d/%d blocks ready): %s",
-            request.request_id,
-            endpoints[0].name,
-            blocked.blocker,
-            blocked.ready,
-            blocked.matched,
-            f"hold {hold.until - now:.3f} s" if hold else f"moved to {chosen[0].name}",
+        log.debug(
+            "prefix still being computed on its endpoint",
+            request=request.request_id,
+            endpoint=endpoints[0].name,
+            blocker=blocked.blocker,
+            ready_blocks=blocked.ready,
+            matched_blocks=blocked.matched,
+            decision=f"hold {hold.until - now:.3f} s" if hold else f"move to {chosen[0].name}",
         )
         return chosen, hold
 
@@ -344,6 +367,8 @@ class DispatchCore:
                     self._sheddable[id(placed)] = placed
                 if self.metrics is not None:
                     self.metrics.dispatched(placed.request, event.waited_s)
+                if self.receipts is not None:
+                    self.receipts.dispatched(placed.request, placed.endpoints)
                 self.on_release(ticket, placed)
                 return
             error = placed if isinstance(placed, SluiceError) else None
@@ -351,7 +376,7 @@ class DispatchCore:
             self.flow.complete(ticket, None, event.at)
         else:
             error = _queue_error(event)
-        self.on_release(ticket, self._failed(ticket.request, error))
+        self.on_release(ticket, self._failed(ticket.request, error, event.at))
 
     # -- the ledger: what admitted requests report ------------------------------------------------
 
@@ -371,6 +396,8 @@ class DispatchCore:
             ),
         )
         self.scheduler.on_dispatch(request, endpoint)
+        if self.receipts is not None:
+            self.receipts.counted(request, endpoint, request.prompt_tokens - uncached, now)
         self._computing[request.request_id] = Computing(now, uncached)
         return Counted(ticket, uncached, now, request.request_id)
 
@@ -379,6 +406,7 @@ class DispatchCore:
         if state is not None and state.scraped:  # stale until its next successful scrape
             state.metrics = replace(state.metrics, updated_at=float("-inf"))
         self.registry.complete(counted.ticket, got_first_token=False)
+        self._note_failure(failed.name, counted.at)
 
     def first_byte(
         self, counted: Counted, endpoint: Endpoint, now: float, *, streamed: bool
@@ -401,16 +429,30 @@ class DispatchCore:
         )
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
+        if outcome is Outcome.UPSTREAM_ERROR:
+            self._note_failure(dispatched.endpoint.name, now)
+        elif outcome is Outcome.COMPLETED:
+            self.outliers.success(dispatched.endpoint.name)
+        ttft_s = None if first_byte_at is None else first_byte_at - dispatched.started_at
         if self.metrics is not None:
-            started_at = dispatched.started_at
             self.metrics.completed(
                 dispatched.request,
                 outcome,
                 usage,
-                duration_s=now - started_at,
-                ttft_s=None if first_byte_at is None else first_byte_at - started_at,
+                duration_s=now - dispatched.started_at,
+                ttft_s=ttft_s,
             )
+        if self.receipts is not None:
+            self.receipts.finished(dispatched.request, outcome.value, usage, ttft_s, now)
         self.pump(now)
+
+    def _note_failure(self, name: str, now: float) -> None:
+        if self.outliers.failure(name, now):
+            log.warning(
+                "endpoint ejected after consecutive failures (5xx or failed connections)",
+                endpoint=name,
+                failures=self.outliers.settings.consecutive_failures,
+            )
 
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
@@ -421,13 +463,32 @@ class DispatchCore:
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if self.metrics is not None:
             self.metrics.detached(dispatched.request)
+        if self.receipts is not None:
+            first = dispatched.first_byte_at
+            ttft_s = None if first is None else first - dispatched.started_at
+            self.receipts.finished(dispatched.request, "detached", None, ttft_s, now)
         self.pump(now)
 
-    def _failed(self, request: InferenceRequest, error: SluiceError | None) -> SluiceError:
+    def _failed(
+        self, request: InferenceRequest, error: SluiceError | None, now: float
+    ) -> SluiceError:
         error = error or SluiceError(ErrorCode.INTERNAL, "request was not dispatched")
         if self.metrics is not None:
             self.metrics.failed(request, error)
+        if self.receipts is not None:
+            self.receipts.failed(request, error, now)
         return error
+
+
+def clamp_to_context(request: InferenceRequest, max_model_len: int) -> None:
+    """No estimate above what the model can hold: prompt ≤ context, output ≤ what is left
+    (the engine refuses more; its refusal is then refunded, see `requests.model.NO_WORK`)."""
+    if max_model_len <= 0:
+        return
+    request.prompt_tokens = min(request.prompt_tokens, max_model_len)
+    if request.max_tokens is not None:
+        room = max(0, max_model_len - request.prompt_tokens)
+        request.max_tokens = min(request.max_tokens, room)
 
 
 def _abandon(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:

@@ -16,6 +16,7 @@ from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.usage import UsageParser
+from sluice.scheduling.record import CycleRecord
 
 
 class DispatchedRequest:
@@ -30,6 +31,7 @@ class DispatchedRequest:
         "finished",
         "first_byte_at",
         "hold",
+        "record",
         "request",
         "started_at",
         "ticket",
@@ -42,10 +44,12 @@ class DispatchedRequest:
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        record: CycleRecord | None = None,
         *,
         hold: Hold | None = None,
     ) -> None:
         self._ledger = ledger
+        self.record = record  # what the scheduler did, when receipts are on
         # Forward only once this is over (`Director` awaits it; see prefix_wait.py).
         self.hold = hold
         self.request = request
@@ -66,6 +70,10 @@ class DispatchedRequest:
     @property
     def endpoint(self) -> Endpoint:
         return self._endpoints[0]
+
+    def endpoint_scores(self) -> dict[str, float] | None:
+        """The primary profile's score per scored endpoint (None: not recorded)."""
+        return None if self.record is None else self.record.endpoint_scores()
 
     @property
     def dispatch_ticket(self) -> DispatchTicket:

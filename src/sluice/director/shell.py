@@ -15,8 +15,9 @@ from sluice.director.core import DirectorSettings, DispatchCore
 from sluice.director.dispatched import DispatchedRequest
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
+from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
-from sluice.requests.errors import SluiceError
+from sluice.requests.errors import SluiceError, shutting_down
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.room import Room, RoomSettings
 from sluice.scheduling.scheduler import Scheduler
@@ -58,6 +59,9 @@ class Admission:
     def finished(self) -> bool:
         return self.dispatched.finished
 
+    def endpoint_scores(self) -> dict[str, float] | None:
+        return self.dispatched.endpoint_scores()
+
     def retarget(self, endpoint: Endpoint) -> None:
         self.dispatched.retarget(endpoint, self._clock())
 
@@ -94,6 +98,7 @@ class Director:
         metrics: RequestMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        receipts: ReceiptRecorder | None = None,
     ) -> None:
         self.clock = clock
         self.core = DispatchCore(
@@ -106,8 +111,11 @@ class Director:
             rng=rng,
             on_release=self._release,
             on_wakeup=self._wake_at,
+            receipts=receipts,
         )
         self._waiters: dict[int, asyncio.Future[Admission]] = {}
+        self._tickets: dict[int, Ticket] = {}  # of the requests in `_waiters`
+        self.draining = False  # shutting down: `admit` refuses new requests (503, retryable)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
@@ -152,10 +160,13 @@ class Director:
         return self.core.parse(headers, body, path=path, subset_hint=subset_hint)
 
     async def admit(self, request: InferenceRequest) -> Admission:
+        if self.draining:
+            raise shutting_down()
         core = self.core
         ticket = core.submit(request, self.clock())
         waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.seq] = waiter
+        self._tickets[ticket.seq] = ticket
         core.pump(self.clock())
         try:
             return await waiter
@@ -166,7 +177,33 @@ class Director:
             raise
         finally:
             self._waiters.pop(ticket.seq, None)
+            self._tickets.pop(ticket.seq, None)
             core.forget(ticket)
+
+    # -- shutting down ---------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in flow control (their `admit` has not returned)."""
+        return sum(1 for w in self._waiters.values() if not w.done())
+
+    def drain(self) -> None:
+        """Refuse new requests from now on; those waiting keep their place (see
+        `reject_waiting`), those in flight finish."""
+        self.draining = True
+
+    def reject_waiting(self) -> int:
+        """Answer every waiting request with a retryable 503 (nothing of it was sent yet); the
+        number answered."""
+        rejected = 0
+        for seq, waiter in list(self._waiters.items()):
+            ticket = self._tickets.get(seq)
+            if waiter.done() or ticket is None:
+                continue
+            self.core.cancel(ticket, self.clock())
+            waiter.set_exception(shutting_down())
+            rejected += 1
+        return rejected
 
     # -- the rest of the shell -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ hot path, and four fixed routes don't need a router.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
@@ -31,7 +32,7 @@ import orjson
 from aiohttp import web
 
 from sluice.director.contract import Admission, Limits, Pipeline
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import ErrorCode, SluiceError, shutting_down
 from sluice.requests.model import HEADER_REQUEST_ID
 
 from .errors import error_response, payload_too_large, service_unavailable
@@ -44,6 +45,7 @@ from .upstream import DEFAULT_KEEPALIVE_S, UpstreamPool
 log = logging.getLogger(__name__)
 
 SERVER_HEADERS = {"Server": SERVER}
+READY_PATH = "/readyz"  # answered by Sluice itself, never forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +59,18 @@ class ProxyOptions:
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_S
     buffer_response_bytes: int = 1 << 20  # see RelayOptions
     shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
+    # Slow clients (issue #15 item 9): a request head must be complete this long after the
+    # connection opened or the last response ended (aiohttp's keep-alive timer, which also
+    # closes idle client connections), and its body must arrive within `body_timeout_s`.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    # A hung engine: no response head this long after the request went out → the next fallback,
+    # or 504. Non-streamed responses send their head when generation ends, hence generous.
+    first_byte_timeout_s: float = 300.0
     # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.
     freeze_gc: bool = True
+    # `--emit-endpoint-scores`: the scheduler's scores per endpoint as a response header.
+    emit_endpoint_scores: bool = False
     # Routes forwarded besides the defaults (`routes.DEFAULT_ROUTES`): passed through, admitted
     # like an inference request when the body is JSON naming a `model`.
     extra_routes: frozenset[Route] = frozenset()
@@ -117,13 +129,18 @@ class ProxyServer:
         self._pipeline = pipeline
         self._limits = limits or Limits()
         self._options = options
-        self._relay_options = RelayOptions(buffer_response_bytes=options.buffer_response_bytes)
+        self._relay_options = RelayOptions(
+            buffer_response_bytes=options.buffer_response_bytes,
+            emit_endpoint_scores=options.emit_endpoint_scores,
+            first_byte_timeout_s=options.first_byte_timeout_s,
+        )
         self._session_factory = client_session_factory or (lambda: tuned_client_session(options))
         self._session: aiohttp.ClientSession | None = None
         self._pool_factory = upstream_pool_factory or (lambda: default_upstream_pool(options))
         self._pool: UpstreamPool | None = None
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
+        self.draining = False
 
     @property
     def port(self) -> int:
@@ -137,7 +154,16 @@ class ProxyServer:
         self._pool = self._pool_factory()
         # handler_cancellation: a client that disconnects cancels its handler, which cancels
         # `admit` (leaving the queue) or the upstream request (stopping the generation).
-        server = web.Server(self.handle, handler_cancellation=True, access_log=None)
+        server = web.Server(
+            self.handle,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=self._options.header_timeout_s,
+            # After a 408/413 aiohttp reads (and drops) the rest of the body before closing, so
+            # the client sees the answer rather than a reset; 2 s of that, not its default 10 s,
+            # or a slow-body client would hold the connection that long after its 408.
+            lingering_time=2.0,
+        )
         self._runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=self._options.shutdown_grace_s
         )
@@ -160,9 +186,24 @@ class ProxyServer:
             self._pool = None
         self._port = None
 
+    def begin_drain(self) -> None:
+        """Shutting down: still listening, so a late client gets a clean 503 with Retry-After
+        (not a refused or reset connection); every answer from now on closes its connection."""
+        self.draining = True
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one HTTP request (also usable to mount the proxy in another aiohttp app)."""
+        response = await self._handle(request)
+        if self.draining and not response.prepared:
+            response.force_close()  # `Connection: close`: the client's next request goes elsewhere
+        return response
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
+            if request.raw_path == READY_PATH and request.method == "GET":
+                return self._readiness()
+            if self.draining:
+                raise shutting_down()  # before reading anything: nothing was done, retry
             path = split_target(request.raw_path)  # origin-form, no dot segments: else 400
             if path in INFERENCE_PATHS and request.method == "POST":
                 return await self._inference(request, path)
@@ -173,12 +214,21 @@ class ProxyServer:
             raise route_error(request.method, path, DEFAULT_ROUTES | self._options.extra_routes)
         except SluiceError as error:
             response = error_response(error)
-            if error.code is ErrorCode.PAYLOAD_TOO_LARGE:
+            if error.code in (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.REQUEST_TIMEOUT):
                 response.force_close()  # the rest of the body was never read
             return response
         except Exception:  # a bug, not a request problem: still answer in the API's shape
             log.exception("proxy failed on %s %s", request.method, request.path)
             return error_response(SluiceError(ErrorCode.INTERNAL, "internal error"))
+
+    def _readiness(self) -> web.Response:
+        """HTTP readiness: 200 once the pool is loaded, 503 from the moment Sluice drains."""
+        ready = self._pipeline.ready and not self.draining
+        return web.Response(
+            status=200 if ready else 503,
+            text="ok\n" if ready else ("draining\n" if self.draining else "pool not loaded\n"),
+            headers=SERVER_HEADERS,
+        )
 
     async def _inference(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         body = await self._read_body(request)
@@ -232,11 +282,18 @@ class ProxyServer:
             raise payload_too_large(limit)
         chunks: list[bytes] = []
         size = 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > limit:  # chunked bodies have no Content-Length to check up front
-                raise payload_too_large(limit)
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self._options.body_timeout_s):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > limit:  # chunked bodies have no Content-Length to check up front
+                        raise payload_too_large(limit)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise SluiceError(
+                ErrorCode.REQUEST_TIMEOUT,
+                f"request body not received within {self._options.body_timeout_s:g}s",
+            ) from None
         return b"".join(chunks)
 
     def _upstream(self) -> UpstreamPool:

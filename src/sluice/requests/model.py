@@ -15,6 +15,8 @@ DEFAULT_FAIRNESS_ID = "default-flow"
 HEADER_REQUEST_ID = "x-request-id"
 HEADER_DESTINATION = "x-gateway-destination-endpoint"
 HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
+# `--emit-endpoint-scores`: the primary profile's score per endpoint (metadata key; proxy header)
+HEADER_DESTINATION_SCORES = "x-gateway-destination-endpoint-scores"
 SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_HINT_KEY = "x-gateway-destination-endpoint-subset"
 DESTINATION_METADATA_NAMESPACE = "envoy.lb"
@@ -94,6 +96,12 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+# What an engine's error answer (status >= 400) cost: it generated nothing. Front ends report
+# it as the usage of such a response, so flow control refunds the estimate it charged — an
+# estimate the engine refused (e.g. max_tokens past the context) must not stay on the books.
+NO_WORK = Usage()
 
 
 class Outcome(Enum):
