@@ -46,6 +46,9 @@ class PrefixCacheScorer(Scorer):
         self.auto_tune = auto_tune
         self.index = PrefixIndex()
         self.on_match: MatchObserver | None = None
+        # Told of every addition to the index (scorer name, endpoint, hashes, capacity): how
+        # active-active replicas share it (sluice.replicas.prefix_share).
+        self.on_added: Callable[[str, str, list[int], int], None] | None = None
         self._pending: dict[str, tuple[list[int], int]] = {}  # request id -> (hashes, capacity)
         # request id -> (matched blocks by endpoint name, 1 / blocks): the expected cache hit,
         # read by the pipeline to estimate how much prefill a placement will really cost.
@@ -131,6 +134,8 @@ class PrefixCacheScorer(Scorer):
         hashes, capacity = entry
         if hashes:
             self.index.add(target.name, hashes, capacity)
+            if self.on_added is not None:
+                self.on_added(self.name, target.name, hashes, capacity)
 
     def prune(self, live_endpoints: set[str]) -> None:
         """Forget endpoints that left the pool (upstream purges them every 2 minutes)."""
