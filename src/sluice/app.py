@@ -226,8 +226,11 @@ class App:
         self.is_leader: Callable[[], bool] | None = None  # set when leader election runs
         self.authorize: Callable[[web.Request], Awaitable[bool]] | None = None
         self._servers: list[Any] = []
+        self._extproc: list[Any] = []  # (also in _servers) what drains on SIGTERM
+        self._proxy: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self.draining = False  # SIGTERM seen: readiness is NOT_SERVING (sluice.shutdown)
 
     def _kv_event_subscribers(self) -> list[KVEventsSubscribers]:
         """One subscriber set per precise-prefix-cache-scorer, following the pool (their
@@ -317,7 +320,9 @@ class App:
             await subscribers.start()
 
         grpc_host = str(options["grpc-host"])
-        health = HealthServer(lambda: self.director.ready, self.is_leader, host=grpc_host)
+        health = HealthServer(
+            lambda: self.director.ready and not self.draining, self.is_leader, host=grpc_host
+        )
         with _listening("grpc-health-port", grpc_host, options):
             await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
@@ -349,6 +354,7 @@ class App:
             with _listening("grpc-port", grpc_host, options):
                 await extproc.start()
             self._servers.append(extproc)
+            self._extproc.append(extproc)
         if options["proxy-port"]:
             from sluice.proxy.routes import parse_routes
             from sluice.proxy.server import ProxyOptions, ProxyServer
@@ -364,6 +370,7 @@ class App:
             with _listening("proxy-port", str(options["proxy-host"]), options):
                 await proxy.start(str(options["proxy-host"]), int(options["proxy-port"]))
             self._servers.append(proxy)
+            self._proxy.append(proxy)
         log.info(
             "sluice serving",
             pool=f"{self.key.namespace}/{self.key.name}",
@@ -448,9 +455,22 @@ class App:
             if on_started is not None:
                 on_started()
             await self._stopping.wait()
+            await self.drain()
         finally:
             log.info("sluice stopping")
             await self.stop()
+
+    async def drain(self) -> None:
+        """Finish the work in progress and refuse new work cleanly (`sluice.shutdown`)."""
+        from sluice.shutdown import drain
+
+        self.draining = True
+        await drain(
+            self.director,
+            timeout_s=float(self.options["drain-timeout"]),
+            refuse_new=[p.begin_drain for p in self._proxy],
+            graceful_stops=[e.stop for e in self._extproc],
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -151,6 +151,15 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Ignore the gateway's subset hint.",
         group=U,
     ),
+    Flag(
+        "drain-timeout",
+        "duration",
+        30.0,
+        "On SIGTERM: readiness turns NOT_SERVING, new work is refused (GOAWAY, 503 with "
+        "Retry-After), queued requests wait up to half of this, requests in flight up to all "
+        "of it (see docs/security.md).",
+        group=U,
+    ),
     # HA
     Flag(
         "ha-enable-leader-election",
@@ -328,6 +337,7 @@ _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("refresh-metrics-interval", 0, True, "50ms"),
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
+    ("drain-timeout", 0, False, "30s"),
     ("grpc-port", 0, False, "9002"),
     ("grpc-health-port", 0, False, "9003"),
     ("metrics-port", 0, False, "9090"),

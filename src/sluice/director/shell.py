@@ -16,7 +16,7 @@ from sluice.director.dispatched import DispatchedRequest
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
 from sluice.request_metrics import RequestMetrics
-from sluice.requests.errors import SluiceError
+from sluice.requests.errors import SluiceError, shutting_down
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.room import Room, RoomSettings
 from sluice.scheduling.scheduler import Scheduler
@@ -106,6 +106,8 @@ class Director:
             on_wakeup=self._wake_at,
         )
         self._waiters: dict[int, asyncio.Future[Admission]] = {}
+        self._tickets: dict[int, Ticket] = {}  # of the requests in `_waiters`
+        self.draining = False  # shutting down: `admit` refuses new requests (503, retryable)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
@@ -150,10 +152,13 @@ class Director:
         return self.core.parse(headers, body, path=path, subset_hint=subset_hint)
 
     async def admit(self, request: InferenceRequest) -> Admission:
+        if self.draining:
+            raise shutting_down()
         core = self.core
         ticket = core.submit(request, self.clock())
         waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.seq] = waiter
+        self._tickets[ticket.seq] = ticket
         core.pump(self.clock())
         try:
             return await waiter
@@ -164,7 +169,33 @@ class Director:
             raise
         finally:
             self._waiters.pop(ticket.seq, None)
+            self._tickets.pop(ticket.seq, None)
             core.forget(ticket)
+
+    # -- shutting down ---------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in flow control (their `admit` has not returned)."""
+        return sum(1 for w in self._waiters.values() if not w.done())
+
+    def drain(self) -> None:
+        """Refuse new requests from now on; those waiting keep their place (see
+        `reject_waiting`), those in flight finish."""
+        self.draining = True
+
+    def reject_waiting(self) -> int:
+        """Answer every waiting request with a retryable 503 (nothing of it was sent yet); the
+        number answered."""
+        rejected = 0
+        for seq, waiter in list(self._waiters.items()):
+            ticket = self._tickets.get(seq)
+            if waiter.done() or ticket is None:
+                continue
+            self.core.cancel(ticket, self.clock())
+            waiter.set_exception(shutting_down())
+            rejected += 1
+        return rejected
 
     # -- the rest of the shell -------------------------------------------------------------------
 

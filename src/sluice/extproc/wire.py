@@ -247,7 +247,7 @@ def error_response(error: SluiceError) -> pb.ProcessingResponse:
     headers: dict[str, str] = {"content-type": "text/plain; charset=utf-8"}
     if error.dropped_reason is not None:
         headers[HEADER_DROPPED_REASON] = error.dropped_reason
-    if error.code is ErrorCode.RESOURCE_EXHAUSTED:
+    if error.code is ErrorCode.RESOURCE_EXHAUSTED or error.retry_after_s is not None:
         # A 429 without a hint makes clients retry immediately; one second is the smallest hint.
         retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))

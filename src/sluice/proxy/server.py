@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from sluice.director.contract import Admission, Limits, Pipeline
-from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.errors import ErrorCode, SluiceError, shutting_down
 from sluice.requests.model import HEADER_REQUEST_ID
 
 from .errors import error_response, payload_too_large, service_unavailable
@@ -44,6 +44,7 @@ from .upstream import DEFAULT_KEEPALIVE_S, UpstreamPool
 log = logging.getLogger(__name__)
 
 SERVER_HEADERS = {"Server": SERVER}
+READY_PATH = "/readyz"  # answered by Sluice itself, never forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ class ProxyServer:
         self._pool: UpstreamPool | None = None
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
+        self.draining = False
 
     @property
     def port(self) -> int:
@@ -160,9 +162,24 @@ class ProxyServer:
             self._pool = None
         self._port = None
 
+    def begin_drain(self) -> None:
+        """Shutting down: still listening, so a late client gets a clean 503 with Retry-After
+        (not a refused or reset connection); every answer from now on closes its connection."""
+        self.draining = True
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one HTTP request (also usable to mount the proxy in another aiohttp app)."""
+        response = await self._handle(request)
+        if self.draining and not response.prepared:
+            response.force_close()  # `Connection: close`: the client's next request goes elsewhere
+        return response
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
+            if request.raw_path == READY_PATH and request.method == "GET":
+                return self._readiness()
+            if self.draining:
+                raise shutting_down()  # before reading anything: nothing was done, retry
             path = split_target(request.raw_path)  # origin-form, no dot segments: else 400
             if path in INFERENCE_PATHS and request.method == "POST":
                 return await self._inference(request, path)
@@ -179,6 +196,15 @@ class ProxyServer:
         except Exception:  # a bug, not a request problem: still answer in the API's shape
             log.exception("proxy failed on %s %s", request.method, request.path)
             return error_response(SluiceError(ErrorCode.INTERNAL, "internal error"))
+
+    def _readiness(self) -> web.Response:
+        """HTTP readiness: 200 once the pool is loaded, 503 from the moment Sluice drains."""
+        ready = self._pipeline.ready and not self.draining
+        return web.Response(
+            status=200 if ready else 503,
+            text="ok\n" if ready else ("draining\n" if self.draining else "pool not loaded\n"),
+            headers=SERVER_HEADERS,
+        )
 
     async def _inference(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         body = await self._read_body(request)

@@ -93,6 +93,17 @@ def unavailable(message: str, reason: str = DroppedReason.NO_ENDPOINTS) -> Sluic
     return SluiceError(ErrorCode.SERVICE_UNAVAILABLE, message, dropped_reason=reason)
 
 
+def shutting_down(retry_after_s: float = 1.0) -> SluiceError:
+    """503 with Retry-After: this Sluice is draining; another replica (or this one, restarted)
+    will take the request, and nothing of it was sent anywhere."""
+    return SluiceError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "Sluice is shutting down; retry",
+        retry_after_s=retry_after_s,
+        dropped_reason=DroppedReason.SHUTTING_DOWN,
+    )
+
+
 # OpenAI's `error.type` vocabulary, by HTTP status (clients' SDKs branch on the status; humans
 # and logs read the type).
 _OPENAI_ERROR_TYPES = {
