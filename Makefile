@@ -35,7 +35,13 @@ types: $(DEV)
 engines: $(DEV)
 	$(BIN)/python -m sluice.bench.engines.build
 
-unit: $(DEV) engines
+# The replica tests' shared store: Debian's redis-server (docs/replicas.md), once.
+.PHONY: store
+store:
+	@command -v redis-server >/dev/null || command -v valkey-server >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq redis-server)
+
+unit: $(DEV) engines store
 	$(BIN)/pytest
 
 test: lint types unit

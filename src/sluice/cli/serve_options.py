@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.cli.flags import Flag, FlagError, FlagSet
-from sluice.replicas.settings import replica_settings
 from sluice.proxy.routes import RouteSpecError, parse_routes
+from sluice.replicas.settings import replica_settings
 
 U = "upstream EPP"
 S = "sluice"

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from sluice.flowcontrol.bands import Band
 from sluice.flowcontrol.classify import engine_priority, flow_of
 from sluice.flowcontrol.config import LEGACY, FlowControlConfig
+from sluice.flowcontrol.fairness import TOKEN_FAIR
 from sluice.flowcontrol.limits import DrainRate, Limit
 from sluice.flowcontrol.model import (
     Accepted,
@@ -44,7 +45,6 @@ from sluice.flowcontrol.model import (
     QueueOutcome,
     Ticket,
 )
-from sluice.flowcontrol.fairness import TOKEN_FAIR
 from sluice.flowcontrol.observer import FlowObserver, NullObserver
 from sluice.flowcontrol.peers import Peers
 from sluice.requests.errors import DroppedReason, SluiceError, contended, unavailable

@@ -113,9 +113,7 @@ class ReplicaCore:
         cap = self.cap
         if cap is None:
             return []
-        by_peer = [
-            (p.replica, {e.name: e.in_flight for e in p.endpoints}, p.demand) for p in peers
-        ]
+        by_peer = [(p.replica, {e.name: e.in_flight for e in p.endpoints}, p.demand) for p in peers]
         demand = mine.demand
         asks = []
         for endpoint in mine.endpoints:

@@ -19,10 +19,11 @@ from sluice.replicas.core import ReplicaCore
 from sluice.replicas.metrics import ReplicaMetrics
 from sluice.replicas.prefix_share import PrefixShare
 from sluice.replicas.store import RedisStore, StoreError
-from sluice.replicas.summary import decode, encode
+from sluice.replicas.summary import ReplicaSummary, decode, encode
 from sluice.replicas.view import PeerView
 
 log = get_logger("replicas")
+HEALTH_SERVICE = "sluice.replicas"
 
 
 class ReplicaSync:
@@ -50,13 +51,20 @@ class ReplicaSync:
         self.wall = wall
         self.syncs = 0
         self.failures = 0
-        self._peers: list = []  # the last sync's peer summaries (for the next lease asks)
+        self._peers: list[
+            ReplicaSummary
+        ] = []  # the last sync's peer summaries (for the next lease asks)
         self._ever_joined = False
         self._task: asyncio.Task[None] | None = None
 
     @property
     def joined(self) -> bool:
         return self.core.joined
+
+    def health(self) -> dict[str, Callable[[], bool]]:
+        """The `sluice.replicas` gRPC health service: SERVING while the store is reached
+        (NOT_SERVING: local-only; the replica itself still serves)."""
+        return {HEALTH_SERVICE: lambda: self.core.joined}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="sluice-replicas")
@@ -97,8 +105,11 @@ class ReplicaSync:
         self.syncs += 1
         if rejoined:
             if self._ever_joined:
-                log.warning("replicas: store reachable again, rejoined the pool-wide order",
-                            store=self.store.url, peers=len(peers))
+                log.warning(
+                    "replicas: store reachable again, rejoined the pool-wide order",
+                    store=self.store.url,
+                    peers=len(peers),
+                )
                 if self.metrics is not None:
                     self.metrics.rejoins.inc()
             else:
@@ -121,7 +132,7 @@ class ReplicaSync:
     def _failed(self, exc: BaseException, now: float) -> None:
         self.failures += 1
         core = self.core
-        if core.joined or not self._ever_joined and self.failures == 1:
+        if core.joined or (not self._ever_joined and self.failures == 1):
             log.warning(
                 "replicas: store unreachable, local-only flow control until it returns",
                 store=self.store.url,

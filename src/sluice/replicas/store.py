@@ -83,7 +83,7 @@ class RedisStore:
             args += [ask.endpoint, ask.cap, ask.target, ask.in_flight]
         stream = self.prefix + "prefix"
         async with self._client.pipeline(transaction=False) as pipe:
-            self._script(keys=[self.prefix], args=args, client=pipe)
+            await self._script(keys=[self.prefix], args=args, client=pipe)
             if prefix_out is not None:
                 pipe.xadd(
                     stream,
@@ -105,4 +105,3 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
-

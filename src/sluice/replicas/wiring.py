@@ -46,7 +46,8 @@ def start_replicas(
         for profile in scheduler.profiles.values()
         for scorer, _ in profile.scorers
         # precise routing reads the engines' own KV events: nothing to share
-        if isinstance(scorer, PrefixCacheScorer) and not isinstance(scorer, PrecisePrefixCacheScorer)
+        if isinstance(scorer, PrefixCacheScorer)
+        and not isinstance(scorer, PrecisePrefixCacheScorer)
     }
     sync = ReplicaSync(
         core,
