@@ -20,6 +20,7 @@ ALLOWED = {
     "flowcontrol": {"api", "requests", "util"},
     "scheduling": {"api", "requests", "datalayer", "util"},
     "room": {"datalayer", "requests", "util"},
+    "receipts": {"datalayer", "requests", "room", "scheduling", "util"},
     "sources": {"api", "datalayer", "util", "logs"},
     "sim": {"util"},  # util imports nothing of ours: the sim still imports nothing of the EPP
 }

@@ -25,6 +25,7 @@ from sluice.config import (
     load_sluice_config,
     load_sluice_config_file,
 )
+from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
@@ -200,7 +201,12 @@ class App:
                 budget=budget,
             ),
         )
+        try:
+            self.observability = Observability.from_options(options)
+        except ObservabilityError as exc:
+            raise AppError(str(exc)) from None
         self.director = Director(
+            receipts=self.observability.recorder,
             scheduler=self.scheduler,
             flow=self.flow,
             registry=self.registry,
@@ -340,7 +346,15 @@ class App:
         with _listening("grpc-health-port", grpc_host, options):
             await health.start(int(options["grpc-health-port"]))
         self._servers.append(health)
-        metrics = MetricsServer(self.metrics_registry, self.authorize, host=grpc_host)
+        dashboard = self.observability.routes(
+            self.director,
+            staleness_s=float(options["metrics-staleness-threshold"]),
+            pool=f"{self.key.namespace}/{self.key.name}",
+            authorize=self.authorize,
+        )
+        metrics = MetricsServer(
+            self.metrics_registry, self.authorize, host=grpc_host, extra_routes=dashboard.add_to
+        )
         with _listening("metrics-port", grpc_host, options):
             await metrics.start(int(options["metrics-port"]))
         self._servers.append(metrics)
@@ -359,6 +373,7 @@ class App:
                     max_body_bytes=int(options["max-body-bytes"]),
                     keep_control_headers=bool(options["keep-control-headers"]),
                     disable_endpoint_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                 ),
                 # upstream's --health-checking: gRPC health on the ext_proc port too
                 also_serve=[GrpcHealthService(health.servicer)]
@@ -378,6 +393,7 @@ class App:
                 Limits(max_body_bytes=int(options["max-body-bytes"])),
                 options=ProxyOptions(
                     keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
+                    emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
                 ),
             )
@@ -459,6 +475,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.observability.shutdown()  # flushes the spans still batched
 
     async def run_forever(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM; `on_started` runs once every server listens."""

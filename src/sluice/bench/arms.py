@@ -29,6 +29,7 @@ from sluice.scheduling.framework import (
     SchedulingResult,
     ScoredEndpoint,
 )
+from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 
 
@@ -81,7 +82,11 @@ class RoundRobinScheduler(Scheduler):
     _next = 0
 
     def schedule(
-        self, request: InferenceRequest, endpoints: Sequence[EndpointState], now: float
+        self,
+        request: InferenceRequest,
+        endpoints: Sequence[EndpointState],
+        now: float,
+        record: CycleRecord | None = None,
     ) -> SchedulingResult:
         if not endpoints:
             raise NoEndpointsError("no endpoints available")

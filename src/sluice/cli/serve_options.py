@@ -272,6 +272,28 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "(GIE v1.3's inference_objective_*, inference_pool_*, inference_extension_*).",
         group=S,
     ),
+    Flag(
+        "emit-endpoint-scores",
+        "bool",
+        False,
+        "Return the primary profile's score per endpoint: ext_proc in envoy.lb dynamic metadata "
+        "(x-gateway-destination-endpoint-scores), the proxy as a response header of that name.",
+        group=U,
+    ),
+    Flag(
+        "decision-receipts",
+        "int",
+        1024,
+        "Decision receipts kept for GET /debug/decisions and the dashboard (0: off).",
+        group=S,
+    ),
+    Flag(
+        "decision-receipts-max-bytes",
+        "int",
+        4 * 1024 * 1024,
+        "Memory bound of the receipt ring, in bytes of encoded receipts.",
+        group=S,
+    ),
     # Active-active replicas (docs/replicas.md)
     Flag(
         "replicas-store",

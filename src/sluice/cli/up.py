@@ -28,6 +28,7 @@ Sluice is up: 4 simulated vLLM engines behind an inference-aware proxy.
   proxy (OpenAI API)  http://127.0.0.1:{proxy}/v1
   ext_proc (gRPC)     127.0.0.1:{grpc}   health 127.0.0.1:{health}
   metrics             http://127.0.0.1:{metrics}/metrics
+  dashboard           http://127.0.0.1:{metrics}/   (or: sluice top --metrics-port {metrics})
   resources           {resources}   (edit them: changes apply within a second)
 
 Try it (streamed chat, highest priority):

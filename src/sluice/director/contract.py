@@ -48,6 +48,11 @@ class Admission(Protocol):
         """Primary first, then fallbacks in score order (never empty)."""
         ...
 
+    def endpoint_scores(self) -> dict[str, float] | None:
+        """The primary profile's score per scored endpoint `ip:port`, picked or not, when the
+        scheduler recorded them (receipts on), else None."""
+        ...
+
     def retarget(self, endpoint: Endpoint) -> None:
         """The front end moved the request to a fallback before any byte was sent."""
         ...

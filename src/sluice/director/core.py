@@ -30,12 +30,14 @@ from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.eviction import EvictionPacer, sheddable
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
+from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError, contended, unavailable
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
+from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
 
@@ -74,11 +76,15 @@ class DispatchCore:
         rng: random.Random | None = None,
         on_release: OnRelease | None = None,
         on_wakeup: Callable[[float | None], None] | None = None,
+        receipts: ReceiptRecorder | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.flow = flow
         self.registry = registry
         self.room = Room(room)
+        # Decision receipts (and what reads them: traces, endpoint scores); None: off, free.
+        self.receipts = receipts
+        self.room.explain_holds = receipts is not None
         self.settings = settings or DirectorSettings()
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -157,14 +163,16 @@ class DispatchCore:
         """
         if self.metrics is not None:
             self.metrics.received(request)
+        if self.receipts is not None:
+            self.receipts.queued(request, now)
         self._note_pool_regime(now)
         if not self._may_wait(request.subset_hint):
-            raise self._failed(request, _no_candidates())
+            raise self._failed(request, _no_candidates(), now)
         self.room.arrived(request.priority, request.fairness_id, now)
         result = self.flow.enqueue(request, now)
         if isinstance(result, Finalized):
             self._left(result.ticket)
-            raise self._failed(request, _queue_error(result))
+            raise self._failed(request, _queue_error(result), now)
         assert isinstance(result, Accepted)
         for displaced in result.displaced:
             self._resolve(displaced, {})
@@ -184,7 +192,7 @@ class DispatchCore:
             event = self.flow.cancel(ticket, now)
             if event is not None:
                 self._left(ticket)
-                self._failed(ticket.request, error_for(event))
+                self._failed(ticket.request, error_for(event), now)
         self.forget(ticket)
 
     def _may_wait(self, subset: frozenset[str] | None) -> bool:
@@ -274,8 +282,9 @@ class DispatchCore:
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        record: CycleRecord | None = None,
     ) -> DispatchedRequest:
-        return DispatchedRequest(self, request, ticket, endpoints, now)
+        return DispatchedRequest(self, request, ticket, endpoints, now, record)
 
     def _resolve(self, event: Finalized, bound: Mapping[int, Admitted | SluiceError]) -> None:
         ticket = event.ticket
@@ -292,6 +301,8 @@ class DispatchCore:
                     self._sheddable[id(placed)] = placed
                 if self.metrics is not None:
                     self.metrics.dispatched(placed.request, event.waited_s)
+                if self.receipts is not None:
+                    self.receipts.dispatched(placed.request, placed.endpoints)
                 self.on_release(ticket, placed)
                 return
             error = placed if isinstance(placed, SluiceError) else None
@@ -299,7 +310,7 @@ class DispatchCore:
             self.flow.complete(ticket, None, event.at)
         else:
             error = _queue_error(event)
-        self.on_release(ticket, self._failed(ticket.request, error))
+        self.on_release(ticket, self._failed(ticket.request, error, event.at))
 
     # -- the ledger: what admitted requests report ------------------------------------------------
 
@@ -319,6 +330,8 @@ class DispatchCore:
             ),
         )
         self.scheduler.on_dispatch(request, endpoint)
+        if self.receipts is not None:
+            self.receipts.counted(request, endpoint, request.prompt_tokens - uncached, now)
         return Counted(ticket, uncached, now)
 
     def moved(self, counted: Counted, failed: Endpoint) -> None:
@@ -346,15 +359,17 @@ class DispatchCore:
         )
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
+        ttft_s = None if first_byte_at is None else first_byte_at - dispatched.started_at
         if self.metrics is not None:
-            started_at = dispatched.started_at
             self.metrics.completed(
                 dispatched.request,
                 outcome,
                 usage,
-                duration_s=now - started_at,
-                ttft_s=None if first_byte_at is None else first_byte_at - started_at,
+                duration_s=now - dispatched.started_at,
+                ttft_s=ttft_s,
             )
+        if self.receipts is not None:
+            self.receipts.finished(dispatched.request, outcome.value, usage, ttft_s, now)
         self.pump(now)
 
     def detached(self, dispatched: Admitted, now: float) -> None:
@@ -365,12 +380,20 @@ class DispatchCore:
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if self.metrics is not None:
             self.metrics.detached(dispatched.request)
+        if self.receipts is not None:
+            first = dispatched.first_byte_at
+            ttft_s = None if first is None else first - dispatched.started_at
+            self.receipts.finished(dispatched.request, "detached", None, ttft_s, now)
         self.pump(now)
 
-    def _failed(self, request: InferenceRequest, error: SluiceError | None) -> SluiceError:
+    def _failed(
+        self, request: InferenceRequest, error: SluiceError | None, now: float
+    ) -> SluiceError:
         error = error or SluiceError(ErrorCode.INTERNAL, "request was not dispatched")
         if self.metrics is not None:
             self.metrics.failed(request, error)
+        if self.receipts is not None:
+            self.receipts.failed(request, error, now)
         return error
 
 

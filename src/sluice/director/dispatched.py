@@ -15,6 +15,7 @@ from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.usage import UsageParser
+from sluice.scheduling.record import CycleRecord
 
 
 class DispatchedRequest:
@@ -28,6 +29,7 @@ class DispatchedRequest:
         "_parser",
         "finished",
         "first_byte_at",
+        "record",
         "request",
         "started_at",
         "ticket",
@@ -40,8 +42,10 @@ class DispatchedRequest:
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        record: CycleRecord | None = None,
     ) -> None:
         self._ledger = ledger
+        self.record = record  # what the scheduler did, when receipts are on
         self.request = request
         self.ticket = ticket
         self._endpoints = endpoints
@@ -60,6 +64,10 @@ class DispatchedRequest:
     @property
     def endpoint(self) -> Endpoint:
         return self._endpoints[0]
+
+    def endpoint_scores(self) -> dict[str, float] | None:
+        """The primary profile's score per scored endpoint (None: not recorded)."""
+        return None if self.record is None else self.record.endpoint_scores()
 
     @property
     def dispatch_ticket(self) -> DispatchTicket:

@@ -11,8 +11,10 @@ from typing import Protocol
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import DispatchTicket, EndpointRegistry
 from sluice.flowcontrol.model import Ticket
+from sluice.receipts.recorder import ReceiptRecorder
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.room import Room
+from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 
 
@@ -80,6 +82,7 @@ class Binder(Protocol):
     room: Room
     scheduler: Scheduler
     registry: EndpointRegistry
+    receipts: ReceiptRecorder | None
 
     def ticket_of(self, request: InferenceRequest) -> Ticket | None: ...
 
@@ -89,6 +92,7 @@ class Binder(Protocol):
         ticket: Ticket,
         endpoints: tuple[Endpoint, ...],
         now: float,
+        record: CycleRecord | None = None,
     ) -> Admitted:
         """Admit `request` to `endpoints` (primary first) now."""
         ...

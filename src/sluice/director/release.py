@@ -42,15 +42,19 @@ class Release:
         ticket = binder.ticket_of(request)
         if ticket is None:
             return
-        states = binder.room.placeable(
-            self.candidates(request.subset_hint), request.priority, self.now
-        )
+        room = binder.room
+        states = room.placeable(self.candidates(request.subset_hint), request.priority, self.now)
+        receipts = binder.receipts
+        record = None
+        if receipts is not None:
+            record = receipts.scheduling(request)
+            receipts.released(request, states, room.holds.get(request.priority), self.now)
         try:
-            result = binder.scheduler.schedule(request, states, self.now)
+            result = binder.scheduler.schedule(request, states, self.now, record)
         except NoEndpointsError as exc:
             # Filters drained a non-empty candidate set: the pool is busy, not broken (upstream).
             self.bound[ticket.seq] = contended(
                 f"failed to find an endpoint: {exc}", DroppedReason.SATURATED
             )
             return
-        self.bound[ticket.seq] = binder.bind(request, ticket, result.endpoints, self.now)
+        self.bound[ticket.seq] = binder.bind(request, ticket, result.endpoints, self.now, record)

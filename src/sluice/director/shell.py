@@ -15,6 +15,7 @@ from sluice.director.core import DirectorSettings, DispatchCore
 from sluice.director.dispatched import DispatchedRequest
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
+from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import SluiceError, shutting_down
 from sluice.requests.model import InferenceRequest, Outcome, Usage
@@ -56,6 +57,9 @@ class Admission:
     def finished(self) -> bool:
         return self.dispatched.finished
 
+    def endpoint_scores(self) -> dict[str, float] | None:
+        return self.dispatched.endpoint_scores()
+
     def retarget(self, endpoint: Endpoint) -> None:
         self.dispatched.retarget(endpoint, self._clock())
 
@@ -92,6 +96,7 @@ class Director:
         metrics: RequestMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        receipts: ReceiptRecorder | None = None,
     ) -> None:
         self.clock = clock
         self.core = DispatchCore(
@@ -104,6 +109,7 @@ class Director:
             rng=rng,
             on_release=self._release,
             on_wakeup=self._wake_at,
+            receipts=receipts,
         )
         self._waiters: dict[int, asyncio.Future[Admission]] = {}
         self._tickets: dict[int, Ticket] = {}  # of the requests in `_waiters`

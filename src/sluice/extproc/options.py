@@ -37,6 +37,8 @@ class StreamOptions:
     max_body_bytes: int = Limits().max_body_bytes
     keep_control_headers: bool = False
     disable_endpoint_subset_filter: bool = False
+    # Upstream's --emit-endpoint-scores: the scores in envoy.lb metadata (needs the recorder).
+    emit_endpoint_scores: bool = False
     # Used only when Envoy does not announce its modes (`protocol_config`, Envoy >= 1.33).
     default_request_body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED
     default_response_body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED

@@ -190,9 +190,10 @@ class ExtProcStream:
         destination = ",".join(e.hostport for e in admission.endpoints)
         set_headers = self._routing_headers(destination, request)
         remove_headers = self._headers_to_remove()
+        scores = admission.endpoint_scores() if self._options.emit_endpoint_scores else None
         out: list[Answer]
         if self._request_mode is BodyMode.FULL_DUPLEX_STREAMED:
-            out = [wire.route_request_headers(set_headers, remove_headers, destination)]
+            out = [wire.route_request_headers(set_headers, remove_headers, destination, scores)]
             out.extend(
                 wire.streamed_request_body(
                     request.body, end_of_stream=not self._request_trailers_seen
@@ -200,7 +201,9 @@ class ExtProcStream:
             )
         else:
             changed = request.body if request.body != self._body else None
-            out = [wire.route_request_body(set_headers, remove_headers, destination, changed)]
+            out = [
+                wire.route_request_body(set_headers, remove_headers, destination, changed, scores)
+            ]
         if self._request_trailers_seen:
             out.append(wire.CONTINUE_REQUEST_TRAILERS)
         self._body = bytearray()

@@ -7,6 +7,7 @@ plain Python values (header dicts, byte strings, endpoint lists).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Iterator, Mapping
 
 from envoy.config.core.v3 import base_pb2
@@ -18,6 +19,7 @@ from sluice.requests.headers import HEADER_DROPPED_REASON
 from sluice.requests.model import (
     DESTINATION_METADATA_NAMESPACE,
     HEADER_DESTINATION,
+    HEADER_DESTINATION_SCORES,
     HEADER_DESTINATION_SERVED,
     SUBSET_HINT_KEY,
     SUBSET_HINT_NAMESPACE,
@@ -111,14 +113,19 @@ def header_mutation(
 
 
 def route_request_headers(
-    set_headers: Mapping[str, str], remove_headers: Iterable[str], destination: str
+    set_headers: Mapping[str, str],
+    remove_headers: Iterable[str],
+    destination: str,
+    scores: Mapping[str, float] | None = None,
 ) -> bytes:
     """Answer to request headers that routes the request (FULL_DUPLEX / header-only):
     `ProcessingResponse(request_headers=HeadersResponse(response=CommonResponse(
     header_mutation=header_mutation(…), clear_route_cache=True)), dynamic_metadata=Struct(
-    {"envoy.lb": {"x-gateway-destination-endpoint": destination}}))`."""
+    {"envoy.lb": {"x-gateway-destination-endpoint": destination}}))`; with `scores`, the
+    namespace also holds `x-gateway-destination-endpoint-scores: {ip:port: score}` (upstream's
+    `--emit-endpoint-scores`)."""
     common = _ld(2, _header_mutation(set_headers, remove_headers)) + _CLEAR_ROUTE_CACHE
-    return _ld(1, _ld(1, common)) + _dynamic_metadata(destination)
+    return _ld(1, _ld(1, common)) + _dynamic_metadata(destination, scores)
 
 
 def route_request_body(
@@ -126,6 +133,7 @@ def route_request_body(
     remove_headers: Iterable[str],
     destination: str,
     body: bytes | None,
+    scores: Mapping[str, float] | None = None,
 ) -> bytes:
     """BUFFERED mode: the routing mutation rides on the body answer; `body` None = unchanged.
     As `route_request_headers`, in `request_body=BodyResponse(…)`, plus
@@ -134,7 +142,7 @@ def route_request_body(
     if body is not None:
         common += _ld(3, _ld(1, body))  # body_mutation.body: a oneof, present even when empty
     common += _CLEAR_ROUTE_CACHE
-    return _ld(3, _ld(1, common)) + _dynamic_metadata(destination)
+    return _ld(3, _ld(1, common)) + _dynamic_metadata(destination, scores)
 
 
 def _varint(value: int) -> bytes:
@@ -176,13 +184,21 @@ def _header_mutation(set_headers: Mapping[str, str], remove_headers: Iterable[st
 
 _METADATA_NAMESPACE_KEY = _ld(1, DESTINATION_METADATA_NAMESPACE.encode())  # map entry key
 _METADATA_DESTINATION_KEY = _ld(1, HEADER_DESTINATION.encode())
+_METADATA_SCORES_KEY = _ld(1, HEADER_DESTINATION_SCORES.encode())
+_NUMBER = b"\x11"  # Value.number_value (2), a fixed64 double
 
 
-def _dynamic_metadata(destination: str) -> bytes:
+def _dynamic_metadata(destination: str, scores: Mapping[str, float] | None = None) -> bytes:
     """`ProcessingResponse.dynamic_metadata` (8): `envoy.lb` → {x-gateway-destination-endpoint:
     "ip:port,..."}, the same list as the header (Envoy's ORIGINAL_DST may read either)."""
     value = _ld(3, destination.encode())  # Value.string_value
     inner = _ld(1, _METADATA_DESTINATION_KEY + _ld(2, value))  # Struct.fields entry
+    if scores is not None:
+        entries = b"".join(
+            _ld(1, _ld(1, k.encode()) + _ld(2, _NUMBER + struct.pack("<d", v)))
+            for k, v in scores.items()
+        )
+        inner += _ld(1, _METADATA_SCORES_KEY + _ld(2, _ld(5, entries)))
     namespace = _ld(5, inner)  # Value.struct_value
     return _ld(8, _ld(1, _METADATA_NAMESPACE_KEY + _ld(2, namespace)))
 

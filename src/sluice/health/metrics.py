@@ -105,8 +105,10 @@ class MetricsServer:
         registry: CollectorRegistry,
         authorize: Authorize | None = None,
         host: str = "0.0.0.0",
+        extra_routes: Callable[[web.Application], None] | None = None,
     ) -> None:
         self._exposition = Exposition(registry)
+        self._extra_routes = extra_routes  # the dashboard and /debug/* (sluice.dashboard)
         self._authorize = authorize
         self._host = host
         self._runner: web.AppRunner | None = None
@@ -115,6 +117,8 @@ class MetricsServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.on_response_prepare.append(_no_versions)  # aiohttp's Server: names its version
+        if self._extra_routes is not None:
+            self._extra_routes(app)
         return app
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:

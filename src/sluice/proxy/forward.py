@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
 from sluice.requests.errors import SluiceError
-from sluice.requests.model import Usage
+from sluice.requests.model import HEADER_DESTINATION_SCORES, Usage
 
 from .errors import bad_gateway, error_response, sse_error_event
 from .headers import downstream_response_headers
@@ -61,6 +62,8 @@ class Target(Protocol):
 
     def allow_eviction(self, hook: Callable[[SluiceError], None] | None) -> bool: ...
 
+    def endpoint_scores(self) -> dict[str, float] | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class UntrackedTarget:
@@ -70,6 +73,9 @@ class UntrackedTarget:
 
     def retarget(self, endpoint: Endpoint) -> None:
         pass
+
+    def endpoint_scores(self) -> dict[str, float] | None:
+        return None
 
     def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None:
         pass
@@ -111,6 +117,8 @@ class RelayOptions:
     # Non-streamed responses up to this size are read whole and sent with one write (the fast
     # path); larger or unsized ones are relayed chunk by chunk like streams.
     buffer_response_bytes: int = 1 << 20
+    # `--emit-endpoint-scores`: the scores as a JSON response header (ext_proc: metadata).
+    emit_endpoint_scores: bool = False
 
 
 class _NoEndpointAnswered(Exception):
@@ -273,6 +281,10 @@ async def _relay(
     evicted: Eviction | None = None,
 ) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers)
+    if options.emit_endpoint_scores:
+        scores = target.endpoint_scores()
+        if scores is not None:
+            headers[HEADER_DESTINATION_SCORES] = orjson.dumps(scores).decode()
     streaming = upstream.content_type == "text/event-stream"
     size = upstream.content_length
     if not streaming and size is not None and size <= options.buffer_response_bytes:

@@ -60,6 +60,8 @@ class ProxyOptions:
     shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
     # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.
     freeze_gc: bool = True
+    # `--emit-endpoint-scores`: the scheduler's scores per endpoint as a response header.
+    emit_endpoint_scores: bool = False
     # Routes forwarded besides the defaults (`routes.DEFAULT_ROUTES`): passed through, admitted
     # like an inference request when the body is JSON naming a `model`.
     extra_routes: frozenset[Route] = frozenset()
@@ -118,7 +120,10 @@ class ProxyServer:
         self._pipeline = pipeline
         self._limits = limits or Limits()
         self._options = options
-        self._relay_options = RelayOptions(buffer_response_bytes=options.buffer_response_bytes)
+        self._relay_options = RelayOptions(
+            buffer_response_bytes=options.buffer_response_bytes,
+            emit_endpoint_scores=options.emit_endpoint_scores,
+        )
         self._session_factory = client_session_factory or (lambda: tuned_client_session(options))
         self._session: aiohttp.ClientSession | None = None
         self._pool_factory = upstream_pool_factory or (lambda: default_upstream_pool(options))

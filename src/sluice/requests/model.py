@@ -15,6 +15,8 @@ DEFAULT_FAIRNESS_ID = "default-flow"
 HEADER_REQUEST_ID = "x-request-id"
 HEADER_DESTINATION = "x-gateway-destination-endpoint"
 HEADER_DESTINATION_SERVED = "x-gateway-destination-endpoint-served"
+# `--emit-endpoint-scores`: the primary profile's score per endpoint (metadata key; proxy header)
+HEADER_DESTINATION_SCORES = "x-gateway-destination-endpoint-scores"
 SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_HINT_KEY = "x-gateway-destination-endpoint-subset"
 DESTINATION_METADATA_NAMESPACE = "envoy.lb"

@@ -5,29 +5,34 @@ kept for a higher band or for the rest of a band, the subset rule and placement 
 Sans-I/O: `now` is passed in. May import `sluice.datalayer` (types) and `sluice.requests` (types).
 See docs/room.md."""
 
-from sluice.room.core import Room
+from sluice.room.core import Hold, Room
 from sluice.room.placement import in_subset, placeable, steer_prefills
 from sluice.room.prefill import PrefillEstimator
 from sluice.room.rules import (
     endpoints_with_room,
     has_room,
     has_room_for_background,
+    hold_rule,
     is_saturated,
     room_left,
+    rule_inputs,
 )
 from sluice.room.settings import DEFAULT_ROOM, RoomSettings
 
 __all__ = [
     "DEFAULT_ROOM",
+    "Hold",
     "PrefillEstimator",
     "Room",
     "RoomSettings",
     "endpoints_with_room",
     "has_room",
     "has_room_for_background",
+    "hold_rule",
     "in_subset",
     "is_saturated",
     "placeable",
     "room_left",
+    "rule_inputs",
     "steer_prefills",
 ]

@@ -8,14 +8,42 @@ clock, sleeps or opens a socket. See docs/room.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
 from sluice.room.demand import Demand, HoldTimes
 from sluice.room.peers import PeerDemand
 from sluice.room.placement import placeable
 from sluice.room.prefill import PrefillEstimator
-from sluice.room.rules import has_room, has_room_for_background
+from sluice.room.rules import (
+    BACKGROUND_HEADROOM,
+    has_room,
+    has_room_for_background,
+    hold_rule,
+    rule_inputs,
+)
 from sluice.room.settings import DEFAULT_ROOM, RoomSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Room refused to a band at `at`: per candidate endpoint, the rule that refused it."""
+
+    at: float
+    rules: dict[str, str]
+    inputs: dict[str, dict[str, Any]]  # what the rules read of each endpoint (`rule_inputs`)
+    lower_band: bool
+    contended: bool
+    background: bool = False
+
+    @property
+    def rule(self) -> str:
+        """The rule that refused the most candidates (ties: first in candidate order)."""
+        counts: dict[str, int] = {}
+        for rule in self.rules.values():
+            counts[rule] = counts.get(rule, 0) + 1
+        return max(counts, key=lambda r: counts[r]) if counts else "no-candidates"
 
 
 class Room:
@@ -33,6 +61,10 @@ class Room:
         )
         self._scrapes_learned = -1
         self.peers: PeerDemand | None = None  # the pool's other replicas (room/peers.py)
+        # Per band: the last time room was refused to it, and why (endpoint -> rule), for the
+        # decision receipts; filled only while `explain_holds` is on.
+        self.explain_holds = False
+        self.holds: dict[int, Hold] = {}
 
     # -- what happened -------------------------------------------------------------------------
 
@@ -92,11 +124,35 @@ class Room:
         settings = self.settings
         lower_band = self.keeps_headroom_above(priority, now)
         if heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now):
-            return has_room_for_background(states, now, settings, lower_band=lower_band)
+            ok = has_room_for_background(states, now, settings, lower_band=lower_band)
+            if not ok and self.explain_holds:
+                self._note_hold(states, priority, now, lower_band, True, background=True)
+            return ok
         contended = self.contended(now)
-        return any(
+        ok = any(
             has_room(s, now, settings, lower_band=lower_band, contended=contended) for s in states
         )
+        if not ok and self.explain_holds:
+            self._note_hold(states, priority, now, lower_band, contended)
+        return ok
+
+    def _note_hold(
+        self,
+        states: Sequence[EndpointState],
+        priority: int,
+        now: float,
+        lower_band: bool,
+        contended: bool,
+        *,
+        background: bool = False,
+    ) -> None:
+        rules = {
+            s.name: hold_rule(s, now, self.settings, lower_band=lower_band, contended=contended)
+            or BACKGROUND_HEADROOM
+            for s in states
+        }
+        inputs = {s.name: rule_inputs(s, now) for s in states}
+        self.holds[priority] = Hold(now, rules, inputs, lower_band, contended, background)
 
     def _others_expected(self, priority: int, fairness_id: str, now: float) -> bool:
         peers = self.peers

@@ -10,6 +10,7 @@ the queue forms in Sluice — where priority and token fairness apply — rather
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sluice.datalayer.registry import EndpointState
 from sluice.room.settings import DEFAULT_ROOM, RoomSettings
@@ -61,6 +62,65 @@ def has_room(
         return False
     left = room_left(state, settings, lower_band=lower_band)
     return left is None or left > 0
+
+
+# The names of the rules `has_room` applies, in the order it applies them: what a decision
+# receipt says held a request (`hold_rule`).
+STALE_METRICS = "stale-metrics"
+QUEUE_DEPTH = "queue-depth"
+KV_CACHE = "kv-cache"
+UNSEEN_REQUESTS = "unseen-requests"
+PENDING_PREFILL = "pending-prefill"
+IN_FLIGHT_CAP = "in-flight-cap"
+LOWER_BAND_CAP = "lower-band-cap"
+BACKGROUND_HEADROOM = "background-headroom"
+
+
+def rule_inputs(state: EndpointState, now: float) -> dict[str, Any]:
+    """What the rules (and the built-in scorers) read of an endpoint as of `now`, as plain
+    values: a receipt records them so that its hold can be recomputed."""
+    m = state.metrics
+    return {
+        "waiting": m.waiting,
+        "running": m.running,
+        "kv_cache_usage": m.kv_cache_usage,
+        "kv_cache_known": m.kv_cache_known,
+        "in_flight": state.in_flight_requests,
+        "unseen": state.unseen_requests,
+        "pending_prefill_tokens": state.pending_prefill_tokens,
+        "age_s": None if m.updated_at == float("-inf") else now - m.updated_at,
+    }
+
+
+def hold_rule(
+    state: EndpointState,
+    now: float,
+    settings: RoomSettings = DEFAULT_ROOM,
+    *,
+    lower_band: bool = False,
+    contended: bool = True,
+) -> str | None:
+    """The first rule of `has_room` that refuses the endpoint one more request, or None when it
+    has room (`has_room(...) == (hold_rule(...) is None)`, a property the tests check). Asked
+    only when room was refused, so the hot path never pays for it."""
+    metrics = state.metrics
+    if now - metrics.updated_at > settings.metrics_staleness_s:
+        return STALE_METRICS
+    if metrics.waiting > settings.queue_depth:
+        return QUEUE_DEPTH
+    if metrics.kv_cache_known and metrics.kv_cache_usage > settings.kv_cache_util:
+        return KV_CACHE
+    limit = settings.max_unseen_requests
+    if limit is not None and state.unseen_requests >= limit:
+        return UNSEEN_REQUESTS
+    budget = settings.max_pending_prefill_tokens
+    if contended and budget is not None and state.pending_prefill_tokens >= budget:
+        return PENDING_PREFILL
+    left = room_left(state, settings, lower_band=lower_band)
+    if left is not None and left <= 0:
+        plain = room_left(state, settings)
+        return LOWER_BAND_CAP if plain is None or plain > 0 else IN_FLIGHT_CAP
+    return None
 
 
 def has_room_for_background(

@@ -32,6 +32,7 @@ from sluice.scheduling.framework import (
     Scorer,
 )
 from sluice.scheduling.prefix_scorer import PrefixCacheScorer
+from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 
 
 class SchedulerObserver(Protocol):
@@ -111,23 +112,40 @@ class Scheduler:
     # -- the cycle ------------------------------------------------------------------------------
 
     def schedule(
-        self, request: InferenceRequest, endpoints: Sequence[EndpointState], now: float
+        self,
+        request: InferenceRequest,
+        endpoints: Sequence[EndpointState],
+        now: float,
+        record: CycleRecord | None = None,
     ) -> SchedulingResult:
-        """Pick endpoints for `request`; raises `NoEndpointsError` when none is left."""
+        """Pick endpoints for `request`; raises `NoEndpointsError` when none is left. With a
+        `record`, what each plugin did is written into it (see `scheduling.record`)."""
         observer = self._observer
-        started = time.perf_counter() if observer is not None else 0.0
+        timed = observer is not None or record is not None
+        started = time.perf_counter() if timed else 0.0
         try:
-            result = self._schedule(request, endpoints, now)
+            result = self._schedule(request, endpoints, now, record)
         except NoEndpointsError:
             if observer is not None:
                 observer.scheduled(time.perf_counter() - started, False)
+            if record is not None:
+                record.duration_s = time.perf_counter() - started
             raise
-        if observer is not None:
-            observer.scheduled(time.perf_counter() - started, True)
+        if timed:
+            elapsed = time.perf_counter() - started
+            if observer is not None:
+                observer.scheduled(elapsed, True)
+            if record is not None:
+                record.duration_s = elapsed
+                record.primary = result.primary_profile
         return result
 
     def _schedule(
-        self, request: InferenceRequest, endpoints: Sequence[EndpointState], now: float
+        self,
+        request: InferenceRequest,
+        endpoints: Sequence[EndpointState],
+        now: float,
+        record: CycleRecord | None,
     ) -> SchedulingResult:
         candidates = endpoints
         hint = request.subset_hint
@@ -147,29 +165,59 @@ class Scheduler:
             if not names:
                 break
             for name in names:
-                results[name] = self._run_profile(self._profiles[name], cycle, candidates)
+                profile_record = None
+                if record is not None:
+                    profile_record = ProfileRecord(name, input_candidates=candidates)
+                    record.profiles.append(profile_record)
+                results[name] = self._run_profile(
+                    self._profiles[name], cycle, candidates, profile_record
+                )
         return handler.process_results(cycle, results)
 
     def _run_profile(
-        self, profile: Profile, cycle: CycleState, candidates: Sequence[EndpointState]
+        self,
+        profile: Profile,
+        cycle: CycleState,
+        candidates: Sequence[EndpointState],
+        record: ProfileRecord | None = None,
     ) -> ProfileResult | None:
         observer = self._observer
+        timed = observer is not None or record is not None
+        began = time.perf_counter() if record is not None else 0.0
         for f in profile.filters:
-            t0 = time.perf_counter() if observer else 0.0
+            t0 = time.perf_counter() if timed else 0.0
             candidates = f.filter(cycle, candidates)
-            if observer:
-                observer.plugin_ran("Filter", f.type_name, f.name, time.perf_counter() - t0)
+            if timed:
+                took = time.perf_counter() - t0
+                if observer:
+                    observer.plugin_ran("Filter", f.type_name, f.name, took)
+                if record is not None:
+                    record.steps.append(PluginStep("filter", f.type_name, f.name, took, candidates))
             if not candidates:
+                if record is not None:
+                    record.duration_s = time.perf_counter() - began
                 return None
         n = len(candidates)
         totals = [0.0] * n
         for scorer, weight in profile.scorers:
-            t0 = time.perf_counter() if observer else 0.0
+            t0 = time.perf_counter() if timed else 0.0
             scores = scorer.score(cycle, candidates)
-            if observer:
-                observer.plugin_ran(
-                    "Scorer", scorer.type_name, scorer.name, time.perf_counter() - t0
-                )
+            if timed:
+                took = time.perf_counter() - t0
+                if observer:
+                    observer.plugin_ran("Scorer", scorer.type_name, scorer.name, took)
+                if record is not None:
+                    record.steps.append(
+                        PluginStep(
+                            "scorer",
+                            scorer.type_name,
+                            scorer.name,
+                            took,
+                            candidates,
+                            weight=weight,
+                            raw=scores,
+                        )
+                    )
             if scorer.bounded:
                 totals = [t + weight * s for t, s in zip(totals, scores)]
             else:  # clamp to [0, 1], as upstream does for scorers that misbehave
@@ -178,10 +226,20 @@ class Scheduler:
                     for t, s in zip(totals, scores)
                 ]
         picker = profile.picker
-        t0 = time.perf_counter() if observer else 0.0
+        t0 = time.perf_counter() if timed else 0.0
         picked = picker.pick(candidates, totals)
-        if observer:
-            observer.plugin_ran("Picker", picker.type_name, picker.name, time.perf_counter() - t0)
+        if timed:
+            took = time.perf_counter() - t0
+            if observer:
+                observer.plugin_ran("Picker", picker.type_name, picker.name, took)
+            if record is not None:
+                record.steps.append(
+                    PluginStep(
+                        "picker", picker.type_name, picker.name, took, candidates, picked=picked
+                    )
+                )
+                record.totals = totals
+                record.duration_s = time.perf_counter() - began
         return ProfileResult(
             tuple(ScoredEndpoint(candidates[i].endpoint, totals[i]) for i in picked)
         )

@@ -1,0 +1,182 @@
+"""One request's receipt while it is open, and its rendering as a plain JSON-able dict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sluice.datalayer.registry import EndpointState
+from sluice.room.core import Hold
+from sluice.scheduling.record import CycleRecord, ProfileRecord
+
+
+class Receipt:
+    """Mutable while the request is open; rendered (`as_dict`) once when it ends."""
+
+    __slots__ = (
+        "completion_tokens",
+        "cycle",
+        "dispatched_at",
+        "endpoint",
+        "error",
+        "fairness_id",
+        "fallbacks",
+        "finished_at",
+        "hold",
+        "inputs",
+        "model",
+        "objective",
+        "outcome",
+        "prefix_match_tokens",
+        "priority",
+        "prompt_tokens",
+        "prompt_tokens_estimate",
+        "queued_at",
+        "reason",
+        "released_at",
+        "request_id",
+        "seq",
+        "traceparent",
+        "ttft_s",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        request_id: str,
+        objective: str | None,
+        model: str,
+        priority: int,
+        fairness_id: str,
+        prompt_tokens_estimate: int,
+        queued_at: float,
+        traceparent: str | None = None,
+    ) -> None:
+        self.seq = seq
+        self.traceparent = traceparent  # W3C trace context of the incoming request
+        self.request_id = request_id
+        self.objective = objective
+        self.model = model
+        self.priority = priority
+        self.fairness_id = fairness_id
+        self.prompt_tokens_estimate = prompt_tokens_estimate
+        self.queued_at = queued_at
+        self.released_at: float | None = None
+        self.hold: Hold | None = None
+        self.cycle: CycleRecord | None = None
+        self.inputs: dict[str, dict[str, Any]] | None = None
+        self.endpoint: str | None = None
+        self.fallbacks: tuple[str, ...] = ()
+        self.dispatched_at: float | None = None
+        self.prefix_match_tokens: int | None = None
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.reason: str | None = None
+        self.finished_at: float | None = None
+        self.ttft_s: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    @property
+    def waited_s(self) -> float | None:
+        end = self.released_at if self.released_at is not None else self.finished_at
+        return None if end is None else end - self.queued_at
+
+    def held_by(self) -> str | None:
+        """The room rule that held the request, `queue-order` when it waited behind others with
+        room to spare, None when it did not wait."""
+        if self.hold is not None:
+            return self.hold.rule
+        waited = self.waited_s
+        return "queue-order" if waited is not None and waited > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        hold = self.hold
+        return {
+            "seq": self.seq,
+            "request_id": self.request_id,
+            "objective": self.objective,
+            "model": self.model,
+            "priority": self.priority,
+            "fairness_id": self.fairness_id,
+            "queued_at": self.queued_at,
+            "waited_s": self.waited_s,
+            "held_by": self.held_by(),
+            "hold": None
+            if hold is None
+            else {
+                "at": hold.at,
+                "rules": hold.rules,
+                "lower_band": hold.lower_band,
+                "contended": hold.contended,
+                "background": hold.background,
+                "inputs": hold.inputs,
+            },
+            "inputs": self.inputs,
+            "scheduling": None if self.cycle is None else cycle_dict(self.cycle),
+            "endpoint": self.endpoint,
+            "fallbacks": list(self.fallbacks),
+            "prefix_match_tokens": self.prefix_match_tokens,
+            "outcome": self.outcome,
+            "error": self.error,
+            "reason": self.reason,
+            "ttft_s": self.ttft_s,
+            "duration_s": None
+            if self.finished_at is None or self.dispatched_at is None
+            else self.finished_at - self.dispatched_at,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+def _names(states: Sequence[EndpointState]) -> list[str]:
+    return [s.endpoint.hostport for s in states]
+
+
+def profile_dict(profile: ProfileRecord) -> dict[str, Any]:
+    filters: list[dict[str, Any]] = []
+    scorers: list[dict[str, Any]] = []
+    picker: dict[str, Any] | None = None
+    for step in profile.steps:
+        if step.kind == "filter":
+            filters.append(
+                {"type": step.type_name, "name": step.name, "kept": _names(step.candidates)}
+            )
+        elif step.kind == "scorer":
+            names = _names(step.candidates)
+            scorers.append(
+                {
+                    "type": step.type_name,
+                    "name": step.name,
+                    "weight": step.weight,
+                    "raw": dict(zip(names, step.raw)),
+                    "weighted": {
+                        n: step.weight * min(1.0, max(0.0, r)) for n, r in zip(names, step.raw)
+                    },
+                }
+            )
+        else:
+            names = _names(step.candidates)
+            picker = {
+                "type": step.type_name,
+                "name": step.name,
+                "picked": [names[i] for i in step.picked],
+            }
+    scored = next((s.candidates for s in profile.steps if s.kind != "filter"), ())
+    return {
+        "name": profile.name,
+        "candidates": _names(profile.input_candidates),
+        "filters": filters,
+        "scorers": scorers,
+        "totals": dict(zip(_names(scored), profile.totals)),
+        "picker": picker,
+        "duration_s": profile.duration_s,
+    }
+
+
+def cycle_dict(cycle: CycleRecord) -> dict[str, Any]:
+    return {
+        "primary_profile": cycle.primary,
+        "profiles": [profile_dict(p) for p in cycle.profiles],
+        "duration_s": cycle.duration_s,
+    }
