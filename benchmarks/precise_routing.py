@@ -13,8 +13,18 @@ sum |predicted - reported cached tokens| / sum reported cached tokens — for th
 scorer's prediction (what its score used) and, beside it, for its approximate half's guess on
 the same requests and placements.
 
+Wall clock (`--mode wall`): the same scenarios and arms with real processes — 4 `sluice sim`
+engines publishing vLLM's KV events over real ZMQ (PUB + replay ROUTER each, PYTHONHASHSEED
+0), `sluice serve` in proxy mode with the arm's config (the precise arm subscribes), an
+asyncio load generator; bypassing requests go straight to a random engine, restarts kill and
+start an engine process. Each arm walks up the same loads (`bench.wall.run`), fresh engines and
+router per point, arms one after the other in one run. Goodput from client-side TTFTs; hit
+rate from the engines' own prefix-cache counters (a restarted engine's counters start over).
+The prediction error needs Sluice's per-request prediction, which only the virtual runner
+records, so wall mode reports goodput and hit rate.
+
 Run: .venv/bin/python benchmarks/precise_routing.py [--quick] [--reps 2]
-     [--scenarios prefix-eviction,prefix-bypass,...]
+     [--scenarios prefix-eviction,prefix-bypass,...] [--mode wall [--loads 4,8,12]]
 """
 
 from __future__ import annotations
@@ -54,8 +64,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--mode", choices=("virtual", "wall"), default="virtual")
+    parser.add_argument("--loads", default="", help="wall: the QPS points (default per scenario)")
+    parser.add_argument("--seconds", type=float, help="wall: seconds of arrivals replayed")
     args = parser.parse_args()
     names = [s for s in args.scenarios.split(",") if s]
+    if args.mode == "wall":
+        wall(names, args)
+        return
     seeds = [args.seed + k for k in range(args.reps)]
     started = time.monotonic()
     with ProcessPoolExecutor(max_workers=workers()) as pool:
@@ -96,6 +112,64 @@ def main() -> None:
             f"{hits[ARMS[0]]:>11.3f}{hits[ARMS[1]]:>12.3f}{err:>16.1%}{approx_err:>9.1%}{n:>7}"
         )
         print(f"{'':<17}per seed: approx {good[ARMS[0]]}  precise {good[ARMS[1]]}")
+
+
+def wall(names: list[str], args: argparse.Namespace) -> None:
+    from sluice.bench.harness.cpu import busy_share, machine_cpu
+    from sluice.bench.metrics import hit_rate
+    from sluice.bench.scenarios import SCENARIOS as ALL
+    from sluice.bench.wall.run import WallRun, run_wall_scenario
+
+    loads = [float(x) for x in args.loads.split(",") if x] or None
+    started = time.monotonic()
+    cpu0 = machine_cpu()
+
+    def progress(run: WallRun) -> None:
+        p90 = summarize(run.result).ttft_p90 if not run.error else float("nan")
+        print(
+            f"  {run.result.scenario} {run.arm} {run.load:g} QPS: p90 TTFT {p90:.3f} s, "
+            f"hit {hit_rate(run.result):.3f}, machine busy {run.machine_busy:.2f} {run.error}",
+            flush=True,
+        )
+
+    results = [
+        run_wall_scenario(
+            ALL[name],
+            ARMS,
+            seed=args.seed,
+            quick=args.quick,
+            loads=loads,
+            duration_s=args.seconds,
+            on_run=progress,
+        )
+        for name in names
+    ]
+    busy_all = busy_share(cpu0, machine_cpu())
+    print(
+        f"wall clock, {'quick' if args.quick else 'full'} windows, seed {args.seed}, "
+        f"{time.monotonic() - started:.0f} s wall; machine busy {busy_all:.0%} over the run "
+        "(2 CPUs shared with other agents' work)"
+    )
+    print(
+        f"{'scenario':<17}{'goodput approx':>15}{'goodput precise':>16}{'ratio':>7}"
+        f"{'hit approx':>11}{'hit precise':>12}   p90 TTFT per load (QPS: s) approx | precise"
+    )
+    for ws in results:
+        result = ws.as_result()
+        good = {arm: statistics.fmean(result.goodputs(arm) or [0.0]) for arm in ARMS}
+        knee_hits, curves = {}, {}
+        for arm in ARMS:
+            runs = [r.result for r in ws.runs.get(arm, []) if not r.error]
+            knee_hits[arm] = hit_rate(runs[-1]) if runs else float("nan")
+            curves[arm] = ", ".join(f"{r.load:g}: {summarize(r).ttft_p90:.2f}" for r in runs)
+        a, p = good[ARMS[0]], good[ARMS[1]]
+        print(
+            f"{ws.scenario.name:<17}{a:>15.1f}{p:>16.1f}{p / a if a else float('nan'):>7.2f}"
+            f"{knee_hits[ARMS[0]]:>11.3f}{knee_hits[ARMS[1]]:>12.3f}   "
+            f"{curves[ARMS[0]]} | {curves[ARMS[1]]}"
+        )
+        for arm, why in result.skipped.items():
+            print(f"{'':<17}{arm} failed: {why}")
 
 
 if __name__ == "__main__":

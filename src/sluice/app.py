@@ -28,6 +28,7 @@ from sluice.config import (
 from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.outlier import OutlierSettings
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -214,6 +215,11 @@ class App:
             settings=DirectorSettings(
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                max_model_len=int(options["max-model-len"]),
+                outliers=OutlierSettings(
+                    consecutive_failures=int(options["outlier-consecutive-failures"]),
+                    base_ejection_s=float(options["outlier-base-ejection"]),
+                ),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget
@@ -325,6 +331,9 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        self._tasks.append(
+            asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
+        )
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
@@ -395,6 +404,9 @@ class App:
                     keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
                     emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
+                    header_timeout_s=float(options["request-header-timeout"]),
+                    body_timeout_s=float(options["request-body-timeout"]),
+                    first_byte_timeout_s=float(options["engine-first-byte-timeout"]),
                 ),
             )
             with _listening("proxy-port", str(options["proxy-host"]), options):
@@ -410,6 +422,16 @@ class App:
             metrics=options["metrics-port"],
             proxy=options["proxy-port"] or "off",
         )
+
+    async def _watch_model_contexts(self) -> None:
+        """Contexts from the engines' /v1/models clamp cost estimates (`--max-model-len` else)."""
+        from sluice.datalayer.model_context import ModelContextWatcher
+
+        def update(contexts: dict[str, int]) -> None:
+            self.director.core.model_context = contexts
+            log.info("model contexts", models=",".join(f"{m}={n}" for m, n in contexts.items()))
+
+        await ModelContextWatcher(self.registry, update).run()
 
     async def _start_kube(self) -> None:
         """Watch the cluster; the leader (or the only replica) also keeps status true."""

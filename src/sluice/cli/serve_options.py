@@ -224,6 +224,47 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "request-header-timeout",
+        "duration",
+        10.0,
+        "Proxy: a request head must be complete this long after its connection opened or the "
+        "previous response ended (also how long an idle client connection is kept).",
+        group=S,
+    ),
+    Flag(
+        "request-body-timeout",
+        "duration",
+        60.0,
+        "Proxy: a request body must arrive within this (408 after).",
+        group=S,
+    ),
+    Flag(
+        "engine-first-byte-timeout",
+        "duration",
+        300.0,
+        "Proxy: an engine that sends no response head this long after the request is failed "
+        "over (the next fallback, else 504). Non-streamed answers come at the end: keep it "
+        "above the longest generation.",
+        group=S,
+    ),
+    Flag(
+        "outlier-consecutive-failures",
+        "int",
+        5,
+        "Passive outlier detection (as Envoy's consecutive_5xx): an endpoint whose requests "
+        "fail this many times in a row (5xx, failed connections) gets no new ones for a "
+        "back-off (0: off).",
+        group=S,
+    ),
+    Flag(
+        "outlier-base-ejection",
+        "duration",
+        30.0,
+        "Outlier detection: the first ejection's length; each further one adds as much "
+        "(at most 300s).",
+        group=S,
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -248,6 +289,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "int",
         16 * 1024 * 1024,
         "Largest request body accepted (413 above).",
+        group=S,
+    ),
+    Flag(
+        "max-model-len",
+        "int",
+        131072,
+        "The models' context length (vLLM's --max-model-len): max_tokens and prompt estimates "
+        "are clamped to it before flow control charges them.",
         group=S,
     ),
     Flag(
@@ -356,10 +405,16 @@ class ServeOptions:
 # A 0 scrape interval is a busy loop (48 % of a core idle); a negative body limit refuses all.
 _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("max-body-bytes", 0, True, "16777216"),
+    ("max-model-len", 0, True, "32768"),
     ("refresh-metrics-interval", 0, True, "50ms"),
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
     ("drain-timeout", 0, False, "30s"),
+    ("outlier-consecutive-failures", 0, False, "5"),
+    ("outlier-base-ejection", 0, True, "30s"),
+    ("request-header-timeout", 0, True, "10s"),
+    ("request-body-timeout", 0, True, "60s"),
+    ("engine-first-byte-timeout", 0, True, "300s"),
     ("grpc-port", 0, False, "9002"),
     ("grpc-health-port", 0, False, "9003"),
     ("metrics-port", 0, False, "9090"),

@@ -131,8 +131,13 @@ class FairnessPolicy:
 
     def correct(self, flow: Flow, delta: float) -> None:
         """True usage differs from the charged estimate by `delta`."""
+        was_last = flow.counter == self.last_served_counter
         flow.counter += delta / flow.weight
         flow.served += delta
+        if was_last and delta < 0:
+            # The floor a flow activating into an idle band is lifted to: a refunded estimate
+            # (an engine's refusal) must not stay in it.
+            self.last_served_counter = flow.counter
         if delta < 0 and flow.ready:
             self.push(flow)  # its key shrank: an old entry would serve it too late
 

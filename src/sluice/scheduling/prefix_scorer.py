@@ -7,27 +7,30 @@ cache every block of the prompt afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
-from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.framework import (
+    PREFIX_MATCH,
+    CycleState,
+    MatchObserver,
+    PluginContext,
+    Scorer,
+)
 from sluice.scheduling.params import Params
 from sluice.scheduling.prefix_hashing import block_hashes
 from sluice.scheduling.prefix_index import PrefixIndex
-from sluice.scheduling.registry import PluginContext, register
 
 CHARS_PER_TOKEN = 4
 _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
-# CycleState key: (matched blocks by endpoint name, 1 / blocks) for scorers that run after this.
-PREFIX_MATCH = "prefix-cache-scorer/match"
-
-MatchObserver = Callable[[float, int], None]  # (hit ratio of the best endpoint, hit chars)
 
 
-@register("prefix-cache-scorer")
 class PrefixCacheScorer(Scorer):
+    type_name = "prefix-cache-scorer"
+    produces = frozenset({PREFIX_MATCH})  # for scorers that run after it
+
     bounded = True
 
     def __init__(
@@ -136,6 +139,9 @@ class PrefixCacheScorer(Scorer):
             self.index.add(target.name, hashes, capacity)
             if self.on_added is not None:
                 self.on_added(self.name, target.name, hashes, capacity)
+
+    def index_size(self) -> int:
+        return len(self.index)
 
     def prune(self, live_endpoints: set[str]) -> None:
         """Forget endpoints that left the pool (upstream purges them every 2 minutes)."""

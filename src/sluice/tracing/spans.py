@@ -79,6 +79,9 @@ def request_spans(receipt: Receipt) -> SpanData:
             span = _profile_span(profile, at, receipt)
             orchestration.children.append(span)
             at = span.end_s
+    # The director's `now` is the same for the release and the dispatch; the measured plugin
+    # durations come on top, so a parent is stretched to cover its children.
+    orchestration.end_s = max(orchestration.end_s, at)
     if dispatched is not None:
         first = None if receipt.ttft_s is None else dispatched + receipt.ttft_s
         root.children.append(
@@ -110,6 +113,7 @@ def request_spans(receipt: Receipt) -> SpanData:
                     ),
                 )
             )
+    root.end_s = max([root.end_s, *(c.end_s for c in root.children)])
     return root
 
 

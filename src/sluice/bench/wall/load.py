@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sluice.bench.records import RequestRecord, Sample
 from sluice.bench.wall.sampling import sample_engines, sample_once
@@ -63,9 +64,14 @@ async def replay(
     workload: Workload,
     drain_s: float,
     engine_urls: Sequence[str] = (),
+    restart: Callable[[int], None] | None = None,
+    seed: int = 0,
 ) -> tuple[list[RequestRecord], list[Sample]]:
     """Send the workload (open loop at its arrival times, or its closed loop) to `urls`, taken
-    in turn; sample the engines' generated-token counters once a second meanwhile."""
+    in turn; sample the engines' generated-token counters once a second meanwhile. Arrivals
+    marked `bypass` go straight to a random engine (the router never sees them); the
+    workload's `restarts` call `restart(engine index)` at their times (in a thread: it blocks
+    until the new process listens)."""
     import aiohttp
 
     closed = workload.concurrency is not None
@@ -75,6 +81,7 @@ async def replay(
     records: list[RequestRecord] = []
     samples: list[Sample] = []
     turn = itertools.cycle(urls)
+    bypass = random.Random(seed ^ 0xB1)  # the virtual runner's stream, for the same share
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         t0 = time.monotonic()
         sampler = asyncio.create_task(sample_engines(session, engine_urls, t0, samples))
@@ -85,7 +92,19 @@ async def replay(
             )
             record.dispatched_at = at
             records.append(record)
-            return asyncio.create_task(_one(session, next(turn), a, record, t0))
+            url = bypass.choice(engine_urls) if a.bypass and engine_urls else next(turn)
+            return asyncio.create_task(_one(session, url, a, record, t0))
+
+        async def restarts() -> None:
+            loop = asyncio.get_running_loop()
+            for at, index in sorted(workload.restarts):
+                delay = at - (time.monotonic() - t0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if restart is not None:
+                    await loop.run_in_executor(None, restart, index)
+
+        restarter = asyncio.create_task(restarts())
 
         try:
             if closed:
@@ -109,7 +128,10 @@ async def replay(
             pass
         finally:
             sampler.cancel()
+            restarter.cancel()  # restarts the replay window cut off do not happen
             await sample_once(session, engine_urls, t0, samples)
+        if restarter.done() and not restarter.cancelled() and restarter.exception():
+            raise RuntimeError(f"an engine restart failed: {restarter.exception()}")
     return records, samples
 
 

@@ -4,14 +4,16 @@ router from PyPI), started fresh and stopped."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sluice.bench.arms import Arm, arm_by_name
-from sluice.bench.harness.ports import free_port, wait_for_port
+from sluice.bench.arms import PRECISE_HASH_SEED, Arm, arm_by_name
+from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 from sluice.bench.scenarios import Scenario
 
 PEERS = ("vllm-router", "sglang-router", "smg")
@@ -55,23 +57,66 @@ class Engines:
     processes: list[subprocess.Popen[bytes]]
     hosts: list[str]
     port: int
+    # The KV-event layout: every engine on 127.0.0.1 with a port of its own (one pod, a target
+    # port per engine: upstream's data-parallel ranks), publishing its KV events on
+    # kv_ports[0] + rank with its replay ROUTER on kv_ports[1] + rank. vLLM binds its PUB socket
+    # on every interface, so engines on one port but their own addresses could not all publish.
+    ports: list[int] = field(default_factory=list)
+    kv_ports: tuple[int, int] | None = None
+    commands: list[list[str]] = field(default_factory=list)
+    env: dict[str, str] | None = None
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        if self.ports:
+            return list(zip(self.hosts, self.ports, strict=True))
+        return [(h, self.port) for h in self.hosts]
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{h}:{self.port}" for h in self.hosts]
+        return [f"http://{h}:{p}" for h, p in self.addresses]
 
     def stop(self) -> None:
         for process in self.processes:
             stop(process)
 
+    def restart(self, index: int) -> None:
+        """Engine `index`'s process stopped and started again on its addresses (an empty
+        cache; a KV-event publisher numbering from 0 again)."""
+        stop(self.processes[index])
+        process = _spawn(self.commands[index], self.env)
+        self.processes[index] = process
+        wait_for_port(*self.addresses[index], process)
 
-def start_engines(scenario: Scenario, priority: bool) -> Engines:
+
+def _spawn(command: list[str], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def _disjoint_blocks(count: int, blocks: int) -> list[int]:
+    """The first ports of `blocks` blocks of `count` free consecutive ports, none overlapping."""
+    firsts: list[int] = []
+    while len(firsts) < blocks:
+        first = free_port_block(count)
+        if all(abs(first - other) >= count for other in firsts):
+            firsts.append(first)
+    return firsts
+
+
+def start_engines(scenario: Scenario, priority: bool, *, kv_events: bool = False) -> Engines:
     """One `sluice sim` process per engine, each on its own loopback address and the same port
-    (an InferencePool has one target port)."""
-    port = free_port()
-    hosts = [f"127.0.0.{10 + i}" for i in range(ENGINES)]
-    engines = Engines([], hosts, port)
-    for host in hosts:
+    (an InferencePool has one target port) — or, with `kv_events`, publishing vLLM's KV events
+    with the precise arm's hash seed, on 127.0.0.1 with a port each (see `Engines`)."""
+    if kv_events:
+        http, pub, replay = _disjoint_blocks(ENGINES, 3)
+        hosts, ports = [HOST_BASE] * ENGINES, [http + i for i in range(ENGINES)]
+        engines = Engines([], hosts, http, ports, (pub, replay))
+        engines.env = {**os.environ, "PYTHONHASHSEED": PRECISE_HASH_SEED}
+    else:
+        port = free_port()
+        hosts = [f"127.0.0.{10 + i}" for i in range(ENGINES)]
+        engines = Engines([], hosts, port)
+    for i, (host, port) in enumerate(engines.addresses):
         command = [sys.executable, "-m", "sluice.sim.cli", "--count", "1", "--host", host]
         command += ["--port", str(port), "--profile", scenario.setup.profile]
         command += ["--log-level", "warning"]
@@ -80,11 +125,19 @@ def start_engines(scenario: Scenario, priority: bool) -> Engines:
             command += ["--num-gpu-blocks", str(blocks)]
         if priority:
             command += ["--scheduling-policy", "priority"]
-        engines.processes.append(
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+        if engines.kv_ports is not None:
+            pub, replay = engines.kv_ports
+            kv = {
+                "enable_kv_cache_events": True,
+                "publisher": "zmq",
+                "endpoint": f"tcp://*:{pub + i}",
+                "replay_endpoint": f"tcp://*:{replay + i}",
+            }
+            command += ["--kv-events-config", json.dumps(kv)]
+        engines.commands.append(command)
+        engines.processes.append(_spawn(command, engines.env))
     try:
-        for host, process in zip(hosts, engines.processes, strict=True):
+        for (host, port), process in zip(engines.addresses, engines.processes, strict=True):
             wait_for_port(host, port, process)
     except Exception:
         engines.stop()
@@ -93,17 +146,18 @@ def start_engines(scenario: Scenario, priority: bool) -> Engines:
 
 
 def _manifests(workdir: Path, engines: Engines, objectives: dict[str, int]) -> Path:
+    targets = ", ".join(f"{{number: {p}}}" for p in (engines.ports or [engines.port]))
     docs = [
         f"""apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
 metadata: {{name: bench, namespace: default}}
 spec:
   selector: {{matchLabels: {{app: bench-engine}}}}
-  targetPorts: [{{number: {engines.port}}}]
+  targetPorts: [{targets}]
   endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
 """
     ]
-    for i, host in enumerate(engines.hosts):
+    for i, host in enumerate(sorted(set(engines.hosts), key=engines.hosts.index)):
         docs.append(
             f"""apiVersion: v1
 kind: Pod
@@ -127,9 +181,23 @@ spec: {{priority: {priority}, poolRef: {{name: bench}}}}
     return path
 
 
-def sluice_config_text(arm: Arm) -> str:
-    """The arm as one Sluice config file (scheduling, saturationDetector, flowControl)."""
+_PRECISE = "- type: precise-prefix-cache-scorer\n  name: prefix-cache-scorer\n  parameters:\n"
+
+
+def sluice_config_text(arm: Arm, kv_ports: tuple[int, int] | None = None) -> str:
+    """The arm as one Sluice config file (scheduling, saturationDetector, flowControl); a
+    precise scorer subscribes to the engines' KV-event ports `kv_ports`."""
     room = arm.room
+    config_yaml = arm.config_yaml
+    if "precise-prefix-cache-scorer" in config_yaml:
+        if kv_ports is None or _PRECISE not in config_yaml:
+            raise RuntimeError(f"arm {arm.name}: its engines publish no KV events to subscribe to")
+        pub, replay = kv_ports
+        config_yaml = config_yaml.replace(
+            _PRECISE,
+            _PRECISE + "    kvEventsConfig: {podDiscoveryConfig: "
+            f"{{socketPort: {pub}, replaySocketPort: {replay}}}}}\n",
+        )
     lines = [
         "saturationDetector:",
         f"  queueDepthThreshold: {room.queue_depth}",
@@ -151,7 +219,7 @@ def sluice_config_text(arm: Arm) -> str:
     lines += ["flowControl:", f"  fairShareWindow: {arm.flow.fair_share_window_s:g}s"]
     if arm.flow.engine_priority:
         lines += ["  enginePriority: true"]
-    return arm.config_yaml.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    return config_yaml.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 def start_router(
@@ -174,7 +242,7 @@ def start_router(
     else:
         arm = arm_by_name(arm_name)
         config = workdir / f"config-{port}.yaml"
-        config.write_text(sluice_config_text(arm))
+        config.write_text(sluice_config_text(arm, engines.kv_ports))
         manifests = _manifests(workdir, engines, objectives)
         command = [str(Path(sys.executable).parent / "sluice"), "serve", "--pool-name=bench"]
         command += ["--pool-namespace=default", f"--resources={manifests}"]

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sluice.bench.arms import arm_by_name
@@ -38,6 +38,10 @@ from sluice.bench.workloads import Workload
 # SLO); the others run at one load, loaded and with the protected tenants alone.
 WALL_LOADS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "shared-prefix": ((4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0),) * 2,
+    # KV-event scenarios (approximate vs precise; benchmarks/precise_routing.py --mode wall)
+    "prefix-eviction": ((4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0),) * 2,
+    "prefix-bypass": ((4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0),) * 2,
+    "prefix-restarts": ((4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0),) * 2,
     "two-bands": ((1.5,), (1.5,)),
     "noisy-neighbour": ((1.5,), (1.5,)),
     # closed loops (load = the streamed share): requests, not seconds, bound them
@@ -54,6 +58,10 @@ WALL_DURATION: dict[str, tuple[float, float]] = {
     "shared-prefix": (20.0, 60.0),
     "two-bands": (10.0, 45.0),
     "noisy-neighbour": (15.0, 45.0),
+    "prefix-eviction": (30.0, 60.0),
+    "prefix-bypass": (30.0, 60.0),
+    # the workload restarts its engines at 30%..60% of its own length (40 s quick, 90 s full)
+    "prefix-restarts": (30.0, 60.0),
 }
 
 
@@ -88,6 +96,16 @@ def _needs_priority_engines(arm_name: str) -> bool:
     return arm_name not in PEER_ARMS and arm_by_name(arm_name).flow.engine_priority
 
 
+def needs_kv_events(arms: Sequence[str]) -> bool:
+    """Whether one of `arms` reads the engines' KV events (then every arm of the run gets the
+    same publishing engines, so that only the router differs)."""
+    return any(
+        arm_by_name(a).engine_overrides.get("enable_kv_cache_events")
+        for a in arms
+        if a not in PEER_ARMS
+    )
+
+
 def run_arm(
     scenario: Scenario,
     arm_name: str,
@@ -97,10 +115,12 @@ def run_arm(
     load: float,
     drain_s: float,
     probe: bool = True,
+    kv_events: bool = False,
 ) -> WallRun:
     """One wall-clock run: fresh engines and router; the result and the router's costs.
-    `probe`: also measure the router's added latency (40 + 40 sequential requests first)."""
-    engines = start_engines(scenario, _needs_priority_engines(arm_name))
+    `probe`: also measure the router's added latency (40 + 40 sequential requests first).
+    `kv_events`: the engines publish vLLM's KV events (see `processes.Engines`)."""
+    engines = start_engines(scenario, _needs_priority_engines(arm_name), kv_events=kv_events)
     workdir = Path(tempfile.mkdtemp(prefix="sluice-wall-"))
     router: subprocess.Popen[bytes] | None = None
     try:
@@ -115,7 +135,9 @@ def run_arm(
         cpu0 = tree_cpu_seconds(router.pid) if router is not None else 0.0
         machine0 = machine_cpu()
         t0 = time.monotonic()
-        records, samples = asyncio.run(replay(urls, workload, drain_s, engines.urls))
+        records, samples = asyncio.run(
+            replay(urls, workload, drain_s, engines.urls, engines.restart, seed)
+        )
         replay_s = time.monotonic() - t0
         busy = busy_share(machine0, machine_cpu())
         cpu = tree_cpu_seconds(router.pid) - cpu0 if router is not None else math.nan
@@ -209,11 +231,10 @@ def wall_workload(
             workload.concurrency,
         )
     cut = wall_duration(scenario, quick) if cut is None else cut
-    return Workload(
-        workload.name,
-        tuple(a for a in workload.arrivals if a.at < cut),
-        workload.objectives,
-        workload.adapters,
+    return replace(
+        workload,
+        arrivals=tuple(a for a in workload.arrivals if a.at < cut),
+        restarts=tuple((at, i) for at, i in workload.restarts if at < cut),
     )
 
 
@@ -243,16 +264,33 @@ def run_wall_scenario(
     # after the last arrival, wait this long for stragglers (a request still without its first
     # token by then is infinitely late: far past the 2 s SLO either way)
     drain = drain_s if drain_s is not None else (10.0 if quick else 40.0)
+    kv_events = needs_kv_events(arms)
 
     def point(arm: str, load: float, first: bool) -> WallRun:
         print(f"wall {scenario.name} {arm} at {fmt(load)} ...", file=sys.stderr, flush=True)
         workload = wall_workload(scenario, seed, load, quick, out.duration_s)
         try:
-            run = run_arm(scenario, arm, workload, seed=seed, load=load, drain_s=drain, probe=first)
+            run = run_arm(
+                scenario,
+                arm,
+                workload,
+                seed=seed,
+                load=load,
+                drain_s=drain,
+                probe=first,
+                kv_events=kv_events,
+            )
             if scenario.protected:
                 alone = workload.only(*scenario.protected)
                 run.baseline = run_arm(
-                    scenario, arm, alone, seed=seed, load=load, drain_s=drain, probe=False
+                    scenario,
+                    arm,
+                    alone,
+                    seed=seed,
+                    load=load,
+                    drain_s=drain,
+                    probe=False,
+                    kv_events=kv_events,
                 ).result
         except Exception as exc:  # a peer that fails to start is reported, not fatal
             run = _failed(scenario, arm, seed, load, exc)
