@@ -7,7 +7,7 @@ cache every block of the prompt afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
