@@ -23,7 +23,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sluice.flowcontrol import FlowController, parse_flow_control
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import FlowController
 from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.flowcontrol.observer import FlowObserver
 from sluice.requests.model import ApiKind, InferenceRequest

@@ -19,10 +19,10 @@ import time
 from dataclasses import replace
 
 from sluice.bench.harness.cpu import rss_mb
+from sluice.config import default_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
 from sluice.requests.model import ApiKind, ChatMessage, InferenceRequest
-from sluice.scheduling.defaults import default_config
 from sluice.scheduling.scheduler import Scheduler
 
 PROMPT_BYTES = 16 * 1024

@@ -23,6 +23,7 @@ ALLOWED = {
     "receipts": {"datalayer", "requests", "room", "scheduling", "util"},
     "sources": {"api", "datalayer", "util", "logs"},
     "sim": {"util"},  # util imports nothing of ours: the sim still imports nothing of the EPP
+    "config": {"api", "util", "scheduling", "flowcontrol", "room", "requests", "datalayer"},
 }
 
 

@@ -28,6 +28,7 @@ from sluice.config import (
 from sluice.dashboard.wiring import Observability, ObservabilityError
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
+from sluice.datalayer.outlier import OutlierSettings
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
 from sluice.datalayer.recorder import MissingMetrics
 from sluice.datalayer.registry import EndpointRegistry
@@ -37,6 +38,8 @@ from sluice.director.contract import Limits
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.logs import get_logger
+from sluice.replicas.shell import ReplicaSync
+from sluice.replicas.wiring import start_replicas
 from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.precise_metrics import PrecisePrefixMetrics
@@ -212,6 +215,11 @@ class App:
             settings=DirectorSettings(
                 max_body_bytes=int(options["max-body-bytes"]),
                 disable_subset_filter=bool(options["disable-endpoint-subset-filter"]),
+                max_model_len=int(options["max-model-len"]),
+                outliers=OutlierSettings(
+                    consecutive_failures=int(options["outlier-consecutive-failures"]),
+                    base_ejection_s=float(options["outlier-base-ejection"]),
+                ),
             ),
             metrics=RequestMetrics(
                 self.metrics_registry, names=names, labels=self.client_labels, budget=budget
@@ -235,6 +243,7 @@ class App:
         self._extproc: list[Any] = []  # (also in _servers) what drains on SIGTERM
         self._proxy: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.replicas: ReplicaSync | None = None  # active-active (docs/replicas.md)
         self._stopping = asyncio.Event()
         self.draining = False  # SIGTERM seen: readiness is NOT_SERVING (sluice.shutdown)
 
@@ -322,12 +331,26 @@ class App:
         else:
             await self._start_kube()
         await self.scraper.start()
+        self._tasks.append(
+            asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
+        )
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
+        self.replicas = start_replicas(
+            options.values,
+            pool=f"{self.key.namespace}/{self.key.name}",
+            director=self.director,
+            scheduler=self.scheduler,
+            metrics_registry=self.metrics_registry,
+        )
         grpc_host = str(options["grpc-host"])
         health = HealthServer(
-            lambda: self.director.ready and not self.draining, self.is_leader, host=grpc_host
+            lambda: self.director.ready and not self.draining,
+            # active-active replicas all serve; the leader only writes status
+            None if self.replicas is not None else self.is_leader,
+            host=grpc_host,
+            extra=self.replicas.health() if self.replicas is not None else None,
         )
         with _listening("grpc-health-port", grpc_host, options):
             await health.start(int(options["grpc-health-port"]))
@@ -381,6 +404,9 @@ class App:
                     keepalive_timeout_s=float(options["engine-keepalive-timeout"]),
                     emit_endpoint_scores=self.observability.emit_endpoint_scores,
                     extra_routes=parse_routes(str(options["proxy-allowed-routes"])),
+                    header_timeout_s=float(options["request-header-timeout"]),
+                    body_timeout_s=float(options["request-body-timeout"]),
+                    first_byte_timeout_s=float(options["engine-first-byte-timeout"]),
                 ),
             )
             with _listening("proxy-port", str(options["proxy-host"]), options):
@@ -396,6 +422,16 @@ class App:
             metrics=options["metrics-port"],
             proxy=options["proxy-port"] or "off",
         )
+
+    async def _watch_model_contexts(self) -> None:
+        """Contexts from the engines' /v1/models clamp cost estimates (`--max-model-len` else)."""
+        from sluice.datalayer.model_context import ModelContextWatcher
+
+        def update(contexts: dict[str, int]) -> None:
+            self.director.core.model_context = contexts
+            log.info("model contexts", models=",".join(f"{m}={n}" for m, n in contexts.items()))
+
+        await ModelContextWatcher(self.registry, update).run()
 
     async def _start_kube(self) -> None:
         """Watch the cluster; the leader (or the only replica) also keeps status true."""
@@ -453,6 +489,8 @@ class App:
         for server in reversed(self._servers):
             with contextlib.suppress(Exception):
                 await server.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
         await self.scraper.stop()
         for subscribers in self.kv_event_subscribers:
             await subscribers.stop()

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -136,3 +138,22 @@ async def test_events_stream_a_snapshot_a_second(served) -> None:
         await r.content.readline()
         second = await asyncio.wait_for(r.content.readline(), 5)
         assert second.startswith(b"data: {") and second != first
+
+
+async def test_sluice_top_once_prints_what_debug_state_says(served) -> None:
+    director, base = served
+    report(director)
+    admission = await admit(director, "t1", "interactive", "erin")
+    port = base.rsplit(":", 1)[1]
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sluice", "top", "--once", "--metrics-port", port],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    admission.finish(Outcome.COMPLETED)
+    assert out.returncode == 0, out.stderr
+    erin = next(line for line in out.stdout.splitlines() if line.startswith("erin"))
+    assert erin.split()[:4] == ["erin", "10", "0", "1"]  # band 10, none queued, one in flight
+    assert sum(line.startswith("p-rank-") for line in out.stdout.splitlines()) == 2

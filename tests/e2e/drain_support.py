@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from e2e.support import free_port, free_port_block, wait_listening
+from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
 
 STREAM = {
     "model": "sim-model",

@@ -12,7 +12,8 @@ from dataclasses import replace
 import pytest
 
 from director_harness import make_director, pool_state, report
-from sluice.flowcontrol import FlowControlConfig, parse_flow_control
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import FlowControlConfig
 from sluice.room import RoomSettings
 
 from . import envoy_messages as m

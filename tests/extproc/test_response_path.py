@@ -275,3 +275,14 @@ async def test_the_rpc_ends_with_the_answer_that_ends_the_response(stub, pipelin
     assert await asyncio.wait_for(call.read(), 5) == grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
     assert [f.outcome for f in (await finished(pipeline)).finishes] == [Outcome.COMPLETED]
+
+
+async def test_an_engine_refusal_without_usage_is_reported_as_no_work(stub, pipeline):
+    """Issue #15 item 5: the refused request's estimate must be refunded, not kept."""
+    call = await routed_call(stub)
+    await call.write(m.response_headers(400, "application/json"))
+    await read(call)
+    await call.write(m.response_body(b'{"error": {"message": "max_tokens"}}', end_of_stream=True))
+    await read(call)
+    [finish] = (await finished(pipeline)).finishes
+    assert finish.usage == Usage(prompt_tokens=0, completion_tokens=0)

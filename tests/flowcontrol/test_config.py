@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sluice.flowcontrol import FlowControlConfig, FlowControlConfigError, parse_flow_control
-from sluice.flowcontrol.config import parse_duration, parse_quantity
+from sluice.config import FlowControlConfigError, parse_duration, parse_flow_control, parse_quantity
+from sluice.flowcontrol import FlowControlConfig
 
 FULL_BLOCK = """
 mode: queue
@@ -99,7 +99,7 @@ def test_mistakes_name_the_key_path_and_the_fix(block: dict, path: str, hint: st
     [("30s", 30.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0), (5, 5.0), ("0", 0.0)],
 )
 def test_durations_read_like_go(text: object, seconds: float) -> None:
-    assert parse_duration(text, "x") == seconds
+    assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_durations_read_like_go(text: object, seconds: float) -> None:
      ("64k", 64000)],
 )  # fmt: skip
 def test_capacities_accept_ints_and_kubernetes_quantities(text: object, count: int) -> None:
-    assert parse_quantity(text, "x") == count
+    assert parse_quantity(text) == count
 
 
 def test_a_zero_ttl_means_no_ttl_as_upstream() -> None:

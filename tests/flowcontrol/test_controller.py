@@ -7,6 +7,7 @@ import math
 import pytest
 from fc_harness import SlotPool, request
 
+from sluice.config import parse_flow_control
 from sluice.flowcontrol import (
     Accepted,
     Finalized,
@@ -14,7 +15,6 @@ from sluice.flowcontrol import (
     FlowController,
     QueueOutcome,
     error_for,
-    parse_flow_control,
 )
 from sluice.requests.errors import ErrorCode
 from sluice.requests.model import InferenceRequest, Usage

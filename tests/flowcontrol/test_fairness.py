@@ -15,7 +15,8 @@ from fc_harness import SlotPool, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.flowcontrol import Accepted, FlowController, QueueOutcome, Ticket, parse_flow_control
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import Accepted, FlowController, QueueOutcome, Ticket
 from sluice.requests.model import InferenceRequest, Usage
 
 A_PROMPT, B_PROMPT = 8000, 500

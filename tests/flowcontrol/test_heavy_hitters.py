@@ -8,7 +8,8 @@ from fc_harness import SlotPool, request
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice.flowcontrol import FlowController, parse_flow_control
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import FlowController
 from sluice.flowcontrol.bands import Band
 from sluice.flowcontrol.flows import Flow
 from sluice.flowcontrol.limits import Limit

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fc_harness import SlotPool, request
 from prometheus_client import CollectorRegistry
 
-from sluice.flowcontrol import Accepted, FlowController, parse_flow_control
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import Accepted, FlowController
 from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.requests.model import Usage
 

@@ -7,14 +7,8 @@ from dataclasses import replace
 
 from fc_harness import SlotPool, request
 
-from sluice.flowcontrol import (
-    Accepted,
-    FlowControlConfig,
-    FlowController,
-    QueueOutcome,
-    error_for,
-    parse_flow_control,
-)
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import Accepted, FlowControlConfig, FlowController, QueueOutcome, error_for
 
 
 def accepted(result: object) -> Accepted:

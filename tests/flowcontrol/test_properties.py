@@ -23,14 +23,8 @@ from fc_harness import SlotPool, request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.flowcontrol import (
-    Accepted,
-    Finalized,
-    FlowController,
-    QueueOutcome,
-    Ticket,
-    parse_flow_control,
-)
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import Accepted, Finalized, FlowController, QueueOutcome, Ticket
 from sluice.requests.model import InferenceRequest, Usage
 
 HINTS = [None, ("a",), ("b",), ("a", "b"), ("c",)]

@@ -36,10 +36,12 @@ class Running:
             async with session.get(url) as response:
                 return response.status, await response.text()
 
-    async def send(self, fairness_id: bytes = b"tenant", model: str = "test-model") -> bytes:
+    async def send(
+        self, fairness_id: bytes = b"tenant", model: str = "test-model", max_tokens: int = 2
+    ) -> bytes:
         """One completion through the proxy, with raw header bytes (as curl -H $'...' sends)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.proxy_port)
-        body = b'{"model":"%s","prompt":"hi","max_tokens":2}' % model.encode()
+        body = b'{"model":"%s","prompt":"hi","max_tokens":%d}' % (model.encode(), max_tokens)
         writer.write(
             b"POST /v1/completions HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\n"
             b"x-gateway-inference-fairness-id: " + fairness_id + b"\r\n"

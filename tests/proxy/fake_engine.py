@@ -19,6 +19,7 @@ from aiohttp import web
 from sluice.datalayer.endpoint import Endpoint
 
 PROMPT_TOKENS = 5  # every request "costs" this many prompt tokens
+MAX_MODEL_LEN = 8192  # more max_tokens than this is refused with a 400, as vLLM does
 SMALL_SOCKET_BUFFER = 64 * 1024
 
 
@@ -36,6 +37,8 @@ class FakeEngine:
     models: tuple[str, ...] = ("test-model",)
     # Close each connection after reading the request, before any response byte.
     close_before_response: bool = False
+    # Answer every generation request 500 at once (a broken engine that looks idle).
+    fail_with_500: bool = False
     received: list[Received] = field(default_factory=list)
     streams_started: int = 0
     streams_cancelled: int = 0  # the proxy dropped the connection mid-stream
@@ -79,7 +82,13 @@ class FakeEngine:
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         payload = orjson.loads(await self._record(request))
+        if self.fail_with_500:
+            return web.json_response({"error": {"message": "engine broken"}}, status=500)
         tokens = int(payload.get("max_tokens") or 4)
+        if tokens + PROMPT_TOKENS > MAX_MODEL_LEN:  # as vLLM: refused at once, no usage
+            return web.json_response(
+                {"error": {"message": f"max_tokens {tokens} exceeds the context"}}, status=400
+            )
         if not payload.get("stream"):
             text = " ".join(f"tok{i}" for i in range(tokens))
             return web.json_response(
@@ -160,7 +169,10 @@ class FakeEngine:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _models(self, request: web.Request) -> web.Response:
-        data = [{"id": model, "object": "model", "owned_by": self.name} for model in self.models]
+        data = [
+            {"id": m, "object": "model", "owned_by": self.name, "max_model_len": MAX_MODEL_LEN}
+            for m in self.models
+        ]
         return web.Response(
             body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
         )

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from director_harness import make_director, pool_state, report
-from sluice.flowcontrol import FlowControlConfig, parse_flow_control
+from sluice.config import parse_flow_control
+from sluice.flowcontrol import FlowControlConfig
 from sluice.requests.headers import CONTROL_HEADERS
 from sluice.room import RoomSettings
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
+from sluice.config import load_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
 from sluice.requests.model import ApiKind, ChatMessage, InferenceRequest
-from sluice.scheduling.config import load_config
 from sluice.scheduling.scheduler import Scheduler
 
 NOW = 100.0

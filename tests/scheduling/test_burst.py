@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from sluice.config import default_config
 from sluice.datalayer.endpoint import EngineMetrics
-from sluice.scheduling.defaults import UPSTREAM_DEFAULT_CONFIG_YAML, default_config
+from sluice.scheduling.defaults import UPSTREAM_DEFAULT_CONFIG_YAML
 from sluice.scheduling.scheduler import Scheduler
 
 from .helpers import NOW, pool, request, scheduler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.scheduling.config import load_config, parse_duration
+from sluice.config import load_config, load_sluice_config, parse_duration
 from sluice.scheduling.params import ConfigError
 from sluice.scheduling.scheduler import Scheduler
 
@@ -34,10 +34,11 @@ flowControl:
 
 
 def test_upstream_example_loads_and_weights_are_normalized() -> None:
-    config = load_config(UPSTREAM_EXAMPLE, "config.yaml")
+    whole = load_sluice_config(UPSTREAM_EXAMPLE, "config.yaml")
+    config = whole.picker
     assert config.feature_gates == {"flowControl"}
-    assert config.saturation_detector.metrics_staleness_threshold_s == pytest.approx(0.2)
-    assert config.flow_control_raw == {"maxBytes": "1Gi"}
+    assert whole.room.metrics_staleness_s == pytest.approx(0.2)
+    assert whole.flow.max_bytes == 2**30
     profile = Scheduler.from_config(config).profiles["default"]
     assert [round(w, 3) for _, w in profile.scorers] == [0.286, 0.286, 0.429]
     assert profile.picker.type_name == "max-score-picker"

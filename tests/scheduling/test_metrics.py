@@ -6,9 +6,9 @@ import random
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from sluice.config import default_config
 from sluice.datalayer.endpoint import EngineMetrics
 from sluice.datalayer.pool_metrics import PoolMetricsCollector
-from sluice.scheduling.defaults import default_config
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.scheduler import Scheduler
 

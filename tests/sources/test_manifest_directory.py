@@ -237,3 +237,77 @@ def test_a_misspelled_field_is_reported_with_its_line(tmp_path: Path) -> None:
     assert warning.line == 5
     assert "spec.priorty: unknown field" in warning.message
     assert contents.objectives["default/o"].spec.priority is None
+
+
+# Issue #15 item 10: configuration that was silently accepted.
+
+
+def _fields(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict]]:
+    return [(r.getMessage(), getattr(r, "fields", {})) for r in caplog.records]
+
+
+def test_a_duplicate_objective_in_another_file_is_an_error_naming_both_files(
+    resources: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to win silently (the log said only "manifest loaded")."""
+    (resources / "zz-duplicate.yaml").write_text(
+        """
+apiVersion: llm-d.ai/v1alpha2
+kind: InferenceObjective
+metadata: {name: interactive, namespace: default}
+spec: {priority: -5, poolRef: {name: quickstart}}
+"""
+    )
+    source, _ = load(resources)
+    assert source.state is not None
+    assert source.state.priorities["interactive"] == 10  # the first file's stays in force
+    [(message, fields)] = [(m, f) for m, f in _fields(caplog) if m.startswith("duplicate")]
+    assert message == "duplicate InferenceObjective default/interactive"
+    assert fields["kept"] == str(resources / "objectives.yaml")
+    assert fields["ignored"] == str(resources / "zz-duplicate.yaml")
+    assert fields["fix"] == "keep it in one file"
+
+
+def test_an_objective_for_another_pool_is_an_explicit_logged_decision(
+    resources: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (resources / "foreign.yaml").write_text(
+        """
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: foreign, namespace: default}
+spec: {priority: 99, poolRef: {name: another-pool}}
+"""
+    )
+    with caplog.at_level("INFO"):
+        load(resources)
+    decisions = [f for m, f in _fields(caplog) if "poolRef names another pool" in m]
+    assert decisions == [
+        {
+            "objective": "default/foreign",
+            "file": str(resources / "foreign.yaml"),
+            "pool_ref": "another-pool",
+            "this_pool": "quickstart",
+        }
+    ]
+
+
+@pytest.mark.parametrize("broken", ["", "\n# nothing left\n", "half"])
+def test_an_empty_or_truncated_pool_file_is_an_error_and_the_pool_stays(
+    resources: Path, broken: str
+) -> None:
+    source, published = load(resources)
+    before = source.state
+    pool = resources / "pool.yaml"
+    text = pool.read_text()
+    pool.write_text(text[: len(text) // 2] if broken == "half" else broken)
+    source.refresh()
+    assert source.state == before  # still loaded, same endpoints
+    assert len(published) == 1
+    [problem] = source.problems
+    assert problem.file == str(pool)
+    if broken != "half":
+        assert "empty" in problem.message and "delete the file" in problem.message
+    pool.unlink()  # deleting it is how to remove the pool
+    source.refresh()
+    assert source.state is not None and not source.state.loaded

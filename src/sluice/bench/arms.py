@@ -12,17 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from sluice.bench.workloads import MODEL
-from sluice.config import load_sluice_config
+from sluice.config import default_config, load_config, load_sluice_config
 from sluice.datalayer.registry import EndpointState
 from sluice.flowcontrol.config import LEGACY, FlowControlConfig
 from sluice.requests.model import InferenceRequest
 from sluice.room import RoomSettings
-from sluice.scheduling.config import load_config
-from sluice.scheduling.defaults import (
-    DEFAULT_CONFIG_YAML,
-    UPSTREAM_DEFAULT_CONFIG_YAML,
-    default_config,
-)
+from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML, UPSTREAM_DEFAULT_CONFIG_YAML
 from sluice.scheduling.framework import (
     NoEndpointsError,
     ProfileResult,

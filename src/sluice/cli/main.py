@@ -15,11 +15,18 @@ commands:
   serve    run the Endpoint Picker (ext_proc gRPC, health, metrics; --proxy-port for the proxy)
   sim      run simulated vLLM engines (`sluice sim --count 4 --port 8001`)
   bench    run benchmark scenarios (`sluice bench --all --quick`)
+  top      the live view in a terminal (`sluice top --metrics-port 9090`)
   crds     print the CRD manifests generated from Sluice's models (`--group llm-d.ai`)
   version  print the version
 
 `sluice <command> --help` describes each command's flags.
 """
+
+
+def _top(argv: list[str]) -> int:
+    from sluice.dashboard.top import top_main
+
+    return top_main(argv)
 
 
 def _serve(argv: list[str]) -> int:
@@ -85,6 +92,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "up": _up,
     "serve": _serve,
     "sim": _sim,
+    "top": _top,
     "bench": _bench,
     "crds": _crds,
     "version": _version,

@@ -8,6 +8,7 @@ from typing import Any
 
 from sluice.cli.flags import Flag, FlagError, FlagSet
 from sluice.proxy.routes import RouteSpecError, parse_routes
+from sluice.replicas.settings import replica_settings
 
 U = "upstream EPP"
 S = "sluice"
@@ -223,6 +224,47 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         group=S,
     ),
     Flag(
+        "request-header-timeout",
+        "duration",
+        10.0,
+        "Proxy: a request head must be complete this long after its connection opened or the "
+        "previous response ended (also how long an idle client connection is kept).",
+        group=S,
+    ),
+    Flag(
+        "request-body-timeout",
+        "duration",
+        60.0,
+        "Proxy: a request body must arrive within this (408 after).",
+        group=S,
+    ),
+    Flag(
+        "engine-first-byte-timeout",
+        "duration",
+        300.0,
+        "Proxy: an engine that sends no response head this long after the request is failed "
+        "over (the next fallback, else 504). Non-streamed answers come at the end: keep it "
+        "above the longest generation.",
+        group=S,
+    ),
+    Flag(
+        "outlier-consecutive-failures",
+        "int",
+        5,
+        "Passive outlier detection (as Envoy's consecutive_5xx): an endpoint whose requests "
+        "fail this many times in a row (5xx, failed connections) gets no new ones for a "
+        "back-off (0: off).",
+        group=S,
+    ),
+    Flag(
+        "outlier-base-ejection",
+        "duration",
+        30.0,
+        "Outlier detection: the first ejection's length; each further one adds as much "
+        "(at most 300s).",
+        group=S,
+    ),
+    Flag(
         "grpc-host",
         "str",
         "0.0.0.0",
@@ -247,6 +289,14 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "int",
         16 * 1024 * 1024,
         "Largest request body accepted (413 above).",
+        group=S,
+    ),
+    Flag(
+        "max-model-len",
+        "int",
+        131072,
+        "The models' context length (vLLM's --max-model-len): max_tokens and prompt estimates "
+        "are clamped to it before flow control charges them.",
         group=S,
     ),
     Flag(
@@ -293,6 +343,37 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Memory bound of the receipt ring, in bytes of encoded receipts.",
         group=S,
     ),
+    # Active-active replicas (docs/replicas.md)
+    Flag(
+        "replicas-store",
+        "str",
+        "",
+        "Redis/Valkey URL shared by the pool's active-active replicas (redis://host:6379/0): "
+        "one priority order, one fair share and split endpoint caps across them (empty: alone).",
+        group=S,
+    ),
+    Flag(
+        "replica-id",
+        "str",
+        "",
+        "This replica's name in the store (default: $POD_NAME, else host-pid).",
+        group=S,
+    ),
+    Flag(
+        "replicas-sync-interval",
+        "duration",
+        0.05,
+        "How often replicas exchange queue summaries and renew leases (at most 10s).",
+        group=S,
+    ),
+    Flag(
+        "replicas-lease",
+        "duration",
+        1.0,
+        "How long a replica's share of an endpoint's cap outlives its last renewal (a dead "
+        "replica's share returns to the others within it; at least 3 sync intervals).",
+        group=S,
+    ),
 )
 
 
@@ -324,10 +405,16 @@ class ServeOptions:
 # A 0 scrape interval is a busy loop (48 % of a core idle); a negative body limit refuses all.
 _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("max-body-bytes", 0, True, "16777216"),
+    ("max-model-len", 0, True, "32768"),
     ("refresh-metrics-interval", 0, True, "50ms"),
     ("refresh-prometheus-metrics-interval", 0, True, "5s"),
     ("metrics-staleness-threshold", 0, True, "2s"),
     ("drain-timeout", 0, False, "30s"),
+    ("outlier-consecutive-failures", 0, False, "5"),
+    ("outlier-base-ejection", 0, True, "30s"),
+    ("request-header-timeout", 0, True, "10s"),
+    ("request-body-timeout", 0, True, "60s"),
+    ("engine-first-byte-timeout", 0, True, "300s"),
     ("grpc-port", 0, False, "9002"),
     ("grpc-health-port", 0, False, "9003"),
     ("metrics-port", 0, False, "9090"),
@@ -358,6 +445,10 @@ def parse_serve_options(argv: list[str]) -> ServeOptions:
     values, positional, explicitly_set = serve_flagset().parse(argv)
     if positional:
         raise FlagError(f"unexpected argument {positional[0]!r}: `sluice serve` takes only flags")
+    try:
+        replica_settings(values)
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
     if values["config-file"] and values["config-text"]:
         raise FlagError("--config-file and --config-text are mutually exclusive: give one")
     if bool(values["pool-name"]) == bool(values["endpoint-selector"]):

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.outlier import OutlierDetector, OutlierSettings
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
 from sluice.director.ports import Admitted, Counted
@@ -30,6 +31,7 @@ from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.eviction import EvictionPacer, sheddable
 from sluice.flowcontrol.model import Accepted, Finalized, QueueOutcome, Ticket
+from sluice.logs import get_logger
 from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError, contended, unavailable
@@ -40,6 +42,8 @@ from sluice.room import Room, RoomSettings, in_subset
 from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
+
+log = get_logger("director")
 
 # While anything waits, re-check for room at least this often: room also opens when a scrape
 # shows an engine drained, which no completion announces.
@@ -52,6 +56,12 @@ class DirectorSettings:
     disable_subset_filter: bool = False
     # Output tokens assumed for in-flight accounting when a request sets no max_tokens.
     default_output_tokens: int = 256
+    # The models' context length (--max-model-len): prompt estimates and max_tokens are
+    # clamped to it before flow control charges them, so no request costs more than a model
+    # can possibly do.
+    max_model_len: int = 131_072
+    # Passive outlier detection: consecutive 5xx / failed connections eject an endpoint.
+    outliers: OutlierSettings = field(default_factory=OutlierSettings)
 
 
 OnRelease = Callable[[Ticket, DispatchedRequest | SluiceError], None]
@@ -97,6 +107,10 @@ class DispatchCore:
         self._sheddable: dict[int, DispatchedRequest] = {}
         self._eviction = EvictionPacer()
         self._evicting = False
+        self.outliers = OutlierDetector(self.settings.outliers)
+        # Each model's context as its engines report it (`datalayer.model_context`); models
+        # not in it are clamped to `settings.max_model_len`.
+        self.model_context: Mapping[str, int] = {}
 
     # -- the pool --------------------------------------------------------------------------------
 
@@ -108,6 +122,7 @@ class DispatchCore:
         self.scheduler.prune(names)
         self.room.forget_except(names)
         self._eviction.forget_except(names)
+        self.outliers.forget_except(names)
         self.pump(now)
 
     @property
@@ -148,6 +163,8 @@ class DispatchCore:
             rng=self.rng,
             priorities=state.priorities if state is not None else None,
         )
+        context = self.model_context.get(request.target_model) or self.settings.max_model_len
+        clamp_to_context(request, context)
         engine_priority = self.flow.engine_priority_for(request)
         if engine_priority is not None and request.model:
             request.body = set_top_level_field(
@@ -339,6 +356,7 @@ class DispatchCore:
         if state is not None and state.scraped:  # stale until its next successful scrape
             state.metrics = replace(state.metrics, updated_at=float("-inf"))
         self.registry.complete(counted.ticket, got_first_token=False)
+        self._note_failure(failed.name, counted.at)
 
     def first_byte(
         self, counted: Counted, endpoint: Endpoint, now: float, *, streamed: bool
@@ -359,6 +377,10 @@ class DispatchCore:
         )
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
+        if outcome is Outcome.UPSTREAM_ERROR:
+            self._note_failure(dispatched.endpoint.name, now)
+        elif outcome is Outcome.COMPLETED:
+            self.outliers.success(dispatched.endpoint.name)
         ttft_s = None if first_byte_at is None else first_byte_at - dispatched.started_at
         if self.metrics is not None:
             self.metrics.completed(
@@ -371,6 +393,14 @@ class DispatchCore:
         if self.receipts is not None:
             self.receipts.finished(dispatched.request, outcome.value, usage, ttft_s, now)
         self.pump(now)
+
+    def _note_failure(self, name: str, now: float) -> None:
+        if self.outliers.failure(name, now):
+            log.warning(
+                "endpoint ejected after consecutive failures (5xx or failed connections)",
+                endpoint=name,
+                failures=self.outliers.settings.consecutive_failures,
+            )
 
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
@@ -395,6 +425,17 @@ class DispatchCore:
         if self.receipts is not None:
             self.receipts.failed(request, error, now)
         return error
+
+
+def clamp_to_context(request: InferenceRequest, max_model_len: int) -> None:
+    """No estimate above what the model can hold: prompt ≤ context, output ≤ what is left
+    (the engine refuses more; its refusal is then refunded, see `requests.model.NO_WORK`)."""
+    if max_model_len <= 0:
+        return
+    request.prompt_tokens = min(request.prompt_tokens, max_model_len)
+    if request.max_tokens is not None:
+        room = max(0, max_model_len - request.prompt_tokens)
+        request.max_tokens = min(request.max_tokens, room)
 
 
 def _abandon(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.outlier import OutlierDetector
 from sluice.datalayer.registry import DispatchTicket, EndpointRegistry
 from sluice.flowcontrol.model import Ticket
 from sluice.receipts.recorder import ReceiptRecorder
@@ -83,6 +84,7 @@ class Binder(Protocol):
     scheduler: Scheduler
     registry: EndpointRegistry
     receipts: ReceiptRecorder | None
+    outliers: OutlierDetector
 
     def ticket_of(self, request: InferenceRequest) -> Ticket | None: ...
 

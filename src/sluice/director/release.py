@@ -23,7 +23,8 @@ class Release:
         self.now = now
         self.bound: dict[int, Admitted | SluiceError] = {}
         # Membership cannot change during one dispatch: read the snapshot once.
-        self._states = binder.registry.snapshot()
+        # Endpoints ejected by outlier detection get nothing new (`datalayer.outlier`).
+        self._states = binder.outliers.admissible(binder.registry.snapshot(), now)
 
     def candidates(self, subset: frozenset[str] | None) -> Sequence[EndpointState]:
         if subset is None:

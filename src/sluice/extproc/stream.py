@@ -47,6 +47,7 @@ from sluice.requests.model import (
     CONTROL_HEADERS,
     HEADER_DESTINATION,
     HEADER_REQUEST_ID,
+    NO_WORK,
     InferenceRequest,
 )
 
@@ -240,7 +241,7 @@ class ExtProcStream:
                 admission.observe_response_chunk(chunk, streaming=self._streaming_response)
         outcome, self._outcome_due = self._outcome_due, None
         if outcome is not None:
-            admission.finish(outcome)
+            admission.finish(outcome, NO_WORK if (self._status or 200) >= 400 else None)
 
     def close(self, *, cancelled: bool) -> None:
         """The gRPC stream ended. If the response did not finish, the request ended badly:

@@ -3,12 +3,7 @@ TTLs and the sans-I/O controller. May import `sluice.api`, `sluice.requests` (ty
 `sluice.util`."""
 
 from sluice.flowcontrol.classify import engine_priority, flow_of
-from sluice.flowcontrol.config import (
-    BandConfig,
-    FlowControlConfig,
-    FlowControlConfigError,
-    parse_flow_control,
-)
+from sluice.flowcontrol.config import BandConfig, FlowControlConfig
 from sluice.flowcontrol.controller import FlowController, error_for
 from sluice.flowcontrol.fairness import TokenCost
 from sluice.flowcontrol.model import (
@@ -27,7 +22,6 @@ __all__ = [
     "CapacityView",
     "Finalized",
     "FlowControlConfig",
-    "FlowControlConfigError",
     "FlowController",
     "FlowKey",
     "FlowObserver",
@@ -38,5 +32,4 @@ __all__ = [
     "engine_priority",
     "error_for",
     "flow_of",
-    "parse_flow_control",
 ]

@@ -33,8 +33,8 @@ from aiohttp import web
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
-from sluice.requests.errors import SluiceError
-from sluice.requests.model import HEADER_DESTINATION_SCORES, Usage
+from sluice.requests.errors import ErrorCode, SluiceError
+from sluice.requests.model import HEADER_DESTINATION_SCORES, NO_WORK, Usage
 
 from .errors import bad_gateway, error_response, sse_error_event
 from .headers import downstream_response_headers
@@ -117,12 +117,17 @@ class RelayOptions:
     # Non-streamed responses up to this size are read whole and sent with one write (the fast
     # path); larger or unsized ones are relayed chunk by chunk like streams.
     buffer_response_bytes: int = 1 << 20
+    # No response head this long after sending: the endpoint counts as failed before its
+    # first byte (the next fallback is tried; without one the client gets 504).
+    first_byte_timeout_s: float = 300.0
     # `--emit-endpoint-scores`: the scores as a JSON response header (ext_proc: metadata).
     emit_endpoint_scores: bool = False
 
 
 class _NoEndpointAnswered(Exception):
-    pass
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out  # the last endpoint tried hung past its first-byte timeout
 
 
 class _StreamEnded(Exception):
@@ -196,19 +201,23 @@ async def forward(
     outcome = Outcome.UPSTREAM_ERROR
     upstream: UpstreamResponse | None = None
     served = ""
+    relayed = False
     evicted = _eviction_signal(target)
     try:
-        opening = _open_upstream(call, target, pool)
+        opening = _open_upstream(call, target, pool, options.first_byte_timeout_s)
         served, opened = await _unless_evicted(opening, evicted, _close_opened)
         upstream = opened
         response = await _relay(request, opened, target, options, evicted)
-        outcome = Outcome.COMPLETED
+        relayed = True
+        # A 5xx relayed whole is still the engine failing: outlier detection counts it.
+        outcome = Outcome.UPSTREAM_ERROR if opened.status >= 500 else Outcome.COMPLETED
         return response
     except _Evicted as exc:
         outcome = Outcome.EVICTED  # flow control already finished it so; `finish` is a no-op
         return error_response(exc.error)
     except _NoEndpointAnswered as exc:
-        return error_response(bad_gateway(f"no endpoint answered: {exc}"))
+        code = ErrorCode.GATEWAY_TIMEOUT if exc.timed_out else ErrorCode.BAD_GATEWAY
+        return error_response(SluiceError(code, f"no endpoint answered: {exc}"))
     except _UpstreamBroke as exc:
         cause = exc.__cause__
         log.warning(
@@ -228,13 +237,14 @@ async def forward(
         raise
     finally:
         if upstream is not None:
-            if outcome is Outcome.COMPLETED:
+            if relayed:
                 upstream.release()
             else:
                 upstream.close()  # drops the connection, which cancels the generation upstream
         if evicted is not None:
             target.allow_eviction(None)
-        target.finish(outcome)
+        rejected = upstream is not None and upstream.status >= 400
+        target.finish(outcome, NO_WORK if rejected else None)
 
 
 def _close_opened(opened: tuple[str, UpstreamResponse]) -> None:
@@ -242,25 +252,30 @@ def _close_opened(opened: tuple[str, UpstreamResponse]) -> None:
 
 
 async def _open_upstream(
-    call: UpstreamCall, target: Target, pool: UpstreamPool
+    call: UpstreamCall, target: Target, pool: UpstreamPool, first_byte_timeout_s: float
 ) -> tuple[str, UpstreamResponse]:
     """(the endpoint that answered, its response)."""
     failures: list[str] = []
+    timed_out = False
     expect_body = call.method != "HEAD"
     for index, endpoint in enumerate(target.endpoints):
         if index:
             target.retarget(endpoint)
         try:
-            response = await pool.request(
-                endpoint.address,
-                endpoint.port,
-                call.head(endpoint.hostport),
-                call.body,
-                expect_body=expect_body,
-            )
+            async with asyncio.timeout(first_byte_timeout_s):
+                response = await pool.request(
+                    endpoint.address,
+                    endpoint.port,
+                    call.head(endpoint.hostport),
+                    call.body,
+                    expect_body=expect_body,
+                )
             return endpoint.hostport, response
         except _BEFORE_FIRST_BYTE_FAILURES as exc:
+            timed_out = isinstance(exc, TimeoutError)
             cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if timed_out:
+                cause = f"no response head within {first_byte_timeout_s:g}s"
             failures.append(f"{endpoint.hostport}: {cause}")
             log.warning(
                 "model server %s failed before responding (%s); %s",
@@ -270,7 +285,7 @@ async def _open_upstream(
                 if index + 1 < len(target.endpoints)
                 else "no fallback left",
             )
-    raise _NoEndpointAnswered(", ".join(failures) or "no endpoints")
+    raise _NoEndpointAnswered(", ".join(failures) or "no endpoints", timed_out=timed_out)
 
 
 async def _relay(

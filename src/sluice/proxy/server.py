@@ -20,6 +20,7 @@ hot path, and four fixed routes don't need a router.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
@@ -58,6 +59,14 @@ class ProxyOptions:
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_S
     buffer_response_bytes: int = 1 << 20  # see RelayOptions
     shutdown_grace_s: float = 10.0  # `stop()` lets in-flight responses finish this long
+    # Slow clients (issue #15 item 9): a request head must be complete this long after the
+    # connection opened or the last response ended (aiohttp's keep-alive timer, which also
+    # closes idle client connections), and its body must arrive within `body_timeout_s`.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    # A hung engine: no response head this long after the request went out → the next fallback,
+    # or 504. Non-streamed responses send their head when generation ends, hence generous.
+    first_byte_timeout_s: float = 300.0
     # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.
     freeze_gc: bool = True
     # `--emit-endpoint-scores`: the scheduler's scores per endpoint as a response header.
@@ -123,6 +132,7 @@ class ProxyServer:
         self._relay_options = RelayOptions(
             buffer_response_bytes=options.buffer_response_bytes,
             emit_endpoint_scores=options.emit_endpoint_scores,
+            first_byte_timeout_s=options.first_byte_timeout_s,
         )
         self._session_factory = client_session_factory or (lambda: tuned_client_session(options))
         self._session: aiohttp.ClientSession | None = None
@@ -144,7 +154,16 @@ class ProxyServer:
         self._pool = self._pool_factory()
         # handler_cancellation: a client that disconnects cancels its handler, which cancels
         # `admit` (leaving the queue) or the upstream request (stopping the generation).
-        server = web.Server(self.handle, handler_cancellation=True, access_log=None)
+        server = web.Server(
+            self.handle,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=self._options.header_timeout_s,
+            # After a 408/413 aiohttp reads (and drops) the rest of the body before closing, so
+            # the client sees the answer rather than a reset; 2 s of that, not its default 10 s,
+            # or a slow-body client would hold the connection that long after its 408.
+            lingering_time=2.0,
+        )
         self._runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=self._options.shutdown_grace_s
         )
@@ -195,7 +214,7 @@ class ProxyServer:
             raise route_error(request.method, path, DEFAULT_ROUTES | self._options.extra_routes)
         except SluiceError as error:
             response = error_response(error)
-            if error.code is ErrorCode.PAYLOAD_TOO_LARGE:
+            if error.code in (ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.REQUEST_TIMEOUT):
                 response.force_close()  # the rest of the body was never read
             return response
         except Exception:  # a bug, not a request problem: still answer in the API's shape
@@ -263,11 +282,18 @@ class ProxyServer:
             raise payload_too_large(limit)
         chunks: list[bytes] = []
         size = 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > limit:  # chunked bodies have no Content-Length to check up front
-                raise payload_too_large(limit)
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self._options.body_timeout_s):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > limit:  # chunked bodies have no Content-Length to check up front
+                        raise payload_too_large(limit)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise SluiceError(
+                ErrorCode.REQUEST_TIMEOUT,
+                f"request body not received within {self._options.body_timeout_s:g}s",
+            ) from None
         return b"".join(chunks)
 
     def _upstream(self) -> UpstreamPool:

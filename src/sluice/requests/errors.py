@@ -19,10 +19,12 @@ class ErrorCode(Enum):
     BAD_REQUEST = ("BadRequest", 400)
     NOT_FOUND = ("NotFound", 404)  # the proxy forwards only its allow-listed routes
     METHOD_NOT_ALLOWED = ("MethodNotAllowed", 405)
+    REQUEST_TIMEOUT = ("RequestTimeout", 408)  # the client's body did not arrive in time
     PAYLOAD_TOO_LARGE = ("PayloadTooLarge", 413)
     RESOURCE_EXHAUSTED = ("ResourceExhausted", 429)  # GIE v1.3: InferencePoolResourceExhausted
     SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503)
     BAD_GATEWAY = ("BadGateway", 502)
+    GATEWAY_TIMEOUT = ("GatewayTimeout", 504)  # no engine answered within its first-byte timeout
     INTERNAL = ("Internal", 500)
 
     @property
@@ -108,6 +110,9 @@ def shutting_down(retry_after_s: float = 1.0) -> SluiceError:
 # and logs read the type).
 _OPENAI_ERROR_TYPES = {
     400: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",

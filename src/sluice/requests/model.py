@@ -98,6 +98,12 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+# What an engine's error answer (status >= 400) cost: it generated nothing. Front ends report
+# it as the usage of such a response, so flow control refunds the estimate it charged — an
+# estimate the engine refused (e.g. max_tokens past the context) must not stay on the books.
+NO_WORK = Usage()
+
+
 class Outcome(Enum):
     """How a dispatched request ended."""
 

@@ -198,12 +198,14 @@ def _decode(body: bytes) -> _Body:
         raise bad_request(f"request body must be a JSON object ({exc})") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"error unmarshaling request body: {exc}") from None
+    except RecursionError:  # the decoder's depth limit (Python's recursion limit)
+        raise bad_request("request body nests too deeply") from None
 
 
 def _decode_quietly(body: bytes) -> _Body:
     try:
         return _DECODER.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError too
         return _Body()
 
 
@@ -384,11 +386,31 @@ def _response_item(item: Any, where: str) -> tuple[ChatMessage, int]:
 # --- small readers ------------------------------------------------------------------------------
 
 
+# Above any model's context by far; a larger number is a mistake or an attack on the cost
+# estimate (issue #15: 2**62 was charged as is and lifted every tenant's fairness counter).
+MAX_TOKENS_LIMIT = 2**31 - 1
+_MAX_TOKEN_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
 def _max_tokens(fields: _Body) -> int | None:
-    for value in (fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return None
+    """The first output-token limit given; 400 for one that is not a whole number in
+    0..MAX_TOKENS_LIMIT (a float like 1e308, NaN's stand-ins, a 400-digit integer)."""
+    found: int | None = None
+    for name in _MAX_TOKEN_FIELDS:
+        value = getattr(fields, name)
+        if value is _UNSET or value is None:
+            continue
+        if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_TOKENS_LIMIT:
+            value = int(value)  # 16.0: as vLLM's validation takes it
+        if isinstance(value, bool) or not isinstance(value, int):
+            shown = repr(value) if isinstance(value, float) else _json_type(value)
+            raise bad_request(f"{name} must be an integer, got {shown}")
+        if not 0 <= value <= MAX_TOKENS_LIMIT:
+            shown = str(value) if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+            raise bad_request(f"{name} must be between 0 and {MAX_TOKENS_LIMIT}, got {shown}")
+        if found is None:
+            found = value
+    return found
 
 
 def _ttl_header(value: str | None) -> float | None:

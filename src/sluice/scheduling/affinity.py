@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
-from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.framework import CycleState, PluginContext, Scorer
 from sluice.scheduling.params import Params
-from sluice.scheduling.registry import PluginContext, register
 
 
-@register("lora-affinity-scorer")
 class LoraAffinityScorer(Scorer):
+    type_name = "lora-affinity-scorer"
+
     bounded = True
 
     """Upstream semantics, for the request's target model (the adapter when it is one):
@@ -41,8 +41,9 @@ class LoraAffinityScorer(Scorer):
         return out
 
 
-@register("session-affinity-scorer")
 class SessionAffinityScorer(Scorer):
+    type_name = "session-affinity-scorer"
+
     bounded = True
 
     """Sluice: 1.0 for the endpoint that last served the request's session header, else 0.

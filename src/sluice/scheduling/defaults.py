@@ -17,12 +17,11 @@ README's performance tables and benchmarks/RESULTS.md hold the numbers):
   pull requests away from the engine holding their prefix (shared-prefix goodput fell by ~25%
   with it).
 Weights are normalized (divided by their sum, 10). The room rule that goes with it (Sluice's
-saturationDetector caps) has its defaults in `SaturationDetectorConfig`.
+saturationDetector caps) has its defaults in `RoomSettings` and `sluice.config.room`.
+`sluice.config.default_config()` reads it.
 """
 
 from __future__ import annotations
-
-from sluice.scheduling.config import EndpointPickerConfig, load_config
 
 DEFAULT_CONFIG_YAML = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
@@ -60,7 +59,3 @@ schedulingProfiles:
   - {pluginRef: kv-cache-utilization-scorer, weight: 2}
   - {pluginRef: prefix-cache-scorer, weight: 3}
 """
-
-
-def default_config() -> EndpointPickerConfig:
-    return load_config(DEFAULT_CONFIG_YAML, "<sluice default config>")

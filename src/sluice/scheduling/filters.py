@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluice.datalayer.registry import EndpointState
-from sluice.scheduling.framework import CycleState, DataPlugin, Filter
+from sluice.scheduling.framework import CycleState, DataPlugin, Filter, PluginContext
 from sluice.scheduling.params import Params
-from sluice.scheduling.registry import PluginContext, register
 
 TEST_SELECTION_HEADER = "test-epp-endpoint-selection"
 
 
-@register("header-based-testing-filter")
 class HeaderBasedTestingFilter(Filter):
     """Conformance only: keep endpoints whose IP or IP:port is listed in the header
     `test-epp-endpoint-selection`; no header → none (as upstream)."""
+
+    type_name = "header-based-testing-filter"
 
     @classmethod
     def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Filter:
@@ -39,11 +39,13 @@ class _PassThroughDataPlugin(DataPlugin):
         return cls(name)
 
 
-@register("metrics-data-source")
 class MetricsDataSource(_PassThroughDataPlugin):
     """Upstream data-layer v2 scraper: accepted; Sluice's own scraper does the work."""
 
+    type_name = "metrics-data-source"
 
-@register("model-server-protocol-metrics")
+
 class ModelServerProtocolMetrics(_PassThroughDataPlugin):
     """Upstream data-layer v2 extractor: accepted; Sluice's engine profiles do the work."""
+
+    type_name = "model-server-protocol-metrics"

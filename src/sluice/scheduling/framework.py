@@ -8,13 +8,43 @@ with their input, which keeps a cycle over 64 endpoints allocation-light.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
+
+# Data one plugin leaves in `CycleState.data` for others, by declared key: a plugin names the
+# keys it `produces` and `consumes`, and the config loader refuses a profile where a consumer
+# runs without a producer before it. (endpoint name -> matched blocks, 1 / total blocks)
+PREFIX_MATCH = "prefix-match"
+
+
+@dataclass(slots=True)
+class PluginContext:
+    """What a plugin may receive at construction besides its parameters."""
+
+    rng: random.Random = field(default_factory=random.Random)
+
+
+MatchObserver = Callable[[float, int], None]
+
+
+@runtime_checkable
+class PrefixCacheView(Protocol):
+    """Optional capability: a plugin that keeps a prefix-cache index the scheduler can ask
+    (and prune when endpoints leave)."""
+
+    on_match: MatchObserver | None
+
+    def cached_fraction(self, request: InferenceRequest, endpoint: Endpoint) -> float: ...
+
+    def prune(self, live_endpoints: set[str]) -> None: ...
+
+    def index_size(self) -> int: ...
 
 
 class NoEndpointsError(Exception):
@@ -63,6 +93,9 @@ class Plugin:
 
     type_name: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # "filter" | "scorer" | "picker" | "profile-handler" | "data"
+    # The `CycleState.data` keys this plugin writes and reads (see PREFIX_MATCH).
+    produces: ClassVar[frozenset[str]] = frozenset()
+    consumes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -4,11 +4,12 @@ that name the config line."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any
 
+from sluice.util.located import ConfigError
 
-class ConfigError(ValueError):
-    """An invalid EndpointPickerConfig; the message starts with `file:line: path:`."""
+__all__ = ["ConfigError", "Params"]
 
 
 class Params:
@@ -30,7 +31,7 @@ class Params:
 
     def error(self, key: str, message: str) -> ConfigError:
         location = self._lines.get(key, self._location)
-        return ConfigError(f"{location}: {self._where}.{key}: {message}")
+        return ConfigError(f"{self._where}.{key}", message, location)
 
     def _get(self, key: str) -> Any:
         self._read.add(key)
@@ -48,7 +49,7 @@ class Params:
         value = self._get(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not isfinite(value):
             raise self.error(key, f"expected a number, got {value!r}")
         return float(value)
 

@@ -7,9 +7,8 @@ import random
 from collections.abc import Sequence
 
 from sluice.datalayer.registry import EndpointState
-from sluice.scheduling.framework import Picker
+from sluice.scheduling.framework import Picker, PluginContext
 from sluice.scheduling.params import Params
-from sluice.scheduling.registry import PluginContext, register
 
 
 def _max_endpoints(params: Params) -> int:
@@ -32,9 +31,10 @@ class _CountedPicker(Picker):
         return cls(name, count, ctx.rng)
 
 
-@register("max-score-picker")
 class MaxScorePicker(_CountedPicker):
     """Highest total first, ties broken at random; `maxNumOfEndpoints` gives fallbacks."""
+
+    type_name = "max-score-picker"
 
     def pick(self, candidates: Sequence[EndpointState], scores: list[float]) -> list[int]:
         n = len(scores)
@@ -48,16 +48,18 @@ class MaxScorePicker(_CountedPicker):
         return [k[2] for k in keys[: self.max_endpoints]]
 
 
-@register("random-picker")
 class RandomPicker(_CountedPicker):
+    type_name = "random-picker"
+
     def pick(self, candidates: Sequence[EndpointState], scores: list[float]) -> list[int]:
         return self.rng.sample(range(len(scores)), min(self.max_endpoints, len(scores)))
 
 
-@register("weighted-random-picker")
 class WeightedRandomPicker(_CountedPicker):
     """A-Res weighted sampling without replacement: key = U^(1/score), highest keys win.
     All scores 0 → uniform random, as upstream."""
+
+    type_name = "weighted-random-picker"
 
     def pick(self, candidates: Sequence[EndpointState], scores: list[float]) -> list[int]:
         if not any(s > 0 for s in scores):

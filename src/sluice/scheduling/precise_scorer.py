@@ -40,13 +40,12 @@ from sluice.datalayer.kvevents.stream import Mode, StreamSettings
 from sluice.datalayer.kvevents.streams import KVEventStreams
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
-from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.framework import PREFIX_MATCH, CycleState, PluginContext, Scorer
 from sluice.scheduling.params import Params
 from sluice.scheduling.precise_hashing import HASH_ALGORITHMS, BlockKeys
 from sluice.scheduling.precise_index import PreciseIndex
 from sluice.scheduling.precise_tokens import token_ids
-from sluice.scheduling.prefix_scorer import PREFIX_MATCH, PrefixCacheScorer
-from sluice.scheduling.registry import PluginContext, register
+from sluice.scheduling.prefix_scorer import PrefixCacheScorer
 from sluice.util.durations import parse_duration
 
 DEFAULT_BLOCK_SIZE_TOKENS = 16  # upstream's and vLLM's default
@@ -77,8 +76,9 @@ class _Prediction:
     now: float
 
 
-@register("precise-prefix-cache-scorer")
 class PrecisePrefixCacheScorer(PrefixCacheScorer):
+    type_name = "precise-prefix-cache-scorer"
+
     def __init__(
         self,
         name: str,

@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluice.datalayer.registry import EndpointState
-from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.framework import PREFIX_MATCH, CycleState, PluginContext, Scorer
 from sluice.scheduling.params import Params
-from sluice.scheduling.prefix_scorer import PREFIX_MATCH
-from sluice.scheduling.registry import PluginContext, register
 
 
-@register("prefill-cost-scorer")
 class PrefillCostScorer(Scorer):
     """score = 1 / (1 + (pending prefill tokens + own uncached tokens) / tokenScale)."""
+
+    type_name = "prefill-cost-scorer"
+    consumes = frozenset({PREFIX_MATCH})  # optional: without it, every token counts as uncached
 
     bounded = True
 

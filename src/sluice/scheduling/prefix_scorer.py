@@ -12,22 +12,25 @@ from collections.abc import Callable, Sequence
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
-from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.framework import (
+    PREFIX_MATCH,
+    CycleState,
+    MatchObserver,
+    PluginContext,
+    Scorer,
+)
 from sluice.scheduling.params import Params
 from sluice.scheduling.prefix_hashing import block_hashes
 from sluice.scheduling.prefix_index import PrefixIndex
-from sluice.scheduling.registry import PluginContext, register
 
 CHARS_PER_TOKEN = 4
 _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
-# CycleState key: (matched blocks by endpoint name, 1 / blocks) for scorers that run after this.
-PREFIX_MATCH = "prefix-cache-scorer/match"
-
-MatchObserver = Callable[[float, int], None]  # (hit ratio of the best endpoint, hit chars)
 
 
-@register("prefix-cache-scorer")
 class PrefixCacheScorer(Scorer):
+    type_name = "prefix-cache-scorer"
+    produces = frozenset({PREFIX_MATCH})  # for scorers that run after it
+
     bounded = True
 
     def __init__(
@@ -46,6 +49,9 @@ class PrefixCacheScorer(Scorer):
         self.auto_tune = auto_tune
         self.index = PrefixIndex()
         self.on_match: MatchObserver | None = None
+        # Told of every addition to the index (scorer name, endpoint, hashes, capacity): how
+        # active-active replicas share it (sluice.replicas.prefix_share).
+        self.on_added: Callable[[str, str, list[int], int], None] | None = None
         self._pending: dict[str, tuple[list[int], int]] = {}  # request id -> (hashes, capacity)
         # request id -> (matched blocks by endpoint name, 1 / blocks): the expected cache hit,
         # read by the pipeline to estimate how much prefill a placement will really cost.
@@ -131,6 +137,11 @@ class PrefixCacheScorer(Scorer):
         hashes, capacity = entry
         if hashes:
             self.index.add(target.name, hashes, capacity)
+            if self.on_added is not None:
+                self.on_added(self.name, target.name, hashes, capacity)
+
+    def index_size(self) -> int:
+        return len(self.index)
 
     def prune(self, live_endpoints: set[str]) -> None:
         """Forget endpoints that left the pool (upstream purges them every 2 minutes)."""

@@ -7,18 +7,19 @@ from collections.abc import Mapping
 from sluice.scheduling.framework import (
     CycleState,
     NoEndpointsError,
+    PluginContext,
     ProfileHandler,
     ProfileResult,
     ProfileRunner,
     SchedulingResult,
 )
 from sluice.scheduling.params import Params
-from sluice.scheduling.registry import PluginContext, register
 
 
-@register("single-profile-handler")
 class SingleProfileHandler(ProfileHandler):
     """Runs the one configured profile once; it is the primary."""
+
+    type_name = "single-profile-handler"
 
     @classmethod
     def from_params(cls, name: str, params: Params, ctx: PluginContext) -> ProfileHandler:

@@ -1,64 +1,72 @@
-"""Plugins are registered by upstream's type name; config instantiates them by that name."""
+"""The built-in plugins, in one explicit table keyed by upstream's type name; the config names a
+type and `create` builds it. Plugin modules do not import this module (it imports them)."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Mapping
 
-from sluice.scheduling.framework import Plugin
+from sluice.scheduling.affinity import LoraAffinityScorer, SessionAffinityScorer
+from sluice.scheduling.filters import (
+    HeaderBasedTestingFilter,
+    MetricsDataSource,
+    ModelServerProtocolMetrics,
+)
+from sluice.scheduling.framework import Plugin, PluginContext
 from sluice.scheduling.params import Params
+from sluice.scheduling.pickers import MaxScorePicker, RandomPicker, WeightedRandomPicker
+from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
+from sluice.scheduling.prefill_cost import PrefillCostScorer
+from sluice.scheduling.prefix_scorer import PrefixCacheScorer
+from sluice.scheduling.profile_handlers import SingleProfileHandler
+from sluice.scheduling.scorers import (
+    InFlightLoadScorer,
+    KvCacheUtilizationScorer,
+    QueueScorer,
+    RunningRequestsScorer,
+)
 
+BUILTINS: Mapping[str, type[Plugin]] = {
+    cls.type_name: cls
+    for cls in (
+        # filters
+        HeaderBasedTestingFilter,
+        # scorers
+        QueueScorer,
+        RunningRequestsScorer,
+        KvCacheUtilizationScorer,
+        InFlightLoadScorer,
+        PrefixCacheScorer,
+        PrecisePrefixCacheScorer,
+        PrefillCostScorer,
+        LoraAffinityScorer,
+        SessionAffinityScorer,
+        # pickers
+        MaxScorePicker,
+        RandomPicker,
+        WeightedRandomPicker,
+        # profile handlers
+        SingleProfileHandler,
+        # data layer (accepted; Sluice scrapes the engines itself)
+        MetricsDataSource,
+        ModelServerProtocolMetrics,
+    )
+}
 
-@dataclass(slots=True)
-class PluginContext:
-    """What a plugin may receive at construction besides its parameters."""
-
-    rng: random.Random = field(default_factory=random.Random)
-
-
-PluginFactory = Callable[[str, Params, PluginContext], Plugin]
-_FACTORIES: dict[str, tuple[str, PluginFactory]] = {}
-
-P = TypeVar("P", bound=type[Plugin])
-
-
-def register(type_name: str) -> Callable[[P], P]:
-    """Class decorator: the class gets `type_name` and is built via `from_params`."""
-
-    def wrap(cls: P) -> P:
-        cls.type_name = type_name
-        _FACTORIES[type_name] = (cls.kind, cls.from_params)  # type: ignore[attr-defined]
-        return cls
-
-    return wrap
+__all__ = ["BUILTINS", "PluginContext", "create", "known_types", "plugin_kind"]
 
 
 def plugin_kind(type_name: str) -> str | None:
-    entry = _FACTORIES.get(type_name)
-    return entry[0] if entry else None
+    cls = BUILTINS.get(type_name)
+    return cls.kind if cls else None
+
+
+def plugin_class(type_name: str) -> type[Plugin] | None:
+    return BUILTINS.get(type_name)
 
 
 def known_types() -> list[str]:
-    _load_builtins()
-    return sorted(_FACTORIES)
+    return sorted(BUILTINS)
 
 
 def create(type_name: str, name: str, params: Params, ctx: PluginContext) -> Plugin:
-    _load_builtins()
-    return _FACTORIES[type_name][1](name, params, ctx)
-
-
-def _load_builtins() -> None:
-    # Importing the modules runs their @register decorators.
-    from sluice.scheduling import (  # noqa: F401
-        affinity,
-        filters,
-        pickers,
-        precise_scorer,
-        prefill_cost,
-        prefix_scorer,
-        profile_handlers,
-        scorers,
-    )
+    return BUILTINS[type_name].from_params(name, params, ctx)  # type: ignore[attr-defined]

@@ -25,13 +25,13 @@ from sluice.scheduling.framework import (
     NoEndpointsError,
     Picker,
     Plugin,
+    PrefixCacheView,
     ProfileHandler,
     ProfileResult,
     SchedulingResult,
     ScoredEndpoint,
     Scorer,
 )
-from sluice.scheduling.prefix_scorer import PrefixCacheScorer
 from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 
 
@@ -67,7 +67,7 @@ class Scheduler:
         self._profiles = dict(profiles)
         self._plugins = tuple(plugins)
         self._observer = observer
-        self._prefix_scorers = [p for p in plugins if isinstance(p, PrefixCacheScorer)]
+        self._prefix_scorers = [p for p in plugins if isinstance(p, PrefixCacheView)]
         if observer is not None:
             for scorer in self._prefix_scorers:
                 scorer.on_match = observer.prefix_matched
@@ -269,4 +269,4 @@ class Scheduler:
         )
 
     def prefix_index_size(self) -> int:
-        return sum(len(s.index) for s in self._prefix_scorers)
+        return sum(s.index_size() for s in self._prefix_scorers)

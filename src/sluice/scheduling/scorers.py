@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluice.datalayer.registry import EndpointState
-from sluice.scheduling.framework import CycleState, Scorer
+from sluice.scheduling.framework import CycleState, PluginContext, Scorer
 from sluice.scheduling.params import Params
-from sluice.scheduling.registry import PluginContext, register
 
 
 def min_max_inverted(values: list[int]) -> list[float]:
@@ -27,8 +26,9 @@ class _ParameterlessScorer(Scorer):
         return cls(name)
 
 
-@register("queue-scorer")
 class QueueScorer(_ParameterlessScorer):
+    type_name = "queue-scorer"
+
     bounded = True
 
     """Min-max of the engine's waiting queue across the candidates."""
@@ -37,8 +37,9 @@ class QueueScorer(_ParameterlessScorer):
         return min_max_inverted([s.metrics.waiting for s in candidates])
 
 
-@register("running-requests-size-scorer")
 class RunningRequestsScorer(_ParameterlessScorer):
+    type_name = "running-requests-size-scorer"
+
     bounded = True
 
     """Min-max of the engine's running requests across the candidates."""
@@ -47,11 +48,12 @@ class RunningRequestsScorer(_ParameterlessScorer):
         return min_max_inverted([s.metrics.running for s in candidates])
 
 
-@register("kv-cache-utilization-scorer")
 class KvCacheUtilizationScorer(_ParameterlessScorer):
     """Absolute: 1 − KV-cache usage. Steps aside (the same score for every candidate) when a
     candidate's engine does not report KV usage (llama.cpp): an unknown engine must neither win
     nor lose on a number it never sent. The scraper logs which endpoints lack it."""
+
+    type_name = "kv-cache-utilization-scorer"
 
     def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
         if not all(s.metrics.kv_cache_known for s in candidates):
@@ -59,8 +61,9 @@ class KvCacheUtilizationScorer(_ParameterlessScorer):
         return [1.0 - s.metrics.kv_cache_usage for s in candidates]
 
 
-@register("in-flight-load-scorer")
 class InFlightLoadScorer(Scorer):
+    type_name = "in-flight-load-scorer"
+
     bounded = True
 
     """Sluice: load as the engine reported it *plus* what Sluice sent since that report.

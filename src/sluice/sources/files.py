@@ -100,6 +100,19 @@ class ManifestDirectorySource:
     def _reload(self, file: Path, signature: tuple[int, int], old: _FileEntry | None) -> bool:
         try:
             contents = read_manifest_file(file)
+            if old is not None and _holds_objects(old.contents) and not _holds_objects(contents):
+                # An editor's or a ConfigMap's half-done write looks like this; dropping the
+                # pool on it would stop all routing. Deleting the file is how to remove it.
+                raise ManifestError(
+                    [
+                        ManifestProblem(
+                            str(file),
+                            1,
+                            "the file is now empty (a truncated write?); to remove its objects "
+                            "delete the file",
+                        )
+                    ]
+                )
         except ManifestError as exc:
             for problem in exc.problems:
                 log.error(
@@ -113,6 +126,16 @@ class ManifestDirectorySource:
             log.warning("manifest field ignored", problem=str(warning))
         for note in contents.deprecated:
             log.warning("manifest uses a deprecated API group", problem=str(note))
+        for key, objective in contents.objectives.items():
+            pool_ref = objective.spec.pool_ref if objective.spec is not None else None
+            if pool_ref is not None and pool_ref.name != self.key.name:
+                log.info(
+                    "InferenceObjective ignored: its poolRef names another pool",
+                    objective=key,
+                    file=str(file),
+                    pool_ref=pool_ref.name,
+                    this_pool=self.key.name,
+                )
         log.info(
             "manifest loaded",
             file=str(file),
@@ -126,16 +149,29 @@ class ManifestDirectorySource:
     def _snapshot(self) -> Snapshot:
         snapshot = Snapshot()
         snapshot.pools.update(self._static_pools)
+        origin: dict[tuple[str, str], Path] = {}  # (kind, key) → the file it came from
         for file in sorted(self._files):
             contents = self._files[file].contents
             snapshot.pools.update(contents.pools)
-            for table, found in (
-                (snapshot.objectives, contents.objectives),
-                (snapshot.rewrites, contents.rewrites),
+            for kind, table, found in (
+                ("InferenceObjective", snapshot.objectives, contents.objectives),
+                ("InferenceModelRewrite", snapshot.rewrites, contents.rewrites),
             ):
                 for key, resource in found.items():
-                    if in_force(table.get(key), resource):
+                    current = table.get(key)
+                    if current is not None and _group(current) == _group(resource):
+                        # The same object in two files: neither silently wins; the first file
+                        # (in name order) stays in force until one is removed.
+                        log.error(
+                            f"duplicate {kind} {key}",
+                            kept=str(origin[(kind, key)]),
+                            ignored=str(file),
+                            fix="keep it in one file",
+                        )
+                        continue
+                    if in_force(current, resource):
                         table[key] = resource
+                        origin[(kind, key)] = file
             snapshot.pods.update(contents.pods)
         return snapshot
 
@@ -147,3 +183,11 @@ class ManifestDirectorySource:
             except Exception:  # a source must never die from one bad scan
                 log.error("manifest scan failed", exc=True)
             await asyncio.sleep(self.poll_interval)
+
+
+def _holds_objects(contents: FileContents) -> bool:
+    return bool(contents.pools or contents.objectives or contents.rewrites or contents.pods)
+
+
+def _group(resource: Any) -> str:
+    return str(getattr(resource, "api_version", "")).split("/")[0]

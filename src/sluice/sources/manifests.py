@@ -11,7 +11,6 @@ both CRDs are installed).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from sluice.sources.state import PodInfo
+from sluice.util.located import line_of, syntax_error_line
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 KNOWN_KINDS = ("InferencePool", "InferenceObjective", "InferenceModelRewrite", "Pod")
@@ -83,38 +83,6 @@ def manifest_files(path: Path) -> list[Path]:
     )
 
 
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def line_of(node: yaml.Node, field_path: str) -> int:
-    """The 1-based line of `field_path` (e.g. `spec.targetPorts[0].number`) inside a document
-    node; the nearest existing ancestor when the field itself is missing."""
-    line = node.start_mark.line + 1
-    current: yaml.Node | None = node
-    for match in _PATH_PART.finditer(field_path):
-        key, index = match.group(1), match.group(2)
-        if current is None:
-            break
-        if key is not None and isinstance(current, yaml.MappingNode):
-            nxt = None
-            for key_node, value_node in current.value:
-                if getattr(key_node, "value", None) == key:
-                    line = key_node.start_mark.line + 1
-                    nxt = value_node
-                    break
-            current = nxt
-        elif index is not None and isinstance(current, yaml.SequenceNode):
-            i = int(index)
-            if i < len(current.value):
-                current = current.value[i]
-                line = current.start_mark.line + 1
-            else:
-                current = None
-        else:
-            current = None
-    return line
-
-
 def _documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
     loader = yaml.SafeLoader(text)
     try:
@@ -156,13 +124,9 @@ def read_manifest_file(path: Path, display: str | None = None) -> FileContents:
     problems: list[ManifestProblem] = []
     try:
         documents = list(_documents(text))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        reason = exc.problem or str(exc)
-        raise ManifestError([ManifestProblem(name, line, f"invalid YAML: {reason}")]) from None
     except yaml.YAMLError as exc:
-        raise ManifestError([ManifestProblem(name, 1, f"invalid YAML: {exc}")]) from None
+        line, reason = syntax_error_line(exc)
+        raise ManifestError([ManifestProblem(name, line, f"invalid YAML: {reason}")]) from None
 
     for doc_node, raw_doc in documents:
         for node, doc in _expand_lists(doc_node, raw_doc):

@@ -74,7 +74,7 @@ function render(s) {
   for (const b of s.bands) for (const t of b.tenants) tenants.push(row([
     cell(b.priority, "n"), cell(t.fairness_id), cell(t.queued, t.queued ? "n hot" : "n"), cell(t.in_flight, "n"),
     cell(t.served_tokens, "n"), shareBar(t.share, t.fair_share),
-  ], { priority: b.priority, tenant: t.fairness_id })));
+  ], { priority: b.priority, tenant: t.fairness_id }));
   fill("tenants", tenants, 6, "no tenants yet");
 
   fill("endpoints", s.endpoints.map((e) => row([
@@ -125,7 +125,9 @@ function poll() {
     .finally(() => setTimeout(poll, 1000));
 }
 
-if (window.EventSource) {
+// The stream, or polling /debug/state a second (`?poll`, or no EventSource: a headless
+// browser dumping the page after a virtual-time budget needs every request to end).
+if (window.EventSource && !new URLSearchParams(location.search).has("poll")) {
   const events = new EventSource("/debug/events");
   events.onmessage = (e) => render(JSON.parse(e.data));
   events.onerror = down;

@@ -1,0 +1,136 @@
+"""`saturationDetector` (and the detector plugin it may name) → `RoomSettings`.
+
+The thresholds are declared once, in `RoomSettings`; only the two caps whose YAML default
+differs from "off" are declared here (chosen with `sluice bench`; README's tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from sluice.config.models import SaturationDetector, Strict
+from sluice.config.problems import problems
+from sluice.config.scalars import Cap, Int, Name, NonNegative, Seconds
+from sluice.room import DEFAULT_ROOM, RoomSettings
+from sluice.util.located import ConfigError
+
+DEFAULT_LOWER_PRIORITY_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_PENDING_PREFILL_TOKENS = 1
+
+
+class UtilizationDetectorParams(Strict):
+    queue_depth_threshold: Int | None = None
+    kv_cache_util_threshold: NonNegative | None = None
+    metrics_staleness_threshold: Seconds | None = None
+    headroom: NonNegative | None = None
+
+
+class ConcurrencyDetectorParams(Strict):
+    max_concurrency: Cap | None = None
+    headroom: NonNegative | None = None
+    concurrency_mode: Name | None = None
+    max_token_concurrency: Cap | None = None
+    in_flight_load_producer_name: Name | None = None
+
+
+def detector_fields(type_name: str, parameters: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A detector plugin's parameters as `saturationDetector` fields (wire names)."""
+    model: type[Strict] = (
+        UtilizationDetectorParams
+        if type_name == "utilization-detector"
+        else ConcurrencyDetectorParams
+    )
+    try:
+        params = model.model_validate(dict(parameters))
+    except ValidationError as exc:
+        raise problems(model, exc, where)[0] from None
+    if getattr(params, "headroom", None):
+        raise ConfigError(
+            f"{where}.headroom",
+            "Sluice's room has no fractional headroom; remove it (saturationDetector."
+            "backgroundHeadroomEndpoints keeps whole endpoints free instead)",
+        )
+    if isinstance(params, UtilizationDetectorParams):
+        fields = {
+            "queueDepthThreshold": params.queue_depth_threshold,
+            "kvCacheUtilThreshold": params.kv_cache_util_threshold,
+            "metricsStalenessThreshold": params.metrics_staleness_threshold,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+    assert isinstance(params, ConcurrencyDetectorParams)
+    if params.concurrency_mode not in (None, "requests"):
+        raise ConfigError(
+            f"{where}.concurrencyMode",
+            f"{params.concurrency_mode!r}: Sluice counts requests only; for tokens use "
+            "saturationDetector.maxPendingPrefillTokensPerEndpoint",
+        )
+    if params.max_token_concurrency is not None:
+        raise ConfigError(
+            f"{where}.maxTokenConcurrency",
+            "Sluice counts requests only; for tokens use "
+            "saturationDetector.maxPendingPrefillTokensPerEndpoint",
+        )
+    if params.max_concurrency is None:
+        return {}
+    return {"maxInFlightPerEndpoint": params.max_concurrency}
+
+
+def build_room(
+    detector: SaturationDetector | None, where: str = "saturationDetector"
+) -> RoomSettings:
+    d = detector or SaturationDetector()
+    room = replace(
+        DEFAULT_ROOM,
+        lower_priority_max_in_flight=DEFAULT_LOWER_PRIORITY_MAX_IN_FLIGHT,
+        max_pending_prefill_tokens=DEFAULT_MAX_PENDING_PREFILL_TOKENS,
+    )
+    # Upstream: a threshold <= 0 means "use the default".
+    if d.queue_depth_threshold is not None and d.queue_depth_threshold > 0:
+        room = replace(room, queue_depth=d.queue_depth_threshold)
+    if d.kv_cache_util_threshold is not None and d.kv_cache_util_threshold > 0:
+        room = replace(room, kv_cache_util=d.kv_cache_util_threshold)
+    if d.metrics_staleness_threshold:
+        room = replace(room, metrics_staleness_s=d.metrics_staleness_threshold)
+    # Sluice's caps: 0 turns one off.
+    if d.max_in_flight_per_endpoint is not None:
+        room = replace(room, max_in_flight_requests=d.max_in_flight_per_endpoint or None)
+    cap, lower = room.max_in_flight_requests, room.lower_priority_max_in_flight
+    if d.max_in_flight_per_endpoint_below_top_priority is not None:
+        lower = d.max_in_flight_per_endpoint_below_top_priority or None
+        if cap is not None and lower is not None and lower > cap:
+            raise ConfigError(
+                f"{where}.maxInFlightPerEndpointBelowTopPriority",
+                f"must be at most maxInFlightPerEndpoint ({cap}): lower bands never get more room",
+            )
+    elif cap is not None and lower is not None and lower > cap:
+        lower = cap  # the default never exceeds a cap the user set
+    room = replace(room, lower_priority_max_in_flight=lower)
+    if d.max_pending_prefill_tokens_per_endpoint is not None:
+        room = replace(
+            room, max_pending_prefill_tokens=d.max_pending_prefill_tokens_per_endpoint or None
+        )
+    if d.background_headroom_endpoints is not None:
+        room = replace(room, background_headroom_endpoints=d.background_headroom_endpoints)
+    if d.prefill_tokens_per_second is not None:
+        room = replace(room, prefill_tokens_per_s=d.prefill_tokens_per_second)
+    if d.prefill_overhead is not None:
+        room = replace(room, prefill_overhead_s=d.prefill_overhead)
+    if d.max_prefill_hold is not None:
+        room = replace(room, max_prefill_hold_s=d.max_prefill_hold)
+    if d.reserve_hold_gaps is not None:
+        room = replace(room, reserve_hold_gaps=d.reserve_hold_gaps)
+    if d.reserve_hold_min is not None:
+        room = replace(room, reserve_hold_min_s=d.reserve_hold_min)
+    if d.reserve_hold_max is not None:
+        room = replace(room, reserve_hold_max_s=d.reserve_hold_max)
+    if room.reserve_hold_max_s < room.reserve_hold_min_s:
+        raise ConfigError(
+            f"{where}.reserveHoldMax"
+            if d.reserve_hold_max is not None
+            else f"{where}.reserveHoldMin",
+            f"must be at least reserveHoldMin ({room.reserve_hold_min_s:g}s)",
+        )
+    return room
