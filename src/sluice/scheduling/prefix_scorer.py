@@ -7,7 +7,7 @@ cache every block of the prompt afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
@@ -49,6 +49,9 @@ class PrefixCacheScorer(Scorer):
         self.auto_tune = auto_tune
         self.index = PrefixIndex()
         self.on_match: MatchObserver | None = None
+        # Told of every addition to the index (scorer name, endpoint, hashes, capacity): how
+        # active-active replicas share it (sluice.replicas.prefix_share).
+        self.on_added: Callable[[str, str, list[int], int], None] | None = None
         self._pending: dict[str, tuple[list[int], int]] = {}  # request id -> (hashes, capacity)
         # request id -> (matched blocks by endpoint name, 1 / blocks): the expected cache hit,
         # read by the pipeline to estimate how much prefill a placement will really cost.
@@ -134,6 +137,8 @@ class PrefixCacheScorer(Scorer):
         hashes, capacity = entry
         if hashes:
             self.index.add(target.name, hashes, capacity)
+            if self.on_added is not None:
+                self.on_added(self.name, target.name, hashes, capacity)
 
     def index_size(self) -> int:
         return len(self.index)
