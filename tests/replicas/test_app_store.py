@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sluice.app import App
 from e2e.support import write_pool
+from sluice.app import App
 from sluice.bench.harness.ports import free_port
 from sluice.bench.harness.store import StoreProcess
 from sluice.cli.serve_options import parse_serve_options
