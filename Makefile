@@ -35,11 +35,17 @@ types: $(DEV)
 engines: $(DEV)
 	$(BIN)/python -m sluice.bench.engines.build
 
+# The replica tests' shared store: Debian's redis-server (docs/replicas.md), once.
+.PHONY: store
+store:
+	@command -v redis-server >/dev/null || command -v valkey-server >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq redis-server)
+
 # Debian's chromium for the dashboard test (tests/dashboard/test_dashboard_chromium.py).
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
-unit: $(DEV) engines chromium
+unit: $(DEV) engines chromium store
 	$(BIN)/pytest
 
 test: lint types unit

@@ -15,7 +15,10 @@ prompt_n`, what the engine itself says it evaluated; the prefix's length from th
 `/tokenize`); `llamacpp:prompt_tokens_total` and
 `llamacpp:prompt_tokens_cached_total` (deltas over the arm, both engines) cross-check it.
 
-Arms: `sluice` (`sluice serve --engine llamacpp`, the default config, as a separate process) and
+Arms: `sluice` (`sluice serve --engine llamacpp`, the default config, as a separate process),
+`sluice-computing` (the same with the prefix scorer's `computingPrefixes: completion`: a request
+whose prefix an engine is still computing waits for it or goes elsewhere, whichever the prefill
+estimate says is sooner; llama.cpp shares a slot's cache only once the slot is free) and
 `round-robin` (the client alternates engines itself, as a round-robin router would).
 
     .venv/bin/python benchmarks/llamacpp_duplicate_prefills.py --trials 3
@@ -46,6 +49,7 @@ from sluice.bench.engines.llamacpp import (
     start_llama_servers,
 )
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
+from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML
 
 MODEL = "SmolLM2-135M-Instruct"
 _SYLLABLES = ("ka", "lo", "mi", "ren", "tu", "sa", "vor", "el", "dai", "qu", "ob", "nix")
@@ -172,7 +176,18 @@ async def run_arm(
     return result
 
 
-def start_sluice(servers: LlamaServers, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def sluice_config(computing: str) -> str:
+    """Sluice's default config, the prefix scorer's `computingPrefixes` set."""
+    return DEFAULT_CONFIG_YAML.replace(
+        "- type: prefix-cache-scorer\n",
+        f"- type: prefix-cache-scorer\n  parameters: {{computingPrefixes: {computing}}}\n",
+        1,
+    )
+
+
+def start_sluice(
+    servers: LlamaServers, workdir: Path, computing: str = "none"
+) -> tuple[subprocess.Popen[bytes], str]:
     targets = "".join(f"\n  - number: {p}" for p in servers.ports)
     (workdir / "pool.yaml").write_text(
         f"""apiVersion: inference.networking.k8s.io/v1
@@ -189,12 +204,18 @@ metadata: {{name: engines, namespace: default, labels: {{app: llamacpp}}}}
 status: {{podIP: 127.0.0.1, conditions: [{{type: Ready, status: "True"}}]}}
 """
     )
+    config = workdir / f"config-{computing}.yaml"
+    config.write_text(sluice_config(computing))
     port = free_port()
     command = [str(Path(sys.executable).parent / "sluice"), "serve", "--pool-name=bench"]
+    command += [f"--config-file={config}"]
     command += [f"--resources={workdir / 'pool.yaml'}", f"--proxy-port={port}", "--engine=llamacpp"]
-    command += ["--disable-extproc", "--secure-serving=false", "--log-level=warning"]
+    level = "debug" if os.environ.get("SLUICE_BENCH_ROUTER_LOG") else "warning"
+    command += ["--disable-extproc", "--secure-serving=false", f"--log-level={level}"]
     command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_dir = os.environ.get("SLUICE_BENCH_ROUTER_LOG")  # a directory for the routers' logs
+    out = open(Path(log_dir) / f"sluice-{computing}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=out, stderr=out)
     wait_for_port("127.0.0.1", port, process, timeout=60)
     time.sleep(0.5)  # a few scrapes: both engines have fresh metrics
     return process, f"http://127.0.0.1:{port}"
@@ -205,7 +226,7 @@ def render(results: list[ArmResult], args: argparse.Namespace, elapsed_s: float)
         f"2 llama-server engines (--threads {args.threads}, --parallel {args.slots}), "
         f"{args.groups} new prefixes of {min(r.prefix_tokens for r in results)}-"
         f"{max(r.prefix_tokens for r in results)} tokens x {args.per_group} requests, "
-        f"one every {args.gap:g} s; {len(results) // 2} trial(s) per arm; {elapsed_s:.0f} s; "
+        f"one every {args.gap:g} s; {args.trials} trial(s) per arm; {elapsed_s:.0f} s; "
         f"machine: {os.cpu_count()} CPUs shared with other work.",
         "",
         "| arm | trial | cold prefills | ideal | prompt tokens computed | reused | TTFT p50 s "
@@ -244,15 +265,19 @@ async def main_async(args: argparse.Namespace) -> int:
         first = free_port_block(2)
         addresses = [("127.0.0.1", first), ("127.0.0.1", first + 1)]
         with start_llama_servers(2, install, settings, addresses=addresses) as servers:
-            router, url = start_sluice(servers, Path(tmp))
+            routers = {
+                "sluice": start_sluice(servers, Path(tmp), "none"),
+                "sluice-computing": start_sluice(servers, Path(tmp), "completion"),
+            }
             try:
                 for trial in range(args.trials):
-                    for arm in ("sluice", "round-robin"):
-                        routed = url if arm == "sluice" else None
+                    for arm in args.arms.split(","):
+                        routed = routers[arm][1] if arm in routers else None
                         results.append(await run_arm(arm, trial, servers, routed, args))
             finally:
-                router.terminate()
-                router.wait(10)
+                for router, _ in routers.values():
+                    router.terminate()
+                    router.wait(10)
     print(render(results, args, time.monotonic() - started))
     return 0
 
@@ -267,6 +292,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arms", default="sluice,sluice-computing,round-robin")
     return asyncio.run(main_async(parser.parse_args()))
 
 

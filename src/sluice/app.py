@@ -37,6 +37,8 @@ from sluice.director.contract import Limits
 from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.metrics import FlowControlMetrics
 from sluice.logs import get_logger
+from sluice.replicas.shell import ReplicaSync
+from sluice.replicas.wiring import start_replicas
 from sluice.request_metrics import RequestMetrics
 from sluice.scheduling.metrics import PrometheusSchedulerObserver
 from sluice.scheduling.precise_metrics import PrecisePrefixMetrics
@@ -242,6 +244,7 @@ class App:
         self._extproc: list[Any] = []  # (also in _servers) what drains on SIGTERM
         self._proxy: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.replicas: ReplicaSync | None = None  # active-active (docs/replicas.md)
         self._stopping = asyncio.Event()
         self.draining = False  # SIGTERM seen: readiness is NOT_SERVING (sluice.shutdown)
 
@@ -335,9 +338,25 @@ class App:
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 
+        self.replicas = start_replicas(
+            {
+                "replicas-store": options.replicas_store,
+                "replica-id": options.replica_id,
+                "replicas-sync-interval": options.replicas_sync_interval,
+                "replicas-lease": options.replicas_lease,
+            },
+            pool=f"{self.key.namespace}/{self.key.name}",
+            director=self.director,
+            scheduler=self.scheduler,
+            metrics_registry=self.metrics_registry,
+        )
         grpc_host = options.grpc_host
         health = HealthServer(
-            lambda: self.director.ready and not self.draining, self.is_leader, host=grpc_host
+            lambda: self.director.ready and not self.draining,
+            # active-active replicas all serve; the leader only writes status
+            None if self.replicas is not None else self.is_leader,
+            host=grpc_host,
+            extra=self.replicas.health() if self.replicas is not None else None,
         )
         with _listening("grpc-health-port", grpc_host, options.grpc_health_port):
             await health.start(options.grpc_health_port)
@@ -475,6 +494,8 @@ class App:
         for server in reversed(self._servers):
             with contextlib.suppress(Exception):
                 await server.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
         await self.scraper.stop()
         for subscribers in self.kv_event_subscribers:
             await subscribers.stop()

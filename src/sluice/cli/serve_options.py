@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sluice.cli.flags import Flag, FlagError, FlagSet
 from sluice.proxy.routes import RouteSpecError, parse_routes
+from sluice.replicas.settings import replica_settings
 from sluice.settings import ServeSettings
 
 U = "upstream EPP"
@@ -431,6 +432,37 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "Memory bound of the receipt ring, in bytes of encoded receipts.",
         group=S,
     ),
+    # Active-active replicas (docs/replicas.md)
+    Flag(
+        "replicas-store",
+        "str",
+        "",
+        "Redis/Valkey URL shared by the pool's active-active replicas (redis://host:6379/0): "
+        "one priority order, one fair share and split endpoint caps across them (empty: alone).",
+        group=S,
+    ),
+    Flag(
+        "replica-id",
+        "str",
+        "",
+        "This replica's name in the store (default: $POD_NAME, else host-pid).",
+        group=S,
+    ),
+    Flag(
+        "replicas-sync-interval",
+        "duration",
+        0.05,
+        "How often replicas exchange queue summaries and renew leases (at most 10s).",
+        group=S,
+    ),
+    Flag(
+        "replicas-lease",
+        "duration",
+        1.0,
+        "How long a replica's share of an endpoint's cap outlives its last renewal (a dead "
+        "replica's share returns to the others within it; at least 3 sync intervals).",
+        group=S,
+    ),
 )
 
 
@@ -444,6 +476,10 @@ def parse_serve_options(argv: list[str]) -> ServeSettings:
     values, positional, explicitly_set = serve_flagset().parse(argv)
     if positional:
         raise FlagError(f"unexpected argument {positional[0]!r}: `sluice serve` takes only flags")
+    try:
+        replica_settings(values)
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
     if values["config-file"] and values["config-text"]:
         raise FlagError("--config-file and --config-text are mutually exclusive: give one")
     if bool(values["pool-name"]) == bool(values["endpoint-selector"]):

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from sluice.config.models import BandTemplate, FlowControl
 from sluice.config.problems import problems
+from sluice.config.scalars import overlay
 from sluice.flowcontrol.config import (
     FAIRNESS_NAMES,
     ORDERING_NAMES,
@@ -78,6 +79,20 @@ def _band(
     return band
 
 
+# flowControl field -> FlowControlConfig field, copied when written.
+_FLOW_FIELDS = {
+    "mode": "mode",
+    "max_bytes": "max_bytes",
+    "max_requests": "max_requests",
+    "no_endpoint_request_ttl": "no_endpoint_request_ttl_s",
+    "enable_eviction": "enable_eviction",
+    "per_flow_max_requests": "per_flow_max_requests",
+    "per_flow_max_bytes": "per_flow_max_bytes",
+    "engine_priority": "engine_priority",
+    "fair_share_window": "fair_share_window_s",
+}
+
+
 def build_flow_control(
     model: FlowControl | None,
     plugin_types: Mapping[str, str],
@@ -93,18 +108,9 @@ def build_flow_control(
     if model is None:
         return config
     m, up = model, upstream_defaults
-    if m.mode is not None:
-        config = replace(config, mode=m.mode)
-    if m.max_bytes is not None:
-        config = replace(config, max_bytes=m.max_bytes)
-    if m.max_requests is not None:
-        config = replace(config, max_requests=m.max_requests)
+    config = overlay(config, m, _FLOW_FIELDS)
     if m.default_request_ttl is not None:
         config = replace(config, default_request_ttl_s=m.default_request_ttl or None)
-    if m.no_endpoint_request_ttl is not None:
-        config = replace(config, no_endpoint_request_ttl_s=m.no_endpoint_request_ttl)
-    if m.enable_eviction is not None:
-        config = replace(config, enable_eviction=m.enable_eviction)
     if m.default_priority_band is not None:
         where = f"{path}.defaultPriorityBand"
         config = replace(
@@ -122,10 +128,6 @@ def build_flow_control(
         where = f"{path}.priorityBands[{index}]"
         bands.append(_band(raw, template, plugin_types, where, up))
     config = replace(config, bands=tuple(bands))
-    if m.per_flow_max_requests is not None:
-        config = replace(config, per_flow_max_requests=m.per_flow_max_requests)
-    if m.per_flow_max_bytes is not None:
-        config = replace(config, per_flow_max_bytes=m.per_flow_max_bytes)
     cost = config.token_cost
     if m.token_weights is not None:
         weights = m.token_weights
@@ -139,10 +141,6 @@ def build_flow_control(
     config = replace(config, token_cost=cost)
     if m.fairness_weights is not None:
         config = replace(config, fairness_weights=dict(m.fairness_weights))
-    if m.engine_priority is not None:
-        config = replace(config, engine_priority=m.engine_priority)
-    if m.fair_share_window is not None:
-        config = replace(config, fair_share_window_s=m.fair_share_window)
     return config
 
 

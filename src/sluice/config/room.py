@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from sluice.config.models import SaturationDetector, Strict
 from sluice.config.problems import problems
-from sluice.config.scalars import Cap, Int, Name, NonNegative, Seconds
+from sluice.config.scalars import Cap, Int, Name, NonNegative, Seconds, overlay
 from sluice.room import DEFAULT_ROOM, RoomSettings
 from sluice.util.located import ConfigError
 
@@ -78,6 +78,18 @@ def detector_fields(type_name: str, parameters: Mapping[str, Any], where: str) -
     return {"maxInFlightPerEndpoint": params.max_concurrency}
 
 
+# saturationDetector field -> RoomSettings field, copied when written.
+_ROOM_FIELDS = {
+    "background_headroom_endpoints": "background_headroom_endpoints",
+    "prefill_tokens_per_second": "prefill_tokens_per_s",
+    "prefill_overhead": "prefill_overhead_s",
+    "max_prefill_hold": "max_prefill_hold_s",
+    "reserve_hold_gaps": "reserve_hold_gaps",
+    "reserve_hold_min": "reserve_hold_min_s",
+    "reserve_hold_max": "reserve_hold_max_s",
+}
+
+
 def build_room(
     detector: SaturationDetector | None, where: str = "saturationDetector"
 ) -> RoomSettings:
@@ -112,20 +124,7 @@ def build_room(
         room = replace(
             room, max_pending_prefill_tokens=d.max_pending_prefill_tokens_per_endpoint or None
         )
-    if d.background_headroom_endpoints is not None:
-        room = replace(room, background_headroom_endpoints=d.background_headroom_endpoints)
-    if d.prefill_tokens_per_second is not None:
-        room = replace(room, prefill_tokens_per_s=d.prefill_tokens_per_second)
-    if d.prefill_overhead is not None:
-        room = replace(room, prefill_overhead_s=d.prefill_overhead)
-    if d.max_prefill_hold is not None:
-        room = replace(room, max_prefill_hold_s=d.max_prefill_hold)
-    if d.reserve_hold_gaps is not None:
-        room = replace(room, reserve_hold_gaps=d.reserve_hold_gaps)
-    if d.reserve_hold_min is not None:
-        room = replace(room, reserve_hold_min_s=d.reserve_hold_min)
-    if d.reserve_hold_max is not None:
-        room = replace(room, reserve_hold_max_s=d.reserve_hold_max)
+    room = overlay(room, d, _ROOM_FIELDS)
     if room.reserve_hold_max_s < room.reserve_hold_min_s:
         raise ConfigError(
             f"{where}.reserveHoldMax"

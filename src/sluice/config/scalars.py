@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
 from pydantic import PlainValidator
@@ -27,6 +28,13 @@ def field_type(parse: Callable[[Any], T]) -> PlainValidator:
             raise rule_error(str(exc)) from None
 
     return PlainValidator(validate)
+
+
+def overlay(target: T, model: object, fields: dict[str, str]) -> T:
+    """`target` (a dataclass) with each field of `model` that was written (not None) copied
+    onto its counterpart named in `fields`."""
+    written = {dst: getattr(model, src) for src, dst in fields.items()}
+    return replace(target, **{k: v for k, v in written.items() if v is not None})  # type: ignore[type-var]
 
 
 def _is_number(value: Any) -> bool:

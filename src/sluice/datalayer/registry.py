@@ -45,6 +45,12 @@ class EndpointState:
     pending_prefills: int = 0
     pending_prefill_tokens: int = 0
     pending_by_priority: dict[int, list[int]] = field(default_factory=dict)
+    # Active-active replicas (`sluice.replicas`): this replica's lease on the endpoint's
+    # in-flight cap (None: no lease, the whole cap), and the other replicas' dispatches still
+    # in flight and prefilling there, as of the last sync.
+    lease: int | None = None
+    peer_in_flight: int = 0
+    peer_pending_prefill_tokens: int = 0
     # dispatch sequence number -> estimated tokens, for dispatches the engine has not reported yet
     _unseen: dict[int, int] = field(default_factory=dict, repr=False)
     # dispatch sequence number -> (uncached prompt tokens, priority), while its prefill is pending

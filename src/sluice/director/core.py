@@ -26,6 +26,7 @@ from sluice.datalayer.outlier import OutlierDetector, OutlierSettings
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.director.dispatched import DispatchedRequest
 from sluice.director.ports import Admitted, Counted
+from sluice.director.prefix_wait import Computing, Hold, wait_or_move
 from sluice.director.release import Release
 from sluice.flowcontrol.config import LEGACY
 from sluice.flowcontrol.controller import FlowController, error_for
@@ -39,6 +40,7 @@ from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
+from sluice.scheduling.prefix_computing import Blocked
 from sluice.scheduling.record import CycleRecord
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
@@ -107,6 +109,9 @@ class DispatchCore:
         self._sheddable: dict[int, DispatchedRequest] = {}
         self._eviction = EvictionPacer()
         self._evicting = False
+        # request id -> its dispatch, while in flight: what a request waiting on its prefix
+        # expects of it (computingPrefixes)
+        self._computing: dict[str, Computing] = {}
         self.outliers = OutlierDetector(self.settings.outliers)
         # Each model's context as its engines report it (`datalayer.model_context`); models
         # not in it are clamped to `settings.max_model_len`.
@@ -301,7 +306,51 @@ class DispatchCore:
         now: float,
         record: CycleRecord | None = None,
     ) -> DispatchedRequest:
-        return DispatchedRequest(self, request, ticket, endpoints, now, record)
+        hold = None
+        blocked = self.scheduler.blocked_on(request, endpoints[0])
+        if blocked is not None:
+            endpoints, hold = self._wait_or_move(request, endpoints, blocked, now)
+        return DispatchedRequest(self, request, ticket, endpoints, now, record, hold=hold)
+
+    def _wait_or_move(
+        self,
+        request: InferenceRequest,
+        endpoints: tuple[Endpoint, ...],
+        blocked: Blocked,
+        now: float,
+    ) -> tuple[tuple[Endpoint, ...], Hold | None]:
+        subset = request.subset_hint
+        others = [
+            (s, self.scheduler.cached_fraction(request, s.endpoint))
+            for s in self.registry.snapshot()
+            if (subset is None or in_subset(s.endpoint, subset))
+            and s.is_fresh(now, self.room.settings.metrics_staleness_s)
+        ]
+        estimate = self.room.prefill.estimate
+        chosen, hold = wait_or_move(
+            prompt_tokens=request.prompt_tokens,
+            endpoints=endpoints,
+            blocked=blocked,
+            blocker=self._computing.get(blocked.blocker),
+            others=others,
+            estimate=lambda name, tokens: estimate(name, tokens),
+            now=now,
+            max_hold_s=self.room.settings.max_prefill_hold_s,
+        )
+        log.debug(
+            "prefix still being computed on its endpoint",
+            request=request.request_id,
+            endpoint=endpoints[0].name,
+            blocker=blocked.blocker,
+            ready_blocks=blocked.ready,
+            matched_blocks=blocked.matched,
+            decision=f"hold {hold.until - now:.3f} s" if hold else f"move to {chosen[0].name}",
+        )
+        return chosen, hold
+
+    def hold_over(self, hold: Hold, now: float) -> bool:
+        """Whether a held request may go now: its blocker's prefix is computed, or time is up."""
+        return now >= hold.until or not self.scheduler.still_computing(hold.blocker)
 
     def _resolve(self, event: Finalized, bound: Mapping[int, Admitted | SluiceError]) -> None:
         ticket = event.ticket
@@ -349,7 +398,8 @@ class DispatchCore:
         self.scheduler.on_dispatch(request, endpoint)
         if self.receipts is not None:
             self.receipts.counted(request, endpoint, request.prompt_tokens - uncached, now)
-        return Counted(ticket, uncached, now)
+        self._computing[request.request_id] = Computing(now, uncached)
+        return Counted(ticket, uncached, now, request.request_id)
 
     def moved(self, counted: Counted, failed: Endpoint) -> None:
         state = self.registry.get(failed.name)
@@ -362,6 +412,7 @@ class DispatchCore:
         self, counted: Counted, endpoint: Endpoint, now: float, *, streamed: bool
     ) -> None:
         self.registry.first_byte(counted.ticket)
+        self.scheduler.on_prefill_end_id(counted.request_id)
         if streamed:
             self.room.first_byte(endpoint.name, counted.uncached_tokens, now - counted.at)
 
@@ -370,6 +421,7 @@ class DispatchCore:
     ) -> None:
         self.in_flight -= 1
         self._sheddable.pop(id(dispatched), None)
+        self._computing.pop(dispatched.request.request_id, None)
         first_byte_at = dispatched.first_byte_at
         self.registry.complete(
             dispatched.dispatch_ticket,
@@ -405,6 +457,7 @@ class DispatchCore:
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
         self._sheddable.pop(id(dispatched), None)
+        self._computing.pop(dispatched.request.request_id, None)
         self.registry.detach(dispatched.dispatch_ticket)
         self.flow.complete(dispatched.ticket, None, now)  # its charge stays the estimate
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import DispatchTicket
 from sluice.director.ports import Ledger
+from sluice.director.prefix_wait import Hold
 from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
@@ -29,6 +30,7 @@ class DispatchedRequest:
         "_parser",
         "finished",
         "first_byte_at",
+        "hold",
         "record",
         "request",
         "started_at",
@@ -43,9 +45,13 @@ class DispatchedRequest:
         endpoints: tuple[Endpoint, ...],
         now: float,
         record: CycleRecord | None = None,
+        *,
+        hold: Hold | None = None,
     ) -> None:
         self._ledger = ledger
         self.record = record  # what the scheduler did, when receipts are on
+        # Forward only once this is over (`Director` awaits it; see prefix_wait.py).
+        self.hold = hold
         self.request = request
         self.ticket = ticket
         self._endpoints = endpoints

@@ -27,6 +27,7 @@ class Counted:
     ticket: DispatchTicket
     uncached_tokens: int
     at: float
+    request_id: str = ""
 
 
 class Admitted(Protocol):

@@ -23,6 +23,8 @@ from sluice.room import Room, RoomSettings
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
 
+HOLD_POLL_S = 0.01  # how often a held request looks whether its prefix is computed
+
 
 class Admission:
     """What `admit` hands a front end (`contract.Admission`): the core's admitted request, with
@@ -219,8 +221,30 @@ class Director:
                 result.finish(Outcome.CLIENT_GONE, self.clock())
         elif isinstance(result, SluiceError):
             waiter.set_exception(result)
+        elif result.hold is not None and not self.core.hold_over(result.hold, self.clock()):
+            self._hold(waiter, result)
         else:
             waiter.set_result(Admission(result, self.clock, may_evict=self.core.may_evict(result)))
+
+    def _hold(self, waiter: asyncio.Future[Admission], result: DispatchedRequest) -> None:
+        """Its prefix is being computed on its endpoint: answer the waiter once that is over
+        (checked every `HOLD_POLL_S`; the hold has a deadline, see prefix_wait.py)."""
+        hold = result.hold
+        assert hold is not None
+
+        def check() -> None:
+            if waiter.done():  # the client went away meanwhile
+                if waiter.cancelled():
+                    result.finish(Outcome.CLIENT_GONE, self.clock())
+                return
+            if result.finished or self.core.hold_over(hold, self.clock()):
+                admission = Admission(result, self.clock, may_evict=self.core.may_evict(result))
+                waiter.set_result(admission)
+            else:
+                loop.call_later(HOLD_POLL_S, check)
+
+        loop = asyncio.get_running_loop()
+        loop.call_later(HOLD_POLL_S, check)
 
     def _wake_at(self, due: float | None) -> None:
         """The core wants a pump at `due` (None: no wish)."""

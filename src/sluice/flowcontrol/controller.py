@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from sluice.flowcontrol.bands import Band
 from sluice.flowcontrol.classify import engine_priority, flow_of
 from sluice.flowcontrol.config import LEGACY, FlowControlConfig
+from sluice.flowcontrol.fairness import TOKEN_FAIR
 from sluice.flowcontrol.limits import DrainRate, Limit
 from sluice.flowcontrol.model import (
     Accepted,
@@ -45,6 +46,7 @@ from sluice.flowcontrol.model import (
     Ticket,
 )
 from sluice.flowcontrol.observer import FlowObserver, NullObserver
+from sluice.flowcontrol.peers import Peers
 from sluice.requests.errors import DroppedReason, SluiceError, contended, unavailable
 from sluice.requests.model import DEFAULT_FAIRNESS_ID, InferenceRequest, Usage
 
@@ -70,6 +72,8 @@ class FlowController:
         self._weights = self.config.fairness_weights
         self._drain = DrainRate()
         self._pool_empty = False
+        # The pool's other replicas (flowcontrol/peers.py); None: this replica alone decides.
+        self.peers: Peers | None = None
         self.queued_requests = 0
         self.queued_bytes = 0
 
@@ -261,16 +265,25 @@ class FlowController:
             return False
 
         released = 0
+        peers = self.peers
         for band in self._order:
             if not band.queued_requests:
                 continue
             priority = band.priority
+            if peers is not None and peers.waiting_above(priority):
+                break  # one pool-wide priority order: a higher band waits on another replica
             policy = band.fairness
-            blocked = []  # flows whose every item's candidates are full
+            pool_fair = peers is not None and policy.name == TOKEN_FAIR
+            blocked = []  # flows whose every item's candidates are full (or held for peers)
             while True:
                 flow = policy.pop()
                 if flow is None:
                     break
+                if pool_fair and peers.holds(  # type: ignore[union-attr]
+                    priority, flow.key.fairness_id, flow.counter + flow.remote
+                ):
+                    blocked.append(flow)
+                    continue
                 heavy = flow.key.fairness_id if band.heavy_hitter(flow, now) else None
                 ticket = flow.queue.take_first(fits)
                 if ticket is None:

@@ -90,6 +90,13 @@ class FairnessPolicy:
             return flow
         return None
 
+    def set_remote(self, flow: Flow, remote: float) -> None:
+        """The flow's weighted service on other replicas is now `remote` (see flows.py)."""
+        shrank = remote < flow.remote
+        flow.remote = remote
+        if shrank and flow.ready:
+            self.push(flow)  # its key shrank: an old entry would serve it too late
+
     def deactivate(self, flow: Flow) -> None:
         """The flow's queue emptied without a dispatch (cancel, expiry, displacement)."""
         flow.ready = False
@@ -139,7 +146,7 @@ class TokenFair(FairnessPolicy):
     name = TOKEN_FAIR
 
     def key(self, flow: Flow) -> tuple[float, ...]:
-        return (flow.counter,)
+        return (flow.counter + flow.remote,)
 
     def on_enqueue(self, flow: Flow, ticket: Ticket) -> None:
         if flow.ready:
@@ -148,8 +155,8 @@ class TokenFair(FairnessPolicy):
         # the flow served last) so that a flow cannot bank credit while it sends nothing.
         floor = self._peek_min_key()
         lift = floor[0] if floor is not None else self.last_served_counter
-        if flow.counter < lift:
-            flow.counter = lift
+        if flow.counter + flow.remote < lift:
+            flow.counter = lift - flow.remote
         self.push(flow)
 
 

@@ -41,6 +41,9 @@ class Flow:
     weight: float = 1.0
     # Virtual token counter (VTC): weighted cost charged at dispatch, corrected at completion.
     counter: float = 0.0
+    # The same flow's weighted service on the pool's other replicas (`sluice.replicas`): the
+    # token-fair key is `counter + remote`, so a tenant spread over replicas is one tenant.
+    remote: float = 0.0
     # Token cost actually served (unweighted), corrected at completion.
     served: float = 0.0
     queued_requests: int = 0

@@ -34,8 +34,17 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
-def serving_status(service: str, *, ready: bool, is_leader: Callable[[], bool] | None) -> int:
-    """The health of `service`; `is_leader` None means leader election is off."""
+def serving_status(
+    service: str,
+    *,
+    ready: bool,
+    is_leader: Callable[[], bool] | None,
+    extra: Mapping[str, Callable[[], bool]] | None = None,
+) -> int:
+    """The health of `service`; `is_leader` None means leader election is off. `extra`: more
+    named services and whether each is SERVING (e.g. `sluice.replicas`: the store reached)."""
+    if extra is not None and service in extra:
+        return SERVING if extra[service]() else NOT_SERVING
     if service not in SERVICE_NAMES:
         return SERVICE_UNKNOWN
     if is_leader is None:
@@ -51,13 +60,17 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         ready: Callable[[], bool],
         is_leader: Callable[[], bool] | None = None,
         watch_interval_s: float = 1.0,
+        extra: Mapping[str, Callable[[], bool]] | None = None,
     ) -> None:
         self._ready = ready
         self._is_leader = is_leader
+        self._extra = extra
         self.watch_interval_s = watch_interval_s
 
     def status(self, service: str) -> int:
-        return serving_status(service, ready=self._ready(), is_leader=self._is_leader)
+        return serving_status(
+            service, ready=self._ready(), is_leader=self._is_leader, extra=self._extra
+        )
 
     async def Check(  # gRPC method name
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
@@ -186,8 +199,9 @@ class HealthServer:
         ready: Callable[[], bool],
         is_leader: Callable[[], bool] | None = None,
         host: str = "0.0.0.0",
+        extra: Mapping[str, Callable[[], bool]] | None = None,
     ) -> None:
-        self.servicer = HealthServicer(ready, is_leader)
+        self.servicer = HealthServicer(ready, is_leader, extra=extra)
         self._host = host
         self._server: grpc.aio.Server | None = None
 

@@ -136,6 +136,16 @@ def _names(states: Sequence[EndpointState]) -> list[str]:
 
 
 def profile_dict(profile: ProfileRecord) -> dict[str, Any]:
+    # The scorers and the picker share one candidate list: name it once.
+    named: dict[int, list[str]] = {}
+
+    def _names(states: Sequence[EndpointState]) -> list[str]:
+        key = id(states)
+        names = named.get(key)
+        if names is None:
+            names = named[key] = [s.endpoint.hostport for s in states]
+        return names
+
     filters: list[dict[str, Any]] = []
     scorers: list[dict[str, Any]] = []
     picker: dict[str, Any] | None = None
@@ -153,7 +163,8 @@ def profile_dict(profile: ProfileRecord) -> dict[str, Any]:
                     "weight": step.weight,
                     "raw": dict(zip(names, step.raw)),
                     "weighted": {
-                        n: step.weight * min(1.0, max(0.0, r)) for n, r in zip(names, step.raw)
+                        n: step.weight * (0.0 if r < 0.0 else 1.0 if r > 1.0 else r)
+                        for n, r in zip(names, step.raw)
                     },
                 }
             )

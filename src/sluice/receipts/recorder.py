@@ -18,7 +18,6 @@ from sluice.receipts.ring import ReceiptRing
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Usage
 from sluice.room.core import Hold
-from sluice.room.rules import rule_inputs
 from sluice.scheduling.record import CycleRecord
 
 WAIT_SAMPLES = 2048  # per band: the recent waits the dashboard's percentiles are taken over
@@ -88,7 +87,6 @@ class ReceiptRecorder:
         receipt.released_at = now
         if hold is not None and hold.at >= receipt.queued_at:
             receipt.hold = hold
-        receipt.inputs = {s.endpoint.hostport: rule_inputs(s, now) for s in states}
 
     def dispatched(self, request: InferenceRequest, endpoints: Sequence[Endpoint]) -> None:
         receipt = self._open.get(id(request))

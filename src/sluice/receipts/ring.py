@@ -33,7 +33,9 @@ class Entry(NamedTuple):
 def encode(receipt: dict[str, Any]) -> bytes:
     """JSON bytes; never fails on text a client chose."""
     try:
-        return orjson.dumps(receipt)
+        # orjson's bytes keep the capacity of its growing buffer (up to twice the text):
+        # an exact copy makes the ring's accounted bytes its real memory.
+        return bytes(memoryview(orjson.dumps(receipt)))
     except orjson.JSONEncodeError:
         # A client-chosen label that is not UTF-8 (kept as surrogate escapes): JSON-escaped.
         return json.dumps(receipt, default=str).encode()

@@ -13,6 +13,7 @@ from typing import Any
 
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
 from sluice.room.demand import Demand, HoldTimes
+from sluice.room.peers import PeerDemand
 from sluice.room.placement import placeable
 from sluice.room.prefill import PrefillEstimator
 from sluice.room.rules import (
@@ -59,6 +60,7 @@ class Room:
             )
         )
         self._scrapes_learned = -1
+        self.peers: PeerDemand | None = None  # the pool's other replicas (room/peers.py)
         # Per band: the last time room was refused to it, and why (endpoint -> rule), for the
         # decision receipts; filled only while `explain_holds` is on.
         self.explain_holds = False
@@ -96,12 +98,16 @@ class Room:
         soon, whose first tokens each other's prefills would delay. Only then is an endpoint
         held to one prefill at a time (`max_pending_prefill_tokens`); a pool serving a single
         tenant lets its engines batch the prefills themselves."""
-        return self.demand.shared(now)
+        peers = self.peers
+        return self.demand.shared(now) or (peers is not None and peers.any_waiting())
 
     def keeps_headroom_above(self, priority: int, now: float) -> bool:
         """Whether a request of band `priority` gets the tighter in-flight cap: a higher band is
         expected to want room soon, so the engines keep headroom it can use at once."""
-        return self.demand.expected_above(priority, now)
+        peers = self.peers
+        return self.demand.expected_above(priority, now) or (
+            peers is not None and peers.waiting_above(priority)
+        )
 
     def has_room(
         self,
@@ -117,7 +123,7 @@ class Room:
         endpoints with room (`background_headroom_endpoints`)."""
         settings = self.settings
         lower_band = self.keeps_headroom_above(priority, now)
-        if heavy_hitter is not None and self.demand.others_expected(priority, heavy_hitter, now):
+        if heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now):
             ok = has_room_for_background(states, now, settings, lower_band=lower_band)
             if not ok and self.explain_holds:
                 self._note_hold(states, priority, now, lower_band, True, background=True)
@@ -147,6 +153,12 @@ class Room:
         }
         inputs = {s.name: rule_inputs(s, now) for s in states}
         self.holds[priority] = Hold(now, rules, inputs, lower_band, contended, background)
+
+    def _others_expected(self, priority: int, fairness_id: str, now: float) -> bool:
+        peers = self.peers
+        return self.demand.others_expected(priority, fairness_id, now) or (
+            peers is not None and peers.others_waiting(priority, fairness_id)
+        )
 
     def placeable(
         self, states: Sequence[EndpointState], priority: int, now: float

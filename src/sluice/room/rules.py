@@ -24,6 +24,9 @@ def room_left(
     if lower_band and settings.lower_priority_max_in_flight is not None:
         lower = settings.lower_priority_max_in_flight
         limit = lower if limit is None else min(limit, lower)
+    lease = state.lease  # active-active replicas: this replica's part of the cap
+    if lease is not None:
+        limit = lease if limit is None else min(limit, lease)
     if limit is None:
         return None
     return limit - state.in_flight_requests
@@ -54,7 +57,8 @@ def has_room(
     if limit is not None and state.unseen_requests >= limit:
         return False
     budget = settings.max_pending_prefill_tokens
-    if contended and budget is not None and state.pending_prefill_tokens >= budget:
+    pending = state.pending_prefill_tokens + state.peer_pending_prefill_tokens  # pool-wide
+    if contended and budget is not None and pending >= budget:
         return False
     left = room_left(state, settings, lower_band=lower_band)
     return left is None or left > 0

@@ -3,11 +3,16 @@
 Score = leading blocks an endpoint holds contiguously / blocks in the prompt. The index
 learns from Sluice's own dispatches (upstream PreRequest): the chosen endpoint is assumed to
 cache every block of the prompt afterwards.
+
+`computingPrefixes` (Sluice's; `none` by default, as upstream): also track which of those blocks
+are still being computed (`prefix_computing.py`) until the request's prefill ends (`prefill`,
+vLLM's shared blocks) or it completes (`completion`, llama.cpp's per-slot caches), so that the
+director can choose between waiting for that first prefill and computing the prefix elsewhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
@@ -20,11 +25,14 @@ from sluice.scheduling.framework import (
     Scorer,
 )
 from sluice.scheduling.params import Params
+from sluice.scheduling.prefix_computing import Blocked, ComputingPrefixes
 from sluice.scheduling.prefix_hashing import block_hashes
 from sluice.scheduling.prefix_index import PrefixIndex
 
 CHARS_PER_TOKEN = 4
 _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
+# computingPrefixes: when blocks being computed count as cached
+COMPUTED_WHEN = ("none", "prefill", "completion")
 
 
 class PrefixCacheScorer(Scorer):
@@ -41,14 +49,24 @@ class PrefixCacheScorer(Scorer):
         max_blocks: int = 256,
         lru_capacity: int = 31_250,
         auto_tune: bool = True,
+        computing: str = "none",
     ) -> None:
         super().__init__(name)
+        if computing not in COMPUTED_WHEN:
+            raise ValueError(f"computingPrefixes must be one of {COMPUTED_WHEN}, got {computing}")
+        self.computing_mode = computing
+        self.computing = ComputingPrefixes()
+        # request id -> endpoint name -> where its match meets blocks still being computed
+        self._blocked: dict[str, dict[str, Blocked]] = {}
         self.block_size = block_size
         self.max_blocks = max_blocks
         self.lru_capacity = lru_capacity
         self.auto_tune = auto_tune
         self.index = PrefixIndex()
         self.on_match: MatchObserver | None = None
+        # Told of every addition to the index (scorer name, endpoint, hashes, capacity): how
+        # active-active replicas share it (sluice.replicas.prefix_share).
+        self.on_added: Callable[[str, str, list[int], int], None] | None = None
         self._pending: dict[str, tuple[list[int], int]] = {}  # request id -> (hashes, capacity)
         # request id -> (matched blocks by endpoint name, 1 / blocks): the expected cache hit,
         # read by the pipeline to estimate how much prefill a placement will really cost.
@@ -61,6 +79,11 @@ class PrefixCacheScorer(Scorer):
         max_blocks = params.get_int("maxPrefixBlocksToMatch", 256)
         capacity = params.get_int("lruCapacityPerServer", 31_250)
         auto_tune = params.get_bool("autoTune", True)
+        computing = params.get_str("computingPrefixes", "none")
+        if computing not in COMPUTED_WHEN:
+            raise params.error(
+                "computingPrefixes", f"must be one of {', '.join(COMPUTED_WHEN)}, got {computing!r}"
+            )
         params.finish()
         return cls(
             name,
@@ -68,6 +91,7 @@ class PrefixCacheScorer(Scorer):
             max_blocks=max_blocks if max_blocks > 0 else 256,
             lru_capacity=capacity if capacity > 0 else 31_250,
             auto_tune=auto_tune,
+            computing=computing,
         )
 
     def _tuning(self, candidates: Sequence[EndpointState]) -> tuple[int, int]:
@@ -103,11 +127,41 @@ class PrefixCacheScorer(Scorer):
         self._matches[request.request_id] = cycle.data[PREFIX_MATCH] = (by_name, inv_total)
         if len(self._matches) > _PENDING_MAX:
             del self._matches[next(iter(self._matches))]
+        if self.computing_mode != "none" and len(self.computing):
+            self._note_blocked(request.request_id, hashes, by_name)
         scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
         if self.on_match is not None:
             best = max(by_name.values(), default=0)
             self.on_match(best * inv_total, best * block_size)
         return scores
+
+    def _note_blocked(self, request_id: str, hashes: list[int], by_name: dict[str, int]) -> None:
+        blocked = {}
+        for name, blocks in by_name.items():
+            found = self.computing.blocked(name, hashes, blocks)
+            if found is not None:
+                blocked[name] = found
+        if blocked:
+            self._blocked[request_id] = blocked
+            if len(self._blocked) > _PENDING_MAX:
+                del self._blocked[next(iter(self._blocked))]
+
+    def blocked_on(self, request: InferenceRequest, endpoint: Endpoint) -> Blocked | None:
+        """Where the last scoring of `request` found its match on `endpoint` running through
+        blocks still being computed there (None: what matched is cached, or tracking is off)."""
+        found = self._blocked.get(request.request_id)
+        return None if found is None else found.get(endpoint.name)
+
+    def is_computing(self, request_id: str) -> bool:
+        return request_id in self.computing
+
+    def prefill_ended(self, request_id: str) -> None:
+        """The request's first byte came: with `prefill`, its blocks are shared cache now."""
+        if self.computing_mode == "prefill":
+            self.computing.end(request_id)
+
+    def on_complete(self, request: InferenceRequest, target: Endpoint) -> None:
+        self.computing.end(request.request_id)
 
     def _remember(self, request_id: str, hashes: list[int], capacity: int) -> None:
         pending = self._pending
@@ -128,12 +182,20 @@ class PrefixCacheScorer(Scorer):
         self, cycle: CycleState | None, request: InferenceRequest, target: Endpoint
     ) -> None:
         self._matches.pop(request.request_id, None)
+        self._blocked.pop(request.request_id, None)
         entry = self._pending.pop(request.request_id, None)
         if entry is None:  # dispatched without a cycle we saw: hash now
             entry = (block_hashes(request, self.block_size, self.max_blocks), self.lru_capacity)
         hashes, capacity = entry
-        if hashes:
-            self.index.add(target.name, hashes, capacity)
+        if not hashes:
+            return
+        if self.computing_mode != "none":
+            slot = self.index.slot(target.name)
+            held = 0 if slot is None else self.index.match(hashes).get(slot, 0)
+            self.computing.start(request.request_id, target.name, hashes[held:])
+        self.index.add(target.name, hashes, capacity)
+        if self.on_added is not None:
+            self.on_added(self.name, target.name, hashes, capacity)
 
     def index_size(self) -> int:
         return len(self.index)

@@ -32,6 +32,7 @@ from sluice.scheduling.framework import (
     ScoredEndpoint,
     Scorer,
 )
+from sluice.scheduling.prefix_computing import Blocked
 from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 
 
@@ -267,6 +268,29 @@ class Scheduler:
         return max(
             (s.cached_fraction(request, endpoint) for s in self._prefix_scorers), default=0.0
         )
+
+    def blocked_on(self, request: InferenceRequest, endpoint: Endpoint) -> Blocked | None:
+        """Where the prefix `request` matched on `endpoint` is still being computed there
+        (`computingPrefixes`); None when it is cached, or no prefix scorer tracks it."""
+        for scorer in self._prefix_scorers:
+            blocked_on = getattr(scorer, "blocked_on", None)  # prefix-cache-scorer's alone
+            found = blocked_on(request, endpoint) if blocked_on is not None else None
+            if found is not None:
+                return found
+        return None
+
+    def still_computing(self, request_id: str) -> bool:
+        """Whether that request's prefix is still being computed (`computingPrefixes`)."""
+        return any(
+            getattr(s, "is_computing", lambda _: False)(request_id) for s in self._prefix_scorers
+        )
+
+    def on_prefill_end_id(self, request_id: str) -> None:
+        """That request's first byte came: its prefill is over."""
+        for scorer in self._prefix_scorers:
+            ended = getattr(scorer, "prefill_ended", None)
+            if ended is not None:
+                ended(request_id)
 
     def prefix_index_size(self) -> int:
         return sum(s.index_size() for s in self._prefix_scorers)

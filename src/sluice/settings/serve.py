@@ -55,6 +55,10 @@ class ServeSettings:
     disable_endpoint_subset_filter: bool
     emit_endpoint_scores: bool
     drain_timeout: float
+    replicas_store: str
+    replica_id: str
+    replicas_sync_interval: float
+    replicas_lease: float
     ha_enable_leader_election: bool
     # Logging
     v: int

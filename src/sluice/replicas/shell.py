@@ -1,0 +1,150 @@
+"""The replica's asyncio shell: one sync with the store every interval, and the fall-back.
+
+A failed sync (unreachable, refused, too slow) switches this replica to local-only flow
+control at once — logged, `sluice_replicas_store_connected` 0, the `sluice.replicas` health
+service NOT_SERVING — and every later interval tries again; the first sync that succeeds
+rejoins the pool-wide order. Requests never wait for the store: syncs run beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.logs import get_logger
+from sluice.replicas.core import ReplicaCore
+from sluice.replicas.metrics import ReplicaMetrics
+from sluice.replicas.prefix_share import PrefixShare
+from sluice.replicas.store import RedisStore, StoreError
+from sluice.replicas.summary import ReplicaSummary, decode, encode
+from sluice.replicas.view import PeerView
+
+log = get_logger("replicas")
+HEALTH_SERVICE = "sluice.replicas"
+
+
+class ReplicaSync:
+    def __init__(
+        self,
+        core: ReplicaCore,
+        store: RedisStore,
+        *,
+        interval_s: float,
+        registry: EndpointRegistry,
+        pump: Callable[[], None],
+        metrics: ReplicaMetrics | None = None,
+        prefix: PrefixShare | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.interval_s = interval_s
+        self.registry = registry
+        self.pump = pump
+        self.metrics = metrics
+        self.prefix = prefix
+        self.clock = clock
+        self.wall = wall
+        self.syncs = 0
+        self.failures = 0
+        self._peers: list[
+            ReplicaSummary
+        ] = []  # the last sync's peer summaries (for the next lease asks)
+        self._ever_joined = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def joined(self) -> bool:
+        return self.core.joined
+
+    def health(self) -> dict[str, Callable[[], bool]]:
+        """The `sluice.replicas` gRPC health service: SERVING while the store is reached
+        (NOT_SERVING: local-only; the replica itself still serves)."""
+        return {HEALTH_SERVICE: lambda: self.core.joined}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="sluice-replicas")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.store.close()
+
+    async def run(self) -> None:
+        while True:
+            started = self.clock()
+            await self.sync_once()
+            await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
+
+    async def sync_once(self) -> bool:
+        """One sync; False if the store did not answer (then this replica is local-only)."""
+        core = self.core
+        now = self.clock()
+        mine = core.summary(now, self.wall())
+        blob = encode(mine)
+        asks = core.lease_asks(mine, self._peers)
+        prefix_out = self.prefix.take() if self.prefix is not None else None
+        try:
+            result = await self.store.sync(core.replica_id, blob, core.lease_s, asks, prefix_out)
+        except StoreError as exc:
+            self._failed(exc, self.clock())
+            return False
+        done = self.clock()
+        peers = [p for b in result.peers if (p := decode(b)) is not None]
+        self._peers = peers
+        rejoined = not core.joined
+        core.apply(PeerView(peers), result.granted, done)
+        if self.prefix is not None and result.prefix_entries:
+            self.prefix.apply(result.prefix_entries, {s.name for s in self.registry.snapshot()})
+        self.syncs += 1
+        if rejoined:
+            if self._ever_joined:
+                log.warning(
+                    "replicas: store reachable again, rejoined the pool-wide order",
+                    store=self.store.url,
+                    peers=len(peers),
+                )
+                if self.metrics is not None:
+                    self.metrics.rejoins.inc()
+            else:
+                log.info("replicas: joined", store=self.store.url, peers=len(peers))
+            self._ever_joined = True
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.connected.set(1)
+            metrics.peers.set(len(peers))
+            metrics.sync_seconds.observe(done - now)
+            metrics.bytes_sent.inc(len(blob) + len(prefix_out or b""))
+            metrics.bytes_received.inc(
+                sum(len(b) for b in result.peers) + sum(len(e) for e in result.prefix_entries)
+            )
+            for name, lease in result.granted.items():
+                metrics.lease.labels(replica=metrics.replica, endpoint=name).set(lease)
+        self.pump()  # the others' queues changed what may go here
+        return True
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        self.failures += 1
+        core = self.core
+        if core.joined or (not self._ever_joined and self.failures == 1):
+            log.warning(
+                "replicas: store unreachable, local-only flow control until it returns",
+                store=self.store.url,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            if self.metrics is not None:
+                self.metrics.fallbacks.inc()
+                self.metrics.connected.set(0)
+                self.metrics.peers.set(0)
+        core.go_local(now)
+        if self.metrics is not None and not any(
+            s.lease is not None for s in self.registry.snapshot()
+        ):
+            self.metrics.lease.clear()
+        self.pump()
