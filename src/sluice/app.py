@@ -339,12 +339,7 @@ class App:
             await subscribers.start()
 
         self.replicas = start_replicas(
-            {
-                "replicas-store": options.replicas_store,
-                "replica-id": options.replica_id,
-                "replicas-sync-interval": options.replicas_sync_interval,
-                "replicas-lease": options.replicas_lease,
-            },
+            options.replica_flags(),
             pool=f"{self.key.namespace}/{self.key.name}",
             director=self.director,
             scheduler=self.scheduler,

@@ -13,11 +13,11 @@ BASE = ["--pool-name=pool"]
 
 
 def test_off_by_default_and_on_with_a_store() -> None:
-    assert not replica_settings(parse_serve_options(BASE).values).enabled
+    assert not replica_settings(parse_serve_options(BASE).replica_flags()).enabled
     options = parse_serve_options(
         [*BASE, "--replicas-store=redis://store:6379/0", "--replica-id=sluice-0"]
     )
-    settings = replica_settings(options.values)
+    settings = replica_settings(options.replica_flags())
     assert settings.enabled and settings.replica_id == "sluice-0"
     assert settings.sync_interval_s == 0.05 and settings.lease_s == 1.0
 

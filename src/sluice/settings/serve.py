@@ -142,3 +142,12 @@ class ServeSettings:
             name: value if name.replace("_", "-") in self.explicitly_set else None
             for name, value in given.items()
         }
+
+    def replica_flags(self) -> dict[str, object]:
+        """The active-active replica flags by name, as `sluice.replicas.settings` reads them."""
+        return {
+            "replicas-store": self.replicas_store,
+            "replica-id": self.replica_id,
+            "replicas-sync-interval": self.replicas_sync_interval,
+            "replicas-lease": self.replicas_lease,
+        }
