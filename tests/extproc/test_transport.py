@@ -133,3 +133,21 @@ async def test_many_concurrent_streams_on_one_connection(stub, pipeline):
     await asyncio.gather(*(one() for _ in range(50)))
     assert len(pipeline.admissions) == 50
     assert all(len(a.finishes) == 1 for a in pipeline.admissions)
+
+
+def test_endpoint_scores_ride_in_the_envoy_lb_metadata_beside_the_destination():
+    """`--emit-endpoint-scores`: upstream's `x-gateway-destination-endpoint-scores` struct."""
+    scores = {"10.0.0.1:8000": 0.91, "10.0.0.2:8000": 0.25}
+    for encoded in (
+        wire.route_request_headers({}, [], "10.0.0.1:8000", scores),
+        wire.route_request_body({}, [], "10.0.0.1:8000", None, scores),
+    ):
+        message = pb.ProcessingResponse.FromString(encoded)
+        lb = message.dynamic_metadata.fields["envoy.lb"].struct_value
+        assert lb.fields["x-gateway-destination-endpoint"].string_value == "10.0.0.1:8000"
+        got = lb.fields["x-gateway-destination-endpoint-scores"].struct_value
+        assert {k: v.number_value for k, v in got.fields.items()} == scores
+    # without scores the answer is byte for byte what it was
+    assert wire.route_request_headers({}, [], "10.0.0.1:8000") == protobuf_route(
+        {}, [], "10.0.0.1:8000", None, on_body=False
+    )
