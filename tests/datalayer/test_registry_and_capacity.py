@@ -199,3 +199,21 @@ def test_a_detached_dispatch_leaves_the_in_flight_count_but_stays_unseen_and_pre
     _scrape(registry, "pod-1", 1.0)
     registry.settle_prefills(5.0)
     assert (state.unseen_requests, state.pending_prefills) == (0, 0)
+
+
+def test_the_counter_leaves_a_streamed_dispatch_to_its_first_byte() -> None:
+    """Engines are only roughly FIFO: a short prompt sent after a long one gets its first token
+    first. A light tenant's quick first tokens must not end a heavy prefill still running, so a
+    dispatch whose first byte will come is ended by that byte (or its estimate), never the
+    counter; one whose byte will not come (non-streamed, or detached) still is."""
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    _scrape(registry, "pod-1", 1.0, first_tokens=0)
+    heavy = registry.dispatch("pod-1", 4200, prefill_tokens=4000, first_byte_expected=True)
+    light = registry.dispatch("pod-1", 300, prefill_tokens=200, first_byte_expected=True)
+    assert registry.first_byte(light)
+    _scrape(registry, "pod-1", 1.05, first_tokens=1)  # the light one's first token
+    assert _pending(registry) == 1 and registry.prefills_ended["engine"] == 0
+    registry.detach(heavy)  # no byte will come now: the engine's word is all there is
+    _scrape(registry, "pod-1", 1.10, first_tokens=2)
+    assert _pending(registry) == 0 and registry.prefills_ended["engine"] == 1

@@ -13,6 +13,7 @@ Pure: no clock, no I/O. The scraper (shell) and the pipeline call it with `now`.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ class EndpointState:
     _unseen: dict[int, int] = field(default_factory=dict, repr=False)
     # dispatch sequence number -> (uncached prompt tokens, priority), while its prefill is pending
     _prefilling: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    # the pending prefills whose response will show its first byte (streamed, and the gateway
+    # sends Sluice the response): only that byte or the estimate ends them, never the counter
+    _awaiting_byte: set[int] = field(default_factory=set, repr=False)
     _scrape_marks: dict[int, int] = field(default_factory=dict, repr=False)
     _next_scrape_id: int = 0
     # The engine's first-token counter predicts which dispatches have had their first token:
@@ -234,12 +238,16 @@ class EndpointRegistry:
             state._first_token_offset = counter - (oldest - 1)
             return
         done_up_to = min(int(counter - offset + 1e-9), seen_up_to)
-        prefilling = state._prefilling
-        while prefilling:
-            sequence = next(iter(prefilling))
-            if sequence > done_up_to:
-                break
-            self._end_prefill(state, sequence, PrefillEnd.ENGINE)
+        # The order is only roughly the engine's: a short prompt dispatched after a long one
+        # gets its first token first. A request whose first byte will come is left to it, so
+        # that a burst of short first tokens cannot end a long prefill still running (measured:
+        # a heavy tenant's 4,000-token prefills ended by a light tenant's first tokens, three
+        # stacked on one engine, the light tenant waiting behind them).
+        awaiting = state._awaiting_byte
+        done = [q for q in itertools.takewhile(lambda q: q <= done_up_to, state._prefilling)]
+        for sequence in done:
+            if sequence not in awaiting:
+                self._end_prefill(state, sequence, PrefillEnd.ENGINE)
 
     def record_scrape_failure(
         self, mark: ScrapeMark, error: str, *, missing: tuple[str, ...] | None = None
@@ -270,6 +278,7 @@ class EndpointRegistry:
         prefill_tokens: int = 0,
         priority: int = 0,
         prefill_due_at: float = float("inf"),
+        first_byte_expected: bool = False,
     ) -> DispatchTicket:
         """Count a request sent to `name` with an estimated `tokens` (prompt + expected output);
         its `prefill_tokens` stay pending until its first byte, the engine's first-token counter
@@ -285,6 +294,8 @@ class EndpointRegistry:
         state.unseen_tokens += tokens
         state._unseen[sequence] = tokens
         state._prefilling[sequence] = (prefill_tokens, priority)
+        if first_byte_expected:
+            state._awaiting_byte.add(sequence)
         state.pending_prefills += 1
         state.pending_prefill_tokens += prefill_tokens
         band = state.pending_by_priority.setdefault(priority, [0, 0])
@@ -321,6 +332,7 @@ class EndpointRegistry:
 
     def _end_prefill(self, state: EndpointState, sequence: int, why: str) -> None:
         tokens, priority = state._prefilling.pop(sequence)
+        state._awaiting_byte.discard(sequence)
         state.pending_prefills -= 1
         state.pending_prefill_tokens -= tokens
         band = state.pending_by_priority[priority]
@@ -342,6 +354,7 @@ class EndpointRegistry:
             return
         state.in_flight_requests = max(0, state.in_flight_requests - 1)
         state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
+        state._awaiting_byte.discard(ticket.sequence)  # no byte will come: the counter may end it
 
     def complete(self, ticket: DispatchTicket, *, got_first_token: bool = True) -> None:
         """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once.

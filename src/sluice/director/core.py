@@ -394,6 +394,7 @@ class DispatchCore:
             prefill_due_at=self.room.prefill_due(
                 endpoint.name, uncached, now, first_byte_expected=request.first_byte_expected
             ),
+            first_byte_expected=request.first_byte_expected,
         )
         self.scheduler.on_dispatch(request, endpoint)
         if self.receipts is not None:

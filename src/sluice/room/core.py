@@ -170,6 +170,7 @@ class Room:
             self.settings,
             priority=priority,
             lower_band=self.keeps_headroom_above(priority, now),
+            contended=self.contended(now),
         )
 
     def prefill_due(
