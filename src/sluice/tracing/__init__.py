@@ -15,10 +15,10 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from sluice.tracing.variables import ENDPOINT_VARIABLES
+
 if TYPE_CHECKING:
     from sluice.tracing.export import RequestTracer
-
-ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 def tracer_from_environment(environ: Mapping[str, str] | None = None) -> RequestTracer | None:

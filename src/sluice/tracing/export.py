@@ -23,8 +23,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from sluice.logs import get_logger
 from sluice.receipts.model import Receipt
-from sluice.tracing import ENDPOINT_VARIABLES
 from sluice.tracing.spans import SpanData, request_spans
+from sluice.tracing.variables import ENDPOINT_VARIABLES
 
 log = get_logger("tracing")
 SCOPE = InstrumentationScope("sluice")
