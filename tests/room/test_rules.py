@@ -94,22 +94,3 @@ def test_no_headroom_is_the_lower_band_rule() -> None:
     registry.dispatch("pod-0", 4200, prefill_tokens=4000)
     none = RoomSettings(max_pending_prefill_tokens=1, background_headroom_endpoints=0)
     assert has_room_for_background(registry.snapshot(), 10.0, none)
-
-
-def test_while_prefills_are_contended_a_released_request_is_not_placed_behind_one() -> None:
-    """The gate let a request go because some endpoint can start its prefill at once; placement
-    then keeps it off the endpoints still prefilling someone else's prompt (the one its prefix
-    prefers, say). Uncontended, every usable endpoint stays a candidate, as upstream."""
-    from sluice.room.placement import placeable
-
-    registry = EndpointRegistry()
-    registry.set_endpoints(_endpoint(i) for i in range(3))
-    for i in range(3):
-        _scrape(registry, f"pod-{i}", 10.0)
-    registry.dispatch("pod-0", 4200, prefill_tokens=4000)  # a heavy prefill pending on pod-0
-    settings = RoomSettings(max_pending_prefill_tokens=1)
-    states = registry.snapshot()
-    contended = placeable(states, 10.0, settings, priority=0, lower_band=False, contended=True)
-    assert [s.name for s in contended] == ["pod-1", "pod-2"]
-    alone = placeable(states, 10.0, settings, priority=0, lower_band=False, contended=False)
-    assert [s.name for s in alone] == ["pod-0", "pod-1", "pod-2"]

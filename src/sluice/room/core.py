@@ -170,7 +170,6 @@ class Room:
             self.settings,
             priority=priority,
             lower_band=self.keeps_headroom_above(priority, now),
-            contended=self.contended(now),
         )
 
     def prefill_due(

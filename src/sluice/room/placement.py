@@ -23,33 +23,19 @@ def placeable(
     *,
     priority: int,
     lower_band: bool,
-    contended: bool = False,
 ) -> Sequence[EndpointState]:
     """Where a released request of band `priority` may be placed. As upstream, the scheduler
     weighs every candidate — sending a request to the engine that holds its prefix can beat an
     emptier one — except endpoints Sluice knows are unusable: stale metrics (down, or refusing
     connections) and those at Sluice's own in-flight cap (`lower_band`: the band keeps headroom
-    for a higher one). While prefills are `contended` (more than one flow expected), the
-    endpoints still prefilling up to the budget are left out too when another can start at once:
-    the release gate let the request go because some endpoint had room, and sending it behind
-    another flow's prefill instead (say, to the engine its prefix prefers, which a heavy tenant's
-    4,000-token prompt is filling) is the delay the budget exists to prevent. Then prefills of
-    different bands are kept apart."""
+    for a higher one). Then prefills of different bands are kept apart."""
     usable = [
         s
         for s in states
         if s.is_fresh(now, settings.metrics_staleness_s)
         and _under_cap(room_left(s, settings, lower_band=lower_band))
     ]
-    budget = settings.max_pending_prefill_tokens
-    if contended and budget is not None:
-        free = [s for s in usable if _pending(s) < budget]
-        usable = free or usable
     return steer_prefills(usable or states, priority=priority, lower_band=lower_band)
-
-
-def _pending(state: EndpointState) -> int:
-    return state.pending_prefill_tokens + state.peer_pending_prefill_tokens  # pool-wide
 
 
 def steer_prefills(

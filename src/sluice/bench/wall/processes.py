@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sluice.bench.arms import PRECISE_HASH_SEED, Arm, arm_by_name
+from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 from sluice.bench.scenarios import Scenario
 
@@ -146,39 +147,9 @@ def start_engines(scenario: Scenario, priority: bool, *, kv_events: bool = False
 
 
 def _manifests(workdir: Path, engines: Engines, objectives: dict[str, int]) -> Path:
-    targets = ", ".join(f"{{number: {p}}}" for p in (engines.ports or [engines.port]))
-    docs = [
-        f"""apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: bench, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: bench-engine}}}}
-  targetPorts: [{targets}]
-  endpointPickerRef: {{name: sluice, port: {{number: 9002}}}}
-"""
-    ]
-    for i, host in enumerate(sorted(set(engines.hosts), key=engines.hosts.index)):
-        docs.append(
-            f"""apiVersion: v1
-kind: Pod
-metadata: {{name: engine-{i}, namespace: default, labels: {{app: bench-engine}}}}
-status:
-  podIP: {host}
-  conditions: [{{type: Ready, status: "True"}}]
-"""
-        )
-    for name, priority in objectives.items():
-        docs.append(
-            f"""apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceObjective
-metadata: {{name: {name}, namespace: default}}
-spec: {{priority: {priority}, poolRef: {{name: bench}}}}
-"""
-        )
-    path = workdir / "manifests"
-    path.mkdir(exist_ok=True)
-    (path / "pool.yaml").write_text("---\n".join(docs))
-    return path
+    return serve_manifests(
+        workdir, engines.ports or [engines.port], hosts=engines.hosts, objectives=objectives
+    )
 
 
 _PRECISE = "- type: precise-prefix-cache-scorer\n  name: prefix-cache-scorer\n  parameters:\n"
