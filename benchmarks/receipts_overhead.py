@@ -20,22 +20,19 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
-import random
 import threading
 import time
 import tracemalloc
 from types import SimpleNamespace
 
+from sluice.bench.harness.core import core_from_config
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.datalayer.registry import EndpointRegistry
 from sluice.director import DispatchCore, DispatchedRequest
-from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import Outcome, Usage
-from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
 
 ENDPOINTS = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(8))
@@ -65,15 +62,7 @@ def core(recorder: ReceiptRecorder | None) -> tuple[DispatchCore, list[Dispatche
         assert isinstance(result, DispatchedRequest)
         placed.append(result)
 
-    c = DispatchCore(
-        scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
-        flow=FlowController(config.flow),
-        registry=EndpointRegistry(),
-        room=config.room,
-        rng=random.Random(1),
-        on_release=released,
-        receipts=recorder,
-    )
+    c = core_from_config(config, released, receipts=recorder)
     c.set_state(PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=ENDPOINTS), 0.0)
     return c, placed
 

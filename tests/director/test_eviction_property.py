@@ -11,23 +11,20 @@ at zero once everything has ended.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluice.bench.harness.core import core_from_config
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.datalayer.registry import EndpointRegistry
-from sluice.director import DispatchCore, DispatchedRequest
+from sluice.director import DispatchedRequest
 from sluice.director.contract import Outcome
-from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest
-from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
 
 CONFIG = """
@@ -48,13 +45,8 @@ class Pool:
     def __init__(self) -> None:
         config = load_sluice_config(CONFIG)
         self.now = 0.0
-        self.core = DispatchCore(
-            scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
-            flow=FlowController(replace(config.flow, enable_eviction=True)),
-            registry=EndpointRegistry(),
-            room=config.room,
-            rng=random.Random(1),
-            on_release=self._released,
+        self.core = core_from_config(
+            config, self._released, flow=replace(config.flow, enable_eviction=True)
         )
         endpoints = tuple(Endpoint(n, f"10.0.0.{i + 1}", 8000) for i, n in enumerate(ENDPOINTS))
         objectives = {f"ns/{n}": SimpleNamespace(priority=p) for n, p in OBJECTIVES.items()}

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from types import SimpleNamespace
 
+from sluice.bench.harness.core import core_from_config
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.datalayer.registry import EndpointRegistry
 from sluice.director import DispatchCore, DispatchedRequest
-from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest
-from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
 
 ENGINES = 4
@@ -40,14 +37,7 @@ def pipeline(config_text: str | None = None) -> tuple[DispatchCore, Clock, list[
         assert isinstance(result, DispatchedRequest)
         placed.append(result)
 
-    core = DispatchCore(
-        scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
-        flow=FlowController(config.flow),
-        registry=EndpointRegistry(),
-        room=config.room,
-        rng=random.Random(1),
-        on_release=released,
-    )
+    core = core_from_config(config, released)
     endpoints = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(ENGINES))
     core.set_state(
         PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints), clock.now

@@ -21,15 +21,13 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluice.bench.harness.core import core_from_config
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.datalayer.registry import EndpointRegistry
-from sluice.director import DispatchCore, DispatchedRequest
+from sluice.director import DispatchedRequest
 from sluice.director.contract import Outcome
-from sluice.flowcontrol.controller import FlowController
 from sluice.flowcontrol.model import Ticket
 from sluice.requests.errors import SluiceError
-from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
 
 TICK = 0.01  # the shell pumps at least this often while anything waits
@@ -70,14 +68,7 @@ class Pool:
         self.clock = Clock()
         self.sees_response = sees_response
         self.placed: list[DispatchedRequest] = []
-        self.core = DispatchCore(
-            scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
-            flow=FlowController(config.flow),
-            registry=EndpointRegistry(),
-            room=config.room,
-            rng=random.Random(1),
-            on_release=self._released,
-        )
+        self.core = core_from_config(config, self._released)
         endpoints = tuple(Endpoint(n, f"10.0.0.{i + 1}", 8000) for i, n in enumerate(ENDPOINTS))
         self.core.set_state(
             PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=endpoints), 0.0

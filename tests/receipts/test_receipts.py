@@ -4,25 +4,23 @@ from the inputs the receipt recorded."""
 
 from __future__ import annotations
 
-import random
 from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sluice.bench.harness.core import core_from_config
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.datalayer.registry import EndpointRegistry, EndpointState
-from sluice.director import DispatchCore, DispatchedRequest
-from sluice.flowcontrol.controller import FlowController
+from sluice.datalayer.registry import EndpointState
+from sluice.director import DispatchedRequest
 from sluice.flowcontrol.model import Ticket
 from sluice.receipts import DecisionFilter, ReceiptRecorder, ReceiptRing
 from sluice.receipts.query import FilterError
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.room import RoomSettings, has_room, hold_rule
-from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolKey, PoolState
 
 ENDPOINTS = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(3))
@@ -41,15 +39,7 @@ class Pool:
         def released(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
             (self.errors if isinstance(result, SluiceError) else self.placed).append(result)  # type: ignore[arg-type]
 
-        self.core = DispatchCore(
-            scheduler=Scheduler.from_config(config.picker, rng=random.Random(1)),
-            flow=FlowController(config.flow),
-            registry=EndpointRegistry(),
-            room=config.room,
-            rng=random.Random(1),
-            on_release=released,
-            receipts=self.recorder,
-        )
+        self.core = core_from_config(config, released, receipts=self.recorder)
         self.core.set_state(
             PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=ENDPOINTS), 0.0
         )
