@@ -39,6 +39,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy_overhead import percentile, spawn, wait_until_serving
+from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.cpu import rss_mb
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, wait_for_port
@@ -312,13 +313,7 @@ def main() -> None:
         for scraper in scrapers:
             scraper.close()
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes, timeout=10)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
 from sluice.bench.harness.pool import serve_manifests
@@ -232,13 +233,7 @@ async def main() -> None:
     finally:
         for envoy, _ in envoys.values():
             await envoy.stop()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes, timeout=10)
 
     print(f"\n{args.clients} clients, {args.requests} requests per arm and round, "
           f"{WORDS}-word unique prompts, max_tokens {MAX_TOKENS}, "

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
+from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.cpu import tree_cpu_seconds
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port
@@ -347,13 +348,7 @@ def main() -> None:
                 f"| {rps:,.0f} | {per_cpu_text} | {errors} |"
             )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes, timeout=5)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -77,11 +78,7 @@ def quickstart(tmp_path: Path) -> Iterator[dict[str, int]]:
     try:
         yield ports
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_processes(process, timeout=10)
 
 
 async def load(port: int, until: float) -> int:

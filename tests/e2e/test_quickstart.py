@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -46,11 +47,7 @@ def sluice_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str,
     try:
         yield process, ports, started
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_processes(process, timeout=10)
 
 
 async def stream_chat(port: int, objective: str) -> tuple[list[dict], int]:

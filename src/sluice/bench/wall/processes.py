@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sluice.bench.arms import PRECISE_HASH_SEED, Arm, arm_by_name
+from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 from sluice.bench.scenarios import Scenario
@@ -44,13 +45,7 @@ def _binary(name: str) -> str | None:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_processes(process, timeout=5)
 
 
 @dataclass
