@@ -244,7 +244,7 @@ class EndpointRegistry:
         # a heavy tenant's 4,000-token prefills ended by a light tenant's first tokens, three
         # stacked on one engine, the light tenant waiting behind them).
         awaiting = state._awaiting_byte
-        done = [q for q in itertools.takewhile(lambda q: q <= done_up_to, state._prefilling)]
+        done = list(itertools.takewhile(lambda q: q <= done_up_to, state._prefilling))
         for sequence in done:
             if sequence not in awaiting:
                 self._end_prefill(state, sequence, PrefillEnd.ENGINE)
