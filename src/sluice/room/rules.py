@@ -46,22 +46,7 @@ def has_room(
     another tenant of the band) is expected to want room soon and would wait behind them; with
     nobody to protect, the engine batches the prefills itself. Pending prefills are those the
     registry still holds: `EndpointRegistry.settle_prefills(now)` must have run first."""
-    metrics = state.metrics
-    if now - metrics.updated_at > settings.metrics_staleness_s:  # also: never scraped
-        return False
-    if metrics.waiting > settings.queue_depth:
-        return False
-    if metrics.kv_cache_known and metrics.kv_cache_usage > settings.kv_cache_util:
-        return False  # an engine that exports no KV usage (llama.cpp) is judged without it
-    limit = settings.max_unseen_requests
-    if limit is not None and state.unseen_requests >= limit:
-        return False
-    budget = settings.max_pending_prefill_tokens
-    pending = state.pending_prefill_tokens + state.peer_pending_prefill_tokens  # pool-wide
-    if contended and budget is not None and pending >= budget:
-        return False
-    left = room_left(state, settings, lower_band=lower_band)
-    return left is None or left > 0
+    return hold_rule(state, now, settings, lower_band=lower_band, contended=contended) is None
 
 
 # The names of the rules `has_room` applies, in the order it applies them: what a decision
@@ -100,9 +85,9 @@ def hold_rule(
     lower_band: bool = False,
     contended: bool = True,
 ) -> str | None:
-    """The first rule of `has_room` that refuses the endpoint one more request, or None when it
-    has room (`has_room(...) == (hold_rule(...) is None)`, a property the tests check). Asked
-    only when room was refused, so the hot path never pays for it."""
+    """The first rule that refuses the endpoint one more request, or None when it has room: the
+    rules themselves, which `has_room` asks, so that what a receipt names as the hold is what
+    held. Pending prefills count pool-wide (the other replicas' too)."""
     metrics = state.metrics
     if now - metrics.updated_at > settings.metrics_staleness_s:
         return STALE_METRICS
@@ -114,7 +99,8 @@ def hold_rule(
     if limit is not None and state.unseen_requests >= limit:
         return UNSEEN_REQUESTS
     budget = settings.max_pending_prefill_tokens
-    if contended and budget is not None and state.pending_prefill_tokens >= budget:
+    pending = state.pending_prefill_tokens + state.peer_pending_prefill_tokens  # pool-wide
+    if contended and budget is not None and pending >= budget:
         return PENDING_PREFILL
     left = room_left(state, settings, lower_band=lower_band)
     if left is not None and left <= 0:
