@@ -10,13 +10,22 @@ DEV := $(VENV)/.installed-dev
 
 .PHONY: run test lint types unit engines chromium clean
 
+# xds-protos ships its own, older copy of opentelemetry-proto's modules (without
+# InstrumentationScope) into the same `opentelemetry/proto/` folder; whichever wheel pip unpacks
+# last wins. Reinstalling opentelemetry-proto afterwards makes the OTLP exporter's copy the one
+# on disk (the Envoy protos import only messages both copies have).
+OTEL_PROTO := $(BIN)/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))'
+RESTORE_OTEL_PROTO := $(PIP) --force-reinstall --no-deps "opentelemetry-proto==$$($(OTEL_PROTO))"
+
 $(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
+	$(RESTORE_OTEL_PROTO)
 	touch $@
 
 $(DEV): $(BASE)
 	$(PIP) -e '.[dev]'
+	$(RESTORE_OTEL_PROTO)
 	touch $@
 
 run: $(BASE)

@@ -56,6 +56,7 @@ class ReplicaSync:
         ] = []  # the last sync's peer summaries (for the next lease asks)
         self._ever_joined = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def joined(self) -> bool:
@@ -70,6 +71,9 @@ class ReplicaSync:
         self._task = asyncio.create_task(self.run(), name="sluice-replicas")
 
     async def stop(self) -> None:
+        # The flag, not only the cancel, ends the loop: a cancel that lands as redis-py's
+        # connect timeout fires comes back as a TimeoutError — one more failed sync.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -77,7 +81,7 @@ class ReplicaSync:
         await self.store.close()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             started = self.clock()
             await self.sync_once()
             await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))

@@ -44,7 +44,15 @@ def otlp_tracer(env: Mapping[str, str]) -> RequestTracer:
             "(http/protobuf): point the endpoint at the collector's HTTP port (4318)",
             protocol=protocol,
         )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:  # xds-protos ships an older opentelemetry/proto over the real one
+        raise RuntimeError(
+            f"OTLP tracing cannot start: {exc}. Another package (xds-protos) overwrote "
+            "opentelemetry-proto's modules; run `pip install --force-reinstall --no-deps "
+            "opentelemetry-proto` (the Makefile does this after installing), or unset "
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ) from exc
 
     endpoint = next(env[n] for n in ENDPOINT_VARIABLES if env.get(n))
     log.info("tracing on: OTLP/HTTP", endpoint=endpoint)
