@@ -92,7 +92,10 @@ def request_spans(receipt: Receipt) -> SpanData:
                 _without_none(
                     {
                         "server.address": receipt.endpoint,
-                        "llm_d.epp.fallback_endpoints": ",".join(receipt.fallbacks) or None,
+                        "llm_d.epp.fallback_endpoints": ",".join(
+                            e.hostport for e in receipt.fallbacks
+                        )
+                        or None,
                         "llm_d.epp.prefix_match_tokens": receipt.prefix_match_tokens,
                     }
                 ),
