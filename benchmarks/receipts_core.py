@@ -1,23 +1,29 @@
-"""What decision receipts and tracing cost, and that the receipt ring stays within its bound.
+"""Decision receipts on the director core alone, and the receipt ring's memory after 1 M requests.
 
 1. CPU per request through the real director core (parse → submit → pump → schedule → dispatch
    → first byte → finish, default config, 8 idle endpoints), in rounds that interleave three
    arms in one run: receipts off (no recorder: the default path), receipts on (ring 1024 /
-   4 MiB), receipts on + tracing (the official SDK's batch processor and OTLP/HTTP exporter,
-   posting to a receiver on loopback in this process, so its CPU is counted too). Reported as
-   CPU-seconds per request (`time.process_time`, all threads) and the arms' ratio. The core is
-   only part of what an ext_proc request costs (gRPC/HTTP2 framing, Envoy's messages), so the
-   share measured here is an upper bound of the share of ext_proc requests per CPU-second.
-2. Memory: `--requests` (default 1,000,000) requests through the core with receipts on; the
-   ring's accounted bytes and tracemalloc's live bytes of the ring after the run, against the
-   configured bound.
+   4 MiB), receipts on + tracing (the SDK's OTLP/HTTP exporter posting to a receiver on
+   loopback in this process, so its thread's CPU is counted too). CPU-seconds per request
+   (`time.process_time`, all threads) and the arms' ratio. The core is only part of what an
+   ext_proc request costs (gRPC/HTTP2 framing, Envoy's messages): the goal's own unit, ext_proc
+   requests per Sluice CPU-second, is measured by `benchmarks/receipts_overhead.py`.
+2. Memory (`--requests`, default 1,000,000): that many requests through the receipt recorder
+   (each step the director calls, with a scheduling record of fresh lists and floats shaped like
+   a real cycle's over 8 endpoints, every 10th request held by a room rule with its hold's
+   inputs), for each ring configuration in `RING_CONFIGS`. After the run: the ring's accounted
+   bytes, and what it really keeps alive — tracemalloc, started before the last ring-full of
+   requests (so every receipt the ring then holds was allocated under it), is read before and
+   after emptying the ring — both against the configured bound; and the process RSS before and
+   after the million (growth beyond the ring would be a leak elsewhere).
 
-    .venv/bin/python benchmarks/receipts_overhead.py [--requests 1000000] [--rounds 5]
+    .venv/bin/python benchmarks/receipts_core.py [--requests 1000000] [--rounds 5] [--skip-cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import http.server
 import os
 import threading
@@ -26,13 +32,17 @@ import tracemalloc
 from types import SimpleNamespace
 
 from sluice.bench.harness.core import core_from_config
+from sluice.bench.harness.cpu import rss_mb
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.director import DispatchCore, DispatchedRequest
 from sluice.flowcontrol.model import Ticket
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.requests.errors import SluiceError
-from sluice.requests.model import Outcome, Usage
+from sluice.requests.model import InferenceRequest, Outcome, Usage
+from sluice.room.core import Hold
+from sluice.room.rules import rule_inputs
+from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 from sluice.sources.state import PoolKey, PoolState
 
 ENDPOINTS = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(8))
@@ -40,6 +50,8 @@ BODY = (
     b'{"model": "m", "messages": [{"role": "user", "content": "%d hello there"}], "max_tokens": 16}'
 )
 TENANTS = ("alice", "bob", "carol")
+# (max_entries, max_bytes): the defaults of --decision-receipts and --decision-receipts-max-bytes
+RING_CONFIGS = ((1024, 4 << 20),)
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
@@ -94,16 +106,11 @@ def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) ->
     return time.process_time() - began
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1_000_000, help="for the memory check")
-    parser.add_argument("--per-round", type=int, default=4000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-
+def cpu_arms(rounds: int, per_round: int) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(per_round * 12)  # a round's spans: none dropped
     from sluice.tracing import tracer_from_environment
 
     tracer = tracer_from_environment()
@@ -119,13 +126,16 @@ def main() -> None:
     done = 0
     for c, placed in arms.values():  # warm up
         run(c, placed, 500, 0)
-    for _ in range(args.rounds):
-        for name, (c, placed) in arms.items():
-            cpu[name] += run(c, placed, args.per_round, 1000 + done)
-        tracer.force_flush()
-        done += args.per_round
     tracer.force_flush()
-    n = args.rounds * args.per_round
+    for _ in range(rounds):
+        for name, (c, placed) in arms.items():
+            began = time.process_time()
+            run(c, placed, per_round, 1000 + done)
+            if name == "receipts+tracing":
+                tracer.force_flush()  # its export, in the arm's CPU
+            cpu[name] += time.process_time() - began
+        done += per_round
+    n = rounds * per_round
     base = cpu["off"] / n
     print(f"director core, {n} requests per arm, {len(ENDPOINTS)} endpoints (machine shared)")
     for name in arms:
@@ -134,31 +144,125 @@ def main() -> None:
             f"  {name:17s} {per * 1e6:8.1f} us CPU/request  {1 / per:8.0f} req/CPU-s  "
             f"cost vs off {100 * (per / base - 1):+6.1f} %"
         )
+    print(f"  spans dropped (queue full): {tracer.dropped} requests")
     tracer.shutdown()
     server.shutdown()
 
-    max_entries, max_bytes = 1024, 4 << 20
-    ring = ReceiptRing(max_entries, max_bytes)
+
+def template_cycle() -> tuple[CycleRecord, Hold]:
+    """One real scheduling cycle's record over ENDPOINTS, and a hold over them."""
+    ring = ReceiptRing(1, 1 << 20)
     c, placed = core(ReceiptRecorder(ring))
-    tracemalloc.start()
-    started = time.monotonic()
-    run(c, placed, args.requests, 0)
-    entries = list(ring.newest_first())
-    live = sum(
-        s.size
-        for s in tracemalloc.take_snapshot().statistics("filename")
-        if "receipts/ring.py" in str(s.traceback)
+    run(c, placed, 1, 0)
+    [receipt] = ring.newest_first()
+    assert receipt.cycle is not None
+    states = c.registry.snapshot()
+    rules = {s.name: "queue-depth" for s in states}
+    return receipt.cycle, Hold(
+        0.0, rules, {s.name: rule_inputs(s, 0.0) for s in states}, False, True
     )
-    tracemalloc.stop()
-    blobs = sum(len(e.blob) for e in entries)
-    print(
-        f"memory after {args.requests} requests ({time.monotonic() - started:.0f} s): ring holds "
-        f"{len(entries)} receipts, accounted {ring.bytes} B of {max_bytes} B bound, "
-        f"allocated in ring.py {live} B, encoded receipts {blobs} B, "
-        f"evicted {ring.evicted}; open receipts {c.receipts.open_receipts if c.receipts else 0}"
-    )
-    assert ring.bytes <= max_bytes and len(entries) <= max_entries
-    assert live <= max_bytes, "the ring's live memory exceeds its bound"
+
+
+def fresh_cycle(template: CycleRecord, i: int) -> CycleRecord:
+    """A record shaped like `template` with lists and floats of its own, as each cycle has."""
+    profiles = []
+    for p in template.profiles:
+        steps = [
+            PluginStep(
+                s.kind,
+                s.type_name,
+                s.name,
+                s.duration_s + i * 1e-12,
+                list(s.candidates),
+                s.weight,
+                [r + i * 1e-9 for r in s.raw],
+                list(s.picked),
+            )
+            for s in p.steps
+        ]
+        totals = [t + i * 1e-9 for t in p.totals]
+        profiles.append(ProfileRecord(p.name, steps, list(p.input_candidates), totals, 1e-4))
+    return CycleRecord(profiles, template.primary, 1e-4)
+
+
+def through_recorder(
+    recorder: ReceiptRecorder, n: int, start: int, template: CycleRecord, hold: Hold
+) -> None:
+    """`n` requests, each through every step the director calls the recorder at."""
+    endpoints = ENDPOINTS
+    for i in range(start, start + n):
+        now = i * 0.001
+        request = InferenceRequest(
+            request_id=f"req-{i:08d}",
+            api="chat",  # type: ignore[arg-type]
+            model="m",
+            target_model="m",
+            body=b"",
+            prompt_tokens=9,
+            fairness_id=TENANTS[i % 3],
+            objective="standard",
+            headers={"traceparent": f"00-{i:032x}-{i + 1:016x}-01"} if i % 2 else {},
+        )
+        recorder.queued(request, now)
+        record = recorder.scheduling(request)
+        assert record is not None
+        fresh = fresh_cycle(template, i)
+        record.profiles, record.primary, record.duration_s = fresh.profiles, fresh.primary, 1e-4
+        held = Hold(
+            now, dict(hold.rules), {k: dict(v) for k, v in hold.inputs.items()}, False, True
+        )
+        recorder.released(request, (), held if i % 10 == 0 else None, now + 0.0001)
+        picked = endpoints[i % 8 :] + endpoints[: i % 8]
+        recorder.dispatched(request, picked[:3])
+        recorder.counted(request, picked[0], 0, now + 0.0001)
+        recorder.finished(
+            request, "completed", Usage(prompt_tokens=9, completion_tokens=16), 0.0002, now + 0.0005
+        )
+
+
+def memory(requests: int) -> None:
+    template, hold = template_cycle()
+    for max_entries, max_bytes in RING_CONFIGS:
+        gc.collect()
+        ring = ReceiptRing(max_entries, max_bytes)
+        recorder = ReceiptRecorder(ring)
+        through_recorder(recorder, 2000, 0, template, hold)  # warm up
+        gc.collect()
+        rss0 = rss_mb()
+        started = time.monotonic()
+        through_recorder(recorder, requests - len(ring) - 1, 2000, template, hold)
+        rest = len(ring) + 1
+        tracemalloc.start()
+        through_recorder(recorder, rest, requests, template, hold)
+        elapsed = time.monotonic() - started
+        gc.collect()
+        held, accounted = len(ring), ring.bytes
+        live = tracemalloc.get_traced_memory()[0]
+        ring.clear()
+        gc.collect()
+        kept = live - tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        rss1 = rss_mb()
+        print(
+            f"ring max_entries={max_entries} max_bytes={max_bytes}: {requests} requests "
+            f"({elapsed:.0f} s); it held {held} receipts (evicted {ring.evicted}), accounted "
+            f"{accounted} B; what they kept alive (tracemalloc) {kept} B = "
+            f"{100 * kept / max_bytes:.0f} % of the bound; RSS {rss0:.1f} -> {rss1:.1f} MB; "
+            f"open receipts {recorder.open_receipts}"
+        )
+        assert accounted <= max_bytes and kept <= accounted, "the ring exceeds its bound"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1_000_000, help="for the memory check")
+    parser.add_argument("--per-round", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-cpu", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_cpu:
+        cpu_arms(args.rounds, args.per_round)
+    memory(args.requests)
 
 
 if __name__ == "__main__":

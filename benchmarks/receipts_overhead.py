@@ -12,6 +12,8 @@ score tables):
   (`OTEL_TRACES_SAMPLER=always_on`), to an OTLP receiver on 127.0.0.1 in this process;
 - `tracing-sampled`: the same at `parentbased_traceidratio` with `--sample-ratio` (default 0.1).
 
+`SLUICE_BENCH_PROFILE_DIR=DIR` runs each arm under cProfile (DIR/<arm>, written on exit).
+
 One run: `--rounds` rounds, each running every arm for `--seconds` with `--concurrency` clients
 (the arms' order rotates per round), so all arms see the same machine. Per arm: requests per
 Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
@@ -83,7 +85,10 @@ class Arm:
     ) -> None:
         self.name = name
         self.ports = GatewayPorts()
-        command = [sys.executable, "-m", "sluice", "serve", "--pool-name=bench"]
+        command = [sys.executable]
+        if os.environ.get("SLUICE_BENCH_PROFILE_DIR"):  # where does each arm's CPU go?
+            command += ["-m", "cProfile", "-o", f"{os.environ['SLUICE_BENCH_PROFILE_DIR']}/{name}"]
+        command += ["-m", "sluice", "serve", "--pool-name=bench"]
         command += ["--pool-namespace=default", f"--resources={manifests}"]
         command += [f"--grpc-port={self.ports.epp}", "--grpc-host=127.0.0.1"]
         command += ["--secure-serving=false", "--log-level=warning"]

@@ -33,6 +33,10 @@ class SpanData:
     children: list[SpanData] = field(default_factory=list)
     error: str | None = None
 
+    def size(self) -> int:
+        """Spans in this tree."""
+        return 1 + sum(child.size() for child in self.children)
+
     def walk(self, parent: SpanData | None = None) -> Iterator[tuple[SpanData, SpanData | None]]:
         yield self, parent
         for child in self.children:
