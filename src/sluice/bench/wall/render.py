@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sluice.bench.metrics import SLO_TTFT_P90_S, delivered_output_tps, hit_rate, summarize
 from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
 from sluice.bench.scenarios import SWEEP, THROUGHPUT
-from sluice.bench.wall.processes import ENGINES
+from sluice.bench.wall.processes import ENGINES, SMG_PRIORITY
 from sluice.bench.wall.run import WALL_REQUESTS, WallRun, WallScenario
 
 ROUND_ROBINS = ("round-robin", "vllm-router:round_robin")
@@ -21,9 +21,14 @@ OUT_TPS = (
     "leaves engines idle finishes later and shows less"
 )
 SMG_PRIORITY_NOTE = (
-    "smg's priority scheduler (the two-class overload's peer with priorities) is not measured: "
-    "smg 1.13.0's `smg launch --help` lists no priority-scheduler flag and `launch` rejects "
-    "`--priority-scheduler-enabled`, so there is no such arm to run."
+    "*smg:priority*: smg 1.13.0's priority-aware admission (`python -m smg launch --policy "
+    "cache_aware --priority-scheduler-enabled --priority-scheduler-default-max-class "
+    "interactive --priority-scheduler-config <classes>`): clients send `x-smg-priority` "
+    "(objective priority > 0 interactive, 0 default, < 0 bulk); the class YAML reserves the "
+    "interactive class's offered share of the slots (`reserved_per_slot`) and lets only it "
+    "preempt; each worker's `max_running_requests` is set to the engine's slots with `PATCH "
+    "/workers/{id}` (smg otherwise counts 64 per worker). With one class (noisy-neighbour) it "
+    "is smg's admission queue alone."
 )
 
 
@@ -160,7 +165,8 @@ def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float)
         lines += ["", "## Targets", ""]
         lines += ["| claim | met | numbers |", "|---|---|---|"]
         lines += [f"| {t.claim} | {'yes' if t.met else '**no**'} | {t.evidence} |" for t in tlist]
-    lines += ["", SMG_PRIORITY_NOTE]
+    if any(ws.runs.get(SMG_PRIORITY) for ws in results):
+        lines += ["", SMG_PRIORITY_NOTE]
     for ws in results:
         s = ws.scenario
         kind = {SWEEP: "goodput sweep", THROUGHPUT: "closed loop"}.get(s.kind, "loaded vs alone")
