@@ -82,10 +82,7 @@ class Scheduler:
     ) -> Scheduler:
         """Build plugins and profiles; pass a seeded `rng` for deterministic tie-breaks."""
         ctx = plugin_registry.PluginContext(rng=rng or random.Random())
-        plugins = {
-            spec.name: plugin_registry.create(spec.type, spec.name, spec.params(), ctx)
-            for spec in config.plugins
-        }
+        plugins = {spec.name: plugin_registry.create(spec, ctx) for spec in config.plugins}
         handler = next(p for p in plugins.values() if isinstance(p, ProfileHandler))
         profiles: dict[str, Profile] = {}
         for spec in config.profiles:
