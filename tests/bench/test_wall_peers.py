@@ -52,12 +52,14 @@ async def _post(url: str, priority: str, tokens: int) -> float:
 
     body = {"model": "sim-model", "prompt": "hi", "max_tokens": tokens, "ignore_eos": True}
     started = time.monotonic()
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             url + "/v1/completions", json=body, headers={"x-smg-priority": priority}
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            await resp.read()
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        await resp.read()
     return time.monotonic() - started
 
 
