@@ -48,10 +48,10 @@ def test_the_class_yaml_reserves_the_interactive_share_and_lets_only_it_preempt(
 
 
 async def _post(url: str, priority: str, tokens: int) -> float:
+    """The request's completion time (monotonic)."""
     import aiohttp
 
     body = {"model": "sim-model", "prompt": "hi", "max_tokens": tokens, "ignore_eos": True}
-    started = time.monotonic()
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -60,7 +60,7 @@ async def _post(url: str, priority: str, tokens: int) -> float:
     ):
         assert resp.status == 200, await resp.text()
         await resp.read()
-    return time.monotonic() - started
+    return time.monotonic()
 
 
 async def _batch_then_interactive(url: str, batch: int) -> tuple[list[float], float]:
@@ -85,11 +85,10 @@ def test_smg_priority_takes_the_engines_slots_and_admits_interactive_ahead_of_qu
         assert len(workers) == len(engines.urls)
         assert {w["labels"]["max_running_requests"] for w in workers} == {"1"}
         # interactive keeps ceil(0.3 x 4) = 2 of the 4 slots: 8 batch requests run 2 at a
-        # time, and the interactive one that comes after them is admitted at once
+        # time, and the interactive one sent after them is admitted at once, ahead of the 6
+        # still queued (first come, first served would finish it after all 8)
         batch, interactive = asyncio.run(_batch_then_interactive(url, 8))
-        one = min(batch)
-        assert max(batch) > 3 * one  # the batch class waited in smg's queue
-        assert interactive < 2 * one
+        assert sum(done < interactive for done in batch) <= 2
     finally:
         if router is not None:
             stop(router)
