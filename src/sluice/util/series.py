@@ -252,7 +252,23 @@ def _braced(text: str) -> str:
     return "{" + text + "}" if text else ""
 
 
-class CounterFamily(Family[CounterChild]):
+V = TypeVar("V", bound=CounterChild)
+
+
+class _ValueFamily(Family[V]):
+    """A family whose children hold one value each (counters, gauges): one line a child."""
+
+    def _lines(self, child: V) -> str:
+        return f"{self.sample_name}{_braced(child.text)} {format_value(child.value)}\n"
+
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(self.sample_name, dict(zip(self.labelnames, c.labels, strict=True)), c.value)
+            for c in self._children.values()
+        ]
+
+
+class CounterFamily(_ValueFamily[CounterChild]):
     """Named as its samples are (`x_total`); the family itself is `x`, as in prometheus_client."""
 
     TYPE = "counter"
@@ -278,30 +294,12 @@ class CounterFamily(Family[CounterChild]):
     def _make(self, values: tuple[str, ...], text: str) -> CounterChild:
         return CounterChild(values, text)
 
-    def _lines(self, child: CounterChild) -> str:
-        return f"{self.sample_name}{_braced(child.text)} {format_value(child.value)}\n"
 
-    def samples(self) -> list[Sample]:
-        return [
-            Sample(self.sample_name, dict(zip(self.labelnames, c.labels, strict=True)), c.value)
-            for c in self._children.values()
-        ]
-
-
-class GaugeFamily(Family[GaugeChild]):
+class GaugeFamily(_ValueFamily[GaugeChild]):
     TYPE = "gauge"
 
     def _make(self, values: tuple[str, ...], text: str) -> GaugeChild:
         return GaugeChild(values, text)
-
-    def _lines(self, child: GaugeChild) -> str:
-        return f"{self.name}{_braced(child.text)} {format_value(child.value)}\n"
-
-    def samples(self) -> list[Sample]:
-        return [
-            Sample(self.name, dict(zip(self.labelnames, c.labels, strict=True)), c.value)
-            for c in self._children.values()
-        ]
 
 
 class HistogramFamily(Family[HistogramChild]):
