@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 
 from sluice.util.labels import OVERFLOW
@@ -351,3 +352,51 @@ class HistogramFamily(Family[HistogramChild]):
             out.append(Sample(f"{self.name}_sum", labels, c.sum))
             out.append(Sample(f"{self.name}_count", labels, float(total)))
         return out
+
+
+F = TypeVar("F", bound=Family[Any])
+
+
+class Families:
+    """Makes families into one registry, all with the same client labels and series budget
+    (a family none of whose labels is a client label is never charged)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        client_labels: Sequence[str] = (),
+        budget: SeriesBudget | None = None,
+    ) -> None:
+        self.registry = registry
+        self.client_labels = tuple(client_labels)
+        self.budget = budget
+
+    def counter(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> CounterFamily:
+        return self._registered(
+            CounterFamily(
+                name, doc, labelnames, client_labels=self.client_labels, budget=self.budget
+            )
+        )
+
+    def gauge(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> GaugeFamily:
+        return self._registered(
+            GaugeFamily(name, doc, labelnames, client_labels=self.client_labels, budget=self.budget)
+        )
+
+    def histogram(
+        self, name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> HistogramFamily:
+        family = HistogramFamily(
+            name,
+            doc,
+            labelnames,
+            buckets=buckets,
+            client_labels=self.client_labels,
+            budget=self.budget,
+        )
+        return self._registered(family)
+
+    def _registered(self, family: F) -> F:
+        self.registry.register(family)
+        return family
