@@ -148,7 +148,7 @@ class Family(Generic[C]):
         client_labels: Sequence[str] = (),
         budget: SeriesBudget | None = None,
     ) -> None:
-        self.name = name
+        self.name = name.removesuffix(self.SUFFIX)  # `x_total` names the counter `x`
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._client = tuple(i for i, n in enumerate(self.labelnames) if n in client_labels)
@@ -274,23 +274,6 @@ class CounterFamily(_ValueFamily[CounterChild]):
 
     TYPE = "counter"
     SUFFIX = "_total"
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        client_labels: Sequence[str] = (),
-        budget: SeriesBudget | None = None,
-    ) -> None:
-        super().__init__(
-            name.removesuffix("_total"),
-            documentation,
-            labelnames,
-            client_labels=client_labels,
-            budget=budget,
-        )
 
     def _make(self, values: tuple[str, ...], text: str) -> CounterChild:
         return CounterChild(values, text)
