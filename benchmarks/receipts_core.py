@@ -1,13 +1,13 @@
 """Decision receipts on the director core alone, and the receipt ring's memory after 1 M requests.
 
 1. CPU per request through the real director core (parse → submit → pump → schedule → dispatch
-   → first byte → finish, default config, 8 idle endpoints), in rounds that interleave three
-   arms in one run: receipts off (no recorder: the default path), receipts on (ring 1024 /
-   4 MiB), receipts on + tracing (the SDK's OTLP/HTTP exporter posting to a receiver on
-   loopback in this process, so its thread's CPU is counted too). CPU-seconds per request
-   (`time.process_time`, all threads) and the arms' ratio. The core is only part of what an
-   ext_proc request costs (gRPC/HTTP2 framing, Envoy's messages): the goal's own unit, ext_proc
-   requests per Sluice CPU-second, is measured by `benchmarks/receipts_overhead.py`.
+   → first byte → finish, default config, 8 idle endpoints), in rounds that interleave four
+   arms in one run: receipts off (no recorder), the same again (the A/A spread), receipts on
+   (ring 1024 / 4 MiB), receipts on + tracing (the SDK's OTLP/HTTP exporter posting to a
+   receiver on loopback in this process, so its thread's CPU is counted too). CPU-seconds per
+   request (`time.process_time`, all threads) and the arms' ratio. The core is only part of
+   what an ext_proc request costs (gRPC/HTTP2 framing, Envoy's messages): the goal's own unit,
+   ext_proc requests per Sluice CPU-second, is measured by `benchmarks/receipts_overhead.py`.
 2. Memory (`--requests`, default 1,000,000): that many requests through the receipt recorder
    (each step the director calls, with a scheduling record of fresh lists and floats shaped like
    a real cycle's over 8 endpoints, every 10th request held by a room rule with its hold's
@@ -117,6 +117,9 @@ def cpu_arms(rounds: int, per_round: int) -> None:
     assert tracer is not None
     arms = {
         "off": core(None),
+        # a second receipt-free core: the spread between identical arms, against which the off
+        # path's own cost (a few `is None` checks per request) has to be told apart
+        "off (again)": core(None),
         "receipts": core(ReceiptRecorder(ReceiptRing(1024, 4 << 20))),
         "receipts+tracing": core(
             ReceiptRecorder(ReceiptRing(1024, 4 << 20), on_finished=[tracer.on_receipt])
@@ -229,12 +232,13 @@ def memory(requests: int) -> None:
         through_recorder(recorder, 2000, 0, template, hold)  # warm up
         gc.collect()
         rss0 = rss_mb()
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), time.process_time()
         through_recorder(recorder, requests - len(ring) - 1, 2000, template, hold)
+        rss1 = rss_mb()  # before tracemalloc, whose own records take memory
         rest = len(ring) + 1
         tracemalloc.start()
         through_recorder(recorder, rest, requests, template, hold)
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu0
         gc.collect()
         held, accounted = len(ring), ring.bytes
         live = tracemalloc.get_traced_memory()[0]
@@ -242,12 +246,12 @@ def memory(requests: int) -> None:
         gc.collect()
         kept = live - tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
-        rss1 = rss_mb()
         print(
             f"ring max_entries={max_entries} max_bytes={max_bytes}: {requests} requests "
-            f"({elapsed:.0f} s); it held {held} receipts (evicted {ring.evicted}), accounted "
-            f"{accounted} B; what they kept alive (tracemalloc) {kept} B = "
-            f"{100 * kept / max_bytes:.0f} % of the bound; RSS {rss0:.1f} -> {rss1:.1f} MB; "
+            f"({elapsed:.0f} s, {cpu:.0f} CPU-s); it held {held} receipts "
+            f"(evicted {ring.evicted}), accounted {accounted} B; what they kept alive "
+            f"(tracemalloc) {kept} B = {100 * kept / max_bytes:.0f} % of the bound; RSS with "
+            f"the ring full {rss0:.1f} MB, a million requests later {rss1:.1f} MB; "
             f"open receipts {recorder.open_receipts}"
         )
         assert accounted <= max_bytes and kept <= accounted, "the ring exceeds its bound"

@@ -14,8 +14,10 @@ score tables):
 
 `SLUICE_BENCH_PROFILE_DIR=DIR` runs each arm under cProfile (DIR/<arm>, written on exit).
 
-One run: `--rounds` rounds, each running every arm for `--seconds` with `--concurrency` clients
-(the arms' order rotates per round), so all arms see the same machine. Per arm: requests per
+One run: `--rounds` rounds of `--seconds`, each loading all arms at once, `--concurrency`
+closed-loop clients each, so that every arm sees the same machine at every moment (on a
+shared machine whose load swings within seconds, arms loaded one after the other see different
+machines; `--one-at-a-time` does that, the order rotating per round). Per arm: requests per
 Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
 exporter's included) over all rounds, and its cost against `off`:
 `1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios.
@@ -121,26 +123,33 @@ async def ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 60) ->
             await asyncio.sleep(0.2)
 
 
-async def load(arm: Arm, concurrency: int, seconds: float) -> None:
-    done = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        for _ in range(concurrency):  # open the connections before the clock starts
-            await one(http, arm.url)
+async def load(arms: list[Arm], concurrency: int, seconds: float) -> None:
+    """`concurrency` closed-loop clients per arm, for `seconds`; the arms in `arms` at once (each
+    Sluice's CPU is read over the same window)."""
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) for _ in arms
+    ]
+    done = [0] * len(arms)
+    try:
+        for arm, http in zip(arms, sessions):  # open the connections before the clock starts
+            await asyncio.gather(*(one(http, arm.url) for _ in range(concurrency)))
         stop_at = time.monotonic() + seconds
 
-        async def worker() -> None:
-            nonlocal done
+        async def worker(i: int) -> None:
             while time.monotonic() < stop_at:
-                await one(http, arm.url)
-                done += 1
+                await one(sessions[i], arms[i].url)
+                done[i] += 1
 
-        cpu0 = cpu_seconds(arm.process.pid)
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        cpu = cpu_seconds(arm.process.pid) - cpu0
-    arm.done += done
-    arm.cpu += cpu
-    arm.rounds.append(done / max(cpu, 1e-9))
+        cpu0 = [cpu_seconds(arm.process.pid) for arm in arms]
+        await asyncio.gather(*(worker(i) for i in range(len(arms)) for _ in range(concurrency)))
+        cpu = [cpu_seconds(arm.process.pid) - c for arm, c in zip(arms, cpu0)]
+    finally:
+        for http in sessions:
+            await http.close()
+    for arm, n, c in zip(arms, done, cpu):
+        arm.done += n
+        arm.cpu += c
+        arm.rounds.append(n / max(c, 1e-9))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -171,8 +180,11 @@ async def main(args: argparse.Namespace) -> None:
                 for _ in range(300):  # warm up
                     await one(session, arm.url)
         for r in range(args.rounds):
-            for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
-                await load(arm, args.concurrency, args.seconds)
+            if args.together:
+                await load(arms, args.concurrency, args.seconds)
+            else:
+                for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
+                    await load([arm], args.concurrency, args.seconds)
         time.sleep(1.0)  # the batch processors' last exports (OTEL_BSP_SCHEDULE_DELAY: 5 s max)
         base = arms[0]
         base_rate = base.done / base.cpu
@@ -182,6 +194,7 @@ async def main(args: argparse.Namespace) -> None:
             "concurrency": args.concurrency,
             "rounds": args.rounds,
             "seconds_per_round": args.seconds,
+            "arms_loaded": "at once" if args.together else "one at a time, order rotating",
             "cpus": os.cpu_count(),
             "loadavg_1m": round(os.getloadavg()[0], 2),
             "spans_received": Receiver.spans,
@@ -212,6 +225,12 @@ def cli() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--engines", type=int, default=4)
     parser.add_argument("--sample-ratio", type=float, default=0.1)
+    parser.add_argument(
+        "--one-at-a-time",
+        dest="together",
+        action="store_false",
+        help="load the arms one after the other in each round (order rotating), not at once",
+    )
     asyncio.run(main(parser.parse_args()))
 
 
