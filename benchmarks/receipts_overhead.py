@@ -53,7 +53,7 @@ from sluice.bench.harness.cpu import cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
 from sluice.bench.harness.pool import serve_manifests
-from sluice.bench.harness.ports import free_port
+from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
 from sluice.extproc import BodyMode
 
 BODY = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
@@ -157,7 +157,7 @@ async def main(args: argparse.Namespace) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
     workdir = Path(tempfile.mkdtemp(prefix="sluice-receipts-bench-"))
-    first = free_port()
+    first = free_port_block(args.engines, below_ephemeral=True)
     engines = list(range(first, first + args.engines))
     sim = [sys.executable, "-m", "sluice.sim.cli", "--count", str(args.engines)]
     sim += ["--host", "127.0.0.1", "--port", str(first), "--profile", "zero-latency"]
@@ -165,13 +165,15 @@ async def main(args: argparse.Namespace) -> None:
     manifests = serve_manifests(workdir, engines)
     sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
     sampled["OTEL_TRACES_SAMPLER_ARG"] = str(args.sample_ratio)
-    arms = [
-        Arm("off", ["--decision-receipts=0", "--tracing=false"], {}, manifests, engines),
-        Arm("receipts", [], {}, manifests, engines),
-        Arm("tracing", [], {**otlp, "OTEL_TRACES_SAMPLER": "always_on"}, manifests, engines),
-        Arm(f"tracing-{args.sample_ratio:g}", [], {**otlp, **sampled}, manifests, engines),
-    ]
+    arms: list[Arm] = []
     try:
+        await wait_listening(engines, 30, engine)
+        arms += [
+            Arm("off", ["--decision-receipts=0", "--tracing=false"], {}, manifests, engines),
+            Arm("receipts", [], {}, manifests, engines),
+            Arm("tracing", [], {**otlp, "OTEL_TRACES_SAMPLER": "always_on"}, manifests, engines),
+            Arm(f"tracing-{args.sample_ratio:g}", [], {**otlp, **sampled}, manifests, engines),
+        ]
         for arm in arms:
             await arm.envoy.start()
         async with aiohttp.ClientSession() as session:
