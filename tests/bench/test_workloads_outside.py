@@ -8,6 +8,12 @@ import math
 import random
 from collections import Counter, defaultdict
 
+from sluice.bench.arms import arm_by_name
+from sluice.bench.records import RunResult
+from sluice.bench.report import targets
+from sluice.bench.runner_virtual import EngineSetup, RunLimits, run_virtual
+from sluice.bench.scenarios import SCENARIOS
+from sluice.bench.suite import ScenarioResult
 from sluice.bench.workloads import Workload, text
 from sluice.bench.workloads_outside import (
     PRIORITY_CLASSES,
@@ -227,3 +233,32 @@ def test_agent_sessions_arrive_at_the_offered_rate_and_a_seed_fixes_them() -> No
     assert [a.at for a in workload.arrivals] == sorted(a.at for a in workload.arrivals)
     assert _fingerprint(_agents()) == _fingerprint(workload)
     assert _fingerprint(_agents(seed=2)) != _fingerprint(workload)
+
+
+# -- the report's targets ------------------------------------------------------------------
+
+
+def test_the_report_checks_chat_history_reuse_against_round_robin() -> None:
+    setup = EngineSetup(count=2, overrides={"num_gpu_blocks": 2000})
+    workload = shared_prefix_chat(
+        seed=3,
+        qps=6.0,
+        duration_s=12.0,
+        groups=3,
+        prompts_per_group=3,  # 9 users: round-robin cannot pin them to 2 engines
+        system_tokens=256,
+        question_tokens=32,
+        answer_tokens=16,
+    )
+
+    def run(arm: str) -> RunResult:
+        return run_virtual(workload, arm_by_name(arm), setup, seed=3, limits=RunLimits(drain_s=10))
+
+    result = ScenarioResult(
+        SCENARIOS["shared-prefix-chat"], ("sluice-default", "round-robin"), (3,), quick=True
+    )
+    result.runs = {"sluice-default": [run("sluice-default")], "round-robin": [run("round-robin")]}
+    checked = {t.claim: t for t in targets([result])}
+    hits = checked["shared-prefix-chat: sluice-default prefix hit rate > round-robin's"]
+    assert hits.met  # each user's history stays on the engine that cached it
+    assert "shared-prefix-chat: sluice-default TTFT p90 <= round-robin's" in checked
