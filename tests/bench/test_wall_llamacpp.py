@@ -47,8 +47,9 @@ def _tiny(seed: int, load: float, quick: bool) -> Workload:
 def test_a_replay_on_llama_server_counts_its_tokens_and_its_prefix_cache() -> None:
     scenario = Scenario("tiny-llamacpp", "2 groups", FIXED, _tiny, (1.0,), (1.0,))
     workload = scenario.build(1, 1.0, True)
+    # the drain is generous: a machine whose cores are busy elsewhere slows llama.cpp tenfold
     run = run_arm(
-        scenario, "round-robin", workload, seed=1, load=1.0, drain_s=20, engine_kind=LLAMACPP
+        scenario, "round-robin", workload, seed=1, load=1.0, drain_s=90, engine_kind=LLAMACPP
     )
     result = run.result
     assert all(r.outcome == "completed" for r in result.records), run.error
