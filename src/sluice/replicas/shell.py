@@ -63,6 +63,7 @@ class ReplicaSync:
             ReplicaSummary
         ] = []  # the last sync's peer summaries (for the next lease asks)
         self._ever_joined = False
+        self._fell_back = False  # a fall-back was counted and no rejoin yet
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()  # a band above the published ones started waiting
@@ -137,12 +138,14 @@ class ReplicaSync:
         peers = [p for b in result.peers if (p := decode(b)) is not None]
         self._peers = peers
         rejoined = not core.joined
-        core.apply(PeerView(peers), result.granted, done)
+        # leases run from when the sync was sent: the store granted them later, so this
+        # replica's view of them never outlives the store's
+        core.apply(PeerView(peers), result.granted, now)
         if self.prefix is not None and result.prefix_entries:
             self.prefix.apply(result.prefix_entries, {s.name for s in self.registry.snapshot()})
         self.syncs += 1
         if rejoined:
-            if self._ever_joined:
+            if self._fell_back:
                 log.warning(
                     "replicas: store reachable again, rejoined the pool-wide order",
                     store=self.store.url,
@@ -150,6 +153,7 @@ class ReplicaSync:
                 )
                 if self.metrics is not None:
                     self.metrics.rejoins.inc()
+                self._fell_back = False
             else:
                 log.info("replicas: joined", store=self.store.url, peers=len(peers))
             self._ever_joined = True
@@ -176,6 +180,7 @@ class ReplicaSync:
                 store=self.store.url,
                 error=f"{type(exc).__name__}: {exc}",
             )
+            self._fell_back = True
             if self.metrics is not None:
                 self.metrics.fallbacks.inc()
                 self.metrics.connected.set(0)
