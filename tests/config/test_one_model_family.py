@@ -9,6 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.config import ConfigError, load_sluice_config
+from sluice.scheduling.parameters import read_parameters
+from sluice.scheduling.pickers import MaxScorePicker
+from sluice.scheduling.precise_hashing import HASH_ALGORITHMS
+from sluice.scheduling.prefix_scorer import COMPUTED_WHEN
+from sluice.scheduling.registry import BUILTINS
 
 SECONDS = st.integers(min_value=0, max_value=3600_000).map(lambda ms: f"{ms}ms")
 COUNT = st.integers(min_value=0, max_value=10**12)
@@ -153,3 +158,112 @@ def test_a_plugin_that_reads_a_data_key_must_run_after_its_writer() -> None:
     )
     with pytest.raises(ConfigError, match=r"config.yaml:7: .*list 'prefix-cache-scorer' first"):
         load_sluice_config(text, "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        (
+            "max-score-picker\n  parameters: {maxNumOfEndpoints: true}",
+            "config.yaml:3: plugins[0].parameters.maxNumOfEndpoints: expected an integer, got True",
+        ),
+        (
+            "max-score-picker\n  parameters: {maxNumOfEndpoint: 2}",
+            "config.yaml:3: plugins[0].parameters.maxNumOfEndpoint: unknown parameter "
+            "'maxNumOfEndpoint'; did you mean 'maxNumOfEndpoints'?",
+        ),
+        (
+            "queue-scorer\n  parameters: {scale: 2}",
+            "config.yaml:3: plugins[0].parameters.scale: unknown parameter 'scale'; known: none",
+        ),
+        (
+            "in-flight-load-scorer\n  parameters: {tokenScale: .nan}",
+            "config.yaml:3: plugins[0].parameters.tokenScale: expected a number, got nan",
+        ),
+        (
+            "precise-prefix-cache-scorer\n  parameters:\n    kvEventsConfig:\n"
+            "      podDiscoveryConfig: {socketPort: '5557'}",
+            "config.yaml:5: plugins[0].parameters.kvEventsConfig.podDiscoveryConfig.socketPort: "
+            "expected an integer, got '5557'",
+        ),
+    ],
+)
+def test_a_plugins_parameters_are_read_by_its_model(parameters: str, message: str) -> None:
+    """Booleans are not numbers, numbers are finite, and a nested parameter is named by its whole
+    path on its own line."""
+    with pytest.raises(ConfigError) as caught:
+        load_sluice_config(f"plugins:\n- type: {parameters}\n", "config.yaml")
+    assert str(caught.value) == message
+
+
+def test_a_parameter_written_without_a_value_takes_its_default() -> None:
+    text = "plugins:\n- type: max-score-picker\n  parameters:\n    maxNumOfEndpoints:\n"
+    spec = load_sluice_config(text).picker.plugin("max-score-picker")
+    assert read_parameters(spec, MaxScorePicker.Parameters).max_num_of_endpoints == 1
+
+
+POSITIVE = st.floats(min_value=1e-3, max_value=1e9)
+PLUGIN_PARAMETERS = {
+    "max-score-picker": {"maxNumOfEndpoints": st.integers(1, 64)},
+    "in-flight-load-scorer": {"requestScale": POSITIVE, "tokenScale": POSITIVE},
+    "prefill-cost-scorer": {"tokenScale": POSITIVE},
+    "prefix-cache-scorer": {
+        "blockSize": st.integers(-8, 4096),  # upstream: non-positive means the default
+        "maxPrefixBlocksToMatch": st.integers(-8, 4096),
+        "lruCapacityPerServer": st.integers(-8, 10**6),
+        "autoTune": st.booleans(),
+        "computingPrefixes": st.sampled_from(COMPUTED_WHEN),
+    },
+    "session-affinity-scorer": {
+        "headerName": st.text("abcxyz-", min_size=1, max_size=12),
+        "maxSessions": st.integers(1, 10**6),
+    },
+    "precise-prefix-cache-scorer": {
+        "tokenProcessorConfig": st.fixed_dictionaries(
+            {},
+            optional={
+                "blockSizeTokens": st.integers(0, 256),
+                "hashSeed": st.text("0123456789", max_size=6),
+                "hashAlgorithm": st.sampled_from(HASH_ALGORITHMS),
+            },
+        ),
+        "kvEventsConfig": st.fixed_dictionaries(
+            {},
+            optional={
+                "topicFilter": st.sampled_from(["", "kv@"]),
+                "concurrency": st.integers(1, 16),
+                "podDiscoveryConfig": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "socketPort": st.integers(1, 65535),
+                        "replaySocketPort": st.integers(0, 65535),
+                    },
+                ),
+            },
+        ),
+        "speculativeIndexing": st.booleans(),
+        "speculativeTTL": st.integers(0, 3600).map(lambda s: f"{s}s"),
+    },
+}
+PLUGIN = st.sampled_from(sorted(PLUGIN_PARAMETERS)).flatmap(
+    lambda kind: st.tuples(
+        st.just(kind), st.fixed_dictionaries({}, optional=PLUGIN_PARAMETERS[kind])
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(PLUGIN)
+def test_valid_plugin_parameters_round_trip_through_their_model(plugin: tuple[str, dict]) -> None:
+    """Random valid parameters load; what the plugin's model read, written back out by wire
+    name, reads as the same; and what was written is what was read."""
+    kind, parameters = plugin
+    text = yaml.safe_dump({"plugins": [{"type": kind, "parameters": parameters}]})
+    spec = load_sluice_config(text, "generated.yaml").picker.plugin(kind)
+    model = BUILTINS[kind].Parameters
+    read = read_parameters(spec, model)
+    assert model.model_validate(read.model_dump(by_alias=True)) == read
+    written = dict(parameters)
+    if "speculativeTTL" in written:  # a duration reads as seconds
+        written["speculativeTTL"] = int(written["speculativeTTL"].removesuffix("s"))
+    assert read.model_dump(by_alias=True, exclude_unset=True) == written

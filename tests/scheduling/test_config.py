@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sluice.config import load_config, load_sluice_config, parse_duration
-from sluice.scheduling.params import ConfigError
 from sluice.scheduling.scheduler import Scheduler
+from sluice.util.located import ConfigError
 
 UPSTREAM_EXAMPLE = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha1

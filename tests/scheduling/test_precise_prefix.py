@@ -15,7 +15,6 @@ from sluice.datalayer.kvevents.wire import (
 )
 from sluice.requests.model import InferenceRequest
 from sluice.scheduling.framework import CycleState
-from sluice.scheduling.params import ConfigError
 from sluice.scheduling.precise_hashing import BlockKeys
 from sluice.scheduling.precise_index import PreciseIndex
 from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
@@ -23,6 +22,7 @@ from sluice.scheduling.precise_tokens import token_ids
 from sluice.sim.engine import Engine
 from sluice.sim.kv_events import KVEventBatch, encode_batch
 from sluice.sim.request import SimRequest
+from sluice.util.located import ConfigError
 
 from .helpers import NOW, pool, request, scheduler
 

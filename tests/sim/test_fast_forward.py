@@ -68,3 +68,28 @@ def test_fast_forward_is_faster_on_long_decodes() -> None:
         return time.perf_counter() - started
 
     assert wall(True) < wall(False)
+
+
+def progress(seed: int, *, fast_forward: bool) -> list[dict[str, tuple[int, int]]]:
+    """What each engine's running requests have received at probe times (the fairness
+    benchmark's delivered service), with decode runs planned ahead or stepped one by one."""
+    rng = random.Random(seed)
+    engines = {f"e{i}": engine(num_gpu_blocks=5000, max_num_seqs=16) for i in range(2)}
+    cluster = VirtualCluster(engines, fast_forward=fast_forward)
+    for i in range(40):
+        req = request(f"r{i}", rng.randint(1, 600), rng.randint(20, 300))
+        cluster.submit(f"e{i % 2}", req, at=rng.uniform(0.0, 1.0))
+    seen = []
+    probe = 0.0
+    while cluster.next_event_time() is not None:
+        probe += 0.05
+        cluster.run_until(probe)
+        seen += [cluster.engines[e].progress_at(probe) for e in sorted(engines)]
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_progress_inside_a_planned_decode_run_is_what_stepping_would_show(seed: int) -> None:
+    planned = progress(seed, fast_forward=True)
+    assert any(outputs for snapshot in planned for _, outputs in snapshot.values())
+    assert planned == progress(seed, fast_forward=False)

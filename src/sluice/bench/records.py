@@ -60,7 +60,7 @@ class Sample:
 
     at: float
     queued_by_band: dict[int, int]
-    served_by_tenant: dict[str, int]  # service delivered, in virtual tokens (runner's _credit)
+    served_by_tenant: dict[str, int]  # delivered by then, virtual tokens (runner._served_at)
     busy_engines: int
     engines: int
     # The flow controller's virtual counters per tenant (service charged at dispatch, corrected

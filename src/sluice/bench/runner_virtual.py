@@ -262,11 +262,6 @@ class VirtualRun:
             streamed = self.streamed.get(event.request_id, True)
             if streamed:  # the client sees its first token now (non-streamed: at the end)
                 record.first_token_at = event.time
-            # Service is credited as it is delivered, in the fairness policy's own units: the
-            # prompt when its prefill is done (corrected for cache hits at completion), the
-            # output at completion — not a whole request at completion, which would inflate
-            # the measured gap by every request still in flight.
-            self._credit(record.tenant, self.token_cost.input_weight * record.prompt_tokens)
             placed = self.placed.get(event.request_id)
             if placed is not None and streamed and self.gateway.sees_response:
                 placed.first_byte(event.time)  # the prefill is done: the room stops counting it
@@ -279,11 +274,11 @@ class VirtualRun:
             record.output_tokens = event.usage.completion_tokens
             record.cached_tokens = event.usage.cached_tokens
             record.prompt_tokens = event.usage.prompt_tokens
-            cost = self.token_cost
+            cost = self.token_cost  # the service it received (`_served_at` counted it so far)
             self._credit(
                 record.tenant,
-                cost.output_weight * record.output_tokens
-                - cost.input_weight * record.cached_tokens,
+                cost.input_weight * (record.prompt_tokens - record.cached_tokens)
+                + cost.output_weight * record.output_tokens,
             )
             if event.request_id in self.bypassed:  # Sluice never saw it
                 self.bypassed.discard(event.request_id)
@@ -348,8 +343,23 @@ class VirtualRun:
         busy = sum(1 for e in engines if e.has_work)
         generated = sum(e.generation_tokens for e in engines)
         self.samples.append(
-            Sample(now, queued, dict(self.served), busy, len(engines), charged, generated)
+            Sample(now, queued, self._served_at(now), busy, len(engines), charged, generated)
         )
+
+    def _served_at(self, now: float) -> dict[str, int]:
+        """Service delivered by `now`, as VTC counts it — token by token as the engines compute
+        them (uncached prompt tokens as prefill reaches them, output tokens as they are
+        generated): what completed requests received (`_credit`) plus what the requests still
+        running have received so far. Counting a request in one lump at completion would
+        add every request in flight to the measured gap."""
+        served = dict(self.served)
+        cost = self.token_cost
+        for engine in self.cluster.engines.values():
+            for request_id, (prompt, output) in engine.progress_at(now).items():
+                tenant = self.records[request_id].tenant
+                received = cost.input_weight * prompt + cost.output_weight * output
+                served[tenant] = served.get(tenant, 0) + round(received)
+        return served
 
     # -- the loop -----------------------------------------------------------------------------
 

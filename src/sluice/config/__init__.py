@@ -5,6 +5,8 @@ every mistake `file:line: field: fix` (`sluice.util.located.ConfigError`).
 May import every core package (`api`, `scheduling`, `flowcontrol`, `room`, `util`); none of them
 imports it."""
 
+from sluice.api.scalars import duration as parse_duration
+from sluice.api.scalars import quantity as parse_quantity
 from sluice.config.flow import parse_flow_control
 from sluice.config.load import (
     SluiceConfig,
@@ -13,8 +15,6 @@ from sluice.config.load import (
     load_sluice_config,
     load_sluice_config_file,
 )
-from sluice.config.scalars import duration as parse_duration
-from sluice.config.scalars import quantity as parse_quantity
 from sluice.util.located import ConfigError
 
 SluiceConfigError = ConfigError

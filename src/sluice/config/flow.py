@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sluice.api.problems import problems
+from sluice.api.scalars import overlay
 from sluice.config.models import BandTemplate, FlowControl
-from sluice.config.problems import problems
-from sluice.config.scalars import overlay
 from sluice.flowcontrol.config import (
     FAIRNESS_NAMES,
     ORDERING_NAMES,

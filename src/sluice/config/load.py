@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sluice.api.problems import problems
 from sluice.config.flow import build_flow_control
 from sluice.config.models import EndpointPickerConfigFile, PluginEntry, SaturationDetector
 from sluice.config.plugin_types import (
@@ -26,7 +27,6 @@ from sluice.config.plugin_types import (
     SLUICE_INSTEAD,
     USAGE_LIMIT_TYPES,
 )
-from sluice.config.problems import problems
 from sluice.config.room import build_room, detector_fields
 from sluice.flowcontrol.config import FlowControlConfig
 from sluice.room import RoomSettings
@@ -163,8 +163,7 @@ def _plugins(
         if entry.type in NON_SCHEDULING_TYPES:
             _check_non_scheduling(entry.type, parameters, f"{where}.parameters")
             continue
-        lines = {key: doc.where(f"{where}.parameters.{key}") for key in parameters}
-        specs.append(PluginSpec(name, entry.type, parameters, where, doc.where(where), lines))
+        specs.append(PluginSpec(name, entry.type, parameters, where))
     return specs, types
 
 
@@ -236,9 +235,7 @@ def _profiles(
                 "schedulingProfiles", f"{len(specs)} profiles need a profile handler plugin"
             )
         plugins.append(
-            PluginSpec(
-                "single-profile-handler", "single-profile-handler", {}, "plugins[default]", ""
-            )
+            PluginSpec("single-profile-handler", "single-profile-handler", {}, "plugins[default]")
         )
     elif handlers[0].type == "single-profile-handler" and len(specs) > 1:
         raise ConfigError(
@@ -251,7 +248,7 @@ def _profiles(
             continue
         if not pickers:
             plugins.append(
-                PluginSpec("max-score-picker", "max-score-picker", {}, "plugins[default]", "")
+                PluginSpec("max-score-picker", "max-score-picker", {}, "plugins[default]")
             )
             kinds["max-score-picker"] = "picker"
             pickers = [plugins[-1]]
@@ -378,7 +375,7 @@ def _build(doc: _Document) -> SluiceConfig:
     flow = build_flow_control(model.flow_control, types, upstream_defaults=upstream)
     picker = EndpointPickerConfig(all_plugins, profiles, gates, model.data, doc.source)
     for spec in all_plugins:  # dry-build: parameter errors surface at load time
-        plugin_registry.create(spec.type, spec.name, spec.params(), plugin_registry.PluginContext())
+        plugin_registry.create(spec, plugin_registry.PluginContext())
     return SluiceConfig(picker=picker, flow=flow, room=room, source=doc.source)
 
 

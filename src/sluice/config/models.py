@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
+from sluice.api import scalars
 from sluice.api.rules import rule_error
-from sluice.config import scalars
-from sluice.config.scalars import (
+from sluice.api.scalars import (
     Bool,
     Cap,
     Int,
@@ -24,14 +23,9 @@ from sluice.config.scalars import (
     Positive,
     Quantity,
     Seconds,
+    Strict,
     field_type,
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True
-    )
 
 
 def _kv_threshold(value: Any) -> float:

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sluice.config.models import SaturationDetector, Strict
-from sluice.config.problems import problems
-from sluice.config.scalars import Cap, Int, Name, NonNegative, Seconds, overlay
+from sluice.api.problems import problems
+from sluice.api.scalars import Cap, Int, Name, NonNegative, Seconds, Strict, overlay
+from sluice.config.models import SaturationDetector
 from sluice.room import DEFAULT_ROOM, RoomSettings
 from sluice.util.located import ConfigError
 
@@ -46,7 +46,7 @@ def detector_fields(type_name: str, parameters: Mapping[str, Any], where: str) -
     try:
         params = model.model_validate(dict(parameters))
     except ValidationError as exc:
-        raise problems(model, exc, where)[0] from None
+        raise problems(model, exc, where, noun="parameter")[0] from None
     if getattr(params, "headroom", None):
         raise ConfigError(
             f"{where}.headroom",

@@ -36,6 +36,7 @@ from sluice.net.connection import (
     STREAM_CLOSED,
     GrpcConnection,
 )
+from sluice.net.varint import varint
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
@@ -67,13 +68,7 @@ def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     limit = (1 << prefix_bits) - 1
     if value < limit:
         return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return bytes((first | limit,)) + varint(value - limit)  # RFC 7541 §5.1
 
 
 def _literal(name: bytes, value: bytes) -> bytes:

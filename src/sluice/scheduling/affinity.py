@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Annotated
 
+from sluice.api.scalars import Text, integer
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
 from sluice.scheduling.framework import CycleState, PluginContext, Scorer
-from sluice.scheduling.params import Params
+from sluice.scheduling.parameters import PluginParameters, positive
 
 
 class LoraAffinityScorer(Scorer):
@@ -19,11 +21,6 @@ class LoraAffinityScorer(Scorer):
 
     """Upstream semantics, for the request's target model (the adapter when it is one):
     active on the endpoint → 1.0; a free adapter slot → 0.8; queued there → 0.6; else 0."""
-
-    @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        params.finish()
-        return cls(name)
 
     def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
         adapter = cycle.request.target_model
@@ -49,6 +46,10 @@ class SessionAffinityScorer(Scorer):
     """Sluice: 1.0 for the endpoint that last served the request's session header, else 0.
     Sessions are remembered on dispatch, least recently used first out."""
 
+    class Parameters(PluginParameters):
+        header_name: Text = "x-session-id"
+        max_sessions: Annotated[int, positive(integer)] = 100_000
+
     def __init__(self, name: str, header: str, max_sessions: int) -> None:
         super().__init__(name)
         self._header = header.lower()
@@ -56,13 +57,8 @@ class SessionAffinityScorer(Scorer):
         self._sessions: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        header = params.get_str("headerName", "x-session-id")
-        max_sessions = params.get_int("maxSessions", 100_000)
-        if max_sessions <= 0:
-            raise params.error("maxSessions", f"must be > 0, got {max_sessions}")
-        params.finish()
-        return cls(name, header, max_sessions)
+    def from_params(cls, name: str, params: Parameters, ctx: PluginContext) -> Scorer:
+        return cls(name, params.header_name, params.max_sessions)
 
     def _session(self, request: InferenceRequest) -> str | None:
         headers = request.headers

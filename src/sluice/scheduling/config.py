@@ -4,28 +4,19 @@ plugins to build and how the profiles use them. Read from YAML by `sluice.config
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from sluice.scheduling.params import Params
 
 
 @dataclass(frozen=True, slots=True)
 class PluginSpec:
+    """One plugin as configured; `parameters` raw, as written (its class's `Parameters` model
+    reads them: `registry.create`)."""
+
     name: str
     type: str
     parameters: Mapping[str, Any]
     where: str  # "plugins[2]"
-    location: str  # "config.yaml:12"
-    parameter_lines: Mapping[str, str] = field(default_factory=dict)
-
-    def params(self) -> Params:
-        return Params(
-            self.parameters,
-            where=f"{self.where}.parameters",
-            lines=self.parameter_lines,
-            location=self.location,
-        )
 
 
 @dataclass(frozen=True, slots=True)

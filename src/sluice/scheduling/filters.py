@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import ConfigDict
+
 from sluice.datalayer.registry import EndpointState
-from sluice.scheduling.framework import CycleState, DataPlugin, Filter, PluginContext
-from sluice.scheduling.params import Params
+from sluice.scheduling.framework import CycleState, DataPlugin, Filter
+from sluice.scheduling.parameters import PluginParameters
 
 TEST_SELECTION_HEADER = "test-epp-endpoint-selection"
 
@@ -16,11 +18,6 @@ class HeaderBasedTestingFilter(Filter):
     `test-epp-endpoint-selection`; no header → none (as upstream)."""
 
     type_name = "header-based-testing-filter"
-
-    @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Filter:
-        params.finish()
-        return cls(name)
 
     def filter(
         self, cycle: CycleState, candidates: Sequence[EndpointState]
@@ -33,10 +30,10 @@ class HeaderBasedTestingFilter(Filter):
 
 
 class _PassThroughDataPlugin(DataPlugin):
-    @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> DataPlugin:
-        params.raw()
-        return cls(name)
+    class Parameters(PluginParameters):
+        """Any parameters (upstream's), unread."""
+
+        model_config = ConfigDict(extra="allow")
 
 
 class MetricsDataSource(_PassThroughDataPlugin):

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
+from sluice.scheduling.parameters import PluginParameters
 
 # Data one plugin leaves in `CycleState.data` for others, by declared key: a plugin names the
 # keys it `produces` and `consumes`, and the config loader refuses a profile where a consumer
@@ -89,16 +90,23 @@ class SchedulingResult:
 
 
 class Plugin:
-    """Base of every plugin: a registered `type_name` and the instance's configured `name`."""
+    """Base of every plugin: a registered `type_name` and the instance's configured `name`,
+    built by `from_params` from its validated `Parameters` (by default: none accepted)."""
 
     type_name: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # "filter" | "scorer" | "picker" | "profile-handler" | "data"
     # The `CycleState.data` keys this plugin writes and reads (see PREFIX_MATCH).
     produces: ClassVar[frozenset[str]] = frozenset()
     consumes: ClassVar[frozenset[str]] = frozenset()
+    Parameters: ClassVar[type[PluginParameters]] = PluginParameters
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    @classmethod
+    def from_params(cls, name: str, params: Any, ctx: PluginContext) -> Plugin:
+        """The plugin named `name`; `params` is an instance of `cls.Parameters`."""
+        return cls(name)
 
     def on_dispatch(
         self, cycle: CycleState | None, request: InferenceRequest, target: Endpoint

@@ -5,30 +5,25 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from typing import Annotated
 
 from sluice.datalayer.registry import EndpointState
 from sluice.scheduling.framework import Picker, PluginContext
-from sluice.scheduling.params import Params
-
-
-def _max_endpoints(params: Params) -> int:
-    value = params.get_int("maxNumOfEndpoints", 1)
-    if value < 1:
-        raise params.error("maxNumOfEndpoints", f"must be >= 1, got {value}")
-    return value
+from sluice.scheduling.parameters import PluginParameters, at_least
 
 
 class _CountedPicker(Picker):
+    class Parameters(PluginParameters):
+        max_num_of_endpoints: Annotated[int, at_least(1)] = 1
+
     def __init__(self, name: str, max_endpoints: int, rng: random.Random) -> None:
         super().__init__(name)
         self.max_endpoints = max_endpoints
         self.rng = rng
 
     @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Picker:
-        count = _max_endpoints(params)
-        params.finish()
-        return cls(name, count, ctx.rng)
+    def from_params(cls, name: str, params: Parameters, ctx: PluginContext) -> Picker:
+        return cls(name, params.max_num_of_endpoints, ctx.rng)
 
 
 class MaxScorePicker(_CountedPicker):

@@ -41,12 +41,11 @@ from sluice.datalayer.kvevents.streams import KVEventStreams
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
 from sluice.scheduling.framework import PREFIX_MATCH, CycleState, PluginContext, Scorer
-from sluice.scheduling.params import Params
-from sluice.scheduling.precise_hashing import HASH_ALGORITHMS, BlockKeys
+from sluice.scheduling.precise_hashing import BlockKeys
 from sluice.scheduling.precise_index import PreciseIndex
+from sluice.scheduling.precise_parameters import PreciseParameters
 from sluice.scheduling.precise_tokens import token_ids
 from sluice.scheduling.prefix_scorer import PrefixCacheScorer
-from sluice.util.durations import parse_duration
 
 DEFAULT_BLOCK_SIZE_TOKENS = 16  # upstream's and vLLM's default
 MAX_PREFIX_BLOCKS = 8192  # 131,072 tokens at 16 a block (upstream's maxPrefixTokensToMatch)
@@ -109,72 +108,26 @@ class PrecisePrefixCacheScorer(PrefixCacheScorer):
         self._speculated: dict[str, dict[int, float]] = {}
         self._expiries: deque[tuple[float, str, list[int]]] = deque()
 
+    Parameters = PreciseParameters
+
     @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        tokens = params.section("tokenProcessorConfig")
-        block_size = tokens.get_int("blockSizeTokens", 0) or tokens.get_int("blockSize", 0)
-        if block_size < 0:
-            raise tokens.error("blockSizeTokens", "must be a positive number of tokens")
-        seed = tokens.get_str("hashSeed", "")
-        algorithm = tokens.get_str("hashAlgorithm", "sha256")
-        if algorithm not in HASH_ALGORITHMS:
-            raise tokens.error(
-                "hashAlgorithm",
-                f"{algorithm!r} is not one of vLLM's --prefix-caching-hash-algo values "
-                f"({', '.join(HASH_ALGORITHMS)}); without hashSeed the keys are Sluice's own",
-            )
-        tokens.finish()
-        events = params.section("kvEventsConfig")
-        topic = events.get_str("topicFilter", "")
-        concurrency = events.get_int("concurrency", 4)
-        if concurrency < 1:
-            raise events.error("concurrency", "must be >= 1")
-        engine = events.get_str("engineType", "vllm")
-        if engine != "vllm":
-            raise events.error("engineType", f"{engine!r}: only vllm's events are understood")
-        if not events.get_bool("discoverPods", True):
-            raise events.error(
-                "discoverPods",
-                "Sluice subscribes to every endpoint of the pool (per-pod discovery); the global "
-                "socket mode (zmqEndpoint) is not supported: remove discoverPods: false",
-            )
-        if events.get_str("zmqEndpoint", ""):
-            raise events.error(
-                "zmqEndpoint", "the global socket mode is not supported; use podDiscoveryConfig"
-            )
-        pods = events.section("podDiscoveryConfig")
-        socket_port = pods.get_int("socketPort", 5557)
-        replay_port = pods.get_int("replaySocketPort", 0)
-        for key, port in (("socketPort", socket_port), ("replaySocketPort", replay_port)):
-            if not 0 <= port < 65536 or (key == "socketPort" and port == 0):
-                raise pods.error(key, f"{port} is not a TCP port")
-        pods.get_str("podLabelSelector", "")  # the pool's selector already chose the endpoints
-        pods.get_str("podNamespace", "")
-        pods.finish()
-        events.finish()
-        indexer = params.section("indexerConfig")
-        pool = indexer.section("tokenizersPoolConfig")
-        model_name = pool.get_str("modelName", "")
-        pool.finish()
-        indexer.finish()
-        speculative = params.get_bool("speculativeIndexing", False)
-        ttl_text = params.get_str("speculativeTTL", "2s")
-        try:
-            ttl = parse_duration(ttl_text)
-        except ValueError as exc:
-            raise params.error("speculativeTTL", str(exc)) from None
-        params.finish()
+    def from_params(  # type: ignore[override]  # its own parameters, not prefix-cache-scorer's
+        cls, name: str, params: PreciseParameters, ctx: PluginContext
+    ) -> Scorer:
+        tokens, events = params.token_processor_config, params.kv_events_config
+        pods = events.pod_discovery_config
+        block_size = tokens.block_size_tokens or tokens.block_size or DEFAULT_BLOCK_SIZE_TOKENS
         return cls(
             name,
-            keys=BlockKeys(
-                block_size or DEFAULT_BLOCK_SIZE_TOKENS, hash_seed=seed, algorithm=algorithm
-            ),
+            keys=BlockKeys(block_size, hash_seed=tokens.hash_seed, algorithm=tokens.hash_algorithm),
             subscribers=SubscriberSettings(
-                topic_filter=topic, socket_port=socket_port, replay_socket_port=replay_port
+                topic_filter=events.topic_filter,
+                socket_port=pods.socket_port,
+                replay_socket_port=pods.replay_socket_port,
             ),
-            model_name=model_name,
-            speculative=speculative,
-            speculative_ttl_s=ttl if ttl > 0 else 2.0,
+            model_name=params.indexer_config.tokenizers_pool_config.model_name,
+            speculative=params.speculative_indexing,
+            speculative_ttl_s=params.speculative_ttl or 2.0,
         )
 
     # -- where an endpoint's answer comes from ----------------------------------------------------

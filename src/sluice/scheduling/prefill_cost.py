@@ -12,10 +12,12 @@ prefilling for others.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
+from sluice.api.scalars import finite
 from sluice.datalayer.registry import EndpointState
 from sluice.scheduling.framework import PREFIX_MATCH, CycleState, PluginContext, Scorer
-from sluice.scheduling.params import Params
+from sluice.scheduling.parameters import PluginParameters, positive
 
 
 class PrefillCostScorer(Scorer):
@@ -26,17 +28,16 @@ class PrefillCostScorer(Scorer):
 
     bounded = True
 
+    class Parameters(PluginParameters):
+        token_scale: Annotated[float, positive(finite)] = 2048.0
+
     def __init__(self, name: str, token_scale: float) -> None:
         super().__init__(name)
         self._inv_scale = 1.0 / token_scale
 
     @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        token_scale = params.get_float("tokenScale", 2048.0)
-        if token_scale <= 0:
-            raise params.error("tokenScale", f"must be > 0, got {token_scale}")
-        params.finish()
-        return cls(name, token_scale)
+    def from_params(cls, name: str, params: Parameters, ctx: PluginContext) -> Scorer:
+        return cls(name, params.token_scale)
 
     def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
         prompt = cycle.request.prompt_tokens

@@ -13,7 +13,9 @@ director can choose between waiting for that first prefill and computing the pre
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar
 
+from sluice.api.scalars import Bool, Int, field_type, text
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
@@ -24,7 +26,7 @@ from sluice.scheduling.framework import (
     PluginContext,
     Scorer,
 )
-from sluice.scheduling.params import Params
+from sluice.scheduling.parameters import PluginParameters
 from sluice.scheduling.prefix_computing import Blocked, ComputingPrefixes
 from sluice.scheduling.prefix_hashing import block_hashes
 from sluice.scheduling.prefix_index import PrefixIndex
@@ -35,11 +37,30 @@ _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
 COMPUTED_WHEN = ("none", "prefill", "completion")
 
 
+def _computed_when(value: Any) -> str:
+    mode = text(value)
+    if mode not in COMPUTED_WHEN:
+        raise ValueError(f"must be one of {', '.join(COMPUTED_WHEN)}, got {mode!r}")
+    return mode
+
+
+class PrefixParameters(PluginParameters):
+    # Upstream: non-positive values fall back to the defaults.
+    block_size: Int = 64
+    max_prefix_blocks_to_match: Int = 256
+    lru_capacity_per_server: Int = 31_250
+    auto_tune: Bool = True
+    computing_prefixes: Annotated[str, field_type(_computed_when)] = "none"
+
+
 class PrefixCacheScorer(Scorer):
     type_name = "prefix-cache-scorer"
     produces = frozenset({PREFIX_MATCH})  # for scorers that run after it
 
     bounded = True
+
+    # (declared as any plugin's: the precise scorer, one of these, has its own)
+    Parameters: ClassVar[type[PluginParameters]] = PrefixParameters
 
     def __init__(
         self,
@@ -73,25 +94,17 @@ class PrefixCacheScorer(Scorer):
         self._matches: dict[str, tuple[dict[str, int], float]] = {}
 
     @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        # Upstream: non-positive values fall back to the defaults.
-        block_size = params.get_int("blockSize", 64)
-        max_blocks = params.get_int("maxPrefixBlocksToMatch", 256)
-        capacity = params.get_int("lruCapacityPerServer", 31_250)
-        auto_tune = params.get_bool("autoTune", True)
-        computing = params.get_str("computingPrefixes", "none")
-        if computing not in COMPUTED_WHEN:
-            raise params.error(
-                "computingPrefixes", f"must be one of {', '.join(COMPUTED_WHEN)}, got {computing!r}"
-            )
-        params.finish()
+    def from_params(cls, name: str, params: PrefixParameters, ctx: PluginContext) -> Scorer:
+        def given(value: int, default: int) -> int:
+            return value if value > 0 else default
+
         return cls(
             name,
-            block_size=block_size if block_size > 0 else 64,
-            max_blocks=max_blocks if max_blocks > 0 else 256,
-            lru_capacity=capacity if capacity > 0 else 31_250,
-            auto_tune=auto_tune,
-            computing=computing,
+            block_size=given(params.block_size, 64),
+            max_blocks=given(params.max_prefix_blocks_to_match, 256),
+            lru_capacity=given(params.lru_capacity_per_server, 31_250),
+            auto_tune=params.auto_tune,
+            computing=params.computing_prefixes,
         )
 
     def _tuning(self, candidates: Sequence[EndpointState]) -> tuple[int, int]:

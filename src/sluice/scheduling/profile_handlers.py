@@ -7,24 +7,17 @@ from collections.abc import Mapping
 from sluice.scheduling.framework import (
     CycleState,
     NoEndpointsError,
-    PluginContext,
     ProfileHandler,
     ProfileResult,
     ProfileRunner,
     SchedulingResult,
 )
-from sluice.scheduling.params import Params
 
 
 class SingleProfileHandler(ProfileHandler):
     """Runs the one configured profile once; it is the primary."""
 
     type_name = "single-profile-handler"
-
-    @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> ProfileHandler:
-        params.finish()
-        return cls(name)
 
     def pick_profiles(
         self,

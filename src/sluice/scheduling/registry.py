@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sluice.scheduling.affinity import LoraAffinityScorer, SessionAffinityScorer
+from sluice.scheduling.config import PluginSpec
 from sluice.scheduling.filters import (
     HeaderBasedTestingFilter,
     MetricsDataSource,
     ModelServerProtocolMetrics,
 )
 from sluice.scheduling.framework import Plugin, PluginContext
-from sluice.scheduling.params import Params
+from sluice.scheduling.parameters import read_parameters
 from sluice.scheduling.pickers import MaxScorePicker, RandomPicker, WeightedRandomPicker
 from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
 from sluice.scheduling.prefill_cost import PrefillCostScorer
@@ -68,5 +69,7 @@ def known_types() -> list[str]:
     return sorted(BUILTINS)
 
 
-def create(type_name: str, name: str, params: Params, ctx: PluginContext) -> Plugin:
-    return BUILTINS[type_name].from_params(name, params, ctx)  # type: ignore[attr-defined]
+def create(spec: PluginSpec, ctx: PluginContext) -> Plugin:
+    """The plugin `spec` configures; a mistake in its parameters raises `ConfigError`."""
+    cls = BUILTINS[spec.type]
+    return cls.from_params(spec.name, read_parameters(spec, cls.Parameters), ctx)

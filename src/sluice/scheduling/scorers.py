@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
+from sluice.api.scalars import finite
 from sluice.datalayer.registry import EndpointState
 from sluice.scheduling.framework import CycleState, PluginContext, Scorer
-from sluice.scheduling.params import Params
+from sluice.scheduling.parameters import PluginParameters, positive
+
+Scale = Annotated[float, positive(finite)]
 
 
 def min_max_inverted(values: list[int]) -> list[float]:
@@ -19,14 +23,7 @@ def min_max_inverted(values: list[int]) -> list[float]:
     return [(hi - v) / span for v in values]
 
 
-class _ParameterlessScorer(Scorer):
-    @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        params.finish()
-        return cls(name)
-
-
-class QueueScorer(_ParameterlessScorer):
+class QueueScorer(Scorer):
     type_name = "queue-scorer"
 
     bounded = True
@@ -37,7 +34,7 @@ class QueueScorer(_ParameterlessScorer):
         return min_max_inverted([s.metrics.waiting for s in candidates])
 
 
-class RunningRequestsScorer(_ParameterlessScorer):
+class RunningRequestsScorer(Scorer):
     type_name = "running-requests-size-scorer"
 
     bounded = True
@@ -48,7 +45,7 @@ class RunningRequestsScorer(_ParameterlessScorer):
         return min_max_inverted([s.metrics.running for s in candidates])
 
 
-class KvCacheUtilizationScorer(_ParameterlessScorer):
+class KvCacheUtilizationScorer(Scorer):
     """Absolute: 1 − KV-cache usage. Steps aside (the same score for every candidate) when a
     candidate's engine does not report KV usage (llama.cpp): an unknown engine must neither win
     nor lose on a number it never sent. The scraper logs which endpoints lack it."""
@@ -75,20 +72,18 @@ class InFlightLoadScorer(Scorer):
     min-max), so a 1-vs-2 difference does not swing the whole weight.
     """
 
+    class Parameters(PluginParameters):
+        request_scale: Scale = 4.0
+        token_scale: Scale = 16384.0
+
     def __init__(self, name: str, request_scale: float, token_scale: float) -> None:
         super().__init__(name)
         self._inv_requests = 1.0 / request_scale
         self._inv_tokens = 1.0 / token_scale
 
     @classmethod
-    def from_params(cls, name: str, params: Params, ctx: PluginContext) -> Scorer:
-        request_scale = params.get_float("requestScale", 4.0)
-        token_scale = params.get_float("tokenScale", 16384.0)
-        for key, value in (("requestScale", request_scale), ("tokenScale", token_scale)):
-            if value <= 0:
-                raise params.error(key, f"must be > 0, got {value}")
-        params.finish()
-        return cls(name, request_scale, token_scale)
+    def from_params(cls, name: str, params: Parameters, ctx: PluginContext) -> Scorer:
+        return cls(name, params.request_scale, params.token_scale)
 
     def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
         inv_r, inv_t = self._inv_requests, self._inv_tokens

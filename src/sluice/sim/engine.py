@@ -133,6 +133,23 @@ class Engine:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
+    def progress_at(self, now: float) -> dict[str, tuple[int, int]]:
+        """(prompt tokens computed beyond its cache hit, output tokens) of each running request
+        by `now`, read-only: a decode run's steps that ended by `now` count, though the run
+        applies them only when it settles."""
+        run = self._run
+        ahead = bisect_right(run.ends, now, run.done) - run.done if run is not None else 0
+        in_run = {id(seq) for seq in run.seqs} if run is not None else set()
+        progress = {}
+        for seq in self.running:
+            if seq.status is not Status.RUNNING:
+                continue
+            prompt = seq.request.prompt_tokens
+            computed = max(0, min(seq.num_computed, prompt) - (seq.cached_tokens or 0))
+            output = seq.num_output + (ahead if id(seq) in in_run else 0)
+            progress[seq.request_id] = (computed, min(output, seq.target_output))
+        return progress
+
     @property
     def in_step(self) -> bool:
         return self._batch is not None

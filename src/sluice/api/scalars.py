@@ -1,6 +1,8 @@
 """The scalar kinds a Sluice config holds, each a plain function `value -> parsed` that raises
 `ValueError` with the fix, and the same function as a pydantic field type (`Annotated`), so the
-models and code that builds configs by hand share one wording."""
+models and code that builds configs by hand share one wording; and `Strict`, the base of every
+config model (the YAML's sections in `sluice.config`, the plugins' parameters in
+`sluice.scheduling`)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,21 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
-from pydantic import PlainValidator
+from pydantic import BaseModel, ConfigDict, PlainValidator
+from pydantic.alias_generators import to_camel
 
 from sluice.api.rules import rule_error
 from sluice.util import durations
 
 T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """Frozen; an unknown field is an error; fields are read by their camelCase wire names."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True
+    )
 
 
 def field_type(parse: Callable[[Any], T]) -> PlainValidator:
@@ -53,8 +64,14 @@ def boolean(value: Any) -> bool:
     return value
 
 
+def text(value: Any, what: str = "a string") -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected {what}, got {value!r}")
+    return value
+
+
 def name(value: Any) -> str:
-    if not isinstance(value, str) or not value:
+    if not text(value, "a non-empty string"):
         raise ValueError(f"expected a non-empty string, got {value!r}")
     return value
 
@@ -133,6 +150,7 @@ def quantity(value: Any) -> int:
 Int = Annotated[int, field_type(integer)]
 Bool = Annotated[bool, field_type(boolean)]
 Name = Annotated[str, field_type(name)]
+Text = Annotated[str, field_type(text)]
 Number = Annotated[float, field_type(finite)]
 NonNegative = Annotated[float, field_type(non_negative)]
 Positive = Annotated[float, field_type(positive)]

@@ -1,6 +1,7 @@
-"""A pydantic `ValidationError` on a config model → the first `ConfigError` (field path and
-fix), worded as Sluice's config errors always were. Walks the models with `api`'s field lookup
-(`wire_fields`, `element_type`), the same that words the Kubernetes resources' errors."""
+"""A pydantic `ValidationError` on a config model → `ConfigError`s (field path and fix), worded
+as Sluice's config errors always were. Walks the models with `api`'s field lookup (`wire_fields`,
+`element_type`), the same that words the Kubernetes resources' errors. Shared by the YAML's
+sections (`sluice.config`) and the plugins' parameters (`sluice.scheduling`)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,19 @@ def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseMo
     return inner if shape == "model" else None
 
 
-def unknown_field(key: str, allowed: list[str]) -> str:
+def unknown_field(key: str, allowed: list[str], noun: str = "field") -> str:
+    """`unknown field 'x'; did you mean 'y'?` (a plugin's parameters: `unknown parameter`)."""
     close = difflib.get_close_matches(key, allowed, n=1)
-    fix = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
-    return f"unknown field {key!r}; {fix}"
+    if close:
+        fix = f"did you mean '{close[0]}'?"
+    elif noun == "parameter":
+        fix = f"known: {', '.join(allowed) or 'none'}"
+    else:
+        fix = f"allowed keys: {', '.join(allowed)}"
+    return f"unknown {noun} {key!r}; {fix}"
 
 
-def _problem(model: type[BaseModel], error: ErrorDetails) -> tuple[str, str]:
+def _problem(model: type[BaseModel], error: ErrorDetails, noun: str) -> tuple[str, str]:
     loc = tuple(error["loc"])
     # pydantic's loc holds wire names already (validated by alias); map keys read as fields,
     # as Sluice's config errors always named them (`fairnessWeights.gold`).
@@ -56,7 +63,7 @@ def _problem(model: type[BaseModel], error: ErrorDetails) -> tuple[str, str]:
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         allowed = sorted({w for w, _ in wire_fields(parent).values()}) if parent else []
-        return path, unknown_field(str(loc[-1]), allowed)
+        return path, unknown_field(str(loc[-1]), allowed, noun)
     if kind == "missing":
         return path, _REQUIRED_HINTS.get(str(loc[-1]), "missing required field")
     if kind in _SHAPES:
@@ -64,11 +71,14 @@ def _problem(model: type[BaseModel], error: ErrorDetails) -> tuple[str, str]:
     return path, error["msg"]
 
 
-def problems(model: type[BaseModel], error: ValidationError, prefix: str = "") -> list[ConfigError]:
-    """Every problem pydantic found, as unlocated `ConfigError`s under `prefix`."""
+def problems(
+    model: type[BaseModel], error: ValidationError, prefix: str = "", noun: str = "field"
+) -> list[ConfigError]:
+    """Every problem pydantic found, as unlocated `ConfigError`s under `prefix`; `noun` names
+    what an unknown key is (`field`, or `parameter` in a plugin's parameters)."""
     found: list[ConfigError] = []
     for detail in error.errors():
-        path, message = _problem(model, detail)
+        path, message = _problem(model, detail, noun)
         if prefix:
             path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
         found.append(ConfigError(path, message))
