@@ -315,7 +315,26 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                     f"{fmt(g[SLUICE])} vs {best} {fmt(cache_aware[best])}",
                 )
             )
-    for name in ("two-bands", "noisy-neighbour", "sheddable-batch"):
+    real = by_name.get("llamacpp-shared-prefix")  # on real engines (wall, --engines llamacpp)
+    if real is not None and SLUICE in real.runs and REFERENCE in real.runs:
+        mine = [summarize(r) for r in real.runs[SLUICE]]
+        ref = [summarize(r) for r in real.runs[REFERENCE]]
+        p50 = (
+            statistics.median(s.ttft_p50 for s in mine),
+            statistics.median(s.ttft_p50 for s in ref),
+        )
+        p90 = (
+            statistics.median(s.ttft_p90 for s in mine),
+            statistics.median(s.ttft_p90 for s in ref),
+        )
+        out.append(
+            Target(
+                f"llamacpp-shared-prefix: {SLUICE}'s TTFT p50 and p90 both below {REFERENCE}'s",
+                p50[0] < p50[1] and p90[0] < p90[1],
+                f"p50 {fmt(p50[0])} vs {fmt(p50[1])} s, p90 {fmt(p90[0])} vs {fmt(p90[1])} s",
+            )
+        )
+    for name in ("two-bands", "noisy-neighbour", "sheddable-batch", "llamacpp-two-bands"):
         iso = by_name.get(name)
         if iso is None or SLUICE not in iso.arms:
             continue
