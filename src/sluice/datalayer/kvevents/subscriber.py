@@ -77,9 +77,9 @@ class EndpointSubscriber:
         """The SUB socket (for a poller that drains many at once)."""
         return self._sub
 
-    def drain(self) -> None:
-        """Apply every batch waiting on the SUB socket."""
-        self._drain_sub()
+    def drain(self, ready: bool = False) -> None:
+        """Apply every batch waiting on the SUB socket (`ready`: a poll just said one does)."""
+        self._drain_sub(ready)
 
     @property
     def alive(self) -> bool:
@@ -120,26 +120,36 @@ class EndpointSubscriber:
 
     # -- readers -------------------------------------------------------------------------------
 
-    def _drain_sub(self) -> None:
+    def _drain_sub(self, ready: bool = False) -> None:
         sub, stream, clock = self._sub, self.stream, self._clock
         if sub is None:
             return
         now = clock()  # one reading per wake-up: the batches drained here arrived together
-        # vLLM's messages are exactly three frames; three plain recv() calls and one RCVMORE
-        # check cost half of recv_multipart() (pyzmq's wrapper checks RCVMORE per frame). The
-        # loop ends on ZMQ_EVENTS, not on EAGAIN: pyzmq's Again exception costs more than a
-        # batch's three receives, and a timer-driven drain ends every socket with one.
-        recv, opt = sub.recv, _RAW_GETSOCKOPT
+        # vLLM's messages are exactly three frames: three plain recv() calls, and ZMQ_EVENTS
+        # asked after each message (whether another waits) — not before the first when a poll
+        # just said one waits (`ready`). Each getsockopt costs more than a recv() here (~1.5 us:
+        # it processes the socket's commands), and ending on zmq.Again costs two of them, so
+        # RCVMORE is not asked per message either: a message of other frames shows up as a
+        # sequence frame that is not 8 bytes, the rest of it is skipped (RCVMORE, only then)
+        # and counted malformed; a message lost or misread that way is a gap, replayed.
+        recv, noblock, opt = sub.recv, zmq.NOBLOCK, _RAW_GETSOCKOPT
         try:
-            while opt(sub, _EVENTS) & _POLLIN:
-                topic = recv(zmq.NOBLOCK)
-                seq, payload = recv(zmq.NOBLOCK), recv(zmq.NOBLOCK)
-                if opt(sub, _RCVMORE) or len(seq) != 8:
+            while ready or opt(sub, _EVENTS) & _POLLIN:
+                ready = False
+                try:
+                    recv(noblock)  # the topic: the subscription filter already matched it
+                except zmq.Again:
+                    return
+                try:
+                    seq, payload = recv(noblock), recv(noblock)
+                except zmq.Again:  # a message of fewer than three frames, the last one
+                    stream.counters.malformed += 1
+                    return
+                if len(seq) != 8:
                     while opt(sub, _RCVMORE):
-                        recv(zmq.NOBLOCK)
+                        recv(noblock)
                     stream.counters.malformed += 1
                     continue
-                del topic  # the subscription filter already matched it
                 start = stream.on_live(int.from_bytes(seq, "big"), payload, now)
                 if start is not None:
                     self._request_replay(start)
