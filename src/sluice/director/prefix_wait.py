@@ -12,10 +12,12 @@ prefill, cold or not, ends sooner. Both sides come from the room's prefill estim
     elsewhere = min over the other endpoints F of F's prefill of (its own uncached part + the
                 prompt tokens pending there)
 
-A hold is bounded: it ends when the first computation does, or at `now + 4 x wait + 1 s`,
-never later than `max_prefill_hold_s`, so a lost signal costs a bounded delay, not a stuck
-request (generous: an estimator that has not learned the engine yet guesses short, and a hold
-that ends before the first computation recomputes the prefix anyway).
+A hold ends when the first computation does — its request's prefill (vLLM) or its end
+(llama.cpp); every dispatch ends exactly once, completed, failed or detached, so that signal
+always comes — and never later than `max_prefill_hold_s`. It is not cut at a multiple of the
+estimate: an estimator that has not learned the engine yet guesses short (the prior is an
+H100's; llama.cpp at one thread prefills ~10x slower), and a hold that ends before the first
+computation only computes the prefix a second time, the cost it was meant to save.
 Sans-I/O: the front end awaits `Hold`, the core decides.
 """
 
@@ -30,8 +32,6 @@ from sluice.scheduling.prefix_computing import Blocked
 
 # (endpoint, uncached tokens) -> seconds to first token
 Estimate = Callable[[str, int], float]
-_SLACK_S = 1.0
-_HOLD_FACTOR = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,5 +80,4 @@ def wait_or_move(
     if best is not None and best[0] < wait:
         moved = best[1].endpoint
         return (moved, *(e for e in endpoints if e != moved)), None
-    until = now + min(max_hold_s, _HOLD_FACTOR * wait + _SLACK_S)
-    return endpoints, Hold(blocked.blocker, until)
+    return endpoints, Hold(blocked.blocker, now + max_hold_s)

@@ -168,6 +168,10 @@ class PrefixCacheScorer(Scorer):
     def is_computing(self, request_id: str) -> bool:
         return request_id in self.computing
 
+    def computing_ahead(self, request_id: str) -> str | None:
+        """An earlier request still using blocks this one waits for on its endpoint."""
+        return self.computing.ahead_of(request_id)
+
     def prefill_ended(self, request_id: str) -> None:
         """The request's first byte came: with `prefill`, its blocks are shared cache now."""
         if self.computing_mode == "prefill":
@@ -202,10 +206,12 @@ class PrefixCacheScorer(Scorer):
         hashes, capacity = entry
         if not hashes:
             return
-        if self.computing_mode != "none":
+        if self.computing_mode == "prefill":  # it computes what the engine did not hold
             slot = self.index.slot(target.name)
             held = 0 if slot is None else self.index.match(hashes).get(slot, 0)
             self.computing.start(request.request_id, target.name, hashes[held:])
+        elif self.computing_mode == "completion":  # its slot holds all of them until it ends
+            self.computing.start(request.request_id, target.name, hashes)
         self.index.add(target.name, hashes, capacity)
         if self.on_added is not None:
             self.on_added(self.name, target.name, hashes, capacity)

@@ -282,6 +282,16 @@ class Scheduler:
             getattr(s, "is_computing", lambda _: False)(request_id) for s in self._prefix_scorers
         )
 
+    def computing_ahead(self, request_id: str) -> str | None:
+        """An earlier request still using the blocks this dispatched one needs on its endpoint
+        (`computingPrefixes: completion`: llama.cpp's slot holding them is busy)."""
+        for scorer in self._prefix_scorers:
+            ahead = getattr(scorer, "computing_ahead", None)
+            found = ahead(request_id) if ahead is not None else None
+            if found is not None:
+                return found
+        return None
+
     def on_prefill_end_id(self, request_id: str) -> None:
         """That request's first byte came: its prefill is over."""
         for scorer in self._prefix_scorers:
