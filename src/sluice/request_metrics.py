@@ -23,6 +23,7 @@ from sluice.util.labels import ClientLabels
 from sluice.util.series import (
     CounterChild,
     CounterFamily,
+    Families,
     GaugeChild,
     GaugeFamily,
     HistogramChild,
@@ -69,24 +70,13 @@ class RequestMetrics:
         self.labels = labels or ClientLabels()
         self.budget = budget or SeriesBudget()
 
-        def counter(name: str, doc: str, labelnames: tuple[str, ...]) -> CounterFamily:
-            made = CounterFamily(name, doc, labelnames, client_labels=_CLIENT, budget=self.budget)
-            registry.register(made)
-            return made
+        families = Families(registry, client_labels=_CLIENT, budget=self.budget)
+        counter, gauge = families.counter, families.gauge
 
         def histogram(
             name: str, doc: str, buckets: tuple[float, ...], labelnames: tuple[str, ...] = _MODEL
         ) -> HistogramFamily:
-            made = HistogramFamily(
-                name, doc, labelnames, buckets=buckets, client_labels=_CLIENT, budget=self.budget
-            )
-            registry.register(made)
-            return made
-
-        def gauge(name: str, doc: str, labelnames: tuple[str, ...]) -> GaugeFamily:
-            made = GaugeFamily(name, doc, labelnames, client_labels=_CLIENT, budget=self.budget)
-            registry.register(made)
-            return made
+            return families.histogram(name, doc, labelnames, buckets)
 
         self.gie = (
             _GieFamilies(

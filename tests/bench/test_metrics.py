@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from sluice.bench.metrics import goodput, jain_index, percentile
+from sluice.bench.metrics import delivered_output_tps, goodput, jain_index, percentile
+from sluice.bench.records import RequestRecord, RunResult, Sample
 
 
 def test_jain_index_is_one_for_equal_shares_and_one_over_n_when_one_takes_all() -> None:
@@ -57,3 +58,39 @@ def test_fairness_reports_delivered_and_charged_gaps_in_virtual_tokens() -> None
     assert result.max_charged_gap == pytest.approx(300.0)
     assert result.largest_request_tokens == 1000 + 2 * 100  # w_in · prompt + w_out · max_tokens
     assert result.jain == pytest.approx(jain_index([1200, 1100]))
+
+
+def _counted(
+    counts: list[tuple[float, int]], last_completion: float, warmup_s: float = 1.0
+) -> RunResult:
+    """A run whose engines had generated these many tokens at these times (their counters,
+    sampled), with arrivals over 10 s and the last request completing at `last_completion`."""
+    record = RequestRecord("r", "t", 0, 0.0, 10, 4, outcome="completed")
+    record.completed_at = last_completion
+    samples = [Sample(at, {}, {}, 4, 4, {}, tokens) for at, tokens in counts]
+    return RunResult("s", "a", 1, 1.5, [record], samples, duration_s=10.0, warmup_s=warmup_s)
+
+
+def test_delivered_output_tps_is_the_work_over_the_time_it_took_not_an_arrival_window() -> None:
+    # Both pools generate 9,000 tokens after warm-up and finish at 16 s. One decodes steadily;
+    # the other (round-robin handed its engines every request at once: they prefill first)
+    # has produced a tenth of its tokens when arrivals stop at 10 s and the rest after.
+    steady = _counted([(t, 600 * t - 600) for t in range(1, 17)], last_completion=16.0)
+    burst = [(t, 100 * t - 100) for t in range(1, 11)] + [(13, 3000), (15, 7000), (16, 9000)]
+    late = _counted(burst, last_completion=16.0)
+    assert delivered_output_tps(steady) == pytest.approx(9000 / 15)
+    assert delivered_output_tps(late) == delivered_output_tps(steady)
+    # the same work finished 3 s later is delivered 15/18 as fast
+    slower = _counted([(t, 500 * t - 500) for t in range(1, 20)], last_completion=19.0)
+    assert delivered_output_tps(slower) / delivered_output_tps(steady) == pytest.approx(15 / 18)
+
+
+def test_delivered_output_tps_ends_at_the_last_completion_between_two_samples() -> None:
+    # sampled once a second: the count is final at 12 s, the last request completed at 11.5 s
+    run = _counted([(1, 0), (11, 1000), (12, 1050), (13, 1050)], last_completion=11.5)
+    assert delivered_output_tps(run) == pytest.approx(1050 / 10.5)
+    # tokens of requests still running when the run ended count up to the last sample
+    cut = _counted([(1, 0), (5, 400), (9, 800)], last_completion=4.0)
+    assert delivered_output_tps(cut) == pytest.approx(800 / 8)
+    assert math.isnan(delivered_output_tps(_counted([(1, 0), (2, 0)], last_completion=0.5)))
+    assert math.isnan(delivered_output_tps(_counted([], last_completion=1.0)))

@@ -9,11 +9,13 @@ import math
 import pytest
 
 from sluice.bench.harness.cpu import busy_share, machine_cpu
+from sluice.bench.metrics import delivered_output_tps
 from sluice.bench.records import RequestRecord, RunResult
 from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
 from sluice.bench.suite import sweep
 from sluice.bench.wall.render import SMG_PRIORITY_NOTE, render_wall
-from sluice.bench.wall.run import WallRun, WallScenario, run_wall_scenario
+from sluice.bench.wall.run import WallRun, WallScenario, run_arm, run_wall_scenario
+from sluice.bench.wall.sampling import family_total
 from sluice.bench.workloads import shared_prefix
 
 
@@ -100,7 +102,7 @@ def test_wall_report_has_goodput_ratios_isolation_and_targets() -> None:
     assert "light p99 TTFT within 1.25x of unloaded at 150% load | yes | p99 ratio" in text
     assert "no peer router keeps light within 1.25x of unloaded | yes |" in text
     assert "pool busy" not in text  # not measured in wall mode
-    assert SMG_PRIORITY_NOTE in text
+    assert SMG_PRIORITY_NOTE not in text  # said where smg:priority ran
 
 
 def test_machine_cpu_share_is_a_fraction() -> None:
@@ -146,3 +148,43 @@ def test_wall_sweep_through_sluice_proxy_smoke() -> None:
     assert first.router_cpu_s > 0 and 0 < first.router_core_share < 2
     assert ws.as_result().goodputs("sluice-default") == [4.0]
     assert "| sluice-default | 4 |" in render_wall([ws], "test", 1.0)
+
+
+def test_every_arm_counts_the_engines_tokens_the_same_way() -> None:
+    """Round-robin (the client straight to the engines) and Sluice's proxy replay the same
+    light workload on fresh engines: in both, the engines' own counters, summed over every
+    engine and sampled over the whole replay, add up to the tokens the clients received, and
+    the pools deliver them at the same rate."""
+    scenario = Scenario(
+        "tiny-shared-prefix",
+        "2 groups x 256-token system prompts",
+        SWEEP,
+        _tiny_shared_prefix,  # type: ignore[arg-type]
+        loads=(2.0,),
+        quick_loads=(2.0,),
+        warmup_frac=0.0,
+    )
+    workload = scenario.build(1, 2.0, True)
+    rates = {}
+    for arm in ("round-robin", "sluice-default"):
+        run = run_arm(scenario, arm, workload, seed=1, load=2.0, drain_s=10, probe=False)
+        result = run.result
+        assert all(r.outcome == "completed" for r in result.records), arm
+        counted = [s.generated_tokens or 0 for s in result.samples]
+        received = sum(r.output_tokens for r in result.records)
+        assert counted[-1] - counted[0] == received, arm
+        rates[arm] = delivered_output_tps(result)
+    ratio = rates["sluice-default"] / rates["round-robin"]
+    assert 0.8 < ratio < 1.25, rates
+
+
+def test_a_labelled_counter_counts_every_series() -> None:
+    page = (
+        "# TYPE vllm:generation_tokens_total counter\n"
+        'vllm:generation_tokens_total{engine="0",model_name="m"} 120\n'
+        'vllm:generation_tokens_total{engine="1",model_name="m"} 30\n'
+        "vllm:num_requests_running 2\n"
+    )
+    assert family_total(page, "vllm:generation_tokens_total") == 150
+    assert family_total(page, "vllm:num_requests_running") == 2
+    assert family_total(page, "vllm:num_requests_waiting") == 0

@@ -64,15 +64,15 @@ def boolean(value: Any) -> bool:
     return value
 
 
-def name(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+def text(value: Any, what: str = "a string") -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected {what}, got {value!r}")
     return value
 
 
-def text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
+def name(value: Any) -> str:
+    if not text(value, "a non-empty string"):
+        raise ValueError(f"expected a non-empty string, got {value!r}")
     return value
 
 

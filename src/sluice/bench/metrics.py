@@ -118,17 +118,32 @@ def hit_rate(run: RunResult) -> float:
 
 
 def delivered_output_tps(run: RunResult) -> float:
-    """Output tokens per second the engines generated over the measured window (their own
-    counters, sampled): the pool's throughput as delivered, counting tokens of requests still
-    running at the window's end. NaN for runs without engine samples."""
+    """Output tokens per second the engines generated (their own counters, sampled), from the
+    end of warm-up until they generated the run's last token. Every arm of a scenario replays
+    the same requests, so this is the arm's work over the time it took: an arm that leaves
+    engines idle finishes later and scores lower, while one whose engines merely prefill first
+    and decode later scores the same (a window cut at the last arrival would count only the
+    tokens that happened to come early: round-robin's engines, handed every request at once,
+    generate most of theirs after it). The end is the first sample showing the final count, or
+    the last client-side completion when that falls between it and the sample before (tokens
+    of requests still running when the run stopped count up to the sample). NaN for runs
+    without engine samples."""
     samples = [s for s in run.samples if s.generated_tokens is not None]
-    inside = [s for s in samples if run.warmup_s <= s.at <= run.duration_s]
-    if len(inside) < 2:
+    after = [s for s in samples if s.at >= run.warmup_s]
+    if len(after) < 2:
         return math.nan
-    first, last = inside[0], inside[-1]
-    assert first.generated_tokens is not None and last.generated_tokens is not None
-    span = last.at - first.at
-    return (last.generated_tokens - first.generated_tokens) / span if span > 0 else math.nan
+    first = after[0]
+    final = after[-1].generated_tokens
+    assert first.generated_tokens is not None and final is not None
+    reached = next(i for i, s in enumerate(after) if (s.generated_tokens or 0) >= final)
+    if reached == 0:
+        return math.nan  # nothing generated after warm-up
+    end = after[reached].at
+    last = max((r.completed_at for r in run.records if r.completed_at is not None), default=end)
+    if after[reached - 1].at < last < end:
+        end = last
+    span = end - first.at
+    return (final - first.generated_tokens) / span if span > 0 else math.nan
 
 
 def busy_fraction(run: RunResult) -> float:

@@ -14,10 +14,9 @@ router minus the same straight to an engine), the router's CPU seconds over the 
 and children, from /proc) and requests completed per router CPU-second, and its peak RSS.
 
 Peers: `vllm-router` (round_robin, cache_aware), `sglang-router` (cache_aware), `smg`
-(cache_aware, and cache_aware with `--priority-scheduler-enabled` for the priority
-scenarios; smg classes tenants by its own YAML, which we do not write, so every request is in
-its default class: this measures what the switch alone does; smg 1.13.0's `launch` rejects the
-flag, so that arm reports the failure).
+(cache_aware, and its priority scheduler for the priority scenarios: `processes.PEER_ARMS`,
+the class YAML and the workers' slots in `processes`, the `x-smg-priority` header from each
+objective's priority). Peers come from the `peers` extra of pyproject.
 """
 
 from __future__ import annotations

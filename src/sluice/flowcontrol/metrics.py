@@ -30,6 +30,7 @@ from sluice.util.labels import OVERFLOW, ClientLabels
 from sluice.util.series import (
     CounterChild,
     CounterFamily,
+    Families,
     GaugeChild,
     GaugeFamily,
     HistogramChild,
@@ -113,27 +114,12 @@ class FlowControlMetrics:
     ) -> None:
         self.inference_pool = inference_pool
         self.labels = labels or ClientLabels()
-        budget = budget or SeriesBudget()
-
-        def register(family: CounterFamily | GaugeFamily | HistogramFamily) -> None:
-            registry.register(family)
+        families = Families(registry, client_labels=_CLIENT, budget=budget or SeriesBudget())
+        gauge = families.gauge
 
         def histogram(name: str, buckets: tuple[float, ...]) -> HistogramFamily:
-            made = HistogramFamily(
-                name,
-                "Time a request spent in flow control, by outcome.",
-                _UPSTREAM_LABELS,
-                buckets=buckets,
-                client_labels=_CLIENT,
-                budget=budget,
-            )
-            register(made)
-            return made
-
-        def gauge(name: str, doc: str, labelnames: tuple[str, ...]) -> GaugeFamily:
-            made = GaugeFamily(name, doc, labelnames, client_labels=_CLIENT, budget=budget)
-            register(made)
-            return made
+            doc = "Time a request spent in flow control, by outcome."
+            return families.histogram(name, doc, _UPSTREAM_LABELS, buckets)
 
         size_doc = "Requests currently queued in flow control."
         self.queue_duration: list[HistogramFamily] = []
@@ -167,18 +153,16 @@ class FlowControlMetrics:
                     _QUEUE_LABELS,
                 )
             )
-            self.requests_total = CounterFamily(
+            self.requests_total = families.counter(
                 "llm_d_epp_flow_control_requests_total",
                 "Requests finalized by flow control, by outcome.",
                 ("outcome", "priority", "inference_pool"),
             )
-            register(self.requests_total)
-        self.outcomes = CounterFamily(
+        self.outcomes = families.counter(
             "sluice_flow_control_outcomes",
             "Requests finalized by flow control, by outcome.",
             ("priority", "outcome"),
         )
-        register(self.outcomes)
         self.served = gauge(
             "sluice_flow_control_served_token_cost",
             "Token cost served per flow (w_in·uncached prompt + w_out·output; estimate at "

@@ -19,7 +19,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sluice.util.exported_names import BOTH, ExportedNames
-from sluice.util.series import CounterChild, CounterFamily, HistogramChild, HistogramFamily
+from sluice.util.series import (
+    CounterChild,
+    Families,
+    HistogramChild,
+    HistogramFamily,
+)
 
 _LATENCY_BUCKETS = (
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
@@ -41,6 +46,7 @@ class PrometheusSchedulerObserver:
         names: ExportedNames = BOTH,
     ) -> None:
         prefixes = [p for p, on in ((GIE, names.gie), (LLMD, names.llm_d)) if on]
+        families = Families(registry)
 
         def histogram(
             name: str,
@@ -49,13 +55,12 @@ class PrometheusSchedulerObserver:
             llmd_buckets: tuple[float, ...],
             labels: tuple[str, ...] = (),
         ) -> list[HistogramFamily]:
-            made = []
-            for prefix in prefixes:
-                chosen = llmd_buckets if prefix == LLMD else buckets
-                family = HistogramFamily(prefix + name, doc, labels, buckets=chosen)
-                registry.register(family)
-                made.append(family)
-            return made
+            return [
+                families.histogram(
+                    prefix + name, doc, labels, llmd_buckets if prefix == LLMD else buckets
+                )
+                for prefix in prefixes
+            ]
 
         self._e2e = [
             f.labels()
@@ -66,13 +71,12 @@ class PrometheusSchedulerObserver:
                 _LLMD_LATENCY_BUCKETS,
             )
         ]
-        attempts = []
-        for prefix in prefixes:
-            family = CounterFamily(
+        attempts = [
+            families.counter(
                 prefix + "scheduler_attempts_total", "Scheduling attempts by status.", ("status",)
             )
-            registry.register(family)
-            attempts.append(family)
+            for prefix in prefixes
+        ]
         self._plugin = histogram(
             "plugin_duration_seconds",
             "Plugin latency by extension point.",

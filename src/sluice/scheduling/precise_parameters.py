@@ -1,15 +1,7 @@
-"""`precise-prefix-cache-scorer`'s parameters, upstream's names and nesting::
-
-    tokenProcessorConfig: {blockSizeTokens: 16, hashSeed: "42", hashAlgorithm: sha256}
-    kvEventsConfig:
-      topicFilter: ""
-      podDiscoveryConfig: {socketPort: 5557, replaySocketPort: 5558}
-    indexerConfig: {tokenizersPoolConfig: {modelName: sim-model}}
-    speculativeIndexing: true
-    speculativeTTL: 2s
-
-What Sluice cannot honour (another engine's events, the global socket mode) is refused with the
-fix; what the pool already decides (`podLabelSelector`, `podNamespace`) is accepted and unread."""
+"""`precise-prefix-cache-scorer`'s parameters, under upstream's names and nesting (an example
+heads `precise_scorer`). What Sluice cannot honour (another engine's events, the global socket
+mode) is refused with the fix; what the pool already decides (`podLabelSelector`,
+`podNamespace`) is accepted and unread."""
 
 from __future__ import annotations
 

@@ -35,6 +35,9 @@ from sluice.scheduling.framework import (
 from sluice.scheduling.prefix_computing import Blocked
 from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 
+# a plugin's kind as upstream's metrics name the extension point
+_EXTENSION_POINT = {"filter": "Filter", "scorer": "Scorer", "picker": "Picker"}
+
 
 class SchedulerObserver(Protocol):
     """Hook for metrics; the core never imports prometheus (see `scheduling.metrics`)."""
@@ -118,25 +121,29 @@ class Scheduler:
     ) -> SchedulingResult:
         """Pick endpoints for `request`; raises `NoEndpointsError` when none is left. With a
         `record`, what each plugin did is written into it (see `scheduling.record`)."""
-        observer = self._observer
-        timed = observer is not None or record is not None
+        timed = self._observer is not None or record is not None
         started = time.perf_counter() if timed else 0.0
         try:
             result = self._schedule(request, endpoints, now, record)
         except NoEndpointsError:
-            if observer is not None:
-                observer.scheduled(time.perf_counter() - started, False)
-            if record is not None:
-                record.duration_s = time.perf_counter() - started
+            if timed:
+                self._scheduled(record, started, None)
             raise
         if timed:
-            elapsed = time.perf_counter() - started
-            if observer is not None:
-                observer.scheduled(elapsed, True)
-            if record is not None:
-                record.duration_s = elapsed
-                record.primary = result.primary_profile
+            self._scheduled(record, started, result)
         return result
+
+    def _scheduled(
+        self, record: CycleRecord | None, started: float, result: SchedulingResult | None
+    ) -> None:
+        """A cycle that began at `started` ended with `result` (None: no endpoints)."""
+        elapsed = time.perf_counter() - started
+        if self._observer is not None:
+            self._observer.scheduled(elapsed, result is not None)
+        if record is not None:
+            record.duration_s = elapsed
+            if result is not None:
+                record.primary = result.primary_profile
 
     def _schedule(
         self,
@@ -179,18 +186,13 @@ class Scheduler:
         candidates: Sequence[EndpointState],
         record: ProfileRecord | None = None,
     ) -> ProfileResult | None:
-        observer = self._observer
-        timed = observer is not None or record is not None
+        timed = self._observer is not None or record is not None
         began = time.perf_counter() if record is not None else 0.0
         for f in profile.filters:
             t0 = time.perf_counter() if timed else 0.0
             candidates = f.filter(cycle, candidates)
             if timed:
-                took = time.perf_counter() - t0
-                if observer:
-                    observer.plugin_ran("Filter", f.type_name, f.name, took)
-                if record is not None:
-                    record.steps.append(PluginStep("filter", f.type_name, f.name, took, candidates))
+                self._ran(record, f, t0, candidates)
             if not candidates:
                 if record is not None:
                     record.duration_s = time.perf_counter() - began
@@ -201,21 +203,7 @@ class Scheduler:
             t0 = time.perf_counter() if timed else 0.0
             scores = scorer.score(cycle, candidates)
             if timed:
-                took = time.perf_counter() - t0
-                if observer:
-                    observer.plugin_ran("Scorer", scorer.type_name, scorer.name, took)
-                if record is not None:
-                    record.steps.append(
-                        PluginStep(
-                            "scorer",
-                            scorer.type_name,
-                            scorer.name,
-                            took,
-                            candidates,
-                            weight=weight,
-                            raw=scores,
-                        )
-                    )
+                self._ran(record, scorer, t0, candidates, weight, scores)
             if scorer.bounded:
                 totals = [t + weight * s for t, s in zip(totals, scores)]
             else:  # clamp to [0, 1], as upstream does for scorers that misbehave
@@ -227,20 +215,34 @@ class Scheduler:
         t0 = time.perf_counter() if timed else 0.0
         picked = picker.pick(candidates, totals)
         if timed:
-            took = time.perf_counter() - t0
-            if observer:
-                observer.plugin_ran("Picker", picker.type_name, picker.name, took)
+            self._ran(record, picker, t0, candidates, picked=picked)
             if record is not None:
-                record.steps.append(
-                    PluginStep(
-                        "picker", picker.type_name, picker.name, took, candidates, picked=picked
-                    )
-                )
                 record.totals = totals
                 record.duration_s = time.perf_counter() - began
         return ProfileResult(
             tuple(ScoredEndpoint(candidates[i].endpoint, totals[i]) for i in picked)
         )
+
+    def _ran(
+        self,
+        record: ProfileRecord | None,
+        plugin: Filter | Scorer | Picker,
+        started: float,
+        candidates: Sequence[EndpointState],
+        weight: float = 0.0,
+        raw: Sequence[float] = (),
+        picked: Sequence[int] = (),
+    ) -> None:
+        """`plugin` ran since `started` over `candidates`: tell the observer how long, and
+        write the step into `record`."""
+        took = time.perf_counter() - started
+        kind, type_name, name = plugin.kind, plugin.type_name, plugin.name
+        if self._observer is not None:
+            self._observer.plugin_ran(_EXTENSION_POINT[kind], type_name, name, took)
+        if record is not None:
+            record.steps.append(
+                PluginStep(kind, type_name, name, took, candidates, weight, raw, picked)
+            )
 
     # -- lifecycle hooks --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 
 from sluice.util.labels import OVERFLOW
@@ -147,7 +148,7 @@ class Family(Generic[C]):
         client_labels: Sequence[str] = (),
         budget: SeriesBudget | None = None,
     ) -> None:
-        self.name = name
+        self.name = name.removesuffix(self.SUFFIX)  # `x_total` names the counter `x`
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._client = tuple(i for i, n in enumerate(self.labelnames) if n in client_labels)
@@ -252,33 +253,13 @@ def _braced(text: str) -> str:
     return "{" + text + "}" if text else ""
 
 
-class CounterFamily(Family[CounterChild]):
-    """Named as its samples are (`x_total`); the family itself is `x`, as in prometheus_client."""
+V = TypeVar("V", bound=CounterChild)
 
-    TYPE = "counter"
-    SUFFIX = "_total"
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        client_labels: Sequence[str] = (),
-        budget: SeriesBudget | None = None,
-    ) -> None:
-        super().__init__(
-            name.removesuffix("_total"),
-            documentation,
-            labelnames,
-            client_labels=client_labels,
-            budget=budget,
-        )
+class _ValueFamily(Family[V]):
+    """A family whose children hold one value each (counters, gauges): one line a child."""
 
-    def _make(self, values: tuple[str, ...], text: str) -> CounterChild:
-        return CounterChild(values, text)
-
-    def _lines(self, child: CounterChild) -> str:
+    def _lines(self, child: V) -> str:
         return f"{self.sample_name}{_braced(child.text)} {format_value(child.value)}\n"
 
     def samples(self) -> list[Sample]:
@@ -288,20 +269,21 @@ class CounterFamily(Family[CounterChild]):
         ]
 
 
-class GaugeFamily(Family[GaugeChild]):
+class CounterFamily(_ValueFamily[CounterChild]):
+    """Named as its samples are (`x_total`); the family itself is `x`, as in prometheus_client."""
+
+    TYPE = "counter"
+    SUFFIX = "_total"
+
+    def _make(self, values: tuple[str, ...], text: str) -> CounterChild:
+        return CounterChild(values, text)
+
+
+class GaugeFamily(_ValueFamily[GaugeChild]):
     TYPE = "gauge"
 
     def _make(self, values: tuple[str, ...], text: str) -> GaugeChild:
         return GaugeChild(values, text)
-
-    def _lines(self, child: GaugeChild) -> str:
-        return f"{self.name}{_braced(child.text)} {format_value(child.value)}\n"
-
-    def samples(self) -> list[Sample]:
-        return [
-            Sample(self.name, dict(zip(self.labelnames, c.labels, strict=True)), c.value)
-            for c in self._children.values()
-        ]
 
 
 class HistogramFamily(Family[HistogramChild]):
@@ -353,3 +335,51 @@ class HistogramFamily(Family[HistogramChild]):
             out.append(Sample(f"{self.name}_sum", labels, c.sum))
             out.append(Sample(f"{self.name}_count", labels, float(total)))
         return out
+
+
+F = TypeVar("F", bound=Family[Any])
+
+
+class Families:
+    """Makes families into one registry, all with the same client labels and series budget
+    (a family none of whose labels is a client label is never charged)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        client_labels: Sequence[str] = (),
+        budget: SeriesBudget | None = None,
+    ) -> None:
+        self.registry = registry
+        self.client_labels = tuple(client_labels)
+        self.budget = budget
+
+    def counter(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> CounterFamily:
+        return self._registered(
+            CounterFamily(
+                name, doc, labelnames, client_labels=self.client_labels, budget=self.budget
+            )
+        )
+
+    def gauge(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> GaugeFamily:
+        return self._registered(
+            GaugeFamily(name, doc, labelnames, client_labels=self.client_labels, budget=self.budget)
+        )
+
+    def histogram(
+        self, name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> HistogramFamily:
+        family = HistogramFamily(
+            name,
+            doc,
+            labelnames,
+            buckets=buckets,
+            client_labels=self.client_labels,
+            budget=self.budget,
+        )
+        return self._registered(family)
+
+    def _registered(self, family: F) -> F:
+        self.registry.register(family)
+        return family

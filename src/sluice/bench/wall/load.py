@@ -8,7 +8,7 @@ import itertools
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sluice.bench.records import RequestRecord, Sample
 from sluice.bench.wall.sampling import sample_engines, sample_once
@@ -16,13 +16,18 @@ from sluice.bench.workloads import Arrival, Workload
 
 
 async def _one(
-    session: object, url: str, arrival: Arrival, record: RequestRecord, t0: float
+    session: object,
+    url: str,
+    arrival: Arrival,
+    record: RequestRecord,
+    t0: float,
+    extra: Mapping[str, str],
 ) -> None:
     import aiohttp
     import orjson
 
     assert isinstance(session, aiohttp.ClientSession)
-    headers = arrival.headers()
+    headers = {**arrival.headers(), **extra}
     try:
         async with session.post(url + arrival.path, data=arrival.body(), headers=headers) as resp:
             if resp.status == 429:
@@ -66,12 +71,14 @@ async def replay(
     engine_urls: Sequence[str] = (),
     restart: Callable[[int], None] | None = None,
     seed: int = 0,
+    headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[RequestRecord], list[Sample]]:
     """Send the workload (open loop at its arrival times, or its closed loop) to `urls`, taken
     in turn; sample the engines' generated-token counters once a second meanwhile. Arrivals
     marked `bypass` go straight to a random engine (the router never sees them); the
     workload's `restarts` call `restart(engine index)` at their times (in a thread: it blocks
-    until the new process listens)."""
+    until the new process listens). `headers`: per objective, headers the clients add (a peer's
+    own priority header)."""
     import aiohttp
 
     closed = workload.concurrency is not None
@@ -93,7 +100,8 @@ async def replay(
             record.dispatched_at = at
             records.append(record)
             url = bypass.choice(engine_urls) if a.bypass and engine_urls else next(turn)
-            return asyncio.create_task(_one(session, url, a, record, t0))
+            extra = (headers or {}).get(a.objective or "", {})
+            return asyncio.create_task(_one(session, url, a, record, t0, extra))
 
         async def restarts() -> None:
             loop = asyncio.get_running_loop()

@@ -4,11 +4,15 @@ router from PyPI), started fresh and stopped."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,19 +20,33 @@ from sluice.bench.arms import PRECISE_HASH_SEED, Arm, arm_by_name
 from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
-from sluice.bench.scenarios import Scenario
+from sluice.bench.scenarios import INTERACTIVE_SHARE, Scenario
+from sluice.sim.profiles import get_profile
 
 PEERS = ("vllm-router", "sglang-router", "smg")
 ENGINES = 4
 HOST_BASE = "127.0.0.1"
-# peer arm -> (binary, extra arguments)
+# peer arm -> (peer, extra arguments)
 PEER_ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "vllm-router:round_robin": ("vllm-router", ("--policy", "round_robin")),
     "vllm-router:cache_aware": ("vllm-router", ("--policy", "cache_aware")),
-    "sglang-router:cache_aware": ("sglang-router", ("launch", "--policy", "cache_aware")),
-    "smg:cache_aware": ("smg", ("launch", "--policy", "cache_aware")),
-    "smg:priority": ("smg", ("launch", "--policy", "cache_aware", "--priority-scheduler-enabled")),
+    "sglang-router:cache_aware": ("sglang-router", ("--policy", "cache_aware")),
+    "smg:cache_aware": ("smg", ("--policy", "cache_aware")),
+    # smg's priority-aware admission: classes from `x-smg-priority` (a tenant's class is capped
+    # at the default max class, `default` unless raised), the class YAML written by
+    # `smg_scheduler_yaml`, each worker's slots set by `set_smg_worker_slots`
+    "smg:priority": (
+        "smg",
+        (
+            "--policy",
+            "cache_aware",
+            "--priority-scheduler-enabled",
+            "--priority-scheduler-default-max-class",
+            "interactive",
+        ),
+    ),
 }
+SMG_PRIORITY = "smg:priority"
 
 # the arm that stands for "straight to the engines": the client rotates over them itself
 DIRECT_ROUND_ROBIN = "round-robin"
@@ -36,7 +54,19 @@ DIRECT_ROUND_ROBIN = "round-robin"
 
 def installed_peers() -> dict[str, bool]:
     """Which peer routers are installed (next to this Python, or on PATH)."""
-    return {name: _binary(name) is not None for name in PEERS}
+    return {name: _peer_command(name) is not None for name in PEERS}
+
+
+def _peer_command(peer: str) -> list[str] | None:
+    """How to start `peer` (None: not installed). smg runs as its module: sglang-router 0.3.2
+    installs a `smg` script of its own (sglang-router's CLI, without smg's priority scheduler),
+    and whichever of the two packages was installed last owns that name."""
+    if peer == "smg":
+        return [sys.executable, "-m", "smg", "launch"] if importlib.util.find_spec("smg") else None
+    path = _binary(peer)
+    if path is None:
+        return None
+    return [path, "launch"] if peer == "sglang-router" else [path]
 
 
 def _binary(name: str) -> str | None:
@@ -61,6 +91,7 @@ class Engines:
     kv_ports: tuple[int, int] | None = None
     commands: list[list[str]] = field(default_factory=list)
     env: dict[str, str] | None = None
+    slots: int = 0  # requests each engine runs at once (vLLM's max_num_seqs)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -112,6 +143,10 @@ def start_engines(scenario: Scenario, priority: bool, *, kv_events: bool = False
         port = free_port()
         hosts = [f"127.0.0.{10 + i}" for i in range(ENGINES)]
         engines = Engines([], hosts, port)
+    slots = scenario.setup.overrides.get("max_num_seqs")
+    engines.slots = (
+        int(str(slots)) if slots else get_profile(scenario.setup.profile).engine.max_num_seqs
+    )
     for i, (host, port) in enumerate(engines.addresses):
         command = [sys.executable, "-m", "sluice.sim.cli", "--count", "1", "--host", host]
         command += ["--port", str(port), "--profile", scenario.setup.profile]
@@ -197,14 +232,16 @@ def start_router(
         return None, engines.urls
     port = free_port()
     if arm_name in PEER_ARMS:
-        binary, extra = PEER_ARMS[arm_name]
-        path = _binary(binary)
-        if path is None:
-            raise RuntimeError(f"{binary} is not installed")
-        command = [path, *extra[:1]] if extra[:1] == ("launch",) else [path]
-        rest = extra[1:] if extra[:1] == ("launch",) else extra
-        command += ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *engines.urls]
-        command += list(rest)
+        peer, extra = PEER_ARMS[arm_name]
+        prefix = _peer_command(peer)
+        if prefix is None:
+            raise RuntimeError(f"{peer} is not installed")
+        command = [*prefix, "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--worker-urls", *engines.urls, *extra]
+        if arm_name == SMG_PRIORITY:
+            classes = workdir / "smg-priority.yaml"
+            classes.write_text(smg_scheduler_yaml(INTERACTIVE_SHARE))
+            command += ["--priority-scheduler-config", str(classes)]
     else:
         arm = arm_by_name(arm_name)
         config = workdir / f"config-{port}.yaml"
@@ -217,4 +254,78 @@ def start_router(
         command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, process, timeout=60)
-    return process, [f"http://127.0.0.1:{port}"]
+    url = f"http://127.0.0.1:{port}"
+    if arm_name == SMG_PRIORITY:
+        try:
+            set_smg_worker_slots(url, len(engines.urls), engines.slots)
+        except Exception:
+            stop(process)
+            raise
+    return process, [url]
+
+
+# -- smg's priority scheduler ------------------------------------------------------------------
+
+# smg's four classes, lowest first; a request names one in `x-smg-priority`
+SMG_CLASSES = ("bulk", "default", "interactive", "system")
+
+
+def smg_class(priority: int) -> str:
+    """The smg class for an InferenceObjective priority: above 0 interactive (the class smg
+    reserves slots for and lets preempt), 0 default, below 0 bulk."""
+    return "interactive" if priority > 0 else "default" if priority == 0 else "bulk"
+
+
+def client_headers(arm_name: str, objectives: Mapping[str, int]) -> dict[str, dict[str, str]]:
+    """Per objective, the headers an arm's clients add: smg's class for smg's scheduler."""
+    if arm_name != SMG_PRIORITY:
+        return {}
+    return {name: {"x-smg-priority": smg_class(p)} for name, p in objectives.items()}
+
+
+def smg_scheduler_yaml(interactive_share: float) -> str:
+    """smg 1.13.0's class YAML (`--priority-scheduler-config`): interactive keeps
+    `interactive_share` of the pool's slots (`reserved_per_slot`; the share it offers) and may
+    preempt a lower class's request that has not started streaming; the other classes reserve
+    nothing. Queues deep and patient enough that none of a run's requests is turned away (smg
+    answers 429 past `queue_size`, 503 past `queue_timeout_secs`). Every field of a class is
+    required once the class appears."""
+    lines = ["classes:"]
+    for name in SMG_CLASSES:
+        interactive = name == "interactive"
+        lines += [
+            f"  {name}:",
+            "    reserved_floor: 0",
+            f"    reserved_per_slot: {interactive_share if interactive else 0.0:g}",
+            "    queue_size: 4096",
+            "    queue_timeout_secs: 300",
+            f"    starvation_threshold_secs: {5 if interactive else 120}",
+            f"    can_preempt: {'true' if interactive else 'false'}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def set_smg_worker_slots(url: str, workers: int, slots: int, timeout: float = 30.0) -> None:
+    """Tell smg each worker's real slots (`PATCH /workers/{id}` with the `max_running_requests`
+    label): without it smg counts 64 per worker. Waits until smg lists every worker with it."""
+    deadline = time.monotonic() + timeout
+    patched: set[str] = set()
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/workers", timeout=5) as response:
+            listed = json.loads(response.read()).get("workers", [])
+        done = [w for w in listed if w.get("labels", {}).get("max_running_requests") == str(slots)]
+        if len(listed) >= workers and len(done) == len(listed):
+            return
+        for worker in listed:
+            if worker["id"] not in patched:
+                body = json.dumps({"labels": {"max_running_requests": str(slots)}}).encode()
+                request = urllib.request.Request(
+                    f"{url}/workers/{worker['id']}",
+                    data=body,
+                    method="PATCH",
+                    headers={"content-type": "application/json"},
+                )
+                urllib.request.urlopen(request, timeout=5).read()
+                patched.add(worker["id"])
+        time.sleep(0.2)
+    raise RuntimeError(f"smg did not take {slots} slots for each of {workers} workers")

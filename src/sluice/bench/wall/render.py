@@ -11,14 +11,24 @@ from collections.abc import Sequence
 from sluice.bench.metrics import SLO_TTFT_P90_S, delivered_output_tps, hit_rate, summarize
 from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
 from sluice.bench.scenarios import SWEEP, THROUGHPUT
-from sluice.bench.wall.processes import ENGINES
+from sluice.bench.wall.processes import ENGINES, SMG_PRIORITY
 from sluice.bench.wall.run import WALL_REQUESTS, WallRun, WallScenario
 
 ROUND_ROBINS = ("round-robin", "vllm-router:round_robin")
+OUT_TPS = (
+    "output tokens the engines generated (their own counters, every engine) per second from "
+    "the end of warm-up until their last token: the same requests in every arm, so an arm that "
+    "leaves engines idle finishes later and shows less"
+)
 SMG_PRIORITY_NOTE = (
-    "smg's priority scheduler (the two-class overload's peer with priorities) is not measured: "
-    "smg 1.13.0's `smg launch --help` lists no priority-scheduler flag and `launch` rejects "
-    "`--priority-scheduler-enabled`, so there is no such arm to run."
+    "*smg:priority*: smg 1.13.0's priority-aware admission (`python -m smg launch --policy "
+    "cache_aware --priority-scheduler-enabled --priority-scheduler-default-max-class "
+    "interactive --priority-scheduler-config <classes>`): clients send `x-smg-priority` "
+    "(objective priority > 0 interactive, 0 default, < 0 bulk); the class YAML reserves the "
+    "interactive class's offered share of the slots (`reserved_per_slot`) and lets only it "
+    "preempt; each worker's `max_running_requests` is set to the engine's slots with `PATCH "
+    "/workers/{id}` (smg otherwise counts 64 per worker). With one class (noisy-neighbour) it "
+    "is smg's admission queue alone."
 )
 
 
@@ -94,7 +104,16 @@ def _sweep_lines(ws: WallScenario) -> list[str]:
 
 def _fixed_lines(ws: WallScenario) -> list[str]:
     s = ws.scenario
-    header = ["arm", "TTFT p50", "p90", "p99", "e2e p50", "req/s", "out tok/s", "hit rate"]
+    reference = next((a for a in ROUND_ROBINS if ws.runs.get(a)), None)
+    ref_tps = (
+        delivered_output_tps(ws.runs[reference][0].result)
+        if reference is not None and not ws.runs[reference][0].error
+        else math.nan
+    )
+    header = ["arm", "TTFT p50", "p90", "p99", "e2e p50", "req/s", "out tok/s"]
+    if reference is not None:
+        header.append(f"out tok/s vs {reference}")
+    header.append("hit rate")
     if s.protected:
         header += [f"{', '.join(s.protected)} p99 alone", "loaded", "ratio (≤ 1.25 holds)"]
     header += _CPU_HEADER
@@ -107,7 +126,10 @@ def _fixed_lines(ws: WallScenario) -> list[str]:
                 continue
             sm = summarize(run.result)
             row = [arm, fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99), fmt(sm.e2e_p50)]
-            row += [fmt(sm.req_per_s), fmt(delivered_output_tps(run.result))]
+            tps = delivered_output_tps(run.result)
+            row += [fmt(sm.req_per_s), fmt(tps)]
+            if reference is not None:
+                row.append(fmt(tps / ref_tps if ref_tps else math.nan))
             row += [fmt(hit_rate(run.result))]
             if s.protected:
                 prot = [r for r in run.result.records if r.tenant in s.protected]
@@ -143,7 +165,8 @@ def render_wall(results: Sequence[WallScenario], command: str, elapsed_s: float)
         lines += ["", "## Targets", ""]
         lines += ["| claim | met | numbers |", "|---|---|---|"]
         lines += [f"| {t.claim} | {'yes' if t.met else '**no**'} | {t.evidence} |" for t in tlist]
-    lines += ["", SMG_PRIORITY_NOTE]
+    if any(ws.runs.get(SMG_PRIORITY) for ws in results):
+        lines += ["", SMG_PRIORITY_NOTE]
     for ws in results:
         s = ws.scenario
         kind = {SWEEP: "goodput sweep", THROUGHPUT: "closed loop"}.get(s.kind, "loaded vs alone")
@@ -165,10 +188,9 @@ def _window_line(ws: WallScenario) -> str:
     load = f"Load {', '.join(fmt(x) for x in ws.loads)} {s.load_unit}"
     if s.kind == THROUGHPUT:
         count = WALL_REQUESTS.get(s.name, (128, 512))[0 if ws.quick else 1]
-        return f"{load}; {count} requests; {ws.wall_s:.0f} s. *out tok/s*: the engines' own count."
+        return f"{load}; {count} requests; {ws.wall_s:.0f} s. *out tok/s*: {OUT_TPS}."
     return (
         f"{load}; the first {fmt(ws.duration_s)} s of the workload's arrivals (first "
         f"{fmt(100 * s.warmup_frac)}% left out as warm-up); {ws.wall_s:.0f} s. *out tok/s*: "
-        "output tokens the engines generated per second over the measured window (their own "
-        "counters), whether or not their requests finished in it."
+        f"{OUT_TPS}."
     )

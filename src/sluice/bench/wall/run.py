@@ -25,6 +25,7 @@ from sluice.bench.wall.load import probe_latency, replay
 from sluice.bench.wall.processes import (
     DIRECT_ROUND_ROBIN,
     PEER_ARMS,
+    client_headers,
     installed_peers,
     start_engines,
     start_router,
@@ -135,8 +136,9 @@ def run_arm(
         cpu0 = tree_cpu_seconds(router.pid) if router is not None else 0.0
         machine0 = machine_cpu()
         t0 = time.monotonic()
+        headers = client_headers(arm_name, objectives)
         records, samples = asyncio.run(
-            replay(urls, workload, drain_s, engines.urls, engines.restart, seed)
+            replay(urls, workload, drain_s, engines.urls, engines.restart, seed, headers)
         )
         replay_s = time.monotonic() - t0
         busy = busy_share(machine0, machine_cpu())
@@ -176,8 +178,8 @@ def wall_arms(scenario: Scenario, requested: Sequence[str]) -> list[str]:
         return list(requested)
     arms = [DIRECT_ROUND_ROBIN, "sluice-default"]
     peers = installed_peers()
-    for arm, (binary, _) in PEER_ARMS.items():
-        if not peers.get(binary):
+    for arm, (peer, _) in PEER_ARMS.items():
+        if not peers.get(peer):
             continue
         if arm == "smg:priority" and not scenario.protected:
             continue

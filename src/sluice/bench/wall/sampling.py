@@ -4,12 +4,17 @@ second during a replay) and prefix-cache hits and queries (after it)."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 
 from sluice.bench.records import Sample
 from sluice.bench.wall.processes import Engines
+from sluice.datalayer.promtext import parse_families
+
+GENERATED = "vllm:generation_tokens_total"
+RUNNING = "vllm:num_requests_running"
+PREFIX_HITS = "vllm:prefix_cache_hits_total"
+PREFIX_QUERIES = "vllm:prefix_cache_queries_total"
 
 
 async def sample_engines(
@@ -23,7 +28,8 @@ async def sample_engines(
 async def sample_once(
     session: object, engine_urls: Sequence[str], t0: float, samples: list[Sample]
 ) -> None:
-    """The engines' own count of generated tokens (vLLM's `generation_tokens_total`)."""
+    """Every engine's own count of generated tokens (vLLM's `generation_tokens_total`), added
+    up; no sample at all when one engine does not answer (a partial sum would read as a drop)."""
     import aiohttp
 
     assert isinstance(session, aiohttp.ClientSession)
@@ -36,18 +42,18 @@ async def sample_once(
         for url in engine_urls:
             async with session.get(url + "/metrics") as resp:
                 text = await resp.text()
-            total += int(_gauge(text, "vllm:generation_tokens_total"))
+            total += int(family_total(text, GENERATED))
             # an engine with a request running is busy, as the virtual runner counts it
-            busy += _gauge(text, "vllm:num_requests_running") > 0
+            busy += family_total(text, RUNNING) > 0
     except (TimeoutError, aiohttp.ClientError):
         return
     samples.append(Sample(at, {}, {}, busy, len(engine_urls), {}, total))
 
 
-def _gauge(page: str, name: str) -> float:
-    """The value of an unlabelled-or-labelled sample `name` on a Prometheus page (0 if absent)."""
-    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", page, re.M)
-    return float(match.group(1)) if match else 0.0
+def family_total(page: str, name: str) -> float:
+    """The sum over every series of family `name` on a Prometheus page (0 if absent): an
+    engine that labels its counters per model or per rank counts whole."""
+    return sum(s.value for s in parse_families(page, (name,)).get(name, []))
 
 
 def prefix_counters(engines: Engines) -> tuple[float, float]:
@@ -56,9 +62,6 @@ def prefix_counters(engines: Engines) -> tuple[float, float]:
     hits = queries = 0.0
     for url in engines.urls:
         text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-        for name, value in re.findall(r"^(vllm:prefix_cache_\w+)(?:\{[^}]*\})? (\S+)$", text, re.M):
-            if name.startswith("vllm:prefix_cache_hits"):
-                hits += float(value)
-            elif name.startswith("vllm:prefix_cache_queries"):
-                queries += float(value)
+        hits += family_total(text, PREFIX_HITS)
+        queries += family_total(text, PREFIX_QUERIES)
     return hits, queries
