@@ -97,3 +97,20 @@ def test_requests_sharing_a_busy_prefix_go_one_after_another() -> None:
     computing.end("b")
     computing.end("c")
     assert computing.blocked("e0", [1, 2, 3], 3) is None and len(computing) == 0
+
+
+def test_a_close_call_waits_rather_than_compute_the_prefix_twice() -> None:
+    """Elsewhere a little sooner than waiting is not enough: the move computes the prefix a
+    second time, so it must win even counted twice."""
+    e0, e1 = _endpoint("e0"), _endpoint("e1")
+    endpoints, hold = wait_or_move(
+        prompt_tokens=1000,
+        endpoints=(e0,),
+        blocked=Blocked(0, 9, 10, "first"),
+        blocker=Computing(at=0.0, uncached_tokens=1000),  # 1.0 s left + 0.1 s suffix
+        others=[(EndpointState(e1), 0.0)],  # 1.0 s cold on e1: sooner, but not by half
+        estimate=_per_token,
+        now=0.0,
+        max_hold_s=30.0,
+    )
+    assert endpoints == (e0,) and hold is not None

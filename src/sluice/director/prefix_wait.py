@@ -1,5 +1,5 @@
-"""Wait for a prefix being computed, or compute it elsewhere: whichever the estimates say is
-sooner (issue #14).
+"""Wait for a prefix being computed, or compute it elsewhere: whichever the estimates say costs
+less (issue #14).
 
 A request whose best endpoint E matched a prefix that E is still computing for an earlier request
 (`Scheduler.blocked_on`) has two honest options. Sent to E now, it computes the prefix a second
@@ -11,6 +11,13 @@ prefill, cold or not, ends sooner. Both sides come from the room's prefill estim
     wait      = the first computation's time left + E's prefill of what is left after the match
     elsewhere = min over the other endpoints F of F's prefill of (its own uncached part + the
                 prompt tokens pending there)
+
+It moves only when `2 x elsewhere < wait`: a move computes tokens that are (or soon will be)
+cached on E, so the pool pays that prefill twice and whatever queues on F waits behind it;
+waiting costs this request alone. (Measured on two loaded llama-servers: moving whenever
+`elsewhere < wait`, 8 of 24 held requests moved in two trials and one trial computed its 4 new
+prefixes 11 times; counted twice, none moved and 3 trials computed them 4, 4 and 5 times —
+benchmarks/llamacpp_duplicate_prefills.py.)
 
 A hold ends when the first computation does — its request's prefill (vLLM) or its end
 (llama.cpp); every dispatch ends exactly once, completed, failed or detached, so that signal
@@ -32,6 +39,8 @@ from sluice.scheduling.prefix_computing import Blocked
 
 # (endpoint, uncached tokens) -> seconds to first token
 Estimate = Callable[[str, int], float]
+# A move computes again what E has or will have: its prefill counts twice (see above).
+DUPLICATE_COST = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +86,7 @@ def wait_or_move(
         cost = estimate(state.name, own + state.pending_prefill_tokens)
         if best is None or cost < best[0]:
             best = (cost, state)
-    if best is not None and best[0] < wait:
+    if best is not None and DUPLICATE_COST * best[0] < wait:
         moved = best[1].endpoint
         return (moved, *(e for e in endpoints if e != moved)), None
     return endpoints, Hold(blocked.blocker, now + max_hold_s)

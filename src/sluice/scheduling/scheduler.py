@@ -82,9 +82,11 @@ class Scheduler:
         config: EndpointPickerConfig,
         rng: random.Random | None = None,
         observer: SchedulerObserver | None = None,
+        engine: str = "vllm",
     ) -> Scheduler:
-        """Build plugins and profiles; pass a seeded `rng` for deterministic tie-breaks."""
-        ctx = plugin_registry.PluginContext(rng=rng or random.Random())
+        """Build plugins and profiles; pass a seeded `rng` for deterministic tie-breaks and
+        the model servers' kind for the defaults that depend on it."""
+        ctx = plugin_registry.PluginContext(rng=rng or random.Random(), engine=engine)
         plugins = {spec.name: plugin_registry.create(spec, ctx) for spec in config.plugins}
         handler = next(p for p in plugins.values() if isinstance(p, ProfileHandler))
         profiles: dict[str, Profile] = {}
