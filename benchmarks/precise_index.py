@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from array import array
+from collections import deque
 
 from sluice.bench.harness.cpu import rss_mb
 
@@ -41,54 +41,62 @@ def run_precise(space: str, endpoints: int, blocks: int, lookups: int) -> dict[s
     from sluice.scheduling.precise_index import KEY_MASK, PreciseIndex
     from sluice.util.sim_tokens import token_ids as text_token_ids
 
-    rng = random.Random(1)
     start = rss_mb()
     keys = BlockKeys(16, hash_seed="0" if space == "engine" else "")
     index = PreciseIndex(keys)
     base_tokens = list(range(16 * PROMPT_BLOCKS))
+    # What the engines sent is not kept (RSS is the index's own): prompt p's hashes are drawn
+    # again from a generator seeded with p when its blocks are evicted.
+    prompts: dict[str, deque[int]] = {}
     stores = [0]
-    # What the engines sent, kept compact (8 bytes a hash) so that RSS is the index's own.
-    chains: dict[str, list[array[int]]] = {}
 
-    def store(endpoint: str) -> array[int]:
-        hashes = [rng.getrandbits(64) for _ in range(PROMPT_BLOCKS)]
+    def hashes_of(prompt: int) -> list[int]:
+        rng = random.Random(prompt)
+        return [rng.getrandbits(64) for _ in range(PROMPT_BLOCKS + 1)]
+
+    def store(endpoint: str) -> None:
+        stores[0] += 1
+        prompt = stores[0]
+        *hashes, parent_hash = hashes_of(prompt)
         # A parent outside the index: no first block to check the seed on (synthetic hashes).
         # In the own key space that parent is unknown, so chains start at the prompt start.
-        parent = None if space == "own" else rng.getrandbits(64)
-        stores[0] += 1
-        base_tokens[0] = stores[0]  # a new first token: every block of the prompt is new
+        parent = None if space == "own" else parent_hash
+        base_tokens[0] = prompt  # a new first token: every block of the prompt is new
         tokens = raw_token_ids(base_tokens)
         index.apply(endpoint, [BlockStored(hashes, parent, tokens, 16)])
-        return array("Q", hashes)
+        prompts[endpoint].append(prompt)
 
     t0 = time.perf_counter()
     names = [f"pod-{i}" for i in range(endpoints)]
     for name in names:
-        chains[name] = [store(name) for _ in range(-(-blocks // PROMPT_BLOCKS))]
+        prompts[name] = deque()
+        for _ in range(-(-blocks // PROMPT_BLOCKS)):
+            store(name)
     fill_s = time.perf_counter() - t0
     gc.collect()
     filled = rss_mb()
     held = len(index)
     # Churn: every endpoint stores as many blocks again, evicting its oldest prompt each time.
     for name in names:
-        for _ in range(len(chains[name])):
-            old = chains[name].pop(0)
-            index.apply(name, [BlockRemoved(old.tolist())])
-            chains[name].append(store(name))
+        for _ in range(len(prompts[name])):
+            index.apply(name, [BlockRemoved(hashes_of(prompts[name].popleft())[:-1])])
+            store(name)
     gc.collect()
     churned = rss_mb()
-    # Lookups: the own key space needs the keys of the stored token ids, so look up chains of
-    # recorded keys in the engine space and recomputed keys in the own space alike.
-    if space == "own":
-        probe_keys = [index._translate[index.slot(n)] for n in names[:4]]  # type: ignore[index]
-        samples = [list(t.values())[:PROMPT_BLOCKS] for t in probe_keys]  # type: ignore[union-attr]
-    else:
-        samples = [[h & KEY_MASK for h in chains[n][-1]] for n in names[:8]]
+    # Lookups of each endpoint's last prompt: the engine's hashes in the engine key space, the
+    # keys recomputed from its token ids in the own key space.
+    samples = []
+    for n in names[:8]:
+        if space == "own":
+            base_tokens[0] = prompts[n][-1]
+            samples.append(keys.request_keys(base_tokens, max_blocks=PROMPT_BLOCKS))
+        else:
+            samples.append([h & KEY_MASK for h in hashes_of(prompts[n][-1])[:-1]])
     times = []
     for k in range(lookups):
         prompt = samples[k % len(samples)]
         t = time.perf_counter()
-        index.match(prompt)  # type: ignore[arg-type]
+        index.match(prompt)
         times.append(time.perf_counter() - t)
     # A prompt's keys: a 16 KiB prompt whose first half (a system prompt) was seen before.
     system = "You are a helpful assistant. " * 282

@@ -188,3 +188,22 @@ def test_a_labelled_counter_counts_every_series() -> None:
     assert family_total(page, "vllm:generation_tokens_total") == 150
     assert family_total(page, "vllm:num_requests_running") == 2
     assert family_total(page, "vllm:num_requests_waiting") == 0
+
+
+def test_the_real_engine_shared_prefix_target_wants_both_p50_and_p90_below_round_robin() -> None:
+    from sluice.bench.report import targets
+    from sluice.bench.wall.llamacpp import LLAMACPP_SCENARIOS
+
+    scenario = LLAMACPP_SCENARIOS["shared-prefix"]
+
+    def claim(sluice: list[float], rr: list[float]) -> str:
+        runs = {}
+        for arm, ttfts in (("sluice-default", sluice), ("round-robin", rr)):
+            run = _run(scenario.name, arm, 2.0, {"t": ttfts})
+            runs[arm] = [WallRun(arm, run, None, 1.0, 70.0, 1.0, replay_s=20.0)]
+        (target,) = targets([WallScenario(scenario, (2.0,), runs).as_result()])
+        return f"{target.met} {target.evidence}"
+
+    assert claim([0.1] * 9 + [1.0], [0.5] * 9 + [2.0]) == "True p50 0.1 vs 0.5 s, p90 0.1 vs 0.5 s"
+    # a better median bought with a worse tail is not met
+    assert claim([0.1] * 8 + [3.0] * 2, [0.5] * 10).startswith("False")

@@ -196,3 +196,51 @@ async def test_endpoints_that_leave_the_pool_are_unsubscribed_and_forgotten() ->
         )
         await eventually(lambda: h.subscribers.subscriber("pod-rank-1") is None)
         assert h.index.held("pod-rank-1") == set() and h.streams.get("pod-rank-1") is None
+
+
+async def test_a_message_that_is_not_three_frames_is_counted_malformed_and_reading_goes_on() -> (
+    None
+):
+    """The subscriber reads vLLM's three frames without asking ZMQ for message boundaries
+    (that costs more than the reads): a publisher's message of two or four frames is detected
+    by its sequence frame, counted, and the batches after it still apply."""
+    import zmq
+
+    from sluice.sim.kv_events import BlockStored, KVEventBatch, encode_batch
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    registry = EndpointRegistry()
+    registry.set_endpoints([Endpoint("pod", "127.0.0.1", 8000)])
+    index = PreciseIndex(BlockKeys(16, hash_seed=SEED))
+    streams = KVEventStreams(index)
+    subscribers = KVEventsSubscribers(
+        registry, streams, SubscriberSettings(socket_port=port, tick_s=0.02)
+    )
+    await subscribers.start()
+
+    def batch(seq: int, first_hash: int) -> tuple[bytes, bytes, bytes]:
+        # A chain continuing a block we never saw: no first block for the seed check.
+        stored = BlockStored([first_hash, first_hash + 1], 7, [1] * 32, 16, None, "GPU", None)
+        payload = encode_batch(KVEventBatch(0.0, [stored], 0))
+        return (b"", seq.to_bytes(8, "big"), payload)
+
+    try:
+        while 100 not in index.held("pod"):  # until the subscription has taken hold
+            pub.send_multipart(batch(0, 100))  # (a repeated batch 0: a reset, harmless)
+            await asyncio.sleep(0.05)
+        stream = streams.get("pod")
+        assert stream is not None
+        pub.send_multipart((b"", (1).to_bytes(8, "big")))  # two frames
+        pub.send_multipart(batch(2, 200))  # read out of step: lost, then a gap
+        pub.send_multipart((*batch(3, 300), b"extra"))  # four frames: its batch applies
+        pub.send_multipart(batch(4, 400))  # behind the extra frame: lost
+        pub.send_multipart(batch(5, 500))
+        await eventually(lambda: 500 in index.held("pod"))
+        assert stream.counters.malformed >= 2
+        assert 501 in index.held("pod") and stream.last_seq == 5
+    finally:
+        await subscribers.stop()
+        pub.close(linger=0)
+        ctx.term()

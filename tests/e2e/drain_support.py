@@ -100,7 +100,7 @@ class SluiceProcess:
     def log_path(self) -> Path:
         return self.tmp / f"{self.name}.log"
 
-    async def start(self) -> None:
+    async def start(self, timeout_s: float = 20.0) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "sluice", "serve",
@@ -116,7 +116,9 @@ class SluiceProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
-        await wait_listening([self.grpc_port, self.proxy_port], process=self.process)
+        await wait_listening(
+            [self.grpc_port, self.proxy_port], timeout=timeout_s, process=self.process
+        )
 
     def terminate(self) -> float:
         """SIGTERM; the moment it was sent (monotonic)."""

@@ -144,6 +144,25 @@ def test_a_full_queue_rejects_with_a_retry_after_hint(block: dict, second: dict)
     assert fc.queued_requests == 1
 
 
+CONTENDED = {
+    QueueOutcome.REJECTED_CAPACITY,
+    QueueOutcome.DISPLACED,
+    QueueOutcome.SHED,
+    QueueOutcome.EXPIRED,
+}
+
+
+@pytest.mark.parametrize("outcome", [o for o in QueueOutcome if o is not QueueOutcome.DISPATCHED])
+def test_every_outcome_but_a_dispatch_is_a_429_when_contended_else_a_503(
+    outcome: QueueOutcome,
+) -> None:
+    ticket = accepted(FlowController().enqueue(request("t"), 0.0)).ticket
+    error = error_for(Finalized(ticket, outcome, 1.0, retry_after_s=2.0))
+    assert error is not None and error.http_status == (429 if outcome in CONTENDED else 503)
+    assert error.retry_after_s == (2.0 if outcome in CONTENDED else None)
+    assert error.dropped_reason.startswith("rejected-")
+
+
 def test_per_flow_limits_leave_other_flows_alone() -> None:
     fc = FlowController(parse_flow_control({"perFlowMaxRequests": 1}))
     accepted(fc.enqueue(request("a"), 0.0))

@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.bench.harness.store import StoreProcess
-from sluice.replicas.core import LeaseAsk
+from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.registry import EndpointRegistry
+from sluice.flowcontrol import FlowController
+from sluice.replicas.core import LeaseAsk, ReplicaCore
 from sluice.replicas.leases import lease_target
 from sluice.replicas.store import RedisStore
+from sluice.replicas.summary import (
+    VERSION,
+    BandSummary,
+    EndpointSummary,
+    FlowSummary,
+    ReplicaSummary,
+)
+from sluice.room import Room
+from sluice.room.rules import room_left
+from sluice.room.settings import RoomSettings
 
 CAP = 6
 
@@ -90,3 +104,46 @@ async def test_a_dead_replicas_part_returns_to_the_others_within_one_lease(
         assert await grant(store, "alive", CAP, 0) == CAP
     finally:
         await store.close()
+
+
+async def test_a_shrinking_lease_shrinks_before_the_ask_leaves_so_dispatches_meanwhile_fit(
+    redis: StoreProcess,
+) -> None:
+    """A replica that reported one request running while it asked to shrink from 2 to 1 could
+    dispatch a second one during the round trip; the store then granted the other replica the
+    room that second request took (3 running under a cap of 2). The local lease now shrinks
+    first, and the ask names it."""
+    cap = 2
+    registry = EndpointRegistry()
+    registry.add(Endpoint("e", "127.0.0.1", 1))
+    a = ReplicaCore(
+        "a",
+        flow=FlowController(),
+        registry=registry,
+        room=Room(RoomSettings(max_in_flight_requests=cap)),
+        lease_s=60.0,
+    )
+    state = registry.snapshot()[0]
+    state.lease, state.in_flight_requests = cap, 1  # a holds the whole cap, runs one request
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    store_a, store_b = RedisStore(url, "p", timeout_s=1), RedisStore(url, "p", timeout_s=1)
+    await store_a.sync("a", b"", 60, [LeaseAsk("e", cap, cap, 1)], None)
+    # b has nine requests it could release: a's target drops to what it runs
+    b_summary = ReplicaSummary(VERSION, "b", 0.0, (), (EndpointSummary("e", 0, 0, 0, -1),), 0.0)
+    b_summary = replace_demand(b_summary, 9)
+    [ask] = a.lease_asks(a.summary(0.0, 0.0), [b_summary])
+    assert ask.target == 1
+    assert room_left(state, a.room.settings) == 0, "no second dispatch while the ask travels"
+    assert ask.in_flight == 1
+    granted_a = (await store_a.sync("a", b"", 60, [ask], None)).granted["e"]
+    granted_b = (await store_b.sync("b", b"", 60, [LeaseAsk("e", cap, cap, 0)], None)).granted
+    assert granted_a + granted_b["e"] <= cap
+    assert state.in_flight_requests <= granted_a
+    await store_a.close()
+    await store_b.close()
+
+
+def replace_demand(summary: ReplicaSummary, waiting: int) -> ReplicaSummary:
+    """`summary` with one band whose one flow has `waiting` requests it could release."""
+    flow = FlowSummary("t", waiting, 0.0, 0.0, 0.0, True)
+    return msgspec.structs.replace(summary, bands=(BandSummary(0, waiting, 0.0, (flow,)),))

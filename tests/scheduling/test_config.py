@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sluice.config import load_config, load_sluice_config, parse_duration
+from sluice.scheduling.registry import BUILTINS
 from sluice.scheduling.scheduler import Scheduler
 from sluice.util.located import ConfigError
 
@@ -106,3 +107,15 @@ def test_durations_parse_go_style() -> None:
     assert parse_duration("1m30s") == 90
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+@pytest.mark.parametrize("plugin", sorted(t for t, cls in BUILTINS.items() if cls.kind != "data"))
+def test_every_built_in_plugin_refuses_a_parameter_it_does_not_know(plugin: str) -> None:
+    """Each plugin reads its parameters with its own strict model; only the data-layer plugins
+    (accepted for upstream's configs, unread) take anything."""
+    text = f"plugins:\n- type: {plugin}\n  parameters: {{noSuchParameter: 1}}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(text, "config.yaml")
+    assert str(caught.value).startswith(
+        "config.yaml:3: plugins[0].parameters.noSuchParameter: unknown parameter 'noSuchParameter'"
+    )

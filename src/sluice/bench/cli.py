@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--readme", type=Path, default=None, help="also regenerate this README's perf table"
     )
     p.add_argument(
+        "--engines",
+        choices=("sim", "llamacpp"),
+        default="sim",
+        help="wall mode's engines: 4 `sluice sim` processes, or 2 real llama-server "
+        "(built by `make engines`; runs shared-prefix and two-bands, scaled to them)",
+    )
+    p.add_argument(
         "--candidate",
         default=report.SLUICE,
         help="the arm the targets are checked for (default: sluice-default)",

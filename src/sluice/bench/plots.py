@@ -9,11 +9,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from sluice.bench.metrics import SLO_TTFT_P90_S, summarize
 from sluice.bench.records import RunResult
 from sluice.bench.scenarios import FAIRNESS, ISOLATION, SWEEP
 from sluice.bench.suite import ScenarioResult
+
+
+def _saved(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _finite(x: float, cap: float) -> float:
@@ -51,10 +59,7 @@ def ttft_percentiles(result: ScenarioResult, path: Path) -> Path:
     who = f" of {', '.join(sorted(protected))}" if protected else ""
     ax.set_title(f"{result.scenario.name}: TTFT percentiles{who} (bars at the top did not finish)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _saved(fig, path)
 
 
 def _representative(result: ScenarioResult, arm: str) -> RunResult:
@@ -86,10 +91,7 @@ def latency_vs_load(result: ScenarioResult, path: Path) -> Path:
     ax.set_ylabel("p90 TTFT (s)")
     ax.set_title(f"{result.scenario.name}: latency against offered load")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _saved(fig, path)
 
 
 def service_per_tenant(result: ScenarioResult, path: Path) -> Path:
@@ -111,10 +113,7 @@ def service_per_tenant(result: ScenarioResult, path: Path) -> Path:
     axes_list[0].set_ylabel("served tokens")
     axes_list[0].legend(fontsize=7)
     fig.suptitle(f"{result.scenario.name}: cumulative service per tenant")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _saved(fig, path)
 
 
 def queue_per_band(result: ScenarioResult, path: Path) -> Path:
@@ -132,10 +131,7 @@ def queue_per_band(result: ScenarioResult, path: Path) -> Path:
     ax.set_ylabel("queued requests")
     ax.set_title(f"{result.scenario.name}: queue depth per band")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _saved(fig, path)
 
 
 def plot_scenario(result: ScenarioResult, out_dir: Path) -> list[Path]:

@@ -315,7 +315,28 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                     f"{fmt(g[SLUICE])} vs {best} {fmt(cache_aware[best])}",
                 )
             )
-    for name in ("two-bands", "noisy-neighbour", "sheddable-batch"):
+    real = by_name.get("llamacpp-shared-prefix")  # on real engines (wall, --engines llamacpp)
+    if real is not None and SLUICE in real.runs and REFERENCE in real.runs:
+        mine = [summarize(r) for r in real.runs[SLUICE]]
+        ref = [summarize(r) for r in real.runs[REFERENCE]]
+        p50 = (
+            statistics.median(s.ttft_p50 for s in mine),
+            statistics.median(s.ttft_p50 for s in ref),
+        )
+        p90 = (
+            statistics.median(s.ttft_p90 for s in mine),
+            statistics.median(s.ttft_p90 for s in ref),
+        )
+        out.append(
+            Target(
+                f"llamacpp-shared-prefix: {SLUICE}'s TTFT p50 and p90 both below {REFERENCE}'s",
+                p50[0] < p50[1] and p90[0] < p90[1],
+                f"p50 {fmt(p50[0])} vs {fmt(p50[1])} s, p90 {fmt(p90[0])} vs {fmt(p90[1])} s",
+            )
+        )
+    out += _outside_targets(by_name)
+    isolation = ("two-bands", "noisy-neighbour", "sheddable-batch", "llamacpp-two-bands")
+    for name in (*isolation, "priority-mix"):
         iso = by_name.get(name)
         if iso is None or SLUICE not in iso.arms:
             continue
@@ -430,6 +451,76 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
                     for f in fs
                 ),
                 ", ".join(f"{f.max_gap_tokens} vs {2 * f.largest_request_tokens}" for f in fs),
+            )
+        )
+    return out
+
+
+# Scenarios whose prompts share history or context: prefix routing should see more of it cached
+# than round-robin, and answer sooner.
+SHARING_SCENARIOS = ("multi-turn", "shared-prefix-chat", "agentic", "agentic-busy")
+
+
+def _median_of(runs: Sequence[RunResult], f: Callable[[RunResult], float]) -> float:
+    values = [f(r) for r in runs]
+    return statistics.median(values) if values else math.nan
+
+
+def _outside_targets(by_name: dict[str, ScenarioResult]) -> list[Target]:
+    """Targets of the workloads from outside (issue #14): the ladder's goodput, the priority
+    mix's class order, and cache reuse on the multi-turn and agentic shapes."""
+    out: list[Target] = []
+    ladder = by_name.get("shared-prefix-ladder")
+    if ladder is not None and SLUICE in ladder.arms:
+        g = {a: statistics.median(ladder.goodputs(a)) for a in ladder.arms}
+        for peer in ("round-robin", "upstream-default"):
+            if peer in g:
+                out.append(
+                    Target(
+                        f"shared-prefix-ladder: {SLUICE} goodput >= {peer}'s",
+                        g[SLUICE] >= g[peer],
+                        f"{fmt(g[SLUICE])} vs {fmt(g[peer])} QPS",
+                    )
+                )
+    mix = by_name.get("priority-mix")
+    if mix is not None and SLUICE in mix.runs:
+        order = ("critical", "normal", "batch")
+
+        def class_p50(run: RunResult, objective: str) -> float:
+            recs = [r for r in run.records if r.tenant.startswith(f"{objective}-")]
+            return summarize(run, recs).ttft_p50
+
+        per_rep = [[class_p50(run, o) for o in order] for run in mix.runs[SLUICE]]
+        out.append(
+            Target(
+                f"priority-mix, {SLUICE}: TTFT p50 ordered by priority (critical <= normal <= "
+                "batch)",
+                bool(per_rep) and all(a <= b <= c for a, b, c in per_rep),
+                "; ".join(", ".join(fmt(x) for x in rep) for rep in per_rep),
+            )
+        )
+    for name in SHARING_SCENARIOS:
+        result = by_name.get(name)
+        if result is None or SLUICE not in result.runs or REFERENCE not in result.runs:
+            continue
+        mine, ref = result.runs[SLUICE], result.runs[REFERENCE]
+        hits = _median_of(mine, hit_rate), _median_of(ref, hit_rate)
+        out.append(
+            Target(
+                f"{name}: {SLUICE} prefix hit rate > {REFERENCE}'s",
+                hits[0] > hits[1],
+                f"{fmt(hits[0])} vs {fmt(hits[1])}",
+            )
+        )
+        p90 = (
+            _median_of(mine, lambda r: summarize(r).ttft_p90),
+            _median_of(ref, lambda r: summarize(r).ttft_p90),
+        )
+        out.append(
+            Target(
+                f"{name}: {SLUICE} TTFT p90 <= {REFERENCE}'s",
+                p90[0] <= p90[1],
+                f"{fmt(p90[0])} vs {fmt(p90[1])} s",
             )
         )
     return out

@@ -28,9 +28,10 @@ import time
 from sluice.bench import report
 from sluice.bench.report import targets
 from sluice.bench.scenarios import SCENARIOS
+from sluice.bench.wall.llamacpp import LLAMACPP_SCENARIOS
 from sluice.bench.wall.processes import installed_peers
 from sluice.bench.wall.render import render_wall
-from sluice.bench.wall.run import WALL_LOADS, run_wall_scenario, wall_arms
+from sluice.bench.wall.run import LLAMACPP, SIM, WALL_LOADS, run_wall_scenario, wall_arms
 
 
 def main_wall(names: list[str], args: argparse.Namespace, command: str) -> int:
@@ -39,21 +40,29 @@ def main_wall(names: list[str], args: argparse.Namespace, command: str) -> int:
     )
     print(f"sluice bench --mode wall; peer routers: {peers}", file=sys.stderr)
     started = time.monotonic()
-    chosen = [n for n in names if n in WALL_LOADS]
-    skipped = [n for n in names if n not in WALL_LOADS]
+    engine_kind = getattr(args, "engines", SIM)
+    runs = LLAMACPP_SCENARIOS if engine_kind == LLAMACPP else SCENARIOS
+    offered = list(LLAMACPP_SCENARIOS) if engine_kind == LLAMACPP else list(WALL_LOADS)
+    chosen = [n for n in names if n in offered]
+    skipped = [n for n in names if n not in offered]
     if skipped:
         print(
-            f"wall mode runs {', '.join(WALL_LOADS)}; skipping {', '.join(skipped)}",
+            f"wall mode with {engine_kind} engines runs {', '.join(offered)}; skipping "
+            f"{', '.join(skipped)}",
             file=sys.stderr,
         )
     requested = tuple(args.arms.split())
     report.SLUICE = args.candidate
     results = []
     for name in chosen:
-        scenario = SCENARIOS[name]
+        scenario = runs[name]
         results.append(
             run_wall_scenario(
-                scenario, wall_arms(scenario, requested), seed=args.seed, quick=args.quick
+                scenario,
+                wall_arms(scenario, requested),
+                seed=args.seed,
+                quick=args.quick,
+                engine_kind=engine_kind,
             )
         )
     elapsed = time.monotonic() - started

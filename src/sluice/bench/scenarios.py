@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from sluice.bench import workloads as w
+from sluice.bench import workloads_outside as wo
 from sluice.bench.arms import STANDARD_ARM_NAMES
 from sluice.bench.runner_virtual import FULL_GATEWAY, EngineSetup, Gateway
 
@@ -212,6 +213,19 @@ def _fairness_specs(a_tps: float, b_tps: float) -> tuple[w.TenantSpec, ...]:
     )
 
 
+def _priority_mix_specs(critical_tps: float, rest_tps: float) -> tuple[w.TenantSpec, ...]:
+    """llm-d-benchmark's priority mix: critical (100) at `critical_tps`, normal (0) and batch
+    (-10) splitting the rest evenly; two fairness ids per class; chat-like lengths."""
+    return wo.priority_specs(
+        {"critical": critical_tps, "normal": rest_tps / 2, "batch": rest_tps / 2},
+        prompt_tokens=CHAT_PROMPT,
+        output_tokens=CHAT_OUTPUT,
+        sigma=CHAT_SIGMA,
+        max_prompt_tokens=CHAT_MAX_PROMPT,
+        max_output_tokens=600,
+    )
+
+
 # scenario -> (specs from tokens/s per tenant, objectives, each tenant's share of the mix)
 _MIXES: dict[str, tuple[Callable[[float, float], tuple[w.TenantSpec, ...]], dict[str, int]]] = {
     "two-bands": (_two_band_specs, {"interactive": 10, "batch": 0}),
@@ -219,6 +233,7 @@ _MIXES: dict[str, tuple[Callable[[float, float], tuple[w.TenantSpec, ...]], dict
     "sheddable-batch": (_two_band_specs, {"interactive": 10, "batch": -1}),
     "noisy-neighbour": (_noisy_specs, {}),
     "fairness": (_fairness_specs, {}),
+    "priority-mix": (_priority_mix_specs, {c.objective: c.priority for c in wo.PRIORITY_CLASSES}),
 }
 PROBE_TPS = 60_000.0  # offered tokens/s while probing: well past the 4-engine pool's capacity
 KV_TOKENS = 27_000 * 16  # llama-8b-h100's KV cache, in tokens
@@ -228,6 +243,7 @@ _PROBE_SPLIT = {
     "sheddable-batch": 0.3,
     "noisy-neighbour": 0.1,
     "fairness": 0.5,
+    "priority-mix": 0.2,
 }
 
 
@@ -317,6 +333,74 @@ def _fairness(seed: int, load: float, quick: bool) -> w.Workload:
     specs = make(5 * 0.5 * cap * load, 1.5 * 0.5 * cap * load)
     return w.tenants(
         "fairness", seed=seed, duration_s=_dur(quick, 60, 20), specs=specs, objectives=objectives
+    )
+
+
+# -- workloads from outside (issue #14 item 4; docs/bench.md has the upstream originals) -------
+
+# llm-d's optimized-baseline ladder (inference-perf shared_prefix: 150 groups x 5 prompts,
+# 6,000 + 1,200 tokens in, 1,000 out; a 15 req/s warm-up, then Poisson 3 -> 60 req/s on 8
+# engines), scaled to 4 engines: half the groups and rates, half the prompt, a quarter of the
+# output (docs/bench.md says why), and a KV cache that keeps the prefixes' working set 2.6x
+# one engine's cache (upstream: ~3x).
+LADDER_GROUPS, LADDER_PROMPTS = 75, 5
+LADDER_SYSTEM, LADDER_QUESTION, LADDER_OUTPUT = 3008, 600, 250
+LADDER_WARMUP_QPS = 7.5
+LADDER_RATES = (1.5, 5, 7.5, 10, 11, 12.5, 15, 17.5, 20, 21.5, 23, 24.5, 26, 27.5, 28.5, 30)
+_LADDER_SETUP = EngineSetup(overrides={"num_gpu_blocks": 5400})
+
+
+def _ladder_stages(load: float, quick: bool) -> tuple[tuple[float, float], ...]:
+    """The warm-up stage, then one rung of the ladder (each rung is its own run)."""
+    return ((LADDER_WARMUP_QPS, _dur(quick, 50, 20)), (load, _dur(quick, 50, 20)))
+
+
+def _shared_prefix_ladder(seed: int, load: float, quick: bool) -> w.Workload:
+    return wo.shared_prefix_ladder(
+        seed=seed,
+        stages=_ladder_stages(load, quick),
+        groups=LADDER_GROUPS,
+        prompts_per_group=LADDER_PROMPTS,
+        system_tokens=LADDER_SYSTEM,
+        question_tokens=LADDER_QUESTION,
+        output_tokens=LADDER_OUTPUT,
+    )
+
+
+def _priority_mix(seed: int, load: float, quick: bool) -> w.Workload:
+    """Critical (100) at 20% of capacity; normal (0) and batch (-10) splitting the rest of
+    `load` x capacity evenly."""
+    cap = pool_capacity("priority-mix", seed)
+    specs = _priority_mix_specs(0.2 * cap, max(0.0, load - 0.2) * cap)
+    return wo.priority_mix(seed=seed, duration_s=_dur(quick, 60, 20), specs=specs)
+
+
+def _shared_prefix_chat(seed: int, load: float, quick: bool) -> w.Workload:
+    return wo.shared_prefix_chat(
+        seed=seed,
+        qps=load,
+        duration_s=_dur(quick, 90, 30),
+        groups=9,
+        prompts_per_group=5,
+        system_tokens=2000,
+        question_tokens=200,
+        answer_tokens=100,
+    )
+
+
+def _agentic(seed: int, load: float, quick: bool) -> w.Workload:
+    return wo.agentic_fanout(
+        seed=seed,
+        sessions_per_s=load,
+        duration_s=_dur(quick, 60, 30),
+        tools_tokens=3008,
+        context_tokens=4000,
+        task_tokens=300,
+        fanout=4,
+        subtask_tokens=300,
+        output_tokens=200,
+        answer_s=3.0,
+        tool_s=2.0,
     )
 
 
@@ -505,6 +589,62 @@ SCENARIOS: dict[str, Scenario] = {
             loads=(1.5,),
             quick_loads=(1.5,),
             load_unit="x capacity",
+        ),
+        Scenario(
+            "shared-prefix-ladder",
+            "llm-d's optimized-baseline shape (inference-perf shared_prefix) scaled to 4 "
+            "engines: 75 groups x 5 fixed prompts (3,008-token system prompt + 600-token "
+            "question), 250 out, cycled in a shuffled order; each rung of the Poisson ladder "
+            "(1.5 -> 30 req/s) follows a 7.5 req/s warm-up stage; goodput",
+            SWEEP,
+            _shared_prefix_ladder,
+            loads=LADDER_RATES,
+            quick_loads=LADDER_RATES,
+            setup=_LADDER_SETUP,
+            warmup_frac=0.5,  # the warm-up stage is left out, as upstream reports per stage
+        ),
+        Scenario(
+            "priority-mix",
+            "llm-d-benchmark's priority mix: critical (priority 100) offering 20% of capacity, "
+            "normal (0) and batch (-10) 65% each (150% in all), two fairness ids per class, "
+            "chat-like lengths (as two-bands); capacity measured in the same run",
+            ISOLATION,
+            _priority_mix,
+            loads=(1.5,),
+            quick_loads=(1.5,),
+            protected=("critical-0", "critical-1"),
+            load_unit="x capacity",
+        ),
+        Scenario(
+            "shared-prefix-chat",
+            "inference-perf shared_prefix with enable_multi_turn_chat: 9 groups x 5 users, "
+            "2,000-token system prompt; each round sends the previous prompt + its 100-token "
+            "answer + a 200-token question; a user's rounds ~3.75 s apart",
+            FIXED,
+            _shared_prefix_chat,
+            loads=(12,),
+            quick_loads=(12,),
+        ),
+        Scenario(
+            "agentic",
+            "agent sessions: a 3,008-token tool preamble shared by all + 4,000 tokens of the "
+            "session's own context; a plan request, then 4 sub-requests at once sharing the "
+            "plan's prompt and answer, then a combine request; 200 tokens out each; each step "
+            "3 s + a tool call (exponential, mean 2 s) after the one before",
+            FIXED,
+            _agentic,
+            loads=(0.5,),
+            quick_loads=(0.5,),
+            load_unit="sessions/s",
+        ),
+        Scenario(
+            "agentic-busy",
+            "as agentic, twice the sessions per second",
+            FIXED,
+            _agentic,
+            loads=(1.0,),
+            quick_loads=(1.0,),
+            load_unit="sessions/s",
         ),
     )
 }

@@ -14,6 +14,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
+from sluice.net.varint import varint
 from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError
 from sluice.requests.headers import HEADER_DROPPED_REASON
 from sluice.requests.model import (
@@ -145,21 +146,10 @@ def route_request_body(
     return _ld(3, _ld(1, common)) + _dynamic_metadata(destination, scores)
 
 
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _ld(field: int, payload: bytes) -> bytes:
     """A length-delimited field (a message, bytes or string); every field used here is < 16."""
     n = len(payload)
-    return _LD_TAGS[field] + (_ONE_BYTE[n] if n < 0x80 else _varint(n)) + payload
+    return _LD_TAGS[field] + (_ONE_BYTE[n] if n < 0x80 else varint(n)) + payload
 
 
 _LD_TAGS = [bytes(((field << 3) | 2,)) for field in range(16)]

@@ -411,6 +411,36 @@ class FlowController:
             self.observer.on_served(flow, band)
 
 
+# outcome -> (message, dropped reason): 429, the pool has endpoints but they are contended
+_CONTENDED = {
+    QueueOutcome.REJECTED_CAPACITY: (
+        "request rejected pre-queue: queue at capacity",
+        DroppedReason.SATURATED,
+    ),
+    QueueOutcome.DISPLACED: (
+        "displaced from the queue by a higher-priority request",
+        DroppedReason.SATURATED,
+    ),
+    QueueOutcome.SHED: ("system saturated, sheddable request dropped", DroppedReason.SATURATED),
+    QueueOutcome.EXPIRED: (
+        "request timed out in queue: request TTL expired",
+        DroppedReason.TTL_EXPIRED,
+    ),
+}
+# ... 503, it has none (or none the request may use), or the client left
+_UNAVAILABLE = {
+    QueueOutcome.REJECTED_NO_ENDPOINTS: (
+        "no endpoints available: queue at capacity",
+        DroppedReason.NO_ENDPOINTS,
+    ),
+    QueueOutcome.EXPIRED_NO_ENDPOINTS: (
+        "request timed out in queue and no endpoints are available",
+        DroppedReason.NO_ENDPOINTS,
+    ),
+    QueueOutcome.CANCELLED: ("client disconnected", DroppedReason.CONTEXT_CANCELLED),
+}
+
+
 def error_for(event: Finalized) -> SluiceError | None:
     """The error a front end answers with for an outcome (None for a dispatch).
 
@@ -419,27 +449,13 @@ def error_for(event: Finalized) -> SluiceError | None:
     when the client left; every rejection names its `x-llm-d-request-dropped-reason`.
     """
     outcome = event.outcome
-    retry_after = event.retry_after_s
     if outcome is QueueOutcome.DISPATCHED:
         return None
-    if outcome is QueueOutcome.REJECTED_CAPACITY:
-        message = "request rejected pre-queue: queue at capacity"
-        return contended(message, DroppedReason.SATURATED, retry_after)
-    if outcome is QueueOutcome.DISPLACED:
-        message = "displaced from the queue by a higher-priority request"
-        return contended(message, DroppedReason.SATURATED, retry_after)
-    if outcome is QueueOutcome.SHED:
-        message = "system saturated, sheddable request dropped"
-        return contended(message, DroppedReason.SATURATED, retry_after)
-    if outcome is QueueOutcome.EXPIRED:
-        message = "request timed out in queue: request TTL expired"
-        return contended(message, DroppedReason.TTL_EXPIRED, retry_after)
-    if outcome is QueueOutcome.REJECTED_NO_ENDPOINTS:
-        return unavailable("no endpoints available: queue at capacity")
-    if outcome is QueueOutcome.EXPIRED_NO_ENDPOINTS:
-        return unavailable("request timed out in queue and no endpoints are available")
-    assert outcome is QueueOutcome.CANCELLED, outcome
-    return unavailable("client disconnected", DroppedReason.CONTEXT_CANCELLED)
+    if outcome in _CONTENDED:
+        message, reason = _CONTENDED[outcome]
+        return contended(message, reason, event.retry_after_s)
+    message, reason = _UNAVAILABLE[outcome]
+    return unavailable(message, reason)
 
 
 def _current(entry: tuple[float, int, Ticket]) -> bool:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import cast
 
-from sluice.net.call import Call, Route
+from sluice.net.call import Call, Route, Trailers
 from sluice.net.grpc_framing import DeframeError, Status
 from sluice.net.limits import H2Limits, RapidResets, TokenBucket
 
@@ -59,9 +59,20 @@ class GrpcConnection(asyncio.Protocol):
         """Parse the peer's bytes and call the `_on_*` hooks below."""
         raise NotImplementedError
 
-    def _emit(self, call: Call) -> None:
-        """Queue a call's output: headers, messages as far as windows allow, trailers; then
-        `_sent_trailers(call)` once the trailers are out."""
+    def _send_headers(self, call: Call) -> None:
+        """Queue the response headers (`:status 200`, gRPC's content type)."""
+        raise NotImplementedError
+
+    def _send_data(self, call: Call, data: bytes) -> None:
+        """Queue `data` as far as the windows allow; what does not fit joins `call.pending`."""
+        raise NotImplementedError
+
+    def _send_pending(self, call: Call) -> None:
+        """Queue as much of `call.pending` as the windows allow; the rest stays pending."""
+        raise NotImplementedError
+
+    def _send_trailers(self, call: Call, trailers: Trailers, with_headers: bool) -> None:
+        """Queue the trailers, ending the stream; `with_headers`: a trailers-only response."""
         raise NotImplementedError
 
     def _refuse(self, call: Call, http_status: bytes) -> None:
@@ -293,6 +304,29 @@ class GrpcConnection(asyncio.Protocol):
                 self._cancel(call)
             call.handler = None
         self._held = 0
+
+    def _emit(self, call: Call) -> None:
+        """Queue a call's output: headers, messages as far as windows allow, trailers; then
+        `_sent_trailers(call)` once the trailers are out."""
+        out = call.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if not call.headers_sent:
+                call.headers_sent = True
+                self._send_headers(call)
+            self._send_data(call, data)
+        if call.pending:
+            self._send_pending(call)
+            if call.pending:
+                return  # trailers wait behind the data
+        trailers = call.trailers
+        if trailers is None:
+            return
+        call.trailers = None
+        self._send_trailers(call, trailers, with_headers=not call.headers_sent)
+        call.headers_sent = True
+        self._sent_trailers(call)
 
     def _sent_trailers(self, call: Call) -> None:
         """The engine put a call's trailers out: the call is done."""

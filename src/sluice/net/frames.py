@@ -36,6 +36,7 @@ from sluice.net.connection import (
     STREAM_CLOSED,
     GrpcConnection,
 )
+from sluice.net.varint import varint
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
@@ -67,13 +68,7 @@ def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
     limit = (1 << prefix_bits) - 1
     if value < limit:
         return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return bytes((first | limit,)) + varint(value - limit)  # RFC 7541 §5.1
 
 
 def _literal(name: bytes, value: bytes) -> bytes:
@@ -448,39 +443,27 @@ class FrameConnection(GrpcConnection):
 
     # -- frames out -----------------------------------------------------------------------------
 
-    def _emit(self, call: Call) -> None:
-        out = call.out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            if not call.headers_sent:
-                call.headers_sent = True
-                self._out.append(_frame(HEADERS, END_HEADERS, call.id, _STATUS_AND_TYPE))
-            if call.pending:
-                call.pending += data
-            else:
-                size = len(data)
-                fits = size <= self._send_window and size <= call.send_window
-                if fits and size <= self._peer_max_frame:  # the usual case: one frame
-                    self._send_window -= size
-                    call.send_window -= size
-                    self._out.append(_frame(DATA, 0, call.id, data))
-                else:
-                    call.pending = data
+    def _send_headers(self, call: Call) -> None:
+        self._out.append(_frame(HEADERS, END_HEADERS, call.id, _STATUS_AND_TYPE))
+
+    def _send_data(self, call: Call, data: bytes) -> None:
         if call.pending:
-            self._send_pending(call)
-            if call.pending:
-                return  # trailers wait behind the data
-        trailers = call.trailers
-        if trailers is None:
+            call.pending += data
             return
-        call.trailers = None
+        size = len(data)
+        fits = size <= self._send_window and size <= call.send_window
+        if fits and size <= self._peer_max_frame:  # the usual case: one frame
+            self._send_window -= size
+            call.send_window -= size
+            self._out.append(_frame(DATA, 0, call.id, data))
+        else:
+            call.pending = data
+
+    def _send_trailers(self, call: Call, trailers: Trailers, with_headers: bool) -> None:
         block = _OK_TRAILER_BLOCK if trailers is OK_TRAILERS else _block(trailers)
-        if not call.headers_sent:  # trailers-only response
-            call.headers_sent = True
+        if with_headers:
             block = _STATUS_AND_TYPE + block
         self._out.append(_frame(HEADERS, END_HEADERS | END_STREAM, call.id, block))
-        self._sent_trailers(call)
 
     def _send_pending(self, call: Call) -> None:
         """As much as the peer's windows allow, in frames of at most its frame size."""

@@ -31,7 +31,7 @@ from h2.settings import SettingCodes, Settings
 from hpack import HPACKDecodingError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError
 
-from sluice.net.call import Call
+from sluice.net.call import Call, Trailers
 from sluice.net.connection import GrpcConnection, log
 
 _CONFIG = H2Configuration(
@@ -132,30 +132,15 @@ class HyperConnection(GrpcConnection):
                 call.unacked = 0
         self._on_data(call, data)
 
-    def _emit(self, call: Call) -> None:
-        h2 = self._h2
-        out = call.out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            if not call.headers_sent:
-                call.headers_sent = True
-                h2.send_headers(call.id, _RESPONSE_HEADERS)
-            call.pending = call.pending + data if call.pending else data
-        if call.pending:
-            self._send_pending(call)
-            if call.pending:
-                return  # trailers wait behind the data
-        trailers = call.trailers
-        if trailers is None:
-            return
-        call.trailers = None
-        if call.headers_sent:
-            h2.send_headers(call.id, trailers, end_stream=True)
-        else:  # trailers-only response
-            call.headers_sent = True
-            h2.send_headers(call.id, _RESPONSE_HEADERS + trailers, end_stream=True)
-        self._sent_trailers(call)
+    def _send_headers(self, call: Call) -> None:
+        self._h2.send_headers(call.id, _RESPONSE_HEADERS)
+
+    def _send_data(self, call: Call, data: bytes) -> None:
+        call.pending = call.pending + data if call.pending else data
+
+    def _send_trailers(self, call: Call, trailers: Trailers, with_headers: bool) -> None:
+        headers = _RESPONSE_HEADERS + trailers if with_headers else trailers
+        self._h2.send_headers(call.id, headers, end_stream=True)
 
     def _send_pending(self, call: Call) -> None:
         h2, data = self._h2, call.pending

@@ -109,18 +109,32 @@ class ReplicaCore:
         return ReplicaSummary(VERSION, self.replica_id, wall, tuple(bands), endpoints, max_cost)
 
     def lease_asks(self, mine: ReplicaSummary, peers: Sequence[ReplicaSummary]) -> list[LeaseAsk]:
-        """What to ask the store for on each endpoint (none without a cap)."""
+        """What to ask the store for on each endpoint (none without a cap).
+
+        A lease that is to shrink shrinks here at once, to the target or what runs (never
+        below), before the ask leaves: dispatches made while the sync is on its way stay
+        within it. The ask's `in_flight` is that local lease — the most this replica can have
+        running when the grant lands — so the store never grants the others room this replica
+        may still be filling (it reported only what ran when it asked, and overfilled by the
+        dispatches of one round trip)."""
         cap = self.cap
         if cap is None:
             return []
         by_peer = [(p.replica, {e.name: e.in_flight for e in p.endpoints}, p.demand) for p in peers]
+        states = {s.name: s for s in self.registry.snapshot()}
         demand = mine.demand
         asks = []
         for endpoint in mine.endpoints:
             name = endpoint.name
             others = [(who, flights.get(name, 0), d) for who, flights, d in by_peer]
             target = lease_target(name, cap, (self.replica_id, endpoint.in_flight, demand), others)
-            asks.append(LeaseAsk(name, cap, target, endpoint.in_flight))
+            state = states.get(name)
+            held = endpoint.in_flight
+            if state is not None and state.lease is not None:
+                if target < state.lease:
+                    state.lease = max(target, state.in_flight_requests)
+                held = max(held, state.lease)
+            asks.append(LeaseAsk(name, cap, target, held))
         return asks
 
     # -- apply -------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ A failed sync (unreachable, refused, too slow) switches this replica to local-on
 control at once — logged, `sluice_replicas_store_connected` 0, the `sluice.replicas` health
 service NOT_SERVING — and every later interval tries again; the first sync that succeeds
 rejoins the pool-wide order. Requests never wait for the store: syncs run beside them.
+
+A band that starts waiting above everything this replica last published is published at once
+(an early sync, at most one per `interval / EARLY_SYNC_DIVISOR`), not at the next interval: the
+others then see it within one of their intervals, not two (docs/replicas.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import time
 from collections.abc import Callable
 
 from sluice.datalayer.registry import EndpointRegistry
+from sluice.flowcontrol.model import Finalized, Ticket
+from sluice.flowcontrol.observer import BandView, FlowObserver, FlowView
 from sluice.logs import get_logger
 from sluice.replicas.core import ReplicaCore
 from sluice.replicas.metrics import ReplicaMetrics
@@ -24,6 +30,8 @@ from sluice.replicas.view import PeerView
 
 log = get_logger("replicas")
 HEALTH_SERVICE = "sluice.replicas"
+# Early syncs (a new higher band waiting) come at most this many times per interval.
+EARLY_SYNC_DIVISOR = 5
 
 
 class ReplicaSync:
@@ -55,8 +63,12 @@ class ReplicaSync:
             ReplicaSummary
         ] = []  # the last sync's peer summaries (for the next lease asks)
         self._ever_joined = False
+        self._fell_back = False  # a fall-back was counted and no rejoin yet
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._wake = asyncio.Event()  # a band above the published ones started waiting
+        self._published_top: int | None = None  # the highest waiting band last published
+        self.early_syncs = 0
 
     @property
     def joined(self) -> bool:
@@ -80,17 +92,40 @@ class ReplicaSync:
                 await self._task
         await self.store.close()
 
+    def on_enqueued(self, priority: int) -> None:
+        """A request joined band `priority` here: publish early if the others do not know a
+        band this high waits here (the flow controller's observer calls it)."""
+        top = self._published_top
+        if self.core.joined and (top is None or priority > top):
+            self._wake.set()
+
     async def run(self) -> None:
         while not self._stopping:
             started = self.clock()
+            early = self._wake.is_set()
+            self._wake.clear()
             await self.sync_once()
-            await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
+            if early:
+                self.early_syncs += 1
+            await self._pause(started)
+
+    async def _pause(self, started: float) -> None:
+        """Until the next interval, or an early wake (not sooner than the minimum gap)."""
+        gap = self.interval_s / EARLY_SYNC_DIVISOR
+        elapsed = self.clock() - started
+        if elapsed < gap:
+            await asyncio.sleep(gap - elapsed)
+        remaining = self.interval_s - (self.clock() - started)
+        if remaining > 0 and not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
 
     async def sync_once(self) -> bool:
         """One sync; False if the store did not answer (then this replica is local-only)."""
         core = self.core
         now = self.clock()
         mine = core.summary(now, self.wall())
+        self._published_top = max((b.priority for b in mine.bands if b.waiting), default=None)
         blob = encode(mine)
         asks = core.lease_asks(mine, self._peers)
         prefix_out = self.prefix.take() if self.prefix is not None else None
@@ -103,12 +138,14 @@ class ReplicaSync:
         peers = [p for b in result.peers if (p := decode(b)) is not None]
         self._peers = peers
         rejoined = not core.joined
-        core.apply(PeerView(peers), result.granted, done)
+        # leases run from when the sync was sent: the store granted them later, so this
+        # replica's view of them never outlives the store's
+        core.apply(PeerView(peers), result.granted, now)
         if self.prefix is not None and result.prefix_entries:
             self.prefix.apply(result.prefix_entries, {s.name for s in self.registry.snapshot()})
         self.syncs += 1
         if rejoined:
-            if self._ever_joined:
+            if self._fell_back:
                 log.warning(
                     "replicas: store reachable again, rejoined the pool-wide order",
                     store=self.store.url,
@@ -116,6 +153,7 @@ class ReplicaSync:
                 )
                 if self.metrics is not None:
                     self.metrics.rejoins.inc()
+                self._fell_back = False
             else:
                 log.info("replicas: joined", store=self.store.url, peers=len(peers))
             self._ever_joined = True
@@ -142,6 +180,7 @@ class ReplicaSync:
                 store=self.store.url,
                 error=f"{type(exc).__name__}: {exc}",
             )
+            self._fell_back = True
             if self.metrics is not None:
                 self.metrics.fallbacks.inc()
                 self.metrics.connected.set(0)
@@ -152,3 +191,21 @@ class ReplicaSync:
         ):
             self.metrics.lease.clear()
         self.pump()
+
+
+class EnqueueTee:
+    """The flow controller's observer, with every enqueue also told to the replica sync."""
+
+    def __init__(self, inner: FlowObserver, sync: ReplicaSync) -> None:
+        self.inner = inner
+        self.sync = sync
+
+    def on_enqueued(self, ticket: Ticket, band: BandView) -> None:
+        self.inner.on_enqueued(ticket, band)
+        self.sync.on_enqueued(band.priority)
+
+    def on_finalized(self, event: Finalized, band: BandView | None) -> None:
+        self.inner.on_finalized(event, band)
+
+    def on_served(self, flow: FlowView, band: BandView) -> None:
+        self.inner.on_served(flow, band)

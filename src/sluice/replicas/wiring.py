@@ -13,7 +13,7 @@ from sluice.replicas.core import ReplicaCore
 from sluice.replicas.metrics import ReplicaMetrics
 from sluice.replicas.prefix_share import PrefixShare
 from sluice.replicas.settings import replica_settings
-from sluice.replicas.shell import ReplicaSync
+from sluice.replicas.shell import EnqueueTee, ReplicaSync
 from sluice.replicas.store import RedisStore
 from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
 from sluice.scheduling.prefix_scorer import PrefixCacheScorer
@@ -59,6 +59,7 @@ def start_replicas(
         metrics=ReplicaMetrics(metrics_registry, settings.replica_id),
         prefix=PrefixShare(scorers.values()) if scorers else None,
     )
+    director.flow.observer = EnqueueTee(director.flow.observer, sync)
     sync.start()
     log.info(
         "replicas: active-active",

@@ -11,8 +11,9 @@ Layout (memory is the constraint, as for the approximate index: 64 endpoints x 3
   old slot has no name, so matches on it count for nobody) and the old slot's bits are swept
   out of the dict a few thousand keys at a time as events arrive (``sweep``), after which the
   slot is free again;
-* ``own`` key space: per slot a dict from the engine's hash to Sluice's key(s) for that block,
-  needed because removals name the engine's hashes; it doubles as the slot's list of keys.
+* ``own`` key space: per slot a map from the engine's hash to Sluice's key(s) for that block
+  (``precise_translate.EngineKeyMap``: arrays, no int object per block), needed because
+  removals name the engine's hashes; it doubles as the slot's list of keys.
 
 An endpoint holds a key or not (set semantics): a BlockStored of a held key and a BlockRemoved of
 an unknown one change nothing, so a batch applied twice or a removal whose store was never seen
@@ -31,6 +32,7 @@ from itertools import islice
 
 from sluice.datalayer.kvevents.wire import AllBlocksCleared, BlockRemoved, BlockStored, Event
 from sluice.scheduling.precise_hashing import BlockKeys
+from sluice.scheduling.precise_translate import EngineKeyMap
 
 _SWEEP_STEP = 4096  # keys of a retired slot swept per batch applied
 # Engine hashes are kept to 60 bits: CPython stores such an int in 32 bytes instead of 36 (4 MB
@@ -52,7 +54,7 @@ class PreciseIndex:
         # Engine space: retired slots still being swept out of the dict, each with a snapshot
         # of the dict's keys and how far the sweep has got.
         self._sweeps: deque[tuple[int, list[int], int]] = deque()
-        self._translate: list[dict[int, int | tuple[int, ...]] | None] = []  # own space
+        self._translate: list[EngineKeyMap | None] = []  # own space
         # Endpoints whose events cannot be used, and why (a block size or hash seed mismatch).
         self.unusable: dict[str, str] = {}
         self._verified: set[str] = set()
@@ -84,7 +86,7 @@ class PreciseIndex:
         self._slots[endpoint] = slot
         self._counts[slot] = 0
         if self.keys.space == "own":
-            self._translate[slot] = {}
+            self._translate[slot] = EngineKeyMap()
         return slot
 
     # -- KVEventSink -------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class PreciseIndex:
             for key in self._keys_of(slot):
                 self._drop(key, slot)
             self._counts[slot] = 0
-            self._translate[slot] = {}
+            self._translate[slot] = EngineKeyMap()
             return
         self._retire(endpoint, slot)
 
@@ -297,11 +299,10 @@ class PreciseIndex:
         assert translate is not None
         parent: int | None = None
         if event.parent_block_hash is not None:
-            known = translate.get(event.parent_block_hash)
-            if known is None:
+            parent = translate.last(event.parent_block_hash)
+            if parent is None:
                 self.unchained += len(event.block_hashes)
                 return  # stored after a block we never saw: its keys are unknowable
-            parent = known if isinstance(known, int) else known[-1]
         lora = event.lora_name
         salt = _salt_of(event) if event.parent_block_hash is None else None
         n = len(event.block_hashes)
@@ -316,10 +317,9 @@ class PreciseIndex:
         owners, held = self._owners, self._held[slot]
         added = 0
         for j, engine_hash in enumerate(event.block_hashes):
-            if engine_hash in translate:
-                continue
             mine = own[j * ratio : (j + 1) * ratio]
-            translate[engine_hash] = mine[0] if ratio == 1 else tuple(mine)
+            if not translate.add(engine_hash, mine):
+                continue
             for key in mine:
                 bits = owners.get(key)
                 if bits is None:
@@ -334,10 +334,10 @@ class PreciseIndex:
         assert translate is not None
         removed = 0
         for engine_hash in hashes:
-            mine = translate.pop(engine_hash, None)
+            mine = translate.pop(engine_hash)
             if mine is None:
                 continue
-            for key in (mine,) if isinstance(mine, int) else mine:
+            for key in mine:
                 self._drop(key, slot)
                 removed += 1
         self._counts[slot] -= removed
@@ -349,8 +349,9 @@ class PreciseIndex:
         if self.keys.space == "engine":  # a scan: tests and debugging only
             yield from [key for key, bits in owners.items() if bits & held]
             return
-        for mine in list((self._translate[slot] or {}).values()):
-            yield from (mine,) if isinstance(mine, int) else mine
+        translate = self._translate[slot]
+        if translate is not None:
+            yield from list(translate.own_keys())
 
     def _drop(self, key: int, slot: int) -> None:
         owners, held = self._owners, self._held[slot]

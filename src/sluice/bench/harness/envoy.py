@@ -21,6 +21,8 @@ from sluice.extproc import BodyMode
 
 REPO = Path(__file__).resolve().parents[4]
 EXAMPLE_CONFIG = REPO / "deploy" / "envoy" / "envoy.yaml"
+# The same gateway in front of several active-active replicas (docs/replicas.md).
+REPLICAS_CONFIG = REPO / "deploy" / "envoy" / "envoy-replicas.yaml"
 
 
 def envoy_binary() -> str | None:
@@ -46,8 +48,12 @@ def render_config(
     mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED,
     failure_mode_allow: bool = False,
     tls: bool = True,
+    example: Path = EXAMPLE_CONFIG,
+    epp_ports: list[int] | None = None,
 ) -> dict[str, Any]:
-    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    """The example with these ports. `epp_ports`: one ext_proc endpoint per Sluice replica (the
+    `REPLICAS_CONFIG` example lists several); default `ports.epp` alone."""
+    config = yaml.safe_load(example.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = ports.admin
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=ports.listener)
@@ -58,11 +64,16 @@ def render_config(
     processing["request_body_mode"] = processing["response_body_mode"] = mode.name
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     epp = clusters["sluice_epp"]
-    epp["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
-        "socket_address"
-    ]["port_value"] = ports.epp
+    replicas = epp["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    wanted = epp_ports or [ports.epp]
+    if len(replicas) != len(wanted):
+        raise ValueError(
+            f"{example.name} lists {len(replicas)} ext_proc endpoints, not {len(wanted)}"
+        )
+    for replica, port in zip(replicas, wanted, strict=True):
+        replica["endpoint"]["address"]["socket_address"]["port_value"] = port
     if not tls:
-        del epp["transport_socket"]
+        epp.pop("transport_socket", None)
     fallback = clusters["pool_fallback"]["load_assignment"]["endpoints"][0]
     fallback["lb_endpoints"] = [
         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from sluice.bench.records import RequestRecord, Sample
+from sluice.bench.wall.processes import VLLM_COUNTERS, EngineCounters
 from sluice.bench.wall.sampling import sample_engines, sample_once
 from sluice.bench.workloads import Arrival, Workload
 
@@ -72,6 +73,7 @@ async def replay(
     restart: Callable[[int], None] | None = None,
     seed: int = 0,
     headers: Mapping[str, Mapping[str, str]] | None = None,
+    counters: EngineCounters = VLLM_COUNTERS,
 ) -> tuple[list[RequestRecord], list[Sample]]:
     """Send the workload (open loop at its arrival times, or its closed loop) to `urls`, taken
     in turn; sample the engines' generated-token counters once a second meanwhile. Arrivals
@@ -91,7 +93,7 @@ async def replay(
     bypass = random.Random(seed ^ 0xB1)  # the virtual runner's stream, for the same share
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         t0 = time.monotonic()
-        sampler = asyncio.create_task(sample_engines(session, engine_urls, t0, samples))
+        sampler = asyncio.create_task(sample_engines(session, engine_urls, t0, samples, counters))
 
         def start(a: Arrival, at: float) -> asyncio.Task[None]:
             record = RequestRecord(
@@ -137,7 +139,7 @@ async def replay(
         finally:
             sampler.cancel()
             restarter.cancel()  # restarts the replay window cut off do not happen
-            await sample_once(session, engine_urls, t0, samples)
+            await sample_once(session, engine_urls, t0, samples, counters)
         if restarter.done() and not restarter.cancelled() and restarter.exception():
             raise RuntimeError(f"an engine restart failed: {restarter.exception()}")
     return records, samples

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sluice.bench.arms import PRECISE_HASH_SEED, Arm, arm_by_name
+from sluice.bench.engines.build import find_install
+from sluice.bench.engines.llamacpp import LlamaServers, LlamaServerSettings, start_llama_servers
 from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
@@ -78,6 +80,35 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     stop_processes(process, timeout=5)
 
 
+@dataclass(frozen=True)
+class EngineCounters:
+    """The engine's own counters, by the names its `/metrics` page gives them, and the metric
+    profile Sluice reads it with (`sluice serve --engine`)."""
+
+    profile: str
+    generated: str  # output tokens generated
+    running: str  # requests running now
+    cached: str  # prompt tokens found in the prefix cache
+    looked_up: tuple[str, ...]  # prompt tokens looked up in it: the sum of these counters
+
+
+VLLM_COUNTERS = EngineCounters(
+    "vllm",
+    "vllm:generation_tokens_total",
+    "vllm:num_requests_running",
+    "vllm:prefix_cache_hits_total",
+    ("vllm:prefix_cache_queries_total",),
+)
+# llama.cpp counts prompt tokens it computed and those it reused apart
+LLAMACPP_COUNTERS = EngineCounters(
+    "llamacpp",
+    "llamacpp:tokens_predicted_total",
+    "llamacpp:requests_processing",
+    "llamacpp:prompt_tokens_cached_total",
+    ("llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total"),
+)
+
+
 @dataclass
 class Engines:
     processes: list[subprocess.Popen[bytes]]
@@ -92,6 +123,9 @@ class Engines:
     commands: list[list[str]] = field(default_factory=list)
     env: dict[str, str] | None = None
     slots: int = 0  # requests each engine runs at once (vLLM's max_num_seqs)
+    # real engines (`llama-server`), when these are not `sluice sim` processes
+    servers: LlamaServers | None = None
+    counters: EngineCounters = field(default_factory=lambda: VLLM_COUNTERS)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -106,10 +140,15 @@ class Engines:
     def stop(self) -> None:
         for process in self.processes:
             stop(process)
+        if self.servers is not None:
+            self.servers.stop()
 
     def restart(self, index: int) -> None:
         """Engine `index`'s process stopped and started again on its addresses (an empty
         cache; a KV-event publisher numbering from 0 again)."""
+        if self.servers is not None:
+            self.servers[index].restart()
+            return
         stop(self.processes[index])
         process = _spawn(self.commands[index], self.env)
         self.processes[index] = process
@@ -176,6 +215,22 @@ def start_engines(scenario: Scenario, priority: bool, *, kv_events: bool = False
     return engines
 
 
+def start_llamacpp_engines(count: int, slots: int, threads: int) -> Engines:
+    """`count` real `llama-server` processes, each on its own loopback address and the same
+    port, as `start_engines` places the simulated ones; raises when llama.cpp is not built
+    (`make engines`)."""
+    install = find_install()
+    if install is None:
+        raise RuntimeError("llama.cpp is not built: make engines")
+    port = free_port()
+    hosts = [f"127.0.0.{10 + i}" for i in range(count)]
+    settings = LlamaServerSettings(threads=threads, slots=slots)
+    servers = start_llama_servers(count, install, settings, addresses=[(h, port) for h in hosts])
+    engines = Engines([], hosts, port, slots=slots, counters=LLAMACPP_COUNTERS)
+    engines.servers = servers
+    return engines
+
+
 def _manifests(workdir: Path, engines: Engines, objectives: dict[str, int]) -> Path:
     return serve_manifests(
         workdir, engines.ports or [engines.port], hosts=engines.hosts, objectives=objectives
@@ -238,6 +293,9 @@ def start_router(
             raise RuntimeError(f"{peer} is not installed")
         command = [*prefix, "--host", "127.0.0.1", "--port", str(port)]
         command += ["--worker-urls", *engines.urls, *extra]
+        # every peer binds its metrics on port 29000 unless told otherwise: two at once (this
+        # suite's, or anyone else's on the machine) and the second exits
+        command += ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
         if arm_name == SMG_PRIORITY:
             classes = workdir / "smg-priority.yaml"
             classes.write_text(smg_scheduler_yaml(INTERACTIVE_SHARE))
@@ -252,6 +310,7 @@ def start_router(
         command += [f"--proxy-port={port}", f"--config-file={config}"]
         command += ["--disable-extproc", "--secure-serving=false", "--log-level=warning"]
         command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"]
+        command += [f"--engine={engines.counters.profile}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, process, timeout=60)
     url = f"http://127.0.0.1:{port}"

@@ -21,6 +21,7 @@ from sluice.bench.records import RunResult
 from sluice.bench.report import fmt
 from sluice.bench.scenarios import SWEEP, Scenario
 from sluice.bench.suite import ScenarioResult, sweep
+from sluice.bench.wall import llamacpp
 from sluice.bench.wall.load import probe_latency, replay
 from sluice.bench.wall.processes import (
     DIRECT_ROUND_ROBIN,
@@ -28,6 +29,7 @@ from sluice.bench.wall.processes import (
     client_headers,
     installed_peers,
     start_engines,
+    start_llamacpp_engines,
     start_router,
     stop,
 )
@@ -45,6 +47,8 @@ WALL_LOADS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "prefix-restarts": ((4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0),) * 2,
     "two-bands": ((1.5,), (1.5,)),
     "noisy-neighbour": ((1.5,), (1.5,)),
+    "llamacpp-shared-prefix": ((2.0,), (2.0,)),
+    "llamacpp-two-bands": ((1.5,), (1.5,)),
     # closed loops (load = the streamed share): requests, not seconds, bound them
     "non-streamed": ((0.0,), (0.0,)),
     "mixed-streaming": ((0.5,), (0.5,)),
@@ -63,7 +67,13 @@ WALL_DURATION: dict[str, tuple[float, float]] = {
     "prefix-bypass": (30.0, 60.0),
     # the workload restarts its engines at 30%..60% of its own length (40 s quick, 90 s full)
     "prefix-restarts": (30.0, 60.0),
+    # real engines on both cores: short windows
+    "llamacpp-shared-prefix": (15.0, 40.0),
+    "llamacpp-two-bands": (15.0, 40.0),
 }
+
+
+SIM, LLAMACPP = "sim", "llamacpp"  # the engines of `--engines`
 
 
 @dataclass
@@ -117,11 +127,18 @@ def run_arm(
     drain_s: float,
     probe: bool = True,
     kv_events: bool = False,
+    engine_kind: str = SIM,
 ) -> WallRun:
     """One wall-clock run: fresh engines and router; the result and the router's costs.
     `probe`: also measure the router's added latency (40 + 40 sequential requests first).
-    `kv_events`: the engines publish vLLM's KV events (see `processes.Engines`)."""
-    engines = start_engines(scenario, _needs_priority_engines(arm_name), kv_events=kv_events)
+    `kv_events`: the engines publish vLLM's KV events (see `processes.Engines`).
+    `engine_kind`: `sim` (4 `sluice sim` engines of the scenario's profile) or `llamacpp`
+    (2 real `llama-server`s, see `wall.llamacpp`)."""
+    if engine_kind == LLAMACPP:
+        engines = start_llamacpp_engines(llamacpp.ENGINES, llamacpp.SLOTS, llamacpp.THREADS)
+        probe = False  # 80 requests of engine time on 2 cores: not worth the number
+    else:
+        engines = start_engines(scenario, _needs_priority_engines(arm_name), kv_events=kv_events)
     workdir = Path(tempfile.mkdtemp(prefix="sluice-wall-"))
     router: subprocess.Popen[bytes] | None = None
     try:
@@ -138,7 +155,16 @@ def run_arm(
         t0 = time.monotonic()
         headers = client_headers(arm_name, objectives)
         records, samples = asyncio.run(
-            replay(urls, workload, drain_s, engines.urls, engines.restart, seed, headers)
+            replay(
+                urls,
+                workload,
+                drain_s,
+                engines.urls,
+                engines.restart,
+                seed,
+                headers,
+                engines.counters,
+            )
         )
         replay_s = time.monotonic() - t0
         busy = busy_share(machine0, machine_cpu())
@@ -254,6 +280,7 @@ def run_wall_scenario(
     drain_s: float | None = None,
     duration_s: float | None = None,
     on_run: Callable[[WallRun], None] | None = None,
+    engine_kind: str = SIM,
 ) -> WallScenario:
     """Every arm on the scenario. Sweeps walk each arm up `loads` with `suite.sweep` (the
     virtual mode's stopping rule); the added-latency probe runs once per arm, at its first load.
@@ -281,6 +308,7 @@ def run_wall_scenario(
                 drain_s=drain,
                 probe=first,
                 kv_events=kv_events,
+                engine_kind=engine_kind,
             )
             if scenario.protected:
                 alone = workload.only(*scenario.protected)
@@ -293,6 +321,7 @@ def run_wall_scenario(
                     drain_s=drain,
                     probe=False,
                     kv_events=kv_events,
+                    engine_kind=engine_kind,
                 ).result
         except Exception as exc:  # a peer that fails to start is reported, not fatal
             run = _failed(scenario, arm, seed, load, exc)

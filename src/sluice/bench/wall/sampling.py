@@ -8,28 +8,32 @@ import time
 from collections.abc import Sequence
 
 from sluice.bench.records import Sample
-from sluice.bench.wall.processes import Engines
+from sluice.bench.wall.processes import VLLM_COUNTERS, EngineCounters, Engines
 from sluice.datalayer.promtext import parse_families
-
-GENERATED = "vllm:generation_tokens_total"
-RUNNING = "vllm:num_requests_running"
-PREFIX_HITS = "vllm:prefix_cache_hits_total"
-PREFIX_QUERIES = "vllm:prefix_cache_queries_total"
 
 
 async def sample_engines(
-    session: object, engine_urls: Sequence[str], t0: float, samples: list[Sample]
+    session: object,
+    engine_urls: Sequence[str],
+    t0: float,
+    samples: list[Sample],
+    counters: EngineCounters = VLLM_COUNTERS,
 ) -> None:
     while True:
-        await sample_once(session, engine_urls, t0, samples)
+        await sample_once(session, engine_urls, t0, samples, counters)
         await asyncio.sleep(1.0)
 
 
 async def sample_once(
-    session: object, engine_urls: Sequence[str], t0: float, samples: list[Sample]
+    session: object,
+    engine_urls: Sequence[str],
+    t0: float,
+    samples: list[Sample],
+    counters: EngineCounters = VLLM_COUNTERS,
 ) -> None:
-    """Every engine's own count of generated tokens (vLLM's `generation_tokens_total`), added
-    up; no sample at all when one engine does not answer (a partial sum would read as a drop)."""
+    """Every engine's own count of generated tokens (vLLM's `generation_tokens_total`,
+    llama.cpp's `tokens_predicted_total`), added up; no sample at all when one engine does not
+    answer (a partial sum would read as a drop)."""
     import aiohttp
 
     assert isinstance(session, aiohttp.ClientSession)
@@ -42,9 +46,9 @@ async def sample_once(
         for url in engine_urls:
             async with session.get(url + "/metrics") as resp:
                 text = await resp.text()
-            total += int(family_total(text, GENERATED))
+            total += int(family_total(text, counters.generated))
             # an engine with a request running is busy, as the virtual runner counts it
-            busy += family_total(text, RUNNING) > 0
+            busy += family_total(text, counters.running) > 0
     except (TimeoutError, aiohttp.ClientError):
         return
     samples.append(Sample(at, {}, {}, busy, len(engine_urls), {}, total))
@@ -62,6 +66,6 @@ def prefix_counters(engines: Engines) -> tuple[float, float]:
     hits = queries = 0.0
     for url in engines.urls:
         text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-        hits += family_total(text, PREFIX_HITS)
-        queries += family_total(text, PREFIX_QUERIES)
+        hits += family_total(text, engines.counters.cached)
+        queries += sum(family_total(text, name) for name in engines.counters.looked_up)
     return hits, queries

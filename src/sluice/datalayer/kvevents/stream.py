@@ -33,8 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import xxhash
-
 from sluice.datalayer.kvevents.wire import (
     DecodeError,
     Event,
@@ -96,8 +94,8 @@ class EndpointStream:
         self._replayed = 0
         self._verify = False  # the replay re-reads our last batch first
         self._diverged = False  # ... and it was not the same
-        self._last_digest = 0
-        self._expected_digest = 0
+        self._last_payload = b""  # the batch applied last
+        self._expected_payload = b""  # ... when the replay in flight was asked for
         self._failed_at: float | None = None
         self._unproductive = 0  # replays in a row that returned nothing while a hole remained
         self.reason = "connecting"
@@ -159,7 +157,7 @@ class EndpointStream:
         self._replayed += 1
         if first and self._verify:
             # The batch we applied last: the same bytes, or another publisher.
-            if seq != start or _digest(payload) != self._expected_digest:
+            if seq != start or payload != self._expected_payload:
                 self._diverged = True
             return
         if first and seq > start:
@@ -294,7 +292,7 @@ class EndpointStream:
         self._replay_sent = now
         self._replay_probe = probe
         self._verify = verify
-        self._expected_digest = self._last_digest
+        self._expected_payload = self._last_payload
         self._diverged = False
         self._replayed = 0
         return start
@@ -316,8 +314,4 @@ class EndpointStream:
             self.counters.events += len(events)
         self.counters.applied += 1
         self.last_seq = seq
-        self._last_digest = _digest(payload)
-
-
-def _digest(payload: bytes) -> int:
-    return xxhash.xxh3_64_intdigest(payload)
+        self._last_payload = payload

@@ -24,7 +24,7 @@ from sluice.datalayer.kvevents.wire import END_OF_REPLAY
 log = logging.getLogger("sluice.kvevents")
 # getsockopt of pyzmq's Cython socket, without the Python wrapper's option-enum conversion.
 _RAW_GETSOCKOPT = zmq.Socket.__mro__[1].get  # type: ignore[attr-defined]
-_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+_RCVMORE = int(zmq.RCVMORE)
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 2000
 
@@ -125,21 +125,29 @@ class EndpointSubscriber:
         if sub is None:
             return
         now = clock()  # one reading per wake-up: the batches drained here arrived together
-        # vLLM's messages are exactly three frames; three plain recv() calls and one RCVMORE
-        # check cost half of recv_multipart() (pyzmq's wrapper checks RCVMORE per frame). The
-        # loop ends on ZMQ_EVENTS, not on EAGAIN: pyzmq's Again exception costs more than a
-        # batch's three receives, and a timer-driven drain ends every socket with one.
-        recv, opt = sub.recv, _RAW_GETSOCKOPT
+        # vLLM's messages are exactly three frames: three plain recv() calls, and the loop ends
+        # on the first recv() with nothing to read (zmq.Again). Asking ZMQ_EVENTS or RCVMORE
+        # costs more than a recv() (each getsockopt is 1-2 us here: it processes the socket's
+        # commands), so neither is asked per message. A message of other frames shows up as a
+        # sequence frame that is not 8 bytes: the rest of that message is skipped (RCVMORE,
+        # only then) and counted malformed; a lost or misread message is a gap, replayed.
+        recv, noblock = sub.recv, zmq.NOBLOCK
         try:
-            while opt(sub, _EVENTS) & _POLLIN:
-                topic = recv(zmq.NOBLOCK)
-                seq, payload = recv(zmq.NOBLOCK), recv(zmq.NOBLOCK)
-                if opt(sub, _RCVMORE) or len(seq) != 8:
-                    while opt(sub, _RCVMORE):
-                        recv(zmq.NOBLOCK)
+            while True:
+                try:
+                    recv(noblock)  # the topic: the subscription filter already matched it
+                except zmq.Again:
+                    return
+                try:
+                    seq, payload = recv(noblock), recv(noblock)
+                except zmq.Again:  # a message of fewer than three frames, the last one
+                    stream.counters.malformed += 1
+                    return
+                if len(seq) != 8:
+                    while _RAW_GETSOCKOPT(sub, _RCVMORE):
+                        recv(noblock)
                     stream.counters.malformed += 1
                     continue
-                del topic  # the subscription filter already matched it
                 start = stream.on_live(int.from_bytes(seq, "big"), payload, now)
                 if start is not None:
                     self._request_replay(start)

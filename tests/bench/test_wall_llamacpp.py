@@ -1,0 +1,60 @@
+"""`sluice bench --mode wall --engines llamacpp`: the scenarios scaled to two real
+`llama-server`s, and one short replay on them that reads their own counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.bench.engines.build import MODEL_NAME, find_install
+from sluice.bench.engines.llamacpp import LlamaServerSettings
+from sluice.bench.metrics import delivered_output_tps, hit_rate
+from sluice.bench.scenarios import FIXED, Scenario
+from sluice.bench.wall import llamacpp
+from sluice.bench.wall.llamacpp import LLAMACPP_SCENARIOS
+from sluice.bench.wall.run import LLAMACPP, run_arm, wall_workload
+from sluice.bench.workloads import Workload, shared_prefix
+
+
+def test_the_scaled_scenarios_fit_a_slot_and_name_the_served_model() -> None:
+    context = LlamaServerSettings().context_per_slot
+    for scenario in LLAMACPP_SCENARIOS.values():
+        workload = wall_workload(scenario, 1, scenario.quick_loads[0], True)
+        assert workload.arrivals
+        assert {a.model for a in workload.arrivals} == {MODEL_NAME}
+        # the workloads' word counts are the simulator's tokens; llama's tokenizer splits
+        # them into at most ~1.5x as many: every prompt and its output fit one slot
+        longest = max(len(a.prompt.split()) + a.max_tokens for a in workload.arrivals)
+        assert 1.5 * longest < context, scenario.name
+    two = wall_workload(LLAMACPP_SCENARIOS["two-bands"], 1, 1.5, True)
+    assert {a.tenant for a in two.arrivals} == {"interactive", "batch"}
+    assert two.objectives == {"interactive": 10, "batch": 0}
+
+
+def _tiny(seed: int, load: float, quick: bool) -> Workload:
+    workload = shared_prefix(
+        seed=seed,
+        qps=load,
+        duration_s=4,
+        groups=2,
+        system_tokens=128,
+        question_tokens=8,
+        output_tokens=8,
+    )
+    return llamacpp._served(workload)
+
+
+@pytest.mark.skipif(find_install() is None, reason="llama.cpp is built by `make engines`")
+def test_a_replay_on_llama_server_counts_its_tokens_and_its_prefix_cache() -> None:
+    scenario = Scenario("tiny-llamacpp", "2 groups", FIXED, _tiny, (1.0,), (1.0,))
+    workload = scenario.build(1, 1.0, True)
+    # the drain is generous: a machine whose cores are busy elsewhere slows llama.cpp tenfold
+    run = run_arm(
+        scenario, "round-robin", workload, seed=1, load=1.0, drain_s=90, engine_kind=LLAMACPP
+    )
+    result = run.result
+    assert all(r.outcome == "completed" for r in result.records), run.error
+    counted = [s.generated_tokens or 0 for s in result.samples]
+    assert counted[-1] - counted[0] == sum(r.output_tokens for r in result.records)
+    assert delivered_output_tps(result) > 0
+    # two system prompts over 2 engines x 2 slots: llama.cpp reuses them (its own counters)
+    assert 0 < hit_rate(result) < 1
