@@ -115,42 +115,52 @@ class RequestTracer:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(self._delay_s)
+            woken = self._wake.wait(self._delay_s)
             self._wake.clear()
-            self._export_queued()
+            # woken by a full batch: export full batches only (the rest waits for the next
+            # batch or the delay, as the SDK's processor does); the delay passed: everything
+            self._export_queued(everything=not woken)
         self._export_queued()
 
-    def _export_queued(self) -> None:
+    def _export_queued(self, *, everything: bool = True) -> None:
+        """Export what is queued now — not what the event loop queues meanwhile, which would
+        have the thread chase it with a request per trickle."""
         with self._export_lock:
-            queue = self._queue
-            while queue:
+            left = len(self._queue)
+            while left > 0 and (everything or left >= self._wake_at):
                 try:
-                    if self._send is not None:
-                        self._send_encoded(self._send)
-                    else:
-                        batch: list[ReadableSpan] = []
-                        while queue and len(batch) < self._batch_spans:
-                            batch.extend(self._spans(*queue.popleft()))
-                        self.exporter.export(batch)
+                    left -= self._export_batch(left)
                 except Exception:  # the exporter logs its own failures; never kill the thread
                     log.error("span export failed", exc=True)
+                    return
 
-    def _send_encoded(self, send: Callable[[bytes], object]) -> None:
-        queue, traces, spans = self._queue, [], 0
-        while queue and spans < self._batch_spans:
+    def _export_batch(self, most: int) -> int:
+        """One export of up to `most` queued requests (fewer if their spans fill a batch);
+        returns how many it took."""
+        queue, spans = self._queue, 0
+        traces: list[otlp.Trace] = []
+        while queue and len(traces) < most and spans < self._batch_spans:
             receipt, trace_id, parent = queue.popleft()
             root = request_spans(receipt)
             traces.append(otlp.Trace(root, trace_id, parent))
             spans += root.size()
-        data, _ = otlp.encode(
-            traces, self.resource.attributes, SCOPE.name, self._offset_ns, self._rng
-        )
-        send(data)
+        if self._send is not None:
+            data, _ = otlp.encode(
+                traces, self.resource.attributes, SCOPE.name, self._offset_ns, self._rng
+            )
+            self._send(data)
+        elif traces:
+            self.exporter.export([span for t in traces for span in self._readables(*t)])
+        return len(traces)
 
     def _spans(
         self, receipt: Receipt, trace_id: int, parent: SpanContext | None
     ) -> list[ReadableSpan]:
-        root = request_spans(receipt)
+        return self._readables(request_spans(receipt), trace_id, parent)
+
+    def _readables(
+        self, root: SpanData, trace_id: int, parent: SpanContext | None
+    ) -> list[ReadableSpan]:
         ids: dict[int, SpanContext] = {}
         out = []
         for span, up in root.walk():
