@@ -1,8 +1,10 @@
 """Duplicate cold prefills on two real llama.cpp engines: Sluice against round-robin.
 
-Issue #14, item 3 (measured, not fixed): when requests sharing a prefix no engine has seen arrive
-while the first of them is still prefilling, llama.cpp computes the prefix again for each one
-that lands on a slot without it. The ideal is one cold prefill per distinct prefix.
+Issue #14, item 3: when requests sharing a prefix no engine has seen arrive while the first of
+them is still prefilling, llama.cpp computes the prefix again for each one that lands on a slot
+without it — and a slot keeps its cache to itself until its request ends. The ideal is one cold
+prefill per distinct prefix; the target, Sluice's cold prefills <= distinct prefixes + 1 and its
+TTFT p50 and p90 below round-robin's, in every trial.
 
 Workload per trial: `--groups` new system prompts of ~`--prefix-tokens` tokens, `--per-group`
 requests each (the same system prompt, a different short question), in a shuffled order (the
@@ -15,11 +17,12 @@ prompt_n`, what the engine itself says it evaluated; the prefix's length from th
 `/tokenize`); `llamacpp:prompt_tokens_total` and
 `llamacpp:prompt_tokens_cached_total` (deltas over the arm, both engines) cross-check it.
 
-Arms: `sluice` (`sluice serve --engine llamacpp`, the default config, as a separate process),
-`sluice-computing` (the same with the prefix scorer's `computingPrefixes: completion`: a request
-whose prefix an engine is still computing waits for it or goes elsewhere, whichever the prefill
-estimate says is sooner; llama.cpp shares a slot's cache only once the slot is free) and
-`round-robin` (the client alternates engines itself, as a round-robin router would).
+Arms: `sluice` (`sluice serve --engine llamacpp`, the default config, as a separate process: for
+llama.cpp the prefix scorer's `computingPrefixes` defaults to `completion` — a request whose
+prefix an engine's slot is still computing or using waits its turn there, or goes elsewhere,
+whichever the prefill estimate says is sooner), `sluice-no-wait` (the same with
+`computingPrefixes: none`, upstream's behaviour) and `round-robin` (the client alternates
+engines itself, as a round-robin router would).
 
     .venv/bin/python benchmarks/llamacpp_duplicate_prefills.py --trials 3
 """
@@ -176,8 +179,11 @@ async def run_arm(
     return result
 
 
-def sluice_config(computing: str) -> str:
-    """Sluice's default config, the prefix scorer's `computingPrefixes` set."""
+def sluice_config(computing: str | None) -> str:
+    """Sluice's default config, the prefix scorer's `computingPrefixes` set (None: as shipped,
+    which for `--engine llamacpp` is `completion`)."""
+    if computing is None:
+        return DEFAULT_CONFIG_YAML
     return DEFAULT_CONFIG_YAML.replace(
         "- type: prefix-cache-scorer\n",
         f"- type: prefix-cache-scorer\n  parameters: {{computingPrefixes: {computing}}}\n",
@@ -186,7 +192,7 @@ def sluice_config(computing: str) -> str:
 
 
 def start_sluice(
-    servers: LlamaServers, workdir: Path, computing: str = "none"
+    servers: LlamaServers, workdir: Path, computing: str | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     targets = "".join(f"\n  - number: {p}" for p in servers.ports)
     (workdir / "pool.yaml").write_text(
@@ -250,7 +256,30 @@ def render(results: list[ArmResult], args: argparse.Namespace, elapsed_s: float)
             f"{statistics.median(r.ttft(0.5) for r in mine):.2f} s, p90 "
             f"{statistics.median(r.ttft(0.9) for r in mine):.2f} s (medians over trials)"
         )
+    lines += ["", *targets(results)]
     return "\n".join(lines)
+
+
+def targets(results: list[ArmResult]) -> list[str]:
+    """Per trial: Sluice's cold prefills <= distinct prefixes + 1, and its TTFT p50 and p90
+    below round-robin's in the same trial."""
+    by = {(r.arm, r.trial): r for r in results}
+    out = []
+    for (arm, trial), r in by.items():
+        if arm != "sluice":
+            continue
+        cold_ok = r.cold <= r.groups + 1
+        verdict = "MET" if cold_ok else "MISSED"
+        line = f"- trial {trial}: cold prefills {r.cold} <= {r.groups} + 1: {verdict}"
+        rr = by.get(("round-robin", trial))
+        if rr is not None:
+            faster = r.ttft(0.5) < rr.ttft(0.5) and r.ttft(0.9) < rr.ttft(0.9)
+            line += (
+                f"; TTFT p50 {r.ttft(0.5):.2f} vs {rr.ttft(0.5):.2f} s, p90 {r.ttft(0.9):.2f} vs "
+                f"{rr.ttft(0.9):.2f} s (round-robin): {'MET' if faster else 'MISSED'}"
+            )
+        out.append(line)
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -266,8 +295,8 @@ async def main_async(args: argparse.Namespace) -> int:
         addresses = [("127.0.0.1", first), ("127.0.0.1", first + 1)]
         with start_llama_servers(2, install, settings, addresses=addresses) as servers:
             routers = {
-                "sluice": start_sluice(servers, Path(tmp), "none"),
-                "sluice-computing": start_sluice(servers, Path(tmp), "completion"),
+                "sluice": start_sluice(servers, Path(tmp)),
+                "sluice-no-wait": start_sluice(servers, Path(tmp), "none"),
             }
             try:
                 for trial in range(args.trials):
@@ -292,7 +321,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arms", default="sluice,sluice-computing,round-robin")
+    parser.add_argument("--arms", default="sluice,sluice-no-wait,round-robin")
     return asyncio.run(main_async(parser.parse_args()))
 
 

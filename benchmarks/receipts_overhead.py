@@ -1,50 +1,77 @@
-"""What decision receipts and tracing cost, and that the receipt ring stays within its bound.
+"""What decision receipts and tracing cost, in the unit the goal is stated in: ext_proc requests
+per Sluice CPU-second, through real Envoy.
 
-1. CPU per request through the real director core (parse → submit → pump → schedule → dispatch
-   → first byte → finish, default config, 8 idle endpoints), in rounds that interleave three
-   arms in one run: receipts off (no recorder: the default path), receipts on (ring 1024 /
-   4 MiB), receipts on + tracing (the official SDK's batch processor and OTLP/HTTP exporter,
-   posting to a receiver on loopback in this process, so its CPU is counted too). Reported as
-   CPU-seconds per request (`time.process_time`, all threads) and the arms' ratio. The core is
-   only part of what an ext_proc request costs (gRPC/HTTP2 framing, Envoy's messages), so the
-   share measured here is an upper bound of the share of ext_proc requests per CPU-second.
-2. Memory: `--requests` (default 1,000,000) requests through the core with receipts on; the
-   ring's accounted bytes and tracemalloc's live bytes of the ring after the run, against the
-   configured bound.
+Arms, each its own `sluice serve` (ext_proc, plaintext, default config) behind its own Envoy
+(`deploy/envoy/envoy.yaml`, --concurrency 1), all in front of one `sluice sim` process serving
+`--engines` zero-latency engines (a pool of that many endpoints, so the receipts carry real
+score tables):
 
-    .venv/bin/python benchmarks/receipts_overhead.py [--requests 1000000] [--rounds 5]
+- `off`: `--decision-receipts=0 --tracing=false` — no recorder, the receipt-free path;
+- `receipts`: the defaults (a ring of 1024 receipts / 4 MiB);
+- `tracing`: receipts plus OTLP/HTTP export with the SDK's batch processor, every trace sampled
+  (`OTEL_TRACES_SAMPLER=always_on`), to an OTLP receiver on 127.0.0.1 in this process;
+- `tracing-sampled`: the same at `parentbased_traceidratio` with `--sample-ratio` (default 0.1).
+
+`SLUICE_BENCH_PROFILE_DIR=DIR` runs each arm under cProfile (DIR/<arm>, written on exit).
+
+One run: `--rounds` rounds of `--seconds`, each loading all arms at once, `--concurrency`
+closed-loop clients each, so that every arm sees the same machine at every moment (on a
+shared machine whose load swings within seconds, arms loaded one after the other see different
+machines; `--one-at-a-time` does that, the order rotating per round). Per arm: requests per
+Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
+exporter's included) over all rounds, and its cost against `off`:
+`1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios.
+The receiver decodes what it gets and counts spans, so the tracing arms show their spans
+arrived.
+
+    .venv/bin/python benchmarks/receipts_overhead.py [--rounds 4] [--seconds 4] [--engines 4]
+
+Director-core CPU per request and the 1 M-request ring memory check:
+`benchmarks/receipts_core.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.server
+import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-import tracemalloc
-from types import SimpleNamespace
+from pathlib import Path
 
-from sluice.bench.harness.core import core_from_config
-from sluice.config import load_sluice_config
-from sluice.datalayer.endpoint import Endpoint, EngineMetrics
-from sluice.director import DispatchCore, DispatchedRequest
-from sluice.flowcontrol.model import Ticket
-from sluice.receipts import ReceiptRecorder, ReceiptRing
-from sluice.requests.errors import SluiceError
-from sluice.requests.model import Outcome, Usage
-from sluice.sources.state import PoolKey, PoolState
+import aiohttp
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-ENDPOINTS = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(8))
-BODY = (
-    b'{"model": "m", "messages": [{"role": "user", "content": "%d hello there"}], "max_tokens": 16}'
-)
-TENANTS = ("alice", "bob", "carol")
+from sluice.bench.harness.child import stop_processes
+from sluice.bench.harness.cpu import cpu_seconds
+from sluice.bench.harness.envoy import REPO as ROOT
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.pool import serve_manifests
+from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
+from sluice.extproc import BodyMode
+
+BODY = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
+PATH = "/v1/completions"
 
 
-class _Sink(http.server.BaseHTTPRequestHandler):
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """OTLP/HTTP traces receiver: decodes each export and counts its spans."""
+
+    spans = 0
+    lock = threading.Lock()
+
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        message = ExportTraceServiceRequest.FromString(body)
+        n = sum(len(s.spans) for r in message.resource_spans for s in r.scope_spans)
+        with Receiver.lock:
+            Receiver.spans += n
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
@@ -54,112 +81,160 @@ class _Sink(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def core(recorder: ReceiptRecorder | None) -> tuple[DispatchCore, list[DispatchedRequest]]:
-    config = load_sluice_config(None)
-    placed: list[DispatchedRequest] = []
-
-    def released(ticket: Ticket, result: DispatchedRequest | SluiceError) -> None:
-        assert isinstance(result, DispatchedRequest)
-        placed.append(result)
-
-    c = core_from_config(config, released, receipts=recorder)
-    c.set_state(PoolState(PoolKey("pool", "ns"), pool=SimpleNamespace(), endpoints=ENDPOINTS), 0.0)
-    return c, placed
-
-
-def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) -> float:
-    """CPU-seconds for `n` requests, each finished before the next (an idle pool)."""
-    registry = c.registry
-    began = time.process_time()
-    now = float(start)
-    for i in range(start, start + n):
-        now += 0.001
-        if i % 50 == 0:  # a scrape every 50 requests keeps the metrics fresh
-            for state in registry.snapshot():
-                mark = registry.begin_scrape(state.name)
-                assert mark is not None
-                registry.record_scrape(mark, EngineMetrics(updated_at=now))
-        request = c.parse(
-            {"x-gateway-inference-fairness-id": TENANTS[i % 3], "x-request-id": f"r{i}"},
-            BODY % (i % 97),
-        )
-        ticket = c.submit(request, now)
-        c.pump(now)
-        c.forget(ticket)
-        dispatched = placed.pop()
-        dispatched.first_byte(now + 0.0002)
-        dispatched.finish(
-            Outcome.COMPLETED, now + 0.0005, Usage(prompt_tokens=9, completion_tokens=16)
-        )
-    return time.process_time() - began
+class Arm:
+    def __init__(
+        self, name: str, flags: list[str], env: dict[str, str], manifests: Path, engines: list[int]
+    ) -> None:
+        self.name = name
+        self.ports = GatewayPorts()
+        command = [sys.executable]
+        if os.environ.get("SLUICE_BENCH_PROFILE_DIR"):  # where does each arm's CPU go?
+            command += ["-m", "cProfile", "-o", f"{os.environ['SLUICE_BENCH_PROFILE_DIR']}/{name}"]
+        command += ["-m", "sluice", "serve", "--pool-name=bench"]
+        command += ["--pool-namespace=default", f"--resources={manifests}"]
+        command += [f"--grpc-port={self.ports.epp}", "--grpc-host=127.0.0.1"]
+        command += ["--secure-serving=false", "--log-level=warning"]
+        command += [f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}", *flags]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.process = subprocess.Popen(command, cwd=ROOT, env={**environ, **env})
+        config = render_config(self.ports, engines, mode=BodyMode.FULL_DUPLEX_STREAMED, tls=False)
+        self.envoy = Envoy(config, self.ports.admin)
+        self.url = f"http://127.0.0.1:{self.ports.listener}{PATH}"
+        self.done = 0
+        self.cpu = 0.0
+        self.rounds: list[float] = []  # requests per Sluice CPU-second, per round
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1_000_000, help="for the memory check")
-    parser.add_argument("--per-round", type=int, default=4000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+async def one(http: aiohttp.ClientSession, url: str) -> None:
+    async with http.post(url, json=BODY) as response:
+        await response.read()
+        assert response.status == 200, response.status
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+
+async def ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await one(http, url)
+            return
+        except (aiohttp.ClientError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def load(arms: list[Arm], concurrency: int, seconds: float) -> None:
+    """`concurrency` closed-loop clients per arm, for `seconds`; the arms in `arms` at once (each
+    Sluice's CPU is read over the same window)."""
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) for _ in arms
+    ]
+    done = [0] * len(arms)
+    try:
+        for arm, http in zip(arms, sessions):  # open the connections before the clock starts
+            await asyncio.gather(*(one(http, arm.url) for _ in range(concurrency)))
+        stop_at = time.monotonic() + seconds
+
+        async def worker(i: int) -> None:
+            while time.monotonic() < stop_at:
+                await one(sessions[i], arms[i].url)
+                done[i] += 1
+
+        cpu0 = [cpu_seconds(arm.process.pid) for arm in arms]
+        await asyncio.gather(*(worker(i) for i in range(len(arms)) for _ in range(concurrency)))
+        cpu = [cpu_seconds(arm.process.pid) - c for arm, c in zip(arms, cpu0)]
+    finally:
+        for http in sessions:
+            await http.close()
+    for arm, n, c in zip(arms, done, cpu):
+        arm.done += n
+        arm.cpu += c
+        arm.rounds.append(n / max(c, 1e-9))
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
-    from sluice.tracing import tracer_from_environment
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-receipts-bench-"))
+    first = free_port_block(args.engines, below_ephemeral=True)
+    engines = list(range(first, first + args.engines))
+    sim = [sys.executable, "-m", "sluice.sim.cli", "--count", str(args.engines)]
+    sim += ["--host", "127.0.0.1", "--port", str(first), "--profile", "zero-latency"]
+    engine = subprocess.Popen([*sim, "--log-level", "warning"], cwd=ROOT)
+    manifests = serve_manifests(workdir, engines)
+    sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
+    sampled["OTEL_TRACES_SAMPLER_ARG"] = str(args.sample_ratio)
+    arms: list[Arm] = []
+    try:
+        await wait_listening(engines, 30, engine)
+        arms += [
+            Arm("off", ["--decision-receipts=0", "--tracing=false"], {}, manifests, engines),
+            Arm("receipts", [], {}, manifests, engines),
+            Arm("tracing", [], {**otlp, "OTEL_TRACES_SAMPLER": "always_on"}, manifests, engines),
+            Arm(f"tracing-{args.sample_ratio:g}", [], {**otlp, **sampled}, manifests, engines),
+        ]
+        for arm in arms:
+            await arm.envoy.start()
+        async with aiohttp.ClientSession() as session:
+            for arm in arms:
+                await ready(session, arm.url)
+                for _ in range(300):  # warm up
+                    await one(session, arm.url)
+        for r in range(args.rounds):
+            if args.together:
+                await load(arms, args.concurrency, args.seconds)
+            else:
+                for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
+                    await load([arm], args.concurrency, args.seconds)
+        time.sleep(1.0)  # the batch processors' last exports (OTEL_BSP_SCHEDULE_DELAY: 5 s max)
+        base = arms[0]
+        base_rate = base.done / base.cpu
+        report: dict[str, object] = {
+            "unit": "ext_proc requests per Sluice CPU-second (Envoy -> sluice serve -> sim)",
+            "engines": args.engines,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "seconds_per_round": args.seconds,
+            "arms_loaded": "at once" if args.together else "one at a time, order rotating",
+            "cpus": os.cpu_count(),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "spans_received": Receiver.spans,
+        }
+        for arm in arms:
+            rate = arm.done / arm.cpu
+            ratios = [a / b for a, b in zip(arm.rounds, base.rounds)]
+            report[arm.name] = {
+                "requests": arm.done,
+                "sluice_cpu_s": round(arm.cpu, 2),
+                "requests_per_cpu_s": round(rate, 1),
+                "cost_vs_off_pct": round(100 * (1 - rate / base_rate), 1),
+                "per_round_cost_pct": [round(100 * (1 - x), 1) for x in ratios],
+                "median_round_cost_pct": round(100 * (1 - statistics.median(ratios)), 1),
+            }
+        print(json.dumps(report, indent=2))
+    finally:
+        for arm in arms:
+            await arm.envoy.stop()
+        stop_processes(*(arm.process for arm in arms), engine, timeout=10)
+        server.shutdown()
 
-    tracer = tracer_from_environment()
-    assert tracer is not None
-    arms = {
-        "off": core(None),
-        "receipts": core(ReceiptRecorder(ReceiptRing(1024, 4 << 20))),
-        "receipts+tracing": core(
-            ReceiptRecorder(ReceiptRing(1024, 4 << 20), on_finished=[tracer.on_receipt])
-        ),
-    }
-    cpu = {name: 0.0 for name in arms}
-    done = 0
-    for c, placed in arms.values():  # warm up
-        run(c, placed, 500, 0)
-    for _ in range(args.rounds):
-        for name, (c, placed) in arms.items():
-            cpu[name] += run(c, placed, args.per_round, 1000 + done)
-        tracer.force_flush()
-        done += args.per_round
-    tracer.force_flush()
-    n = args.rounds * args.per_round
-    base = cpu["off"] / n
-    print(f"director core, {n} requests per arm, {len(ENDPOINTS)} endpoints (machine shared)")
-    for name in arms:
-        per = cpu[name] / n
-        print(
-            f"  {name:17s} {per * 1e6:8.1f} us CPU/request  {1 / per:8.0f} req/CPU-s  "
-            f"cost vs off {100 * (per / base - 1):+6.1f} %"
-        )
-    tracer.shutdown()
-    server.shutdown()
 
-    max_entries, max_bytes = 1024, 4 << 20
-    ring = ReceiptRing(max_entries, max_bytes)
-    c, placed = core(ReceiptRecorder(ring))
-    tracemalloc.start()
-    started = time.monotonic()
-    run(c, placed, args.requests, 0)
-    entries = list(ring.newest_first())
-    live = sum(
-        s.size
-        for s in tracemalloc.take_snapshot().statistics("filename")
-        if "receipts/ring.py" in str(s.traceback)
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--engines", type=int, default=4)
+    parser.add_argument("--sample-ratio", type=float, default=0.1)
+    parser.add_argument(
+        "--one-at-a-time",
+        dest="together",
+        action="store_false",
+        help="load the arms one after the other in each round (order rotating), not at once",
     )
-    tracemalloc.stop()
-    blobs = sum(len(e.blob) for e in entries)
-    print(
-        f"memory after {args.requests} requests ({time.monotonic() - started:.0f} s): ring holds "
-        f"{len(entries)} receipts, accounted {ring.bytes} B of {max_bytes} B bound, "
-        f"allocated in ring.py {live} B, encoded receipts {blobs} B, "
-        f"evicted {ring.evicted}; open receipts {c.receipts.open_receipts if c.receipts else 0}"
-    )
-    assert ring.bytes <= max_bytes and len(entries) <= max_entries
-    assert live <= max_bytes, "the ring's live memory exceeds its bound"
+    asyncio.run(main(parser.parse_args()))
 
 
 if __name__ == "__main__":
-    main()
+    cli()

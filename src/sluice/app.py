@@ -185,6 +185,7 @@ class App:
                 lambda: scheduler_box[0].prefix_index_size() if scheduler_box else 0,
                 names=names,
             ),
+            engine=options.engine,
         )
         scheduler_box.append(self.scheduler)
         self.kv_event_subscribers = self._kv_event_subscribers()

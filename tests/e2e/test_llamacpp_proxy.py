@@ -17,7 +17,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from e2e.llamacpp_client import ask, chat, completion, sluice_sum, streamed, unique_words
+from e2e.llamacpp_client import (
+    Answer,
+    ask,
+    chat,
+    completion,
+    sluice_sum,
+    streamed,
+    unique_words,
+)
 from e2e.support import write_pool
 from sluice.app import App
 from sluice.bench.engines.llamacpp import LlamaServers
@@ -116,6 +124,29 @@ async def test_a_long_system_prompt_sticks_to_one_engine_and_its_second_ttft_dro
     before = first.usage["prompt_tokens_details"]["cached_tokens"]
     assert cached == before + reused, "Sluice read llama.cpp's cached tokens from the usage"
     assert second.ttft_s < 0.5 * first.ttft_s, (first.ttft_s, second.ttft_s)
+
+
+async def test_requests_sharing_a_new_prefix_at_once_compute_it_once(
+    llama_servers: LlamaServers, tmp_path: Path
+) -> None:
+    """Three requests with one new ~500-token system prompt, sent together: llama.cpp would
+    compute it once per slot they land on. Sluice (for llama.cpp, `computingPrefixes:
+    completion` by default) sends them to one engine one after another, each reusing it."""
+    system = unique_words(330, seed=uuid.uuid4().hex)
+    async with sluice_proxy(llama_servers, tmp_path) as (app, url), aiohttp.ClientSession() as s:
+
+        async def one(i: int) -> Answer:
+            await asyncio.sleep(0.05 * i)
+            return await ask(s, url, streamed(chat(f"Question {i}?", system=system)))
+
+        answers = await asyncio.gather(*(one(i) for i in range(3)))
+        await _until(lambda: app.director.in_flight == 0)
+    assert all(a.status == 200 for a in answers), [a.raw for a in answers]
+    prompt = answers[0].usage["prompt_tokens"]
+    cached = sorted(a.usage["prompt_tokens_details"]["cached_tokens"] for a in answers)
+    assert cached[0] < 0.05 * prompt, "one request computed the system prompt"
+    assert all(c > 0.9 * prompt for c in cached[1:]), ("the others reused it", cached, prompt)
+    assert sorted(dispatched(app).values()) == [0, 3], "all three went where it is computed"
 
 
 async def test_an_engine_killed_gets_no_traffic_and_gets_it_back_once_restarted(

@@ -16,7 +16,7 @@ from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointState
 from sluice.director import DispatchedRequest
 from sluice.flowcontrol.model import Ticket
-from sluice.receipts import DecisionFilter, ReceiptRecorder, ReceiptRing
+from sluice.receipts import DecisionFilter, Receipt, ReceiptRecorder, ReceiptRing
 from sluice.receipts.query import FilterError
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
@@ -215,19 +215,27 @@ def test_the_ring_never_exceeds_its_bounds(
 ) -> None:
     ring = ReceiptRing(max_entries, max_bytes)
     for i, size in enumerate(sizes):
-        ring.add(
-            {
-                "seq": i,
-                "request_id": f"r{i}",
-                "objective": None,
-                "fairness_id": "x" * size,
-                "endpoint": None,
-                "outcome": "completed",
-            }
-        )
+        receipt = Receipt(i, "r" * size, None, "m", 0, "tenant", 10, 0.0)
+        receipt.outcome = "completed"
+        ring.add(receipt)
         assert len(ring) <= max_entries
         assert ring.bytes <= max_bytes
-        assert ring.bytes == sum(len(e.blob) + 256 for e in ring.newest_first())
+        assert ring.bytes == sum(r.footprint() for r in ring.newest_first())
+
+
+def test_a_receipt_read_later_says_what_it_said_when_its_request_ended() -> None:
+    """The ring keeps receipts unrendered; the pool moving on does not change them."""
+    pool = Pool()
+    pool.scrape(**{f"pod_{i}": fresh(0.0, waiting=i) for i in range(3)})
+    pool.send("r1")
+    pool.placed[-1].finish(Outcome.COMPLETED, 0.1)
+    [at_the_end] = DecisionFilter().decoded(pool.ring)
+    for i in range(20):
+        pool.now += 0.05
+        pool.scrape(**{f"pod_{j}": fresh(pool.now, waiting=(i + j) % 5) for j in range(3)})
+        pool.send(f"later-{i}")
+        pool.placed[-1].finish(Outcome.COMPLETED, pool.now + 0.01)
+    assert DecisionFilter(request_id="r1").decoded(pool.ring) == [at_the_end]
 
 
 @given(

@@ -6,12 +6,14 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from sluice.config import load_config
 from sluice.datalayer.endpoint import EngineMetrics
 from sluice.requests.model import ChatMessage
 from sluice.scheduling.framework import CycleState
 from sluice.scheduling.prefix_hashing import block_hashes
 from sluice.scheduling.prefix_index import PrefixIndex
 from sluice.scheduling.prefix_scorer import PrefixCacheScorer
+from sluice.scheduling.scheduler import Scheduler
 
 from .helpers import NOW, pool, request
 
@@ -145,3 +147,21 @@ def test_score_is_the_matched_fraction_and_autotune_uses_engine_block_size() -> 
     scorer.on_dispatch(None, warm, states[0].endpoint)
     probe = request("z" * 64 * 4 + "w" * 64 * 4)
     assert scorer.score(CycleState(probe, NOW), states) == [0.5, 0.0]
+
+
+def test_whether_a_prefix_in_use_counts_as_cached_follows_the_engine_unless_configured() -> None:
+    """llama.cpp shares a slot's cache only once the slot is free: with `--engine llamacpp`
+    the prefix scorer tracks prefixes in use until their request ends; for vLLM-like engines
+    (and whenever the config says) it keeps upstream's behaviour."""
+
+    def mode(engine: str, parameters: str = "") -> str:
+        text = f"plugins:\n- type: prefix-cache-scorer\n{parameters}"
+        scheduler = Scheduler.from_config(load_config(text), engine=engine)
+        [(scorer, _)] = scheduler.profiles["default"].scorers
+        assert isinstance(scorer, PrefixCacheScorer)
+        return scorer.computing_mode
+
+    assert mode("llamacpp") == "completion"
+    assert mode("vllm") == mode("sglang") == "none"
+    assert mode("llamacpp", "  parameters: {computingPrefixes: none}\n") == "none"
+    assert mode("vllm", "  parameters: {computingPrefixes: prefill}\n") == "prefill"

@@ -75,7 +75,8 @@ def _list() -> str:
     from sluice.bench.arms import STANDARD_ARM_NAMES, standard_arms
 
     lines = ["scenarios:"]
-    lines += [f"  {s.name:16} {s.kind:9} {s.description}" for s in SCENARIOS.values()]
+    width = max(16, *(len(name) for name in SCENARIOS))
+    lines += [f"  {s.name:{width}} {s.kind:10} {s.description}" for s in SCENARIOS.values()]
     lines += ["arms:"]
     arms = standard_arms()
     lines += [f"  {n:16} {arms[n].description}" for n in STANDARD_ARM_NAMES]

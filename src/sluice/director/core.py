@@ -348,9 +348,15 @@ class DispatchCore:
         )
         return chosen, hold
 
-    def hold_over(self, hold: Hold, now: float) -> bool:
-        """Whether a held request may go now: its blocker's prefix is computed, or time is up."""
-        return now >= hold.until or not self.scheduler.still_computing(hold.blocker)
+    def hold_over(self, hold: Hold, request_id: str, now: float) -> bool:
+        """Whether a held request may go now: time is up, or its blocker's prefix is computed
+        and no other request is ahead of it in line for those blocks."""
+        if now >= hold.until:
+            return True
+        scheduler = self.scheduler
+        return not scheduler.still_computing(hold.blocker) and (
+            scheduler.computing_ahead(request_id) is None
+        )
 
     def _resolve(self, event: Finalized, bound: Mapping[int, Admitted | SluiceError]) -> None:
         ticket = event.ticket

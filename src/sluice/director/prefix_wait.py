@@ -1,5 +1,5 @@
-"""Wait for a prefix being computed, or compute it elsewhere: whichever the estimates say is
-sooner (issue #14).
+"""Wait for a prefix being computed, or compute it elsewhere: whichever the estimates say costs
+less (issue #14).
 
 A request whose best endpoint E matched a prefix that E is still computing for an earlier request
 (`Scheduler.blocked_on`) has two honest options. Sent to E now, it computes the prefix a second
@@ -12,10 +12,19 @@ prefill, cold or not, ends sooner. Both sides come from the room's prefill estim
     elsewhere = min over the other endpoints F of F's prefill of (its own uncached part + the
                 prompt tokens pending there)
 
-A hold is bounded: it ends when the first computation does, or at `now + 4 x wait + 1 s`,
-never later than `max_prefill_hold_s`, so a lost signal costs a bounded delay, not a stuck
-request (generous: an estimator that has not learned the engine yet guesses short, and a hold
-that ends before the first computation recomputes the prefix anyway).
+It moves only when `2 x elsewhere < wait`: a move computes tokens that are (or soon will be)
+cached on E, so the pool pays that prefill twice and whatever queues on F waits behind it;
+waiting costs this request alone. (Measured on two loaded llama-servers: moving whenever
+`elsewhere < wait`, 8 of 24 held requests moved in two trials and one trial computed its 4 new
+prefixes 11 times; counted twice, none moved and 3 trials computed them 4, 4 and 5 times —
+benchmarks/llamacpp_duplicate_prefills.py.)
+
+A hold ends when the first computation does — its request's prefill (vLLM) or its end
+(llama.cpp); every dispatch ends exactly once, completed, failed or detached, so that signal
+always comes — and never later than `max_prefill_hold_s`. It is not cut at a multiple of the
+estimate: an estimator that has not learned the engine yet guesses short (the prior is an
+H100's; llama.cpp at one thread prefills ~10x slower), and a hold that ends before the first
+computation only computes the prefix a second time, the cost it was meant to save.
 Sans-I/O: the front end awaits `Hold`, the core decides.
 """
 
@@ -30,8 +39,8 @@ from sluice.scheduling.prefix_computing import Blocked
 
 # (endpoint, uncached tokens) -> seconds to first token
 Estimate = Callable[[str, int], float]
-_SLACK_S = 1.0
-_HOLD_FACTOR = 4.0
+# A move computes again what E has or will have: its prefill counts twice (see above).
+DUPLICATE_COST = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +86,7 @@ def wait_or_move(
         cost = estimate(state.name, own + state.pending_prefill_tokens)
         if best is None or cost < best[0]:
             best = (cost, state)
-    if best is not None and best[0] < wait:
+    if best is not None and DUPLICATE_COST * best[0] < wait:
         moved = best[1].endpoint
         return (moved, *(e for e in endpoints if e != moved)), None
-    until = now + min(max_hold_s, _HOLD_FACTOR * wait + _SLACK_S)
-    return endpoints, Hold(blocked.blocker, until)
+    return endpoints, Hold(blocked.blocker, now + max_hold_s)

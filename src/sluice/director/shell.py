@@ -221,10 +221,14 @@ class Director:
                 result.finish(Outcome.CLIENT_GONE, self.clock())
         elif isinstance(result, SluiceError):
             waiter.set_exception(result)
-        elif result.hold is not None and not self.core.hold_over(result.hold, self.clock()):
+        elif result.hold is not None and not self._hold_over(result):
             self._hold(waiter, result)
         else:
             waiter.set_result(Admission(result, self.clock, may_evict=self.core.may_evict(result)))
+
+    def _hold_over(self, result: DispatchedRequest) -> bool:
+        assert result.hold is not None
+        return self.core.hold_over(result.hold, result.request.request_id, self.clock())
 
     def _hold(self, waiter: asyncio.Future[Admission], result: DispatchedRequest) -> None:
         """Its prefix is being computed on its endpoint: answer the waiter once that is over
@@ -237,7 +241,7 @@ class Director:
                 if waiter.cancelled():
                     result.finish(Outcome.CLIENT_GONE, self.clock())
                 return
-            if result.finished or self.core.hold_over(hold, self.clock()):
+            if result.finished or self._hold_over(result):
                 admission = Admission(result, self.clock, may_evict=self.core.may_evict(result))
                 waiter.set_result(admission)
             else:

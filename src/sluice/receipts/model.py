@@ -1,17 +1,35 @@
-"""One request's receipt while it is open, and its rendering as a plain JSON-able dict."""
+"""One request's receipt: the raw inputs of its decision as the director had them, rendered as a
+plain JSON-able dict only when someone reads it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.room.core import Hold
 from sluice.scheduling.record import CycleRecord, ProfileRecord
 
+# What `footprint` counts (CPython 3.11, 64-bit; measured with tracemalloc by
+# benchmarks/receipts_overhead.py, which checks the sum against the ring's real memory, and
+# rounded up). A list several steps share is counted once per profile, a hold (shared by the
+# receipts of the requests it held) at each receipt, scores as distinct floats: an upper bound.
+RECEIPT_BYTES = 480  # the receipt, its floats and its share of small ints and tuples
+CYCLE_BYTES = 200  # a CycleRecord with its list of profiles
+PROFILE_BYTES = 200  # a ProfileRecord with its list of steps
+STEP_BYTES = 128  # a PluginStep
+LIST_BYTES = 64  # a list's header
+SLOT_BYTES = 8  # a reference in a list or tuple
+FLOAT_BYTES = 32  # a float a scorer computed, with its reference
+STR_BYTES = 56  # a str's header (its text is counted by length)
+HOLD_ENDPOINT_BYTES = 640  # per endpoint of a hold: its rule and the inputs the rules read
+
 
 class Receipt:
-    """Mutable while the request is open; rendered (`as_dict`) once when it ends."""
+    """Mutable while the request is open; kept as is when it ends (the lists it holds are the
+    ones the scheduler produced, which nothing changes afterwards) and rendered (`as_dict`) when
+    read."""
 
     __slots__ = (
         "completion_tokens",
@@ -66,7 +84,7 @@ class Receipt:
         self.cycle: CycleRecord | None = None
         self.inputs: dict[str, dict[str, Any]] | None = None
         self.endpoint: str | None = None
-        self.fallbacks: tuple[str, ...] = ()
+        self.fallbacks: tuple[Endpoint, ...] = ()
         self.dispatched_at: float | None = None
         self.prefix_match_tokens: int | None = None
         self.outcome: str | None = None
@@ -91,6 +109,34 @@ class Receipt:
         # a millisecond of slack: the release of a request that found room can trail its
         # arrival by the pump that released it
         return "queue-order" if waited is not None and waited > 0.001 else None
+
+    def footprint(self) -> int:
+        """An upper bound of the bytes this finished receipt keeps alive that nothing else does
+        (the endpoints it names are shared with the registry; a hold is shared by the receipts
+        of the requests it held, and counted at each)."""
+        size = RECEIPT_BYTES + SLOT_BYTES * len(self.fallbacks)
+        for text in (self.request_id, self.traceparent, self.error):
+            if text is not None:
+                size += STR_BYTES + len(text)
+        cycle = self.cycle
+        if cycle is not None:
+            size += CYCLE_BYTES
+            for profile in cycle.profiles:
+                size += PROFILE_BYTES + LIST_BYTES + FLOAT_BYTES * len(profile.totals)
+                previous = profile.input_candidates  # the placeable ones: a list of this request
+                size += LIST_BYTES + SLOT_BYTES * len(previous)
+                for step in profile.steps:
+                    size += STEP_BYTES
+                    if step.candidates is not previous:  # a filter's survivors: a new list
+                        previous = step.candidates
+                        size += LIST_BYTES + SLOT_BYTES * len(step.candidates)
+                    if step.raw:
+                        size += LIST_BYTES + FLOAT_BYTES * len(step.raw)
+                    if step.picked:
+                        size += LIST_BYTES + SLOT_BYTES * len(step.picked)
+        if self.hold is not None:
+            size += HOLD_ENDPOINT_BYTES * len(self.hold.rules)
+        return size
 
     def as_dict(self) -> dict[str, Any]:
         hold = self.hold
@@ -117,7 +163,7 @@ class Receipt:
             "inputs": self.inputs,
             "scheduling": None if self.cycle is None else cycle_dict(self.cycle),
             "endpoint": self.endpoint,
-            "fallbacks": list(self.fallbacks),
+            "fallbacks": [e.hostport for e in self.fallbacks],
             "prefix_match_tokens": self.prefix_match_tokens,
             "outcome": self.outcome,
             "error": self.error,

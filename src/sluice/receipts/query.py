@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from sluice.receipts.ring import Entry, ReceiptRing
+from sluice.receipts.model import Receipt
+from sluice.receipts.ring import ReceiptRing, encode
 
 FILTER_FIELDS = ("request_id", "objective", "fairness_id", "endpoint", "outcome")
 DEFAULT_LIMIT = 100
@@ -44,7 +45,7 @@ class DecisionFilter:
                 raise FilterError(f"limit={query['limit']}: give a positive integer")
         return cls(**{k: query[k] for k in FILTER_FIELDS if k in query}, limit=limit)
 
-    def matches(self, entry: Entry) -> bool:
+    def matches(self, entry: Receipt) -> bool:
         return (
             (self.request_id is None or entry.request_id == self.request_id)
             and (self.objective is None or entry.objective == self.objective)
@@ -53,15 +54,19 @@ class DecisionFilter:
             and (self.outcome is None or entry.outcome == self.outcome)
         )
 
-    def select(self, ring: ReceiptRing) -> Iterator[bytes]:
-        """Encoded receipts that match, newest first, at most `limit`."""
+    def receipts(self, ring: ReceiptRing) -> Iterator[Receipt]:
+        """The receipts that match, newest first, at most `limit`."""
         left = self.limit
         for entry in ring.newest_first():
             if left <= 0:
                 return
             if self.matches(entry):
                 left -= 1
-                yield entry.blob
+                yield entry
+
+    def select(self, ring: ReceiptRing) -> Iterator[bytes]:
+        """The matching receipts as JSON (rendered now: the ring keeps them unrendered)."""
+        return (encode(r.as_dict()) for r in self.receipts(ring))
 
     def decoded(self, ring: ReceiptRing) -> list[dict[str, Any]]:
         return [orjson.loads(b) for b in self.select(ring)]

@@ -1,9 +1,9 @@
 """The director core's one call site for receipts: each step of a request, with `now`.
 
-Cheap on the hot path: a step is a dict lookup and a few attribute writes; the candidates'
-inputs are copied once at release; the receipt is rendered and encoded once, when the request
-ends. Besides the ring it keeps the live aggregates the dashboard shows (recent waits per band,
-in flight per tenant, rejections by reason), all bounded.
+Cheap on the hot path: a step is a dict lookup and a few attribute writes; nothing is copied or
+rendered — the finished receipt goes into the ring as it is, and is rendered when read. Besides
+the ring it keeps the live aggregates the dashboard shows (recent waits per band, in flight per
+tenant, rejections by reason), all bounded.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class ReceiptRecorder:
         receipt = self._open.get(id(request))
         if receipt is None:
             return
-        receipt.fallbacks = tuple(e.hostport for e in endpoints[1:])
+        receipt.fallbacks = tuple(endpoints[1:])
         key = (receipt.priority, receipt.fairness_id)
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
         if receipt.released_at is not None:
@@ -160,6 +160,6 @@ class ReceiptRecorder:
         receipt.finished_at = now
         self.outcomes[receipt.outcome or ""] = self.outcomes.get(receipt.outcome or "", 0) + 1
         if self.ring.max_entries:
-            self.ring.add(receipt.as_dict())
+            self.ring.add(receipt)
         for sink in self.on_finished:
             sink(receipt)

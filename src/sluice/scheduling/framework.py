@@ -29,6 +29,7 @@ class PluginContext:
     """What a plugin may receive at construction besides its parameters."""
 
     rng: random.Random = field(default_factory=random.Random)
+    engine: str = "vllm"  # the model servers' kind (`--engine`), for engine-dependent defaults
 
 
 MatchObserver = Callable[[float, int], None]

@@ -4,10 +4,13 @@ Score = leading blocks an endpoint holds contiguously / blocks in the prompt. Th
 learns from Sluice's own dispatches (upstream PreRequest): the chosen endpoint is assumed to
 cache every block of the prompt afterwards.
 
-`computingPrefixes` (Sluice's; `none` by default, as upstream): also track which of those blocks
-are still being computed (`prefix_computing.py`) until the request's prefill ends (`prefill`,
-vLLM's shared blocks) or it completes (`completion`, llama.cpp's per-slot caches), so that the
-director can choose between waiting for that first prefill and computing the prefix elsewhere.
+`computingPrefixes` (Sluice's): also track which of those blocks are still being computed
+(`prefix_computing.py`) until the request's prefill ends (`prefill`, vLLM's shared blocks) or it
+completes (`completion`, llama.cpp's per-slot caches), so that the director can choose between
+waiting for that first prefill and computing the prefix elsewhere. Unset, it follows the engine
+(`--engine`): `completion` for llama.cpp (measured on two llama-servers: 4 cold prefills for 4
+new prefixes instead of 8, benchmarks/llamacpp_duplicate_prefills.py), `none` — upstream's
+behaviour — for the others.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ CHARS_PER_TOKEN = 4
 _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
 # computingPrefixes: when blocks being computed count as cached
 COMPUTED_WHEN = ("none", "prefill", "completion")
+# ... when the config does not say: llama.cpp shares a slot's cache only once the slot is free
+ENGINE_COMPUTING = {"llamacpp": "completion"}
 
 
 def _computed_when(value: Any) -> str:
@@ -50,7 +55,7 @@ class PrefixParameters(PluginParameters):
     max_prefix_blocks_to_match: Int = 256
     lru_capacity_per_server: Int = 31_250
     auto_tune: Bool = True
-    computing_prefixes: Annotated[str, field_type(_computed_when)] = "none"
+    computing_prefixes: Annotated[str | None, field_type(_computed_when)] = None  # the engine's
 
 
 class PrefixCacheScorer(Scorer):
@@ -104,7 +109,7 @@ class PrefixCacheScorer(Scorer):
             max_blocks=given(params.max_prefix_blocks_to_match, 256),
             lru_capacity=given(params.lru_capacity_per_server, 31_250),
             auto_tune=params.auto_tune,
-            computing=params.computing_prefixes,
+            computing=params.computing_prefixes or ENGINE_COMPUTING.get(ctx.engine, "none"),
         )
 
     def _tuning(self, candidates: Sequence[EndpointState]) -> tuple[int, int]:
@@ -168,6 +173,10 @@ class PrefixCacheScorer(Scorer):
     def is_computing(self, request_id: str) -> bool:
         return request_id in self.computing
 
+    def computing_ahead(self, request_id: str) -> str | None:
+        """An earlier request still using blocks this one waits for on its endpoint."""
+        return self.computing.ahead_of(request_id)
+
     def prefill_ended(self, request_id: str) -> None:
         """The request's first byte came: with `prefill`, its blocks are shared cache now."""
         if self.computing_mode == "prefill":
@@ -202,10 +211,12 @@ class PrefixCacheScorer(Scorer):
         hashes, capacity = entry
         if not hashes:
             return
-        if self.computing_mode != "none":
+        if self.computing_mode == "prefill":  # it computes what the engine did not hold
             slot = self.index.slot(target.name)
             held = 0 if slot is None else self.index.match(hashes).get(slot, 0)
             self.computing.start(request.request_id, target.name, hashes[held:])
+        elif self.computing_mode == "completion":  # its slot holds all of them until it ends
+            self.computing.start(request.request_id, target.name, hashes)
         self.index.add(target.name, hashes, capacity)
         if self.on_added is not None:
             self.on_added(self.name, target.name, hashes, capacity)

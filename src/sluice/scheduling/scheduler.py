@@ -82,9 +82,11 @@ class Scheduler:
         config: EndpointPickerConfig,
         rng: random.Random | None = None,
         observer: SchedulerObserver | None = None,
+        engine: str = "vllm",
     ) -> Scheduler:
-        """Build plugins and profiles; pass a seeded `rng` for deterministic tie-breaks."""
-        ctx = plugin_registry.PluginContext(rng=rng or random.Random())
+        """Build plugins and profiles; pass a seeded `rng` for deterministic tie-breaks and
+        the model servers' kind for the defaults that depend on it."""
+        ctx = plugin_registry.PluginContext(rng=rng or random.Random(), engine=engine)
         plugins = {spec.name: plugin_registry.create(spec, ctx) for spec in config.plugins}
         handler = next(p for p in plugins.values() if isinstance(p, ProfileHandler))
         profiles: dict[str, Profile] = {}
@@ -283,6 +285,16 @@ class Scheduler:
         return any(
             getattr(s, "is_computing", lambda _: False)(request_id) for s in self._prefix_scorers
         )
+
+    def computing_ahead(self, request_id: str) -> str | None:
+        """An earlier request still using the blocks this dispatched one needs on its endpoint
+        (`computingPrefixes: completion`: llama.cpp's slot holding them is busy)."""
+        for scorer in self._prefix_scorers:
+            ahead = getattr(scorer, "computing_ahead", None)
+            found = ahead(request_id) if ahead is not None else None
+            if found is not None:
+                return found
+        return None
 
     def on_prefill_end_id(self, request_id: str) -> None:
         """That request's first byte came: its prefill is over."""

@@ -1,28 +1,36 @@
-"""The OTLP side: finished span trees to the official SDK's batch processor and OTLP/HTTP
-exporter (both configured by the standard `OTEL_*` variables: endpoint, headers, timeout,
-`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`).
+"""The OTLP side: finished requests to the official SDK's OTLP/HTTP exporter (configured by the
+standard `OTEL_*` variables: endpoint, headers, timeout, compression, `OTEL_SERVICE_NAME`,
+`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`; batching by `OTEL_BSP_SCHEDULE_DELAY`,
+`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` with the SDK's defaults).
 
-Spans are handed over as finished `ReadableSpan`s with their recorded times, which costs a
-fraction of opening and closing live spans. An incoming W3C `traceparent` header (Envoy's, or
-a client's) makes the request's span its child.
+The event loop pays for the sampling decision and one deque append per sampled request: the
+batch thread turns each queued receipt into its span tree (`spans.py`) and exports it. To the
+SDK's OTLP/HTTP exporter it hands the request already encoded (`otlp.py`, a third of the cost of
+the SDK's encoder), sent by the exporter's own HTTP client (its retries, timeout, headers,
+compression); any other `SpanExporter` gets finished `ReadableSpan`s with the recorded times.
+An incoming W3C `traceparent` header (Envoy's, or a client's) makes the request's span its
+child.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from sluice.logs import get_logger
 from sluice.receipts.model import Receipt
+from sluice.tracing import otlp
 from sluice.tracing.spans import SpanData, request_spans
 from sluice.tracing.variables import ENDPOINT_VARIABLES
 
@@ -30,6 +38,7 @@ log = get_logger("tracing")
 SCOPE = InstrumentationScope("sluice")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
+SPANS_PER_REQUEST = 12  # the default config's tree (five scorers); only sizes the queue
 
 
 def otlp_tracer(env: Mapping[str, str]) -> RequestTracer:
@@ -56,35 +65,110 @@ def otlp_tracer(env: Mapping[str, str]) -> RequestTracer:
 
     endpoint = next(env[n] for n in ENDPOINT_VARIABLES if env.get(n))
     log.info("tracing on: OTLP/HTTP", endpoint=endpoint)
-    return RequestTracer(OTLPSpanExporter())
+    return RequestTracer(OTLPSpanExporter(), env)
 
 
 class RequestTracer:
-    def __init__(self, exporter: SpanExporter) -> None:
-        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "sluice"}
+    def __init__(self, exporter: SpanExporter, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": "sluice"}
         provider = TracerProvider(resource=Resource.create(attributes))
         self.resource = provider.resource
         self.sampler = provider.sampler
-        self.processor = BatchSpanProcessor(exporter)
+        self.exporter = exporter
+        self._send = _encoded_sender(exporter)
         self._rng = random.Random()
         # the director's monotonic clock -> Unix nanoseconds
         self._offset_ns = time.time_ns() - time.monotonic_ns()
+        # As the SDK's BatchSpanProcessor: wait up to the delay, or until a batch is queued.
+        self._delay_s = _env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        self._batch_spans = max(1, _env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        # a request is about a dozen spans: the queue holds requests, its bound is in spans
+        queue_spans = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+        self._queue: deque[tuple[Receipt, int, SpanContext | None]] = deque(
+            maxlen=max(1, queue_spans // SPANS_PER_REQUEST)
+        )
+        self._wake_at = max(1, self._batch_spans // SPANS_PER_REQUEST)
+        self.dropped = 0  # requests whose spans were dropped: the queue was full
+        self._wake = threading.Event()
+        self._export_lock = threading.Lock()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name="sluice-otlp-export", daemon=True)
+        self._worker.start()
 
     def on_receipt(self, receipt: Receipt) -> None:
-        """The request ended: export its spans (sampled as `OTEL_TRACES_SAMPLER` says)."""
+        """The request ended: queue it for export if sampled (as `OTEL_TRACES_SAMPLER` says)."""
         parent = _parent(receipt.traceparent)
         trace_id = parent.trace_id if parent is not None else self._rng.getrandbits(128)
         context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
         decision = self.sampler.should_sample(context, trace_id, "gateway.request")
         if not decision.decision.is_sampled():  # type: ignore[no-untyped-call]
             return
-        root = request_spans(receipt)
+        queue = self._queue
+        if len(queue) == queue.maxlen:
+            self.dropped += 1  # the oldest goes, as the SDK's processor drops
+        queue.append((receipt, trace_id, parent))
+        if len(queue) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
+
+    # -- the batch thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            woken = self._wake.wait(self._delay_s)
+            self._wake.clear()
+            # woken by a full batch: export full batches only (the rest waits for the next
+            # batch or the delay, as the SDK's processor does); the delay passed: everything
+            self._export_queued(everything=not woken)
+        self._export_queued()
+
+    def _export_queued(self, *, everything: bool = True) -> None:
+        """Export what is queued now — not what the event loop queues meanwhile, which would
+        have the thread chase it with a request per trickle."""
+        with self._export_lock:
+            left = len(self._queue)
+            while left > 0 and (everything or left >= self._wake_at):
+                try:
+                    left -= self._export_batch(left)
+                except Exception:  # the exporter logs its own failures; never kill the thread
+                    log.error("span export failed", exc=True)
+                    return
+
+    def _export_batch(self, most: int) -> int:
+        """One export of up to `most` queued requests (fewer if their spans fill a batch);
+        returns how many it took."""
+        queue, spans = self._queue, 0
+        traces: list[otlp.Trace] = []
+        while queue and len(traces) < most and spans < self._batch_spans:
+            receipt, trace_id, parent = queue.popleft()
+            root = request_spans(receipt)
+            traces.append(otlp.Trace(root, trace_id, parent))
+            spans += root.size()
+        if self._send is not None:
+            data, _ = otlp.encode(
+                traces, self.resource.attributes, SCOPE.name, self._offset_ns, self._rng
+            )
+            self._send(data)
+        elif traces:
+            self.exporter.export([span for t in traces for span in self._readables(*t)])
+        return len(traces)
+
+    def _spans(
+        self, receipt: Receipt, trace_id: int, parent: SpanContext | None
+    ) -> list[ReadableSpan]:
+        return self._readables(request_spans(receipt), trace_id, parent)
+
+    def _readables(
+        self, root: SpanData, trace_id: int, parent: SpanContext | None
+    ) -> list[ReadableSpan]:
         ids: dict[int, SpanContext] = {}
+        out = []
         for span, up in root.walk():
             own = SpanContext(trace_id, self._rng.getrandbits(64), False, _SAMPLED)
             ids[id(span)] = own
             parent_context = ids[id(up)] if up is not None else parent
-            self.processor.on_end(self._readable(span, own, parent_context, up is None))
+            out.append(self._readable(span, own, parent_context, up is None))
+        return out
 
     def _readable(
         self, span: SpanData, own: SpanContext, parent: SpanContext | None, is_root: bool
@@ -105,10 +189,40 @@ class RequestTracer:
         )
 
     def force_flush(self, timeout_ms: int = 5000) -> bool:
-        return self.processor.force_flush(timeout_ms)
+        """Export what is queued now (blocking; the exporter's own timeout applies)."""
+        self._export_queued()
+        return True
 
     def shutdown(self) -> None:
-        self.processor.shutdown()  # type: ignore[no-untyped-call]
+        """Export what is queued, stop the batch thread and the exporter."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._worker.join(timeout=30)
+        self.exporter.shutdown()
+
+
+def _encoded_sender(exporter: SpanExporter) -> Callable[[bytes], object] | None:
+    """The OTLP/HTTP exporter's own client, which sends an encoded request (with the exporter's
+    retries, timeout, headers and compression); None for another exporter, or an SDK version
+    whose exporter has no such client (the `ReadableSpan` path then serves)."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        return None
+    if not isinstance(exporter, OTLPSpanExporter):
+        return None
+    send = getattr(getattr(exporter, "_client", None), "export", None)
+    return send if callable(send) else None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name) or default)
+    except ValueError:
+        log.warning("not an integer; using the default", variable=name, default=default)
+        return default
 
 
 def _parent(traceparent: str | None) -> SpanContext | None:

@@ -33,6 +33,10 @@ class SpanData:
     children: list[SpanData] = field(default_factory=list)
     error: str | None = None
 
+    def size(self) -> int:
+        """Spans in this tree."""
+        return 1 + sum(child.size() for child in self.children)
+
     def walk(self, parent: SpanData | None = None) -> Iterator[tuple[SpanData, SpanData | None]]:
         yield self, parent
         for child in self.children:
@@ -92,7 +96,10 @@ def request_spans(receipt: Receipt) -> SpanData:
                 _without_none(
                     {
                         "server.address": receipt.endpoint,
-                        "llm_d.epp.fallback_endpoints": ",".join(receipt.fallbacks) or None,
+                        "llm_d.epp.fallback_endpoints": ",".join(
+                            e.hostport for e in receipt.fallbacks
+                        )
+                        or None,
                         "llm_d.epp.prefix_match_tokens": receipt.prefix_match_tokens,
                     }
                 ),

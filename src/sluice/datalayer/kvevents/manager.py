@@ -97,7 +97,7 @@ class KVEventsSubscribers:
         for sock, _ in self._poller.poll(0):
             subscriber = self._polled.get(sock)
             if subscriber is not None:
-                subscriber.drain()
+                subscriber.drain(ready=True)
 
     def _forget_socket(self, subscriber: EndpointSubscriber) -> None:
         for sock, owner in list(self._polled.items()):

@@ -24,7 +24,7 @@ from sluice.datalayer.kvevents.wire import END_OF_REPLAY
 log = logging.getLogger("sluice.kvevents")
 # getsockopt of pyzmq's Cython socket, without the Python wrapper's option-enum conversion.
 _RAW_GETSOCKOPT = zmq.Socket.__mro__[1].get  # type: ignore[attr-defined]
-_RCVMORE = int(zmq.RCVMORE)
+_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 2000
 
@@ -77,9 +77,9 @@ class EndpointSubscriber:
         """The SUB socket (for a poller that drains many at once)."""
         return self._sub
 
-    def drain(self) -> None:
-        """Apply every batch waiting on the SUB socket."""
-        self._drain_sub()
+    def drain(self, ready: bool = False) -> None:
+        """Apply every batch waiting on the SUB socket (`ready`: a poll just said one does)."""
+        self._drain_sub(ready)
 
     @property
     def alive(self) -> bool:
@@ -120,20 +120,22 @@ class EndpointSubscriber:
 
     # -- readers -------------------------------------------------------------------------------
 
-    def _drain_sub(self) -> None:
+    def _drain_sub(self, ready: bool = False) -> None:
         sub, stream, clock = self._sub, self.stream, self._clock
         if sub is None:
             return
         now = clock()  # one reading per wake-up: the batches drained here arrived together
-        # vLLM's messages are exactly three frames: three plain recv() calls, and the loop ends
-        # on the first recv() with nothing to read (zmq.Again). Asking ZMQ_EVENTS or RCVMORE
-        # costs more than a recv() (each getsockopt is 1-2 us here: it processes the socket's
-        # commands), so neither is asked per message. A message of other frames shows up as a
-        # sequence frame that is not 8 bytes: the rest of that message is skipped (RCVMORE,
-        # only then) and counted malformed; a lost or misread message is a gap, replayed.
-        recv, noblock = sub.recv, zmq.NOBLOCK
+        # vLLM's messages are exactly three frames: three plain recv() calls, and ZMQ_EVENTS
+        # asked after each message (whether another waits) — not before the first when a poll
+        # just said one waits (`ready`). Each getsockopt costs more than a recv() here (~1.5 us:
+        # it processes the socket's commands), and ending on zmq.Again costs two of them, so
+        # RCVMORE is not asked per message either: a message of other frames shows up as a
+        # sequence frame that is not 8 bytes, the rest of it is skipped (RCVMORE, only then)
+        # and counted malformed; a message lost or misread that way is a gap, replayed.
+        recv, noblock, opt = sub.recv, zmq.NOBLOCK, _RAW_GETSOCKOPT
         try:
-            while True:
+            while ready or opt(sub, _EVENTS) & _POLLIN:
+                ready = False
                 try:
                     recv(noblock)  # the topic: the subscription filter already matched it
                 except zmq.Again:
@@ -144,7 +146,7 @@ class EndpointSubscriber:
                     stream.counters.malformed += 1
                     return
                 if len(seq) != 8:
-                    while _RAW_GETSOCKOPT(sub, _RCVMORE):
+                    while opt(sub, _RCVMORE):
                         recv(noblock)
                     stream.counters.malformed += 1
                     continue
