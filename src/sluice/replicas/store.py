@@ -9,11 +9,13 @@ read from it (`prefix_share`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from sluice.replicas.core import LeaseAsk
 from sluice.replicas.leases import GRANT_LUA
@@ -66,7 +68,10 @@ class RedisStore:
             socket_connect_timeout=timeout_s,
             retry_on_timeout=False,
         )
-        self._script = self._client.register_script(SYNC_SCRIPT)
+        # EVALSHA in the pipeline itself: redis-py's registered scripts add a SCRIPT EXISTS
+        # round trip before every pipeline; the script is loaded only when the store says it
+        # does not know it (first sync, or a store that restarted).
+        self._sha = hashlib.sha1(SYNC_SCRIPT.encode()).hexdigest()
         # A new replica reads the stream from its start: it learns the pool's recent prefixes.
         self._prefix_from = "0-0"
 
@@ -81,18 +86,15 @@ class RedisStore:
         args: list[str | bytes | int] = [replica, max(1, int(lease_s * 1000)), summary]
         for ask in asks:
             args += [ask.endpoint, ask.cap, ask.target, ask.in_flight]
-        stream = self.prefix + "prefix"
-        async with self._client.pipeline(transaction=False) as pipe:
-            await self._script(keys=[self.prefix], args=args, client=pipe)
-            if prefix_out is not None:
-                pipe.xadd(
-                    stream,
-                    {"r": replica, "e": prefix_out},
-                    maxlen=PREFIX_STREAM_LEN,
-                    approximate=True,
-                )
-            pipe.xread({stream: self._prefix_from}, count=1000)
-            results = await pipe.execute()
+        results = await self._round_trip(replica, args, prefix_out)
+        if isinstance(results[0], NoScriptError):
+            # The store does not know the script: load it and sync again (the prefix entries
+            # may then be added twice; adding block hashes again changes nothing).
+            await self._client.script_load(SYNC_SCRIPT)
+            results = await self._round_trip(replica, args, prefix_out)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
         granted_list, blobs = results[0]
         granted = {ask.endpoint: int(g) for ask, g in zip(asks, granted_list, strict=True)}
         entries: list[bytes] = []
@@ -102,6 +104,23 @@ class RedisStore:
                 if fields.get(b"r") != replica.encode():
                     entries.append(fields[b"e"])
         return SyncResult(granted, list(blobs), entries)
+
+    async def _round_trip(
+        self, replica: str, args: list[str | bytes | int], prefix_out: bytes | None
+    ) -> list[Any]:
+        stream = self.prefix + "prefix"
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._sha, 1, self.prefix, *args)
+            if prefix_out is not None:
+                pipe.xadd(
+                    stream,
+                    {"r": replica, "e": prefix_out},
+                    maxlen=PREFIX_STREAM_LEN,
+                    approximate=True,
+                )
+            pipe.xread({stream: self._prefix_from}, count=1000)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def close(self) -> None:
         await self._client.aclose()
