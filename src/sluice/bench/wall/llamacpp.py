@@ -90,7 +90,8 @@ LLAMACPP_SCENARIOS: dict[str, Scenario] = {
         "llamacpp-shared-prefix",
         f"{ENGINES} llama-server (SmolLM2-135M Q4_0, {THREADS} thread, {SLOTS} slots each); "
         f"{PREFIX_GROUPS} groups x (~{PREFIX_TOKENS * LLAMA_TOKENS_PER_SIM_TOKEN}-token system "
-        f"prompt + ~{QUESTION_TOKENS * LLAMA_TOKENS_PER_SIM_TOKEN}-token question), {PREFIX_OUTPUT} out",
+        f"prompt + ~{QUESTION_TOKENS * LLAMA_TOKENS_PER_SIM_TOKEN}-token question), "
+        f"{PREFIX_OUTPUT} out",
         FIXED,
         _shared_prefix,
         loads=(2.0,),
