@@ -21,10 +21,11 @@ def test_the_scaled_scenarios_fit_a_slot_and_name_the_served_model() -> None:
         workload = wall_workload(scenario, 1, scenario.quick_loads[0], True)
         assert workload.arrivals
         assert {a.model for a in workload.arrivals} == {MODEL_NAME}
-        # the workloads' word counts are the simulator's tokens; llama's tokenizer splits
-        # them into at most ~1.5x as many: every prompt and its output fit one slot
-        longest = max(len(a.prompt.split()) + a.max_tokens for a in workload.arrivals)
-        assert 1.5 * longest < context, scenario.name
+        # the workloads' lengths are the simulator's tokens; llama's tokenizer splits them
+        # into ~4x as many: every prompt and its output fit one slot
+        ratio = llamacpp.LLAMA_TOKENS_PER_SIM_TOKEN
+        longest = max(ratio * len(a.prompt.split()) + a.max_tokens for a in workload.arrivals)
+        assert longest < context, scenario.name
     two = wall_workload(LLAMACPP_SCENARIOS["two-bands"], 1, 1.5, True)
     assert {a.tenant for a in two.arrivals} == {"interactive", "batch"}
     assert two.objectives == {"interactive": 10, "batch": 0}

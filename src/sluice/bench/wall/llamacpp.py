@@ -27,10 +27,14 @@ THREADS = 1
 # of a 2-core machine running the router and the clients too).
 POOL_TOKENS_PER_S = 600.0
 
-# shared prefix: the measurement (4 groups x 600 tokens, 2 slots per engine)
-PREFIX_GROUPS, PREFIX_TOKENS, QUESTION_TOKENS, PREFIX_OUTPUT = 4, 600, 40, 16
-# two-bands: chat-like lengths, shorter (prompt median 150, output median 32)
-CHAT_PROMPT, CHAT_OUTPUT, CHAT_SIGMA = 150, 32, 0.6
+# The workloads' lengths are the simulator's tokens; SmolLM2's tokenizer splits that text into
+# ~3.9x as many (a 600-token prefix is 2,313 llama tokens, past a 2,048-token slot). So the
+# sizes below are a quarter of the llama.cpp tokens they stand for.
+LLAMA_TOKENS_PER_SIM_TOKEN = 4
+# shared prefix: the measurement (4 groups x ~600 llama tokens, 2 slots per engine)
+PREFIX_GROUPS, PREFIX_TOKENS, QUESTION_TOKENS, PREFIX_OUTPUT = 4, 150, 10, 16
+# two-bands: chat-like lengths, shorter (prompt median ~160 llama tokens, output median 32)
+CHAT_PROMPT, CHAT_OUTPUT, CHAT_SIGMA = 40, 32, 0.6
 
 
 def _shared_prefix(seed: int, load: float, quick: bool) -> w.Workload:
@@ -60,7 +64,7 @@ def _chat(name: str, qps: float) -> w.TenantSpec:
         CHAT_PROMPT,
         CHAT_OUTPUT,
         sigma=CHAT_SIGMA,
-        max_prompt_tokens=600,
+        max_prompt_tokens=150,
         max_output_tokens=96,
     )
 
@@ -85,8 +89,9 @@ LLAMACPP_SCENARIOS: dict[str, Scenario] = {
     "shared-prefix": Scenario(
         "llamacpp-shared-prefix",
         f"{ENGINES} llama-server (SmolLM2-135M Q4_0, {THREADS} thread, {SLOTS} slots each); "
-        f"{PREFIX_GROUPS} groups x ({PREFIX_TOKENS}-token system prompt + {QUESTION_TOKENS}-token "
-        f"question), {PREFIX_OUTPUT} out",
+        f"{PREFIX_GROUPS} groups x (~{PREFIX_TOKENS * LLAMA_TOKENS_PER_SIM_TOKEN}-token system "
+        f"prompt + ~{QUESTION_TOKENS * LLAMA_TOKENS_PER_SIM_TOKEN}-token question), "
+        f"{PREFIX_OUTPUT} out",
         FIXED,
         _shared_prefix,
         loads=(2.0,),
@@ -98,7 +103,7 @@ LLAMACPP_SCENARIOS: dict[str, Scenario] = {
         f"{ENGINES} llama-server ({THREADS} thread, {SLOTS} slots each); interactive (priority "
         f"10) offering {INTERACTIVE_SHARE:.0%} of the pool's ~{POOL_TOKENS_PER_S:g} tokens/s + "
         "batch (priority 0) filling the offered load to 150%; chat-like lengths (prompt median "
-        f"{CHAT_PROMPT}, output median {CHAT_OUTPUT})",
+        f"~{CHAT_PROMPT * LLAMA_TOKENS_PER_SIM_TOKEN}, output median {CHAT_OUTPUT})",
         ISOLATION,
         _two_bands,
         loads=(1.5,),
