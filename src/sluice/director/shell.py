@@ -233,8 +233,6 @@ class Director:
     def _hold(self, waiter: asyncio.Future[Admission], result: DispatchedRequest) -> None:
         """Its prefix is being computed on its endpoint: answer the waiter once that is over
         (checked every `HOLD_POLL_S`; the hold has a deadline, see prefix_wait.py)."""
-        hold = result.hold
-        assert hold is not None
 
         def check() -> None:
             if waiter.done():  # the client went away meanwhile

@@ -69,9 +69,9 @@ class ComputingPrefixes:
         endpoint, hashes = entry
         owners = self._owners
         for h in hashes:
-            by_endpoint = owners.get(h)
-            line = by_endpoint.get(endpoint) if by_endpoint is not None else None
-            if line is None or by_endpoint is None:
+            by_endpoint = owners.get(h, {})
+            line = by_endpoint.get(endpoint)
+            if line is None:
                 continue
             if request_id in line:
                 line.remove(request_id)
