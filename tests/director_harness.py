@@ -63,8 +63,11 @@ def make_director(
     room: RoomSettings | None = None,
     ports: Sequence[int] = (8000,),
     address: str = "127.0.0.1",
+    config_text: str | None = None,
 ) -> Director:
-    config = load_sluice_config(None)
+    """`config_text`: an EndpointPickerConfig whose scheduling profiles to use (default: none,
+    Sluice's default profile); flow control and the room come from the arguments."""
+    config = load_sluice_config(config_text)
     director = Director(
         scheduler=Scheduler.from_config(config.picker),
         flow=FlowController(flow or config.flow),
