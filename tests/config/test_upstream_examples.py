@@ -320,6 +320,14 @@ def test_the_v09_layout_is_read_and_wired() -> None:
     assert flow.band(2).max_bytes == 10**9
 
 
+def test_the_deprecated_top_level_parser_is_accepted_and_requesthandler_wins() -> None:
+    """v0.10.0 still reads `parser: {pluginRef}` (deprecated for `requestHandler.parsers`)."""
+    head = "apiVersion: llm-d.ai/v1alpha1\nplugins:\n- type: openai-parser\n"
+    assert load_sluice_config(head + "parser: {pluginRef: openai-parser}\n").picker.profiles
+    both = "parser: {pluginRef: gone}\nrequestHandler: {parsers: [{pluginRef: openai-parser}]}\n"
+    assert load_sluice_config(head + both).picker.profiles  # the new field is the one used
+
+
 def test_the_gie_layout_keeps_sluices_defaults() -> None:
     flow = load_sluice_config("flowControl: {priorityBands: [{priority: 5}]}\n").flow
     assert flow.default_request_ttl_s is None
@@ -345,6 +353,11 @@ def test_the_gie_layout_keeps_sluices_defaults() -> None:
         ),
         ("requestHandler:\n  parserz: []\n", "x.yaml:2: requestHandler.parserz: unknown field"),
         ("featureGates: [flowControl=maybe]\n", "x.yaml:1: featureGates[0]: 'flowControl=maybe'"),
+        (
+            "plugins:\n- type: queue-scorer\nparser:\n  pluginRef: queue-scorer\n",
+            "x.yaml:4: parser.pluginRef: plugin 'queue-scorer' (type queue-scorer) cannot serve "
+            "here; Sluice offers: openai-parser",
+        ),
         (
             "plugins:\n- type: prefix-cache-scorer\n  parameters: {matchLengthWeight: 1.5}\n",
             "x.yaml:3: plugins[0].parameters.matchLengthWeight: must be between 0.0 and 1.0",
