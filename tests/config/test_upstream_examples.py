@@ -3,6 +3,7 @@ v0.9+ layout's fields are read and do what upstream says."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,102 @@ def test_v09_mistakes_name_file_line_and_fix(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_sluice_config(text, "x.yaml")
     assert str(caught.value).startswith(message)
+
+
+# Plugin entries shown alone in upstream's docs and READMEs (tests/config/upstream/fragments,
+# verbatim), each loaded as the `plugins:` list of a config: its outcome.
+FRAGMENTS = Path(__file__).parent / "upstream" / "fragments"
+FRAGMENT_ACCEPTED = [
+    "datalayer__source__metrics__README.md__36.yaml",
+    "scheduling__scorer__preciseprefixcache__README.md__31.yaml",
+    "scheduling__scorer__sessionaffinity__README.md__38.yaml",
+]
+FRAGMENT_LACKING = {
+    "docs__disaggregation.md__412.yaml": (2, "prefix-based-pd-decider"),
+    "docs__disaggregation.md__433.yaml": (2, "always-disagg-pd-decider"),
+    "docs__disaggregation.md__452.yaml": (2, "always-disagg-multimodal-decider"),
+    "docs__disaggregation.md__486.yaml": (2, "disagg-profile-handler"),
+    "docs__disaggregation.md__492.yaml": (2, "disagg-profile-handler"),
+    "docs__disaggregation.md__501.yaml": (2, "disagg-profile-handler"),
+    "docs__disaggregation.md__515.yaml": (2, "disagg-profile-handler"),
+    "docs__disaggregation.md__523.yaml": (2, "disagg-profile-handler"),
+    "docs__disaggregation.md__532.yaml": (2, "disagg-profile-handler"),
+    "datalayer__source__dcgm__README.md__41.yaml": (3, "dcgm-data-source"),
+    "datalayer__source__models__README.md__30.yaml": (2, "models-data-source"),
+    "requestcontrol__dataproducer__tokenizer__README.md__125.yaml": (2, "token-producer"),
+    "requestcontrol__dataproducer__tokenizer__README.md__135.yaml": (2, "token-producer"),
+    "requestcontrol__dataproducer__tokenizer__README.md__154.yaml": (2, "token-producer"),
+    "requestcontrol__dataproducer__tokenizer__README.md__164.yaml": (2, "token-producer"),
+    "scheduling__filter__sessionaffinity__README.md__38.yaml": (2, "session-affinity-filter"),
+    "scheduling__filter__sessionaffinity__README.md__44.yaml": (2, "session-affinity-filter"),
+    "scheduling__filter__sessionaffinity__README.md__57.yaml": (2, "session-affinity-filter"),
+    "scheduling__filter__sessionaffinity__README.md__71.yaml": (4, "session-affinity-filter"),
+    "scheduling__profilehandler__headerprofile__README.md__93.yaml": (2, "header-profile-handler"),
+    "scheduling__scorer__preciseprefixcache__README.md__40.yaml": (
+        2,
+        "precise-prefix-cache-producer",
+    ),
+}
+# Sluice has the plugin, not these upstream parameters (or, `a-type`, a made-up type)
+FRAGMENT_REFUSED = {
+    "docs__architecture.md__128.yaml": "3: plugins[0].type: unknown plugin type 'a-type'",
+    "datalayer__extractor__metrics__README.md__68.yaml": (
+        "4: plugins[0].parameters.engineConfigs: unknown parameter 'engineConfigs'; this "
+        "plugin takes no parameters in Sluice; remove them"
+    ),
+    "requestcontrol__dataproducer__burstprefix__README.md__49.yaml": (
+        "4: plugins[0].parameters.prefixMatchInfoProducerName: unknown parameter "
+        "'prefixMatchInfoProducerName'"
+    ),
+    "requestcontrol__dataproducer__preciseprefixcache__README.md__11.yaml": (
+        "4: plugins[0].parameters.prefixMatchInfoProducerName: unknown parameter "
+        "'prefixMatchInfoProducerName'"
+    ),
+    "scheduling__scorer__sessionaffinity__README.md__44.yaml": (
+        "4: plugins[0].parameters.strategy: unknown parameter 'strategy'"
+    ),
+    "scheduling__scorer__sessionaffinity__README.md__57.yaml": (
+        "4: plugins[0].parameters.strategy: unknown parameter 'strategy'"
+    ),
+    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (
+        "6: plugins[0].parameters.encodedEndpointHeaderConfig: unknown parameter "
+        "'encodedEndpointHeaderConfig'"
+    ),
+}
+
+
+def as_config(fragment: str) -> str:
+    """The fragment as a config's `plugins:` list (one line is added above it)."""
+    first = next(x for x in fragment.splitlines() if x.strip() and not x.strip().startswith("#"))
+    if first.lstrip().startswith("-"):
+        return "plugins:\n" + fragment
+    return "plugins:\n- " + textwrap.indent(fragment, "  ")[2:]
+
+
+def test_every_fragment_kept_is_checked() -> None:
+    expected = {*FRAGMENT_ACCEPTED, *FRAGMENT_LACKING, *FRAGMENT_REFUSED}
+    assert sorted(p.name for p in FRAGMENTS.glob("*.yaml")) == sorted(expected)
+
+
+@pytest.mark.parametrize("example", FRAGMENT_ACCEPTED)
+def test_an_upstream_plugin_entry_sluice_has_is_accepted_unchanged(example: str) -> None:
+    assert load_sluice_config(as_config((FRAGMENTS / example).read_text()), example).picker
+
+
+@pytest.mark.parametrize("example", sorted(FRAGMENT_LACKING))
+def test_an_upstream_plugin_entry_sluice_lacks_names_it_and_the_alternative(example: str) -> None:
+    line, plugin = FRAGMENT_LACKING[example]
+    with pytest.raises(ConfigError) as caught:
+        load_sluice_config(as_config((FRAGMENTS / example).read_text()), example)
+    assert str(caught.value).startswith(f"{example}:{line}: plugins[")
+    assert str(caught.value).endswith(
+        f"upstream plugin {plugin!r} is not implemented by Sluice; instead use "
+        + SLUICE_INSTEAD[plugin]
+    )
+
+
+@pytest.mark.parametrize("example", sorted(FRAGMENT_REFUSED))
+def test_an_upstream_plugin_entry_with_parameters_sluice_lacks_names_them(example: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_sluice_config(as_config((FRAGMENTS / example).read_text()), example)
+    assert str(caught.value).startswith(f"{example}:{FRAGMENT_REFUSED[example]}")
