@@ -24,6 +24,16 @@ from sluice.sources.state import PodInfo, PoolKey, PoolState, Snapshot, build_st
 KEY = PoolKey("pool", "default")
 # The objectives the tests name, by priority.
 OBJECTIVES = {"interactive": 10, "batch": -1}
+# A picker config whose filter keeps only the endpoints a header names: without it, none is
+# left (the scheduler's filters drain every candidate).
+DRAINING_FILTER = """
+plugins:
+- type: header-based-testing-filter
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: header-based-testing-filter}, {pluginRef: max-score-picker}]
+"""
 
 
 def pool_state(

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from director_harness import make_director, pool_state, report
+from director_harness import DRAINING_FILTER, make_director, pool_state, report
 from sluice.config import parse_flow_control
 from sluice.flowcontrol import FlowControlConfig
 from sluice.room import RoomSettings
@@ -173,17 +173,6 @@ async def test_legacy_mode_sheds_a_negative_band_on_a_saturated_pool_429_rejecte
     assert body == (
         b"inference error: ResourceExhausted - system saturated, sheddable request dropped"
     )
-
-
-# A filter that keeps only the endpoints a header names: without it, none is left.
-DRAINING_FILTER = """
-plugins:
-- type: header-based-testing-filter
-- type: max-score-picker
-schedulingProfiles:
-- name: default
-  plugins: [{pluginRef: header-based-testing-filter}, {pluginRef: max-score-picker}]
-"""
 
 
 @pytest.mark.parametrize("picker_config", [DRAINING_FILTER])

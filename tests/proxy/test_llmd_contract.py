@@ -11,7 +11,7 @@ import asyncio
 import orjson
 import pytest
 
-from director_harness import make_director, pool_state, report
+from director_harness import DRAINING_FILTER, make_director, pool_state, report
 from sluice.config import parse_flow_control
 from sluice.flowcontrol import FlowControlConfig
 from sluice.requests.headers import CONTROL_HEADERS
@@ -186,17 +186,6 @@ async def test_legacy_mode_sheds_a_negative_band_on_a_saturated_pool_429_rejecte
     assert (status, headers[DROPPED]) == (429, "rejected-saturated")
     assert_openai_error(document, "ResourceExhausted")
     assert document["error"]["message"] == "system saturated, sheddable request dropped"
-
-
-# A filter that keeps only the endpoints a header names: without it, none is left.
-DRAINING_FILTER = """
-plugins:
-- type: header-based-testing-filter
-- type: max-score-picker
-schedulingProfiles:
-- name: default
-  plugins: [{pluginRef: header-based-testing-filter}, {pluginRef: max-score-picker}]
-"""
 
 
 async def test_filters_that_leave_no_endpoint_are_429_rejected_saturated(
