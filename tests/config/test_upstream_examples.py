@@ -382,6 +382,7 @@ FRAGMENT_ACCEPTED = [
     "datalayer__source__metrics__README.md__36.yaml",
     "scheduling__scorer__preciseprefixcache__README.md__31.yaml",
     "scheduling__scorer__sessionaffinity__README.md__38.yaml",
+    "scheduling__scorer__sessionaffinity__README.md__44.yaml",  # strategy: session_id
 ]
 FRAGMENT_LACKING = {
     "docs__disaggregation.md__412.yaml": (2, "prefix-based-pd-decider"),
@@ -409,7 +410,7 @@ FRAGMENT_LACKING = {
         "precise-prefix-cache-producer",
     ),
 }
-# Sluice has the plugin, not these upstream parameters (or, `a-type`, a made-up type)
+# Sluice has the plugin, not these upstream parameters or values (or, `a-type`, a made-up type)
 FRAGMENT_REFUSED = {
     "docs__architecture.md__128.yaml": "3: plugins[0].type: unknown plugin type 'a-type'",
     "datalayer__extractor__metrics__README.md__68.yaml": (
@@ -424,15 +425,13 @@ FRAGMENT_REFUSED = {
         "4: plugins[0].parameters.prefixMatchInfoProducerName: unknown parameter "
         "'prefixMatchInfoProducerName'"
     ),
-    "scheduling__scorer__sessionaffinity__README.md__44.yaml": (
-        "4: plugins[0].parameters.strategy: unknown parameter 'strategy'"
+    "scheduling__scorer__sessionaffinity__README.md__57.yaml": (  # its second source
+        "8: plugins[0].parameters.sessionIdConfig.sources[1].attribute: request attribute "
+        "'agent-identity': Sluice has no plugin that publishes request attributes"
     ),
-    "scheduling__scorer__sessionaffinity__README.md__57.yaml": (
-        "4: plugins[0].parameters.strategy: unknown parameter 'strategy'"
-    ),
-    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (
-        "6: plugins[0].parameters.encodedEndpointHeaderConfig: unknown parameter "
-        "'encodedEndpointHeaderConfig'"
+    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (  # upstream's default strategy
+        "6: plugins[0].parameters.encodedEndpointHeaderConfig: the encoded_endpoint_header "
+        "strategy (an endpoint token the client echoes) is not implemented"
     ),
 }
 
