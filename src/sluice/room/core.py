@@ -13,6 +13,7 @@ from typing import Any
 
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
 from sluice.room.demand import Demand, HoldTimes
+from sluice.room.ends import EndEstimator
 from sluice.room.peers import PeerDemand
 from sluice.room.placement import placeable
 from sluice.room.prefill import PrefillEstimator
@@ -52,6 +53,7 @@ class Room:
     def __init__(self, settings: RoomSettings = DEFAULT_ROOM) -> None:
         self.settings = settings
         self.prefill = PrefillEstimator(settings)
+        self.ends = EndEstimator(settings)
         self.demand = Demand(
             HoldTimes(
                 settings.reserve_hold_gaps,
@@ -77,19 +79,30 @@ class Room:
         self.demand.left(priority, fairness_id)
 
     def settle(self, registry: EndpointRegistry, now: float) -> None:
-        """Bring the pending prefills up to `now` (estimates that passed end) and learn from
-        any scrape applied since the last call. Call before asking about room."""
+        """Bring the pending prefills and detached requests up to `now` (estimates that passed
+        end) and learn from any scrape applied since the last call. Call before asking about
+        room."""
         registry.settle_prefills(now)
+        registry.settle_detached(now)
         if registry.scrapes != self._scrapes_learned:
             self._scrapes_learned = registry.scrapes
             self.prefill.observe_scrapes(registry.snapshot())
+            if registry.detached_ends:
+                self.ends.observe_detached_ends(registry.detached_ends)
+                registry.detached_ends.clear()
 
     def first_byte(self, endpoint: str, uncached_tokens: int, seconds: float) -> None:
         """A streamed response started `seconds` after dispatch: a prefill-time sample."""
         self.prefill.observe_first_byte(endpoint, uncached_tokens, seconds)
 
+    def completed(self, endpoint: str, output_tokens: int, decode_seconds: float) -> None:
+        """An attached request produced `output_tokens` in `decode_seconds` after its prefill
+        (its first byte, or the prefill estimate): a sample of the endpoint's decode rate."""
+        self.ends.observe(endpoint, output_tokens, decode_seconds)
+
     def forget_except(self, endpoints: set[str]) -> None:
         self.prefill.forget_except(endpoints)
+        self.ends.forget_except(endpoints)
 
     # -- questions -----------------------------------------------------------------------------
 
@@ -181,3 +194,11 @@ class Room:
             endpoint, uncached_tokens, first_byte_expected=first_byte_expected
         )
         return now + estimate
+
+    def detached_end(
+        self, endpoint: str, uncached_tokens: int, output_tokens: int, dispatched_at: float
+    ) -> tuple[float, float]:
+        """(when a detached request dispatched at `dispatched_at` is taken as over if no scrape
+        showed it gone before, the prefill estimate that is part of it) — room/ends.py."""
+        prefill_s = self.prefill.estimate(endpoint, uncached_tokens)
+        return dispatched_at + self.ends.duration(endpoint, prefill_s, output_tokens), prefill_s

@@ -32,6 +32,12 @@ class RoomSettings:
     prefill_overhead_s: float = 0.025
     # ... and never longer than this: no request holds an endpoint's room for longer.
     max_prefill_hold_s: float = 30.0
+    # When a detached request (a gateway that shows Sluice no response) is taken as over if no
+    # scrape said so first: dispatch + its prefill estimate + output tokens x the endpoint's
+    # seconds per output token, learned online from this prior (room/ends.py) ...
+    decode_seconds_per_token: float = 0.02
+    # ... and never later than this after its dispatch.
+    max_detached_hold_s: float = 300.0
     # How long a reserve outlives the last arrival of whoever it is kept for (room/demand.py):
     # this many of their mean gaps between arrivals, within [min, max] seconds.
     reserve_hold_gaps: float = 10.0
