@@ -486,6 +486,14 @@ class EndpointRegistry:
                     heapq.heappush(due, (forget_at, name, sequence))
                     continue
             del state._detached[sequence]
+        if len(due) > 64 and len(due) > 4 * sum(len(s._detached) for s in self._snapshot):
+            # Most entries are of dispatches a scrape already showed gone: drop them.
+            self._detached_due = [e for e in due if self._detached_open(e[1], e[2])]
+            heapq.heapify(self._detached_due)
+
+    def _detached_open(self, name: str, sequence: int) -> bool:
+        state = self._states.get(name)
+        return state is not None and sequence in state._detached
 
     def complete(self, ticket: DispatchTicket, *, got_first_token: bool = True) -> None:
         """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once.
