@@ -248,15 +248,18 @@ class ExtProcStream:
         a cancelled stream means the client (or Envoy) went away; a clean end means the
         response was cut short upstream — unless the gateway shows Sluice no response at all
         (response body mode NONE, and no response headers came): then Envoy ends the stream
-        as soon as the request is routed, and the request is detached, its end unknown to
-        Sluice (the engine's own metrics take over its accounting)."""
+        as soon as the request is routed — real Envoy by resetting it, which looks like a
+        cancel — and the request is detached, its end unknown to Sluice (room.md, section
+        3a: the engine's own count or the room's estimate ends it). Before, that reset was
+        taken as the client leaving: the request left Sluice's accounting the moment it was
+        routed, prefill and all."""
         self.settle()
         if self._admission is not None and not self._finished:
             self._finished = True
-            if cancelled:
-                self._admission.finish(Outcome.CLIENT_GONE)
-            elif self._response_mode is BodyMode.NONE and self._status is None:
+            if self._response_mode is BodyMode.NONE and self._status is None:
                 self._admission.detach()
+            elif cancelled:
+                self._admission.finish(Outcome.CLIENT_GONE)
             else:
                 self._admission.finish(Outcome.UPSTREAM_ERROR)
         self.phase = Phase.DONE
