@@ -34,7 +34,7 @@ import aiohttp
 
 from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.envoy import REPO as ROOT
-from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config, response_processing_off
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block
 
@@ -46,17 +46,6 @@ TARGET_THROUGHPUT, TARGET_E2E = 0.95, 1.1
 
 def spawn(command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
-
-
-def response_processing_off(config: dict[str, Any]) -> dict[str, Any]:
-    """Envoy's ext_proc filter sends the request, never the response."""
-    listener = config["static_resources"]["listeners"][0]
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    [ext_proc] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
-    mode = ext_proc["typed_config"]["processing_mode"]
-    mode.update(response_header_mode="SKIP", response_body_mode="NONE")
-    mode["response_trailer_mode"] = "SKIP"
-    return config
 
 
 async def wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
