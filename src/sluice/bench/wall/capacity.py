@@ -10,7 +10,7 @@ start together and would overstate a steady rate)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sluice.bench.wall.load import replay
@@ -18,6 +18,7 @@ from sluice.bench.wall.processes import Engines
 from sluice.bench.workloads import Workload
 
 WARMUP_SHARE = 0.25  # of the probe's completions, left out of the rate
+MIN_COMPLETED = 8
 
 
 def saturated_requests_per_s(
@@ -31,8 +32,17 @@ def saturated_requests_per_s(
         records, _ = asyncio.run(replay(engines.urls, closed, budget_s, counters=engines.counters))
     finally:
         engines.stop()
-    ended = sorted(r.completed_at for r in records if r.completed_at is not None)
-    if len(ended) < 8:
+    ended = [r.completed_at for r in records if r.completed_at is not None]
+    if len(ended) < MIN_COMPLETED:
         raise RuntimeError(f"capacity probe: {len(ended)} of {len(records)} requests completed")
+    return steady_rate(ended)
+
+
+def steady_rate(completed_at: Sequence[float]) -> float:
+    """Completions per second after the first `WARMUP_SHARE` of them: the intervals between
+    the later completions, so a first wave that started together does not count."""
+    ended = sorted(completed_at)
     first = int(len(ended) * WARMUP_SHARE)
+    if len(ended) - first < 2 or ended[-1] <= ended[first]:
+        raise ValueError(f"a steady rate needs spread completions, got {len(ended)}")
     return (len(ended) - 1 - first) / (ended[-1] - ended[first])
