@@ -192,6 +192,7 @@ class EndpointPickerConfigFile(Strict):
     data_layer: DataLayer | None = None
     flow_control: FlowControl | None = None
     request_handler: RequestHandler | None = None
+    parser: PluginRef | None = None  # deprecated upstream: requestHandler.parsers wins
 
 
 __all__ = [
