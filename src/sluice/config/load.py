@@ -182,20 +182,25 @@ def _check_non_scheduling(type_name: str, parameters: Mapping[str, Any], where: 
         )
 
 
+_DEFAULT_USAGE_LIMIT = "static-usage-limit-policy"  # upstream's DefaultUsageLimitPolicyRef
+
+
 def _usage_limit(
     model: EndpointPickerConfigFile,
     doc_plugins: Mapping[str, PluginEntry],
     detector: SaturationDetector | None,
     bands: tuple[int, ...],
 ) -> UsageLimit | None:
-    """The usage-limit policy in force (`flowControl.usageLimitPolicyPluginRef`), or None when
-    it holds nothing back (upstream's default, a static threshold of 1.0)."""
+    """The usage-limit policy in force, or None when it holds nothing back. As upstream
+    (config/loader/flowcontrol.go), `flowControl.usageLimitPolicyPluginRef` names it, by
+    default the plugin named `static-usage-limit-policy`; none declared: a threshold of 1.0."""
     fc = model.flow_control
     ref = fc.usage_limit_policy_plugin_ref if fc is not None else None
-    if ref is None:
-        return None
+    ref = ref or _DEFAULT_USAGE_LIMIT
     where = "flowControl.usageLimitPolicyPluginRef"
     entry = doc_plugins.get(ref)
+    if entry is None and ref == _DEFAULT_USAGE_LIMIT:
+        return None
     if entry is not None:
         where = f"plugins[{list(doc_plugins).index(ref)}].parameters"
     limit = usage_limit(

@@ -65,7 +65,7 @@ def pool_saturation(states: Iterable[EndpointState], now: float, settings: RoomS
 
 class ActiveBands:
     """The bands that count for the ceilings: the configured ones, and each band something
-    arrived in (or left the queue of) within `BAND_IDLE_S`."""
+    arrived in within `BAND_IDLE_S`."""
 
     def __init__(self, configured: Iterable[int] = ()) -> None:
         self._configured = frozenset(configured)
