@@ -20,6 +20,12 @@ an unknown one change nothing, so a batch applied twice or a removal whose store
 is harmless. (vLLM may cache two blocks under one hash and report each eviction; the first
 removal then drops a key the engine still holds — an underestimate, never a false hit.)
 
+Only the GPU tier is indexed (an event's ``medium`` is ``"GPU"``, or absent as in vLLM before
+it had tiers): a block offloaded to CPU memory (vLLM's offloading connector reports it stored
+and removed with ``medium="CPU"``, under the same hash) is not in the cache a request's prefill
+reads, and its removal must not drop the GPU copy. Other tiers' events are counted
+(``other_tiers``) and skipped.
+
 Matching is the approximate index's: walk the request's keys, and-ing the holders' bits; every
 endpoint's count is the leading blocks it holds contiguously.
 """
@@ -30,7 +36,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
-from sluice.datalayer.kvevents.wire import AllBlocksCleared, BlockRemoved, BlockStored, Event
+from sluice.datalayer.kvevents.wire import (
+    MEDIUM_GPU,
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    Event,
+    on_gpu,
+)
 from sluice.scheduling.precise_hashing import BlockKeys
 from sluice.scheduling.precise_translate import EngineKeyMap
 
@@ -59,6 +72,7 @@ class PreciseIndex:
         self.unusable: dict[str, str] = {}
         self._verified: set[str] = set()
         self.unchained = 0  # own space: stored blocks whose parent was never seen
+        self.other_tiers = 0  # events about another cache tier than the GPU's (skipped)
 
     # -- slots --------------------------------------------------------------------------------
 
@@ -108,9 +122,12 @@ class PreciseIndex:
         count = self._counts[slot]
         cleared = False
         for event in events:
-            kind = type(event)
-            if kind is BlockRemoved:
-                for engine_hash in event.block_hashes:  # type: ignore[union-attr]
+            if isinstance(event, BlockRemoved):
+                medium = event.medium
+                if medium is not None and medium != MEDIUM_GPU:
+                    self.other_tiers += 1
+                    continue
+                for engine_hash in event.block_hashes:
                     key = engine_hash & KEY_MASK
                     bits = pop(key, 0)
                     if bits is held:  # the common case: this endpoint alone held it
@@ -123,19 +140,21 @@ class PreciseIndex:
                             count -= 1
                         else:
                             owners[key] = bits  # not ours: put it back
-            elif kind is BlockStored:
-                stored: BlockStored = event  # type: ignore[assignment]
-                if not self._usable_engine_block(endpoint, stored):
+            elif isinstance(event, BlockStored):
+                if not on_gpu(event):
+                    self.other_tiers += 1
+                    continue
+                if not self._usable_engine_block(endpoint, event):
                     return cleared
                 before = len(owners)
-                for engine_hash in stored.block_hashes:
+                for engine_hash in event.block_hashes:
                     key = engine_hash & KEY_MASK
                     holders = setdefault(key, held)
                     if holders is not held and not holders & held:
                         owners[key] = holders | held
                         count += 1
                 count += len(owners) - before  # the keys nobody held
-            elif kind is AllBlocksCleared:
+            elif isinstance(event, AllBlocksCleared):
                 self._counts[slot] = count
                 self.clear(endpoint)
                 slot = self._slot_for(endpoint)
@@ -149,16 +168,17 @@ class PreciseIndex:
     def _apply_own(self, endpoint: str, slot: int, events: Sequence[Event]) -> bool:
         cleared = False
         for event in events:
-            kind = type(event)
-            if kind is BlockStored:
-                self._stored_own(endpoint, slot, event)  # type: ignore[arg-type]
-                if endpoint in self.unusable:
-                    return cleared
-            elif kind is BlockRemoved:
-                self._removed_own(slot, event.block_hashes)  # type: ignore[union-attr]
-            elif kind is AllBlocksCleared:
+            if isinstance(event, AllBlocksCleared):
                 self.clear(endpoint)
                 cleared = True
+            elif not on_gpu(event):
+                self.other_tiers += 1
+            elif isinstance(event, BlockStored):
+                self._stored_own(endpoint, slot, event)
+                if endpoint in self.unusable:
+                    return cleared
+            else:
+                self._removed_own(slot, event.block_hashes)
         return cleared
 
     def clear(self, endpoint: str) -> None:
