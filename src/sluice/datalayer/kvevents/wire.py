@@ -108,6 +108,10 @@ class _MapBatch(_MapEventsBatch, array_like=False):
     pass
 
 
+# Every class an event of each kind decodes to (a hot loop dispatches on the exact type).
+STORED_TYPES: frozenset[type] = frozenset({BlockStored, _MapBlockStored})
+REMOVED_TYPES: frozenset[type] = frozenset({BlockRemoved, _MapBlockRemoved})
+
 # Newest layout first: an engine's stream keeps whichever one decoded its last batch.
 _LAYOUTS: tuple[msgspec.msgpack.Decoder[Any], ...] = (
     msgspec.msgpack.Decoder(_MapEventsBatch),
