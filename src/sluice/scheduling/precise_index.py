@@ -139,7 +139,8 @@ class PreciseIndex:
                             owners[key] = bits  # not ours: put it back
             elif kind in stored_types:
                 stored: BlockStored = event  # type: ignore[assignment]
-                if not on_gpu(stored):
+                medium = stored.medium  # `on_gpu`, inline
+                if medium is not None and medium != MEDIUM_GPU:
                     self.other_tiers += 1
                     continue
                 if not self._usable_engine_block(endpoint, stored):
