@@ -3,6 +3,7 @@ fix; upstream's flags take effect."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,14 @@ def app(*flags: str) -> App:
 def test_start_up_mistakes_name_the_flag_and_the_fix(flags: list[str], message: str) -> None:
     with pytest.raises(AppError, match=message.replace("[", r"\[")):
         app(*flags)
+
+
+def test_a_yaml_syntax_error_in_the_config_file_names_the_file_and_line(tmp_path: Path) -> None:
+    """Issue #15 item 10: a YAML syntax error in `--config-file` had no line."""
+    bad = tmp_path / "epp.yaml"
+    bad.write_text("plugins:\n- type: queue-scorer\n  parameters: {a: [1, 2}\n")
+    with pytest.raises(AppError, match=rf"^{re.escape(str(bad))}:3: invalid YAML: "):
+        app(f"--resources={QUICKSTART}", f"--config-file={bad}")
 
 
 def test_the_deprecated_metrics_port_applies_to_a_single_port_pool(tmp_path: Path) -> None:
