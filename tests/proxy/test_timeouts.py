@@ -66,14 +66,20 @@ async def test_two_thousand_slow_header_connections_are_all_closed_at_the_timeou
     opened = time.monotonic() - start
     for _, writer in connections:
         writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+
+    async def closed(reader: asyncio.StreamReader) -> bytes:
+        try:
+            data, _ = await closed_after(reader, opened + 0.5 + 5)
+        except ConnectionResetError:  # a reset closes it too (a loaded machine, a full backlog)
+            return b""
+        return data
+
     try:
-        answers = await asyncio.gather(
-            *(closed_after(reader, opened + 0.5 + 5) for reader, _ in connections)
-        )
+        answers = await asyncio.gather(*(closed(reader) for reader, _ in connections))
     finally:
         for _, writer in connections:
             writer.close()
-    assert all(data == b"" for data, _ in answers)  # closed, never answered
+    assert all(data == b"" for data in answers)  # closed, never answered
     assert time.monotonic() - start < opened + 0.5 + 3, time.monotonic() - start
     assert engine.received == []
 
