@@ -34,51 +34,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import aiohttp
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.cpu import cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.otlp_sink import OtlpSink
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
 from sluice.extproc import BodyMode
 
 BODY = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
 PATH = "/v1/completions"
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """OTLP/HTTP traces receiver: decodes each export and counts its spans."""
-
-    spans = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        message = ExportTraceServiceRequest.FromString(body)
-        n = sum(len(s.spans) for r in message.resource_spans for s in r.scope_spans)
-        with Receiver.lock:
-            Receiver.spans += n
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 class Arm:
@@ -153,9 +130,12 @@ async def load(arms: list[Arm], concurrency: int, seconds: float) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+    with OtlpSink() as sink:
+        await run(args, sink)
+
+
+async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     workdir = Path(tempfile.mkdtemp(prefix="sluice-receipts-bench-"))
     first = free_port_block(args.engines, below_ephemeral=True)
     engines = list(range(first, first + args.engines))
@@ -199,7 +179,8 @@ async def main(args: argparse.Namespace) -> None:
             "arms_loaded": "at once" if args.together else "one at a time, order rotating",
             "cpus": os.cpu_count(),
             "loadavg_1m": round(os.getloadavg()[0], 2),
-            "spans_received": Receiver.spans,
+            "spans_received": sink.spans,
+            "exports_received": sink.exports,
         }
         for arm in arms:
             rate = arm.done / arm.cpu
@@ -217,7 +198,6 @@ async def main(args: argparse.Namespace) -> None:
         for arm in arms:
             await arm.envoy.stop()
         stop_processes(*(arm.process for arm in arms), engine, timeout=10)
-        server.shutdown()
 
 
 def cli() -> None:
