@@ -66,8 +66,15 @@ def core(recorder: ReceiptRecorder | None) -> tuple[DispatchCore, list[Dispatche
     return c, placed
 
 
-def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) -> float:
-    """CPU-seconds for `n` requests, each finished before the next (an idle pool)."""
+def run(
+    c: DispatchCore,
+    placed: list[DispatchedRequest],
+    n: int,
+    start: int,
+    picks: list[str] | None = None,
+) -> float:
+    """CPU-seconds for `n` requests, each finished before the next (an idle pool); each
+    request's endpoint appended to `picks` if given."""
     registry = c.registry
     began = time.process_time()
     now = float(start)
@@ -86,6 +93,8 @@ def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) ->
         c.pump(now)
         c.forget(ticket)
         dispatched = placed.pop()
+        if picks is not None:
+            picks.append(dispatched.endpoints[0].hostport)
         dispatched.first_byte(now + 0.0002)
         dispatched.finish(
             Outcome.COMPLETED, now + 0.0005, Usage(prompt_tokens=9, completion_tokens=16)

@@ -20,7 +20,8 @@ shared machine whose load swings within seconds, arms loaded one after the other
 machines; `--one-at-a-time` does that, the order rotating per round). Per arm: requests per
 Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
 exporter's included) over all rounds, and its cost against `off`:
-`1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios.
+`1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios;
+for the tracing arms also against `receipts` (what tracing adds to receipts).
 The receiver decodes what it gets and counts spans, so the tracing arms show their spans
 arrived.
 
@@ -182,6 +183,7 @@ async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
             "spans_received": sink.spans,
             "exports_received": sink.exports,
         }
+        receipts = arms[1]
         for arm in arms:
             rate = arm.done / arm.cpu
             ratios = [a / b for a, b in zip(arm.rounds, base.rounds)]
@@ -193,6 +195,14 @@ async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
                 "per_round_cost_pct": [round(100 * (1 - x), 1) for x in ratios],
                 "median_round_cost_pct": round(100 * (1 - statistics.median(ratios)), 1),
             }
+            if arm.name.startswith("tracing"):  # what tracing adds to receipts
+                own = [a / b for a, b in zip(arm.rounds, receipts.rounds)]
+                report[arm.name]["cost_vs_receipts_pct"] = round(
+                    100 * (1 - rate * receipts.cpu / receipts.done), 1
+                )
+                report[arm.name]["median_round_cost_vs_receipts_pct"] = round(
+                    100 * (1 - statistics.median(own)), 1
+                )
         print(json.dumps(report, indent=2))
     finally:
         for arm in arms:

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -139,20 +139,29 @@ class RequestTracer:
 
     def _export_batch(self, most: int) -> int:
         """One export of up to `most` queued requests (fewer if their spans fill a batch);
-        returns how many it took."""
-        queue, spans = self._queue, 0
-        traces: list[otlp.Trace] = []
-        while queue and len(traces) < most and spans < self._batch_spans:
-            receipt, trace_id, parent = queue.popleft()
-            tree = request_spans(receipt)
-            traces.append(otlp.Trace(tree, trace_id, parent))
-            spans += len(tree)
+        returns how many it took. Each request's spans are built as the encoder reaches it and
+        dropped once encoded: a batch's span tuples are never all alive at once (they would
+        count towards the garbage collector's thresholds, whose collections walk the ring)."""
+        queue, limit = self._queue, self._batch_spans
+        taken = spans = 0
+
+        def traces() -> Iterator[otlp.Trace]:
+            nonlocal taken, spans
+            while queue and taken < most and spans < limit:
+                receipt, trace_id, parent = queue.popleft()
+                tree = request_spans(receipt)
+                taken += 1
+                spans += len(tree)
+                yield otlp.Trace(tree, trace_id, parent)
+
         if self._send is not None:
-            data, _ = self._encoder.encode(traces, self._rng)
+            data, _ = self._encoder.encode(traces(), self._rng)
             self._send(data)
-        elif traces:
-            self.exporter.export([span for t in traces for span in self._readables(*t)])
-        return len(traces)
+        else:
+            readables = [span for t in traces() for span in self._readables(*t)]
+            if readables:
+                self.exporter.export(readables)
+        return taken
 
     def _spans(
         self, receipt: Receipt, trace_id: int, parent: SpanContext | None
@@ -222,9 +231,9 @@ def _encoded_sender(exporter: SpanExporter) -> Callable[[bytes], object] | None:
 def _lighter_transport(exporter: SpanExporter) -> str:
     """Swap the exporter's `requests` session for the SDK's own urllib3 transport when the
     session would take nothing else from the environment for this endpoint (no proxy, no netrc
-    entry, no custom session; the CA bundle it would read is passed on): the same request on
-    the wire (the client's body and headers; its retries, timeout and compression), at half
-    the CPU per export — `requests` reads the whole environment and the netrc file on every POST. Returns
+    entry, no custom session; the CA bundle it would read is passed on): the same export on
+    the wire (the client's body and headers; its retries, timeout and compression) at half the
+    CPU, as `requests` reads the whole environment and the netrc file on every POST. Returns
     the transport used."""
     try:
         import certifi

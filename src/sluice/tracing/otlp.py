@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanContext
@@ -136,8 +136,22 @@ class Encoder:
             out.append(encoded)
         return b"".join(out)
 
-    def encode(self, traces: Sequence[Trace], rng: random.Random) -> tuple[bytes, int]:
-        """The serialized request and its number of spans. Span ids are drawn from `rng`."""
+    def _tail(self, shape: Shape, values: tuple[Value | None, ...]) -> bytes:
+        """A repeating shape's span after its ids, times and common attributes: name, kind,
+        its attributes, flags (a local parent: such a shape is never the root)."""
+        blocks = self._blocks
+        if len(blocks) >= _CACHED_ATTRIBUTES:
+            blocks.clear()
+        layout = self._layouts.get(shape) or self._layout(shape, False)
+        tail = blocks[shape, values] = (
+            layout.head + self._values(layout.keys, values) + _FLAGS_LOCAL
+        )
+        return tail
+
+    def encode(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytes, int]:
+        """The serialized request and its number of spans. Span ids are drawn from `rng`.
+        Fields go in the order that lets the constant ones be kept together (a decoder takes
+        them in any order)."""
         out: list[bytes] = []
         offset = self.offset_ns
         layouts, blocks, encode_values = self._layouts, self._blocks, self._values
@@ -151,35 +165,23 @@ class Encoder:
             own = [trace + ids[k : k + 8] for k in range(0, 8 * n, 8)]
             parents = [b"\x22\x08" + ids[k : k + 8] for k in range(0, 8 * n, 8)]
             common = encode_values(self._common, spans[0][4][:2])
-            if parent is None:
-                root_parent, root_flags = b"", _FLAGS_LOCAL
-            else:
-                root_parent = b"\x22\x08" + parent.span_id.to_bytes(8, "big")
-                root_flags = _FLAGS_REMOTE if parent.is_remote else _FLAGS_LOCAL
-            for i, (shape, up, start, end, values, error) in enumerate(spans):
-                layout = layouts.get(shape) or self._layout(shape, up < 0)
+            for own_id, (shape, up, start, end, values, error) in zip(own, spans):
                 if shape.repeats:
-                    block = blocks.get((shape, values))
-                    if block is None:
-                        if len(blocks) >= _CACHED_ATTRIBUTES:
-                            blocks.clear()
-                        block = blocks[shape, values] = encode_values(layout.keys, values)
-                elif shape is REQUEST:
-                    block = encode_values(layout.keys, values[2:])
+                    tail = blocks.get((shape, values)) or self._tail(shape, values)
+                    up_id = parents[up]
+                elif up >= 0:
+                    layout = layouts.get(shape) or self._layout(shape, False)
+                    tail = layout.head + encode_values(layout.keys, values) + _FLAGS_LOCAL
+                    up_id = parents[up]
                 else:
-                    block = encode_values(layout.keys, values)
+                    tail, up_id = self._root(shape, values, error, common, parent)
                 body = b"".join(
                     (
-                        own[i],
-                        parents[up] if up >= 0 else root_parent,
-                        layout.head,
+                        own_id,
+                        up_id,
                         times(0x39, int(start * 1e9) + offset, 0x41, int(end * 1e9) + offset),
-                        common if layout.common else b"",
-                        block,
-                        b""
-                        if error is None  # status = 15: message = 2, code = 3 (ERROR)
-                        else _field(0x7A, _field(0x12, utf8(error)) + b"\x18\x02"),
-                        _FLAGS_LOCAL if up >= 0 else root_flags,
+                        common if shape.common else b"",
+                        tail,
                     )
                 )
                 size = len(body)  # ScopeSpans.spans = 2
@@ -189,6 +191,31 @@ class Encoder:
         scope_spans = _field(0x12, self._scope + b"".join(out))  # ResourceSpans.scope_spans = 2
         resource_spans = _field(0x0A, self._resource + scope_spans)
         return resource_spans, count
+
+    def _root(
+        self,
+        shape: Shape,
+        values: tuple[Value | None, ...],
+        error: str | None,
+        common: bytes,
+        parent: SpanContext | None,
+    ) -> tuple[bytes, bytes]:
+        """The root's tail (name, kind, the common attributes and its own, status, flags) and
+        its parent's id field (none without an incoming parent)."""
+        layout = self._layouts.get(shape) or self._layout(shape, True)
+        own = values[2:]  # after the common ones: objective, band, tenant, outcome, endpoint
+        block = self._blocks.get((shape, own))
+        if block is None:
+            if len(self._blocks) >= _CACHED_ATTRIBUTES:
+                self._blocks.clear()
+            block = self._blocks[shape, own] = self._values(layout.keys, own)
+        # status = 15: message = 2, code = 3 (ERROR)
+        status = b"" if error is None else _field(0x7A, _field(0x12, utf8(error)) + b"\x18\x02")
+        if parent is None:
+            return layout.head + common + block + status + _FLAGS_LOCAL, b""
+        flags = _FLAGS_REMOTE if parent.is_remote else _FLAGS_LOCAL
+        up_id = b"\x22\x08" + parent.span_id.to_bytes(8, "big")  # parent_span_id = 4
+        return layout.head + common + block + status + flags, up_id
 
 
 _PREFIXED = 2048  # spans up to this size take their field's tag and length from a table
