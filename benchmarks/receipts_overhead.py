@@ -61,7 +61,12 @@ PATH = "/v1/completions"
 
 class Arm:
     def __init__(
-        self, name: str, flags: list[str], env: dict[str, str], manifests: Path, engines: list[int]
+        self,
+        name: str,
+        flags: list[str],
+        env: dict[str, str],
+        manifests: Path,
+        engines: list[int],
     ) -> None:
         self.name = name
         self.ports = GatewayPorts()
@@ -135,15 +140,21 @@ async def main(args: argparse.Namespace) -> None:
         await run(args, sink)
 
 
-async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
-    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
-    workdir = Path(tempfile.mkdtemp(prefix="sluice-receipts-bench-"))
-    first = free_port_block(args.engines, below_ephemeral=True)
-    engines = list(range(first, first + args.engines))
-    sim = [sys.executable, "-m", "sluice.sim.cli", "--count", str(args.engines)]
+def start_pool(count: int, prefix: str) -> tuple[subprocess.Popen[bytes], list[int], Path]:
+    """`sluice sim` serving `count` zero-latency engines, their ports, and the manifests of a
+    pool of them."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    first = free_port_block(count, below_ephemeral=True)
+    engines = list(range(first, first + count))
+    sim = [sys.executable, "-m", "sluice.sim.cli", "--count", str(count)]
     sim += ["--host", "127.0.0.1", "--port", str(first), "--profile", "zero-latency"]
     engine = subprocess.Popen([*sim, "--log-level", "warning"], cwd=ROOT)
-    manifests = serve_manifests(workdir, engines)
+    return engine, engines, serve_manifests(workdir, engines)
+
+
+async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+    engine, engines, manifests = start_pool(args.engines, "sluice-receipts-bench-")
     sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
     sampled["OTEL_TRACES_SAMPLER_ARG"] = str(args.sample_ratio)
     arms: list[Arm] = []
@@ -187,7 +198,7 @@ async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
         for arm in arms:
             rate = arm.done / arm.cpu
             ratios = [a / b for a, b in zip(arm.rounds, base.rounds)]
-            report[arm.name] = {
+            entry: dict[str, object] = {
                 "requests": arm.done,
                 "sluice_cpu_s": round(arm.cpu, 2),
                 "requests_per_cpu_s": round(rate, 1),
@@ -197,12 +208,13 @@ async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
             }
             if arm.name.startswith("tracing"):  # what tracing adds to receipts
                 own = [a / b for a, b in zip(arm.rounds, receipts.rounds)]
-                report[arm.name]["cost_vs_receipts_pct"] = round(
+                entry["cost_vs_receipts_pct"] = round(
                     100 * (1 - rate * receipts.cpu / receipts.done), 1
                 )
-                report[arm.name]["median_round_cost_vs_receipts_pct"] = round(
+                entry["median_round_cost_vs_receipts_pct"] = round(
                     100 * (1 - statistics.median(own)), 1
                 )
+            report[arm.name] = entry
         print(json.dumps(report, indent=2))
     finally:
         for arm in arms:

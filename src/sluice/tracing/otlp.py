@@ -1,12 +1,15 @@
 """Requests' spans (`spans.Span`) straight into the bytes of one OTLP `ExportTraceServiceRequest`
 (opentelemetry-proto's message, protobuf wire format): the message the SDK's encoder makes of
-the equivalent `ReadableSpan`s (tests/tracing decodes both and compares them field for field),
-at a tenth of its cost. What repeats is encoded once: the resource and scope when the encoder
-is made, each span name with its kind, and each attribute seen recently (a bounded table: the
-scorers' names, types and weights, candidate counts, a request's id on each of its spans).
+the equivalent `ReadableSpan`s (tests/tracing decodes both and compares them field for field);
+spans and encoding together take a sixteenth of the CPU of `ReadableSpan`s and the SDK's
+encoder (31 against 495 µs a request, 8 endpoints). What repeats is kept encoded: the resource
+and scope from the start, each shape's name, kind and keys, whole span tails of the repeating
+shapes (the scorers' names, types, weights and counts) and the attributes seen lately, in
+tables emptied when they outgrow `_CACHED_ATTRIBUTES` entries.
 
 `Trace` is what the batch thread has of one request: its spans, trace id, and the incoming
-parent (a `traceparent`), if any. Span ids: one `randbytes` per trace, eight bytes a span.
+parent (a `traceparent`), if any. Span ids: one `randbytes` per trace, eight bytes a span (the
+chance that one is all zeros, which OTLP calls invalid, is 2^-64 a span).
 """
 
 from __future__ import annotations
