@@ -24,6 +24,16 @@ from sluice.sources.state import PodInfo, PoolKey, PoolState, Snapshot, build_st
 KEY = PoolKey("pool", "default")
 # The objectives the tests name, by priority.
 OBJECTIVES = {"interactive": 10, "batch": -1}
+# A picker config whose filter keeps only the endpoints a header names: without it, none is
+# left (the scheduler's filters drain every candidate).
+DRAINING_FILTER = """
+plugins:
+- type: header-based-testing-filter
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: header-based-testing-filter}, {pluginRef: max-score-picker}]
+"""
 
 
 def pool_state(
@@ -63,8 +73,11 @@ def make_director(
     room: RoomSettings | None = None,
     ports: Sequence[int] = (8000,),
     address: str = "127.0.0.1",
+    config_text: str | None = None,
 ) -> Director:
-    config = load_sluice_config(None)
+    """`config_text`: an EndpointPickerConfig whose scheduling profiles to use (default: none,
+    Sluice's default profile); flow control and the room come from the arguments."""
+    config = load_sluice_config(config_text)
     director = Director(
         scheduler=Scheduler.from_config(config.picker),
         flow=FlowController(flow or config.flow),

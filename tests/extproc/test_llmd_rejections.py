@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from director_harness import make_director, pool_state, report
+from director_harness import DRAINING_FILTER, make_director, pool_state, report
 from sluice.config import parse_flow_control
 from sluice.flowcontrol import FlowControlConfig
 from sluice.room import RoomSettings
@@ -41,9 +41,16 @@ def ports() -> tuple[int, ...]:
 
 
 @pytest.fixture
-def pipeline(flow_config, room_settings, ports):
+def picker_config() -> str | None:
+    return None
+
+
+@pytest.fixture
+def pipeline(flow_config, room_settings, ports, picker_config):
     """The real director (overrides the double): engines are the registry's metrics."""
-    return make_director(flow_config, room_settings, ports, address="10.0.0.1")
+    return make_director(
+        flow_config, room_settings, ports, address="10.0.0.1", config_text=picker_config
+    )
 
 
 def immediate(answer):
@@ -153,6 +160,62 @@ async def test_a_request_waits_for_the_first_endpoint_and_goes_there(stub, pipel
     report(pipeline)
     headers = await routed(call)
     assert headers["x-gateway-destination-endpoint"] == "10.0.0.1:8000"
+
+
+@pytest.mark.parametrize("flow_config", [parse_flow_control({"mode": "legacy"})])
+async def test_legacy_mode_sheds_a_negative_band_on_a_saturated_pool_429_rejected_saturated(
+    stub, pipeline
+):
+    call = stub.Process()  # no endpoint has fresh metrics: the pool is saturated
+    await send_request(call, CHAT, BATCH)
+    status, headers, body = immediate((await read(call))[0])
+    assert (status, headers[DROPPED]) == (429, "rejected-saturated")
+    assert body == (
+        b"inference error: ResourceExhausted - system saturated, sheddable request dropped"
+    )
+
+
+@pytest.mark.parametrize("picker_config", [DRAINING_FILTER])
+async def test_filters_that_leave_no_endpoint_are_429_rejected_saturated(stub, pipeline):
+    report(pipeline)
+    call = stub.Process()
+    await send_request(call, CHAT)
+    status, headers, body = immediate((await read(call))[0])
+    assert (status, headers[DROPPED]) == (429, "rejected-saturated")
+    assert body.startswith(b"inference error: ResourceExhausted - failed to find target endpoint: ")
+
+
+@pytest.mark.parametrize("ports", [()])
+@pytest.mark.parametrize("flow_config", [parse_flow_control({"maxRequests": 1})])
+async def test_a_full_waiting_room_of_an_empty_pool_is_503_rejected_no_endpoints(stub, pipeline):
+    waiting = stub.Process()
+    await send_request(waiting, CHAT)
+    await queued(pipeline)
+    call = stub.Process()
+    await send_request(call, CHAT)
+    status, headers, body = immediate((await read(call))[0])
+    assert (status, headers[DROPPED]) == (503, "rejected-no-endpoints")
+    assert body == (
+        b"inference error: ServiceUnavailable - no endpoints available: queue at capacity"
+    )
+    waiting.cancel()
+
+
+async def test_while_shutting_down_new_and_waiting_requests_are_503_rejected_shutting_down(
+    stub, pipeline
+):
+    waiting = stub.Process()
+    await send_request(waiting, CHAT)  # no fresh metrics: it waits
+    await queued(pipeline)
+    pipeline.drain()
+    late = stub.Process()
+    await send_request(late, CHAT)
+    assert pipeline.reject_waiting() == 1
+    for call in (late, waiting):
+        status, headers, body = immediate((await read(call))[0])
+        assert (status, headers[DROPPED]) == (503, "rejected-shutting-down")
+        assert int(headers["retry-after"]) >= 1
+        assert body == b"inference error: ServiceUnavailable - Sluice is shutting down; retry"
 
 
 EVICTION = [FlowControlConfig(enable_eviction=True)]

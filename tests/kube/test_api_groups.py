@@ -172,6 +172,9 @@ async def test_the_legacy_group_alone_works_with_a_deprecation_warning(
     assert await cluster.conditions(LEGACY, "inferencemodelrewrites", "v2") == [
         {"type": "Accepted", "status": "True", "reason": "Accepted"}
     ]
+    # A later object of the legacy group does not repeat the warning: once per kind.
+    await create_custom(cluster.kube, objects.objective("batch", -1, group=LEGACY))
+    await eventually(lambda: cluster.latest.priorities.get("batch", 0) == -1)
     warnings = [
         r.getMessage()
         for r in caplog.records

@@ -11,7 +11,7 @@ import asyncio
 import orjson
 import pytest
 
-from director_harness import make_director, pool_state, report
+from director_harness import DRAINING_FILTER, make_director, pool_state, report
 from sluice.config import parse_flow_control
 from sluice.flowcontrol import FlowControlConfig
 from sluice.requests.headers import CONTROL_HEADERS
@@ -47,6 +47,19 @@ async def post(client, proxy, headers=None, body=None):
         ({"x-gateway-inference-fairness-id": "t1"}, None, "t1", None),
         ({"x-llm-d-model-name-rewrite": "lora"}, None, "default-flow", "lora"),
         ({"x-gateway-model-name-rewrite": "lora"}, None, "default-flow", "lora"),
+        ({"x-llm-d-slo-ttft-ms": "250", "x-llm-d-slo-tpot-ms": "12.5"}, None, "default-flow", None),
+        ({"x-slo-ttft-ms": "250", "x-slo-tpot-ms": "12.5"}, None, "default-flow", None),
+        (
+            {  # only the gateway or the picker may set these
+                "x-gateway-destination-endpoint-served": "10.0.0.9:8000",
+                "x-gateway-destination-endpoint-subset": "10.0.0.9:8000",
+                "x-llm-d-request-dropped-reason": "evicted",
+                "x-llm-d-video-fps": "30",
+            },
+            None,
+            "default-flow",
+            None,
+        ),
         (
             {
                 "x-gateway-inference-objective": "batch",
@@ -80,9 +93,14 @@ async def test_each_header_form_classifies_and_none_reaches_the_engine(
     assert parsed.priority == {"interactive": 10, None: 0}[objective]
     [received] = engine.received
     assert orjson.loads(received.body)["model"] == (model or "test-model")
-    assert not CONTROL_HEADERS & set(received.headers)
-    if "x-llm-d-slo-ttft-ms" in headers:
+    assert not CONTROL_HEADERS & {name.lower() for name in received.headers}
+    assert set(headers) <= CONTROL_HEADERS  # so none of the headers sent reached the engine
+    if {"x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"} <= set(headers):  # both names: the new wins
         assert (parsed.slo_ttft_s, parsed.slo_tpot_s) == (0.1, 0.02)
+    elif {"x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"} & set(headers):
+        assert (parsed.slo_ttft_s, parsed.slo_tpot_s) == (0.25, 0.0125)
+    else:
+        assert (parsed.slo_ttft_s, parsed.slo_tpot_s) == (None, None)
 
 
 async def test_a_malformed_slo_header_is_a_400_naming_it(start_engines, start_proxy, client):
@@ -121,6 +139,8 @@ async def test_a_displaced_request_is_429_rejected_saturated(start_proxy, client
     status, headers, document = await asyncio.wait_for(low, 5)
     assert (status, headers[DROPPED]) == (429, "rejected-saturated")
     assert_openai_error(document, "ResourceExhausted")
+    message = "displaced from the queue by a higher-priority request"
+    assert document["error"]["message"] == message
     high.cancel()
     await asyncio.gather(high, return_exceptions=True)
 
@@ -156,6 +176,64 @@ async def test_a_request_waits_for_the_first_endpoint_and_is_served(
     report(director)
     status, _, document = await asyncio.wait_for(waiting, 5)
     assert status == 200 and document["served_by"] == engine.name
+
+
+async def test_legacy_mode_sheds_a_negative_band_on_a_saturated_pool_429_rejected_saturated(
+    start_proxy, client
+):
+    proxy = await start_proxy(make_director(parse_flow_control({"mode": "legacy"})))
+    status, headers, document = await post(client, proxy, {"x-llm-d-inference-objective": "batch"})
+    assert (status, headers[DROPPED]) == (429, "rejected-saturated")
+    assert_openai_error(document, "ResourceExhausted")
+    assert document["error"]["message"] == "system saturated, sheddable request dropped"
+
+
+async def test_filters_that_leave_no_endpoint_are_429_rejected_saturated(
+    start_engines, start_proxy, client
+):
+    (engine,) = await start_engines(1)
+    director = make_director(ports=(engine.port,), config_text=DRAINING_FILTER)
+    report(director)
+    proxy = await start_proxy(director)
+    status, headers, document = await post(client, proxy)
+    assert (status, headers[DROPPED]) == (429, "rejected-saturated")
+    assert_openai_error(document, "ResourceExhausted")
+    assert document["error"]["message"].startswith("failed to find target endpoint: ")
+    assert engine.received == []
+
+
+async def test_a_full_waiting_room_of_an_empty_pool_is_503_rejected_no_endpoints(
+    start_proxy, client
+):
+    director = make_director(parse_flow_control({"maxRequests": 1}), ports=())
+    proxy = await start_proxy(director)
+    waiting = asyncio.create_task(post(client, proxy))
+    await eventually(lambda: director.flow.queued_requests == 1)
+    status, headers, document = await post(client, proxy)
+    assert (status, headers[DROPPED]) == (503, "rejected-no-endpoints")
+    assert_openai_error(document, "ServiceUnavailable")
+    assert document["error"]["message"] == "no endpoints available: queue at capacity"
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_while_shutting_down_new_and_waiting_requests_are_503_rejected_shutting_down(
+    start_proxy, client
+):
+    director = make_director()  # never reported: requests wait
+    proxy = await start_proxy(director)
+    waiting = asyncio.create_task(post(client, proxy))
+    await eventually(lambda: director.flow.queued_requests == 1)
+    director.drain()
+    late = await post(client, proxy)
+    assert director.reject_waiting() == 1
+    proxy.begin_drain()  # the proxy's own refusal, before it reads the request
+    refused = await post(client, proxy)
+    for status, headers, document in (late, await asyncio.wait_for(waiting, 5), refused):
+        assert (status, headers[DROPPED]) == (503, "rejected-shutting-down")
+        assert int(headers["Retry-After"]) >= 1
+        assert_openai_error(document, "ServiceUnavailable")
+        assert document["error"]["message"] == "Sluice is shutting down; retry"
 
 
 # -- eviction --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ CLOCK eviction per server (an LRU approximation)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -147,6 +148,27 @@ def test_score_is_the_matched_fraction_and_autotune_uses_engine_block_size() -> 
     scorer.on_dispatch(None, warm, states[0].endpoint)
     probe = request("z" * 64 * 4 + "w" * 64 * 4)
     assert scorer.score(CycleState(probe, NOW), states) == [0.5, 0.0]
+
+
+@pytest.mark.parametrize(("weight", "scale_tokens"), [(0.5, 128), (0.5, 32), (1.0, 256)])
+def test_match_length_weight_blends_in_the_matched_length_as_upstream(
+    weight: float, scale_tokens: int
+) -> None:
+    """llm-d-router's `matchLengthWeight`: w * min(1, matched tokens / scale)^2 + (1-w) * ratio."""
+    scorer = PrefixCacheScorer(
+        "prefix", match_length_weight=weight, match_length_scale_tokens=scale_tokens
+    )
+    engine_block_tokens = 16
+    registry = pool(EngineMetrics(cache_block_size=engine_block_tokens), EngineMetrics())
+    states = registry.snapshot()
+    block = engine_block_tokens * 4  # characters (4 a token)
+    warm = request("z" * block * 4)
+    scorer.score(CycleState(warm, NOW), states)
+    scorer.on_dispatch(None, warm, states[0].endpoint)
+    probe = request("z" * block * 4 + "w" * block * 4)
+    length = min(1.0, 4 * engine_block_tokens / scale_tokens) ** 2
+    expected = weight * length + (1 - weight) * 4 / 8
+    assert scorer.score(CycleState(probe, NOW), states) == [pytest.approx(expected), 0.0]
 
 
 def test_whether_a_prefix_in_use_counts_as_cached_follows_the_engine_unless_configured() -> None:

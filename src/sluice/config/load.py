@@ -301,11 +301,11 @@ def _refs(model: EndpointPickerConfigFile, types: Mapping[str, str]) -> None:
         if layer.cross_replica_syncer_plugin_ref is not None:
             where = "dataLayer.crossReplicaSyncerPluginRef"
             checks.append((where, layer.cross_replica_syncer_plugin_ref, frozenset()))
-    if model.request_handler is not None:
-        for i, parser in enumerate(model.request_handler.parsers or ()):
-            checks.append(
-                (f"requestHandler.parsers[{i}].pluginRef", parser.plugin_ref, PARSER_TYPES)
-            )
+    parsers = model.request_handler.parsers if model.request_handler is not None else None
+    for i, parser in enumerate(parsers or ()):
+        checks.append((f"requestHandler.parsers[{i}].pluginRef", parser.plugin_ref, PARSER_TYPES))
+    if model.parser is not None and not parsers:  # upstream: the deprecated top-level form
+        checks.append(("parser.pluginRef", model.parser.plugin_ref, PARSER_TYPES))
     fc = model.flow_control
     if fc is not None and fc.usage_limit_policy_plugin_ref is not None:
         limit = fc.usage_limit_policy_plugin_ref

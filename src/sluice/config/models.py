@@ -94,6 +94,7 @@ class SaturationDetector(Strict):
     max_in_flight_per_endpoint_below_top_priority: Cap | None = None
     max_pending_prefill_tokens_per_endpoint: Cap | None = None
     background_headroom_endpoints: Cap | None = None
+    cap_to_engine_slots: Bool | None = None
     prefill_tokens_per_second: Positive | None = None
     prefill_overhead: Seconds | None = None
     max_prefill_hold: Hold | None = None
@@ -191,6 +192,7 @@ class EndpointPickerConfigFile(Strict):
     data_layer: DataLayer | None = None
     flow_control: FlowControl | None = None
     request_handler: RequestHandler | None = None
+    parser: PluginRef | None = None  # deprecated upstream: requestHandler.parsers wins
 
 
 __all__ = [

@@ -81,6 +81,7 @@ def detector_fields(type_name: str, parameters: Mapping[str, Any], where: str) -
 # saturationDetector field -> RoomSettings field, copied when written.
 _ROOM_FIELDS = {
     "background_headroom_endpoints": "background_headroom_endpoints",
+    "cap_to_engine_slots": "cap_to_engine_slots",
     "prefill_tokens_per_second": "prefill_tokens_per_s",
     "prefill_overhead": "prefill_overhead_s",
     "max_prefill_hold": "max_prefill_hold_s",

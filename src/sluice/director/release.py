@@ -55,7 +55,7 @@ class Release:
         except NoEndpointsError as exc:
             # Filters drained a non-empty candidate set: the pool is busy, not broken (upstream).
             self.bound[ticket.seq] = contended(
-                f"failed to find an endpoint: {exc}", DroppedReason.SATURATED
+                f"failed to find target endpoint: {exc}", DroppedReason.SATURATED
             )
             return
         self.bound[ticket.seq] = binder.bind(request, ticket, result.endpoints, self.now, record)

@@ -25,6 +25,9 @@ class RoomSettings:
     # Sluice: a band's heavy hitter never takes the last this many endpoints with room for the
     # rest of its band while the rest is expected to want room soon (0: no reserve).
     background_headroom_endpoints: int = 1
+    # Sluice: an engine that reports its slots (llama.cpp's `total_slots`) gets at most that
+    # many requests in flight, and a lower band one fewer while a higher band is expected.
+    cap_to_engine_slots: bool = True
     # When a pending prefill is over without a first byte or the engine's word: its estimated
     # time to first token, from a per-endpoint fit of TTFT against uncached prompt tokens,
     # starting from this prior (a slow engine, so that an unknown one is not flooded) ...

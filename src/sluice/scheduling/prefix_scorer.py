@@ -1,6 +1,8 @@
 """`prefix-cache-scorer`: prefer endpoints that likely hold the prompt's prefix in KV cache.
 
-Score = leading blocks an endpoint holds contiguously / blocks in the prompt. The index
+Score = leading blocks an endpoint holds contiguously / blocks in the prompt; with upstream's
+`matchLengthWeight` w > 0, w·min(1, matched tokens / `matchLengthScaleTokens`)² + (1−w)·that
+ratio, so a long match outweighs a short prompt matched whole. The index
 learns from Sluice's own dispatches (upstream PreRequest): the chosen endpoint is assumed to
 cache every block of the prompt afterwards.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar
 
-from sluice.api.scalars import Bool, Int, field_type, text
+from sluice.api.scalars import Bool, Int, field_type, finite, text
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
 from sluice.requests.model import InferenceRequest
@@ -29,7 +31,7 @@ from sluice.scheduling.framework import (
     PluginContext,
     Scorer,
 )
-from sluice.scheduling.parameters import PluginParameters
+from sluice.scheduling.parameters import PluginParameters, at_least
 from sluice.scheduling.prefix_computing import Blocked, ComputingPrefixes
 from sluice.scheduling.prefix_hashing import block_hashes
 from sluice.scheduling.prefix_index import PrefixIndex
@@ -40,6 +42,13 @@ _PENDING_MAX = 8192  # hashes kept between schedule and dispatch, per scorer
 COMPUTED_WHEN = ("none", "prefill", "completion")
 # ... when the config does not say: llama.cpp shares a slot's cache only once the slot is free
 ENGINE_COMPUTING = {"llamacpp": "completion"}
+
+
+def _weight(value: Any) -> float:
+    weight = finite(value)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"must be between 0.0 and 1.0, got {weight}")
+    return weight
 
 
 def _computed_when(value: Any) -> str:
@@ -55,6 +64,8 @@ class PrefixParameters(PluginParameters):
     max_prefix_blocks_to_match: Int = 256
     lru_capacity_per_server: Int = 31_250
     auto_tune: Bool = True
+    match_length_weight: Annotated[float, field_type(_weight)] = 0.0
+    match_length_scale_tokens: Annotated[int, at_least(1)] = 8192
     computing_prefixes: Annotated[str | None, field_type(_computed_when)] = None  # the engine's
 
 
@@ -75,6 +86,8 @@ class PrefixCacheScorer(Scorer):
         max_blocks: int = 256,
         lru_capacity: int = 31_250,
         auto_tune: bool = True,
+        match_length_weight: float = 0.0,
+        match_length_scale_tokens: int = 8192,
         computing: str = "none",
     ) -> None:
         super().__init__(name)
@@ -88,6 +101,8 @@ class PrefixCacheScorer(Scorer):
         self.max_blocks = max_blocks
         self.lru_capacity = lru_capacity
         self.auto_tune = auto_tune
+        self.match_length_weight = match_length_weight
+        self.match_length_scale_tokens = match_length_scale_tokens
         self.index = PrefixIndex()
         self.on_match: MatchObserver | None = None
         # Told of every addition to the index (scorer name, endpoint, hashes, capacity): how
@@ -109,6 +124,8 @@ class PrefixCacheScorer(Scorer):
             max_blocks=given(params.max_prefix_blocks_to_match, 256),
             lru_capacity=given(params.lru_capacity_per_server, 31_250),
             auto_tune=params.auto_tune,
+            match_length_weight=params.match_length_weight,
+            match_length_scale_tokens=params.match_length_scale_tokens,
             computing=params.computing_prefixes or ENGINE_COMPUTING.get(ctx.engine, "none"),
         )
 
@@ -147,7 +164,16 @@ class PrefixCacheScorer(Scorer):
             del self._matches[next(iter(self._matches))]
         if self.computing_mode != "none" and len(self.computing):
             self._note_blocked(request.request_id, hashes, by_name)
-        scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
+        weight = self.match_length_weight
+        if weight > 0.0:
+            tokens = block_size / CHARS_PER_TOKEN / self.match_length_scale_tokens
+            blended = {
+                name: weight * min(1.0, blocks * tokens) ** 2 + (1.0 - weight) * blocks * inv_total
+                for name, blocks in by_name.items()
+            }
+            scores = [blended.get(s.endpoint.name, 0.0) for s in candidates]
+        else:
+            scores = [by_name.get(s.endpoint.name, 0) * inv_total for s in candidates]
         if self.on_match is not None:
             best = max(by_name.values(), default=0)
             self.on_match(best * inv_total, best * block_size)
