@@ -193,6 +193,7 @@ async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
             "loadavg_1m": round(os.getloadavg()[0], 2),
             "spans_received": sink.spans,
             "exports_received": sink.exports,
+            "connections_received": sink.connections,
         }
         receipts = arms[1]
         for arm in arms:

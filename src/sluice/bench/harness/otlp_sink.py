@@ -14,11 +14,17 @@ class OtlpSink:
     def __init__(self, *, count: bool = True) -> None:
         self.spans = 0  # spans received (with `count`)
         self.exports = 0  # export requests received
+        self.connections = 0  # connections accepted (kept alive: far fewer than exports)
         self._lock = threading.Lock()
         sink = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with sink._lock:
+                    sink.connections += 1
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
