@@ -67,6 +67,8 @@ PENDING_PREFILL = "pending-prefill"
 IN_FLIGHT_CAP = "in-flight-cap"
 LOWER_BAND_CAP = "lower-band-cap"
 BACKGROUND_HEADROOM = "background-headroom"
+# Not a rule of one endpoint: the pool's saturation reached the band's ceiling (room/ceiling.py).
+USAGE_LIMIT = "usage-limit"
 
 
 def rule_inputs(state: EndpointState, now: float) -> dict[str, Any]:

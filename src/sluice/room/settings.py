@@ -4,6 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Upstream's usage-limit policies (`flowControl.usageLimitPolicyPluginRef`; room/ceiling.py).
+STATIC = "static"  # static-usage-limit-policy: one ceiling for every band
+RANK = "rank"  # priority-holdback-policy, domain rank: equal steps by ordinal rank
+VALUE = "value"  # priority-holdback-policy, domain value: proportional to the priority value
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLimit:
+    """A ceiling on pool saturation per band: a band's requests are released only while the
+    pool's saturation is below its ceiling. `STATIC`: every band gets `max_ceiling`
+    (upstream's `threshold`); `RANK`/`VALUE`: the highest active band gets `max_ceiling`, the
+    lowest `min_ceiling`, the others a linear interpolation by rank or by priority value."""
+
+    domain: str = STATIC
+    min_ceiling: float = 1.0
+    max_ceiling: float = 1.0
+    # The bands that count as active although nothing arrived lately (upstream provisions the
+    # configured `priorityBands` at start and never collects them).
+    configured_bands: tuple[int, ...] = ()
+
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
@@ -40,6 +60,9 @@ class RoomSettings:
     reserve_hold_gaps: float = 10.0
     reserve_hold_min_s: float = 2.0
     reserve_hold_max_s: float = 30.0
+    # Upstream's usage-limit policy (None: no ceiling below the rules above, upstream's default
+    # static threshold 1.0).
+    usage_limit: UsageLimit | None = None
 
 
 DEFAULT_ROOM = RoomSettings()
