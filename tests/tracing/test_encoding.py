@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from director_harness import make_director, report
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.requests.model import Outcome, Usage
+from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 from sluice.tracing import otlp
 from sluice.tracing.export import RequestTracer, _encoded_sender, _lighter_transport, _parent
 from sluice.tracing.spans import request_spans
@@ -52,6 +53,27 @@ async def finished_receipts():  # type: ignore[no-untyped-def]
     odd = copy.copy(receipts[-1])
     odd.request_id, odd.priority, odd.fairness_id = "req-\udcff", -10, "t\u00e9nant"
     odd.outcome, odd.reason, odd.traceparent = "rejected", "queue_full", None
+    # and a profile whose filters kept one endpoint of three (the default config has none)
+    assert odd.cycle is not None
+    [profile] = odd.cycle.profiles
+    kept = profile.input_candidates[:1]
+    filters = [
+        PluginStep("filter", "by-label", "by-label", 2e-6, profile.input_candidates[:2]),
+        PluginStep("filter", "least-queue", "least-queue", 3e-6, kept),
+    ]
+    odd.cycle = CycleRecord(
+        [
+            ProfileRecord(
+                profile.name,
+                [*filters, *profile.steps],
+                profile.input_candidates,
+                profile.totals,
+                profile.duration_s,
+            )
+        ],
+        odd.cycle.primary,
+        odd.cycle.duration_s,
+    )
     return [*receipts, odd]
 
 
@@ -91,7 +113,12 @@ async def test_the_direct_encoding_is_the_sdks_encoding_of_the_same_spans() -> N
         )
     assert ours == spans_of(sdk)
     assert any(s.get("status", {}).get("code") == "STATUS_CODE_ERROR" for s in ours)
-    assert {s["name"] for s in ours} >= {"gateway.request", "score_endpoints", "pick_endpoints"}
+    assert {s["name"] for s in ours} >= {
+        "gateway.request",
+        "filter_endpoints",
+        "score_endpoints",
+        "pick_endpoints",
+    }
 
 
 def test_the_sdks_otlp_exporter_sends_the_encoded_request_itself() -> None:
