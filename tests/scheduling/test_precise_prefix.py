@@ -300,3 +300,19 @@ def test_another_tiers_events_neither_store_nor_drop_the_gpu_blocks(seed: str | 
         if isinstance(event, BlockStored):
             index.apply("a", [BlockRemoved(event.block_hashes, None)])
     assert index.held("a") == set() and index.match(keys) == {}
+
+
+def test_other_tiers_events_are_counted_in_the_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sluice.scheduling.precise_metrics import PrecisePrefixMetrics
+
+    scorer = precise_scorer()
+    registry = CollectorRegistry()
+    PrecisePrefixMetrics(registry, scorer)
+    live(scorer, "pod-1")
+    gpu = engine_events(PROMPT)
+    scorer.precise.apply("pod-1", [*gpu, *offloaded(gpu, "CPU")])
+    exposition = generate_latest(registry).decode()
+    assert "sluice_precise_prefix_index_other_tier_events_total 2.0" in exposition
+    assert f"sluice_precise_prefix_index_blocks {len(scorer.precise)}.0" in exposition
