@@ -12,8 +12,18 @@ from hypothesis import strategies as st
 
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
-from sluice.room import RANK, STATIC, VALUE, RoomSettings, UsageLimit, ceilings, pool_saturation
+from sluice.room import (
+    RANK,
+    STATIC,
+    VALUE,
+    Room,
+    RoomSettings,
+    UsageLimit,
+    ceilings,
+    pool_saturation,
+)
 from sluice.room.ceiling import BAND_IDLE_S, ActiveBands
+from sluice.room.rules import USAGE_LIMIT
 
 LOW, HIGH = 0.4, 0.9  # upstream's README example
 
@@ -103,3 +113,22 @@ def test_configured_bands_stay_active_and_others_lapse_after_upstreams_collectio
     bands.touched(-1, 0.0)
     assert bands.active(1.0, asking=0) == [5, 0, -1]
     assert bands.active(BAND_IDLE_S + 1.0, asking=0) == [5, 0]
+
+
+def test_the_room_holds_a_band_at_its_ceiling_and_says_so_in_the_receipt() -> None:
+    limit = UsageLimit(RANK, LOW, 1.0)  # maxCeiling 1.0: the top band is not gated
+    settings = RoomSettings(usage_limit=limit)
+    room = Room(settings)
+    room.explain_holds = True
+    now = 10.0
+    between = (LOW + 1.0) / 2  # above the lower band's ceiling, below the top band's
+    load = EngineMetrics(kv_cache_usage=settings.kv_cache_util * between, updated_at=now)
+    registry = _pool(load, load)
+    for priority in (10, 0):
+        room.arrived(priority, "tenant", now)
+    room.settle(registry, now)
+    assert room.saturation == pytest.approx(between)
+    states = registry.snapshot()
+    assert room.has_room(states, 10, now)  # under every endpoint rule, ceiling 1.0
+    assert not room.has_room(states, 0, now)  # saturation >= its ceiling
+    assert room.holds[0].rule == USAGE_LIMIT
