@@ -400,7 +400,7 @@ FRAGMENTS = Path(__file__).parent / "upstream" / "fragments"
 FRAGMENT_ACCEPTED = [
     "datalayer__source__metrics__README.md__36.yaml",
     "scheduling__scorer__preciseprefixcache__README.md__31.yaml",
-    "scheduling__scorer__sessionaffinity__README.md__38.yaml",
+    "scheduling__scorer__sessionaffinity__README.md__38.yaml",  # encoded_endpoint_header
     "scheduling__scorer__sessionaffinity__README.md__44.yaml",  # strategy: session_id
 ]
 FRAGMENT_LACKING = {
@@ -448,9 +448,9 @@ FRAGMENT_REFUSED = {
         "8: plugins[0].parameters.sessionIdConfig.sources[1].attribute: request attribute "
         "'agent-identity': Sluice has no plugin that publishes request attributes"
     ),
-    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (  # upstream's default strategy
-        "6: plugins[0].parameters.encodedEndpointHeaderConfig: the encoded_endpoint_header "
-        "strategy (an endpoint token the client echoes) is not implemented"
+    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (  # the decode instance loads
+        "13: plugins[1].parameters.profileName: Sluice schedules one profile's result per "
+        "request; leave it empty"
     ),
 }
 
