@@ -142,3 +142,13 @@ def test_a_dispatch_held_for_its_prefix_takes_no_slot_until_it_goes() -> None:
     assert not has_room(state, 10.0)  # two at the engine now
     registry.complete(behind[1], got_first_token=False)  # its client left while held
     assert state.held_requests == 1 and state.in_flight_requests == 3
+
+
+def test_the_slots_are_the_pools_the_other_replicas_dispatches_count() -> None:
+    registry = _pool(1)
+    registry.set_slots("pod-0", 2)
+    (state,) = registry.snapshot()
+    registry.dispatch("pod-0", 100)
+    assert has_room(state, 10.0)
+    state.peer_in_flight = 1  # another replica's request runs there (as of the last sync)
+    assert not has_room(state, 10.0)

@@ -35,7 +35,9 @@ def room_left(
     left = None if limit is None else limit - state.in_flight_requests
     if state.slots is not None and settings.cap_to_engine_slots:
         slots = max(1, state.slots - 1) if lower_band else state.slots
-        free = slots - (state.in_flight_requests - state.held_requests)
+        # the engine's slots are the pool's: the other replicas' dispatches there count too
+        at_engine = state.in_flight_requests - state.held_requests + state.peer_in_flight
+        free = slots - at_engine
         left = free if left is None else min(left, free)
     return left
 
