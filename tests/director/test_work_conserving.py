@@ -12,7 +12,7 @@ metrics under upstream's thresholds and under its in-flight cap (counting what t
 runs), whose real prefills are all over, has been so for at most one tick plus the longest estimate
 it was holding (plus one scrape interval when a detached request was still counted there) — or
 nothing that could go there waits; and after a scrape, Sluice counts no more of what the engine
-saw than the engine runs.
+saw than the engine runs and queues.
 """
 
 from __future__ import annotations
@@ -149,9 +149,10 @@ class Pool:
         self.waiting[name] = waiting
         state = self.core.registry.get(name)
         assert state is not None
-        assert state.in_flight_requests - state.unseen_requests <= running, (
+        # (`waiting` stands for requests Sluice did not send: they may keep one counted.)
+        assert state.in_flight_requests - state.unseen_requests <= running + waiting, (
             f"{name}: Sluice counts {state.in_flight_requests} in flight "
-            f"({state.unseen_requests} unseen) where the engine runs {running}"
+            f"({state.unseen_requests} unseen) where the engine runs {running} (+{waiting})"
         )
         self.core.pump(self.clock.now)
 
@@ -239,8 +240,8 @@ class Pool:
             held = max(
                 (
                     self.estimates[id(p.request)]
-                    for p in self.placed
-                    if not p.finished and p.endpoint.name == state.name
+                    for p in [*self.placed, *self.detached]
+                    if (not p.finished or p in self.detached) and p.endpoint.name == state.name
                 ),
                 default=0.0,
             )

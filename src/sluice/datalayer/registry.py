@@ -50,6 +50,12 @@ class EndpointState:
     # in-flight cap (None: no lease, the whole cap), and the other replicas' dispatches still
     # in flight and prefilling there, as of the last sync.
     lease: int | None = None
+    # Requests the engine runs at once where it says so (llama.cpp's `total_slots`,
+    # `datalayer.engine_slots`); more wait in its own arrival-order queue. None: not reported.
+    slots: int | None = None
+    # Dispatches Sluice still holds back while their prefix is computed on this endpoint
+    # (director/prefix_wait.py): counted in flight, but not at the engine yet.
+    _held: set[int] = field(default_factory=set, repr=False)
     peer_in_flight: int = 0
     peer_pending_prefill_tokens: int = 0
     # dispatch sequence number -> estimated tokens, for dispatches the engine has not reported yet
@@ -89,6 +95,11 @@ class EndpointState:
 
     def is_fresh(self, now: float, staleness_threshold_s: float) -> bool:
         return now - self.metrics.updated_at <= staleness_threshold_s
+
+    @property
+    def held_requests(self) -> int:
+        """In flight from Sluice but held back before the engine (a prefix being computed)."""
+        return len(self._held)
 
     def pending_prefills_above(self, priority: int) -> int:
         """Pending prefills of bands above `priority`."""
@@ -225,6 +236,12 @@ class EndpointRegistry:
     def get(self, name: str) -> EndpointState | None:
         return self._states.get(name)
 
+    def set_slots(self, name: str, slots: int) -> None:
+        """What the engine reports it runs at once (`datalayer.engine_slots`)."""
+        state = self._states.get(name)
+        if state is not None:
+            state.slots = slots
+
     def __len__(self) -> int:
         return len(self._states)
 
@@ -289,7 +306,9 @@ class EndpointRegistry:
                     unseen_counted -= 1
                 else:
                     seen_uncounted.append(sequence)
-        seen = state.in_flight_requests - unseen_counted + len(seen_uncounted)
+        # Held for a prefix (counted, not sent yet): the engine cannot count those.
+        held_seen = sum(1 for q in state._held if q not in state._unseen)
+        seen = state.in_flight_requests - unseen_counted - held_seen + len(seen_uncounted)
         gone = seen - (metrics.running + metrics.waiting)
         if gone <= 0:
             return
@@ -438,6 +457,18 @@ class EndpointRegistry:
             band[1] -= tokens
         self.prefills_ended[why] += 1
 
+    def hold(self, ticket: DispatchTicket) -> None:
+        """The dispatch waits in Sluice for a prefix to be computed there before it is sent."""
+        state = self._states.get(ticket.endpoint_name)
+        if state is not None and ticket.sequence >= 0:
+            state._held.add(ticket.sequence)
+
+    def unhold(self, ticket: DispatchTicket) -> None:
+        """The held dispatch goes to the engine now (also implied by its completion)."""
+        state = self._states.get(ticket.endpoint_name)
+        if state is not None:
+            state._held.discard(ticket.sequence)
+
     def detach(
         self,
         ticket: DispatchTicket,
@@ -458,6 +489,7 @@ class EndpointRegistry:
         state = self._states.get(ticket.endpoint_name)
         if state is None or ticket.sequence < 0:
             return
+        state._held.discard(ticket.sequence)  # routed: it went to the engine
         state._awaiting_byte.discard(ticket.sequence)  # no byte will come: the counter may end it
         state._detached[ticket.sequence] = DetachedDispatch(
             ticket.tokens, dispatched_at, ends_at, prefill_s, output_tokens
@@ -507,6 +539,7 @@ class EndpointRegistry:
             self._end_prefill(state, ticket.sequence, PrefillEnd.COMPLETED)
         if not got_first_token and state._first_token_offset is not None:
             state._first_token_offset -= 1
+        state._held.discard(ticket.sequence)
         state.in_flight_requests = max(0, state.in_flight_requests - 1)
         state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
         tokens = state._unseen.pop(ticket.sequence, None)

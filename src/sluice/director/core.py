@@ -310,7 +310,10 @@ class DispatchCore:
         blocked = self.scheduler.blocked_on(request, endpoints[0])
         if blocked is not None:
             endpoints, hold = self._wait_or_move(request, endpoints, blocked, now)
-        return DispatchedRequest(self, request, ticket, endpoints, now, record, hold=hold)
+        dispatched = DispatchedRequest(self, request, ticket, endpoints, now, record, hold=hold)
+        if hold is not None:  # in flight, but not at the engine: it takes no slot there yet
+            self.registry.hold(dispatched.dispatch_ticket)
+        return dispatched
 
     def _wait_or_move(
         self,
@@ -347,6 +350,10 @@ class DispatchCore:
             decision=f"hold {hold.until - now:.3f} s" if hold else f"move to {chosen[0].name}",
         )
         return chosen, hold
+
+    def hold_ended(self, dispatched: DispatchedRequest) -> None:
+        """The held request goes to its engine now."""
+        self.registry.unhold(dispatched.dispatch_ticket)
 
     def hold_over(self, hold: Hold, request_id: str, now: float) -> bool:
         """Whether a held request may go now: time is up, or its blocker's prefix is computed

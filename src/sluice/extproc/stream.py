@@ -171,7 +171,7 @@ class ExtProcStream:
             held = self._held_response_headers
             self._held_response_headers = False
             tail: list[Action] = [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
-            return [Send(wire.CONTINUE_RESPONSE_HEADERS), *tail] if held else tail
+            return [Send(self._response_headers_answer()), *tail] if held else tail
         raise ProtocolViolation(f"unexpected message {kind!r}")
 
     def admitted(
@@ -376,14 +376,14 @@ class ExtProcStream:
         self._stop_eviction()
         if end_of_stream:
             self._finish_response()
-        return [Send(wire.CONTINUE_RESPONSE_HEADERS)]
+        return [Send(self._response_headers_answer())]
 
     def _on_response_body(self, body: HttpBody) -> list[Action]:
         self._expect(Phase.RESPONSE, "response_body")
         out: list[Action] = []
         if self._held_response_headers:
             self._held_response_headers = False
-            out.append(Send(wire.CONTINUE_RESPONSE_HEADERS))
+            out.append(Send(self._response_headers_answer()))
         self._stop_eviction()  # the first token is on its way to the client
         if self._admission is not None and body.body:
             self._unobserved.append(body.body)
@@ -395,6 +395,14 @@ class ExtProcStream:
         else:
             out.append(Send(wire.CONTINUE_RESPONSE_BODY))
         return out
+
+    def _response_headers_answer(self) -> bytes:
+        """The answer to the response headers: what the scheduling plugins add to them for the
+        endpoint that served (`InferenceRequest.response_headers`), e.g. the session token."""
+        admission = self._admission
+        if admission is None:
+            return wire.CONTINUE_RESPONSE_HEADERS
+        return wire.continue_response_headers(admission.request.response_headers)
 
     def _note_served_endpoint(self, message: ProcessingRequest) -> None:
         served = wire.served_endpoint(message)

@@ -6,6 +6,7 @@ kept for a higher band or for the rest of a band, the subset rule and placement 
 Sans-I/O: `now` is passed in. May import `sluice.datalayer` (types) and `sluice.requests` (types).
 See docs/room.md."""
 
+from sluice.room.ceiling import ceilings, pool_saturation
 from sluice.room.core import Hold, Room
 from sluice.room.ends import EndEstimator
 from sluice.room.placement import in_subset, placeable, steer_prefills
@@ -19,15 +20,20 @@ from sluice.room.rules import (
     room_left,
     rule_inputs,
 )
-from sluice.room.settings import DEFAULT_ROOM, RoomSettings
+from sluice.room.settings import DEFAULT_ROOM, RANK, STATIC, VALUE, RoomSettings, UsageLimit
 
 __all__ = [
     "DEFAULT_ROOM",
+    "RANK",
+    "STATIC",
+    "VALUE",
     "EndEstimator",
     "Hold",
     "PrefillEstimator",
     "Room",
     "RoomSettings",
+    "UsageLimit",
+    "ceilings",
     "endpoints_with_room",
     "has_room",
     "has_room_for_background",
@@ -35,6 +41,7 @@ __all__ = [
     "in_subset",
     "is_saturated",
     "placeable",
+    "pool_saturation",
     "room_left",
     "rule_inputs",
     "steer_prefills",
