@@ -148,9 +148,7 @@ def test_forgetting_idle_flows_never_changes_the_dispatch_order(
     assert sum(b.forgotten for b in kept.bands) == 0
 
 
-def test_an_idle_flow_at_the_floor_goes_at_once_one_above_it_when_the_floor_passes() -> (
-    None
-):
+def test_an_idle_flow_at_the_floor_goes_at_once_one_above_it_when_the_floor_passes() -> None:
     fc = FlowController(parse_flow_control({"fairShareWindow": "0s"}))
     pool = SlotPool({"a": 1})
     alone = fc.enqueue(request("alone", prompt_tokens=100, max_tokens=None), 0.0)
