@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
@@ -41,7 +42,8 @@ if ARGV[7] == '1' then
     local fields = entry[2]
     local who, payload
     for j = 1, #fields, 2 do
-      if fields[j] == 'r' then who = fields[j + 1] elseif fields[j] == 'e' then payload = fields[j + 1] end
+      if fields[j] == 'r' then who = fields[j + 1] end
+      if fields[j] == 'e' then payload = fields[j + 1] end
     end
     if who ~= me and payload then entries[#entries + 1] = payload end
   end
