@@ -2,16 +2,39 @@
 1,000 events/s <= 10% of one core).
 
 A subprocess plays N vLLM engines: a ZMQ PUB socket and a replay ROUTER each, publishing
-vLLM-encoded batches (``[topic, seq, payload]``) at the configured rate. Each batch is one
-engine step under eviction pressure, as vLLM reports it: ``--stored`` BlockStored events of
-``--blocks`` new blocks each (with their token ids), and one BlockRemoved per block evicted to
-make room, so the events a second are mostly removals and the blocks stored equal the blocks
-removed. Every hash is new, so nothing is a no-op for the index. This process runs Sluice's real
-subscribers (one per engine, following an endpoint registry) into the real precise index and
-measures its own CPU time over a window, after a warm-up that fills every engine's share.
+vLLM-encoded batches at the configured rate. This process runs Sluice's real subscribers (one
+per engine, following an endpoint registry) into the real precise index and measures its own
+CPU time over a window, after a warm-up that fills every engine's share. Every hash is new, so
+nothing is a no-op for the index.
+
+The traffic has the shape a real vLLM engine sends (vllm-project/vllm, read 2026-12-02):
+
+* one ZMQ message per engine step, ``(topic, seq, payload)``: the scheduler collects the step's
+  events (``kv_cache_manager.take_events()`` plus the connector's) and, if there are any,
+  publishes one ``KVEventBatch(ts, events)``; ``ZmqEventPublisher`` adds
+  ``data_parallel_rank`` and sends it as one multipart message
+  (``vllm/v1/core/sched/scheduler.py``, ``vllm/distributed/kv_events.py``);
+* one ``BlockStored`` per request per step that filled blocks, listing all of them
+  (``BlockPool.cache_full_blocks``): a prefill chunk's many blocks, or one block for a decoding
+  request every ``block_size`` (16) tokens, with the blocks' token ids;
+* one ``BlockRemoved`` per evicted block, one hash each (``BlockPool._maybe_evict_cached_block``
+  appends ``BlockRemoved(block_hashes=[hash], medium="GPU")`` for every block it takes from the
+  free queue), so under eviction pressure the blocks removed equal the blocks stored and most
+  events are removals;
+* events as maps tagged by ``"type"`` (``--layout map``, vLLM after vllm-project/vllm#42892,
+  with the fields a 0.26 engine sends: ``extra_keys``, ``group_idx``, ``kv_cache_spec_kind``),
+  or the older positional arrays (``--layout array``).
+
+The defaults (per message ``--stored 2`` BlockStored of ``--blocks 8`` blocks, hence 16
+single-block BlockRemoved: 18 events, 32 blocks, ~55 messages/s per engine at 1,000 events/s)
+come from an assumed workload, not a trace: requests of ~1,000 new prompt tokens (62 blocks,
+one BlockStored) and ~250 output tokens (15 decode blocks, 15 BlockStored), so a request is 16
+BlockStored averaging 4.8 blocks and 77 BlockRemoved; 1,000 events/s is then ~11 requests/s
+and ~830 blocks/s an engine, and at a ~20 ms decode step (~50 steps/s, nearly every one
+filling some block) ~20 events a message.
 
 Run: .venv/bin/python benchmarks/kv_event_ingestion.py [--engines 100] [--rate 1000]
-     [--seconds 10] [--stored 2] [--blocks 8] [--key-space engine|own]
+     [--seconds 10] [--stored 2] [--blocks 8] [--layout map|array] [--key-space engine|own]
 """
 
 from __future__ import annotations
@@ -38,8 +61,9 @@ import random, sys, time
 import msgspec, zmq
 from sluice.sim.block_hash import BlockHasher
 from sluice.sim.kv_events import BlockRemoved, BlockStored, KVEventBatch, encode_batch
+from sluice.sim.kv_events import encode_map_batch
 
-engines, rate, stored, blocks, pub, replay, seconds, capacity = {args}
+engines, rate, stored, blocks, pub, replay, seconds, capacity, layout = {args}
 ctx = zmq.Context()
 pubs, routers = [], []
 for i in range(engines):
@@ -72,7 +96,8 @@ def batch(i):
         held[i].extend(hashes)
     while len(held[i]) > capacity:
         events.append(BlockRemoved([held[i].pop(0)], "GPU"))
-    return encode_batch(KVEventBatch(time.time(), events, 0))
+    batch = KVEventBatch(time.time(), events, 0)
+    return encode_map_batch(batch) if layout == "map" else encode_batch(batch)
 
 poller = zmq.Poller()
 for r in routers:
@@ -106,7 +131,9 @@ print("sent", sent, flush=True)
 """
 
 
-def core_cost_per_batch(stored: int, blocks: int, capacity: int, count: int = 5000) -> float:
+def core_cost_per_batch(
+    stored: int, blocks: int, capacity: int, layout: str, count: int = 5000
+) -> float:
     """CPU per batch of the sans-I/O part alone: one stream into a fresh index."""
     import random
 
@@ -114,7 +141,7 @@ def core_cost_per_batch(stored: int, blocks: int, capacity: int, count: int = 50
     from sluice.sim.block_hash import BlockHasher
     from sluice.sim.kv_events import BlockRemoved as SimRemoved
     from sluice.sim.kv_events import BlockStored as SimStored
-    from sluice.sim.kv_events import KVEventBatch, encode_batch
+    from sluice.sim.kv_events import KVEventBatch, encode_batch, encode_map_batch
 
     rng = random.Random(2)
     tokens = list(range(16 * blocks))
@@ -132,7 +159,8 @@ def core_cost_per_batch(stored: int, blocks: int, capacity: int, count: int = 50
             held.extend(hashes)
         while len(held) > capacity:
             events.append(SimRemoved([held.pop(0)], "GPU"))
-        payloads.append(encode_batch(KVEventBatch(0.0, events, 0)))  # type: ignore[arg-type]
+        batch = KVEventBatch(0.0, events, 0)  # type: ignore[arg-type]
+        payloads.append(encode_map_batch(batch) if layout == "map" else encode_batch(batch))
     index = PreciseIndex(BlockKeys(16, hash_seed="0"))
     stream = EndpointStream("e", index, StreamSettings(replay=False))
     stream.on_connected(0.0)
@@ -163,6 +191,12 @@ async def main() -> None:
     parser.add_argument("--blocks", type=int, default=8, help="blocks per BlockStored")
     parser.add_argument("--key-space", choices=("engine", "own"), default="engine")
     parser.add_argument(
+        "--layout",
+        choices=("map", "array"),
+        default="map",
+        help="events as maps (vLLM after #42892) or positional arrays (before)",
+    )
+    parser.add_argument(
         "--capacity", type=int, default=2000, help="blocks an engine keeps before it evicts"
     )
     args = parser.parse_args()
@@ -179,6 +213,7 @@ async def main() -> None:
             args.replay_port,
             total,
             args.capacity,
+            args.layout,
         ),
     )
     publisher = subprocess.Popen(
@@ -224,7 +259,7 @@ async def main() -> None:
     print(
         f"engines={args.engines} target={args.rate:.0f} events/s each "
         f"({args.stored} BlockStored x {args.blocks} blocks + removals per batch) "
-        f"key space={args.key_space}"
+        f"key space={args.key_space} layout={args.layout}"
     )
     print(
         f"ingested {events / wall:,.0f} events/s ({batches / wall:,.0f} batches/s) "
@@ -246,7 +281,7 @@ async def main() -> None:
         + ", ".join(f"{name} {share * 100:.1f}%" for name, share in split.items() if share > 0)
         + " (the other threads are libzmq's I/O: TCP and framing)"
     )
-    core_us = core_cost_per_batch(args.stored, args.blocks, args.capacity)
+    core_us = core_cost_per_batch(args.stored, args.blocks, args.capacity, args.layout)
     print(
         f"of which decoding + applying (no sockets, same batches, same process, after the "
         f"window): {core_us:.1f} us per batch; the rest is ZMQ receive and the event loop. "

@@ -34,7 +34,7 @@ import aiohttp
 
 from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.envoy import REPO as ROOT
-from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config, response_processing_off
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block
 
@@ -46,17 +46,6 @@ TARGET_THROUGHPUT, TARGET_E2E = 0.95, 1.1
 
 def spawn(command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
-
-
-def response_processing_off(config: dict[str, Any]) -> dict[str, Any]:
-    """Envoy's ext_proc filter sends the request, never the response."""
-    listener = config["static_resources"]["listeners"][0]
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    [ext_proc] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
-    mode = ext_proc["typed_config"]["processing_mode"]
-    mode.update(response_header_mode="SKIP", response_body_mode="NONE")
-    mode["response_trailer_mode"] = "SKIP"
-    return config
 
 
 async def wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
@@ -155,6 +144,18 @@ async def completed_per_engine(http: aiohttp.ClientSession, ports: list[int]) ->
     return counts
 
 
+async def detached_ended(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """Sluice's count of detached requests it stopped counting in flight, by cause."""
+    async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("sluice_detached_ended_total{"):
+            cause = line.split('cause="', 1)[1].split('"', 1)[0]
+            out[cause] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -177,14 +178,14 @@ async def main() -> None:
     ]
     work = Path(tempfile.mkdtemp(prefix="sluice-nonstreamed-"))
     manifests = serve_manifests(work, engine_ports)
-    proxy_port, epp_port = free_port(), free_port()
+    proxy_port, epp_port, metrics_port = free_port(), free_port(), free_port()
     processes.append(
         spawn(
             [
                 *(sys.executable, "-m", "sluice", "serve", "--pool-name=bench"),
                 *("--pool-namespace=default", f"--resources={manifests}"),
                 *(f"--grpc-port={epp_port}", "--grpc-host=127.0.0.1", "--secure-serving=false"),
-                *(f"--grpc-health-port={free_port()}", f"--metrics-port={free_port()}"),
+                *(f"--grpc-health-port={free_port()}", f"--metrics-port={metrics_port}"),
                 *(f"--proxy-port={proxy_port}", "--log-level=warning"),
             ]
         )
@@ -216,6 +217,7 @@ async def main() -> None:
                 results = {}
                 for name, urls in arms.items():
                     before = await completed_per_engine(http, engine_ports)
+                    ended_before = await detached_ended(http, metrics_port)
                     results[name] = await closed_loop(
                         http,
                         urls,
@@ -228,6 +230,10 @@ async def main() -> None:
                     results[name]["per_engine"] = [
                         a - b for a, b in zip(after, before, strict=True)
                     ]
+                    ended_after = await detached_ended(http, metrics_port)
+                    results[name]["detached_ended"] = {
+                        k: v - ended_before.get(k, 0.0) for k, v in ended_after.items()
+                    }
                     print(f"round {r + 1} {name:28} {results[name]}", flush=True)
                 rounds.append(results)
     finally:

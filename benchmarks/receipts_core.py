@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import http.server
 import os
-import threading
 import time
 import tracemalloc
 from types import SimpleNamespace
 
 from sluice.bench.harness.core import core_from_config
 from sluice.bench.harness.cpu import rss_mb
+from sluice.bench.harness.otlp_sink import OtlpSink
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.director import DispatchCore, DispatchedRequest
@@ -54,18 +53,6 @@ TENANTS = ("alice", "bob", "carol")
 RING_CONFIGS = ((1024, 4 << 20),)
 
 
-class _Sink(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def core(recorder: ReceiptRecorder | None) -> tuple[DispatchCore, list[DispatchedRequest]]:
     config = load_sluice_config(None)
     placed: list[DispatchedRequest] = []
@@ -79,8 +66,15 @@ def core(recorder: ReceiptRecorder | None) -> tuple[DispatchCore, list[Dispatche
     return c, placed
 
 
-def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) -> float:
-    """CPU-seconds for `n` requests, each finished before the next (an idle pool)."""
+def run(
+    c: DispatchCore,
+    placed: list[DispatchedRequest],
+    n: int,
+    start: int,
+    picks: list[str] | None = None,
+) -> float:
+    """CPU-seconds for `n` requests, each finished before the next (an idle pool); each
+    request's endpoint appended to `picks` if given."""
     registry = c.registry
     began = time.process_time()
     now = float(start)
@@ -99,6 +93,8 @@ def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) ->
         c.pump(now)
         c.forget(ticket)
         dispatched = placed.pop()
+        if picks is not None:
+            picks.append(dispatched.endpoints[0].hostport)
         dispatched.first_byte(now + 0.0002)
         dispatched.finish(
             Outcome.COMPLETED, now + 0.0005, Usage(prompt_tokens=9, completion_tokens=16)
@@ -107,9 +103,13 @@ def run(c: DispatchCore, placed: list[DispatchedRequest], n: int, start: int) ->
 
 
 def cpu_arms(rounds: int, per_round: int) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
+    # in this process, its CPU counted: it does not decode what it gets
+    with OtlpSink(count=False) as sink:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
+        _cpu_arms(rounds, per_round)
+
+
+def _cpu_arms(rounds: int, per_round: int) -> None:
     os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(per_round * 12)  # a round's spans: none dropped
     from sluice.tracing import tracer_from_environment
 
@@ -149,7 +149,6 @@ def cpu_arms(rounds: int, per_round: int) -> None:
         )
     print(f"  spans dropped (queue full): {tracer.dropped} requests")
     tracer.shutdown()
-    server.shutdown()
 
 
 def template_cycle() -> tuple[CycleRecord, Hold]:

@@ -20,7 +20,8 @@ shared machine whose load swings within seconds, arms loaded one after the other
 machines; `--one-at-a-time` does that, the order rotating per round). Per arm: requests per
 Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
 exporter's included) over all rounds, and its cost against `off`:
-`1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios.
+`1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios;
+for the tracing arms also against `receipts` (what tracing adds to receipts).
 The receiver decodes what it gets and counts spans, so the tracing arms show their spans
 arrived.
 
@@ -34,24 +35,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import aiohttp
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sluice.bench.harness.child import stop_processes
 from sluice.bench.harness.cpu import cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
+from sluice.bench.harness.otlp_sink import OtlpSink
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
 from sluice.extproc import BodyMode
@@ -60,30 +59,14 @@ BODY = {"model": "sim-model", "prompt": "Say hello.", "max_tokens": 4}
 PATH = "/v1/completions"
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """OTLP/HTTP traces receiver: decodes each export and counts its spans."""
-
-    spans = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        message = ExportTraceServiceRequest.FromString(body)
-        n = sum(len(s.spans) for r in message.resource_spans for s in r.scope_spans)
-        with Receiver.lock:
-            Receiver.spans += n
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 class Arm:
     def __init__(
-        self, name: str, flags: list[str], env: dict[str, str], manifests: Path, engines: list[int]
+        self,
+        name: str,
+        flags: list[str],
+        env: dict[str, str],
+        manifests: Path,
+        engines: list[int],
     ) -> None:
         self.name = name
         self.ports = GatewayPorts()
@@ -153,16 +136,25 @@ async def load(arms: list[Arm], concurrency: int, seconds: float) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
-    workdir = Path(tempfile.mkdtemp(prefix="sluice-receipts-bench-"))
-    first = free_port_block(args.engines, below_ephemeral=True)
-    engines = list(range(first, first + args.engines))
-    sim = [sys.executable, "-m", "sluice.sim.cli", "--count", str(args.engines)]
+    with OtlpSink() as sink:
+        await run(args, sink)
+
+
+def start_pool(count: int, prefix: str) -> tuple[subprocess.Popen[bytes], list[int], Path]:
+    """`sluice sim` serving `count` zero-latency engines, their ports, and the manifests of a
+    pool of them."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    first = free_port_block(count, below_ephemeral=True)
+    engines = list(range(first, first + count))
+    sim = [sys.executable, "-m", "sluice.sim.cli", "--count", str(count)]
     sim += ["--host", "127.0.0.1", "--port", str(first), "--profile", "zero-latency"]
     engine = subprocess.Popen([*sim, "--log-level", "warning"], cwd=ROOT)
-    manifests = serve_manifests(workdir, engines)
+    return engine, engines, serve_manifests(workdir, engines)
+
+
+async def run(args: argparse.Namespace, sink: OtlpSink) -> None:
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+    engine, engines, manifests = start_pool(args.engines, "sluice-receipts-bench-")
     sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
     sampled["OTEL_TRACES_SAMPLER_ARG"] = str(args.sample_ratio)
     arms: list[Arm] = []
@@ -199,12 +191,15 @@ async def main(args: argparse.Namespace) -> None:
             "arms_loaded": "at once" if args.together else "one at a time, order rotating",
             "cpus": os.cpu_count(),
             "loadavg_1m": round(os.getloadavg()[0], 2),
-            "spans_received": Receiver.spans,
+            "spans_received": sink.spans,
+            "exports_received": sink.exports,
+            "connections_received": sink.connections,
         }
+        receipts = arms[1]
         for arm in arms:
             rate = arm.done / arm.cpu
             ratios = [a / b for a, b in zip(arm.rounds, base.rounds)]
-            report[arm.name] = {
+            entry: dict[str, object] = {
                 "requests": arm.done,
                 "sluice_cpu_s": round(arm.cpu, 2),
                 "requests_per_cpu_s": round(rate, 1),
@@ -212,12 +207,20 @@ async def main(args: argparse.Namespace) -> None:
                 "per_round_cost_pct": [round(100 * (1 - x), 1) for x in ratios],
                 "median_round_cost_pct": round(100 * (1 - statistics.median(ratios)), 1),
             }
+            if arm.name.startswith("tracing"):  # what tracing adds to receipts
+                own = [a / b for a, b in zip(arm.rounds, receipts.rounds)]
+                entry["cost_vs_receipts_pct"] = round(
+                    100 * (1 - rate * receipts.cpu / receipts.done), 1
+                )
+                entry["median_round_cost_vs_receipts_pct"] = round(
+                    100 * (1 - statistics.median(own)), 1
+                )
+            report[arm.name] = entry
         print(json.dumps(report, indent=2))
     finally:
         for arm in arms:
             await arm.envoy.stop()
         stop_processes(*(arm.process for arm in arms), engine, timeout=10)
-        server.shutdown()
 
 
 def cli() -> None:

@@ -25,6 +25,7 @@ from sluice.config import (
     load_sluice_config_file,
 )
 from sluice.dashboard.wiring import Observability, ObservabilityError
+from sluice.datalayer.engine_slots import SLOTS_PATHS, EngineSlotsWatcher
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers
 from sluice.datalayer.metric_names import MetricNames, MetricSpecError
 from sluice.datalayer.outlier import OutlierSettings
@@ -336,6 +337,10 @@ class App:
         self._tasks.append(
             asyncio.create_task(self._watch_model_contexts(), name="sluice-model-contexts")
         )
+        slots_path = SLOTS_PATHS.get(options.engine)
+        if slots_path is not None:
+            watcher = EngineSlotsWatcher(self.registry, slots_path)
+            self._tasks.append(asyncio.create_task(watcher.run(), name="sluice-engine-slots"))
         for subscribers in self.kv_event_subscribers:
             await subscribers.start()
 

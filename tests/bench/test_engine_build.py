@@ -100,3 +100,57 @@ def test_without_a_compiler_the_error_says_which_package_brings_one(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EngineBuildError, match="build-essential"):
         build._compilers()
+
+
+def test_on_x86_the_build_leaves_amx_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ggml's AMX matmul dies with SIGSEGV in this llama.cpp version's first decode
+    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    flags = build.cmake_flags()
+    for language in ("C", "CXX"):
+        (given,) = [f for f in flags if f.startswith(f"-DCMAKE_{language}_FLAGS=")]
+        assert {"-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"} <= set(
+            given.split("=")[1].split()
+        )
+    assert "-DGGML_NATIVE=ON" in flags
+    monkeypatch.setattr(build.platform, "machine", lambda: "aarch64")
+    assert not any("amx" in f for f in build.cmake_flags())
+
+
+def _install_with_server(tmp_path: Path, script: str) -> LlamaCppInstall:
+    server = tmp_path / "llama-server"
+    server.write_text(f"#!{sys.executable}\n{script}\n")
+    server.chmod(0o755)
+    model = tmp_path / "model.gguf"
+    return LlamaCppInstall(tmp_path, server, server, model, model)
+
+
+def test_a_server_that_dies_loading_the_model_fails_the_build(tmp_path: Path) -> None:
+    install = _install_with_server(
+        tmp_path,
+        "import os, signal; print('load_model: loading'); os.kill(os.getpid(), signal.SIGSEGV)",
+    )
+    log_path = tmp_path / "build.log"
+    with log_path.open("w") as log, pytest.raises(EngineBuildError) as failure:
+        build._smoke(install, log, log_path)
+    message = str(failure.value)
+    assert "check that llama-server serves the model" in message
+    assert "(exit -11)" in message
+    assert "| load_model: loading" in message
+
+
+def test_a_server_that_answers_health_passes_the_check(tmp_path: Path) -> None:
+    serve = (
+        "import sys, http.server\n"
+        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200 if self.path == '/health' else 404); self.end_headers()\n"
+        "http.server.HTTPServer(('127.0.0.1', port), H).serve_forever()"
+    )
+    install = _install_with_server(tmp_path, serve)
+    log_path = tmp_path / "build.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        build._smoke(install, log, log_path)
+    assert time.monotonic() - started < build.SMOKE_TIMEOUT_S
+    assert "--port" in log_path.read_text()

@@ -10,12 +10,17 @@ from sluice.bench.engines.llamacpp import LlamaServerSettings
 from sluice.bench.metrics import delivered_output_tps, hit_rate
 from sluice.bench.scenarios import FIXED, Scenario
 from sluice.bench.wall import llamacpp
+from sluice.bench.wall.capacity import steady_rate
 from sluice.bench.wall.llamacpp import LLAMACPP_SCENARIOS
 from sluice.bench.wall.run import LLAMACPP, run_arm, wall_workload
 from sluice.bench.workloads import Workload, shared_prefix
 
 
-def test_the_scaled_scenarios_fit_a_slot_and_name_the_served_model() -> None:
+def test_the_scaled_scenarios_fit_a_slot_and_name_the_served_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # two-bands offers multiples of what the servers complete, measured first; here, a given rate
+    monkeypatch.setattr(llamacpp, "pool_requests_per_s", lambda seed: 2.0)
     context = LlamaServerSettings().context_per_slot
     for scenario in LLAMACPP_SCENARIOS.values():
         workload = wall_workload(scenario, 1, scenario.quick_loads[0], True)
@@ -29,6 +34,21 @@ def test_the_scaled_scenarios_fit_a_slot_and_name_the_served_model() -> None:
     two = wall_workload(LLAMACPP_SCENARIOS["two-bands"], 1, 1.5, True)
     assert {a.tenant for a in two.arrivals} == {"interactive", "batch"}
     assert two.objectives == {"interactive": 10, "batch": 0}
+    # 1.5x capacity offered, 30% of it interactive (Poisson arrivals: within sampling noise)
+    offered = len(two.arrivals) / two.duration_s
+    interactive = sum(a.tenant == "interactive" for a in two.arrivals) / two.duration_s
+    assert offered == pytest.approx(1.5 * 2.0, rel=0.25)
+    assert interactive == pytest.approx(0.3 * 2.0, rel=0.35)
+
+
+def test_capacity_is_the_rate_of_the_completions_after_the_first_wave() -> None:
+    # four slots start together and end together; then one completion every 0.5 s
+    first_wave = [1.0, 1.0, 1.0, 1.0]
+    steady = [1.5 + 0.5 * i for i in range(12)]
+    assert steady_rate(first_wave + steady) == pytest.approx(2.0)
+    assert steady_rate(list(reversed(first_wave + steady))) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="spread completions"):
+        steady_rate([3.0, 3.0, 3.0])
 
 
 def _tiny(seed: int, load: float, quick: bool) -> Workload:

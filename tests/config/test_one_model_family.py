@@ -65,6 +65,7 @@ DETECTOR = st.fixed_dictionaries(
         "maxInFlightPerEndpoint": st.integers(0, 512),
         "maxPendingPrefillTokensPerEndpoint": st.integers(0, 10**6),
         "backgroundHeadroomEndpoints": st.integers(0, 8),
+        "capToEngineSlots": st.booleans(),
         "prefillTokensPerSecond": st.floats(min_value=1, max_value=1e6),
         "reserveHoldGaps": st.floats(min_value=0.1, max_value=100),
     },

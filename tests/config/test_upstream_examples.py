@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sluice.config import ConfigError, load_sluice_config
 from sluice.config.plugin_types import SLUICE_INSTEAD
@@ -20,6 +21,32 @@ REFUSED = UPSTREAM / "refused"
 def test_upstream_config_example_is_accepted_unchanged(example: str) -> None:
     config = load_sluice_config((UPSTREAM / example).read_text(), example)
     assert config.picker.profiles and config.picker.plugin("max-score-picker")
+
+
+# The usage-limit examples, and the policy each puts in force (what they do: tests/director/
+# test_usage_limit.py; the curve: tests/room/test_ceiling.py).
+USAGE_LIMITS = {
+    "flowcontrol__usagelimits__README.md__16.yaml": ("static", "threshold", "threshold"),
+    "flowcontrol__usagelimits__priorityholdback__README.md__57.yaml": (
+        "rank",
+        "minCeiling",
+        "maxCeiling",
+    ),
+}
+
+
+@pytest.mark.parametrize("example", sorted(USAGE_LIMITS))
+def test_an_upstream_usage_limit_example_puts_its_ceilings_in_force(example: str) -> None:
+    text = (UPSTREAM / example).read_text()
+    params = yaml.safe_load(text)["plugins"][0]["parameters"]
+    domain, low, high = USAGE_LIMITS[example]
+    limit = load_sluice_config(text, example).room.usage_limit
+    assert limit is not None
+    assert (limit.domain, limit.min_ceiling, limit.max_ceiling) == (
+        domain,
+        params[low],
+        params[high],
+    )
 
 
 # What each manifest file holds and what loading it says: llm-d.ai objects load silently; the
@@ -200,17 +227,9 @@ LACKING = {
     "scheduling__scorer__tokenload__README.md__39.yaml": (2, "token-load-scorer"),
     "scheduling__scorer__topologyaffinity__README.md__80.yaml": (2, "topology-extractor"),
 }
-# ... and the refused ones for another reason: a parameter Sluice cannot honour (with the fix),
-# a mistake upstream's strict decoder refuses too, a made-up type in a how-to.
+# ... and the refused ones for another reason: a mistake upstream's strict decoder refuses too,
+# a made-up type in a how-to.
 OTHERWISE = {
-    "flowcontrol__usagelimits__README.md__16.yaml": (
-        "5: plugins[0].parameters.threshold: Sluice's ceiling is the room rule itself "
-        "(threshold 1.0); for a lower ceiling lower saturationDetector.kvCacheUtilThreshold"
-    ),
-    "flowcontrol__usagelimits__priorityholdback__README.md__57.yaml": (
-        "5: plugins[0].parameters.shape: unknown parameter 'shape'; Sluice holds lower bands "
-        "back with saturationDetector.maxInFlightPerEndpointBelowTopPriority"
-    ),
     "scheduling__scorer__loadaware__README.md__46.yaml": (
         "4: plugins[0].config: unknown field 'config'; allowed keys: name, parameters, type"
     ),
@@ -381,7 +400,7 @@ FRAGMENTS = Path(__file__).parent / "upstream" / "fragments"
 FRAGMENT_ACCEPTED = [
     "datalayer__source__metrics__README.md__36.yaml",
     "scheduling__scorer__preciseprefixcache__README.md__31.yaml",
-    "scheduling__scorer__sessionaffinity__README.md__38.yaml",
+    "scheduling__scorer__sessionaffinity__README.md__38.yaml",  # encoded_endpoint_header
     "scheduling__scorer__sessionaffinity__README.md__44.yaml",  # strategy: session_id
 ]
 FRAGMENT_LACKING = {
@@ -429,9 +448,9 @@ FRAGMENT_REFUSED = {
         "8: plugins[0].parameters.sessionIdConfig.sources[1].attribute: request attribute "
         "'agent-identity': Sluice has no plugin that publishes request attributes"
     ),
-    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (  # upstream's default strategy
-        "6: plugins[0].parameters.encodedEndpointHeaderConfig: the encoded_endpoint_header "
-        "strategy (an endpoint token the client echoes) is not implemented"
+    "scheduling__scorer__sessionaffinity__README.md__71.yaml": (  # the decode instance loads
+        "13: plugins[1].parameters.profileName: Sluice schedules one profile's result per "
+        "request; leave it empty"
     ),
 }
 
@@ -471,3 +490,56 @@ def test_an_upstream_plugin_entry_with_parameters_sluice_lacks_names_them(exampl
     with pytest.raises(ConfigError) as caught:
         load_sluice_config(as_config((FRAGMENTS / example).read_text()), example)
     assert str(caught.value).startswith(f"{example}:{FRAGMENT_REFUSED[example]}")
+
+
+HOLDBACK = "- type: priority-holdback-policy\n  parameters: "
+# Upstream's checks (usagelimits/priorityholdback/config.go; the static threshold's range as
+# its README states it), each at its parameter's line.
+USAGE_LIMIT_ERRORS = {
+    HOLDBACK + "{maxCeiling: 0.9}": "minCeiling: minCeiling is required",
+    HOLDBACK + "{minCeiling: 0.2, shape: sigmoid}": "shape: unsupported shape 'sigmoid'",
+    HOLDBACK + "{minCeiling: 0.2, domain: tier}": "domain: unsupported domain 'tier'",
+    HOLDBACK + "{minCeiling: 1.0}": "minCeiling: must be in [0.0, 1.0), got 1",
+    HOLDBACK + "{minCeiling: 0.2, maxCeiling: 1.5}": "maxCeiling: must be in (0.0, 1.0]",
+    HOLDBACK + "{minCeiling: 0.5, maxCeiling: 0.5}": "minCeiling: minCeiling (0.5) must be",
+    HOLDBACK + "{minCeiling: 0.2, steps: 3}": "steps: unknown parameter 'steps'",
+    "- type: static-usage-limit-policy\n  parameters: {threshold: 0}": "threshold: must be in",
+    "- type: static-usage-limit-policy\n  parameters: {threshold: 1.2}": "threshold: must be in",
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(USAGE_LIMIT_ERRORS))
+def test_a_usage_limit_policy_is_checked_as_upstream_checks_it(plugin: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_sluice_config(f"plugins:\n{plugin}\n", "x.yaml")
+    assert str(caught.value).startswith(
+        f"x.yaml:3: plugins[0].parameters.{USAGE_LIMIT_ERRORS[plugin]}"
+    )
+
+
+def test_a_usage_limit_is_in_force_when_referenced_and_below_one() -> None:
+    declared = "plugins:\n- type: static-usage-limit-policy\n  parameters: {threshold: 0.5}\n"
+    # Upstream's default reference is the plugin named static-usage-limit-policy.
+    assert load_sluice_config(declared).room.usage_limit is not None
+    named = (
+        "plugins:\n- {name: mine, type: static-usage-limit-policy, parameters: {threshold: 0.5}}\n"
+    )
+    assert load_sluice_config(named).room.usage_limit is None  # declared, not referenced
+    ref = "flowControl:\n  usageLimitPolicyPluginRef: static-usage-limit-policy\n"
+    assert load_sluice_config(declared + ref).room.usage_limit is not None
+    default = "plugins:\n- type: static-usage-limit-policy\n"
+    assert load_sluice_config(default + ref).room.usage_limit is None  # 1.0: no gating
+    bands = "  priorityBands: [{priority: 7}, {priority: -3}]\n"
+    limit = load_sluice_config(declared + ref + bands).room.usage_limit
+    assert limit is not None and limit.configured_bands == (7, -3)
+
+
+def test_a_ceiling_below_one_needs_the_utilization_detectors_saturation() -> None:
+    text = (
+        "plugins:\n- {name: d, type: concurrency-detector}\n"
+        "- {type: static-usage-limit-policy, parameters: {threshold: 0.5}}\n"
+        "flowControl:\n  saturationDetector: {pluginRef: d}\n"
+        "  usageLimitPolicyPluginRef: static-usage-limit-policy\n"
+    )
+    with pytest.raises(ConfigError, match="utilization-detector"):
+        load_sluice_config(text, "x.yaml")

@@ -79,6 +79,42 @@ def test_map_encoded_events_and_bytes_hashes_decode_to_the_same_ints() -> None:
     assert isinstance(event, BlockRemoved) and event.block_hashes == [5, 9]
 
 
+def test_vllms_map_layout_decodes_on_a_typed_path_to_the_same_events(monkeypatch) -> None:
+    """vLLM after vllm-project/vllm#42892 sends events as maps: the same events as the array
+    layout, without the generic (Python) decode, a stream's decoder switching layouts as its
+    engine does."""
+    from sluice.datalayer.kvevents import wire
+
+    events = [
+        vllm.BlockStored([7, 8], 3, [1] * 32, 16, None, "GPU", None),
+        vllm.BlockRemoved([3], "GPU"),
+        vllm.AllBlocksCleared(),
+    ]
+    batch = vllm.KVEventBatch(ts=2.0, events=events, data_parallel_rank=1)
+    as_array, as_map = vllm.encode_batch(batch), vllm.encode_map_batch(batch)
+    assert as_array != as_map
+    expected = decode_batch(as_array)
+
+    def generic(raw: object) -> object:
+        raise AssertionError("the generic decode ran")
+
+    monkeypatch.setattr(wire, "_generic_batch", generic)
+    decoder = wire.BatchDecoder()
+    for payload in (as_map, as_array, as_map):
+        got = decoder.decode(payload)
+        assert (got.ts, got.data_parallel_rank) == (2.0, 1)
+        stored, removed, cleared = got.events
+        assert isinstance(stored, BlockStored) and isinstance(removed, BlockRemoved)
+        assert isinstance(cleared, AllBlocksCleared)
+        assert (stored.block_hashes, stored.parent_block_hash, stored.tokens()) == (
+            [7, 8],
+            3,
+            [1] * 32,
+        )
+        assert (removed.block_hashes, removed.medium) == ([3], "GPU")
+        assert stored.block_hashes == expected.events[0].block_hashes  # type: ignore[union-attr]
+
+
 def test_batches_apply_in_order_and_a_batch_seen_twice_applies_once() -> None:
     sink = SetSink()
     stream = connected(sink)

@@ -186,19 +186,76 @@ def test_an_engine_restart_reanchors_the_counter_without_ending_anything() -> No
     assert _pending(registry) == 0
 
 
-def test_a_detached_dispatch_leaves_the_in_flight_count_but_stays_unseen_and_prefilling() -> None:
-    # A gateway that shows Sluice no response: the engine's own counts take over at the next
-    # scrape, and its prefill still holds until the engine's counter or the estimate ends it.
+def test_a_detached_dispatch_stays_counted_until_its_estimated_end() -> None:
+    # A gateway that shows Sluice no response: the request stays in Sluice's in-flight count
+    # (and unseen until a scrape begun after it), its prefill pending until the engine's counter
+    # or the prefill estimate ends it, and the whole request until its estimated end.
     registry = EndpointRegistry()
     registry.add(_endpoint(1))
-    ticket = registry.dispatch("pod-1", 700, prefill_tokens=600, prefill_due_at=5.0)
-    registry.detach(ticket)
+    ticket = registry.dispatch("pod-1", 700, prefill_tokens=600, prefill_due_at=0.5)
+    registry.detach(ticket, dispatched_at=0.0, ends_at=2.0, prefill_s=0.5, output_tokens=64)
     state = registry.get("pod-1")
     assert state is not None
-    assert (state.in_flight_requests, state.unseen_requests, state.pending_prefills) == (0, 1, 1)
-    _scrape(registry, "pod-1", 1.0)
-    registry.settle_prefills(5.0)
-    assert (state.unseen_requests, state.pending_prefills) == (0, 0)
+    assert (state.in_flight_requests, state.in_flight_tokens) == (1, 700)
+    assert (state.unseen_requests, state.pending_prefills) == (1, 1)
+    _scrape(registry, "pod-1", 0.2, running=1)  # the engine runs it: nothing ends
+    registry.settle_prefills(0.5)
+    registry.settle_detached(1.9)
+    assert (state.unseen_requests, state.pending_prefills, state.in_flight_requests) == (0, 0, 1)
+    registry.settle_detached(2.0)
+    assert (state.in_flight_requests, state.in_flight_tokens) == (0, 0)
+    assert registry.detached_ended == {"engine": 0, "estimate": 1}
+
+
+def test_a_scrape_that_shows_fewer_running_ends_the_oldest_detached_dispatches() -> None:
+    # The engine's own count is the ground truth a gateway without responses still has: when it
+    # runs fewer than Sluice counts, the oldest detached dispatches it saw are over, each a
+    # sample of how long it took (it ended between the last two scrapes).
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    tickets = [registry.dispatch("pod-1", 100 + i) for i in range(3)]
+    for i, ticket in enumerate(tickets):
+        registry.detach(ticket, dispatched_at=0.1 * i, ends_at=9.0, output_tokens=64)
+    attached = registry.dispatch("pod-1", 50)  # the response will be seen: never ended so
+    _scrape(registry, "pod-1", 1.0, running=4)
+    state = registry.get("pod-1")
+    assert state is not None
+    assert state.in_flight_requests == 4 and not registry.detached_ends
+    late = registry.dispatch("pod-1", 70)  # unseen by the next scrape's answer below
+    mark = registry.begin_scrape("pod-1")
+    assert mark is not None
+    registry.dispatch("pod-1", 80)  # dispatched after that scrape began: not in its count
+    registry.detach(late, dispatched_at=1.05, ends_at=9.0)
+    registry.record_scrape(mark, EngineMetrics(updated_at=1.1, running=3))
+    # Seen: 3 detached + the attached one + `late` = 5; the engine runs 3: the two oldest ended.
+    assert [e.dispatch.tokens for e in registry.detached_ends] == [100, 101]
+    assert [(e.after, e.by) for e in registry.detached_ends] == [(1.0, 1.1), (1.0, 1.1)]
+    assert state.in_flight_requests == 4 and registry.detached_ended["engine"] == 2
+    registry.complete(attached)
+    registry.settle_detached(9.0)
+    assert state.in_flight_requests == 1  # the one dispatched after the scrape began
+
+
+def test_an_estimate_ended_detached_dispatch_still_counts_for_the_engine_until_shown_gone() -> None:
+    # Its estimate passed while the engine still ran it: uncounted, but still expected in the
+    # engine's count, so a later scrape showing one fewer ends it (a sample), not another one.
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    early = registry.dispatch("pod-1", 100)
+    registry.detach(early, dispatched_at=0.0, ends_at=1.0, output_tokens=10)
+    later = registry.dispatch("pod-1", 200)
+    registry.detach(later, dispatched_at=0.5, ends_at=9.0, output_tokens=10)
+    _scrape(registry, "pod-1", 0.6, running=2)
+    registry.settle_detached(1.0)
+    state = registry.get("pod-1")
+    assert state is not None and state.in_flight_tokens == 200
+    _scrape(registry, "pod-1", 1.2, running=2)  # both still running: nothing ends
+    assert state.in_flight_tokens == 200 and not registry.detached_ends
+    _scrape(registry, "pod-1", 1.4, running=1)
+    assert [e.dispatch.tokens for e in registry.detached_ends] == [100]
+    assert state.in_flight_tokens == 200 and registry.detached_ended["engine"] == 0
+    registry.settle_detached(100.0)  # and nothing is kept past its hold
+    assert state.in_flight_requests == 0 and not state._detached
 
 
 def test_the_counter_leaves_a_streamed_dispatch_to_its_first_byte() -> None:
@@ -214,6 +271,7 @@ def test_the_counter_leaves_a_streamed_dispatch_to_its_first_byte() -> None:
     assert registry.first_byte(light)
     _scrape(registry, "pod-1", 1.05, first_tokens=1)  # the light one's first token
     assert _pending(registry) == 1 and registry.prefills_ended["engine"] == 0
-    registry.detach(heavy)  # no byte will come now: the engine's word is all there is
+    # No byte will come now: the engine's word is all there is.
+    registry.detach(heavy, dispatched_at=1.0, ends_at=9.0)
     _scrape(registry, "pod-1", 1.10, first_tokens=2)
     assert _pending(registry) == 0 and registry.prefills_ended["engine"] == 1

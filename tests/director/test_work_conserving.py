@@ -6,9 +6,13 @@ engine takes prefills for a while (up to twice what Sluice estimated, so the est
 early and sometimes late) and then decodes. Hypothesis interleaves arrivals from several tenants
 and bands, streamed or not, behind a gateway that does or does not show responses; scrapes with
 the engine's own first-token counter or without one; first bytes; completions; and time passing in
-ticks. After every step: an endpoint with fresh metrics under upstream's thresholds and under its
-in-flight cap, whose real prefills are all over, has been so for at most one tick plus the longest
-estimate it was holding — or nothing that could go there waits.
+ticks; a gateway that shows no response detaching requests, whose ends Sluice then learns only from
+the engine's count of what it runs or from its estimate. After every step: an endpoint with fresh
+metrics under upstream's thresholds and under its in-flight cap (counting what the engine really
+runs), whose real prefills are all over, has been so for at most one tick plus the longest estimate
+it was holding (plus one scrape interval when a detached request was still counted there) — or
+nothing that could go there waits; and after a scrape, Sluice counts no more of what the engine
+saw than the engine runs and queues.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sluice.requests.errors import SluiceError
 from sluice.sources.state import PoolKey, PoolState
 
 TICK = 0.01  # the shell pumps at least this often while anything waits
+SCRAPE = 0.05  # the scraper's interval
 CAP = 3  # maxInFlightPerEndpoint
 CONFIG = f"""
 saturationDetector:
@@ -78,6 +83,8 @@ class Pool:
         self.estimates: dict[int, float] = {}  # by id(request): Sluice's estimate at dispatch
         self.rng = random.Random(7)
         self.streamed: dict[int, bool] = {}
+        self.detached: list[DispatchedRequest] = []  # still running on their engines
+        self.ended_detached: dict[str, float] = {}  # when a detached request last ended there
         for name in ENDPOINTS:
             self.scrape(name, True)
 
@@ -129,15 +136,39 @@ class Pool:
         )
         mark = self.core.registry.begin_scrape(name)
         assert mark is not None
+        running = self.running(name)
         self.core.registry.record_scrape(
             mark,
             EngineMetrics(
                 waiting=waiting,
+                running=running,
                 updated_at=now,
                 first_tokens=float(engine.first_tokens) if counter else None,
             ),
         )
         self.waiting[name] = waiting
+        state = self.core.registry.get(name)
+        assert state is not None
+        # (`waiting` stands for requests Sluice did not send: they may keep one counted.)
+        assert state.in_flight_requests - state.unseen_requests <= running + waiting, (
+            f"{name}: Sluice counts {state.in_flight_requests} in flight "
+            f"({state.unseen_requests} unseen) where the engine runs {running} (+{waiting})"
+        )
+        self.core.pump(self.clock.now)
+
+    def running(self, name: str) -> int:
+        """What the engine runs: every request placed there it has not finished."""
+        live = [p for p in self.placed if not p.finished] + self.detached
+        return sum(1 for p in live if p.endpoint.name == name)
+
+    def detach(self, index: int) -> None:
+        """The gateway routed a request and will show Sluice nothing more of it."""
+        live = [p for p in self.placed if not p.finished]
+        if not live or self.sees_response:
+            return
+        placed = live[index % len(live)]
+        placed.detach(self.clock.now)
+        self.detached.append(placed)
         self.core.pump(self.clock.now)
 
     def first_bytes(self) -> None:
@@ -151,7 +182,7 @@ class Pool:
         self.core.pump(self.clock.now)
 
     def complete(self, index: int) -> None:
-        live = [p for p in self.placed if not p.finished]
+        live = [p for p in self.placed if not p.finished] + self.detached
         if not live:
             return
         placed = live[index % len(live)]
@@ -160,6 +191,10 @@ class Pool:
         if started > self.clock.now:
             return  # an engine does not finish a request before its first token
         engine.first_token_at.pop(id(placed.request))
+        if placed in self.detached:  # Sluice hears nothing: the next scrape shows it
+            self.detached.remove(placed)
+            self.ended_detached[placed.endpoint.name] = self.clock.now
+            return
         if self.sees_response and not self.streamed[id(placed.request)]:
             placed.first_byte(self.clock.now, streamed=False)
         placed.finish(Outcome.COMPLETED, self.clock.now)
@@ -174,7 +209,7 @@ class Pool:
                 if self.core.registry.get(name) is not None:
                     state = self.core.registry.get(name)
                     assert state is not None
-                    if self.clock.now - state.metrics.updated_at > 0.05:
+                    if self.clock.now - state.metrics.updated_at > SCRAPE:
                         self.scrape(name, False, self.waiting[name])
             self.core.pump(self.clock.now)
             self.check()
@@ -191,20 +226,26 @@ class Pool:
             could_serve = (
                 state.is_fresh(now, room.metrics_staleness_s)
                 and state.metrics.waiting <= room.queue_depth
-                and state.in_flight_requests < CAP
+                and self.running(state.name) < CAP
             )
             idle_since = engine.busy_until()
+            ended = self.ended_detached.get(state.name, float("-inf"))
+            if state.in_flight_requests >= CAP:  # a detached request over: the next scrape says so
+                idle_since = max(idle_since, ended)
+                held_for_scrape = SCRAPE + TICK
+            else:
+                held_for_scrape = 0.0
             if not could_serve or idle_since > now:
                 continue
             held = max(
                 (
                     self.estimates[id(p.request)]
-                    for p in self.placed
-                    if not p.finished and p.endpoint.name == state.name
+                    for p in [*self.placed, *self.detached]
+                    if (not p.finished or p in self.detached) and p.endpoint.name == state.name
                 ),
                 default=0.0,
             )
-            assert now - idle_since <= TICK + held + 1e-9, (
+            assert now - idle_since <= TICK + held + held_for_scrape + 1e-9, (
                 f"{state.name} idle since {idle_since:.3f} at {now:.3f} while "
                 f"{self.core.flow.queued_requests} wait (holding estimates up to {held:.3f} s)"
             )
@@ -221,6 +262,7 @@ event = st.one_of(
     st.tuples(st.just("scrape"), st.sampled_from(ENDPOINTS), st.booleans(), st.integers(0, 8)),
     st.tuples(st.just("first_bytes")),
     st.tuples(st.just("complete"), st.integers(0, 50)),
+    st.tuples(st.just("detach"), st.integers(0, 50)),
     st.tuples(st.just("advance"), st.floats(0.0, 0.3)),
 )
 

@@ -181,6 +181,7 @@ async def test_a_rolling_restart_behind_envoy_drops_no_request(
     envoy: Envoy | None = None
     exits: list[int] = []
     completed_after: list[int] = []
+    drained_in: list[float] = []
     try:
         await asyncio.gather(first.start(), second.start())
         envoy = Envoy(
@@ -205,8 +206,9 @@ async def test_a_rolling_restart_behind_envoy_drops_no_request(
             clients = [asyncio.create_task(client(session)) for _ in range(10)]
             await asyncio.sleep(1.5)
             for old, replacement in zip((first, second), replacements, strict=True):
-                old.terminate()
+                sent_at = old.terminate()
                 exits.append(await old.wait_exit(15))
+                drained_in.append(time.monotonic() - sent_at)
                 await replacement.start()
                 before = tally(outcomes)["complete"]
                 await asyncio.sleep(1.5)  # health checks admit the replacement; load goes on
@@ -221,11 +223,18 @@ async def test_a_rolling_restart_behind_envoy_drops_no_request(
 
     counts = tally(outcomes)
     assert counts["cut"] == 0, ([o for o in outcomes if o.kind == "cut"], counts)
+    # Every request got one complete response or a retryable status before any byte of a
+    # body: Envoy's listener never went away, so no connection was refused either.
+    assert set(counts) <= {"complete", "retryable"}, counts
+    for outcome in outcomes:
+        if outcome.kind == "retryable":
+            assert outcome.status in (429, 503), outcome  # a status line: no body byte yet
     for old in (first, second):
         log = old.log()
         assert int(log_field(log, "msg=draining", "in_flight")) >= 1  # it had work to finish
         assert log_field(log, "msg=drained", "cut_in_flight") == "0"
     assert exits == [0, 0]
+    assert all(took < 6 + 3 for took in drained_in), drained_in  # within --drain-timeout
     assert all(n > 0 for n in completed_after), completed_after
     # With the health check, the retry policy and its budget above, Envoy moves refused streams
     # to the other replica: nearly every request completes (every one, in the runs measured).

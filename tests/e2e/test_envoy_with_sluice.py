@@ -43,9 +43,13 @@ spec: {priority: 10, poolRef: {name: pool}}
 
 
 class Stack:
-    def __init__(self, tmp: Path, mode: BodyMode) -> None:
+    def __init__(
+        self, tmp: Path, mode: BodyMode, config: str = CONFIG, args: tuple[str, ...] = ()
+    ) -> None:
         self.tmp = tmp
         self.mode = mode
+        self.config = config
+        self.args = args  # more `sluice serve` flags
         self.engine_ports: list[int] = []
         self.gateway = GatewayPorts()
         self.engines: subprocess.Popen[bytes] | None = None
@@ -71,7 +75,7 @@ class Stack:
                 if attempt == 2:
                     raise
         write_pool(self.tmp, self.engine_ports, OBJECTIVE)
-        (self.tmp / "config.yaml").write_text(CONFIG)
+        (self.tmp / "config.yaml").write_text(self.config)
         options = parse_serve_options(
             [
                 "--pool-name=pool",
@@ -82,6 +86,7 @@ class Stack:
                 f"--metrics-port={free_port()}",
                 "--grpc-host=127.0.0.1",
                 "--secure-serving=false",
+                *self.args,
             ]
         )
         self.app = App(options)

@@ -212,3 +212,40 @@ async def test_the_vllm_profile_on_llamacpp_pages_gives_no_room_and_says_why(
     fields = said[0].fields  # type: ignore[attr-defined]
     assert "llamacpp:requests_deferred" in fields["found"]
     assert "vllm:num_requests_waiting" in fields["missing"]
+
+
+async def test_each_engine_gets_at_most_its_slots_and_the_rest_wait_in_sluice(
+    llama_servers: LlamaServers, tmp_path: Path
+) -> None:
+    """llama.cpp runs `--parallel` requests and queues the rest in arrival order, out of
+    priority's reach. Sluice reads each engine's `total_slots` from `/props` and keeps the
+    queue: eight requests over 2 x 2 slots never put a third in flight on an engine, and
+    llama.cpp never defers one."""
+    async with sluice_proxy(llama_servers, tmp_path) as (app, url), aiohttp.ClientSession() as s:
+        states = app.registry.snapshot()
+        await _until(lambda: all(st.slots is not None for st in states))
+        assert [st.slots for st in states] == [2, 2]
+        peak = {st.endpoint.port: 0 for st in states}
+        deferred: list[float] = []
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not done.is_set():
+                for st in states:
+                    peak[st.endpoint.port] = max(peak[st.endpoint.port], st.in_flight_requests)
+                for server in llama_servers:
+                    counters = await asyncio.to_thread(server.counters)
+                    deferred.append(counters.get("llamacpp:requests_deferred", 0.0))
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        body = {"max_tokens": 48, "ignore_eos": True}
+        answers = await asyncio.gather(
+            *(ask(s, url, streamed(completion(f"Count {i}:", **body))) for i in range(8))
+        )
+        done.set()
+        await watcher
+    assert [a.status for a in answers] == [200] * 8, [a.raw for a in answers]
+    assert sum(dispatched(app).values()) == 8
+    assert max(peak.values()) == 2, peak  # both slots used, never a third
+    assert deferred and max(deferred) == 0, "llama.cpp never queued one"

@@ -17,7 +17,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from sluice.bench.harness.envoy import Envoy, GatewayPorts, envoy_binary, render_config
+from sluice.bench.harness.envoy import (
+    Envoy,
+    GatewayPorts,
+    envoy_binary,
+    render_config,
+    response_processing_off,
+)
 from sluice.bench.harness.model_server import FakeModelServer
 from sluice.bench.harness.pipeline_double import DoublePipeline
 from sluice.datalayer.endpoint import Endpoint
@@ -128,6 +134,35 @@ async def test_requests_reach_the_endpoint_sluice_chose(gateway, path, body):
     assert [f.outcome for f in admission.finishes] == [Outcome.COMPLETED]
     assert admission.finishes[0].usage.completion_tokens == 3
     assert admission.finishes[0].usage.cached_tokens == 4
+
+
+@pytest.mark.parametrize("transport", ["h2", "grpc"])
+async def test_envoy_with_response_processing_off_detaches_each_routed_request(
+    model_servers, transport
+):
+    # Envoy ends the ext_proc stream once the request is routed (it resets it); the request
+    # must be detached — Sluice will see no end — not taken as the client leaving.
+    endpoints = [Endpoint(s.name, "127.0.0.1", s.port) for s in model_servers]
+    pipeline = DoublePipeline(endpoints)
+    ports = GatewayPorts()
+    options = ServerOptions(grpc_port=ports.epp, host="127.0.0.1", transport=transport)
+    sluice = ExtProcServer(pipeline, options)
+    await sluice.start()
+    config = response_processing_off(render_config(ports, [s.port for s in model_servers]))
+    envoy = Envoy(config, ports.admin)
+    await envoy.start()
+    try:
+        for _ in range(3):
+            status, _, payload = await post(
+                f"http://127.0.0.1:{ports.listener}/v1/completions", COMPLETION
+            )
+            assert status == 200, payload
+        for _ in range(3):
+            await asyncio.wait_for(pipeline.finished.get(), 5)
+        assert [(a.detached, a.finishes) for a in pipeline.admissions] == [(1, [])] * 3
+    finally:
+        await envoy.stop()
+        await sluice.stop(None)
 
 
 async def test_a_client_cannot_choose_its_own_endpoint(gateway):

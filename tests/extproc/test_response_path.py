@@ -149,6 +149,21 @@ async def test_a_gateway_that_shows_no_response_detaches_the_request_when_the_st
     assert (admission.detached, admission.finishes) == (1, [])
 
 
+async def test_a_gateway_that_shows_no_response_and_resets_the_stream_detaches_the_request(
+    stub, pipeline
+):
+    # Real Envoy with response processing off resets the stream once the request is routed:
+    # that is not the client leaving (it was taken as one: the request left Sluice's
+    # accounting the moment it was routed, prefill and all, and the engine's first-token
+    # counter was shifted as if it never got a token).
+    call = stub.Process()
+    await send_request(call, CHAT, response_mode=BodyMode.NONE)
+    await read(call, 2)
+    call.cancel()
+    admission = await finished(pipeline)
+    assert (admission.detached, admission.finishes) == (1, [])
+
+
 async def test_served_fallback_reported_by_the_gateway_retargets_the_admission(stub, pipeline):
     pipeline.fallbacks = 1
     call = await routed_call(stub)

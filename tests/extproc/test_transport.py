@@ -151,3 +151,16 @@ def test_endpoint_scores_ride_in_the_envoy_lb_metadata_beside_the_destination():
     assert wire.route_request_headers({}, [], "10.0.0.1:8000") == protobuf_route(
         {}, [], "10.0.0.1:8000", None, on_body=False
     )
+
+
+@pytest.mark.parametrize("set_headers", [{}, {"x-session-token": "ZGVmYXVsdC9wLXJhbmstMA=="}])
+def test_the_hand_encoded_response_headers_answer_is_the_protobuf_bytes(set_headers):
+    """The plugins' response headers (the session token) ride on the response-headers answer."""
+    expected = pb.ProcessingResponse(
+        response_headers=pb.HeadersResponse(
+            response=pb.CommonResponse(header_mutation=wire.header_mutation(set_headers))
+        )
+        if set_headers
+        else pb.HeadersResponse()
+    ).SerializeToString()
+    assert wire.continue_response_headers(set_headers) == expected

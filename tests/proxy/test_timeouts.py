@@ -54,6 +54,36 @@ async def test_a_connection_that_trickles_its_head_is_closed(start_engines, star
     writer.close()
 
 
+async def test_two_thousand_slow_header_connections_are_all_closed_at_the_timeout(
+    start_engines, start_proxy
+):
+    """The reproduction's scale: 2,000 connections that each sent part of a head (they were
+    held 80 s and more)."""
+    (engine,) = await start_engines(1)
+    proxy = await start_proxy(make_pipeline([engine.endpoint]), options=QUICK)
+    start = time.monotonic()
+    connections = [await asyncio.open_connection("127.0.0.1", proxy.port) for _ in range(2000)]
+    opened = time.monotonic() - start
+    for _, writer in connections:
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+
+    async def closed(reader: asyncio.StreamReader) -> bytes:
+        try:
+            data, _ = await closed_after(reader, opened + 0.5 + 5)
+        except ConnectionResetError:  # a reset closes it too (a loaded machine, a full backlog)
+            return b""
+        return data
+
+    try:
+        answers = await asyncio.gather(*(closed(reader) for reader, _ in connections))
+    finally:
+        for _, writer in connections:
+            writer.close()
+    assert all(data == b"" for data in answers)  # closed, never answered
+    assert time.monotonic() - start < opened + 0.5 + 3, time.monotonic() - start
+    assert engine.received == []
+
+
 async def test_an_idle_connection_that_never_sends_is_closed(start_engines, start_proxy):
     (engine,) = await start_engines(1)
     proxy = await start_proxy(make_pipeline([engine.endpoint]), options=QUICK)

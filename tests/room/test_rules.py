@@ -12,6 +12,7 @@ from sluice.room import (
     has_room_for_background,
     is_saturated,
 )
+from sluice.room.rules import IN_FLIGHT_CAP, hold_rule
 
 
 def _endpoint(i: int) -> Endpoint:
@@ -94,3 +95,60 @@ def test_no_headroom_is_the_lower_band_rule() -> None:
     registry.dispatch("pod-0", 4200, prefill_tokens=4000)
     none = RoomSettings(max_pending_prefill_tokens=1, background_headroom_endpoints=0)
     assert has_room_for_background(registry.snapshot(), 10.0, none)
+
+
+def test_an_engine_that_reports_slots_gets_no_more_and_a_lower_band_one_fewer() -> None:
+    # llama.cpp runs `total_slots` requests and queues the rest in arrival order, where no
+    # priority applies: beyond its slots the queue belongs in Sluice
+    registry = _pool(2)
+    registry.set_slots("pod-0", 2)
+    registry.dispatch("pod-0", 100)
+    pod0, pod1 = registry.snapshot()
+    assert has_room(pod0, 10.0) and has_room(pod0, 10.0, lower_band=True) is False
+    registry.dispatch("pod-0", 100)
+    assert not has_room(pod0, 10.0)  # both slots taken
+    assert hold_rule(pod0, 10.0) == IN_FLIGHT_CAP
+    for _ in range(3):
+        registry.dispatch("pod-1", 100)
+    assert has_room(pod1, 10.0, lower_band=True)  # reports no slots: no slot cap
+    # a one-slot engine keeps no reserve (it would idle the engine for every lower band)
+    one = _pool(1)
+    one.set_slots("pod-0", 1)
+    (only,) = one.snapshot()
+    assert has_room(only, 10.0, lower_band=True)
+    one.dispatch("pod-0", 100)
+    assert not has_room(only, 10.0)
+    # the slot cap can be turned off; a tighter configured cap still wins over the slots
+    assert has_room(only, 10.0, RoomSettings(cap_to_engine_slots=False))
+    four = _pool(1)
+    four.set_slots("pod-0", 4)
+    (wide,) = four.snapshot()
+    four.dispatch("pod-0", 100)
+    four.dispatch("pod-0", 100)
+    assert has_room(wide, 10.0) and not has_room(wide, 10.0, RoomSettings(max_in_flight_requests=2))
+
+
+def test_a_dispatch_held_for_its_prefix_takes_no_slot_until_it_goes() -> None:
+    # it waits in Sluice for the request ahead of it to end, then takes that request's slot
+    registry = _pool(1)
+    registry.set_slots("pod-0", 2)
+    (state,) = registry.snapshot()
+    registry.dispatch("pod-0", 100)  # computing the prefix
+    behind = [registry.dispatch("pod-0", 100) for _ in range(3)]
+    for ticket in behind:
+        registry.hold(ticket)
+    assert state.held_requests == 3 and has_room(state, 10.0)
+    registry.unhold(behind[0])
+    assert not has_room(state, 10.0)  # two at the engine now
+    registry.complete(behind[1], got_first_token=False)  # its client left while held
+    assert state.held_requests == 1 and state.in_flight_requests == 3
+
+
+def test_the_slots_are_the_pools_the_other_replicas_dispatches_count() -> None:
+    registry = _pool(1)
+    registry.set_slots("pod-0", 2)
+    (state,) = registry.snapshot()
+    registry.dispatch("pod-0", 100)
+    assert has_room(state, 10.0)
+    state.peer_in_flight = 1  # another replica's request runs there (as of the last sync)
+    assert not has_room(state, 10.0)

@@ -252,3 +252,67 @@ def test_the_predicted_hit_is_what_the_engine_will_report_as_cached_tokens() -> 
     scorer.on_compare = lambda *row: compared.append(row)
     scorer.on_dispatch(None, req, target)
     assert compared == [(len(token_ids(req)), 0, predicted)]
+
+
+def offloaded(events: list, medium: str) -> list:
+    """What vLLM's offloading connector reports for the same blocks in another tier: a map-layout
+    BlockStored without token ids or parent, then their BlockRemoved, under the same hashes."""
+    import msgspec
+
+    hashes = [h for e in events if isinstance(e, BlockStored) for h in e.block_hashes]
+    payload = msgspec.msgpack.encode(
+        [
+            0.0,
+            [
+                {
+                    "type": "BlockStored",
+                    "block_hashes": hashes,
+                    "parent_block_hash": None,
+                    "token_ids": [],
+                    "block_size": 16,
+                    "lora_id": None,
+                    "medium": medium,
+                    "lora_name": None,
+                },
+                {"type": "BlockRemoved", "block_hashes": hashes, "medium": medium},
+            ],
+            0,
+        ]
+    )
+    return list(decode_batch(payload).events)
+
+
+@pytest.mark.parametrize("seed", [SEED, None], ids=["engine-keys", "own-keys"])
+def test_another_tiers_events_neither_store_nor_drop_the_gpu_blocks(seed: str | None) -> None:
+    index = PreciseIndex(BlockKeys(16, hash_seed=seed))
+    gpu = engine_events(PROMPT, seed=seed)
+    index.apply("a", gpu)
+    keys = keys_of(index, PROMPT)
+    held = index.held("a")
+    assert index.match(keys) == {index.slot("a"): len(keys)} and held
+    cpu = offloaded(gpu, "CPU")
+    assert [e.medium for e in cpu] == ["CPU", "CPU"]
+    index.apply("a", cpu)  # offloaded to CPU and dropped there: the GPU copy stays
+    assert index.held("a") == held and index.match(keys) == {index.slot("a"): len(keys)}
+    assert "a" not in index.unusable and index.other_tiers == 2
+    # A GPU removal (medium "GPU", or none as before vLLM had tiers) does drop them.
+    for event in gpu:
+        if isinstance(event, BlockStored):
+            index.apply("a", [BlockRemoved(event.block_hashes, None)])
+    assert index.held("a") == set() and index.match(keys) == {}
+
+
+def test_other_tiers_events_are_counted_in_the_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sluice.scheduling.precise_metrics import PrecisePrefixMetrics
+
+    scorer = precise_scorer()
+    registry = CollectorRegistry()
+    PrecisePrefixMetrics(registry, scorer)
+    live(scorer, "pod-1")
+    gpu = engine_events(PROMPT)
+    scorer.precise.apply("pod-1", [*gpu, *offloaded(gpu, "CPU")])
+    exposition = generate_latest(registry).decode()
+    assert "sluice_precise_prefix_index_other_tier_events_total 2.0" in exposition
+    assert f"sluice_precise_prefix_index_blocks {len(scorer.precise)}.0" in exposition

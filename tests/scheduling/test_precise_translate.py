@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sluice.scheduling.precise_translate import EngineKeyMap
 
-# Hashes that share a home cell in a small table (their low bits agree) — some at its last
+# Hashes that share a home cell in the smallest table (equal modulo its 64 cells) — some at its last
 # cells, so that their run wraps around to the first —, hashes that differ only above the 60
 # bits kept (the same block to the map), and plenty of others for growth.
 COLLIDING = [(k << 40) | low for k in range(10) for low in (5, 62, 126)]

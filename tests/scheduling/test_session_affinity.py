@@ -1,15 +1,18 @@
-"""`session-affinity-scorer`: Sluice's server-side session map, read under its own parameters
+"""`session-affinity-scorer`: upstream's default `encoded_endpoint_header` strategy (a bare entry:
+the endpoint's `namespace/name`, base64, in `x-session-token`, written on the response and sent
+back by the client), and the server-side session map, read under Sluice's own parameters
 (`headerName`, `maxSessions`) and under llm-d-router's `strategy: session_id` with
-`sessionIdConfig` (header sources in priority order, `evictionTtlSeconds`); upstream's
-`encoded_endpoint_header` strategy is refused naming the one Sluice has."""
+`sessionIdConfig` (header sources in priority order, `evictionTtlSeconds`)."""
 
 from __future__ import annotations
+
+import base64
 
 import pytest
 
 from sluice.config import ConfigError, load_config
 from sluice.datalayer.endpoint import EngineMetrics
-from sluice.scheduling.affinity import SessionAffinityScorer
+from sluice.scheduling.affinity import SessionAffinityScorer, SessionTokenScorer
 from sluice.scheduling.framework import CycleState
 
 from .helpers import NOW, pool, request, scheduler
@@ -34,8 +37,53 @@ def session_scorer(yaml_text: str) -> SessionAffinityScorer:
     return scorer
 
 
+def token_scorer(yaml_text: str) -> SessionTokenScorer:
+    [profile] = scheduler(yaml_text).profiles.values()
+    [scorer] = [s for s, _ in profile.scorers if isinstance(s, SessionTokenScorer)]
+    return scorer
+
+
+def test_a_bare_entry_is_upstreams_encoded_token_written_back_and_followed() -> None:
+    scorer = token_scorer("plugins:\n- type: session-affinity-scorer\n")
+    assert scorer.header == "x-session-token"
+    states = pool(EngineMetrics(), EngineMetrics()).snapshot()
+    first = request("hi")
+    assert scorer.score(CycleState(first, NOW), states) == [0.0, 0.0]  # no token: no preference
+    served = states[1].endpoint
+    scorer.on_dispatch(None, first, served)
+    token = first.response_headers["x-session-token"]
+    assert base64.b64decode(token).decode() == f"{served.namespace}/{served.name}"  # upstream's
+    again = request("more", headers={"x-session-token": token})
+    assert scorer.score(CycleState(again, NOW), states) == [0.0, 1.0]
+    for bad in ("not base64!", base64.b64encode(b"other/pod-rank-0").decode()):
+        stranger = request("hi", headers={"x-session-token": bad})
+        assert scorer.score(CycleState(stranger, NOW), states) == [0.0, 0.0]
+
+
+def test_the_token_header_is_configurable_and_normalized_as_upstream() -> None:
+    scorer = token_scorer(
+        "plugins:\n- type: session-affinity-scorer\n  parameters:\n"
+        "    encodedEndpointHeaderConfig: {header: ' X-My-Token '}\n"
+    )
+    assert scorer.header == "x-my-token"
+    states = pool(EngineMetrics(), EngineMetrics()).snapshot()
+    first = request("hi")
+    scorer.on_dispatch(None, first, states[0].endpoint)
+    assert set(first.response_headers) == {"x-my-token"}
+    again = request("more", headers={"x-my-token": first.response_headers["x-my-token"]})
+    assert scorer.score(CycleState(again, NOW), states) == [1.0, 0.0]
+
+
+def test_sluices_own_parameters_or_strategy_session_id_mean_the_server_side_map() -> None:
+    for params in ("{headerName: x-session-id}", "{maxSessions: 10}", "{strategy: session_id}"):
+        text = f"plugins:\n- type: session-affinity-scorer\n  parameters: {params}\n"
+        assert isinstance(session_scorer(text), SessionAffinityScorer)
+
+
 def test_a_session_goes_back_to_the_endpoint_that_served_it() -> None:
-    scorer = session_scorer("plugins:\n- type: session-affinity-scorer\n")
+    scorer = session_scorer(
+        "plugins:\n- type: session-affinity-scorer\n  parameters: {headerName: x-session-id}\n"
+    )
     states = pool(EngineMetrics(), EngineMetrics()).snapshot()
     first = request("hi", headers={"x-session-id": "s1"})
     assert scorer.score(CycleState(first, NOW), states) == [0.0, 0.0]  # unbound: no preference
@@ -81,14 +129,9 @@ def test_at_most_max_sessions_are_remembered_least_recently_used_first_out() -> 
     ("parameters", "message"),
     [
         (
-            "{strategy: encoded_endpoint_header}",
-            "test.yaml:3: plugins[0].parameters.strategy: the encoded_endpoint_header strategy "
-            "(an endpoint token the client echoes) is not implemented; use strategy: session_id",
-        ),
-        (
-            "{encodedEndpointHeaderConfig: {header: x-session-token}}",  # upstream's default
-            "test.yaml:3: plugins[0].parameters.encodedEndpointHeaderConfig: the "
-            "encoded_endpoint_header strategy",
+            "{strategy: sticky}",
+            "test.yaml:3: plugins[0].parameters.strategy: must be encoded_endpoint_header or "
+            "session_id, got 'sticky'",
         ),
         (
             "{strategy: session_id, sessionIdConfig: {sources: [{attribute: agent-identity}]}}",

@@ -4,8 +4,10 @@ takes — field for field."""
 
 from __future__ import annotations
 
+import copy
 import random
 
+import pytest
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -15,8 +17,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from director_harness import make_director, report
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.requests.model import Outcome, Usage
+from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
 from sluice.tracing import otlp
-from sluice.tracing.export import RequestTracer, _encoded_sender, _parent
+from sluice.tracing.export import RequestTracer, _encoded_sender, _lighter_transport, _parent
 from sluice.tracing.spans import request_spans
 
 
@@ -44,7 +47,34 @@ async def finished_receipts():  # type: ignore[no-untyped-def]
         admission = await director.admit(request)
         admission.first_byte()
         admission.finish(Outcome.COMPLETED, Usage(prompt_tokens=3, completion_tokens=4))
-    return list(ring.newest_first())
+    receipts = list(ring.newest_first())
+    # and one the encoder's other branches see: rejected (an error status), a negative
+    # priority, client text that is not UTF-8
+    odd = copy.copy(receipts[-1])
+    odd.request_id, odd.priority, odd.fairness_id = "req-\udcff", -10, "t\u00e9nant"
+    odd.outcome, odd.reason, odd.traceparent = "rejected", "queue_full", None
+    # and a profile whose filters kept one endpoint of three (the default config has none)
+    assert odd.cycle is not None
+    [profile] = odd.cycle.profiles
+    kept = profile.input_candidates[:1]
+    filters = [
+        PluginStep("filter", "by-label", "by-label", 2e-6, profile.input_candidates[:2]),
+        PluginStep("filter", "least-queue", "least-queue", 3e-6, kept),
+    ]
+    odd.cycle = CycleRecord(
+        [
+            ProfileRecord(
+                profile.name,
+                [*filters, *profile.steps],
+                profile.input_candidates,
+                profile.totals,
+                profile.duration_s,
+            )
+        ],
+        odd.cycle.primary,
+        odd.cycle.duration_s,
+    )
+    return [*receipts, odd]
 
 
 def spans_of(message: ExportTraceServiceRequest) -> list[dict]:
@@ -52,7 +82,8 @@ def spans_of(message: ExportTraceServiceRequest) -> list[dict]:
     [scope_spans] = resource_spans.scope_spans
     spans = [MessageToDict(s) for s in scope_spans.spans]
     for span in spans:
-        span.pop("status", None)  # the SDK sends an empty status for UNSET; the same on the wire
+        if not span.get("status"):  # the SDK sends an empty status for UNSET: the same on the wire
+            span.pop("status", None)
     return spans
 
 
@@ -71,18 +102,23 @@ async def test_the_direct_encoding_is_the_sdks_encoding_of_the_same_spans() -> N
     sdk = ExportTraceServiceRequest.FromString(encode_spans(kept.spans).SerializeToString())
 
     ours: list[dict] = []
+    encoder = otlp.Encoder(tracer.resource.attributes, "sluice", tracer._offset_ns)
     for trace, seed in traces:
-        data, count = otlp.encode(
-            [trace], tracer.resource.attributes, "sluice", tracer._offset_ns, random.Random(seed)
-        )
+        data, count = encoder.encode([trace], random.Random(seed))
         message = ExportTraceServiceRequest.FromString(data)
-        assert count == trace.root.size() == len(message.resource_spans[0].scope_spans[0].spans)
+        assert count == len(trace.spans) == len(message.resource_spans[0].scope_spans[0].spans)
         ours += spans_of(message)
         assert MessageToDict(message.resource_spans[0].resource) == MessageToDict(
             sdk.resource_spans[0].resource
         )
     assert ours == spans_of(sdk)
-    assert {s["name"] for s in ours} >= {"gateway.request", "score_endpoints", "pick_endpoints"}
+    assert any(s.get("status", {}).get("code") == "STATUS_CODE_ERROR" for s in ours)
+    assert {s["name"] for s in ours} >= {
+        "gateway.request",
+        "filter_endpoints",
+        "score_endpoints",
+        "pick_endpoints",
+    }
 
 
 def test_the_sdks_otlp_exporter_sends_the_encoded_request_itself() -> None:
@@ -91,4 +127,26 @@ def test_the_sdks_otlp_exporter_sends_the_encoded_request_itself() -> None:
     exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")
     assert _encoded_sender(exporter) is not None
     assert _encoded_sender(Kept()) is None
+    exporter.shutdown()
+
+
+def test_the_lighter_transport_only_where_requests_would_read_nothing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """urllib3 (the SDK's other transport) replaces requests' session unless the session would
+    use a proxy (or netrc, or a custom session) for the endpoint; the CA bundle it would read
+    is kept."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    exporter = OTLPSpanExporter(endpoint="https://collector.example:4318/v1/traces")
+    assert _lighter_transport(exporter) == "urllib3"
+    pool = exporter._client._transport._pool  # type: ignore[attr-defined]
+    assert pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
+    exporter.shutdown()
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    exporter = OTLPSpanExporter(endpoint="https://collector.example:4318/v1/traces")
+    assert _lighter_transport(exporter) == "requests"
     exporter.shutdown()

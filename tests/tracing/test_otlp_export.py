@@ -5,6 +5,7 @@ parent/child structure the module documents; without it nothing is built or impo
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from certs import make_pair
 from director_harness import make_director, report
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.requests.model import Outcome, Usage
@@ -171,3 +173,55 @@ def test_without_an_endpoint_nothing_is_built_nor_imported() -> None:
     # (redis-py imports parts of the OpenTelemetry API for its own metrics; Sluice's tracer,
     # the SDK's tracing and the exporter stay out)
     assert out.stdout.strip() == "[]"
+
+
+async def test_over_tls_the_lighter_transport_verifies_against_the_configured_ca(
+    tmp_path, monkeypatch
+) -> None:
+    """With OTEL_EXPORTER_OTLP_CERTIFICATE the urllib3 transport that replaces requests'
+    session verifies the collector against that CA: spans arrive; against another CA none do."""
+    ca_pair, ca_cert, ca_key = make_pair("Test CA")
+    server_pair, _, _ = make_pair("127.0.0.1", issuer=(ca_cert, ca_key))
+    server_pair.write(tmp_path / "server")
+    ca_pair.write(tmp_path / "ca", cert="ca.crt", key="ca.key")
+    other_pair, _, _ = make_pair("Other CA")
+    other_pair.write(tmp_path / "other", cert="ca.crt", key="ca.key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server" / "tls.crt", tmp_path / "server" / "tls.key")
+    got = Receiver()
+    app = web.Application()
+    app.router.add_post("/v1/traces", got.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        arrived = []
+        for ca in ("ca", "other"):
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"https://127.0.0.1:{port}")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(tmp_path / ca / "ca.crt"))
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+            tracer = tracer_from_environment()
+            assert tracer is not None
+            assert type(tracer.exporter._client._transport).__name__ == "Urllib3HTTPTransport"  # type: ignore[attr-defined]
+            director = make_director(ports=(8000,))
+            director.core.receipts = ReceiptRecorder(
+                ReceiptRing(0, 0), on_finished=[tracer.on_receipt]
+            )
+            report(director)
+            before = len(got.spans)
+            request = director.parse(
+                {"x-request-id": f"req-{ca}"},
+                b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}',
+            )
+            admission = await director.admit(request)
+            admission.first_byte()
+            admission.finish(Outcome.COMPLETED, Usage(prompt_tokens=3, completion_tokens=4))
+            await asyncio.to_thread(tracer.force_flush)
+            await asyncio.to_thread(tracer.shutdown)
+            arrived.append(len(got.spans) - before)
+        assert arrived[0] >= 8
+        assert arrived[1] == 0
+    finally:
+        await runner.cleanup()

@@ -9,7 +9,7 @@ Both layouts are read: GIE v1.3's (`inference.networking.x-k8s.io/v1alpha1`, a t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ from sluice.config.plugin_types import (
     SLUICE_INSTEAD,
     USAGE_LIMIT_TYPES,
 )
-from sluice.config.room import build_room, detector_fields
+from sluice.config.room import build_room, detector_fields, usage_limit
 from sluice.flowcontrol.config import FlowControlConfig
-from sluice.room import RoomSettings
+from sluice.room import RoomSettings, UsageLimit
 from sluice.scheduling import registry as plugin_registry
 from sluice.scheduling.config import EndpointPickerConfig, PluginSpec, ProfilePluginRef, ProfileSpec
 from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML
@@ -171,25 +171,54 @@ def _check_non_scheduling(type_name: str, parameters: Mapping[str, Any], where: 
     if type_name in DETECTOR_TYPES:
         detector_fields(type_name, parameters, where)
         return
-    if type_name == "static-usage-limit-policy":
-        threshold = parameters.get("threshold", 1.0)
-        extra = sorted(set(parameters) - {"threshold"})
-        if extra or threshold != 1.0:
-            raise ConfigError(
-                f"{where}.{extra[0] if extra else 'threshold'}",
-                "Sluice's ceiling is the room rule itself (threshold 1.0); for a lower ceiling "
-                "lower saturationDetector.kvCacheUtilThreshold or queueDepthThreshold",
-            )
+    if type_name in USAGE_LIMIT_TYPES:
+        usage_limit(type_name, parameters, where)
         return
     if parameters:
         first = next(iter(parameters))
-        fix = (
-            "Sluice holds lower bands back with saturationDetector."
-            "maxInFlightPerEndpointBelowTopPriority; remove the parameters"
-            if type_name == "priority-holdback-policy"
-            else "this plugin takes no parameters in Sluice; remove them"
+        raise ConfigError(
+            f"{where}.{first}",
+            f"unknown parameter {first!r}; this plugin takes no parameters in Sluice; remove them",
         )
-        raise ConfigError(f"{where}.{first}", f"unknown parameter {first!r}; {fix}")
+
+
+_DEFAULT_USAGE_LIMIT = "static-usage-limit-policy"  # upstream's DefaultUsageLimitPolicyRef
+
+
+def _usage_limit(
+    model: EndpointPickerConfigFile,
+    doc_plugins: Mapping[str, PluginEntry],
+    detector: SaturationDetector | None,
+    bands: tuple[int, ...],
+) -> UsageLimit | None:
+    """The usage-limit policy in force, or None when it holds nothing back. As upstream
+    (config/loader/flowcontrol.go), `flowControl.usageLimitPolicyPluginRef` names it, by
+    default the plugin named `static-usage-limit-policy`; none declared: a threshold of 1.0."""
+    fc = model.flow_control
+    ref = fc.usage_limit_policy_plugin_ref if fc is not None else None
+    ref = ref or _DEFAULT_USAGE_LIMIT
+    where = "flowControl.usageLimitPolicyPluginRef"
+    entry = doc_plugins.get(ref)
+    if entry is None and ref == _DEFAULT_USAGE_LIMIT:
+        return None
+    if entry is not None:
+        where = f"plugins[{list(doc_plugins).index(ref)}].parameters"
+    limit = usage_limit(
+        entry.type if entry else ref, (entry.parameters or {}) if entry else {}, where
+    )
+    if limit.min_ceiling >= 1.0:
+        return None
+    ref = detector.plugin_ref if detector is not None else None
+    if ref is not None and (doc_plugins[ref].type if ref in doc_plugins else ref) != (
+        "utilization-detector"
+    ):
+        raise ConfigError(
+            "flowControl.usageLimitPolicyPluginRef",
+            "a ceiling below 1.0 gates on upstream's utilization-detector saturation (queue depth "
+            "and KV cache); Sluice does not compute the concurrency-detector's, use the "
+            "utilization-detector",
+        )
+    return replace(limit, configured_bands=bands)
 
 
 def _profiles(
@@ -373,6 +402,8 @@ def _build(doc: _Document) -> SluiceConfig:
     detector, where = _detector(model, by_name)
     room = build_room(detector, where)
     flow = build_flow_control(model.flow_control, types, upstream_defaults=upstream)
+    limit = _usage_limit(model, by_name, detector, tuple(b.priority for b in flow.bands))
+    room = replace(room, usage_limit=limit)
     picker = EndpointPickerConfig(all_plugins, profiles, gates, model.data, doc.source)
     for spec in all_plugins:  # dry-build: parameter errors surface at load time
         plugin_registry.create(spec, plugin_registry.PluginContext())

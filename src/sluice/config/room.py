@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from sluice.api.problems import problems
-from sluice.api.scalars import Cap, Int, Name, NonNegative, Seconds, Strict, overlay
+from sluice.api.scalars import Cap, Int, Name, NonNegative, Number, Seconds, Strict, overlay
 from sluice.config.models import SaturationDetector
-from sluice.room import DEFAULT_ROOM, RoomSettings
+from sluice.room import DEFAULT_ROOM, RANK, STATIC, VALUE, RoomSettings, UsageLimit
 from sluice.util.located import ConfigError
+
+_M = TypeVar("_M", bound=Strict)
 
 DEFAULT_LOWER_PRIORITY_MAX_IN_FLIGHT = 64
 DEFAULT_MAX_PENDING_PREFILL_TOKENS = 1
@@ -43,10 +45,7 @@ def detector_fields(type_name: str, parameters: Mapping[str, Any], where: str) -
         if type_name == "utilization-detector"
         else ConcurrencyDetectorParams
     )
-    try:
-        params = model.model_validate(dict(parameters))
-    except ValidationError as exc:
-        raise problems(model, exc, where, noun="parameter")[0] from None
+    params = _params(model, parameters, where)
     if getattr(params, "headroom", None):
         raise ConfigError(
             f"{where}.headroom",
@@ -78,9 +77,65 @@ def detector_fields(type_name: str, parameters: Mapping[str, Any], where: str) -
     return {"maxInFlightPerEndpoint": params.max_concurrency}
 
 
+class StaticUsageLimitParams(Strict):
+    threshold: Number | None = None
+
+
+class PriorityHoldbackParams(Strict):
+    shape: Name | None = None
+    domain: Name | None = None
+    min_ceiling: Number | None = None
+    max_ceiling: Number | None = None
+
+
+def usage_limit(type_name: str, parameters: Mapping[str, Any], where: str) -> UsageLimit:
+    """A usage-limit plugin's parameters, defaulted and checked as upstream documents them
+    (llm-d-router v0.10 `flowcontrol/usagelimits`; docs/room.md, rule 7)."""
+    if type_name == "static-usage-limit-policy":
+        static = _params(StaticUsageLimitParams, parameters, where)
+        threshold = 1.0 if static.threshold is None else static.threshold
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"{where}.threshold", f"must be in (0.0, 1.0], got {threshold:g}")
+        return UsageLimit(STATIC, threshold, threshold)
+    holdback = _params(PriorityHoldbackParams, parameters, where)
+    if holdback.shape not in (None, "linear"):
+        raise ConfigError(
+            f"{where}.shape", f"unsupported shape {holdback.shape!r}, must be 'linear'"
+        )
+    domain = holdback.domain or RANK
+    if domain not in (RANK, VALUE):
+        raise ConfigError(
+            f"{where}.domain", f"unsupported domain {domain!r}, must be one of: 'rank', 'value'"
+        )
+    if holdback.min_ceiling is None:
+        raise ConfigError(
+            f"{where}.minCeiling", "minCeiling is required (priority-holdback-policy)"
+        )
+    low = holdback.min_ceiling
+    high = 1.0 if holdback.max_ceiling is None else holdback.max_ceiling
+    if not 0.0 <= low < 1.0:
+        raise ConfigError(f"{where}.minCeiling", f"must be in [0.0, 1.0), got {low:g}")
+    if not 0.0 < high <= 1.0:
+        raise ConfigError(f"{where}.maxCeiling", f"must be in (0.0, 1.0], got {high:g}")
+    if low >= high:
+        raise ConfigError(
+            f"{where}.minCeiling",
+            f"minCeiling ({low:g}) must be strictly less than maxCeiling ({high:g})",
+        )
+    return UsageLimit(domain, low, high)
+
+
+def _params(model: type[_M], parameters: Mapping[str, Any], where: str) -> _M:
+    try:
+        return model.model_validate(dict(parameters))
+    except ValidationError as exc:
+        raise problems(model, exc, where, noun="parameter")[0] from None
+
+
 # saturationDetector field -> RoomSettings field, copied when written.
 _ROOM_FIELDS = {
     "background_headroom_endpoints": "background_headroom_endpoints",
+    "cap_to_engine_slots": "cap_to_engine_slots",
     "prefill_tokens_per_second": "prefill_tokens_per_s",
     "prefill_overhead": "prefill_overhead_s",
     "max_prefill_hold": "max_prefill_hold_s",

@@ -143,3 +143,13 @@ class PoolMetricsCollector(Collector):
         for cause, count in self._registry.prefills_ended.items():
             ended.add_metric([cause], count)
         yield ended
+        detached = CounterMetricFamily(
+            "sluice_detached_ended",
+            "Detached requests (a gateway that shows Sluice no response) the room stopped "
+            "counting in flight, by what ended them: a scrape showing the engine running fewer "
+            "than Sluice counted, or their estimated end (docs/room.md).",
+            labels=["cause"],
+        )
+        for cause, count in self._registry.detached_ended.items():
+            detached.add_metric([cause], count)
+        yield detached

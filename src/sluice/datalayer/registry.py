@@ -50,6 +50,12 @@ class EndpointState:
     # in-flight cap (None: no lease, the whole cap), and the other replicas' dispatches still
     # in flight and prefilling there, as of the last sync.
     lease: int | None = None
+    # Requests the engine runs at once where it says so (llama.cpp's `total_slots`,
+    # `datalayer.engine_slots`); more wait in its own arrival-order queue. None: not reported.
+    slots: int | None = None
+    # Dispatches Sluice still holds back while their prefix is computed on this endpoint
+    # (director/prefix_wait.py): counted in flight, but not at the engine yet.
+    _held: set[int] = field(default_factory=set, repr=False)
     peer_in_flight: int = 0
     peer_pending_prefill_tokens: int = 0
     # dispatch sequence number -> estimated tokens, for dispatches the engine has not reported yet
@@ -66,6 +72,9 @@ class EndpointState:
     # dispatch order; None until a scrape showed the counter). See `record_scrape`.
     _first_token_offset: float | None = field(default=None, repr=False)
     _first_tokens_last: float = field(default=0.0, repr=False)
+    # dispatch sequence number -> its detached record, oldest detach first, until a scrape
+    # shows it gone (see `EndpointRegistry.detach`)
+    _detached: dict[int, DetachedDispatch] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -87,6 +96,11 @@ class EndpointState:
     def is_fresh(self, now: float, staleness_threshold_s: float) -> bool:
         return now - self.metrics.updated_at <= staleness_threshold_s
 
+    @property
+    def held_requests(self) -> int:
+        """In flight from Sluice but held back before the engine (a prefix being computed)."""
+        return len(self._held)
+
     def pending_prefills_above(self, priority: int) -> int:
         """Pending prefills of bands above `priority`."""
         return sum(n for p, (n, _) in self.pending_by_priority.items() if p > priority)
@@ -103,6 +117,29 @@ class DispatchTicket:
     endpoint_name: str
     tokens: int
     sequence: int
+
+
+@dataclass(slots=True)
+class DetachedDispatch:
+    """A dispatch whose end Sluice will not see (`EndpointRegistry.detach`): what its estimated
+    end was made of, so that the scrape that shows it gone is a sample of how long it took."""
+
+    tokens: int
+    dispatched_at: float
+    ends_at: float
+    prefill_s: float  # the part of `ends_at - dispatched_at` that was the prefill estimate
+    output_tokens: int
+    counted: bool = True  # still in the in-flight count (False: its estimate passed)
+
+
+@dataclass(frozen=True, slots=True)
+class DetachedEnd:
+    """A detached dispatch a scrape showed gone: it ended between `after` and `by`."""
+
+    endpoint_name: str
+    dispatch: DetachedDispatch
+    after: float
+    by: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +160,19 @@ class PrefillEnd:
     COMPLETED = "completed"  # the request ended first
 
 
+class DetachedEndCause:
+    """Why a detached dispatch left the in-flight count (the labels of `detached_ended`)."""
+
+    ENGINE = "engine"  # a scrape showed the engine running fewer than Sluice counted
+    ESTIMATE = "estimate"  # its estimated end passed first
+
+
+# An estimate-ended detached dispatch the scrapes never showed gone is forgotten once this many
+# times its estimated duration has passed (traffic that bypasses Sluice can keep the engine's
+# count above Sluice's for good).
+_UNCONFIRMED_FACTOR = 2.0
+
+
 class EndpointRegistry:
     """The pool's current endpoints and their state, keyed by endpoint name."""
 
@@ -137,6 +187,14 @@ class EndpointRegistry:
             (PrefillEnd.FIRST_BYTE, PrefillEnd.ENGINE, PrefillEnd.ESTIMATE, PrefillEnd.COMPLETED),
             0,
         )
+        # (estimated end, endpoint, dispatch sequence) of each detached dispatch still counted
+        self._detached_due: list[tuple[float, str, int]] = []
+        self.detached_ended: dict[str, int] = dict.fromkeys(
+            (DetachedEndCause.ENGINE, DetachedEndCause.ESTIMATE), 0
+        )
+        # Detached dispatches scrapes showed gone since the room last drained this (its samples
+        # of how long a request takes; bounded: the oldest are dropped past 256).
+        self.detached_ends: list[DetachedEnd] = []
 
     # -- membership (called by the sources) --------------------------------------------------
 
@@ -178,6 +236,12 @@ class EndpointRegistry:
     def get(self, name: str) -> EndpointState | None:
         return self._states.get(name)
 
+    def set_slots(self, name: str, slots: int) -> None:
+        """What the engine reports it runs at once (`datalayer.engine_slots`)."""
+        state = self._states.get(name)
+        if state is not None:
+            state.slots = slots
+
     def __len__(self) -> int:
         return len(self._states)
 
@@ -205,6 +269,7 @@ class EndpointRegistry:
         self._forget_marks_before(state, mark.scrape_id)
         if seen_up_to is None:
             return  # a late answer to an older scrape than one already applied
+        previous_at = state.metrics.updated_at
         state.metrics = metrics
         state.missing_metrics = metrics.missing_metrics
         state.last_error = None
@@ -219,6 +284,55 @@ class EndpointRegistry:
             state.unseen_requests -= 1
         if metrics.first_tokens is not None:
             self._credit_first_tokens(state, metrics.first_tokens, seen_up_to)
+        if state._detached:
+            self._confirm_detached(state, seen_up_to, previous_at)
+
+    def _confirm_detached(self, state: EndpointState, seen_up_to: int, previous_at: float) -> None:
+        """End the detached dispatches the engine's own count says are over, oldest first.
+
+        The engine counts what it runs and queues (`running + waiting`); of what Sluice sent
+        it, the scrape saw every dispatch up to `seen_up_to`: those still in Sluice's in-flight
+        count plus the detached ones whose estimate already passed. When the engine counts fewer,
+        that many of the detached ones it saw are over: the oldest first (engines finish roughly
+        in arrival order), each a sample of how long it took (it ended between the previous
+        scrape and this one). Traffic that bypasses Sluice or another replica's keeps the
+        engine's count higher, so this errs towards ending none; the estimate bounds that."""
+        metrics = state.metrics
+        unseen_counted = state.unseen_requests
+        seen_uncounted: list[int] = []
+        for sequence, entry in state._detached.items():
+            if not entry.counted:
+                if sequence in state._unseen:
+                    unseen_counted -= 1
+                else:
+                    seen_uncounted.append(sequence)
+        # Held for a prefix (counted, not sent yet): the engine cannot count those.
+        held_seen = sum(1 for q in state._held if q not in state._unseen)
+        seen = state.in_flight_requests - unseen_counted - held_seen + len(seen_uncounted)
+        gone = seen - (metrics.running + metrics.waiting)
+        if gone <= 0:
+            return
+        after = metrics.updated_at if previous_at == float("-inf") else previous_at
+        ended: list[int] = []
+        for sequence in state._detached:
+            if len(ended) >= gone:
+                break
+            if sequence <= seen_up_to and sequence not in state._unseen:
+                ended.append(sequence)
+        ends = self.detached_ends
+        for sequence in ended:
+            entry = state._detached.pop(sequence)
+            if entry.counted:
+                self._uncount(state, entry.tokens)
+                self.detached_ended[DetachedEndCause.ENGINE] += 1
+            ends.append(DetachedEnd(state.name, entry, after, metrics.updated_at))
+        if len(ends) > 256:
+            del ends[: len(ends) - 256]
+
+    @staticmethod
+    def _uncount(state: EndpointState, tokens: int) -> None:
+        state.in_flight_requests = max(0, state.in_flight_requests - 1)
+        state.in_flight_tokens = max(0, state.in_flight_tokens - tokens)
 
     def _credit_first_tokens(self, state: EndpointState, counter: float, seen_up_to: int) -> None:
         """End the pending prefills the engine's first-token counter says are over.
@@ -343,18 +457,75 @@ class EndpointRegistry:
             band[1] -= tokens
         self.prefills_ended[why] += 1
 
-    def detach(self, ticket: DispatchTicket) -> None:
+    def hold(self, ticket: DispatchTicket) -> None:
+        """The dispatch waits in Sluice for a prefix to be computed there before it is sent."""
+        state = self._states.get(ticket.endpoint_name)
+        if state is not None and ticket.sequence >= 0:
+            state._held.add(ticket.sequence)
+
+    def unhold(self, ticket: DispatchTicket) -> None:
+        """The held dispatch goes to the engine now (also implied by its completion)."""
+        state = self._states.get(ticket.endpoint_name)
+        if state is not None:
+            state._held.discard(ticket.sequence)
+
+    def detach(
+        self,
+        ticket: DispatchTicket,
+        *,
+        dispatched_at: float,
+        ends_at: float,
+        prefill_s: float = 0.0,
+        output_tokens: int = 0,
+    ) -> None:
         """Sluice will learn nothing more of this dispatch (a gateway that shows it no response
-        ends the stream once the request is routed): it leaves Sluice's in-flight count, but
-        stays unseen until a scrape begun after it shows the engine's own count, and its
-        prefill pending until the engine's counter or its estimate ends it — so a burst still
-        cannot herd onto an endpoint that looked empty. Call instead of `complete`."""
+        ends the stream once the request is routed). It stays in Sluice's in-flight count
+        until the first of: a scrape showing the engine running fewer requests than Sluice
+        counts there (`record_scrape`, oldest detached first), or `ends_at`, its estimated end
+        (`settle_detached`); it stays unseen until a scrape begun after it, and its prefill
+        pending until the engine's counter or its estimate ends it — so a burst still cannot
+        herd onto an endpoint that looked empty, and the next request goes where one ended.
+        Call instead of `complete` (room/ends.py makes `ends_at`)."""
         state = self._states.get(ticket.endpoint_name)
         if state is None or ticket.sequence < 0:
             return
-        state.in_flight_requests = max(0, state.in_flight_requests - 1)
-        state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
+        state._held.discard(ticket.sequence)  # routed: it went to the engine
         state._awaiting_byte.discard(ticket.sequence)  # no byte will come: the counter may end it
+        state._detached[ticket.sequence] = DetachedDispatch(
+            ticket.tokens, dispatched_at, ends_at, prefill_s, output_tokens
+        )
+        heapq.heappush(self._detached_due, (ends_at, ticket.endpoint_name, ticket.sequence))
+
+    def settle_detached(self, now: float) -> None:
+        """Take out of the in-flight count every detached dispatch whose estimated end has
+        passed; it stays on record, uncounted, for the scrape that shows it gone (a sample),
+        until `_UNCONFIRMED_FACTOR` times its estimated duration has passed."""
+        due = self._detached_due
+        while due and due[0][0] <= now:
+            _, name, sequence = heapq.heappop(due)
+            state = self._states.get(name)
+            entry = None if state is None else state._detached.get(sequence)
+            if state is None or entry is None:
+                continue
+            forget_at = entry.dispatched_at + _UNCONFIRMED_FACTOR * max(
+                0.0, entry.ends_at - entry.dispatched_at
+            )
+            if entry.counted:
+                entry.counted = False
+                self._uncount(state, entry.tokens)
+                self.detached_ended[DetachedEndCause.ESTIMATE] += 1
+                if forget_at > now:
+                    heapq.heappush(due, (forget_at, name, sequence))
+                    continue
+            del state._detached[sequence]
+        if len(due) > 64 and len(due) > 4 * sum(len(s._detached) for s in self._snapshot):
+            # Most entries are of dispatches a scrape already showed gone: drop them.
+            self._detached_due = [e for e in due if self._detached_open(e[1], e[2])]
+            heapq.heapify(self._detached_due)
+
+    def _detached_open(self, name: str, sequence: int) -> bool:
+        state = self._states.get(name)
+        return state is not None and sequence in state._detached
 
     def complete(self, ticket: DispatchTicket, *, got_first_token: bool = True) -> None:
         """Release a dispatch. Safe for endpoints removed meanwhile; call exactly once.
@@ -368,6 +539,7 @@ class EndpointRegistry:
             self._end_prefill(state, ticket.sequence, PrefillEnd.COMPLETED)
         if not got_first_token and state._first_token_offset is not None:
             state._first_token_offset -= 1
+        state._held.discard(ticket.sequence)
         state.in_flight_requests = max(0, state.in_flight_requests - 1)
         state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
         tokens = state._unseen.pop(ticket.sequence, None)

@@ -310,7 +310,10 @@ class DispatchCore:
         blocked = self.scheduler.blocked_on(request, endpoints[0])
         if blocked is not None:
             endpoints, hold = self._wait_or_move(request, endpoints, blocked, now)
-        return DispatchedRequest(self, request, ticket, endpoints, now, record, hold=hold)
+        dispatched = DispatchedRequest(self, request, ticket, endpoints, now, record, hold=hold)
+        if hold is not None:  # in flight, but not at the engine: it takes no slot there yet
+            self.registry.hold(dispatched.dispatch_ticket)
+        return dispatched
 
     def _wait_or_move(
         self,
@@ -347,6 +350,10 @@ class DispatchCore:
             decision=f"hold {hold.until - now:.3f} s" if hold else f"move to {chosen[0].name}",
         )
         return chosen, hold
+
+    def hold_ended(self, dispatched: DispatchedRequest) -> None:
+        """The held request goes to its engine now."""
+        self.registry.unhold(dispatched.dispatch_ticket)
 
     def hold_over(self, hold: Hold, request_id: str, now: float) -> bool:
         """Whether a held request may go now: time is up, or its blocker's prefix is computed
@@ -434,6 +441,8 @@ class DispatchCore:
             dispatched.dispatch_ticket,
             got_first_token=first_byte_at is not None or outcome is Outcome.COMPLETED,
         )
+        if outcome is Outcome.COMPLETED and usage is not None and usage.completion_tokens > 0:
+            self._learn_decode(dispatched, usage, now)
         self.flow.complete(dispatched.ticket, usage, now)
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if outcome is Outcome.UPSTREAM_ERROR:
@@ -453,6 +462,19 @@ class DispatchCore:
             self.receipts.finished(dispatched.request, outcome.value, usage, ttft_s, now)
         self.pump(now)
 
+    def _learn_decode(self, dispatched: Admitted, usage: Usage, now: float) -> None:
+        """A completed request's decode time: after its first byte when it streamed, else
+        after the prefill estimate (what a detached request's estimated end is made of)."""
+        endpoint = dispatched.endpoint.name
+        first = dispatched.first_byte_at
+        if first is not None and dispatched.request.first_byte_expected:
+            decode_s, tokens = now - first, usage.completion_tokens - 1
+        else:
+            uncached = max(0, usage.prompt_tokens - usage.cached_tokens)
+            prefill_s = self.room.prefill.estimate(endpoint, uncached)
+            decode_s, tokens = now - dispatched.started_at - prefill_s, usage.completion_tokens
+        self.room.completed(endpoint, tokens, decode_s)
+
     def _note_failure(self, name: str, now: float) -> None:
         if self.outliers.failure(name, now):
             log.warning(
@@ -464,8 +486,24 @@ class DispatchCore:
     def detached(self, dispatched: Admitted, now: float) -> None:
         self.in_flight -= 1
         self._sheddable.pop(id(dispatched), None)
-        self._computing.pop(dispatched.request.request_id, None)
-        self.registry.detach(dispatched.dispatch_ticket)
+        computing = self._computing.pop(dispatched.request.request_id, None)
+        request = dispatched.request
+        sent_at = dispatched.started_at if computing is None else computing.at
+        uncached = request.prompt_tokens if computing is None else computing.uncached_tokens
+        output = request.max_tokens or self.settings.default_output_tokens
+        ends_at, prefill_s = self.room.detached_end(
+            dispatched.endpoint.name, uncached, output, sent_at
+        )
+        if dispatched.first_byte_at is not None:  # its prefill is known to be over
+            ends_at += (dispatched.first_byte_at - sent_at) - prefill_s
+            prefill_s = dispatched.first_byte_at - sent_at
+        self.registry.detach(
+            dispatched.dispatch_ticket,
+            dispatched_at=sent_at,
+            ends_at=ends_at,
+            prefill_s=prefill_s,
+            output_tokens=output,
+        )
         self.flow.complete(dispatched.ticket, None, now)  # its charge stays the estimate
         self.scheduler.on_complete(dispatched.request, dispatched.endpoint)
         if self.metrics is not None:

@@ -224,6 +224,8 @@ class Director:
         elif result.hold is not None and not self._hold_over(result):
             self._hold(waiter, result)
         else:
+            if result.hold is not None:
+                self.core.hold_ended(result)
             waiter.set_result(Admission(result, self.clock, may_evict=self.core.may_evict(result)))
 
     def _hold_over(self, result: DispatchedRequest) -> bool:
@@ -240,6 +242,7 @@ class Director:
                     result.finish(Outcome.CLIENT_GONE, self.clock())
                 return
             if result.finished or self._hold_over(result):
+                self.core.hold_ended(result)
                 admission = Admission(result, self.clock, may_evict=self.core.may_evict(result))
                 waiter.set_result(admission)
             else:

@@ -171,7 +171,7 @@ class ExtProcStream:
             held = self._held_response_headers
             self._held_response_headers = False
             tail: list[Action] = [Send(wire.CONTINUE_RESPONSE_TRAILERS)]
-            return [Send(wire.CONTINUE_RESPONSE_HEADERS), *tail] if held else tail
+            return [Send(self._response_headers_answer()), *tail] if held else tail
         raise ProtocolViolation(f"unexpected message {kind!r}")
 
     def admitted(
@@ -248,15 +248,18 @@ class ExtProcStream:
         a cancelled stream means the client (or Envoy) went away; a clean end means the
         response was cut short upstream — unless the gateway shows Sluice no response at all
         (response body mode NONE, and no response headers came): then Envoy ends the stream
-        as soon as the request is routed, and the request is detached, its end unknown to
-        Sluice (the engine's own metrics take over its accounting)."""
+        as soon as the request is routed — real Envoy by resetting it, which looks like a
+        cancel — and the request is detached, its end unknown to Sluice (room.md, section
+        3a: the engine's own count or the room's estimate ends it). Before, that reset was
+        taken as the client leaving: the request left Sluice's accounting the moment it was
+        routed, prefill and all."""
         self.settle()
         if self._admission is not None and not self._finished:
             self._finished = True
-            if cancelled:
-                self._admission.finish(Outcome.CLIENT_GONE)
-            elif self._response_mode is BodyMode.NONE and self._status is None:
+            if self._response_mode is BodyMode.NONE and self._status is None:
                 self._admission.detach()
+            elif cancelled:
+                self._admission.finish(Outcome.CLIENT_GONE)
             else:
                 self._admission.finish(Outcome.UPSTREAM_ERROR)
         self.phase = Phase.DONE
@@ -373,14 +376,14 @@ class ExtProcStream:
         self._stop_eviction()
         if end_of_stream:
             self._finish_response()
-        return [Send(wire.CONTINUE_RESPONSE_HEADERS)]
+        return [Send(self._response_headers_answer())]
 
     def _on_response_body(self, body: HttpBody) -> list[Action]:
         self._expect(Phase.RESPONSE, "response_body")
         out: list[Action] = []
         if self._held_response_headers:
             self._held_response_headers = False
-            out.append(Send(wire.CONTINUE_RESPONSE_HEADERS))
+            out.append(Send(self._response_headers_answer()))
         self._stop_eviction()  # the first token is on its way to the client
         if self._admission is not None and body.body:
             self._unobserved.append(body.body)
@@ -392,6 +395,14 @@ class ExtProcStream:
         else:
             out.append(Send(wire.CONTINUE_RESPONSE_BODY))
         return out
+
+    def _response_headers_answer(self) -> bytes:
+        """The answer to the response headers: what the scheduling plugins add to them for the
+        endpoint that served (`InferenceRequest.response_headers`), e.g. the session token."""
+        admission = self._admission
+        if admission is None:
+            return wire.CONTINUE_RESPONSE_HEADERS
+        return wire.continue_response_headers(admission.request.response_headers)
 
     def _note_served_endpoint(self, message: ProcessingRequest) -> None:
         served = wire.served_endpoint(message)

@@ -146,6 +146,16 @@ def route_request_body(
     return _ld(3, _ld(1, common)) + _dynamic_metadata(destination, scores)
 
 
+def continue_response_headers(set_headers: Mapping[str, str]) -> bytes:
+    """Answer to response headers: unchanged (`CONTINUE_RESPONSE_HEADERS`), or with
+    `set_headers` added to what the client gets (`ProcessingResponse(response_headers=
+    HeadersResponse(response=CommonResponse(header_mutation=header_mutation(set_headers))))`):
+    the plugins' response headers, e.g. the session token."""
+    if not set_headers:
+        return CONTINUE_RESPONSE_HEADERS
+    return _ld(2, _ld(1, _ld(2, _header_mutation(set_headers, ()))))
+
+
 def _ld(field: int, payload: bytes) -> bytes:
     """A length-delimited field (a message, bytes or string); every field used here is < 16."""
     n = len(payload)

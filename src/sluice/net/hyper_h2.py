@@ -26,10 +26,12 @@ from h2.events import (
     UnknownFrameReceived,
     WindowUpdated,
 )
-from h2.exceptions import FlowControlError, ProtocolError
+from h2.exceptions import DenialOfServiceError, FlowControlError, ProtocolError
+from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from hpack import HPACKDecodingError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError
+from hyperframe.frame import ContinuationFrame, Frame
 
 from sluice.net.call import Call, Trailers
 from sluice.net.connection import GrpcConnection, log
@@ -65,6 +67,7 @@ class HyperConnection(GrpcConnection):
             },
         )
         h2.max_inbound_frame_size = limits.max_frame_bytes
+        h2.incoming_buffer = _BoundedHeaderBlocks(2 * limits.max_header_list_bytes)
         h2.decoder.max_header_list_size = limits.max_header_list_bytes
         h2.initiate_connection()
         h2.increment_flow_control_window(limits.connection_window_bytes - 65_535)
@@ -186,6 +189,32 @@ class HyperConnection(GrpcConnection):
         if self._transport is not None:
             self._transport.write(data)
         self._close()
+
+
+class _BoundedHeaderBlocks(FrameBuffer):
+    """h2's frame buffer with the `frames` engine's limit on a header block's compressed size.
+
+    h2 bounds a block only by its count of CONTINUATION frames (64), so on its own it holds up
+    to 64 frames of `max_frame_bytes` (64 MiB) per connection for a block that never ends. The
+    check sits in `_update_header_buffer`, the one place h2 (4.x) collects a block's frames."""
+
+    def __init__(self, max_block: int) -> None:
+        super().__init__(server=True)
+        self._max_block = max_block
+        self._block_size = 0
+
+    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
+        block = self._headers_buffer
+        if block and isinstance(f, ContinuationFrame) and f.stream_id == block[0].stream_id:
+            self._block_size += len(f.data)
+            if self._block_size > self._max_block:
+                raise DenialOfServiceError("a header block over the header list limit")
+        out = super()._update_header_buffer(f)
+        if not self._headers_buffer:
+            self._block_size = 0
+        elif len(self._headers_buffer) == 1:  # a block has just started
+            self._block_size = len(self._headers_buffer[0].data)
+        return out
 
 
 def _rfc_code(error: ProtocolError) -> ErrorCodes | None:

@@ -34,7 +34,7 @@ from aiohttp import web
 from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
-from sluice.requests.model import HEADER_DESTINATION_SCORES, NO_WORK, Usage
+from sluice.requests.model import HEADER_DESTINATION_SCORES, NO_WORK, InferenceRequest, Usage
 
 from .errors import bad_gateway, error_response, sse_error_event
 from .headers import downstream_response_headers
@@ -54,6 +54,12 @@ class Target(Protocol):
     @property
     def endpoints(self) -> tuple[Endpoint, ...]: ...
 
+    @property
+    def request(self) -> InferenceRequest | None:
+        """The request (its `response_headers`: what the scheduling plugins add to the
+        response, e.g. the session token); None for an untracked one."""
+        ...
+
     def retarget(self, endpoint: Endpoint) -> None: ...
 
     def observe_response_chunk(self, chunk: bytes, *, streaming: bool) -> None: ...
@@ -70,6 +76,7 @@ class UntrackedTarget:
     """A target for requests the pipeline does not account for (header-only passthrough)."""
 
     endpoints: tuple[Endpoint, ...]
+    request: None = None
 
     def retarget(self, endpoint: Endpoint) -> None:
         pass
@@ -296,6 +303,8 @@ async def _relay(
     evicted: Eviction | None = None,
 ) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers)
+    if target.request is not None:
+        headers.update(target.request.response_headers)  # as of the endpoint that answered
     if options.emit_endpoint_scores:
         scores = target.endpoint_scores()
         if scores is not None:

@@ -12,7 +12,7 @@ from sluice.room.core import Hold
 from sluice.scheduling.record import CycleRecord, ProfileRecord
 
 # What `footprint` counts (CPython 3.11, 64-bit; measured with tracemalloc by
-# benchmarks/receipts_overhead.py, which checks the sum against the ring's real memory, and
+# benchmarks/receipts_core.py, which checks the sum against the ring's real memory, and
 # rounded up). A list several steps share is counted once per profile, a hold (shared by the
 # receipts of the requests it held) at each receipt, scores as distinct floats: an upper bound.
 RECEIPT_BYTES = 480  # the receipt, its floats and its share of small ints and tuples

@@ -71,6 +71,10 @@ class InferenceRequest:
     # Whether the front end will show Sluice the response body as it comes (an Envoy with
     # response body mode NONE does not); with `stream`, its first byte marks the first token.
     response_seen: bool = True
+    # Headers the scheduling plugins ask the front end to add to the response to the client
+    # (upstream's ResponseHeaderProcessor), as of the endpoint the request went to last:
+    # session-affinity-scorer's encoded session token.
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def first_byte_expected(self) -> bool:

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
+from sluice.room.ceiling import ActiveBands, ceiling_for, pool_saturation
 from sluice.room.demand import Demand, HoldTimes
+from sluice.room.ends import EndEstimator
 from sluice.room.peers import PeerDemand
 from sluice.room.placement import placeable
 from sluice.room.prefill import PrefillEstimator
 from sluice.room.rules import (
     BACKGROUND_HEADROOM,
+    USAGE_LIMIT,
     has_room,
     has_room_for_background,
     hold_rule,
@@ -52,6 +55,7 @@ class Room:
     def __init__(self, settings: RoomSettings = DEFAULT_ROOM) -> None:
         self.settings = settings
         self.prefill = PrefillEstimator(settings)
+        self.ends = EndEstimator(settings)
         self.demand = Demand(
             HoldTimes(
                 settings.reserve_hold_gaps,
@@ -65,31 +69,51 @@ class Room:
         # decision receipts; filled only while `explain_holds` is on.
         self.explain_holds = False
         self.holds: dict[int, Hold] = {}
+        # Upstream's usage-limit gate (room/ceiling.py): the pool's saturation as of the last
+        # `settle`, and the bands that count for the ceilings; None without a usage limit.
+        limit = settings.usage_limit
+        self.saturation: float | None = None
+        self._bands = None if limit is None else ActiveBands(limit.configured_bands)
 
     # -- what happened -------------------------------------------------------------------------
 
     def arrived(self, priority: int, fairness_id: str, now: float) -> None:
         """A request was queued: its band and flow want room now, and for a while after."""
         self.demand.arrived(priority, fairness_id, now)
+        if self._bands is not None:
+            self._bands.touched(priority, now)
 
     def left(self, priority: int, fairness_id: str) -> None:
         """A queued request left the queue, dispatched or not."""
         self.demand.left(priority, fairness_id)
 
     def settle(self, registry: EndpointRegistry, now: float) -> None:
-        """Bring the pending prefills up to `now` (estimates that passed end) and learn from
-        any scrape applied since the last call. Call before asking about room."""
+        """Bring the pending prefills and detached requests up to `now` (estimates that passed
+        end) and learn from any scrape applied since the last call. Call before asking about
+        room."""
         registry.settle_prefills(now)
+        registry.settle_detached(now)
+        if self._bands is not None:
+            self.saturation = pool_saturation(registry.snapshot(), now, self.settings)
         if registry.scrapes != self._scrapes_learned:
             self._scrapes_learned = registry.scrapes
             self.prefill.observe_scrapes(registry.snapshot())
+            if registry.detached_ends:
+                self.ends.observe_detached_ends(registry.detached_ends)
+                registry.detached_ends.clear()
 
     def first_byte(self, endpoint: str, uncached_tokens: int, seconds: float) -> None:
         """A streamed response started `seconds` after dispatch: a prefill-time sample."""
         self.prefill.observe_first_byte(endpoint, uncached_tokens, seconds)
 
+    def completed(self, endpoint: str, output_tokens: int, decode_seconds: float) -> None:
+        """An attached request produced `output_tokens` in `decode_seconds` after its prefill
+        (its first byte, or the prefill estimate): a sample of the endpoint's decode rate."""
+        self.ends.observe(endpoint, output_tokens, decode_seconds)
+
     def forget_except(self, endpoints: set[str]) -> None:
         self.prefill.forget_except(endpoints)
+        self.ends.forget_except(endpoints)
 
     # -- questions -----------------------------------------------------------------------------
 
@@ -109,6 +133,24 @@ class Room:
             peers is not None and peers.waiting_above(priority)
         )
 
+    def ceiling(self, priority: int, now: float) -> float | None:
+        """Band `priority`'s ceiling on pool saturation (room/ceiling.py); None: no usage limit."""
+        limit, bands = self.settings.usage_limit, self._bands
+        if limit is None or bands is None:
+            return None
+        return ceiling_for(limit, priority, bands.active(now, priority))
+
+    def over_ceiling(self, priority: int, now: float) -> bool:
+        """Whether the pool's saturation (as of the last `settle`) has reached band
+        `priority`'s ceiling: upstream holds the band, and with it every band below."""
+        saturation = self.saturation
+        if saturation is None:
+            return False
+        ceiling = self.ceiling(priority, now)
+        # A ceiling of 1.0 is upstream's "no gating": the room's own rules are Sluice's
+        # counterpart of upstream's saturation >= 1.0.
+        return ceiling is not None and ceiling < 1.0 and saturation >= ceiling
+
     def has_room(
         self,
         states: Sequence[EndpointState],
@@ -117,11 +159,19 @@ class Room:
         *,
         heavy_hitter: str | None = None,
     ) -> bool:
-        """The release gate: upstream's saturation rule over the candidates (any one with room
-        lets a request go) plus Sluice's caps. `heavy_hitter`: the fairness id of a band's heavy
+        """The release gate: upstream's usage limit (the pool's saturation below the band's
+        ceiling), then upstream's saturation rule over the candidates (any one with room lets a
+        request go) plus Sluice's caps. `heavy_hitter`: the fairness id of a band's heavy
         hitter asking; while the rest of its band is expected soon it leaves them the last
         endpoints with room (`background_headroom_endpoints`)."""
         settings = self.settings
+        if self.over_ceiling(priority, now):
+            if self.explain_holds:
+                rules = {s.name: USAGE_LIMIT for s in states}
+                inputs = {s.name: rule_inputs(s, now) for s in states}
+                lower_band = self.keeps_headroom_above(priority, now)
+                self.holds[priority] = Hold(now, rules, inputs, lower_band, self.contended(now))
+            return False
         lower_band = self.keeps_headroom_above(priority, now)
         if heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now):
             ok = has_room_for_background(states, now, settings, lower_band=lower_band)
@@ -181,3 +231,11 @@ class Room:
             endpoint, uncached_tokens, first_byte_expected=first_byte_expected
         )
         return now + estimate
+
+    def detached_end(
+        self, endpoint: str, uncached_tokens: int, output_tokens: int, dispatched_at: float
+    ) -> tuple[float, float]:
+        """(when a detached request dispatched at `dispatched_at` is taken as over if no scrape
+        showed it gone before, the prefill estimate that is part of it) — room/ends.py."""
+        prefill_s = self.prefill.estimate(endpoint, uncached_tokens)
+        return dispatched_at + self.ends.duration(endpoint, prefill_s, output_tokens), prefill_s

@@ -4,6 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Upstream's usage-limit policies (`flowControl.usageLimitPolicyPluginRef`; room/ceiling.py).
+STATIC = "static"  # static-usage-limit-policy: one ceiling for every band
+RANK = "rank"  # priority-holdback-policy, domain rank: equal steps by ordinal rank
+VALUE = "value"  # priority-holdback-policy, domain value: proportional to the priority value
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLimit:
+    """A ceiling on pool saturation per band: a band's requests are released only while the
+    pool's saturation is below its ceiling. `STATIC`: every band gets `max_ceiling`
+    (upstream's `threshold`); `RANK`/`VALUE`: the highest active band gets `max_ceiling`, the
+    lowest `min_ceiling`, the others a linear interpolation by rank or by priority value."""
+
+    domain: str = STATIC
+    min_ceiling: float = 1.0
+    max_ceiling: float = 1.0
+    # The bands that count as active although nothing arrived lately (upstream provisions the
+    # configured `priorityBands` at start and never collects them).
+    configured_bands: tuple[int, ...] = ()
+
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
@@ -25,6 +45,9 @@ class RoomSettings:
     # Sluice: a band's heavy hitter never takes the last this many endpoints with room for the
     # rest of its band while the rest is expected to want room soon (0: no reserve).
     background_headroom_endpoints: int = 1
+    # Sluice: an engine that reports its slots (llama.cpp's `total_slots`) gets at most that
+    # many requests in flight, and a lower band one fewer while a higher band is expected.
+    cap_to_engine_slots: bool = True
     # When a pending prefill is over without a first byte or the engine's word: its estimated
     # time to first token, from a per-endpoint fit of TTFT against uncached prompt tokens,
     # starting from this prior (a slow engine, so that an unknown one is not flooded) ...
@@ -32,11 +55,20 @@ class RoomSettings:
     prefill_overhead_s: float = 0.025
     # ... and never longer than this: no request holds an endpoint's room for longer.
     max_prefill_hold_s: float = 30.0
+    # When a detached request (a gateway that shows Sluice no response) is taken as over if no
+    # scrape said so first: dispatch + its prefill estimate + output tokens x the endpoint's
+    # seconds per output token, learned online from this prior (room/ends.py) ...
+    decode_seconds_per_token: float = 0.02
+    # ... and never later than this after its dispatch.
+    max_detached_hold_s: float = 300.0
     # How long a reserve outlives the last arrival of whoever it is kept for (room/demand.py):
     # this many of their mean gaps between arrivals, within [min, max] seconds.
     reserve_hold_gaps: float = 10.0
     reserve_hold_min_s: float = 2.0
     reserve_hold_max_s: float = 30.0
+    # Upstream's usage-limit policy (None: no ceiling below the rules above, upstream's default
+    # static threshold 1.0).
+    usage_limit: UsageLimit | None = None
 
 
 DEFAULT_ROOM = RoomSettings()

@@ -1,16 +1,16 @@
-"""Affinity scorers: LoRA adapter residency (upstream) and session stickiness (Sluice's, which
-is upstream's `strategy: session_id`; upstream's default `encoded_endpoint_header` strategy, an
-endpoint token the client echoes, is not implemented)."""
+"""Affinity scorers: LoRA adapter residency and session stickiness (upstream's), the latter with
+both of upstream's strategies: `encoded_endpoint_header` (its default: the endpoint, base64, in a
+response header the client echoes) and `session_id` (a server-side map from a session header to
+the endpoint, also what Sluice's own `headerName` / `maxSessions` configure)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import PlainValidator, ValidationInfo, field_validator
-
-from sluice.api.rules import rule_error
 from sluice.api.scalars import Positive, Text, field_type, integer, text
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
@@ -43,19 +43,15 @@ class LoraAffinityScorer(Scorer):
         return out
 
 
-# Upstream reads only the block its strategy names: with session_id this one is unused.
-_UNUSED: PlainValidator = field_type(lambda value: value)
+ENCODED_ENDPOINT_HEADER = "encoded_endpoint_header"  # upstream's default strategy
+SESSION_ID = "session_id"
+SESSION_TOKEN_HEADER = "x-session-token"  # upstream's DefaultHeader
 
 
 def _strategy(value: Any) -> str:
     strategy = text(value)
-    if strategy == "encoded_endpoint_header":
-        raise ValueError(
-            "the encoded_endpoint_header strategy (an endpoint token the client echoes) is not "
-            "implemented; use strategy: session_id (a server-side map, Sluice's default)"
-        )
-    if strategy != "session_id":
-        raise ValueError(f"must be session_id, got {strategy!r}")
+    if strategy not in (ENCODED_ENDPOINT_HEADER, SESSION_ID):
+        raise ValueError(f"must be {ENCODED_ENDPOINT_HEADER} or {SESSION_ID}, got {strategy!r}")
     return strategy
 
 
@@ -76,6 +72,12 @@ def _attribute(value: Any) -> str:
 class SessionSource(PluginParameters):
     header: Text | None = None
     attribute: Annotated[str | None, field_type(_attribute)] = None
+
+
+class EncodedEndpointHeaderConfig(PluginParameters):
+    """Upstream's `encodedEndpointHeaderConfig`: the request and response header."""
+
+    header: Text = SESSION_TOKEN_HEADER
 
 
 class SessionIdConfig(PluginParameters):
@@ -104,17 +106,7 @@ class SessionAffinityScorer(Scorer):
         strategy: Annotated[str | None, field_type(_strategy)] = None
         profile_name: Annotated[str | None, field_type(_profile_name)] = None
         session_id_config: SessionIdConfig | None = None
-        encoded_endpoint_header_config: Annotated[Any, _UNUSED] = None
-
-        @field_validator("encoded_endpoint_header_config")
-        @classmethod
-        def _encoded_needs_its_strategy(cls, value: Any, info: ValidationInfo) -> Any:
-            if value is not None and info.data.get("strategy") is None:
-                try:  # upstream's default strategy: refused
-                    _strategy("encoded_endpoint_header")
-                except ValueError as exc:
-                    raise rule_error(str(exc)) from None
-            return value
+        encoded_endpoint_header_config: EncodedEndpointHeaderConfig | None = None
 
     def __init__(
         self,
@@ -133,9 +125,18 @@ class SessionAffinityScorer(Scorer):
 
     @classmethod
     def from_params(cls, name: str, params: Parameters, ctx: PluginContext) -> Scorer:
+        """Upstream's strategy, by default `encoded_endpoint_header`; Sluice's own parameters
+        (`headerName`, `maxSessions`) without a strategy mean Sluice's map (`session_id`)."""
+        strategy = params.strategy
+        if strategy is None:
+            own = {"header_name", "max_sessions"} & params.model_fields_set
+            strategy = SESSION_ID if own else ENCODED_ENDPOINT_HEADER
+        if strategy == ENCODED_ENDPOINT_HEADER:
+            encoded = params.encoded_endpoint_header_config or EncodedEndpointHeaderConfig()
+            return SessionTokenScorer(name, encoded.header)
         config = params.session_id_config
         if config is None:
-            if params.strategy == "session_id":
+            if params.strategy == SESSION_ID:
                 return cls(name, "x-session-id", params.max_sessions, 300.0)
             return cls(name, params.header_name, params.max_sessions)
         headers = [s.header for s in config.sources or () if s.header] or ["x-session-id"]
@@ -171,3 +172,46 @@ class SessionAffinityScorer(Scorer):
         self._sessions.move_to_end(session)
         if len(self._sessions) > self._max_sessions:
             self._sessions.popitem(last=False)
+
+
+def session_token(endpoint: Endpoint) -> str:
+    """Upstream's token for an endpoint: its `namespace/name` (name `<pod>-rank-<i>`), base64."""
+    return base64.b64encode(f"{endpoint.namespace}/{endpoint.name}".encode()).decode()
+
+
+def _token_target(token: str) -> str | None:
+    """The `namespace/name` a token names, or None when it is not base64 text."""
+    try:
+        return base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+class SessionTokenScorer(Scorer):
+    """Upstream's `encoded_endpoint_header` strategy: 1.0 for the endpoint the request's session
+    token names, else 0 (no token, or one that does not decode: no preference). Stateless: the
+    token of the endpoint the request went to is written on the response, in the same header,
+    for the client to send back."""
+
+    type_name = SessionAffinityScorer.type_name
+    bounded = True
+
+    def __init__(self, name: str, header: str) -> None:
+        super().__init__(name)
+        self.header = header.strip().lower() or SESSION_TOKEN_HEADER  # upstream's NormalizeHeader
+
+    def score(self, cycle: CycleState, candidates: Sequence[EndpointState]) -> list[float]:
+        headers = cycle.request.headers
+        token = headers.get(self.header) or headers.get(self.header.title())
+        target = _token_target(token) if token else None
+        if target is None:
+            return [0.0] * len(candidates)
+        return [
+            1.0 if f"{s.endpoint.namespace}/{s.endpoint.name}" == target else 0.0
+            for s in candidates
+        ]
+
+    def on_dispatch(
+        self, cycle: CycleState | None, request: InferenceRequest, target: Endpoint
+    ) -> None:
+        request.response_headers[self.header] = session_token(target)

@@ -7,7 +7,9 @@ index, and how far the approximate guess is from the engines' truth.
 * ``sluice_kv_events_{batches,events,gaps,replays,replays_failed,resets,malformed,probes}_total
   {endpoint}`` — per stream (see ``datalayer.kvevents.stream``), and
   ``sluice_kv_events_subscriber_restarts_total``;
-* ``sluice_precise_prefix_index_blocks`` — keys held by the precise index;
+* ``sluice_precise_prefix_index_blocks`` — keys held by the precise index, and
+  ``sluice_precise_prefix_index_other_tier_events_total`` — events about another cache tier
+  than the GPU's (``medium``, e.g. vLLM's CPU offloading), skipped;
 * ``sluice_prefix_cache_predicted_tokens_total{index}`` — cached tokens predicted for the chosen
   endpoints by the ``approximate`` and the ``precise`` index (their ratio is the approximate
   index's bias), and ``sluice_prefix_cache_approximate_error_tokens`` — per dispatch, |approximate
@@ -106,4 +108,9 @@ class PrecisePrefixMetrics(Collector):
             "sluice_precise_prefix_index_blocks",
             "Block keys held by the precise prefix index.",
             value=len(scorer.precise),
+        )
+        yield CounterMetricFamily(
+            "sluice_precise_prefix_index_other_tier_events",
+            "KV events about another cache tier than the GPU's (skipped by the index).",
+            value=scorer.precise.other_tiers,
         )

@@ -6,11 +6,14 @@ Memory is why this is not a dict: 64 endpoints x 31,250 blocks is 2 M entries, a
 keeps each engine hash as an int object (32 bytes; 48 allocated for a full 64-bit hash) beside
 its 24-byte entry and index slot, and grows to three times its live entries under churn. Here
 the entries live in two ``array('Q')`` — open addressing with linear probing, 16 bytes a cell,
-load kept under 2/3 — and a removal shifts the cells after it back (no tombstones), so churn
-does not grow the table. The price is CPU: a probe is Python bytecode, ~3x a dict operation.
+load kept between 1/2 and 3/4 (the table grows by half, not doubling: 31,250 entries take 41,991
+cells, 656 KiB, where a power of two would be 65,536, 1 MiB) — and a removal shifts the cells
+after it back (no tombstones), so churn does not grow the table. The price is CPU: a probe is
+Python bytecode, ~3x a dict operation.
 
 Keys are engine hashes to their low 60 bits (as the index keeps them), plus one: 0 marks an
-empty cell. A key's home cell is its low bits: engine hashes are digests, uniform already.
+empty cell. A key's home cell is the key modulo the table size: engine hashes are digests,
+uniform already.
 An engine block of ``ratio`` own blocks (the engine's block size a multiple of ours) maps to
 the last of its own keys (a chain's continuation), and that key to the group of them in a
 dict, which is empty when the block sizes are equal.
@@ -30,12 +33,12 @@ def _cells(n: int) -> array[int]:
 
 
 class EngineKeyMap:
-    __slots__ = ("_groups", "_keys", "_mask", "_used", "_values")
+    __slots__ = ("_groups", "_keys", "_size", "_used", "_values")
 
     def __init__(self) -> None:
         self._keys = _cells(_MIN_CELLS)
         self._values = _cells(_MIN_CELLS)
-        self._mask = _MIN_CELLS - 1
+        self._size = _MIN_CELLS
         self._used = 0
         self._groups: dict[int, tuple[int, ...]] = {}
 
@@ -48,58 +51,66 @@ class EngineKeyMap:
     def last(self, engine_hash: int) -> int | None:
         """The own key a chain stored after this engine block continues from."""
         cell = (engine_hash & _KEY_MASK) + 1
-        keys, mask = self._keys, self._mask
-        i = cell & mask
+        keys, size = self._keys, self._size
+        i = cell % size
         while True:  # linear probing (inlined in each method: a call costs a probe's time)
             found = keys[i]
             if found == cell:
                 return self._values[i]
             if not found:
                 return None
-            i = (i + 1) & mask
+            i += 1
+            if i == size:
+                i = 0
 
     def add(self, engine_hash: int, own: Sequence[int]) -> bool:
         """Map an engine block to its own keys (one or more); false if it was mapped already."""
         cell = (engine_hash & _KEY_MASK) + 1
-        keys, mask = self._keys, self._mask
-        i = cell & mask
+        keys, size = self._keys, self._size
+        i = cell % size
         while True:
             found = keys[i]
             if found == cell:
                 return False
             if not found:
                 break
-            i = (i + 1) & mask
+            i += 1
+            if i == size:
+                i = 0
         keys[i] = cell
         last = self._values[i] = own[-1]
         if len(own) > 1:
             self._groups[last] = tuple(own)
         self._used += 1
-        if self._used * 3 > mask * 2:
-            self._resize(2 * (mask + 1))
+        if self._used * 4 > size * 3:
+            self._resize(size * 3 // 2)
         return True
 
     def pop(self, engine_hash: int) -> tuple[int, ...] | None:
         """Unmap an engine block; its own keys, or None if it was not mapped."""
         cell = (engine_hash & _KEY_MASK) + 1
-        keys, values, mask = self._keys, self._values, self._mask
-        i = cell & mask
+        keys, values, size = self._keys, self._values, self._size
+        i = cell % size
         while True:
             found = keys[i]
             if found == cell:
                 break
             if not found:
                 return None
-            i = (i + 1) & mask
+            i += 1
+            if i == size:
+                i = 0
         last = values[i]
         # Backward shift: move up each later cell of the run that may sit in the hole.
         j = i
         while True:
-            j = (j + 1) & mask
+            j += 1
+            if j == size:
+                j = 0
             found = keys[j]
             if not found:
                 break
-            home = found & mask
+            home = found % size
             if (i < j and (home <= i or home > j)) or (i > j and j < home <= i):
                 keys[i], values[i] = found, values[j]
                 i = j
@@ -121,11 +132,13 @@ class EngineKeyMap:
 
     def _resize(self, size: int) -> None:
         keys, values = self._keys, self._values
-        self._keys, self._values, self._mask = _cells(size), _cells(size), size - 1
-        new_keys, new_values, mask = self._keys, self._values, self._mask
+        self._keys, self._values, self._size = _cells(size), _cells(size), size
+        new_keys, new_values = self._keys, self._values
         for cell, last in zip(keys, values):
             if cell:
-                i = cell & mask
+                i = cell % size
                 while new_keys[i]:
-                    i = (i + 1) & mask
+                    i += 1
+                    if i == size:
+                        i = 0
                 new_keys[i], new_values[i] = cell, last

@@ -20,7 +20,8 @@ are one shared object per (slot, reference bit), so the common case costs nothin
 from __future__ import annotations
 
 from array import array
-from itertools import islice
+
+from sluice.scheduling.slots import SlotTable, longest_prefixes
 
 # Second chances granted per eviction before the hand takes a re-used block anyway: bounds one
 # eviction's work (~0.3 ms; a ring of re-used blocks would otherwise be swept whole, ~10 ms).
@@ -34,68 +35,56 @@ class PrefixIndex:
     def __init__(self, max_second_chances: int = MAX_SECOND_CHANCES) -> None:
         self._max_second_chances = max_second_chances
         self._owners: dict[int, int] = {}  # hash -> packed bits (never 0)
+        self._table = SlotTable(width=2)
         self._rings: list[array[int] | None] = []  # by slot: hashes held, in clock order
         self._hands: list[int] = []  # by slot: the next ring position the clock looks at
-        self._names: list[str | None] = []  # by slot
         # By slot, one shared object each: "holds" (1 << 2s) and "holds, re-used" (3 << 2s).
-        self._held: list[int] = []
+        self._held = self._table.held
         self._held_used: list[int] = []
-        self._holders = 0  # every slot's "holds" bit: masks a packed value down to holders
-        self._slots: dict[str, int] = {}
-        self._free: list[int] = []
 
     # -- servers ------------------------------------------------------------------------------
 
     @property
     def slots(self) -> dict[str, int]:
         """server -> slot (read-only view; do not mutate)."""
-        return self._slots
+        return self._table.by_name
 
     @property
     def names(self) -> list[str | None]:
         """slot -> server, `None` for a free slot (read-only view; do not mutate)."""
-        return self._names
+        return self._table.names
 
     def slot(self, server: str) -> int | None:
-        return self._slots.get(server)
+        return self._table.get(server)
 
     def _slot_for(self, server: str) -> int:
-        slot = self._slots.get(server)
+        slot = self._table.get(server)
         if slot is None:
-            if self._free:
-                slot = self._free.pop()
-                self._names[slot] = server
-            else:
-                slot = len(self._rings)
+            slot, new = self._table.acquire(server)
+            if new:
                 self._rings.append(None)
                 self._hands.append(0)
-                self._names.append(server)
-                self._held.append(1 << 2 * slot)
                 self._held_used.append(3 << 2 * slot)
-                self._holders |= 1 << 2 * slot
             self._rings[slot] = array("q")
             self._hands[slot] = 0
-            self._slots[server] = slot
         return slot
 
     def remove_server(self, server: str) -> None:
-        slot = self._slots.pop(server, None)
+        slot = self._table.release(server)
         if slot is None:
             return
         ring = self._rings[slot]
         self._rings[slot] = None
-        self._names[slot] = None
-        self._free.append(slot)
         if ring:
             for h in ring:
                 self._release(h, slot)
 
     def servers(self) -> list[str]:
-        return list(self._slots)
+        return list(self._table.by_name)
 
     def held(self, server: str) -> list[int]:
         """The block hashes `server` holds, in no particular order (for tests and debugging)."""
-        slot = self._slots.get(server)
+        slot = self._table.get(server)
         ring = None if slot is None else self._rings[slot]
         return [] if ring is None else list(ring)
 
@@ -106,25 +95,8 @@ class PrefixIndex:
 
     def match(self, hashes: list[int]) -> dict[int, int]:
         """slot -> number of leading blocks it holds *contiguously* (greedy: stops when no
-        endpoint still matching holds the next block)."""
-        if not hashes:
-            return {}
-        get = self._owners.get
-        alive = get(hashes[0], 0) & self._holders  # reference bits are not holders
-        if not alive:
-            return {}
-        matched: dict[int, int] = {}
-        i = 1
-        for h in islice(hashes, 1, None):
-            still = alive & get(h, 0)
-            if still != alive:  # rare: some endpoints stop matching at block i
-                _record(matched, alive ^ still, i)
-                alive = still
-                if not alive:
-                    return matched
-            i += 1
-        _record(matched, alive, i)
-        return matched
+        endpoint still matching holds the next block). Reference bits are not holders."""
+        return longest_prefixes(self._owners.get, hashes, self._table.holders, 1)
 
     # -- learning ---------------------------------------------------------------------------------
 
@@ -223,15 +195,7 @@ class PrefixIndex:
 
     def _canonical(self, bits: int) -> int:
         """`bits`, as the slot's shared object when only one slot is in it (see `add`)."""
-        slot = ((bits & -bits).bit_length() - 1) >> 1
+        slot = self._table.slot_of_bit(bits)
         if bits >> 2 * slot > 3:
             return bits  # several slots: its own int
         return self._held[slot] if bits == self._held[slot] else self._held_used[slot]
-
-
-def _record(matched: dict[int, int], mask: int, blocks: int) -> None:
-    """matched[slot] = blocks for every slot whose holds-bit is set in `mask`."""
-    while mask:
-        low = mask & -mask
-        matched[(low.bit_length() - 1) >> 1] = blocks
-        mask ^= low

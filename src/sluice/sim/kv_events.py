@@ -63,6 +63,42 @@ def encode_batch(batch: KVEventBatch) -> bytes:
     return _ENCODER.encode(batch)
 
 
+def encode_map_batch(batch: KVEventBatch) -> bytes:
+    """The batch as vLLM after vllm-project/vllm#42892 sends it: each event a map tagged by
+    ``"type"`` (the batch still an array), with the fields a single-group engine of that era
+    adds (one ``extra_keys`` entry per block, ``group_idx`` 0, ``kv_cache_spec_kind``)."""
+    events: list[dict[str, Any]] = []
+    for event in batch.events:
+        if isinstance(event, BlockStored):
+            events.append(
+                {
+                    "type": "BlockStored",
+                    "block_hashes": event.block_hashes,
+                    "parent_block_hash": event.parent_block_hash,
+                    "token_ids": event.token_ids,
+                    "block_size": event.block_size,
+                    "lora_id": event.lora_id,
+                    "medium": event.medium,
+                    "lora_name": event.lora_name,
+                    "extra_keys": event.extra_keys or [None] * len(event.block_hashes),
+                    "group_idx": 0,
+                    "kv_cache_spec_kind": "full_attention",
+                }
+            )
+        elif isinstance(event, BlockRemoved):
+            events.append(
+                {
+                    "type": "BlockRemoved",
+                    "block_hashes": event.block_hashes,
+                    "medium": event.medium,
+                    "group_idx": 0,
+                }
+            )
+        else:
+            events.append({"type": "AllBlocksCleared"})
+    return _ENCODER.encode([batch.ts, events, batch.data_parallel_rank])
+
+
 class KVEventsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """vLLM's ``KVEventsConfig`` (``--kv-events-config '{"enable_kv_cache_events": true, ...}'``).
 

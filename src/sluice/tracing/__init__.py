@@ -3,8 +3,9 @@
 imported, when neither is.
 
 The spans are built from the request's decision receipt when it ends (`spans.py`), not opened
-and closed around each step: the hot path pays nothing more than the receipt, and the SDK's
-batch processor exports them off the event loop. Names follow upstream's where it has them
+and closed around each step: the hot path pays nothing more than the receipt and a sampling
+decision, and Sluice's batch thread (batching as the SDK's processor does) builds, encodes and
+exports them off the event loop. Names follow upstream's where it has them
 (`gateway.request`, `gateway.request_orchestration`, `run_scheduler_profile`,
 `filter_endpoints`, `pick_endpoints`, `llm_d.epp.*` and `gen_ai.*` attributes).
 """

@@ -4,10 +4,12 @@ standard `OTEL_*` variables: endpoint, headers, timeout, compression, `OTEL_SERV
 `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` with the SDK's defaults).
 
 The event loop pays for the sampling decision and one deque append per sampled request: the
-batch thread turns each queued receipt into its span tree (`spans.py`) and exports it. To the
-SDK's OTLP/HTTP exporter it hands the request already encoded (`otlp.py`, a third of the cost of
-the SDK's encoder), sent by the exporter's own HTTP client (its retries, timeout, headers,
-compression); any other `SpanExporter` gets finished `ReadableSpan`s with the recorded times.
+batch thread turns each queued receipt into its spans (`spans.py`) and exports them. To the
+SDK's OTLP/HTTP exporter it hands the request already encoded (`otlp.py`, a tenth of the cost
+of the SDK's `ReadableSpan`s and encoder), sent by the exporter's own HTTP client (its
+retries, timeout, headers, compression) over the SDK's urllib3 transport where that changes
+nothing (`_lighter_transport`); any other `SpanExporter` gets finished `ReadableSpan`s with the
+recorded times.
 An incoming W3C `traceparent` header (Envoy's, or a client's) makes the request's span its
 child.
 """
@@ -19,7 +21,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +33,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from sluice.logs import get_logger
 from sluice.receipts.model import Receipt
 from sluice.tracing import otlp
-from sluice.tracing.spans import SpanData, request_spans
+from sluice.tracing.spans import Span, attributes, request_spans, utf8
 from sluice.tracing.variables import ENDPOINT_VARIABLES
 
 log = get_logger("tracing")
@@ -64,8 +66,10 @@ def otlp_tracer(env: Mapping[str, str]) -> RequestTracer:
         ) from exc
 
     endpoint = next(env[n] for n in ENDPOINT_VARIABLES if env.get(n))
-    log.info("tracing on: OTLP/HTTP", endpoint=endpoint)
-    return RequestTracer(OTLPSpanExporter(), env)
+    exporter = OTLPSpanExporter()
+    light = _lighter_transport(exporter)
+    log.info("tracing on: OTLP/HTTP", endpoint=endpoint, transport=light)
+    return RequestTracer(exporter, env)
 
 
 class RequestTracer:
@@ -80,6 +84,7 @@ class RequestTracer:
         self._rng = random.Random()
         # the director's monotonic clock -> Unix nanoseconds
         self._offset_ns = time.time_ns() - time.monotonic_ns()
+        self._encoder = otlp.Encoder(self.resource.attributes, SCOPE.name, self._offset_ns)
         # As the SDK's BatchSpanProcessor: wait up to the delay, or until a batch is queued.
         self._delay_s = _env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self._batch_spans = max(1, _env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
@@ -136,22 +141,29 @@ class RequestTracer:
 
     def _export_batch(self, most: int) -> int:
         """One export of up to `most` queued requests (fewer if their spans fill a batch);
-        returns how many it took."""
-        queue, spans = self._queue, 0
-        traces: list[otlp.Trace] = []
-        while queue and len(traces) < most and spans < self._batch_spans:
-            receipt, trace_id, parent = queue.popleft()
-            root = request_spans(receipt)
-            traces.append(otlp.Trace(root, trace_id, parent))
-            spans += root.size()
+        returns how many it took. Each request's spans are built as the encoder reaches it and
+        dropped once encoded: a batch's span tuples are never all alive at once (they would
+        count towards the garbage collector's thresholds, whose collections walk the ring)."""
+        queue, limit = self._queue, self._batch_spans
+        taken = spans = 0
+
+        def traces() -> Iterator[otlp.Trace]:
+            nonlocal taken, spans
+            while queue and taken < most and spans < limit:
+                receipt, trace_id, parent = queue.popleft()
+                tree = request_spans(receipt)
+                taken += 1
+                spans += len(tree)
+                yield otlp.Trace(tree, trace_id, parent)
+
         if self._send is not None:
-            data, _ = otlp.encode(
-                traces, self.resource.attributes, SCOPE.name, self._offset_ns, self._rng
-            )
+            data, _ = self._encoder.encode(traces(), self._rng)
             self._send(data)
-        elif traces:
-            self.exporter.export([span for t in traces for span in self._readables(*t)])
-        return len(traces)
+        else:
+            readables = [span for t in traces() for span in self._readables(*t)]
+            if readables:
+                self.exporter.export(readables)
+        return taken
 
     def _spans(
         self, receipt: Receipt, trace_id: int, parent: SpanContext | None
@@ -159,34 +171,35 @@ class RequestTracer:
         return self._readables(request_spans(receipt), trace_id, parent)
 
     def _readables(
-        self, root: SpanData, trace_id: int, parent: SpanContext | None
+        self, spans: list[Span], trace_id: int, parent: SpanContext | None
     ) -> list[ReadableSpan]:
-        ids: dict[int, SpanContext] = {}
-        out = []
-        for span, up in root.walk():
-            own = SpanContext(trace_id, self._rng.getrandbits(64), False, _SAMPLED)
-            ids[id(span)] = own
-            parent_context = ids[id(up)] if up is not None else parent
-            out.append(self._readable(span, own, parent_context, up is None))
-        return out
-
-    def _readable(
-        self, span: SpanData, own: SpanContext, parent: SpanContext | None, is_root: bool
-    ) -> ReadableSpan:
+        ids = otlp.span_ids(self._rng, len(spans))
+        contexts = [
+            SpanContext(trace_id, int.from_bytes(ids[8 * i : 8 * i + 8], "big"), False, _SAMPLED)
+            for i in range(len(spans))
+        ]
         offset = self._offset_ns
-        status = _OK if span.error is None else Status(StatusCode.ERROR, span.error)
-        return ReadableSpan(
-            span.name,
-            context=own,
-            parent=parent,
-            resource=self.resource,
-            attributes=span.attributes,
-            kind=SpanKind.SERVER if is_root else SpanKind.INTERNAL,
-            status=status,
-            start_time=int(span.start_s * 1e9) + offset,
-            end_time=int(span.end_s * 1e9) + offset,
-            instrumentation_scope=SCOPE,
-        )
+        out = []
+        for own, span in zip(contexts, spans):
+            shape, up, start, end, _, error = span
+            status = _OK if error is None else Status(StatusCode.ERROR, _text(error))
+            out.append(
+                ReadableSpan(
+                    shape.name,
+                    context=own,
+                    parent=contexts[up] if up >= 0 else parent,
+                    resource=self.resource,
+                    attributes={
+                        k: _text(v) if isinstance(v, str) else v for k, v in attributes(spans, span)
+                    },
+                    kind=SpanKind.INTERNAL if up >= 0 else SpanKind.SERVER,
+                    status=status,
+                    start_time=int(start * 1e9) + offset,
+                    end_time=int(end * 1e9) + offset,
+                    instrumentation_scope=SCOPE,
+                )
+            )
+        return out
 
     def force_flush(self, timeout_ms: int = 5000) -> bool:
         """Export what is queued now (blocking; the exporter's own timeout applies)."""
@@ -217,12 +230,57 @@ def _encoded_sender(exporter: SpanExporter) -> Callable[[bytes], object] | None:
     return send if callable(send) else None
 
 
+def _lighter_transport(exporter: SpanExporter) -> str:
+    """Swap the exporter's `requests` session for the SDK's own urllib3 transport when the
+    session would take nothing else from the environment for this endpoint (no proxy, no netrc
+    entry, no custom session; the CA bundle it would read is passed on): the same export on
+    the wire (the client's body and headers; its retries, timeout and compression) at half the
+    CPU, as `requests` reads the whole environment and the netrc file on every POST. Returns
+    the transport used."""
+    try:
+        import certifi
+        from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
+        from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+        import requests
+    except ImportError:
+        return "requests"
+    client = getattr(exporter, "_client", None)
+    transport = getattr(client, "_transport", None)
+    session = getattr(transport, "_session", None)
+    url = getattr(client, "_endpoint", None)
+    if (
+        not isinstance(transport, RequestsHTTPTransport)
+        or type(session) is not requests.Session
+        or not isinstance(url, str)
+        or session.auth is not None
+        or session.proxies
+        or requests.utils.get_environ_proxies(url)
+        or requests.utils.get_netrc_auth(url) is not None
+    ):
+        return "requests"
+    # what requests verifies against: the file it was given, else the variables', else certifi's
+    verify = session.verify
+    if verify is True:
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        verify = bundle or certifi.where()
+    if isinstance(verify, str) and os.path.isdir(verify):  # a CA directory: requests' own way
+        return "requests"
+    setattr(client, "_transport", Urllib3HTTPTransport(verify=verify, cert=session.cert))  # noqa: B010
+    session.close()
+    return "urllib3"
+
+
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(env.get(name) or default)
     except ValueError:
         log.warning("not an integer; using the default", variable=name, default=default)
         return default
+
+
+def _text(value: str) -> str:
+    return utf8(value).decode("utf-8")
 
 
 def _parent(traceparent: str | None) -> SpanContext | None:

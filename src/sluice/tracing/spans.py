@@ -1,4 +1,5 @@
-"""A finished receipt as a tree of spans (plain data; `export` hands them to the SDK):
+"""A finished receipt as its request's spans — plain tuples in a flat list, parents before
+children (`export` hands them to the SDK as `ReadableSpan`s, `otlp` encodes them directly):
 
     gateway.request                      queued → finished (the whole request)
     ├─ gateway.request_orchestration     queued → dispatched
@@ -10,192 +11,202 @@
     ├─ gateway.dispatch                  dispatched → first byte
     └─ gateway.response                  first byte → finished (tokens)
 
-Times: the director's clock is monotonic; `epoch_offset_ns` turns it into Unix time. Plugin
-spans are laid end to end from the release, with the durations the scheduler measured.
+A span is `(shape, parent, start_s, end_s, values, error)`: its `Shape` names it and its
+attribute keys, `values` lines up with those keys (None: unknown, left out), `parent` is the
+index of its parent in the list (-1: the root, whose parent is the incoming `traceparent`'s
+span, if any), `error` the status message of a failed span. A shape with `common` carries the
+request's id and model first (the root's first two values), as upstream's plugin spans do.
+Strings go out as UTF-8: what the client chose that is not (lone surrogates) goes with `?` in
+their place (`utf8`).
+
+Times: the director's clock is monotonic; the exporter turns it into Unix time. Plugin spans are
+laid end to end from the release, with the durations the scheduler measured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from sluice.receipts.model import Receipt
 from sluice.scheduling.record import ProfileRecord
 
+Value = str | bool | int | float | tuple[str, ...] | tuple[float, ...]
 
-@dataclass(slots=True)
-class SpanData:
+
+@dataclass(frozen=True, eq=False, slots=True)  # hashed by identity: a few exist
+class Shape:
     name: str
-    start_s: float  # on the director's clock
-    end_s: float
-    attributes: dict[str, Any] = field(default_factory=dict)
-    children: list[SpanData] = field(default_factory=list)
-    error: str | None = None
-
-    def size(self) -> int:
-        """Spans in this tree."""
-        return 1 + sum(child.size() for child in self.children)
-
-    def walk(self, parent: SpanData | None = None) -> Iterator[tuple[SpanData, SpanData | None]]:
-        yield self, parent
-        for child in self.children:
-            yield from child.walk(self)
+    keys: tuple[str, ...]
+    common: bool = False  # the request's id and model come first
+    # its values are few across requests (plugin names, weights, counts): an encoder may
+    # keep their encoding
+    repeats: bool = False
 
 
-def request_spans(receipt: Receipt) -> SpanData:
+Span = tuple[Shape, int, float, float, tuple[Value | None, ...], str | None]
+
+COMMON = ("gen_ai.request.id", "gen_ai.request.model")
+REQUEST = Shape(
+    "gateway.request",
+    (
+        *COMMON,
+        "llm_d.epp.objective",
+        "llm_d.epp.priority",
+        "llm_d.epp.fairness_id",
+        "llm_d.epp.outcome",
+        "llm_d.epp.destination_endpoint",
+    ),
+)
+ORCHESTRATION = Shape("gateway.request_orchestration", (), repeats=True)
+QUEUE_WAIT = Shape("flow_control.queue_wait", ("llm_d.epp.flow_control.held_by",), repeats=True)
+PROFILE = Shape("run_scheduler_profile", ("llm_d.epp.scheduling.profile.name",), repeats=True)
+FILTER = Shape(
+    "filter_endpoints",
+    ("llm_d.epp.filter.candidate_endpoints", "llm_d.epp.filter.filtered_endpoints"),
+    common=True,
+    repeats=True,
+)
+SCORE = Shape(
+    "score_endpoints",
+    (
+        "llm_d.epp.scorer.type",
+        "llm_d.epp.scorer.name",
+        "llm_d.epp.scorer.weight",
+        "llm_d.epp.scorer.candidate_endpoints",
+    ),
+    common=True,
+    repeats=True,
+)
+PICK = Shape(
+    "pick_endpoints",
+    (
+        "llm_d.epp.picker.candidate_endpoints",
+        "llm_d.epp.picker.top_endpoints",
+        "llm_d.epp.picker.top_scores",
+    ),
+    common=True,
+)
+DISPATCH = Shape(
+    "gateway.dispatch",
+    ("server.address", "llm_d.epp.fallback_endpoints", "llm_d.epp.prefix_match_tokens"),
+)
+RESPONSE = Shape(
+    "gateway.response",
+    (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.latency.time_to_first_token",
+    ),
+)
+_ORCHESTRATION_AT = 1  # its index: the root's first child
+
+
+def utf8(text: str) -> bytes:
+    """A string as OTLP carries it (UTF-8; a lone surrogate becomes `?`)."""
+    return text.encode("utf-8", "replace")
+
+
+def attributes(spans: Sequence[Span], span: Span) -> Iterator[tuple[str, Value]]:
+    """A span's known attributes, in order (`spans` is its request's list: the root has the
+    common ones)."""
+    shape, values = span[0], span[4]
+    if shape.common:
+        yield from zip(COMMON, spans[0][4][:2])  # type: ignore[misc]
+    for key, value in zip(shape.keys, values):
+        if value is not None:
+            yield key, value
+
+
+def request_spans(receipt: Receipt) -> list[Span]:
     start = receipt.queued_at
     end = receipt.finished_at if receipt.finished_at is not None else start
-    root = SpanData(
-        "gateway.request",
-        start,
-        end,
-        _without_none(
-            {
-                "gen_ai.request.id": receipt.request_id,
-                "gen_ai.request.model": receipt.model,
-                "llm_d.epp.objective": receipt.objective,
-                "llm_d.epp.priority": receipt.priority,
-                "llm_d.epp.fairness_id": receipt.fairness_id,
-                "llm_d.epp.outcome": receipt.outcome,
-                "llm_d.epp.destination_endpoint": receipt.endpoint,
-            }
-        ),
-        error=receipt.reason if receipt.outcome == "rejected" else _failed(receipt.outcome),
-    )
     released = receipt.released_at if receipt.released_at is not None else end
     dispatched = receipt.dispatched_at
-    orchestration = SpanData(
-        "gateway.request_orchestration", start, dispatched if dispatched is not None else end
+    endpoint = receipt.endpoint
+    error = receipt.reason if receipt.outcome == "rejected" else _failed(receipt.outcome)
+    root_values = (
+        receipt.request_id,
+        receipt.model,
+        receipt.objective,
+        receipt.priority,
+        receipt.fairness_id,
+        receipt.outcome,
+        endpoint,
     )
-    root.children.append(orchestration)
-    orchestration.children.append(
-        SpanData(
-            "flow_control.queue_wait",
-            start,
-            released,
-            _without_none({"llm_d.epp.flow_control.held_by": receipt.held_by()}),
-        )
-    )
+    # the root and the orchestration are stretched over their children: placed when known
+    spans: list[Span] = [_PLACEHOLDER, _PLACEHOLDER]
+    spans.append((QUEUE_WAIT, _ORCHESTRATION_AT, start, released, (receipt.held_by(),), None))
     at = released
     if receipt.cycle is not None:
         for profile in receipt.cycle.profiles:
-            span = _profile_span(profile, at, receipt)
-            orchestration.children.append(span)
-            at = span.end_s
+            at = _profile_spans(spans, profile, at)
     # The director's `now` is the same for the release and the dispatch; the measured plugin
     # durations come on top, so a parent is stretched to cover its children.
-    orchestration.end_s = max(orchestration.end_s, at)
+    orchestration_end = max(dispatched if dispatched is not None else end, at)
+    spans[_ORCHESTRATION_AT] = (ORCHESTRATION, 0, start, orchestration_end, (), None)
+    root_end = max(end, orchestration_end)
     if dispatched is not None:
-        first = None if receipt.ttft_s is None else dispatched + receipt.ttft_s
-        root.children.append(
-            SpanData(
-                "gateway.dispatch",
+        ttft = receipt.ttft_s
+        first = None if ttft is None else dispatched + ttft
+        dispatch_end = first if first is not None else end
+        fallbacks = ",".join([e.hostport for e in receipt.fallbacks]) or None
+        spans.append(
+            (
+                DISPATCH,
+                0,
                 dispatched,
-                first if first is not None else end,
-                _without_none(
-                    {
-                        "server.address": receipt.endpoint,
-                        "llm_d.epp.fallback_endpoints": ",".join(
-                            e.hostport for e in receipt.fallbacks
-                        )
-                        or None,
-                        "llm_d.epp.prefix_match_tokens": receipt.prefix_match_tokens,
-                    }
-                ),
+                dispatch_end,
+                (endpoint, fallbacks, receipt.prefix_match_tokens),
+                None,
             )
         )
+        root_end = max(root_end, dispatch_end)
         if first is not None:
-            root.children.append(
-                SpanData(
-                    "gateway.response",
-                    first,
-                    end,
-                    _without_none(
-                        {
-                            "gen_ai.usage.input_tokens": receipt.prompt_tokens,
-                            "gen_ai.usage.output_tokens": receipt.completion_tokens,
-                            "gen_ai.latency.time_to_first_token": receipt.ttft_s,
-                        }
-                    ),
-                )
-            )
-    root.end_s = max([root.end_s, *(c.end_s for c in root.children)])
-    return root
+            tokens = (receipt.prompt_tokens, receipt.completion_tokens, ttft)
+            spans.append((RESPONSE, 0, first, end, tokens, None))
+    spans[0] = (REQUEST, -1, start, root_end, root_values, error)
+    return spans
 
 
-def _profile_span(profile: ProfileRecord, at: float, receipt: Receipt) -> SpanData:
-    span = SpanData(
-        "run_scheduler_profile",
-        at,
-        at + profile.duration_s,
-        {"llm_d.epp.scheduling.profile.name": profile.name},
-    )
-    common = {"gen_ai.request.id": receipt.request_id, "gen_ai.request.model": receipt.model}
-    filters = [s for s in profile.steps if s.kind == "filter"]
+def _profile_spans(spans: list[Span], profile: ProfileRecord, at: float) -> float:
+    """Appends a profile's span and its plugins' after it; returns where the profile ended."""
+    index = len(spans)
+    spans.append(_PLACEHOLDER)
+    steps = profile.steps
     t = at
-    if filters:
-        took = sum(s.duration_s for s in filters)
-        span.children.append(
-            SpanData(
-                "filter_endpoints",
-                t,
-                t + took,
-                {
-                    **common,
-                    "llm_d.epp.filter.candidate_endpoints": len(profile.input_candidates),
-                    "llm_d.epp.filter.filtered_endpoints": len(filters[-1].candidates),
-                },
-            )
-        )
+    took = 0.0
+    last_filter = None
+    for step in steps:
+        if step.kind == "filter":
+            took += step.duration_s
+            last_filter = step
+    if last_filter is not None:
+        counts = (len(profile.input_candidates), len(last_filter.candidates))
+        spans.append((FILTER, index, t, t + took, counts, None))
         t += took
-    for step in profile.steps:
-        if step.kind == "scorer":
-            span.children.append(
-                SpanData(
-                    "score_endpoints",
-                    t,
-                    t + step.duration_s,
-                    {
-                        **common,
-                        "llm_d.epp.scorer.type": step.type_name,
-                        "llm_d.epp.scorer.name": step.name,
-                        "llm_d.epp.scorer.weight": step.weight,
-                        "llm_d.epp.scorer.candidate_endpoints": len(step.candidates),
-                    },
-                )
-            )
+    for step in steps:
+        kind = step.kind
+        if kind == "scorer":
+            scored = (step.type_name, step.name, step.weight, len(step.candidates))
+            spans.append((SCORE, index, t, t + step.duration_s, scored, None))
             t += step.duration_s
-        elif step.kind == "picker":
-            picked = [step.candidates[i] for i in step.picked]
-            totals = profile.totals
-            span.children.append(
-                SpanData(
-                    "pick_endpoints",
-                    t,
-                    t + step.duration_s,
-                    {
-                        **common,
-                        "llm_d.epp.picker.candidate_endpoints": len(step.candidates),
-                        "llm_d.epp.picker.top_endpoints": [s.endpoint.hostport for s in picked],
-                        "llm_d.epp.picker.top_scores": [float(totals[i]) for i in step.picked],
-                    },
-                )
-            )
+        elif kind == "picker":
+            candidates, totals, picked = step.candidates, profile.totals, step.picked
+            top, scores = [], []
+            for i in picked:
+                top.append(candidates[i].endpoint.hostport)
+                scores.append(float(totals[i]))
+            chosen = (len(candidates), tuple(top), tuple(scores))
+            spans.append((PICK, index, t, t + step.duration_s, chosen, None))
             t += step.duration_s
-    span.end_s = max(span.end_s, t)
-    return span
+    end = max(at + profile.duration_s, t)
+    spans[index] = (PROFILE, _ORCHESTRATION_AT, at, end, (profile.name,), None)
+    return end
 
 
 def _failed(outcome: str | None) -> str | None:
     return outcome if outcome in {"upstream_error", "evicted"} else None
 
 
-def _without_none(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Drop the unknowns; client-chosen text that is not UTF-8 is shown with U+FFFD (OTLP
-    strings must be UTF-8)."""
-    return {
-        k: v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v
-        for k, v in attributes.items()
-        if v is not None
-    }
+_PLACEHOLDER: Span = (ORCHESTRATION, -1, 0.0, 0.0, (), None)

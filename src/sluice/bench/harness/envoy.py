@@ -82,6 +82,18 @@ def render_config(
     return config
 
 
+def response_processing_off(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with Envoy's ext_proc filter sending the request, never the response
+    (response headers and trailers SKIP, body NONE)."""
+    listener = config["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [ext_proc] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
+    mode = ext_proc["typed_config"]["processing_mode"]
+    mode.update(response_header_mode="SKIP", response_body_mode="NONE")
+    mode["response_trailer_mode"] = "SKIP"
+    return config
+
+
 class Envoy:
     """`envoy --use-dynamic-base-id --concurrency 1`, ready once admin /ready says LIVE."""
 

@@ -8,24 +8,28 @@ picks the slot whose cache is most similar). So the shared-prefix scenario is th
 measured prefix routing on — 4 system prompts of 600 tokens, 2 engines with 2 slots, a question
 and 16 tokens out — at one load (each arm in turn, a short window), and two-bands is the
 simulator's two-class overload with chat lengths cut to fit: interactive (priority 10) offering
-30% of the pool's capacity, batch (priority 0) filling the load to 150%.
+30% of the pool's capacity, batch (priority 0) filling the load to 150%. The capacity is measured
+first, in the same run (`pool_requests_per_s`): what a machine's two servers complete depends on
+the machine, and an assumed figure made "150%" anything from 100% to 400%.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from sluice.bench import workloads as w
 from sluice.bench.engines.build import MODEL_NAME
 from sluice.bench.scenarios import FIXED, INTERACTIVE_SHARE, ISOLATION, Scenario
+from sluice.bench.wall.capacity import saturated_requests_per_s
+from sluice.bench.wall.processes import start_llamacpp_engines
 
 ENGINES = 2
 SLOTS = 2  # requests each server runs at once (`--parallel`)
 THREADS = 1
-# What the two servers complete when saturated with the two-bands mix, prompt + output
-# tokens/s (2 x (~125 generated, ~700 prompt tokens/s) weighted by the mix, less the contention
-# of a 2-core machine running the router and the clients too).
-POOL_TOKENS_PER_S = 600.0
+# The two-bands capacity probe: this many requests of the mix, one client per slot
+# (`capacity.saturated_requests_per_s`).
+PROBE_REQUESTS = 48
 
 # The workloads' lengths are the simulator's tokens; SmolLM2's tokenizer splits that text into
 # ~3.9x as many (a 600-token prefix is 2,313 llama tokens, past a 2,048-token slot). So the
@@ -69,10 +73,9 @@ def _chat(name: str, qps: float) -> w.TenantSpec:
     )
 
 
-def _two_bands(seed: int, load: float, quick: bool) -> w.Workload:
-    mean = _chat("x", 1.0).mean_tokens()
-    interactive = INTERACTIVE_SHARE * POOL_TOKENS_PER_S / mean
-    batch = max(0.0, load - INTERACTIVE_SHARE) * POOL_TOKENS_PER_S / mean
+def _two_bands_mix(seed: int, requests_per_s: float, load: float) -> w.Workload:
+    interactive = INTERACTIVE_SHARE * requests_per_s
+    batch = max(0.0, load - INTERACTIVE_SHARE) * requests_per_s
     specs = (_chat("interactive", interactive), _chat("batch", batch))
     workload = w.tenants(
         "llamacpp-two-bands",
@@ -82,6 +85,22 @@ def _two_bands(seed: int, load: float, quick: bool) -> w.Workload:
         objectives={"interactive": 10, "batch": 0},
     )
     return _served(workload)
+
+
+@functools.lru_cache(maxsize=8)
+def pool_requests_per_s(seed: int) -> float:
+    """What the two servers complete of the two-bands mix per second when saturated, measured
+    on this machine (once per run and seed): the unit of the scenario's offered load."""
+    # The same lengths at any rate: the rate only spaces arrivals, which a closed loop ignores.
+    probe = _two_bands_mix(seed ^ 0xCA9, 1.0, 1.0)
+    probe = replace(probe, arrivals=probe.arrivals[:PROBE_REQUESTS])
+    return saturated_requests_per_s(
+        lambda: start_llamacpp_engines(ENGINES, SLOTS, THREADS), probe, ENGINES * SLOTS
+    )
+
+
+def _two_bands(seed: int, load: float, quick: bool) -> w.Workload:
+    return _two_bands_mix(seed, pool_requests_per_s(seed), load)
 
 
 # the simulator scenario each one stands for -> its llama.cpp version
@@ -101,8 +120,9 @@ LLAMACPP_SCENARIOS: dict[str, Scenario] = {
     "two-bands": Scenario(
         "llamacpp-two-bands",
         f"{ENGINES} llama-server ({THREADS} thread, {SLOTS} slots each); interactive (priority "
-        f"10) offering {INTERACTIVE_SHARE:.0%} of the pool's ~{POOL_TOKENS_PER_S:g} tokens/s + "
-        "batch (priority 0) filling the offered load to 150%; chat-like lengths (prompt median "
+        f"10) offering {INTERACTIVE_SHARE:.0%} of what the pool completes when saturated "
+        "(measured first, in the same run) + batch (priority 0) filling the offered load to "
+        "150%; chat-like lengths (prompt median "
         f"~{CHAT_PROMPT * LLAMA_TOKENS_PER_SIM_TOKEN}, output median {CHAT_OUTPUT})",
         ISOLATION,
         _two_bands,

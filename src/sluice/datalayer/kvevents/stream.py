@@ -33,11 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from sluice.datalayer.kvevents.wire import (
-    DecodeError,
-    Event,
-    decode_batch,
-)
+from sluice.datalayer.kvevents.wire import BatchDecoder, DecodeError, Event
 
 Mode = Literal["precise", "partial", "fallback"]
 
@@ -94,6 +90,7 @@ class EndpointStream:
         self._replayed = 0
         self._verify = False  # the replay re-reads our last batch first
         self._diverged = False  # ... and it was not the same
+        self._decoder = BatchDecoder()  # remembers the layout the engine sends
         self._last_payload = b""  # the batch applied last
         self._expected_payload = b""  # ... when the replay in flight was asked for
         self._failed_at: float | None = None
@@ -299,13 +296,13 @@ class EndpointStream:
 
     def _apply(self, seq: int, payload: bytes) -> None:
         try:
-            batch = decode_batch(payload)
+            batch = self._decoder.decode(payload)
         except DecodeError:
             # Skipped and counted: replaying it would only fail again. The view may now miss
             # what it held, so it is no longer complete.
             self.counters.malformed += 1
             self.complete = False
-            events: list[Event] = []
+            events: Sequence[Event] = ()
         else:
             events = batch.events
         if events:

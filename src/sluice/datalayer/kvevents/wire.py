@@ -5,18 +5,30 @@ A ZMQ message is ``(topic, seq, payload)``: ``seq`` 8 bytes big-endian, ``payloa
 ``array_like=True, tag=True`` — ``["BlockStored", block_hashes, parent_block_hash, token_ids,
 block_size, lora_id, medium, lora_name, extra_keys?, group_idx?, kv_cache_spec_kind?,
 kv_cache_spec_sliding_window?]``, ``["BlockRemoved", block_hashes, medium, group_idx?]``,
-``["AllBlocksCleared"]`` — and, since vllm-project/vllm#42892, optionally as maps tagged by
-``"type"``. Both decode here. Block hashes are ``ExternalBlockHash``: ints, or raw digest bytes
-when ``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0``, which become the same int vLLM would have sent
-(the low 64 bits).
+``["AllBlocksCleared"]`` — and, since vllm-project/vllm#42892 (vLLM releases after 0.23), each
+event as a map tagged by ``"type"`` (``{"type": "BlockRemoved", "block_hashes": [...], ...}``,
+defaults omitted), the batch staying an array; a batch that is itself a map decodes too. Each
+of those layouts has a typed msgspec decoder (C, no Python object per field), and a
+`BatchDecoder` remembers which one its engine sends, so a stream pays for no failed attempt;
+anything else (newer fields in the array layout, bytes hashes) goes through a generic decode.
+Block hashes are ``ExternalBlockHash``: ints, or raw digest bytes when
+``VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0``, which become the same int vLLM would have sent (the
+low 64 bits).
+
+``medium`` names the cache tier an event is about: ``"GPU"`` for the engine's own block pool
+(``MEDIUM_GPU``; older vLLM sent no medium, and then only GPU events existed), anything else
+(``"CPU"`` from vLLM's offloading connector, whose BlockStored carries no token ids) another
+tier. `on_gpu` tells them apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
+MEDIUM_GPU = "GPU"
 END_OF_REPLAY = -1  # the replay ROUTER's end marker, as a signed 8-byte sequence number
 _LOW_64 = (1 << 64) - 1
 
@@ -61,13 +73,51 @@ class AllBlocksCleared(msgspec.Struct, array_like=True, tag=True, gc=False):
 Event = BlockStored | BlockRemoved | AllBlocksCleared
 
 
+def on_gpu(event: BlockStored | BlockRemoved) -> bool:
+    """Whether the event is about the engine's GPU block pool (the prefix cache routing sees)."""
+    medium = event.medium
+    return medium is None or medium == MEDIUM_GPU
+
+
 class EventBatch(msgspec.Struct, array_like=True, gc=False):
     ts: float
-    events: list[Event]
+    events: Sequence[Event]
     data_parallel_rank: int | None = None
 
 
-_ARRAY_DECODER = msgspec.msgpack.Decoder(EventBatch)
+# The map layout (vllm-project/vllm#42892): the same classes, read by field name.
+class _MapBlockStored(BlockStored, array_like=False, tag_field="type", tag="BlockStored"):
+    pass
+
+
+class _MapBlockRemoved(BlockRemoved, array_like=False, tag_field="type", tag="BlockRemoved"):
+    pass
+
+
+class _MapAllBlocksCleared(
+    AllBlocksCleared, array_like=False, tag_field="type", tag="AllBlocksCleared"
+):
+    pass
+
+
+class _MapEventsBatch(EventBatch):
+    events: Sequence[_MapBlockStored | _MapBlockRemoved | _MapAllBlocksCleared]
+
+
+class _MapBatch(_MapEventsBatch, array_like=False):
+    pass
+
+
+# Every class an event of each kind decodes to (a hot loop dispatches on the exact type).
+STORED_TYPES: frozenset[type] = frozenset({BlockStored, _MapBlockStored})
+REMOVED_TYPES: frozenset[type] = frozenset({BlockRemoved, _MapBlockRemoved})
+
+# Newest layout first: an engine's stream keeps whichever one decoded its last batch.
+_LAYOUTS: tuple[msgspec.msgpack.Decoder[Any], ...] = (
+    msgspec.msgpack.Decoder(_MapEventsBatch),
+    msgspec.msgpack.Decoder(EventBatch),
+    msgspec.msgpack.Decoder(_MapBatch),
+)
 _FIELDS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
     "BlockStored": (BlockStored, BlockStored.__struct_fields__),
     "BlockRemoved": (BlockRemoved, BlockRemoved.__struct_fields__),
@@ -82,18 +132,39 @@ def sequence_number(frame: bytes) -> int:
     return int.from_bytes(frame, "big", signed=True)
 
 
+class BatchDecoder:
+    """Decodes one engine's batches: the typed decoder of the layout it sent last first, the
+    others after it, then the generic decode (which the next batch tries the typed ones
+    before again)."""
+
+    __slots__ = ("_order",)
+
+    def __init__(self) -> None:
+        self._order = _LAYOUTS
+
+    def decode(self, payload: bytes) -> EventBatch:
+        order = self._order
+        try:
+            return order[0].decode(payload)  # type: ignore[no-any-return]
+        except msgspec.DecodeError:
+            pass  # another layout: try the others
+        for decoder in order[1:]:
+            try:
+                batch: EventBatch = decoder.decode(payload)
+            except msgspec.DecodeError:
+                continue
+            self._order = (decoder, *(d for d in order if d is not decoder))
+            return batch
+        try:
+            raw = msgspec.msgpack.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"not msgpack: {exc}") from None
+        return _generic_batch(raw)
+
+
 def decode_batch(payload: bytes) -> EventBatch:
-    """The batch in ``payload``: the array layout on the fast path, anything else (maps,
-    fields newer than these, bytes hashes) through a generic decode."""
-    try:
-        return _ARRAY_DECODER.decode(payload)
-    except msgspec.DecodeError:
-        pass  # a layout the typed decoder does not know: fall through
-    try:
-        raw = msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"not msgpack: {exc}") from None
-    return _generic_batch(raw)
+    """The batch in ``payload``, in whichever layout it is (see `BatchDecoder`)."""
+    return BatchDecoder().decode(payload)
 
 
 def _generic_batch(raw: Any) -> EventBatch:
