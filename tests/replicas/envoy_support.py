@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -385,6 +385,27 @@ async def running_pool(tmp: Path, store: StoreProcess) -> AsyncIterator[ReplicaP
         yield pool
     finally:
         await pool.stop()
+
+
+class Running(NamedTuple):
+    """A started pool, a client session, the engines' own counts being polled, and clients
+    yet to start: what each end-to-end test begins with."""
+
+    pool: ReplicaPool
+    session: aiohttp.ClientSession
+    engines: EngineWatch
+    clients: Clients
+
+
+@contextlib.asynccontextmanager
+async def running_setup(tmp: Path, store: StoreProcess, poll_s: float) -> AsyncIterator[Running]:
+    async with running_pool(tmp, store) as pool, aiohttp.ClientSession() as session:
+        engines = EngineWatch(session, pool.engine_ports, period_s=poll_s)
+        engines.start()
+        try:
+            yield Running(pool, session, engines, Clients(session, pool.url))
+        finally:
+            await engines.stop()
 
 
 FELL_BACK = "replicas: store unreachable"

@@ -13,7 +13,7 @@ from sluice.bench.harness.store import StoreProcess
 from sluice.cli.serve_options import parse_serve_options
 
 
-def app(tmp: Path, store: StoreProcess, name: str) -> App:
+def app(tmp: Path, store: StoreProcess, name: str, *flags: str) -> App:
     pool = write_pool(tmp, [free_port()])
     return App(
         parse_serve_options(
@@ -29,6 +29,7 @@ def app(tmp: Path, store: StoreProcess, name: str) -> App:
                 f"--replica-id={name}",
                 "--replicas-sync-interval=20ms",
                 "--replicas-lease=200ms",
+                *flags,
             ]
         )
     )

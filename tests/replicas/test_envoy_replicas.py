@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,13 @@ from replicas.envoy_support import (
     LEASE_S,
     PINNED,
     SYNC_INTERVAL_S,
-    Clients,
-    EngineWatch,
     Outcome,
+    Running,
     local_only_windows,
     mean_sync_s,
     overfill_allowed,
     receipts,
-    running_pool,
+    running_setup,
     scrape,
     until,
 )
@@ -47,6 +47,13 @@ HIGH, LOW = 10, 0  # the interactive and standard objectives' priorities
 ENGINE_POLL_S = 0.02  # how often the engines' own counts are read (requests last ~250 ms)
 LOAD_CLIENTS = 10  # closed-loop clients while a replica dies or the store stops
 EJECTION_S = 1.5  # deploy/envoy/envoy-replicas.yaml: health check interval + timeout
+
+
+@pytest.fixture
+async def running(tmp_path: Path, redis: StoreProcess) -> AsyncIterator[Running]:
+    # Function scope: two tests kill a replica or the store; a pool per test keeps them apart.
+    async with running_setup(tmp_path, redis, ENGINE_POLL_S) as setup:
+        yield setup
 
 
 def released_at(receipt: dict[str, Any]) -> float | None:
@@ -88,27 +95,24 @@ def higher_band_waits_at_lower_band_releases(
 
 
 async def test_a_higher_band_waiting_on_any_replica_goes_before_every_lower_band(
-    tmp_path: Path, redis: StoreProcess
+    running: Running,
 ) -> None:
-    async with running_pool(tmp_path, redis) as pool, aiohttp.ClientSession() as session:
-        engines = EngineWatch(session, pool.engine_ports, period_s=ENGINE_POLL_S)
-        engines.start()
-        clients = Clients(session, pool.url)
-        # The lower band alone keeps every engine full: 12 closed-loop clients for 4 slots.
-        clients.start("batch", "standard", count=12, max_tokens=20)
-        await asyncio.sleep(1.0)
-        began = time.monotonic()
-        # Higher-band requests arrive on whichever replica Envoy picks, every 150 ms.
-        clients.every("urgent", "interactive", period_s=0.15, max_tokens=20)
-        await asyncio.sleep(5.0)
-        await clients.stop()
-        await engines.stop()
-        every = [
-            (replica.name, r) for replica in pool.replicas for r in await receipts(session, replica)
-        ]
-        end = time.monotonic()
-        local_only = {r.name: local_only_windows(r, end) for r in pool.replicas}
-        sync_s = await mean_sync_s(session, pool.replicas)
+    pool, session, engines, clients = running
+    # The lower band alone keeps every engine full: 12 closed-loop clients for 4 slots.
+    clients.start("batch", "standard", count=12, max_tokens=20)
+    await asyncio.sleep(1.0)
+    began = time.monotonic()
+    # Higher-band requests arrive on whichever replica Envoy picks, every 150 ms.
+    clients.every("urgent", "interactive", period_s=0.15, max_tokens=20)
+    await asyncio.sleep(5.0)
+    await clients.stop()
+    await engines.stop()
+    every = [
+        (replica.name, r) for replica in pool.replicas for r in await receipts(session, replica)
+    ]
+    end = time.monotonic()
+    local_only = {r.name: local_only_windows(r, end) for r in pool.replicas}
+    sync_s = await mean_sync_s(session, pool.replicas)
 
     outcomes = clients.all()
     assert all(o.kind == "complete" for o in outcomes), {o.kind for o in outcomes}
@@ -145,26 +149,23 @@ async def test_a_higher_band_waiting_on_any_replica_goes_before_every_lower_band
 
 
 async def test_two_tenants_spread_unevenly_over_the_replicas_get_the_same_token_service(
-    tmp_path: Path, redis: StoreProcess
+    running: Running,
 ) -> None:
-    async with running_pool(tmp_path, redis) as pool, aiohttp.ClientSession() as session:
-        engines = EngineWatch(session, pool.engine_ports, period_s=ENGINE_POLL_S)
-        engines.start()
-        clients = Clients(session, pool.url)
-        # "spread" lands on all three replicas (Envoy's round robin); "pinned" only on the
-        # first (an ext_proc override on its route). Each alone would fill the pool.
-        clients.start("spread", "standard", count=9, max_tokens=8)
-        clients.start(PINNED, "standard", count=9, max_tokens=8)
-        await asyncio.sleep(1.5)
-        window = time.monotonic()
-        await asyncio.sleep(10.0)
-        end = time.monotonic()
-        await clients.stop()
-        await engines.stop()
-        every = [
-            (replica.name, r) for replica in pool.replicas for r in await receipts(session, replica)
-        ]
-        local_only = {r.name: local_only_windows(r, time.monotonic()) for r in pool.replicas}
+    pool, session, engines, clients = running
+    # "spread" lands on all three replicas (Envoy's round robin); "pinned" only on the
+    # first (an ext_proc override on its route). Each alone would fill the pool.
+    clients.start("spread", "standard", count=9, max_tokens=8)
+    clients.start(PINNED, "standard", count=9, max_tokens=8)
+    await asyncio.sleep(1.5)
+    window = time.monotonic()
+    await asyncio.sleep(10.0)
+    end = time.monotonic()
+    await clients.stop()
+    await engines.stop()
+    every = [
+        (replica.name, r) for replica in pool.replicas for r in await receipts(session, replica)
+    ]
+    local_only = {r.name: local_only_windows(r, time.monotonic()) for r in pool.replicas}
 
     outcomes = clients.all()
     assert all(o.kind == "complete" for o in outcomes), {o.kind for o in outcomes}
@@ -191,28 +192,23 @@ def tally(outcomes: list[Outcome]) -> Counter[str]:
 
 
 async def test_killing_a_replica_under_load_loses_only_its_own_streams(
-    tmp_path: Path, redis: StoreProcess
+    running: Running,
 ) -> None:
-    async with running_pool(tmp_path, redis) as pool, aiohttp.ClientSession() as session:
-        engines = EngineWatch(session, pool.engine_ports, period_s=ENGINE_POLL_S)
-        engines.start()
-        clients = Clients(session, pool.url)
-        clients.start("load", "standard", count=LOAD_CLIENTS, max_tokens=20)
-        await asyncio.sleep(2.0)
-        victim, survivors = pool.replicas[2], pool.replicas[:2]
-        assert victim.process is not None
-        victim.process.kill()  # SIGKILL: no drain, no goodbye to the store
-        killed = time.monotonic()
-        await until(
-            lambda: all_scraped(session, survivors, "sluice_replicas_peers", 1), timeout_s=5
-        )
-        peers_gone = time.monotonic() - killed
-        await asyncio.sleep(4.0)
-        end = time.monotonic()
-        await clients.stop()
-        await engines.stop()
-        seen = {r.name: await scrape(session, r) for r in survivors}
-        local_only = {r.name: local_only_windows(r, end) for r in survivors}
+    pool, session, engines, clients = running
+    clients.start("load", "standard", count=LOAD_CLIENTS, max_tokens=20)
+    await asyncio.sleep(2.0)
+    victim, survivors = pool.replicas[2], pool.replicas[:2]
+    assert victim.process is not None
+    victim.process.kill()  # SIGKILL: no drain, no goodbye to the store
+    killed = time.monotonic()
+    await until(lambda: all_scraped(session, survivors, "sluice_replicas_peers", 1), timeout_s=5)
+    peers_gone = time.monotonic() - killed
+    await asyncio.sleep(4.0)
+    end = time.monotonic()
+    await clients.stop()
+    await engines.stop()
+    seen = {r.name: await scrape(session, r) for r in survivors}
+    local_only = {r.name: local_only_windows(r, end) for r in survivors}
 
     outcomes = clients.all()
     counts = tally(outcomes)
@@ -243,36 +239,33 @@ async def test_killing_a_replica_under_load_loses_only_its_own_streams(
 
 
 async def test_stopping_the_store_under_load_falls_back_then_rejoins_visibly(
-    tmp_path: Path, redis: StoreProcess
+    running: Running,
 ) -> None:
-    async with running_pool(tmp_path, redis) as pool, aiohttp.ClientSession() as session:
-        engines = EngineWatch(session, pool.engine_ports, period_s=ENGINE_POLL_S)
-        engines.start()
-        clients = Clients(session, pool.url)
-        clients.start("load", "standard", count=LOAD_CLIENTS, max_tokens=20)
-        await asyncio.sleep(1.5)
-        redis.stop()
-        stopped = time.monotonic()
-        await until(
-            lambda: all_scraped(session, pool.replicas, "sluice_replicas_store_connected", 0),
-            timeout_s=2,
-        )
-        fell_back = time.monotonic() - stopped
-        await asyncio.sleep(2.0)
-        during = {r.name: await scrape(session, r) for r in pool.replicas}
-        redis.start()
-        restarted = time.monotonic()
-        await until(
-            lambda: all_scraped(session, pool.replicas, "sluice_replicas_store_connected", 1),
-            timeout_s=5,
-        )
-        rejoined = time.monotonic()
-        await asyncio.sleep(2.0)
-        end = time.monotonic()
-        await clients.stop()
-        await engines.stop()
-        after = {r.name: await scrape(session, r) for r in pool.replicas}
-        local_only = {r.name: local_only_windows(r, end) for r in pool.replicas}
+    pool, session, engines, clients = running
+    clients.start("load", "standard", count=LOAD_CLIENTS, max_tokens=20)
+    await asyncio.sleep(1.5)
+    pool.store.stop()
+    stopped = time.monotonic()
+    await until(
+        lambda: all_scraped(session, pool.replicas, "sluice_replicas_store_connected", 0),
+        timeout_s=2,
+    )
+    fell_back = time.monotonic() - stopped
+    await asyncio.sleep(2.0)
+    during = {r.name: await scrape(session, r) for r in pool.replicas}
+    pool.store.start()
+    restarted = time.monotonic()
+    await until(
+        lambda: all_scraped(session, pool.replicas, "sluice_replicas_store_connected", 1),
+        timeout_s=5,
+    )
+    rejoined = time.monotonic()
+    await asyncio.sleep(2.0)
+    end = time.monotonic()
+    await clients.stop()
+    await engines.stop()
+    after = {r.name: await scrape(session, r) for r in pool.replicas}
+    local_only = {r.name: local_only_windows(r, end) for r in pool.replicas}
 
     outcomes = clients.all()
     counts = tally(outcomes)

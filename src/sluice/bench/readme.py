@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sluice.bench import report
-from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
+from sluice.bench.report import fmt, fmt_spread, isolation_ratios, markdown_table, targets
 from sluice.bench.suite import ScenarioResult
 
 START = "<!-- perf-table:start -->"
@@ -25,8 +25,7 @@ def update_perf_table(readme_path: str | Path, rows: Sequence[Sequence[str]]) ->
     if start < 0 or end < start:
         return False
     header, *body = rows
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(r) + " |" for r in body]
+    table = markdown_table(header, body)
     new = text[: start + len(START)] + "\n" + "\n".join(table) + "\n" + text[end:]
     if new != text:
         path.write_text(new, encoding="utf-8")

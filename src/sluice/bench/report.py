@@ -45,10 +45,14 @@ def fmt_spread(values: Sequence[float], digits: int = 3) -> str:
     return f"{fmt(mid, digits)} [{fmt(lo, digits)}–{fmt(hi, digits)}]"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def markdown_row(cells: Sequence[str]) -> str:
+    """One row of a Markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: `header`, its rule, then `rows`."""
+    return [markdown_row(header), "|" + "---|" * len(header), *map(markdown_row, rows)]
 
 
 def _over(runs: Sequence[RunResult], f: Callable[[RunResult], float]) -> str:
@@ -89,7 +93,7 @@ def _sweep_section(result: ScenarioResult) -> list[str]:
                 fmt_spread([hit_rate(r) for r in knees if r is not None]),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _knee(result: ScenarioResult, arm: str, seed: int) -> RunResult | None:
@@ -131,7 +135,7 @@ def _fixed_section(result: ScenarioResult) -> list[str]:
                 fmt_spread([float(s.rejected + s.shed_or_expired) for s in ss]),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def isolation_ratios(result: ScenarioResult, arm: str) -> list[float]:
@@ -193,7 +197,7 @@ def _isolation_section(result: ScenarioResult) -> list[str]:
                 _over(loaded, delivered_output_tps),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def throughput_ratios(result: ScenarioResult, arm: str) -> tuple[list[float], list[float]]:
@@ -236,7 +240,7 @@ def _throughput_section(result: ScenarioResult) -> list[str]:
                 fmt_spread([float(s.requests - s.completed) for s in ss]),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _fairness_section(result: ScenarioResult) -> list[str]:
@@ -264,7 +268,7 @@ def _fairness_section(result: ScenarioResult) -> list[str]:
                 ", ".join(f"{t}: {final.get(t, 0)}" for t in tenants),
             ]
         )
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 SECTIONS = {
@@ -554,7 +558,7 @@ def render(
     tlist = targets(results)
     if tlist:
         lines += ["", "## Targets", ""]
-        lines += _table(
+        lines += markdown_table(
             ["claim", "met", "numbers"],
             [[t.claim, "yes" if t.met else "**no**", t.evidence] for t in tlist],
         )

@@ -463,6 +463,16 @@ SERVE_FLAGS: tuple[Flag, ...] = (
         "replica's share returns to the others within it; at least 3 sync intervals).",
         group=S,
     ),
+    Flag(
+        "replicas-store-timeout",
+        "duration",
+        0.0,
+        "A sync the store has not answered within this makes the replica fall back to "
+        "local-only flow control until a sync succeeds (0: 250ms, at least one sync interval, "
+        "at most half a lease; set: at least the interval, below the lease). A refused or lost "
+        "connection falls back at once.",
+        group=S,
+    ),
 )
 
 

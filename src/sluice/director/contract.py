@@ -35,6 +35,7 @@ from typing import Protocol
 from sluice.datalayer.endpoint import Endpoint
 from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
+from sluice.requests.parse import DEFAULT_PATH
 
 
 class Admission(Protocol):
@@ -88,7 +89,7 @@ class Pipeline(Protocol):
         headers: Mapping[str, str],
         body: bytes,
         *,
-        path: str = "/v1/chat/completions",
+        path: str = DEFAULT_PATH,
         subset_hint: frozenset[str] | None = None,
     ) -> InferenceRequest:
         """Parse and classify; raises `SluiceError` (400, 413)."""

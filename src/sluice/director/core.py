@@ -37,7 +37,7 @@ from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import DroppedReason, ErrorCode, SluiceError, contended, unavailable
 from sluice.requests.model import InferenceRequest, Outcome, Usage
-from sluice.requests.parse import parse_request
+from sluice.requests.parse import DEFAULT_PATH, parse_request
 from sluice.requests.rewrite import set_top_level_field
 from sluice.room import Room, RoomSettings, in_subset
 from sluice.scheduling.prefix_computing import Blocked
@@ -150,7 +150,7 @@ class DispatchCore:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        path: str = "/v1/chat/completions",
+        path: str = DEFAULT_PATH,
         subset_hint: frozenset[str] | None = None,
     ) -> InferenceRequest:
         """Parse and classify (`sluice.requests`); raises `SluiceError` (400, 413)."""

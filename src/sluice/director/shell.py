@@ -19,6 +19,7 @@ from sluice.receipts.recorder import ReceiptRecorder
 from sluice.request_metrics import RequestMetrics
 from sluice.requests.errors import SluiceError, shutting_down
 from sluice.requests.model import InferenceRequest, Outcome, Usage
+from sluice.requests.parse import DEFAULT_PATH
 from sluice.room import Room, RoomSettings
 from sluice.scheduling.scheduler import Scheduler
 from sluice.sources.state import PoolState
@@ -154,7 +155,7 @@ class Director:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        path: str = "/v1/chat/completions",
+        path: str = DEFAULT_PATH,
         subset_hint: frozenset[str] | None = None,
     ) -> InferenceRequest:
         return self.core.parse(headers, body, path=path, subset_hint=subset_hint)

@@ -50,6 +50,7 @@ from sluice.requests.model import (
     NO_WORK,
     InferenceRequest,
 )
+from sluice.requests.parse import DEFAULT_PATH
 
 
 class Classifier(Protocol):
@@ -344,7 +345,7 @@ class ExtProcStream:
 
     def _path(self) -> str:
         path = self._headers.get(":path", "")
-        return path.split("?", 1)[0] or "/v1/chat/completions"
+        return path.split("?", 1)[0] or DEFAULT_PATH
 
     def _too_large(self) -> SluiceError:
         limit = self._options.max_body_bytes

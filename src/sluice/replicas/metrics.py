@@ -55,3 +55,16 @@ class ReplicaMetrics:
             registry=registry,
         )
         self.replica = replica
+        self._leases: dict[str, Gauge] = {}  # set every sync: children kept
+
+    def set_lease(self, endpoint: str, lease: int) -> None:
+        child = self._leases.get(endpoint)
+        if child is None:
+            child = self._leases[endpoint] = self.lease.labels(
+                replica=self.replica, endpoint=endpoint
+            )
+        child.set(lease)
+
+    def clear_leases(self) -> None:
+        self.lease.clear()
+        self._leases.clear()

@@ -66,7 +66,8 @@ class ReplicaSync:
         self._fell_back = False  # a fall-back was counted and no rejoin yet
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._wake = asyncio.Event()  # a band above the published ones started waiting
+        self._early = False  # a band above the published ones started waiting
+        self._waiter: asyncio.Future[None] | None = None  # the pause until the next sync
         self._published_top: int | None = None  # the highest waiting band last published
         self.early_syncs = 0
 
@@ -97,28 +98,39 @@ class ReplicaSync:
         band this high waits here (the flow controller's observer calls it)."""
         top = self._published_top
         if self.core.joined and (top is None or priority > top):
-            self._wake.set()
+            self._early = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def run(self) -> None:
         while not self._stopping:
             started = self.clock()
-            early = self._wake.is_set()
-            self._wake.clear()
+            early = self._early
+            self._early = False
             await self.sync_once()
             if early:
                 self.early_syncs += 1
             await self._pause(started)
 
     async def _pause(self, started: float) -> None:
-        """Until the next interval, or an early wake (not sooner than the minimum gap)."""
-        gap = self.interval_s / EARLY_SYNC_DIVISOR
-        elapsed = self.clock() - started
-        if elapsed < gap:
-            await asyncio.sleep(gap - elapsed)
+        """Until the next interval, or an early wake (not sooner than the minimum gap). One
+        timer per interval while nothing wakes it early (no task, no second sleep): an idle
+        replica's syncs are most of what it spends."""
         remaining = self.interval_s - (self.clock() - started)
-        if remaining > 0 and not self._wake.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+        if remaining > 0 and not self._early:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(remaining, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        if self._early:
+            early_gap = started + self.interval_s / EARLY_SYNC_DIVISOR - self.clock()
+            if early_gap > 0:
+                await asyncio.sleep(early_gap)
 
     async def sync_once(self) -> bool:
         """One sync; False if the store did not answer (then this replica is local-only)."""
@@ -167,7 +179,7 @@ class ReplicaSync:
                 sum(len(b) for b in result.peers) + sum(len(e) for e in result.prefix_entries)
             )
             for name, lease in result.granted.items():
-                metrics.lease.labels(replica=metrics.replica, endpoint=name).set(lease)
+                metrics.set_lease(name, lease)
         self.pump()  # the others' queues changed what may go here
         return True
 
@@ -189,8 +201,13 @@ class ReplicaSync:
         if self.metrics is not None and not any(
             s.lease is not None for s in self.registry.snapshot()
         ):
-            self.metrics.lease.clear()
+            self.metrics.clear_leases()
         self.pump()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EnqueueTee:

@@ -51,8 +51,13 @@ def start_replicas(
     }
     sync = ReplicaSync(
         core,
-        # A sync slower than two intervals counts as the store being unreachable.
-        RedisStore(settings.store, pool, timeout_s=max(0.1, 2 * settings.sync_interval_s)),
+        # A sync unanswered within the timeout counts as the store being unreachable.
+        RedisStore(
+            settings.store,
+            pool,
+            timeout_s=settings.store_timeout_s,
+            share_prefixes=bool(scorers),
+        ),
         interval_s=settings.sync_interval_s,
         registry=director.registry,
         pump=director.pump,
@@ -67,6 +72,7 @@ def start_replicas(
         store=settings.store,
         sync_interval=f"{settings.sync_interval_s:g}s",
         lease=f"{settings.lease_s:g}s",
+        store_timeout=f"{settings.store_timeout_s:g}s",
         shared_prefix_index=bool(scorers),
     )
     return sync

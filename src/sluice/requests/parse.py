@@ -46,6 +46,9 @@ from sluice.requests.select_rewrite import ModelRewriteLike, RandomLike, resolve
 from sluice.util.durations import parse_duration
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# The path a request is taken to have when its caller names none (an ext_proc stream without
+# `:path`, a `Pipeline.parse` call without `path=`).
+DEFAULT_PATH = "/v1/chat/completions"
 _UNSET: Any = msgspec.UNSET
 
 # Content-part types that carry text (chat uses "text"; the Responses API the other two).

@@ -16,6 +16,7 @@ work let in meanwhile drains, so it must lapse only for a flow that has really g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 # Weight of the newest gap in the moving mean of gaps between arrivals, and the most a single
 # gap counts for, in mean gaps: the silence after a burst says the burst ended, not that the
@@ -159,15 +160,18 @@ class Demand:
         """Forget flows whose last arrival is older than any hold (a flow that still waits is
         counted by its waiting requests)."""
         horizon = now - self.hold.max_s
-        flows = band.flows
-        while flows:
-            oldest = next(iter(flows))
-            if flows[oldest].last_at >= horizon:
-                break
-            del flows[oldest]
-        everyone = self._flows
-        while everyone:
-            key = next(iter(everyone))
-            if everyone[key].last_at >= horizon:
-                break
-            del everyone[key]
+        _drop_before(band.flows, horizon)
+        _drop_before(self._flows, horizon)
+
+
+_Key = TypeVar("_Key")
+
+
+def _drop_before(flows: dict[_Key, _Arrivals], horizon: float) -> None:
+    """Drop the flows last seen before `horizon` from the front of `flows` (kept in order of
+    last arrival, oldest first)."""
+    while flows:
+        oldest = next(iter(flows))
+        if flows[oldest].last_at >= horizon:
+            break
+        del flows[oldest]

@@ -17,14 +17,19 @@ from sluice.room.settings import DEFAULT_ROOM, RoomSettings
 
 
 def room_left(
-    state: EndpointState, settings: RoomSettings, *, lower_band: bool = False
+    state: EndpointState,
+    settings: RoomSettings,
+    *,
+    lower_band: bool = False,
+    engine_slots: bool = True,
 ) -> int | None:
     """Requests the endpoint may still take under Sluice's in-flight caps (None: no cap). An
     engine that reports its slots (llama.cpp) gets no more than them — beyond them requests
     wait in the engine's arrival-order queue, out of priority's reach — and a lower band, while
     a higher one is expected, one fewer: a free slot for the higher band's next arrival. A
     dispatch Sluice holds back while its prefix is computed there takes no slot yet: it goes
-    when the request ahead of it ends, into that request's slot."""
+    when the request ahead of it ends, into that request's slot. `engine_slots` False: only
+    Sluice's own caps (placement: see `room.placement.placeable`)."""
     limit = settings.max_in_flight_requests
     if lower_band and settings.lower_priority_max_in_flight is not None:
         lower = settings.lower_priority_max_in_flight
@@ -33,7 +38,7 @@ def room_left(
     if lease is not None:
         limit = lease if limit is None else min(limit, lease)
     left = None if limit is None else limit - state.in_flight_requests
-    if state.slots is not None and settings.cap_to_engine_slots:
+    if engine_slots and state.slots is not None and settings.cap_to_engine_slots:
         slots = max(1, state.slots - 1) if lower_band else state.slots
         # the engine's slots are the pool's: the other replicas' dispatches there count too
         at_engine = state.in_flight_requests - state.held_requests + state.peer_in_flight

@@ -59,6 +59,7 @@ class ServeSettings:
     replica_id: str
     replicas_sync_interval: float
     replicas_lease: float
+    replicas_store_timeout: float
     ha_enable_leader_election: bool
     # Logging
     v: int
@@ -150,4 +151,5 @@ class ServeSettings:
             "replica-id": self.replica_id,
             "replicas-sync-interval": self.replicas_sync_interval,
             "replicas-lease": self.replicas_lease,
+            "replicas-store-timeout": self.replicas_store_timeout,
         }

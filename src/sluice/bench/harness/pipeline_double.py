@@ -12,7 +12,7 @@ from sluice.datalayer.endpoint import Endpoint
 from sluice.director.contract import Outcome
 from sluice.requests.errors import ErrorCode, SluiceError
 from sluice.requests.model import InferenceRequest, Usage
-from sluice.requests.parse import parse_request
+from sluice.requests.parse import DEFAULT_PATH, parse_request
 from sluice.requests.usage import UsageParser
 
 
@@ -78,7 +78,7 @@ class DoublePipeline:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        path: str = "/v1/chat/completions",
+        path: str = DEFAULT_PATH,
         subset_hint: frozenset[str] | None = None,
     ) -> InferenceRequest:
         request = parse_request(headers, body, path=path, subset_hint=subset_hint)

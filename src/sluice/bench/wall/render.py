@@ -9,7 +9,14 @@ import statistics
 from collections.abc import Sequence
 
 from sluice.bench.metrics import SLO_TTFT_P90_S, delivered_output_tps, hit_rate, summarize
-from sluice.bench.report import fmt, fmt_spread, isolation_ratios, targets
+from sluice.bench.report import (
+    fmt,
+    fmt_spread,
+    isolation_ratios,
+    markdown_row,
+    markdown_table,
+    targets,
+)
 from sluice.bench.scenarios import SWEEP, THROUGHPUT
 from sluice.bench.wall.processes import ENGINES, SMG_PRIORITY
 from sluice.bench.wall.run import WALL_REQUESTS, WallRun, WallScenario
@@ -85,11 +92,10 @@ def _sweep_lines(ws: WallScenario) -> list[str]:
         knee = [r for r in runs if not r.error and summarize(r.result).ttft_p90 <= SLO_TTFT_P90_S]
         row += [curve, fmt(hit_rate(max(knee, key=lambda r: r.load).result)) if knee else "–"]
         rows.append(row)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = markdown_table(header, rows)
     lines += ["", "Every point of every arm:", ""]
     header = ["arm", "load", "TTFT p50", "p90", "p99", "req/s", "hit rate", *_CPU_HEADER]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += markdown_table(header, [])
     for arm, runs in ws.runs.items():
         for run in runs:
             if run.error:
@@ -98,7 +104,7 @@ def _sweep_lines(ws: WallScenario) -> list[str]:
             sm = summarize(run.result)
             row = [arm, fmt(run.load), fmt(sm.ttft_p50), fmt(sm.ttft_p90), fmt(sm.ttft_p99)]
             row += [fmt(sm.req_per_s), fmt(hit_rate(run.result)), *_cpu_cells(run)]
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append(markdown_row(row))
     return lines
 
 
@@ -117,7 +123,7 @@ def _fixed_lines(ws: WallScenario) -> list[str]:
     if s.protected:
         header += [f"{', '.join(s.protected)} p99 alone", "loaded", "ratio (≤ 1.25 holds)"]
     header += _CPU_HEADER
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = markdown_table(header, [])
     result = ws.as_result()
     for arm, runs in ws.runs.items():
         for run in runs:
@@ -138,7 +144,7 @@ def _fixed_lines(ws: WallScenario) -> list[str]:
                 row += [fmt(alone), fmt(summarize(run.result, prot).ttft_p99)]
                 row += [fmt(max(ratios)) if ratios else "–"]
             row += _cpu_cells(run)
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append(markdown_row(row))
     return lines
 
 

@@ -299,30 +299,19 @@ def run_wall_scenario(
         print(f"wall {scenario.name} {arm} at {fmt(load)} ...", file=sys.stderr, flush=True)
         workload = wall_workload(scenario, seed, load, quick, out.duration_s)
         try:
-            run = run_arm(
+            run_on = functools.partial(
+                run_arm,
                 scenario,
                 arm,
-                workload,
                 seed=seed,
                 load=load,
                 drain_s=drain,
-                probe=first,
                 kv_events=kv_events,
                 engine_kind=engine_kind,
             )
+            run = run_on(workload, probe=first)
             if scenario.protected:
-                alone = workload.only(*scenario.protected)
-                run.baseline = run_arm(
-                    scenario,
-                    arm,
-                    alone,
-                    seed=seed,
-                    load=load,
-                    drain_s=drain,
-                    probe=False,
-                    kv_events=kv_events,
-                    engine_kind=engine_kind,
-                ).result
+                run.baseline = run_on(workload.only(*scenario.protected), probe=False).result
         except Exception as exc:  # a peer that fails to start is reported, not fatal
             run = _failed(scenario, arm, seed, load, exc)
         if on_run is not None:
