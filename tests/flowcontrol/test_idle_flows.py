@@ -24,24 +24,6 @@ from sluice.flowcontrol.config import FlowControlConfig
 from sluice.requests.model import InferenceRequest, Usage
 
 
-class LoggingPool(SlotPool):
-    """A SlotPool that records every question, heavy hitter included."""
-
-    def __init__(self, slots: dict[str, int]) -> None:
-        super().__init__(slots)
-        self.asked: list[tuple[frozenset[str] | None, int, str | None]] = []
-
-    def has_room(
-        self,
-        candidates: frozenset[str] | None,
-        priority: int = 0,
-        *,
-        heavy_hitter: str | None = None,
-    ) -> bool:
-        self.asked.append((candidates, priority, heavy_hitter))
-        return super().has_room(candidates, priority, heavy_hitter=heavy_hitter)
-
-
 def keeping(config: FlowControlConfig, priorities: tuple[int, ...] = (0,)) -> FlowController:
     """A controller that never forgets a flow (of the bands of `priorities`)."""
     fc = FlowController(replace(config, idle_flow_timeout_s=0, max_idle_flows=10**9))
@@ -93,7 +75,7 @@ def test_forgetting_idle_flows_never_changes_the_dispatch_order(
         }
     )
     collecting, kept = FlowController(config), keeping(config, (0, 3))
-    pools = [LoggingPool({"a": slots}), LoggingPool({"a": slots})]
+    pools = [SlotPool({"a": slots}), SlotPool({"a": slots})]
     released: list[list[str]] = [[], []]
     waiting: list[InferenceRequest] = []
     tickets: list[dict[str, Ticket]] = [{}, {}]
