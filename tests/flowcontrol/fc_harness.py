@@ -53,6 +53,8 @@ class SlotPool:
         self.overbooked = 0
         # Called just before a release is accounted, to check invariants at that instant.
         self.on_take: Callable[[InferenceRequest], None] | None = None
+        # Every question asked, heavy hitter included (to compare two controllers' runs).
+        self.asked: list[tuple[frozenset[str] | None, int, str | None]] = []
 
     def free(self, endpoint: str) -> int:
         return self.slots[endpoint] - self.busy[endpoint]
@@ -64,6 +66,7 @@ class SlotPool:
         *,
         heavy_hitter: str | None = None,
     ) -> bool:
+        self.asked.append((candidates, priority, heavy_hitter))
         endpoints = self.slots if candidates is None else candidates
         return any(e in self.slots and self.free(e) > 0 for e in endpoints)
 

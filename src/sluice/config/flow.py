@@ -90,6 +90,8 @@ _FLOW_FIELDS = {
     "per_flow_max_bytes": "per_flow_max_bytes",
     "engine_priority": "engine_priority",
     "fair_share_window": "fair_share_window_s",
+    "flow_gc_timeout": "idle_flow_timeout_s",
+    "max_idle_flows": "max_idle_flows",
 }
 
 

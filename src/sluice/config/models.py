@@ -164,6 +164,8 @@ class FlowControl(Strict):
     fairness_weights: dict[str, Positive] | None = None
     engine_priority: Bool | None = None
     fair_share_window: Seconds | None = None
+    flow_gc_timeout: Seconds | None = Field(None, alias="flowGCTimeout")
+    max_idle_flows: Quantity | None = None
 
     @model_validator(mode="after")
     def _priorities_once(self) -> FlowControl:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from sluice.flowcontrol.bands import IDLE_FLOW_TIMEOUT_S, MAX_IDLE_FLOWS
 from sluice.flowcontrol.fairness import GLOBAL_STRICT, ROUND_ROBIN, TOKEN_FAIR, TokenCost
 from sluice.flowcontrol.ordering import EDF, FCFS, SLO_DEADLINE
 
@@ -81,6 +82,11 @@ class FlowControlConfig:
     # The window over which a band's heavy hitter is found (`Band.heavy_hitter`); its requests
     # say so when they ask for room (the room may keep a reserve from them). 0 turns it off.
     fair_share_window_s: float = 30.0
+    # Idle flows (nothing queued or in flight) whose counter is above the band's floor are
+    # kept at most this long (upstream's `FlowGCTimeout`, 5 minutes; 0: no timeout) and at
+    # most this many per band, the oldest idle forgotten first (docs/flowcontrol.md).
+    idle_flow_timeout_s: float = IDLE_FLOW_TIMEOUT_S
+    max_idle_flows: int = MAX_IDLE_FLOWS
 
     def band(self, priority: int) -> BandConfig:
         """The configured band, or one made from the default template (as upstream)."""

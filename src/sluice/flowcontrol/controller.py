@@ -144,6 +144,8 @@ class FlowController:
             else:
                 displaced = displaced_or_none
         if not local_ok:
+            if flow.idle:  # made for this arrival, or kept idle: a candidate for collection
+                band.went_idle(flow, now)
             if self._pool_empty:  # a full waiting room: no endpoint exists to be contended
                 return self._finalize(ticket, QueueOutcome.REJECTED_NO_ENDPOINTS, now, band)
             return self._finalize(
@@ -191,6 +193,8 @@ class FlowController:
                 fairness=cfg.fairness,
                 ordering=cfg.ordering,
                 share_window_s=self.config.fair_share_window_s,
+                idle_timeout_s=self.config.idle_flow_timeout_s,
+                max_idle_flows=self.config.max_idle_flows,
             )
             self._bands[priority] = band
             index = bisect.bisect(self._order_keys, -priority)
@@ -267,6 +271,8 @@ class FlowController:
         released = 0
         peers = self.peers
         for band in self._order:
+            band.local_only = peers is None
+            band.collect(now)
             if not band.queued_requests:
                 continue
             priority = band.priority
@@ -360,7 +366,8 @@ class FlowController:
     ) -> Finalized:
         band = self._bands[ticket.priority]
         event = self._finalize(ticket, outcome, now, band, retry_after, notify=False)
-        band.dropped(ticket)
+        band.local_only = self.peers is None
+        band.dropped(ticket, now)
         self.queued_requests -= 1
         self.queued_bytes -= ticket.byte_size
         self.observer.on_finalized(event, band)
@@ -399,16 +406,20 @@ class FlowController:
         if ticket.outcome is not QueueOutcome.DISPATCHED or ticket.completed:
             return
         ticket.completed = True
-        if usage is None or self._legacy:
+        if self._legacy:
             return
         band = self._bands[ticket.priority]
-        flow = band.flows[ticket.flow.fairness_id]
-        actual = self.config.token_cost.actual(usage)
-        delta = actual - ticket.charged
-        ticket.charged = actual
-        if delta:
-            band.correct(flow, delta, now)
-            self.observer.on_served(flow, band)
+        flow = band.flows[ticket.flow.fairness_id]  # kept: it has this request in flight
+        if usage is not None:
+            actual = self.config.token_cost.actual(usage)
+            delta = actual - ticket.charged
+            ticket.charged = actual
+            if delta:
+                band.correct(flow, delta, now)
+                self.observer.on_served(flow, band)
+        band.local_only = self.peers is None
+        band.finished(flow, ticket, now)
+        band.collect(now)
 
 
 # outcome -> (message, dropped reason): 429, the pool has endpoints but they are contended

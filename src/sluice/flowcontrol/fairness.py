@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from dataclasses import dataclass
 
 from sluice.flowcontrol.flows import Flow
@@ -63,6 +64,11 @@ class FairnessPolicy:
 
     def key(self, flow: Flow) -> tuple[float, ...]:
         raise NotImplementedError
+
+    def lift_floor(self) -> float:
+        """What a flow becoming backlogged now is lifted to: nothing for policies that keep
+        no per-flow state across idleness."""
+        return math.inf
 
     # -- the ready set ---------------------------------------------------------------------
 
@@ -145,6 +151,11 @@ class FairnessPolicy:
 class TokenFair(FairnessPolicy):
     name = TOKEN_FAIR
 
+    def lift_floor(self) -> float:
+        """What a flow becoming backlogged now is lifted to (see `on_enqueue`)."""
+        floor = self._peek_min_key()
+        return floor[0] if floor is not None else self.last_served_counter
+
     def key(self, flow: Flow) -> tuple[float, ...]:
         return (flow.counter + flow.remote,)
 
@@ -153,8 +164,7 @@ class TokenFair(FairnessPolicy):
             return
         # Newly backlogged: lift to the least-served backlogged flow (or, in an idle band, to
         # the flow served last) so that a flow cannot bank credit while it sends nothing.
-        floor = self._peek_min_key()
-        lift = floor[0] if floor is not None else self.last_served_counter
+        lift = self.lift_floor()
         if flow.counter + flow.remote < lift:
             flow.counter = lift - flow.remote
         self.push(flow)

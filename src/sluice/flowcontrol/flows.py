@@ -55,7 +55,16 @@ class Flow:
     ready_version: int = 0
     ready_key: tuple[float, ...] = ()
     turn: int = 0
+    # Requests dispatched and not yet completed: a flow is idle (and may be forgotten, see
+    # `Band.collect`) only with nothing queued and nothing in flight.
+    in_flight: int = 0
+    # Bumped each time the flow goes idle or active again: stale idle-heap entries skip.
+    idle_version: int = 0
 
     @property
     def backlogged(self) -> bool:
         return self.queue.live > 0
+
+    @property
+    def idle(self) -> bool:
+        return self.queued_requests == 0 and self.in_flight == 0
