@@ -28,16 +28,18 @@ def placeable(
     weighs every candidate — sending a request to the engine that holds its prefix can beat an
     emptier one — except endpoints Sluice knows are unusable: stale metrics (down, or refusing
     connections) and those at Sluice's own in-flight cap (`lower_band`: the band keeps headroom
-    for a higher one). An engine's slots gate the release, not the placement: a request may
-    still wait in the engine that holds its prefix rather than prefill it cold in a free slot
-    elsewhere (measured on llama.cpp: with full-slot engines excluded, shared-prefix TTFT p50
-    went from below round-robin's to above it); the load scorers weigh the full slots. Then
-    prefills of different bands are kept apart."""
+    for a higher one). An engine's slots gate the release; in placement they bind only a band
+    that keeps a slot free for a higher one (`lower_band`). Any other request may still wait in
+    the engine that holds its prefix rather than prefill it cold in a free slot elsewhere
+    (llama.cpp, shared prefix: with full engines excluded TTFT p50 went above round-robin's);
+    the load scorers weigh the full slots. Measured, llama.cpp two-bands: with the slots out
+    of placement for every band, batch filled the interactive class's reserved slots through
+    the engines' queues (1.79x unloaded p99). Then prefills of different bands are kept apart."""
     usable = [
         s
         for s in states
         if s.is_fresh(now, settings.metrics_staleness_s)
-        and _under_cap(room_left(s, settings, lower_band=lower_band, engine_slots=False))
+        and _under_cap(room_left(s, settings, lower_band=lower_band, engine_slots=lower_band))
     ]
     return steer_prefills(usable or states, priority=priority, lower_band=lower_band)
 
