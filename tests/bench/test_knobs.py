@@ -92,3 +92,12 @@ def test_noisy_neighbour_light_tenant_keeps_its_unloaded_ttft() -> None:
     off = _light_p99(run_one("noisy-neighbour", "sluice@sharewin=0", 1, 1.5, True, ()))
     assert loaded <= 1.25 * alone
     assert off > 2 * alone
+
+
+def test_an_in_flight_cap_below_the_default_lower_band_cap_lowers_it_as_the_config_does() -> None:
+    arm = arm_by_name("sluice@inflight=2")
+    assert arm.room.max_in_flight_requests == 2
+    assert arm.room.lower_priority_max_in_flight == 2
+    assert "maxInFlightPerEndpointBelowTopPriority: 2" in sluice_config_text(arm)
+    named = arm_by_name("sluice@inflight=2,lowinflight=1")
+    assert named.room.lower_priority_max_in_flight == 1
