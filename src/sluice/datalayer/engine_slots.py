@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from sluice.datalayer.engine_json import get_engine_json
 from sluice.datalayer.registry import EndpointRegistry
 
 # engine profile (`--engine`) -> the path that reports its slots; engines not listed have none
@@ -56,13 +57,8 @@ class EngineSlotsWatcher:
         return all(s.slots is not None for s in self._registry.snapshot())
 
     async def _ask(self, session: aiohttp.ClientSession, hostport: str) -> int | None:
-        try:
-            async with session.get(f"http://{hostport}{self._path}", timeout=self._timeout) as r:
-                if r.status != 200:
-                    return None
-                return slots_from_props(await r.json(content_type=None))
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
+        props = await get_engine_json(session, hostport, self._path, self._timeout)
+        return slots_from_props(props)
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(trust_env=False) as session:

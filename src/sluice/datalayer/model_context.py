@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from sluice.datalayer.engine_json import get_engine_json
 from sluice.datalayer.registry import EndpointRegistry
 
 
@@ -66,13 +67,9 @@ class ModelContextWatcher:
         return contexts
 
     async def _ask(self, session: aiohttp.ClientSession, hostport: str) -> dict[str, int]:
-        try:
-            async with session.get(f"http://{hostport}/v1/models", timeout=self._timeout) as r:
-                if r.status != 200:
-                    return {}
-                return contexts_from_listing(await r.json(content_type=None))
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return {}  # an engine that cannot say keeps the fallback for its models
+        listing = await get_engine_json(session, hostport, "/v1/models", self._timeout)
+        # an engine that cannot say (None: no listing) keeps the fallback for its models
+        return contexts_from_listing(listing)
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(trust_env=False) as session:
