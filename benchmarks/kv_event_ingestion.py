@@ -22,8 +22,16 @@ The traffic has the shape a real vLLM engine sends (vllm-project/vllm, read 2026
   free queue), so under eviction pressure the blocks removed equal the blocks stored and most
   events are removals;
 * events as maps tagged by ``"type"`` (``--layout map``, vLLM after vllm-project/vllm#42892,
-  with the fields a 0.26 engine sends: ``extra_keys``, ``group_idx``, ``kv_cache_spec_kind``),
-  or the older positional arrays (``--layout array``).
+  with the fields a 0.26 engine sends: ``extra_keys``, ``group_idx``, ``kv_cache_spec_kind``;
+  encoded by the simulator's vLLM encoder), or the older positional arrays (``--layout array``).
+
+"Event" is vLLM's: one BlockStored, BlockRemoved or AllBlocksCleared entry of a batch (a
+BlockStored names several blocks); the rate is events, not blocks and not messages.
+
+After the measured window a second window of the same length runs with the same sockets,
+subscribers and stream state machines but without decoding or applying (each batch only
+advances the stream's sequence): the receive floor, what ZMQ, pyzmq and the event loop cost at
+this message rate before Sluice looks at a payload.
 
 The defaults (per message ``--stored 2`` BlockStored of ``--blocks 8`` blocks, hence 16
 single-block BlockRemoved: 18 events, 32 blocks, ~55 messages/s per engine at 1,000 events/s)
@@ -35,33 +43,80 @@ filling some block) ~20 events a message.
 
 Run: .venv/bin/python benchmarks/kv_event_ingestion.py [--engines 100] [--rate 1000]
      [--seconds 10] [--stored 2] [--blocks 8] [--layout map|array] [--key-space engine|own]
+     [--drain-interval 0.02]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from sluice.bench.harness.child import child_env
 from sluice.bench.harness.cpu import thread_cpu_seconds
 from sluice.bench.harness.ports import free_port_block
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers, SubscriberSettings
+from sluice.datalayer.kvevents.stream import EndpointStream, StreamSettings
 from sluice.datalayer.kvevents.streams import KVEventStreams
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.scheduling.precise_hashing import BlockKeys
 from sluice.scheduling.precise_index import PreciseIndex
+from sluice.sim.block_hash import BlockHasher
+from sluice.sim.kv_events import (
+    FULL_ATTENTION,
+    BlockRemoved,
+    BlockStored,
+    Event,
+    KVEventBatch,
+    Layout,
+    encode_batch,
+)
+
+
+class Traffic:
+    """One engine's batches: `stored` BlockStored of `blocks` new blocks each, then one
+    single-hash BlockRemoved per block over `capacity` (oldest first), as vLLM's block pool
+    reports a single-group (full-attention) model."""
+
+    def __init__(self, stored: int, blocks: int, capacity: int, layout: Layout, seed: int) -> None:
+        self.stored, self.blocks, self.capacity, self.layout = stored, blocks, capacity, layout
+        self._rng = random.Random(seed)
+        self._held: list[int] = []  # the engine's blocks, oldest first
+        self._tokens = list(range(16 * blocks))
+        self._extra = [None] * blocks  # vLLM sends one extra_keys entry per block
+        # The first block is a real vLLM hash (seed "0"), so the index can check the seed; the
+        # chain's later blocks are random 64-bit hashes (new every time, like new prompts).
+        self._first = BlockHasher(16, "sha256", "0").hashes(self._tokens[:16])[0]
+
+    def next(self, ts: float) -> bytes:
+        held, rng = self._held, self._rng
+        events: list[Event] = []
+        for _ in range(self.stored):
+            hashes = [rng.getrandbits(64) for _ in range(self.blocks)]
+            parent = held[-1] if held else None
+            if parent is None:
+                hashes[0] = self._first
+            stored = BlockStored(
+                hashes, parent, self._tokens, 16, None, "GPU", None, self._extra, 0, FULL_ATTENTION
+            )
+            events.append(stored)
+            held.extend(hashes)
+        while len(held) > self.capacity:
+            events.append(BlockRemoved([held.pop(0)], "GPU", 0))
+        return encode_batch(KVEventBatch(ts, events, 0), layout=self.layout)
+
 
 PUBLISHER = r"""
-import random, sys, time
-import msgspec, zmq
-from sluice.sim.block_hash import BlockHasher
-from sluice.sim.kv_events import BlockRemoved, BlockStored, KVEventBatch, encode_batch
-from sluice.sim.kv_events import encode_map_batch
+import sys, time
+import zmq
+sys.path.insert(0, {here!r})
+from kv_event_ingestion import Traffic
 
 engines, rate, stored, blocks, pub, replay, seconds, capacity, layout = {args}
 ctx = zmq.Context()
@@ -76,28 +131,9 @@ for i in range(engines):
     routers.append(r)
 events_per_batch = stored + stored * blocks
 batches_per_s = rate / events_per_batch
-rng = random.Random(1)
-held = [[] for _ in range(engines)]  # each engine's blocks, oldest first
+traffic = [Traffic(stored, blocks, capacity, layout, seed=1 + i) for i in range(engines)]
 seqs = [0] * engines
 buffers = [[] for _ in range(engines)]
-tokens = list(range(16 * blocks))
-# An engine's first block is a real vLLM hash (seed "0"), so the index can check the seed; the
-# chain's later blocks are random 64-bit hashes (new every time, like new prompts).
-first_hash = BlockHasher(16, "sha256", "0").hashes(tokens[:16])[0]
-
-def batch(i):
-    events = []
-    for _ in range(stored):
-        hashes = [rng.getrandbits(64) for _ in range(blocks)]
-        parent = held[i][-1] if held[i] else None
-        if parent is None:
-            hashes[0] = first_hash
-        events.append(BlockStored(hashes, parent, tokens, 16, None, "GPU", None))
-        held[i].extend(hashes)
-    while len(held[i]) > capacity:
-        events.append(BlockRemoved([held[i].pop(0)], "GPU"))
-    batch = KVEventBatch(time.time(), events, 0)
-    return encode_map_batch(batch) if layout == "map" else encode_batch(batch)
 
 poller = zmq.Poller()
 for r in routers:
@@ -111,7 +147,7 @@ while time.monotonic() - start < seconds:
     due = int((time.monotonic() - start) * batches_per_s) + 1
     for i in range(engines):
         while seqs[i] < due:
-            payload = batch(i)
+            payload = traffic[i].next(time.time())
             pubs[i].send_multipart((b"", seqs[i].to_bytes(8, "big"), payload))
             buffers[i].append((seqs[i], payload))
             if len(buffers[i]) > 10000:
@@ -131,36 +167,22 @@ print("sent", sent, flush=True)
 """
 
 
+class ReceiveOnlyStream(EndpointStream):
+    """The stream's state machine without decoding or applying: a batch only advances the
+    sequence (the receive floor)."""
+
+    def _apply(self, seq: int, payload: bytes) -> None:
+        self.counters.applied += 1
+        self.last_seq = seq
+        self._last_payload = payload
+
+
 def core_cost_per_batch(
-    stored: int, blocks: int, capacity: int, layout: str, count: int = 5000
+    stored: int, blocks: int, capacity: int, layout: Layout, count: int = 5000
 ) -> float:
     """CPU per batch of the sans-I/O part alone: one stream into a fresh index."""
-    import random
-
-    from sluice.datalayer.kvevents.stream import EndpointStream, StreamSettings
-    from sluice.sim.block_hash import BlockHasher
-    from sluice.sim.kv_events import BlockRemoved as SimRemoved
-    from sluice.sim.kv_events import BlockStored as SimStored
-    from sluice.sim.kv_events import KVEventBatch, encode_batch, encode_map_batch
-
-    rng = random.Random(2)
-    tokens = list(range(16 * blocks))
-    held: list[int] = []
-    payloads = []
-    for _ in range(count):
-        events: list[object] = []
-        for _ in range(stored):
-            hashes = [rng.getrandbits(64) for _ in range(blocks)]
-            if not held:
-                hashes[0] = BlockHasher(16, "sha256", "0").hashes(tokens[:16])[0]
-            events.append(
-                SimStored(hashes, held[-1] if held else None, tokens, 16, None, "GPU", None)
-            )
-            held.extend(hashes)
-        while len(held) > capacity:
-            events.append(SimRemoved([held.pop(0)], "GPU"))
-        batch = KVEventBatch(0.0, events, 0)  # type: ignore[arg-type]
-        payloads.append(encode_map_batch(batch) if layout == "map" else encode_batch(batch))
+    traffic = Traffic(stored, blocks, capacity, layout, seed=2)
+    payloads = [traffic.next(0.0) for _ in range(count)]
     index = PreciseIndex(BlockKeys(16, hash_seed="0"))
     stream = EndpointStream("e", index, StreamSettings(replay=False))
     stream.on_connected(0.0)
@@ -185,7 +207,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engines", type=int, default=100)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s per engine")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each measured window")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--stored", type=int, default=2, help="BlockStored events per batch")
     parser.add_argument("--blocks", type=int, default=8, help="blocks per BlockStored")
@@ -199,11 +221,18 @@ async def main() -> None:
     parser.add_argument(
         "--capacity", type=int, default=2000, help="blocks an engine keeps before it evicts"
     )
+    parser.add_argument(
+        "--drain-interval",
+        type=float,
+        default=SubscriberSettings().drain_interval_s,
+        help="seconds between reads of every SUB socket (the subscribers' setting)",
+    )
     args = parser.parse_args()
     args.pub_port = free_port_block(args.engines, below_ephemeral=True)
     args.replay_port = free_port_block(args.engines, avoid=args.pub_port, below_ephemeral=True)
-    total = args.warmup + args.seconds + 2
+    total = args.warmup + 2 * args.seconds + 2
     code = PUBLISHER.format(
+        here=str(Path(__file__).resolve().parent),
         args=(
             args.engines,
             args.rate,
@@ -229,7 +258,11 @@ async def main() -> None:
     subscribers = KVEventsSubscribers(
         registry,
         streams,
-        SubscriberSettings(socket_port=args.pub_port, replay_socket_port=args.replay_port),
+        SubscriberSettings(
+            socket_port=args.pub_port,
+            replay_socket_port=args.replay_port,
+            drain_interval_s=args.drain_interval,
+        ),
     )
     await subscribers.start()
     assert publisher.stdout is not None
@@ -237,54 +270,72 @@ async def main() -> None:
     if not ready.startswith("ready"):
         raise SystemExit("the publisher process failed to start (see above)")
     await asyncio.sleep(args.warmup)  # long enough for every engine to reach its capacity
+    main_thread = threading.get_native_id()
+    events_per_batch = args.stored + args.stored * args.blocks
 
-    def totals() -> tuple[int, int, int]:
-        events = sum(s.counters.events for s in streams)
-        batches = sum(s.counters.applied for s in streams)
-        gaps = sum(s.counters.gaps for s in streams)
-        return events, batches, gaps
+    async def window() -> tuple[float, float, int, int, dict[str, float]]:
+        """(wall s, CPU s, batches, gaps, CPU share by thread) over one window."""
+        b0 = sum(s.counters.applied for s in streams)
+        g0 = sum(s.counters.gaps for s in streams)
+        t0 = thread_cpu_seconds()
+        c0, w0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        c1, w1 = time.process_time(), time.monotonic()
+        t1 = thread_cpu_seconds()
+        wall = w1 - w0
+        split = {
+            ("event loop" if tid == main_thread else f"thread {tid}"): (t1[tid] - t0.get(tid, 0.0))
+            / wall
+            for tid in t1
+        }
+        batches = sum(s.counters.applied for s in streams) - b0
+        return wall, c1 - c0, batches, sum(s.counters.gaps for s in streams) - g0, split
 
-    e0, b0, g0 = totals()
-    t0 = thread_cpu_seconds()
-    c0, w0 = time.process_time(), time.monotonic()
-    await asyncio.sleep(args.seconds)
-    c1, w1 = time.process_time(), time.monotonic()
-    t1 = thread_cpu_seconds()
-    e1, b1, g1 = totals()
+    def report(label: str, wall: float, cpu: float, batches: int, split: dict[str, float]) -> None:
+        events = batches * events_per_batch
+        print(
+            f"{label}: {cpu / wall * 100:.1f}% of one core at {events / wall:,.0f} events/s "
+            f"({batches / wall:,.0f} batches/s; {cpu / max(events, 1) * 1e6:.2f} us per event, "
+            f"{cpu / max(batches, 1) * 1e6:.1f} us per batch)"
+        )
+        print(
+            "  by thread: "
+            + ", ".join(f"{name} {share * 100:.1f}%" for name, share in split.items() if share > 0)
+            + " (the other threads are libzmq's I/O: TCP and framing)"
+        )
+
+    wall, cpu, batches, gaps, split = await window()
     modes = [streams.mode(f"engine-rank-{i}")[0] for i in range(args.engines)]
+    held = len(index)
+    for stream in streams:
+        stream.__class__ = ReceiveOnlyStream
+    floor_wall, floor_cpu, floor_batches, floor_gaps, floor_split = await window()
     await subscribers.stop()
     publisher.wait(timeout=30)
-    wall, cpu = w1 - w0, c1 - c0
-    events, batches = e1 - e0, b1 - b0
     print(
         f"engines={args.engines} target={args.rate:.0f} events/s each "
-        f"({args.stored} BlockStored x {args.blocks} blocks + removals per batch) "
-        f"key space={args.key_space} layout={args.layout}"
+        f"({args.stored} BlockStored x {args.blocks} blocks + removals per batch: "
+        f"{events_per_batch} events, {2 * args.stored * args.blocks} blocks) "
+        f"key space={args.key_space} layout={args.layout} drain interval={args.drain_interval} s"
     )
     print(
-        f"ingested {events / wall:,.0f} events/s ({batches / wall:,.0f} batches/s) "
-        f"over {wall:.1f} s; gaps {g1 - g0}; endpoints precise {modes.count('precise')}/"
-        f"{args.engines}; index holds {len(index):,} blocks"
+        f"ingesting: gaps {gaps}; endpoints precise {modes.count('precise')}/{args.engines}; "
+        f"index holds {held:,} blocks"
     )
-    print(
-        f"CPU: {cpu / wall * 100:.1f}% of one core "
-        f"({cpu / max(events, 1) * 1e6:.2f} us per event, "
-        f"{cpu / max(batches, 1) * 1e6:.1f} us per batch)"
+    report("ingesting (receive, decode, apply)", wall, cpu, batches, split)
+    report(
+        f"receive floor (no decode, no apply; gaps {floor_gaps})",
+        floor_wall,
+        floor_cpu,
+        floor_batches,
+        floor_split,
     )
-    main = threading.get_native_id()
-    split = {
-        ("event loop" if tid == main else f"thread {tid}"): (t1[tid] - t0.get(tid, 0.0)) / wall
-        for tid in t1
-    }
-    print(
-        "by thread: "
-        + ", ".join(f"{name} {share * 100:.1f}%" for name, share in split.items() if share > 0)
-        + " (the other threads are libzmq's I/O: TCP and framing)"
-    )
+    per_batch = cpu / max(batches, 1) - floor_cpu / max(floor_batches, 1)
+    print(f"decoding + applying, by difference: {per_batch * 1e6:.1f} us per batch")
     core_us = core_cost_per_batch(args.stored, args.blocks, args.capacity, args.layout)
     print(
-        f"of which decoding + applying (no sockets, same batches, same process, after the "
-        f"window): {core_us:.1f} us per batch; the rest is ZMQ receive and the event loop. "
+        f"decoding + applying alone (no sockets, one stream into a fresh index, same process, "
+        f"after the windows): {core_us:.1f} us per batch. "
         f"Reference: {reference_loop_s():.2f} s for 10 M loop iterations here"
     )
 

@@ -68,6 +68,46 @@ def test_the_sim_encodes_batches_exactly_as_vllm_lays_them_out() -> None:
     assert event.block_size == 16 and event.medium == "GPU" and batch.data_parallel_rank == 0
 
 
+def test_the_sim_publishes_the_layout_a_current_vllm_sends() -> None:
+    """A vLLM 0.26 message, as captured from a running engine (volcano-sh/kthena#1535): the
+    batch positional, each event a map tagged by "type", the fields without a default sent as
+    nil, ``extra_keys`` one entry per block, ``group_idx`` and ``kv_cache_spec_kind`` on
+    BlockStored, ``group_idx`` on BlockRemoved. The sim's engine emits exactly that."""
+    import msgspec
+
+    from sluice.sim.kvcache import BlockPool
+
+    pool = BlockPool(2, enable_kv_cache_events=True)
+    (block,) = pool.allocate(1) or []
+    pool.cache(block, 11, token_ids=list(range(16)))
+    pool.free([block])
+    pool.allocate(2)  # evicts it
+    batch = vllm.KVEventBatch(ts=1.5, events=pool.take_events(), data_parallel_rank=0)
+    ts, (stored_event, removed_event), rank = msgspec.msgpack.decode(vllm.encode_batch(batch))
+    assert (ts, rank) == (1.5, 0)
+    assert stored_event == {
+        "type": "BlockStored",
+        "block_hashes": [11],
+        "parent_block_hash": None,
+        "token_ids": list(range(16)),
+        "block_size": 16,
+        "lora_id": None,
+        "medium": "GPU",
+        "lora_name": None,
+        "extra_keys": [None],
+        "group_idx": 0,
+        "kv_cache_spec_kind": "full_attention",
+    }
+    assert removed_event == {
+        "type": "BlockRemoved",
+        "block_hashes": [11],
+        "medium": "GPU",
+        "group_idx": 0,
+    }
+    old = msgspec.msgpack.decode(vllm.encode_batch(batch, layout="array"))
+    assert old[1][1] == ["BlockRemoved", [11], "GPU", 0]  # vLLM <= 0.23: positional
+
+
 def test_map_encoded_events_and_bytes_hashes_decode_to_the_same_ints() -> None:
     import msgspec
 
@@ -91,7 +131,7 @@ def test_vllms_map_layout_decodes_on_a_typed_path_to_the_same_events(monkeypatch
         vllm.AllBlocksCleared(),
     ]
     batch = vllm.KVEventBatch(ts=2.0, events=events, data_parallel_rank=1)
-    as_array, as_map = vllm.encode_batch(batch), vllm.encode_map_batch(batch)
+    as_array, as_map = vllm.encode_batch(batch, layout="array"), vllm.encode_batch(batch)
     assert as_array != as_map
     expected = decode_batch(as_array)
 

@@ -315,4 +315,95 @@ def test_other_tiers_events_are_counted_in_the_metrics() -> None:
     scorer.precise.apply("pod-1", [*gpu, *offloaded(gpu, "CPU")])
     exposition = generate_latest(registry).decode()
     assert "sluice_precise_prefix_index_other_tier_events_total 2.0" in exposition
+    assert "sluice_precise_prefix_index_other_group_events_total 0.0" in exposition
+    scorer.precise.apply("pod-1", in_group(gpu, 1, "sliding_window"))
+    exposition = generate_latest(registry).decode()
+    assert "sluice_precise_prefix_index_other_group_events_total 1.0" in exposition
     assert f"sluice_precise_prefix_index_blocks {len(scorer.precise)}.0" in exposition
+
+
+def in_group(events: list, group: int, kind: str) -> list:
+    """The same blocks as another KV-cache group of a hybrid model reports them: vLLM's
+    BlockStored and BlockRemoved under the same hashes, with that group's index (and, when
+    stored, its kind)."""
+    from sluice.sim import kv_events as vllm
+
+    out: list[vllm.Event] = []
+    for e in events:
+        if isinstance(e, BlockStored):
+            out.append(
+                vllm.BlockStored(
+                    e.block_hashes,
+                    e.parent_block_hash,
+                    e.tokens(),
+                    e.block_size,
+                    None,
+                    "GPU",
+                    e.lora_name,
+                    e.extra_keys,
+                    group,
+                    kind,
+                    1024 if kind == "sliding_window" else None,
+                )
+            )
+        elif isinstance(e, BlockRemoved):
+            out.append(vllm.BlockRemoved(e.block_hashes, "GPU", group))
+    return list(decode_batch(encode_batch(KVEventBatch(0.0, out, 0))).events)
+
+
+def removals(events: list) -> list:
+    return [
+        BlockRemoved(e.block_hashes, "GPU", e.group_idx)
+        for e in events
+        if isinstance(e, BlockStored)
+    ]
+
+
+@pytest.mark.parametrize("seed", [SEED, None], ids=["engine-keys", "own-keys"])
+@pytest.mark.parametrize(
+    "full", [0, 1], ids=["full-attention-is-group-0", "full-attention-is-group-1"]
+)
+def test_a_hybrid_models_groups_are_not_mixed_up(seed: str | None, full: int) -> None:
+    """A hybrid model stores the same blocks once per KV-cache group and evicts each group on
+    its own: a sliding-window group's removals must not drop what the full-attention group
+    still holds, and its stores must not keep alive what that group evicted. The index follows
+    the full-attention group, whichever index it has and whichever group reports first."""
+    index = PreciseIndex(BlockKeys(16, hash_seed=seed))
+    base = engine_events(PROMPT, seed=seed)
+    attention = in_group(base, full, "full_attention")
+    sliding = in_group(base, 1 - full, "sliding_window")
+    assert all(e.group_idx == full for e in attention)
+    index.apply("a", [*sliding, *attention])  # the other group first: it is not learned
+    keys = keys_of(index, PROMPT)
+    assert index.indexed_group("a") == full
+    assert index.match(keys) == {index.slot("a"): len(keys)}
+    skipped = index.other_groups
+    assert skipped == len(sliding)
+    index.apply("a", removals(sliding))  # the sliding window moved on: still cached
+    assert index.match(keys) == {index.slot("a"): len(keys)}
+    assert index.other_groups == skipped + len(removals(sliding))
+    index.apply("a", removals(attention))  # the full-attention group evicted them
+    assert index.match(keys) == {} and index.held("a") == set()
+    index.apply("a", sliding)  # stored again in the sliding-window group only: no hit
+    assert index.match(keys) == {}
+
+
+def test_an_engine_without_a_full_attention_group_is_not_indexed() -> None:
+    index = PreciseIndex(BlockKeys(16, hash_seed=SEED))
+    index.apply("a", in_group(engine_events(PROMPT), 0, "mamba"))
+    assert index.indexed_group("a") is None and index.match(keys_of(index, PROMPT)) == {}
+    assert index.other_groups == 1
+
+
+def test_events_without_a_group_apply_as_the_single_group_of_older_vllm() -> None:
+    index = PreciseIndex(BlockKeys(16, hash_seed=SEED))
+    stored = [e for e in engine_events(PROMPT) if isinstance(e, BlockStored)]
+    old = [
+        BlockStored(e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size) for e in stored
+    ]
+    assert all(e.group_idx is None for e in old)
+    index.apply("a", old)
+    keys = keys_of(index, PROMPT)
+    assert index.match(keys) == {index.slot("a"): len(keys)} and index.other_groups == 0
+    index.apply("a", [BlockRemoved(e.block_hashes) for e in old])
+    assert index.match(keys) == {}

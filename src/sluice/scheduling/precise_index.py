@@ -26,6 +26,18 @@ and removed with ``medium="CPU"``, under the same hash) is not in the cache a re
 reads, and its removal must not drop the GPU copy. Other tiers' events are counted
 (``other_tiers``) and skipped.
 
+Only one KV-cache group is indexed per endpoint. A hybrid model (full-attention layers beside
+sliding-window, Mamba or other layers; vLLM's ``group_idx``) keeps one set of blocks per group,
+under the same block hashes, each stored and evicted on its own: a sliding-window group drops a
+block the full-attention group still holds. Mixing them would drop keys the engine can still
+hit (or keep ones it cannot), so the index follows the endpoint's first full-attention group —
+learned from the first BlockStored whose ``kv_cache_spec_kind`` is a full-attention kind (or
+absent) — and skips the other groups' events (counted in ``other_groups``). A prefix the
+full-attention group holds is what a hybrid engine can reuse at most (its sliding-window or
+Mamba group must also hold the blocks near the end of the prefix), so for a hybrid model the
+scores are an upper bound; an engine without a full-attention group is not indexed. Events
+without a ``group_idx`` (vLLM before it had groups: one group) are always applied.
+
 Matching is the approximate index's: walk the request's keys, and-ing the holders' bits; every
 endpoint's count is the leading blocks it holds contiguously.
 """
@@ -49,6 +61,8 @@ from sluice.scheduling.precise_hashing import BlockKeys
 from sluice.scheduling.precise_translate import EngineKeyMap
 from sluice.scheduling.slots import SlotTable, longest_prefixes
 
+# vLLM's KVCacheSpecKind values of layers that attend to the whole prefix.
+FULL_ATTENTION_KINDS = frozenset({"full_attention", "mla_attention", "sink_full_attention"})
 _SWEEP_STEP = 4096  # keys of a retired slot swept per batch applied
 # Engine hashes are kept to 60 bits: CPython stores such an int in 32 bytes instead of 36 (4 MB
 # less a million blocks), and a collision stays as unlikely as in a simulation's lifetime.
@@ -73,6 +87,8 @@ class PreciseIndex:
         self._verified: set[str] = set()
         self.unchained = 0  # own space: stored blocks whose parent was never seen
         self.other_tiers = 0  # events about another cache tier than the GPU's (skipped)
+        self.other_groups = 0  # events about another KV-cache group than the indexed one
+        self._groups: dict[str, int] = {}  # endpoint -> the KV-cache group indexed
 
     # -- slots --------------------------------------------------------------------------------
 
@@ -116,6 +132,7 @@ class PreciseIndex:
         count = self._counts[slot]
         cleared = False
         removed_types, stored_types = REMOVED_TYPES, STORED_TYPES
+        indexed = self._groups.get(endpoint)  # None: not learned yet
         for event in events:
             kind = type(event)  # a set of exact types: ~10 % faster than isinstance here
             if kind in removed_types:
@@ -123,6 +140,10 @@ class PreciseIndex:
                 medium = removal.medium
                 if medium is not None and medium != MEDIUM_GPU:
                     self.other_tiers += 1
+                    continue
+                group = removal.group_idx
+                if group is not None and group != indexed:
+                    self.other_groups += 1  # (before a group is learned nothing is held)
                     continue
                 for engine_hash in removal.block_hashes:
                     key = engine_hash & KEY_MASK
@@ -143,6 +164,11 @@ class PreciseIndex:
                 if medium is not None and medium != MEDIUM_GPU:
                     self.other_tiers += 1
                     continue
+                group = stored.group_idx
+                if group is not None and group != indexed:
+                    indexed = self._learn_group(endpoint, stored)
+                    if group != indexed:
+                        continue
                 if not self._usable_engine_block(endpoint, stored):
                     return cleared  # the endpoint was cleared
                 before = len(owners)
@@ -157,7 +183,7 @@ class PreciseIndex:
                 self._counts[slot] = count
                 self.clear(endpoint)
                 slot = self._slot_for(endpoint)
-                held, count = self._held[slot], 0
+                held, count, indexed = self._held[slot], 0, None
                 cleared = True
         self._counts[slot] = count
         if self._sweeps:
@@ -172,6 +198,8 @@ class PreciseIndex:
                 cleared = True
             elif not on_gpu(event):
                 self.other_tiers += 1
+            elif not self._in_indexed_group(endpoint, event):
+                continue
             elif isinstance(event, BlockStored):
                 self._stored_own(endpoint, slot, event)
                 if endpoint in self.unusable:
@@ -184,6 +212,7 @@ class PreciseIndex:
         """Drop everything `endpoint` holds."""
         slot = self._table.get(endpoint)
         self._verified.discard(endpoint)
+        self._groups.pop(endpoint, None)  # a restarted engine may serve another model
         self.unusable.pop(endpoint, None)
         if slot is None or (not self._counts[slot] and not self._translate[slot]):
             return
@@ -253,6 +282,35 @@ class PreciseIndex:
     def match(self, keys: list[int]) -> dict[int, int]:
         """slot -> number of leading blocks it holds contiguously."""
         return longest_prefixes(self._owners.get, keys, self._table.holders, 0)
+
+    # -- KV-cache groups ---------------------------------------------------------------------------
+
+    def indexed_group(self, endpoint: str) -> int | None:
+        """The KV-cache group whose blocks are indexed for `endpoint` (None: not learned)."""
+        return self._groups.get(endpoint)
+
+    def _learn_group(self, endpoint: str, event: BlockStored) -> int | None:
+        """The group indexed for `endpoint` once `event` (of another group than the one
+        indexed, or before one is) has been seen; counts the event when it is not indexed."""
+        indexed = self._groups.get(endpoint)
+        kind = event.kv_cache_spec_kind
+        if indexed is None and (kind is None or kind in FULL_ATTENTION_KINDS):
+            indexed = self._groups[endpoint] = event.group_idx  # type: ignore[assignment]
+        else:
+            self.other_groups += 1
+        return indexed
+
+    def _in_indexed_group(self, endpoint: str, event: BlockStored | BlockRemoved) -> bool:
+        group = event.group_idx
+        if group is None:
+            return True
+        indexed = self._groups.get(endpoint)
+        if group == indexed:
+            return True
+        if isinstance(event, BlockStored):
+            return self._learn_group(endpoint, event) == group
+        self.other_groups += 1
+        return False
 
     # -- engine key space ------------------------------------------------------------------------
 

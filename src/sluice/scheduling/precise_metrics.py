@@ -114,3 +114,9 @@ class PrecisePrefixMetrics(Collector):
             "KV events about another cache tier than the GPU's (skipped by the index).",
             value=scorer.precise.other_tiers,
         )
+        yield CounterMetricFamily(
+            "sluice_precise_prefix_index_other_group_events",
+            "KV events about another KV-cache group than the full-attention one indexed "
+            "(hybrid models; skipped by the index).",
+            value=scorer.precise.other_groups,
+        )

@@ -1,29 +1,38 @@
 """vLLM's KV-cache events as plain data, encoded exactly as vLLM puts them on the wire.
 
-``vllm/distributed/kv_events.py``: msgspec Structs with ``array_like=True, omit_defaults=True,
-tag=True``, so each event is a msgpack array ``[tag, field, ...]`` (tag = the class name) with
-trailing defaults left out, and a batch is ``[ts, [events...], data_parallel_rank]``. Hashes are
-``ExternalBlockHash`` ints (see ``block_hash``); ``medium`` is ``"GPU"`` for the GPU cache.
+``vllm/distributed/kv_events.py`` (read 2026-12-02): msgspec Structs with ``omit_defaults=True,
+tag=True`` — since vllm-project/vllm#42892 (every release after 0.23) without ``array_like``, so
+each event is a msgpack map tagged by ``"type"`` (the class name) with its fields by name and
+defaults left out; the batch ``[ts, [events...], data_parallel_rank]`` stays positional (a
+captured vLLM 0.26 message: ``[1789095808.8, [{'type': 'BlockStored', 'block_hashes': [...],
+'parent_block_hash': None, 'token_ids': [...], 'block_size': 16, 'lora_id': None, 'medium':
+'GPU', 'lora_name': None, 'extra_keys': [None], 'group_idx': 0, 'kv_cache_spec_kind':
+'full_attention'}], 0]``). ``lora_id``, ``medium`` and ``lora_name`` have no default, so they are
+always sent (as nil when unset); ``extra_keys`` is one entry per block; ``group_idx`` is the
+KV-cache group (a hybrid model — full attention beside sliding-window or Mamba layers — has
+several, each with its own blocks under the same hashes) and ``kv_cache_spec_kind`` its kind,
+on BlockStored only (BlockRemoved carries ``group_idx`` and the hash).
 
-``KVEventsConfig`` is vLLM's ``--kv-events-config`` JSON, with vLLM's field names and defaults.
+``encode_batch(..., layout="array")`` is the layout before #42892: every event a positional
+array ``[tag, field, ...]`` with trailing defaults left out.
+
+Hashes are ``ExternalBlockHash`` ints (see ``block_hash``); ``medium`` is ``"GPU"`` for the GPU
+cache. ``KVEventsConfig`` is vLLM's ``--kv-events-config`` JSON, with vLLM's field names and
+defaults.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 MEDIUM_GPU = "GPU"
+FULL_ATTENTION = "full_attention"  # vLLM's KVCacheSpecKind.FULL_ATTENTION
+Layout = Literal["map", "array"]
 
 
-class KVCacheEvent(
-    msgspec.Struct,
-    array_like=True,
-    omit_defaults=True,
-    gc=False,
-    tag=True,
-):
+class KVCacheEvent(msgspec.Struct, omit_defaults=True, gc=False, tag=True):
     """Base of the three events."""
 
 
@@ -36,11 +45,15 @@ class BlockStored(KVCacheEvent):
     medium: str | None
     lora_name: str | None
     extra_keys: list[tuple[Any, ...] | None] | None = None
+    group_idx: int | None = None
+    kv_cache_spec_kind: str | None = None
+    kv_cache_spec_sliding_window: int | None = None
 
 
 class BlockRemoved(KVCacheEvent):
     block_hashes: list[int]
     medium: str | None
+    group_idx: int | None = None
 
 
 class AllBlocksCleared(KVCacheEvent):
@@ -56,46 +69,46 @@ class KVEventBatch(msgspec.Struct, array_like=True, omit_defaults=True, gc=False
     data_parallel_rank: int | None = None
 
 
+# The same events as vLLM up to 0.23 encoded them: positional arrays.
+class _ArrayEvent(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, tag=True):
+    pass
+
+
+class _ArrayStored(_ArrayEvent, tag="BlockStored"):
+    block_hashes: list[int]
+    parent_block_hash: int | None
+    token_ids: list[int]
+    block_size: int
+    lora_id: int | None
+    medium: str | None
+    lora_name: str | None
+    extra_keys: list[tuple[Any, ...] | None] | None = None
+    group_idx: int | None = None
+    kv_cache_spec_kind: str | None = None
+    kv_cache_spec_sliding_window: int | None = None
+
+
+class _ArrayRemoved(_ArrayEvent, tag="BlockRemoved"):
+    block_hashes: list[int]
+    medium: str | None
+    group_idx: int | None = None
+
+
+class _ArrayCleared(_ArrayEvent, tag="AllBlocksCleared"):
+    pass
+
+
+_ARRAY = {BlockStored: _ArrayStored, BlockRemoved: _ArrayRemoved, AllBlocksCleared: _ArrayCleared}
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-def encode_batch(batch: KVEventBatch) -> bytes:
-    return _ENCODER.encode(batch)
-
-
-def encode_map_batch(batch: KVEventBatch) -> bytes:
-    """The batch as vLLM after vllm-project/vllm#42892 sends it: each event a map tagged by
-    ``"type"`` (the batch still an array), with the fields a single-group engine of that era
-    adds (one ``extra_keys`` entry per block, ``group_idx`` 0, ``kv_cache_spec_kind``)."""
-    events: list[dict[str, Any]] = []
-    for event in batch.events:
-        if isinstance(event, BlockStored):
-            events.append(
-                {
-                    "type": "BlockStored",
-                    "block_hashes": event.block_hashes,
-                    "parent_block_hash": event.parent_block_hash,
-                    "token_ids": event.token_ids,
-                    "block_size": event.block_size,
-                    "lora_id": event.lora_id,
-                    "medium": event.medium,
-                    "lora_name": event.lora_name,
-                    "extra_keys": event.extra_keys or [None] * len(event.block_hashes),
-                    "group_idx": 0,
-                    "kv_cache_spec_kind": "full_attention",
-                }
-            )
-        elif isinstance(event, BlockRemoved):
-            events.append(
-                {
-                    "type": "BlockRemoved",
-                    "block_hashes": event.block_hashes,
-                    "medium": event.medium,
-                    "group_idx": 0,
-                }
-            )
-        else:
-            events.append({"type": "AllBlocksCleared"})
+def encode_batch(batch: KVEventBatch, *, layout: Layout = "map") -> bytes:
+    """The batch's bytes as vLLM publishes them: today's map layout, or the older arrays."""
+    if layout == "map":
+        return _ENCODER.encode(batch)
+    events = [
+        _ARRAY[type(e)](**{f: getattr(e, f) for f in e.__struct_fields__}) for e in batch.events
+    ]
     return _ENCODER.encode([batch.ts, events, batch.data_parallel_rank])
 
 

@@ -8,6 +8,8 @@ With KV-cache events on, the pool records what vLLM's ``BlockPool`` emits, as pl
 shell to publish: ``BlockStored`` when blocks enter the hash map (consecutive blocks of one
 request in one event, with their parent's hash and token ids), ``BlockRemoved`` for each cached
 block evicted, ``AllBlocksCleared`` on a prefix-cache reset. ``take_events()`` drains them.
+The pool is one KV-cache group (a model of full-attention layers only), so every event names
+group 0 and BlockStored its kind, ``full_attention``, as vLLM's does for such a model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from sluice.sim.kv_events import MEDIUM_GPU, AllBlocksCleared, BlockRemoved, BlockStored, Event
+from sluice.sim.kv_events import (
+    FULL_ATTENTION,
+    MEDIUM_GPU,
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    Event,
+)
+
+GROUP = 0  # the pool's KV-cache group
 
 
 class BlockPool:
@@ -90,7 +101,7 @@ class BlockPool:
                 del self._cached[evicted]
                 self._hash_of[block] = None
                 if self.enable_kv_cache_events:
-                    self._events.append(BlockRemoved([evicted], MEDIUM_GPU))
+                    self._events.append(BlockRemoved([evicted], MEDIUM_GPU, GROUP))
             self._refs[block] = 1
             blocks.append(block)
         return blocks
@@ -135,8 +146,8 @@ class BlockPool:
         ):
             last.block_hashes.append(block_hash)
             last.token_ids.extend(token_ids)
-            if last.extra_keys is not None:
-                last.extra_keys.append(extra_keys)
+            assert last.extra_keys is not None
+            last.extra_keys.append(extra_keys)
             return
         events.append(
             BlockStored(
@@ -147,7 +158,9 @@ class BlockPool:
                 None,
                 MEDIUM_GPU,
                 lora,
-                [extra_keys] if extra_keys is not None else None,
+                [extra_keys],  # vLLM sends one entry per block, None when it has none
+                GROUP,
+                FULL_ATTENTION,
             )
         )
 
