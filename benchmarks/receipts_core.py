@@ -177,12 +177,12 @@ def fresh_cycle(template: CycleRecord, i: int) -> CycleRecord:
                 s.duration_s + i * 1e-12,
                 list(s.candidates),
                 s.weight,
-                [r + i * 1e-9 for r in s.raw],
-                list(s.picked),
+                tuple([r + i * 1e-9 for r in s.raw]),  # as the scheduler records them
+                tuple(s.picked),
             )
             for s in p.steps
         ]
-        totals = [t + i * 1e-9 for t in p.totals]
+        totals = tuple([t + i * 1e-9 for t in p.totals])
         profiles.append(ProfileRecord(p.name, steps, list(p.input_candidates), totals, 1e-4))
     return CycleRecord(profiles, template.primary, 1e-4)
 

@@ -162,6 +162,22 @@ class Fairness:
     max_charged_gap: float  # the same, between the flow controller's virtual counters
 
 
+def engine_concurrency(run: RunResult, engines: int) -> float:
+    """Requests the engines ran at once, per engine, while the load was offered (from the end
+    of warm-up to the last arrival; the drain after it is left out): each request's time
+    between dispatch and completion, clipped to that window, summed, over the window."""
+    start, end = run.warmup_s, run.duration_s
+    if end <= start:
+        return math.nan
+    busy = 0.0
+    for r in run.records:
+        if r.dispatched_at is None:
+            continue
+        done = r.completed_at if r.completed_at is not None else end
+        busy += max(0.0, min(done, end) - max(r.dispatched_at, start))
+    return busy / (end - start) / engines
+
+
 def fairness(
     run: RunResult,
     tenants: Sequence[str],

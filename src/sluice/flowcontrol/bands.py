@@ -109,8 +109,12 @@ class Band:
         self._compact_newest()
         flow.in_flight += 1
         key = flow.counter + flow.remote
-        self._in_flight[ticket.seq] = key
-        heapq.heappush(self._in_flight_keys, (key, ticket.seq))
+        live, keys = self._in_flight, self._in_flight_keys
+        live[ticket.seq] = key
+        heapq.heappush(keys, (key, ticket.seq))
+        if len(keys) > 2 * len(live) + 64:  # entries of finished dispatches: bounded here
+            keys[:] = [(k, seq) for seq, k in live.items()]
+            heapq.heapify(keys)
 
     def finished(self, flow: Flow, ticket: Ticket, now: float) -> None:
         """A dispatched `ticket` of `flow` completed (after its correction, if any)."""
@@ -174,8 +178,10 @@ class Band:
         reached (once the heavy-hitter window has passed them), those idle for
         `idle_timeout_s` (upstream's rule), and the oldest idle ones beyond `max_idle_flows`.
         Amortized O(log flows) per flow forgotten; O(1) when none is."""
-        threshold = self._threshold()
         above = self._above_floor
+        # The threshold is only needed to forget idle flows above the floor: skip it (and its
+        # heap upkeep) on the common path where there are none (flowcontrol_overhead.py).
+        threshold = self._threshold() if above else -math.inf
         while above and above[0][0] <= threshold:
             _, version, _, flow = heapq.heappop(above)
             if version != flow.idle_version:
@@ -191,14 +197,15 @@ class Band:
             if version == flow.idle_version:
                 self._forget(flow, now)
         idle = self._idle
-        if self.idle_timeout_s > 0:
+        if idle and self.idle_timeout_s > 0:
             cut = now - self.idle_timeout_s
             while idle:
                 flow, since = next(iter(idle.values()))
                 if since > cut:
                     break
                 self._forget(flow, now)
-        self._cap(now)
+        if len(idle) > self.max_idle_flows:
+            self._cap(now)
         for heap in (above, in_window):
             if len(heap) > 2 * len(idle) + 64:
                 heap[:] = [e for e in heap if e[1] == e[3].idle_version]
@@ -232,9 +239,6 @@ class Band:
         keys, live = self._in_flight_keys, self._in_flight
         while keys and keys[0][1] not in live:
             heapq.heappop(keys)
-        if len(keys) > 2 * len(live) + 64:
-            keys[:] = [(k, seq) for seq, k in live.items()]
-            heapq.heapify(keys)
         floor = policy.lift_floor()
         threshold = min(floor, policy.last_served_counter)
         return min(threshold, keys[0][0]) if keys else threshold

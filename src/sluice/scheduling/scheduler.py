@@ -219,7 +219,7 @@ class Scheduler:
         if timed:
             self._ran(record, picker, t0, candidates, picked=picked)
             if record is not None:
-                record.totals = totals
+                record.totals = tuple(totals)
                 record.duration_s = time.perf_counter() - began
         return ProfileResult(
             tuple(ScoredEndpoint(candidates[i].endpoint, totals[i]) for i in picked)
@@ -242,8 +242,20 @@ class Scheduler:
         if self._observer is not None:
             self._observer.plugin_ran(_EXTENSION_POINT[kind], type_name, name, took)
         if record is not None:
+            # scores and the pick as tuples: of floats and ints only, which the garbage
+            # collector stops tracking at its first pass, where lists would be walked by every
+            # collection for as long as the receipt ring keeps them (see scheduling.record)
             record.steps.append(
-                PluginStep(kind, type_name, name, took, candidates, weight, raw, picked)
+                PluginStep(
+                    kind,
+                    type_name,
+                    name,
+                    took,
+                    candidates,
+                    weight,
+                    tuple(raw),
+                    tuple(picked),
+                )
             )
 
     # -- lifecycle hooks --------------------------------------------------------------------------
