@@ -18,7 +18,7 @@ The machine has 2 cores shared with the engines, the load generator and other us
 ratios within one run.
 
     PYTHONPATH=src .venv/bin/python benchmarks/replicas_scaling.py [--part decisions|prefix|all]
-        [--requests 3000] [--rounds 2] [--loads 16,24,32] [--window 15]
+        [--requests 3000] [--rounds 2] [--loads 4,6,8,10] [--window 15]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import itertools
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -335,12 +336,46 @@ def decisions(args: argparse.Namespace) -> bool:
         " the table's sync CPU per request);"
         f" target N replicas >= {TARGET_SCALING}x one replica's decisions per CPU-s, with and"
         " without the store's CPU:"
-        f" {'met' if met else 'MISSED'}"
+        f" {'MET' if met else 'MISSED'}"
     )
     return met
 
 
-def prefix_point(replicas: int, load: float, args: argparse.Namespace) -> RunResult:
+@dataclass
+class PrefixPoint:
+    """One shared-prefix load point and what each process spent on it (CPU from /proc over
+    the replay, drain included), so a TTFT change can be put beside the process that paid."""
+
+    run: RunResult
+    replicas_cpu_s: float
+    store_cpu_s: float
+    engines_cpu_s: float
+    client_cpu_s: float  # this process: the load generator
+    syncs: float  # every replica's syncs over the replay
+    sync_s: float  # their summed wall time
+    fallbacks: float
+    loadavg: tuple[float, float]  # 1-minute load average before and after
+
+    @property
+    def store_us_per_sync(self) -> float:
+        return self.store_cpu_s / self.syncs * 1e6 if self.syncs else math.nan
+
+    @property
+    def replica_us_per_sync(self) -> float:
+        """Replicas' CPU per sync: an upper bound on the sync's client cost (requests too)."""
+        return self.replicas_cpu_s / self.syncs * 1e6 if self.syncs else math.nan
+
+    @property
+    def mean_sync_ms(self) -> float:
+        return self.sync_s / self.syncs * 1000 if self.syncs else math.nan
+
+
+def _self_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def prefix_point(replicas: int, load: float, args: argparse.Namespace) -> PrefixPoint:
     scenario = SCENARIOS["shared-prefix"]
     workload = wall_workload(scenario, args.seed, load, True, args.window)
     engines = start_engines(scenario, False)
@@ -355,10 +390,25 @@ def prefix_point(replicas: int, load: float, args: argparse.Namespace) -> RunRes
         config.write_text(sluice_config_text(arm_by_name("sluice-default")))
         group = start_replicas(replicas, server.port, manifests, config, workdir)
         asyncio.run(wait_joined(group.metrics_urls))
-        cpu0 = group.cpu()
+        assert server.process is not None
+
+        def engines_cpu() -> float:
+            return sum(tree_cpu_seconds(p.pid) for p in engines.processes)
+
+        load0 = os.getloadavg()[0]
+        before = asyncio.run(replica_samples(group.metrics_urls))
+        cpu0, store0 = group.cpu(), tree_cpu_seconds(server.process.pid)
+        engines0, self0 = engines_cpu(), _self_cpu_s()
         records, samples = asyncio.run(replay(group.urls, workload, 10.0, engines.urls))
+        cpu, store = group.cpu() - cpu0, tree_cpu_seconds(server.process.pid) - store0
+        engines_s, self_s = engines_cpu() - engines0, _self_cpu_s() - self0
+        after = asyncio.run(replica_samples(group.metrics_urls))
         hits, queries = prefix_counters(engines)
-        return RunResult(
+
+        def delta(name: str) -> float:
+            return after.get(name, 0.0) - before.get(name, 0.0)
+
+        run = RunResult(
             "shared-prefix",
             f"{replicas} replicas",
             args.seed,
@@ -369,7 +419,18 @@ def prefix_point(replicas: int, load: float, args: argparse.Namespace) -> RunRes
             prefix_queries=int(queries),
             duration_s=workload.duration_s,
             warmup_s=workload.duration_s * scenario.warmup_frac,
-            cpu_s=group.cpu() - cpu0,
+            cpu_s=cpu,
+        )
+        return PrefixPoint(
+            run,
+            cpu,
+            store,
+            engines_s,
+            self_s,
+            delta("sluice_replicas_sync_duration_seconds_count"),
+            delta("sluice_replicas_sync_duration_seconds_sum"),
+            delta("sluice_replicas_fallbacks_total"),
+            (load0, os.getloadavg()[0]),
         )
     finally:
         if group is not None:
@@ -381,16 +442,24 @@ def prefix_point(replicas: int, load: float, args: argparse.Namespace) -> RunRes
 
 def prefix(args: argparse.Namespace) -> bool:
     loads = [float(x) for x in args.loads.split(",")]
-    curves: dict[int, dict[float, RunResult]] = {1: {}, 3: {}}
+    curves: dict[int, dict[float, PrefixPoint]] = {1: {}, 3: {}}
     walking = {1, 3}
     for i, load in enumerate(loads):  # both arms at each load, in alternating order
         for replicas in (1, 3) if i % 2 == 0 else (3, 1):
             if replicas not in walking:
                 continue
             print(f"  shared-prefix, {replicas} replicas, {load:g} QPS ...", file=sys.stderr)
-            run = prefix_point(replicas, load, args)
-            curves[replicas][load] = run
-            if summarize(run).ttft_p90 > SLO_TTFT_P90_S:
+            point = prefix_point(replicas, load, args)
+            curves[replicas][load] = point
+            point_p90 = summarize(point.run).ttft_p90
+            print(
+                f"    p90 TTFT {point_p90:.3f} s, hit rate {hit_rate(point.run):.3f},"
+                f" store {point.store_us_per_sync:.0f} µs CPU per sync,"
+                f" load average {point.loadavg[0]:.2f} -> {point.loadavg[1]:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if point_p90 > SLO_TTFT_P90_S:
                 walking.discard(replicas)  # past the knee: higher loads only break it more
     print(
         f"\n## Shared-prefix goodput, wall clock ({args.window:g} s of arrivals per load,"
@@ -401,19 +470,37 @@ def prefix(args: argparse.Namespace) -> bool:
     print("|---|---|---|---|")
     good = {}
     for replicas, curve in curves.items():
-        p90 = {load: summarize(run).ttft_p90 for load, run in curve.items()}
+        p90 = {load: summarize(point.run).ttft_p90 for load, point in curve.items()}
         good[replicas] = goodput(p90)
         print(
             f"| {replicas} | {good[replicas]:.1f} |"
             f" {', '.join(f'{load:g}: {v:.3f}' for load, v in p90.items())} |"
-            f" {', '.join(f'{load:g}: {hit_rate(run):.3f}' for load, run in curve.items())} |"
+            f" {', '.join(f'{load:g}: {hit_rate(pt.run):.3f}' for load, pt in curve.items())} |"
         )
+    print(
+        "\n### CPU per point (seconds over the replay and its drain; syncs from the replicas'"
+        " metrics)\n"
+    )
+    print("| replicas | QPS | replicas CPU | store CPU | engines CPU | load generator CPU"
+          " | syncs | store µs per sync | replicas µs per sync | mean sync ms | fall-backs"
+          " | load average before, after |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for replicas, curve in curves.items():
+        for load, pt in curve.items():
+            print(
+                f"| {replicas} | {load:g} | {pt.replicas_cpu_s:.2f} | {pt.store_cpu_s:.2f}"
+                f" | {pt.engines_cpu_s:.2f} | {pt.client_cpu_s:.2f} | {pt.syncs:.0f}"
+                f" | {pt.store_us_per_sync:.0f} | {pt.replica_us_per_sync:.0f}"
+                f" | {pt.mean_sync_ms:.2f} | {pt.fallbacks:g}"
+                f" | {pt.loadavg[0]:.2f}, {pt.loadavg[1]:.2f} |"
+            )
     ratio = good[3] / good[1] if good[1] else math.nan
     capped = good[1] == max(loads) and good[3] == max(loads)
     met = ratio >= TARGET_PREFIX
     print(
-        f"\n3 replicas / 1 replica goodput: {ratio:.2f}x (target >= {TARGET_PREFIX}x:"
-        f" {'met' if met else 'MISSED'}){'; both reached the highest load tried' if capped else ''}"
+        f"\n{'MET' if met else 'MISSED'}: 3 replicas / 1 replica goodput {ratio:.2f}x"
+        f" (target >= {TARGET_PREFIX}x)"
+        f"{'; both reached the highest load tried' if capped else ''}"
     )
     return met
 
@@ -426,7 +513,9 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=4, help="maxInFlightPerEndpoint")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds measured per arm")
-    parser.add_argument("--loads", default="16,24,32", help="shared-prefix QPS, ascending")
+    # On this 2-core machine (engines, load generator and replicas on it) p90 TTFT is past the
+    # 2 s SLO near 10-14 QPS; at 16-32 QPS every point broke it (goodput 0, ratio NaN).
+    parser.add_argument("--loads", default="4,6,8,10", help="shared-prefix QPS, ascending")
     parser.add_argument("--window", type=float, default=15.0, help="seconds of arrivals")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
