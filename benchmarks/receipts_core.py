@@ -34,6 +34,7 @@ from sluice.bench.harness.cpu import rss_mb
 from sluice.bench.harness.otlp_sink import OtlpSink
 from sluice.config import load_sluice_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.registry import EndpointState
 from sluice.director import DispatchCore, DispatchedRequest
 from sluice.flowcontrol.model import Ticket
 from sluice.receipts import ReceiptRecorder, ReceiptRing
@@ -41,7 +42,7 @@ from sluice.requests.errors import SluiceError
 from sluice.requests.model import InferenceRequest, Outcome, Usage
 from sluice.room.core import Hold
 from sluice.room.rules import rule_inputs
-from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
+from sluice.scheduling.record import CycleRecord, ProfileRecord, freeze, thaw
 from sluice.sources.state import PoolKey, PoolState
 
 ENDPOINTS = tuple(Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(8))
@@ -151,44 +152,61 @@ def _cpu_arms(rounds: int, per_round: int) -> None:
     tracer.shutdown()
 
 
-def template_cycle() -> tuple[CycleRecord, Hold]:
-    """One real scheduling cycle's record over ENDPOINTS, and a hold over them."""
-    ring = ReceiptRing(1, 1 << 20)
-    c, placed = core(ReceiptRecorder(ring))
+class _Keeping(ReceiptRecorder):
+    """Keeps the live scheduling records it hands out (a finished receipt keeps its frozen)."""
+
+    kept: list[CycleRecord]
+
+    def scheduling(self, request: InferenceRequest) -> CycleRecord | None:
+        record = super().scheduling(request)
+        if record is not None:
+            self.kept = [*getattr(self, "kept", []), record]
+        return record
+
+
+def template_cycle() -> tuple[CycleRecord, Hold, list[EndpointState]]:
+    """One real scheduling cycle's record over ENDPOINTS, a hold over them, and their states."""
+    recorder = _Keeping(ReceiptRing(1, 1 << 20))
+    c, placed = core(recorder)
     run(c, placed, 1, 0)
-    [receipt] = ring.newest_first()
-    assert receipt.cycle is not None
+    [record] = recorder.kept
     states = c.registry.snapshot()
     rules = {s.name: "queue-depth" for s in states}
-    return receipt.cycle, Hold(
-        0.0, rules, {s.name: rule_inputs(s, 0.0) for s in states}, False, True
-    )
+    hold = Hold(0.0, rules, {s.name: rule_inputs(s, 0.0) for s in states}, False, True)
+    return record, hold, list(states)
 
 
-def fresh_cycle(template: CycleRecord, i: int) -> CycleRecord:
+def fresh_cycle(template: CycleRecord, states: list[EndpointState], i: int) -> CycleRecord:
     """A record shaped like `template` with lists and floats of its own, as each cycle has."""
     profiles = []
-    for p in template.profiles:
-        steps = [
-            PluginStep(
-                s.kind,
-                s.type_name,
-                s.name,
-                s.duration_s + i * 1e-12,
-                list(s.candidates),
-                s.weight,
-                tuple([r + i * 1e-9 for r in s.raw]),  # as the scheduler records them
-                tuple(s.picked),
+    shape, primary, _ = thaw(freeze(template)[0])
+    for profile_name, _, steps, totals, _ in shape:
+        candidates = list(states)  # the placeable ones, a list of this request
+        profile = ProfileRecord(profile_name, candidates)
+        for kind, type_name, name, took, names, weight, raw, picked in steps:
+            profile.ran(
+                kind,
+                type_name,
+                name,
+                took + i * 1e-12,
+                candidates if len(names) == len(candidates) else candidates[: len(names)],
+                weight,
+                [r + i * 1e-9 for r in raw],
+                picked,
             )
-            for s in p.steps
-        ]
-        totals = tuple([t + i * 1e-9 for t in p.totals])
-        profiles.append(ProfileRecord(p.name, steps, list(p.input_candidates), totals, 1e-4))
-    return CycleRecord(profiles, template.primary, 1e-4)
+        profile.totals = tuple([t + i * 1e-9 for t in totals])
+        profile.duration_s = 1e-4
+        profiles.append(profile)
+    return CycleRecord(profiles, primary, 1e-4)
 
 
 def through_recorder(
-    recorder: ReceiptRecorder, n: int, start: int, template: CycleRecord, hold: Hold
+    recorder: ReceiptRecorder,
+    n: int,
+    start: int,
+    template: CycleRecord,
+    hold: Hold,
+    states: list[EndpointState],
 ) -> None:
     """`n` requests, each through every step the director calls the recorder at."""
     endpoints = ENDPOINTS
@@ -208,7 +226,7 @@ def through_recorder(
         recorder.queued(request, now)
         record = recorder.scheduling(request)
         assert record is not None
-        fresh = fresh_cycle(template, i)
+        fresh = fresh_cycle(template, states, i)
         record.profiles, record.primary, record.duration_s = fresh.profiles, fresh.primary, 1e-4
         held = Hold(
             now, dict(hold.rules), {k: dict(v) for k, v in hold.inputs.items()}, False, True
@@ -223,20 +241,20 @@ def through_recorder(
 
 
 def memory(requests: int) -> None:
-    template, hold = template_cycle()
+    template, hold, states = template_cycle()
     for max_entries, max_bytes in RING_CONFIGS:
         gc.collect()
         ring = ReceiptRing(max_entries, max_bytes)
         recorder = ReceiptRecorder(ring)
-        through_recorder(recorder, 2000, 0, template, hold)  # warm up
+        through_recorder(recorder, 2000, 0, template, hold, states)  # warm up
         gc.collect()
         rss0 = rss_mb()
         started, cpu0 = time.monotonic(), time.process_time()
-        through_recorder(recorder, requests - len(ring) - 1, 2000, template, hold)
+        through_recorder(recorder, requests - len(ring) - 1, 2000, template, hold, states)
         rss1 = rss_mb()  # before tracemalloc, whose own records take memory
         rest = len(ring) + 1
         tracemalloc.start()
-        through_recorder(recorder, rest, requests, template, hold)
+        through_recorder(recorder, rest, requests, template, hold, states)
         elapsed, cpu = time.monotonic() - started, time.process_time() - cpu0
         gc.collect()
         held, accounted = len(ring), ring.bytes

@@ -164,7 +164,12 @@ def child(variant: str, warmup: int, requests: int) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import receipts_core
 
-    c, placed = receipts_core.core(None)
+    if variant == "on":  # the default ring; the warm-up should fill it (> 1024 requests)
+        from sluice.receipts import ReceiptRecorder, ReceiptRing
+
+        c, placed = receipts_core.core(ReceiptRecorder(ReceiptRing(1024, 4 << 20)))
+    else:
+        c, placed = receipts_core.core(None)
     seen: list[str] = []
     # No collections: a full one is millions of instructions, and whether it falls inside a
     # run depends on the allocation count so far — not on the hooks, which allocate nothing
@@ -198,13 +203,16 @@ def compare(args: argparse.Namespace) -> None:
     per_request: dict[str, float] = {}
     placements: dict[str, list[str]] = {}
     replaced: dict[str, int] = {}
-    for variant in ("off", "hooks-out"):
+    variants = ("off", "hooks-out", "on") if args.on else ("off", "hooks-out")
+    for variant in variants:
         small, _ = counted(variant, args.warmup, args.small, workdir)
         large, report = counted(variant, args.warmup, args.large, workdir)
         per_request[variant] = (large - small) / (args.large - args.small)
         placements[variant] = report["placements"]
         replaced = report["replaced"] or replaced
-    assert placements["off"] == placements["hooks-out"], "the variants placed differently"
+    assert all(p == placements["off"] for p in placements.values()), (
+        "the variants placed differently"
+    )
     cost = 100 * (per_request["off"] / per_request["hooks-out"] - 1)
     print(
         json.dumps(
@@ -215,6 +223,14 @@ def compare(args: argparse.Namespace) -> None:
                 "off": round(per_request["off"]),
                 "hooks_out": round(per_request["hooks-out"]),
                 "off_cost_pct": round(cost, 3),
+                **(
+                    {
+                        "on": round(per_request["on"]),
+                        "on_cost_pct": round(100 * (per_request["on"] / per_request["off"] - 1), 2),
+                    }
+                    if "on" in per_request
+                    else {}
+                ),
             },
             indent=2,
         )
@@ -232,7 +248,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=1200)
-    parser.add_argument("--child", choices=("off", "hooks-out"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--on",
+        action="store_true",
+        help="also count receipts on (the default ring) against off; use a --warmup above 1024",
+    )
+    parser.add_argument("--child", choices=("off", "hooks-out", "on"), help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

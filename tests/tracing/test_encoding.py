@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from director_harness import make_director, report
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.requests.model import Outcome, Usage
-from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
+from sluice.scheduling.record import CycleRecord, ProfileRecord, thaw
 from sluice.tracing import otlp
 from sluice.tracing.export import RequestTracer, _encoded_sender, _lighter_transport, _parent
 from sluice.tracing.spans import request_spans
@@ -54,26 +54,17 @@ async def finished_receipts():  # type: ignore[no-untyped-def]
     odd.request_id, odd.priority, odd.fairness_id = "req-\udcff", -10, "t\u00e9nant"
     odd.outcome, odd.reason, odd.traceparent = "rejected", "queue_full", None
     # and a profile whose filters kept one endpoint of three (the default config has none)
-    assert odd.cycle is not None
-    [profile] = odd.cycle.profiles
-    kept = profile.input_candidates[:1]
-    filters = [
-        PluginStep("filter", "by-label", "by-label", 2e-6, profile.input_candidates[:2]),
-        PluginStep("filter", "least-queue", "least-queue", 3e-6, kept),
-    ]
-    odd.cycle = CycleRecord(
-        [
-            ProfileRecord(
-                profile.name,
-                [*filters, *profile.steps],
-                profile.input_candidates,
-                profile.totals,
-                profile.duration_s,
-            )
-        ],
-        odd.cycle.primary,
-        odd.cycle.duration_s,
-    )
+    assert odd.frozen is not None
+    [(name, _, steps, totals, took)], primary, cycle_s = thaw(odd.frozen)
+    states = director.registry.snapshot()
+    profile = ProfileRecord(name, states)
+    profile.ran("filter", "by-label", "by-label", 2e-6, states[:2])
+    profile.ran("filter", "least-queue", "least-queue", 3e-6, states[:1])
+    for kind, type_name, step_name, step_s, _, weight, raw, picked in steps:
+        profile.ran(kind, type_name, step_name, step_s, states, weight, raw, picked)
+    profile.totals, profile.duration_s = totals, took
+    odd.cycle, odd.frozen = CycleRecord([profile], primary, cycle_s), None
+    odd.finish(odd.finished_at or 0.0)
     return [*receipts, odd]
 
 

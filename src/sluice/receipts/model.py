@@ -3,32 +3,32 @@ plain JSON-able dict only when someone reads it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sluice.datalayer.endpoint import Endpoint
-from sluice.datalayer.registry import EndpointState
 from sluice.room.core import Hold
-from sluice.scheduling.record import CycleRecord, ProfileRecord
+from sluice.scheduling.record import (
+    CycleRecord,
+    Flat,
+    FrozenCycle,
+    FrozenProfile,
+    freeze,
+    scored_candidates,
+    thaw,
+)
 
 # What `footprint` counts (CPython 3.11, 64-bit; measured with tracemalloc by
 # benchmarks/receipts_core.py, which checks the sum against the ring's real memory, and
-# rounded up). A list several steps share is counted once per profile, a hold (shared by the
-# receipts of the requests it held) at each receipt, scores as distinct floats: an upper bound.
+# rounded up). A hold (shared by the receipts of the requests it held) is counted at each
+# receipt: an upper bound. The frozen scheduling record counts itself (`record.freeze`).
 RECEIPT_BYTES = 480  # the receipt, its floats and its share of small ints and tuples
-CYCLE_BYTES = 200  # a CycleRecord with its list of profiles
-PROFILE_BYTES = 200  # a ProfileRecord with its list of steps
-STEP_BYTES = 128  # a PluginStep
-LIST_BYTES = 64  # a list's header
-SLOT_BYTES = 8  # a reference in a list or tuple
-FLOAT_BYTES = 32  # a float a scorer computed, with its reference
+SLOT_BYTES = 8  # a reference in a tuple
 STR_BYTES = 56  # a str's header (its text is counted by length)
 HOLD_ENDPOINT_BYTES = 640  # per endpoint of a hold: its rule and the inputs the rules read
 
 
 class Receipt:
-    """Mutable while the request is open; kept as is when it ends (the lists it holds are the
-    ones the scheduler produced, which nothing changes afterwards) and rendered (`as_dict`) when
+    """Mutable while the request is open; `finish`ed when it ends (its scheduling record frozen
+    into plain tuples, which the garbage collector does not track) and rendered (`as_dict`) when
     read."""
 
     __slots__ = (
@@ -40,6 +40,8 @@ class Receipt:
         "fairness_id",
         "fallbacks",
         "finished_at",
+        "frozen",
+        "frozen_bytes",
         "hold",
         "inputs",
         "model",
@@ -81,10 +83,12 @@ class Receipt:
         self.queued_at = queued_at
         self.released_at: float | None = None
         self.hold: Hold | None = None
-        self.cycle: CycleRecord | None = None
+        self.cycle: CycleRecord | None = None  # while the request is open
+        self.frozen: Flat | None = None  # the cycle, once it ended (`finish`)
+        self.frozen_bytes = 0
         self.inputs: dict[str, dict[str, Any]] | None = None
         self.endpoint: str | None = None
-        self.fallbacks: tuple[Endpoint, ...] = ()
+        self.fallbacks: tuple[str, ...] = ()  # as `ip:port`
         self.dispatched_at: float | None = None
         self.prefix_match_tokens: int | None = None
         self.outcome: str | None = None
@@ -110,36 +114,34 @@ class Receipt:
         # arrival by the pump that released it
         return "queue-order" if waited is not None and waited > 0.001 else None
 
+    def finish(self, now: float) -> None:
+        """The request ended: freeze what it keeps (see `scheduling.record`)."""
+        self.finished_at = now
+        if self.cycle is not None:
+            self.frozen, self.frozen_bytes = freeze(self.cycle)
+            self.cycle = None
+
+    def frozen_cycle(self) -> FrozenCycle | None:
+        """The scheduling record as nested tuples (`scheduling.record.FrozenCycle`)."""
+        if self.frozen is not None:
+            return thaw(self.frozen)
+        return None if self.cycle is None else thaw(freeze(self.cycle)[0])
+
     def footprint(self) -> int:
         """An upper bound of the bytes this finished receipt keeps alive that nothing else does
-        (the endpoints it names are shared with the registry; a hold is shared by the receipts
-        of the requests it held, and counted at each)."""
-        size = RECEIPT_BYTES + SLOT_BYTES * len(self.fallbacks)
+        (the endpoint names are shared with the registry; a hold is shared by the receipts of
+        the requests it held, and counted at each)."""
+        size = RECEIPT_BYTES + SLOT_BYTES * len(self.fallbacks) + self.frozen_bytes
         for text in (self.request_id, self.traceparent, self.error):
             if text is not None:
                 size += STR_BYTES + len(text)
-        cycle = self.cycle
-        if cycle is not None:
-            size += CYCLE_BYTES
-            for profile in cycle.profiles:
-                size += PROFILE_BYTES + LIST_BYTES + FLOAT_BYTES * len(profile.totals)
-                previous = profile.input_candidates  # the placeable ones: a list of this request
-                size += LIST_BYTES + SLOT_BYTES * len(previous)
-                for step in profile.steps:
-                    size += STEP_BYTES
-                    if step.candidates is not previous:  # a filter's survivors: a new list
-                        previous = step.candidates
-                        size += LIST_BYTES + SLOT_BYTES * len(step.candidates)
-                    if step.raw:
-                        size += LIST_BYTES + FLOAT_BYTES * len(step.raw)
-                    if step.picked:
-                        size += LIST_BYTES + SLOT_BYTES * len(step.picked)
         if self.hold is not None:
             size += HOLD_ENDPOINT_BYTES * len(self.hold.rules)
         return size
 
     def as_dict(self) -> dict[str, Any]:
         hold = self.hold
+        cycle = self.frozen_cycle()
         return {
             "seq": self.seq,
             "request_id": self.request_id,
@@ -161,9 +163,9 @@ class Receipt:
                 "inputs": hold.inputs,
             },
             "inputs": self.inputs,
-            "scheduling": None if self.cycle is None else cycle_dict(self.cycle),
+            "scheduling": None if cycle is None else cycle_dict(cycle),
             "endpoint": self.endpoint,
-            "fallbacks": [e.hostport for e in self.fallbacks],
+            "fallbacks": list(self.fallbacks),
             "prefix_match_tokens": self.prefix_match_tokens,
             "outcome": self.outcome,
             "error": self.error,
@@ -177,65 +179,45 @@ class Receipt:
         }
 
 
-def _names(states: Sequence[EndpointState]) -> list[str]:
-    return [s.endpoint.hostport for s in states]
-
-
-def profile_dict(profile: ProfileRecord) -> dict[str, Any]:
-    # The scorers and the picker share one candidate list: name it once.
-    named: dict[int, list[str]] = {}
-
-    def _names(states: Sequence[EndpointState]) -> list[str]:
-        key = id(states)
-        names = named.get(key)
-        if names is None:
-            names = named[key] = [s.endpoint.hostport for s in states]
-        return names
-
+def profile_dict(profile: FrozenProfile) -> dict[str, Any]:
+    name, candidates, steps, totals, duration_s = profile
     filters: list[dict[str, Any]] = []
     scorers: list[dict[str, Any]] = []
     picker: dict[str, Any] | None = None
-    for step in profile.steps:
-        if step.kind == "filter":
-            filters.append(
-                {"type": step.type_name, "name": step.name, "kept": _names(step.candidates)}
-            )
-        elif step.kind == "scorer":
-            names = _names(step.candidates)
+    for kind, type_name, step_name, _, names, weight, raw, picked in steps:
+        if kind == "filter":
+            filters.append({"type": type_name, "name": step_name, "kept": list(names)})
+            continue
+        if kind == "scorer":
             scorers.append(
                 {
-                    "type": step.type_name,
-                    "name": step.name,
-                    "weight": step.weight,
-                    "raw": dict(zip(names, step.raw)),
+                    "type": type_name,
+                    "name": step_name,
+                    "weight": weight,
+                    "raw": dict(zip(names, raw)),
                     "weighted": {
-                        n: step.weight * (0.0 if r < 0.0 else 1.0 if r > 1.0 else r)
-                        for n, r in zip(names, step.raw)
+                        n: weight * (0.0 if r < 0.0 else 1.0 if r > 1.0 else r)
+                        for n, r in zip(names, raw)
                     },
                 }
             )
         else:
-            names = _names(step.candidates)
-            picker = {
-                "type": step.type_name,
-                "name": step.name,
-                "picked": [names[i] for i in step.picked],
-            }
-    scored = next((s.candidates for s in profile.steps if s.kind != "filter"), ())
+            picker = {"type": type_name, "name": step_name, "picked": [names[i] for i in picked]}
     return {
-        "name": profile.name,
-        "candidates": _names(profile.input_candidates),
+        "name": name,
+        "candidates": list(candidates),
         "filters": filters,
         "scorers": scorers,
-        "totals": dict(zip(_names(scored), profile.totals)),
+        "totals": dict(zip(scored_candidates(profile), totals)),
         "picker": picker,
-        "duration_s": profile.duration_s,
+        "duration_s": duration_s,
     }
 
 
-def cycle_dict(cycle: CycleRecord) -> dict[str, Any]:
+def cycle_dict(cycle: FrozenCycle) -> dict[str, Any]:
+    profiles, primary, duration_s = cycle
     return {
-        "primary_profile": cycle.primary,
-        "profiles": [profile_dict(p) for p in cycle.profiles],
-        "duration_s": cycle.duration_s,
+        "primary_profile": primary,
+        "profiles": [profile_dict(p) for p in profiles],
+        "duration_s": duration_s,
     }

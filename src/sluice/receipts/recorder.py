@@ -1,7 +1,8 @@
 """The director core's one call site for receipts: each step of a request, with `now`.
 
-Cheap on the hot path: a step is a dict lookup and a few attribute writes; nothing is copied or
-rendered — the finished receipt goes into the ring as it is, and is rendered when read. Besides
+Cheap on the hot path: a step is a dict lookup and a few attribute writes; nothing is rendered —
+the finished receipt goes into the ring with its scheduling record frozen into one flat tuple
+(which the garbage collector stops tracking), and is rendered when read. Besides
 the ring it keeps the live aggregates the dashboard shows (recent waits per band, in flight per
 tenant, rejections by reason), all bounded.
 """
@@ -92,7 +93,7 @@ class ReceiptRecorder:
         receipt = self._open.get(id(request))
         if receipt is None:
             return
-        receipt.fallbacks = tuple(endpoints[1:])
+        receipt.fallbacks = tuple([e.hostport for e in endpoints[1:]])
         key = (receipt.priority, receipt.fairness_id)
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
         if receipt.released_at is not None:
@@ -157,7 +158,7 @@ class ReceiptRecorder:
         samples.append((at, waited))
 
     def _close(self, receipt: Receipt, now: float) -> None:
-        receipt.finished_at = now
+        receipt.finish(now)
         self.outcomes[receipt.outcome or ""] = self.outcomes.get(receipt.outcome or "", 0) + 1
         if self.ring.max_entries:
             self.ring.add(receipt)

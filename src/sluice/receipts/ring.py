@@ -39,7 +39,10 @@ class ReceiptRing:
             raise ValueError("receipt ring bounds must be >= 0")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._entries: deque[tuple[int, Receipt]] = deque()
+        # two deques, not one of (size, receipt) pairs: a pair would be one more object the
+        # garbage collector tracks per receipt kept
+        self._entries: deque[Receipt] = deque()
+        self._sizes: deque[int] = deque()
         self.bytes = 0
         self.added = 0
         self.evicted = 0
@@ -53,17 +56,20 @@ class ReceiptRing:
         size = receipt.footprint()
         if size > self.max_bytes:
             return  # larger than the whole ring: never kept
-        entries = self._entries
-        entries.append((size, receipt))
+        entries, sizes = self._entries, self._sizes
+        entries.append(receipt)
+        sizes.append(size)
         self.bytes += size
         self.added += 1
         while len(entries) > self.max_entries or self.bytes > self.max_bytes:
-            self.bytes -= entries.popleft()[0]
+            entries.popleft()
+            self.bytes -= sizes.popleft()
             self.evicted += 1
 
     def newest_first(self) -> Iterator[Receipt]:
-        return (receipt for _, receipt in reversed(self._entries))
+        return reversed(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._sizes.clear()
         self.bytes = 0

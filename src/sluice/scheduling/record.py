@@ -3,44 +3,113 @@ scores): the candidates after each filter, each scorer's raw scores and weight, 
 the pick, with each plugin's duration.
 
 The scheduler fills a `CycleRecord` in place when one is passed; without it the cycle pays one
-`is None` check per plugin. Candidate lists are the ones the plugins returned, kept by
-reference; names are read when a receipt is rendered. Scores (raw and totals) and picks are
-copied into tuples: of floats or ints only, which the garbage collector stops tracking at its
-first pass over them, whereas the receipt ring keeps each record alive for about a thousand
-requests and every list in it would be walked by each collection meanwhile (a finished
-receipt kept 20 tracked objects alive, 13 now).
+`is None` check per plugin. Endpoints are named by `ip:port`; a profile names each candidate
+list once (its scorers and picker share one).
+
+What a receipt keeps once its request ended is the record `freeze`d: **one flat tuple** of str,
+float, int and None (`Flat`, laid out below), which `thaw` reads back as nested tuples
+(`FrozenCycle`). The receipt ring keeps each record for about a thousand requests. As objects
+(a record, its profiles and steps, their lists) they were walked by every collection meanwhile
+and counted towards the full ones: a finished receipt kept 13 tracked objects alive. A flat
+tuple of such values is untracked at the first collection that sees it; nested tuples are too,
+but one level per collection, and a receipt's were still tracked when they reached the oldest
+generation. (`marshal`ling the nested tuples into bytes does the same for ~5 µs a request; the
+flat tuple costs the scheduler a tuple extension per plugin.)
+
+The flat layout, field after field:
+
+    cycle:   primary, duration_s, number of profiles, then each profile
+    profile: name, duration_s, number of totals, *totals, number of inputs, *input names,
+             then each step, then None
+    step:    kind, type_name, name, duration_s, number of candidates or -1 (the same as the
+             step before, or the inputs for the first), *candidate names, weight,
+             number of raw scores, *raw, number picked, *picked
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 from sluice.datalayer.registry import EndpointState
 
+Names: TypeAlias = tuple[str, ...]  # endpoints, as `ip:port`
+# One plugin's run. kind: filter | scorer | picker; candidates: a filter's survivors, the
+# candidates a scorer or the picker saw; weight: a scorer's normalized weight; raw: a scorer's
+# scores before the clamp, one per candidate; picked: the picker's indices into candidates,
+# best first.
+Step: TypeAlias = tuple[
+    str,  # kind
+    str,  # type_name
+    str,  # name
+    float,  # duration_s
+    Names,  # candidates
+    float,  # weight
+    tuple[float, ...],  # raw
+    tuple[int, ...],  # picked
+]
+# name, input candidates, steps, totals, duration_s (as in `ProfileRecord`)
+FrozenProfile: TypeAlias = tuple[str, Names, tuple[Step, ...], tuple[float, ...], float]
+# profiles, primary, duration_s (as in `CycleRecord`)
+FrozenCycle: TypeAlias = tuple[tuple[FrozenProfile, ...], str | None, float]
 
-@dataclass(slots=True)
-class PluginStep:
-    """One plugin's run: `kind` is filter | scorer | picker."""
 
-    kind: str
-    type_name: str
-    name: str
-    duration_s: float
-    # filter: the candidates it kept; scorer/picker: the candidates it saw
-    candidates: Sequence[EndpointState]
-    weight: float = 0.0  # scorer: normalized weight
-    raw: Sequence[float] = ()  # scorer: one score per candidate, before the clamp
-    picked: Sequence[int] = ()  # picker: indices into `candidates`, best first
+Flat: TypeAlias = tuple[str | float | int | None, ...]
+_SAME = -1  # a step's candidates are the previous step's (or the inputs)
+# What a flat record keeps alive that nothing else does (CPython 3.11, 64-bit): a tuple's
+# header with its collector's header, a reference per field, a float per float field (names,
+# kinds and small ints are shared). Checked against tracemalloc by benchmarks/receipts_core.py.
+_TUPLE_BYTES, _SLOT_BYTES, _FLOAT_BYTES = 56, 8, 24
 
 
-@dataclass(slots=True)
 class ProfileRecord:
-    name: str
-    steps: list[PluginStep] = field(default_factory=list)
-    input_candidates: Sequence[EndpointState] = ()
-    totals: Sequence[float] = ()  # weighted sums, aligned with the scorers' candidates
-    duration_s: float = 0.0
+    """One profile's run: its input candidates, each plugin's step (flat, as laid out in the
+    module's docstring), the totals."""
+
+    __slots__ = ("_floats", "_last", "duration_s", "input_candidates", "name", "steps", "totals")
+
+    def __init__(self, name: str, candidates: Sequence[EndpointState]) -> None:
+        self.name = name
+        self.input_candidates: Names = tuple([s.endpoint.hostport for s in candidates])
+        self.steps: list[str | float | int] = []  # flat
+        self.totals: tuple[float, ...] = ()  # weighted sums, aligned with the scorers' candidates
+        self.duration_s = 0.0
+        self._last = candidates
+        self._floats = 0  # in `steps`
+
+    def ran(
+        self,
+        kind: str,
+        type_name: str,
+        name: str,
+        duration_s: float,
+        candidates: Sequence[EndpointState],
+        weight: float = 0.0,
+        raw: Sequence[float] = (),
+        picked: Sequence[int] = (),
+    ) -> None:
+        head = (kind, type_name, name, duration_s)
+        if candidates is self._last:
+            self.steps += (*head, _SAME, weight, len(raw), *raw, len(picked), *picked)
+        else:  # a filter's survivors: a new list
+            self._last = candidates
+            names = [s.endpoint.hostport for s in candidates]
+            self.steps += (*head, len(names), *names, weight, len(raw), *raw, len(picked), *picked)
+        self._floats += 2 + len(raw)
+
+    def flat(self) -> list[str | float | int | None]:
+        totals, inputs = self.totals, self.input_candidates
+        return [
+            self.name,
+            self.duration_s,
+            len(totals),
+            *totals,
+            len(inputs),
+            *inputs,
+            *self.steps,
+            None,
+        ]
 
 
 @dataclass(slots=True)
@@ -63,12 +132,56 @@ class CycleRecord:
         profile = self.primary_profile()
         if profile is None:
             return {}
-        candidates = _scored_candidates(profile)
-        return {s.endpoint.hostport: float(t) for s, t in zip(candidates, profile.totals)}
+        [frozen] = thaw((None, 0.0, 1, *profile.flat()))[0]
+        return dict(zip(scored_candidates(frozen), profile.totals))
 
 
-def _scored_candidates(profile: ProfileRecord) -> Sequence[EndpointState]:
-    for step in reversed(profile.steps):
-        if step.kind != "filter":
-            return step.candidates
-    return profile.steps[-1].candidates if profile.steps else profile.input_candidates
+def scored_candidates(profile: FrozenProfile) -> Names:
+    """The candidates the scorers and the picker saw (the totals are aligned with them)."""
+    _, candidates, steps, _, _ = profile
+    for step in reversed(steps):
+        if step[0] != "filter":
+            return step[4]
+    return steps[-1][4] if steps else candidates
+
+
+def freeze(cycle: CycleRecord) -> tuple[Flat, int]:
+    """`cycle` as one flat tuple (see the module's docstring), and an upper bound of the bytes
+    it keeps alive."""
+    fields: list[str | float | int | None] = [cycle.primary, cycle.duration_s, len(cycle.profiles)]
+    floats = 1
+    for profile in cycle.profiles:
+        fields += profile.flat()
+        floats += 1 + len(profile.totals) + profile._floats
+    return tuple(fields), _TUPLE_BYTES + _SLOT_BYTES * len(fields) + _FLOAT_BYTES * floats
+
+
+def thaw(flat: Flat) -> FrozenCycle:
+    """A flat record as nested tuples."""
+    f: Any = flat  # its fields' types follow from the layout, not from the tuple's type
+    at = 3
+    profiles = []
+    for _ in range(f[2]):
+        name, profile_s, n = f[at : at + 3]
+        totals = f[at + 3 : at + 3 + n]
+        at += 3 + n
+        n = f[at]
+        inputs = previous = f[at + 1 : at + 1 + n]
+        at += 1 + n
+        steps = []
+        while f[at] is not None:
+            kind, type_name, step_name, took, n = f[at : at + 5]
+            at += 5
+            if n != _SAME:
+                previous = f[at : at + n]
+                at += n
+            weight, n = f[at : at + 2]
+            raw = f[at + 2 : at + 2 + n]
+            at += 2 + n
+            n = f[at]
+            picked = f[at + 1 : at + 1 + n]
+            at += 1 + n
+            steps.append((kind, type_name, step_name, took, previous, weight, raw, picked))
+        at += 1  # the profile's None
+        profiles.append((name, inputs, tuple(steps), totals, profile_s))
+    return tuple(profiles), f[0], f[1]

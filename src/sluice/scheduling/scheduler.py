@@ -33,7 +33,7 @@ from sluice.scheduling.framework import (
     Scorer,
 )
 from sluice.scheduling.prefix_computing import Blocked
-from sluice.scheduling.record import CycleRecord, PluginStep, ProfileRecord
+from sluice.scheduling.record import CycleRecord, ProfileRecord
 
 # a plugin's kind as upstream's metrics name the extension point
 _EXTENSION_POINT = {"filter": "Filter", "scorer": "Scorer", "picker": "Picker"}
@@ -174,7 +174,7 @@ class Scheduler:
             for name in names:
                 profile_record = None
                 if record is not None:
-                    profile_record = ProfileRecord(name, input_candidates=candidates)
+                    profile_record = ProfileRecord(name, candidates)
                     record.profiles.append(profile_record)
                 results[name] = self._run_profile(
                     self._profiles[name], cycle, candidates, profile_record
@@ -242,21 +242,7 @@ class Scheduler:
         if self._observer is not None:
             self._observer.plugin_ran(_EXTENSION_POINT[kind], type_name, name, took)
         if record is not None:
-            # scores and the pick as tuples: of floats and ints only, which the garbage
-            # collector stops tracking at its first pass, where lists would be walked by every
-            # collection for as long as the receipt ring keeps them (see scheduling.record)
-            record.steps.append(
-                PluginStep(
-                    kind,
-                    type_name,
-                    name,
-                    took,
-                    candidates,
-                    weight,
-                    tuple(raw),
-                    tuple(picked),
-                )
-            )
+            record.ran(kind, type_name, name, took, candidates, weight, raw, picked)
 
     # -- lifecycle hooks --------------------------------------------------------------------------
 

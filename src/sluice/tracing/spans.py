@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sluice.receipts.model import Receipt
-from sluice.scheduling.record import ProfileRecord
+from sluice.scheduling.record import FrozenProfile
 
 Value = str | bool | int | float | tuple[str, ...] | tuple[float, ...]
 
@@ -138,8 +138,9 @@ def request_spans(receipt: Receipt) -> list[Span]:
     spans: list[Span] = [_PLACEHOLDER, _PLACEHOLDER]
     spans.append((QUEUE_WAIT, _ORCHESTRATION_AT, start, released, (receipt.held_by(),), None))
     at = released
-    if receipt.cycle is not None:
-        for profile in receipt.cycle.profiles:
+    cycle = receipt.frozen_cycle()
+    if cycle is not None:
+        for profile in cycle[0]:
             at = _profile_spans(spans, profile, at)
     # The director's `now` is the same for the release and the dispatch; the measured plugin
     # durations come on top, so a parent is stretched to cover its children.
@@ -150,7 +151,7 @@ def request_spans(receipt: Receipt) -> list[Span]:
         ttft = receipt.ttft_s
         first = None if ttft is None else dispatched + ttft
         dispatch_end = first if first is not None else end
-        fallbacks = ",".join([e.hostport for e in receipt.fallbacks]) or None
+        fallbacks = ",".join(receipt.fallbacks) or None
         spans.append(
             (
                 DISPATCH,
@@ -169,39 +170,33 @@ def request_spans(receipt: Receipt) -> list[Span]:
     return spans
 
 
-def _profile_spans(spans: list[Span], profile: ProfileRecord, at: float) -> float:
+def _profile_spans(spans: list[Span], profile: FrozenProfile, at: float) -> float:
     """Appends a profile's span and its plugins' after it; returns where the profile ended."""
+    name, candidates, steps, totals, duration_s = profile
     index = len(spans)
     spans.append(_PLACEHOLDER)
-    steps = profile.steps
     t = at
     took = 0.0
-    last_filter = None
+    kept = None  # the last filter's survivors
     for step in steps:
-        if step.kind == "filter":
-            took += step.duration_s
-            last_filter = step
-    if last_filter is not None:
-        counts = (len(profile.input_candidates), len(last_filter.candidates))
-        spans.append((FILTER, index, t, t + took, counts, None))
+        if step[0] == "filter":
+            took += step[3]
+            kept = step[4]
+    if kept is not None:
+        spans.append((FILTER, index, t, t + took, (len(candidates), len(kept)), None))
         t += took
-    for step in steps:
-        kind = step.kind
+    for kind, type_name, step_name, duration, names, weight, _, picked in steps:
         if kind == "scorer":
-            scored = (step.type_name, step.name, step.weight, len(step.candidates))
-            spans.append((SCORE, index, t, t + step.duration_s, scored, None))
-            t += step.duration_s
+            scored = (type_name, step_name, weight, len(names))
+            spans.append((SCORE, index, t, t + duration, scored, None))
+            t += duration
         elif kind == "picker":
-            candidates, totals, picked = step.candidates, profile.totals, step.picked
-            top, scores = [], []
-            for i in picked:
-                top.append(candidates[i].endpoint.hostport)
-                scores.append(float(totals[i]))
-            chosen = (len(candidates), tuple(top), tuple(scores))
-            spans.append((PICK, index, t, t + step.duration_s, chosen, None))
-            t += step.duration_s
-    end = max(at + profile.duration_s, t)
-    spans[index] = (PROFILE, _ORCHESTRATION_AT, at, end, (profile.name,), None)
+            top = tuple([names[i] for i in picked])
+            scores = tuple([float(totals[i]) for i in picked])
+            spans.append((PICK, index, t, t + duration, (len(names), top, scores), None))
+            t += duration
+    end = max(at + duration_s, t)
+    spans[index] = (PROFILE, _ORCHESTRATION_AT, at, end, (name,), None)
     return end
 
 
