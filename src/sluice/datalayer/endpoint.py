@@ -20,12 +20,13 @@ class Endpoint:
     namespace: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     metrics_port: int | None = None
+    # `ip:port` (`[ip]:port` for IPv6), made once: the scheduler's records, receipts, headers and
+    # metrics name endpoints by it on every request
+    hostport: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def hostport(self) -> str:
-        if ":" in self.address:  # IPv6
-            return f"[{self.address}]:{self.port}"
-        return f"{self.address}:{self.port}"
+    def __post_init__(self) -> None:
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        object.__setattr__(self, "hostport", f"{address}:{self.port}")
 
     @property
     def metrics_hostport(self) -> str:

@@ -178,18 +178,17 @@ class Encoder:
                     up_id = parents[up]
                 else:
                     tail, up_id = self._root(shape, values, error, common, parent)
-                body = b"".join(
-                    (
-                        own_id,
-                        up_id,
-                        times(0x39, int(start * 1e9) + offset, 0x41, int(end * 1e9) + offset),
-                        common if shape.common else b"",
-                        tail,
-                    )
+                # ScopeSpans.spans = 2: the span's length, then its fields (joined once, below)
+                shared = common if shape.common else b""
+                size = _IDS_AND_TIMES + len(up_id) + len(shared) + len(tail)
+                out += (
+                    prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size),
+                    own_id,
+                    up_id,
+                    times(0x39, int(start * 1e9) + offset, 0x41, int(end * 1e9) + offset),
+                    shared,
+                    tail,
                 )
-                size = len(body)  # ScopeSpans.spans = 2
-                out.append(prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size))
-                out.append(body)
             count += n
         scope_spans = _field(0x12, self._scope + b"".join(out))  # ResourceSpans.scope_spans = 2
         resource_spans = _field(0x0A, self._resource + scope_spans)
@@ -222,6 +221,8 @@ class Encoder:
 
 
 _PREFIXED = 2048  # spans up to this size take their field's tag and length from a table
+# a span's trace_id and span_id fields (2 + 16 + 2 + 8 bytes) and its two fixed64 times (2 x 9)
+_IDS_AND_TIMES = 28 + _TIMES.size
 _SPAN_PREFIXES = [b"\x12" + _varint(n) for n in range(_PREFIXED)]
 # flags = 16 (fixed32): its tag takes two bytes
 _FLAGS_LOCAL = b"\x85\x01" + _FLAGS.pack(_LOCAL)
