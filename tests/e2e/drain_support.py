@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from sluice.bench.harness.ports import free_port, free_port_block, wait_listening
+from sluice.bench.harness.ports import free_port_block, held_port, wait_listening
 
 STREAM = {
     "model": "sim-model",
@@ -90,10 +90,12 @@ class SluiceProcess:
     tmp: Path
     name: str
     flags: list[str]
-    grpc_port: int = field(default_factory=free_port)
-    health_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    proxy_port: int = field(default_factory=free_port)
+    # chosen when the test begins and bound later (a replacement starts seconds after):
+    # below the ephemeral range, so no client connection takes one meanwhile
+    grpc_port: int = field(default_factory=held_port)
+    health_port: int = field(default_factory=held_port)
+    metrics_port: int = field(default_factory=held_port)
+    proxy_port: int = field(default_factory=held_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import subprocess
 import time
@@ -14,6 +15,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def held_port(host: str = "127.0.0.1") -> int:
+    """A free port for a process that binds it later, after other work (a replacement that
+    starts seconds after the test chose its ports): from 20000-32000, below the ephemeral
+    range, where the machine's outgoing connections cannot take it meanwhile — a `free_port`
+    chosen early was taken by a client's connection before the process bound it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port below the ephemeral range on {host}")
 
 
 def free_port_block(
