@@ -61,3 +61,15 @@ def test_a_hot_prefix_spreads_once_its_holder_is_busy_prefilling_for_others() ->
     registry.dispatch(placed.name, 20_000, prefill_tokens=16_000)  # others' long prompts
     again = sched.schedule(request(long_prompt), registry.snapshot(), NOW).primary
     assert again != placed
+
+
+def test_a_prefill_pending_on_another_replica_counts_as_one_pending_here() -> None:
+    # Active-active replicas: the others' pending prefills, as of the last sync, weigh as this
+    # replica's own do (as they do in the room's pending-prefill budget).
+    registry = pool(EngineMetrics(), EngineMetrics())
+    busy = {s.name: s for s in registry.snapshot()}["pod-0"]
+    busy.peer_pending_prefill_tokens = 4000  # another replica's long prompt, no first byte yet
+    registry.dispatch("pod-1", 1200, prefill_tokens=1000)  # a shorter one of this replica's
+    sched = scheduler(PREFILL_ONLY)
+    result = sched.schedule(request("short question " * 20), registry.snapshot(), NOW)
+    assert result.primary.name == "pod-1"

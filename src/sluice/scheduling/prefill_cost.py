@@ -6,7 +6,8 @@ the prompt tokens already sent there that have not produced a first byte (Sluice
 plus its own uncached prompt (the prefix index's expected hit on that endpoint, when a
 `prefix-cache-scorer` ran before this scorer in the profile). One estimate covers both cache
 locality and "do not stack prefills": a hot prefix spreads once the endpoint holding it is busy
-prefilling for others.
+prefilling for others. Pending prefills count pool-wide, as in the room's budget: with
+active-active replicas the others' too, as of the last sync (`peer_pending_prefill_tokens`).
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ class PrefillCostScorer(Scorer):
         match = cycle.data.get(PREFIX_MATCH)
         if match is None:
             return [
-                1.0 / (1.0 + (s.pending_prefill_tokens + prompt) * inv_scale) for s in candidates
+                1.0
+                / (
+                    1.0
+                    + (s.pending_prefill_tokens + s.peer_pending_prefill_tokens + prompt)
+                    * inv_scale
+                )
+                for s in candidates
             ]
         by_name, inv_total = match
         out: list[float] = []
         for s in candidates:
             own = prompt * (1.0 - by_name.get(s.endpoint.name, 0) * inv_total)
-            out.append(1.0 / (1.0 + (s.pending_prefill_tokens + own) * inv_scale))
+            pending = s.pending_prefill_tokens + s.peer_pending_prefill_tokens
+            out.append(1.0 / (1.0 + (pending + own) * inv_scale))
         return out

@@ -70,6 +70,14 @@ class InFlightLoadScorer(Scorer):
     Because every dispatch moves the score at once, a burst between two scrapes spreads
     instead of herding onto the endpoint that looked best at the last scrape. Absolute (not
     min-max), so a 1-vs-2 difference does not swing the whole weight.
+
+    With active-active replicas Sluice's in-flight count is the pool's: this replica's plus
+    the others' as of the last sync (`peer_in_flight`). The engine's own counts do not stand
+    in for it: an engine counts a request that arrived during a step only from the next step
+    (vLLM and the simulated engine add arrivals when a step starts), and a step with a long
+    prefill lasts most of a second (3,200 tokens: ~0.65 s simulated), so the others'
+    dispatches stayed unseen that long and each replica sent its cold prompt to the one
+    endpoint that looked idle (shared prefix, 3 replicas: docs/replicas.md).
     """
 
     class Parameters(PluginParameters):
@@ -91,7 +99,8 @@ class InFlightLoadScorer(Scorer):
         for s in candidates:
             m = s.metrics
             requests = m.waiting + m.running + s.unseen_requests
-            if s.in_flight_requests > requests:
-                requests = s.in_flight_requests
+            pool_in_flight = s.in_flight_requests + s.peer_in_flight
+            if pool_in_flight > requests:
+                requests = pool_in_flight
             out.append(1.0 / (1.0 + requests * inv_r + s.in_flight_tokens * inv_t))
         return out
