@@ -9,7 +9,11 @@
 2. **Sync cost**: per request (CPU per request with the store minus without), per idle replica
    second (syncs every 50 ms with no traffic), bytes per request and sync wall time (from the
    replicas' own `sluice_replicas_sync_*` metrics).
-3. **Shared-prefix goodput** (wall clock): the `shared-prefix` scenario (48 groups x 3,000-token
+3. **One replica with the store against one without, side by side** (`--part paired`): both
+   over the same engines and the same seconds, each with its own closed loop, so the shared
+   machine's other load hits both alike; rounds of `--seconds` each, steal and idle CPU beside.
+   Sequential arms (part 1) on this machine swing 2x with other users' load.
+4. **Shared-prefix goodput** (wall clock): the `shared-prefix` scenario (48 groups x 3,000-token
    prefixes, real-time simulated engines) through 1 replica and through 3 replicas taken in
    turn per request (so every group lands on all three: the shared prefix index is what keeps
    locality), walked up `--loads` until p90 TTFT breaks 2 s. Target: 3 replicas >= 0.95x one.
@@ -17,8 +21,9 @@
 The machine has 2 cores shared with the engines, the load generator and other users: compare
 ratios within one run.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/replicas_scaling.py [--part decisions|prefix|all]
-        [--requests 3000] [--rounds 2] [--loads 4,6,8,10] [--window 15]
+    PYTHONPATH=src .venv/bin/python benchmarks/replicas_scaling.py
+        [--part decisions|paired|prefix|all] [--requests 3000] [--rounds 2] [--seconds 8]
+        [--loads 4,6,8,10] [--window 15]
 """
 
 from __future__ import annotations
@@ -341,6 +346,116 @@ def decisions(args: argparse.Namespace) -> bool:
     return met
 
 
+async def timed_loop(url: str, seconds: float, concurrency: int) -> int:
+    """Non-streamed completions to `url`, `concurrency` at a time, for `seconds`; answered 200."""
+    ok = 0
+    end = time.monotonic() + seconds
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def client() -> None:
+            nonlocal ok
+            while time.monotonic() < end:
+                async with session.post(url + "/v1/completions", data=BODY, headers=headers) as r:
+                    await r.read()
+                    ok += r.status == 200
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return ok
+
+
+async def side_by_side(urls: list[str], seconds: float, concurrency: int) -> list[int]:
+    return list(await asyncio.gather(*(timed_loop(u, seconds, concurrency) for u in urls)))
+
+
+def _cpu_times() -> tuple[int, int, int]:
+    """(all, steal, idle + iowait) jiffies of the machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[7], v[3] + v[4]
+
+
+def paired(args: argparse.Namespace) -> bool:
+    """One replica alone and one with Redis over the same engines in the same seconds: the
+    store's cost per request without the machine's other load deciding which arm looks
+    slower (docs/replicas.md, "Decisions per CPU-second")."""
+    first = free_port_block(ENGINES)
+    ports = [first + i for i in range(ENGINES)]
+    command = [sys.executable, "-m", "sluice", "sim", "--count", str(ENGINES), "--port"]
+    command += [str(first), "--profile", "zero-latency", "--log-level", "warning"]
+    engines = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env()
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-replicas-paired-"))
+    server = redis_server()
+    groups: list[Replicas] = []
+    rates: list[float] = []
+    costs: list[float] = []
+    try:
+        for port in ports:
+            wait_for_port("127.0.0.1", port, engines)
+        manifests = serve_manifests(workdir, ports)
+        config = workdir / "config.yaml"
+        config.write_text(f"saturationDetector: {{maxInFlightPerEndpoint: {args.cap}}}\n")
+        server.start()
+        for name in ("alone", "store"):
+            (workdir / name).mkdir()
+        groups.append(start_replicas(1, None, manifests, config, workdir / "alone"))
+        groups.append(start_replicas(1, server.port, manifests, config, workdir / "store"))
+        alone, store = groups
+        asyncio.run(wait_joined(store.metrics_urls))
+        urls = [alone.urls[0], store.urls[0]]
+        asyncio.run(side_by_side(urls, 1.5, args.concurrency))  # warm up
+        print(f"\n## One replica alone and one with Redis, side by side ({args.seconds:g} s"
+              f" rounds, concurrency {args.concurrency} each, {ENGINES} zero-latency engines"
+              f" capped at {args.cap})\n")  # fmt: skip
+        print("| round | alone req/s | alone decisions per CPU-s | + Redis req/s"
+              " | + Redis decisions per CPU-s | req/s ratio | per CPU-s ratio | syncs/s"
+              " | mean sync ms | lease (sum) | steal | idle | load average |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for round_ in range(args.rounds):
+            cpu0 = [g.cpu() for g in groups]
+            before = asyncio.run(replica_samples(store.metrics_urls))
+            stat0, t0 = _cpu_times(), time.monotonic()
+            done = asyncio.run(side_by_side(urls, args.seconds, args.concurrency))
+            wall, stat1 = time.monotonic() - t0, _cpu_times()
+            cpu = [g.cpu() - c for g, c in zip(groups, cpu0, strict=True)]
+            after = asyncio.run(replica_samples(store.metrics_urls))
+            syncs = after.get("sluice_replicas_sync_duration_seconds_count", 0.0) - before.get(
+                "sluice_replicas_sync_duration_seconds_count", 0.0
+            )
+            sync_s = after.get("sluice_replicas_sync_duration_seconds_sum", 0.0) - before.get(
+                "sluice_replicas_sync_duration_seconds_sum", 0.0
+            )
+            jiffies = stat1[0] - stat0[0]
+            per_cpu = [n / c for n, c in zip(done, cpu, strict=True)]
+            rates.append(done[1] / done[0])
+            costs.append(per_cpu[1] / per_cpu[0])
+            print(
+                f"| {round_ + 1} | {done[0] / wall:,.0f} | {per_cpu[0]:,.0f}"
+                f" | {done[1] / wall:,.0f} | {per_cpu[1]:,.0f} | {rates[-1]:.2f}x"
+                f" | {costs[-1]:.2f}x | {syncs / wall:.0f}"
+                f" | {sync_s / syncs * 1000 if syncs else math.nan:.1f}"
+                f" | {after.get('sluice_replicas_lease', 0.0):g}"
+                f" | {(stat1[1] - stat0[1]) / jiffies * 100:.0f} %"
+                f" | {(stat1[2] - stat0[2]) / jiffies * 100:.0f} %"
+                f" | {os.getloadavg()[0]:.2f} |",
+                flush=True,
+            )
+    finally:
+        for group in groups:
+            group.stop()
+        server.stop()
+        stop_processes(engines)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"\n+ Redis / alone: req/s {min(rates):.2f}-{max(rates):.2f}x, decisions per CPU-s"
+        f" {min(costs):.2f}-{max(costs):.2f}x (the lease sum is the whole cap times"
+        f" {ENGINES} endpoints when the lone replica holds every cap)"
+    )
+    return True
+
+
 @dataclass
 class PrefixPoint:
     """One shared-prefix load point and what each process spent on it (CPU from /proc over
@@ -507,12 +622,13 @@ def prefix(args: argparse.Namespace) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("decisions", "prefix", "all"), default="all")
+    parser.add_argument("--part", choices=("decisions", "paired", "prefix", "all"), default="all")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--cap", type=int, default=4, help="maxInFlightPerEndpoint")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle", type=float, default=2.0, help="idle seconds measured per arm")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per paired round")
     # On this 2-core machine (engines, load generator and replicas on it) p90 TTFT is past the
     # 2 s SLO near 10-14 QPS; at 16-32 QPS every point broke it (goodput 0, ratio NaN).
     parser.add_argument("--loads", default="4,6,8,10", help="shared-prefix QPS, ascending")
@@ -527,6 +643,8 @@ def main() -> None:
     met = True
     if args.part in ("decisions", "all"):
         met &= decisions(args)
+    if args.part in ("paired", "all"):
+        met &= paired(args)
     if args.part in ("prefix", "all"):
         met &= prefix(args)
     sys.exit(0 if met else 1)

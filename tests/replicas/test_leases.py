@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowcontrol.fc_harness import request
 from sluice.bench.harness.store import StoreProcess
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry
@@ -23,6 +24,7 @@ from sluice.replicas.summary import (
     FlowSummary,
     ReplicaSummary,
 )
+from sluice.replicas.view import PeerView
 from sluice.room import Room
 from sluice.room.rules import room_left
 from sluice.room.settings import RoomSettings
@@ -147,3 +149,44 @@ def replace_demand(summary: ReplicaSummary, waiting: int) -> ReplicaSummary:
     """`summary` with one band whose one flow has `waiting` requests it could release."""
     flow = FlowSummary("t", waiting, 0.0, 0.0, 0.0, True)
     return msgspec.structs.replace(summary, bands=(BandSummary(0, waiting, 0.0, (flow,)),))
+
+
+async def test_a_lone_replica_holds_the_whole_cap_of_every_endpoint_idle_or_busy(
+    redis: StoreProcess,
+) -> None:
+    """docs/replicas.md, "Decisions per CPU-second": one replica with the store looked half as
+    fast as one without. Not its leases: alone in the store it is granted the whole cap at
+    every sync — idle, with requests waiting, with endpoints full — and its room never shrinks
+    while an ask is on its way, so it dispatches exactly what a replica without the store
+    would."""
+    registry = EndpointRegistry()
+    for port in range(1, 4):
+        registry.add(Endpoint(f"e{port}", "127.0.0.1", port))
+    flow = FlowController()
+    room_settings = RoomSettings(max_in_flight_requests=CAP)
+    room = Room(room_settings)
+    core = ReplicaCore("alone", flow=flow, registry=registry, room=room, lease_s=60.0)
+    store = RedisStore(f"redis://127.0.0.1:{redis.port}/0", "lone", timeout_s=1)
+    states = registry.snapshot()
+
+    async def sync(now: float) -> None:
+        mine = core.summary(now, 1000.0 + now)
+        asks = core.lease_asks(mine, [])
+        for state in states:  # the ask travels: nothing this replica could dispatch is taken
+            assert room_left(state, room_settings) == CAP - state.in_flight_requests
+        result = await store.sync(core.replica_id, b"", core.lease_s, asks, None)
+        core.apply(PeerView(()), result.granted, now)
+        assert [s.lease for s in states] == [CAP] * len(states)
+
+    try:
+        await sync(0.0)  # idle: nothing waits, nothing runs
+        for _ in range(2 * CAP * len(states)):
+            flow.enqueue(request("t"), 0.1)
+        assert core.summary(0.1, 1000.1).demand > 0
+        for in_flight in range(CAP + 1):  # requests waiting, the endpoints filling to the cap
+            for state in states:
+                state.in_flight_requests = in_flight
+            await sync(0.2 + in_flight)
+        assert all(room_left(s, room_settings) == 0 for s in states), "full at the cap, not before"
+    finally:
+        await store.close()
