@@ -121,11 +121,12 @@ class Receipt:
             self.frozen, self.frozen_bytes = freeze(self.cycle)
             self.cycle = None
 
-    def frozen_cycle(self) -> FrozenCycle | None:
-        """The scheduling record as nested tuples (`scheduling.record.FrozenCycle`)."""
+    def frozen_cycle(self, *, scores: bool = True) -> FrozenCycle | None:
+        """The scheduling record as nested tuples (`scheduling.record.FrozenCycle`); without
+        `scores`, with the scorers' raw scores left out."""
         if self.frozen is not None:
-            return thaw(self.frozen)
-        return None if self.cycle is None else thaw(freeze(self.cycle)[0])
+            return thaw(self.frozen, scores=scores)
+        return None if self.cycle is None else thaw(freeze(self.cycle)[0], scores=scores)
 
     def footprint(self) -> int:
         """An upper bound of the bytes this finished receipt keeps alive that nothing else does

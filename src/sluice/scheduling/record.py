@@ -156,8 +156,10 @@ def freeze(cycle: CycleRecord) -> tuple[Flat, int]:
     return tuple(fields), _TUPLE_BYTES + _SLOT_BYTES * len(fields) + _FLOAT_BYTES * floats
 
 
-def thaw(flat: Flat) -> FrozenCycle:
-    """A flat record as nested tuples."""
+def thaw(flat: Flat, *, scores: bool = True) -> FrozenCycle:
+    """A flat record as nested tuples; without `scores`, the scorers' raw scores are left out
+    (empty): reading them touches a float each, most of what thawing costs when the record is
+    no longer in the CPU's caches (spans need only the totals)."""
     f: Any = flat  # its fields' types follow from the layout, not from the tuple's type
     at = 3
     profiles = []
@@ -176,7 +178,7 @@ def thaw(flat: Flat) -> FrozenCycle:
                 previous = f[at : at + n]
                 at += n
             weight, n = f[at : at + 2]
-            raw = f[at + 2 : at + 2 + n]
+            raw = f[at + 2 : at + 2 + n] if scores else ()
             at += 2 + n
             n = f[at]
             picked = f[at + 1 : at + 1 + n]

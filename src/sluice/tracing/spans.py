@@ -138,7 +138,7 @@ def request_spans(receipt: Receipt) -> list[Span]:
     spans: list[Span] = [_PLACEHOLDER, _PLACEHOLDER]
     spans.append((QUEUE_WAIT, _ORCHESTRATION_AT, start, released, (receipt.held_by(),), None))
     at = released
-    cycle = receipt.frozen_cycle()
+    cycle = receipt.frozen_cycle(scores=False)  # spans carry no raw scores
     if cycle is not None:
         for profile in cycle[0]:
             at = _profile_spans(spans, profile, at)
