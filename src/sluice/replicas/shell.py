@@ -7,7 +7,8 @@ rejoins the pool-wide order. Requests never wait for the store: syncs run beside
 
 A band that starts waiting above everything this replica last published is published at once
 (an early sync, at most one per `interval / EARLY_SYNC_DIVISOR`), not at the next interval: the
-others then see it within one of their intervals, not two (docs/replicas.md).
+others then see it within one of their intervals, not two (docs/replicas.md). Only while there
+are others: a replica alone at its last sync waits for the interval.
 """
 
 from __future__ import annotations
@@ -95,9 +96,12 @@ class ReplicaSync:
 
     def on_enqueued(self, priority: int) -> None:
         """A request joined band `priority` here: publish early if the others do not know a
-        band this high waits here (the flow controller's observer calls it)."""
+        band this high waits here (the flow controller's observer calls it). Not while the last
+        sync saw no other replica (or failed): nobody would read it, and a replica alone whose
+        queue keeps emptying would sync up to `EARLY_SYNC_DIVISOR` times an interval for
+        nothing. One that joins reads this summary at its own first sync."""
         top = self._published_top
-        if self.core.joined and (top is None or priority > top):
+        if self.core.view.peers and (top is None or priority > top):
             self._early = True
             waiter = self._waiter
             if waiter is not None and not waiter.done():
