@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
-from sluice.scheduling.record import CycleRecord, ProfileRecord, freeze, thaw
+from sluice.scheduling.record import (
+    CycleRecord,
+    ProfileRecord,
+    freeze,
+    scored_candidates,
+    thaw,
+)
 
 ENDPOINTS = [Endpoint(f"pod-{i}", f"10.0.0.{i + 1}", 8000) for i in range(6)]
 
@@ -61,6 +67,9 @@ def test_a_frozen_record_thaws_to_what_the_scheduler_recorded(profiles) -> None:
     cycle, expected = record(profiles)
     flat, size = freeze(cycle)
     assert thaw(flat) == expected
+    # the live record and the frozen one agree on what the totals are aligned with
+    for live, frozen in zip(cycle.profiles, thaw(flat)[0]):
+        assert live.scored == scored_candidates(frozen)
     assert size >= 56 + 8 * len(flat)  # at least the tuple and its references
 
 

@@ -28,8 +28,8 @@ HOLD_ENDPOINT_BYTES = 640  # per endpoint of a hold: its rule and the inputs the
 
 class Receipt:
     """Mutable while the request is open; `finish`ed when it ends (its scheduling record frozen
-    into plain tuples, which the garbage collector does not track) and rendered (`as_dict`) when
-    read."""
+    into one flat tuple, which the garbage collector stops tracking) and rendered (`as_dict`)
+    when read."""
 
     __slots__ = (
         "completion_tokens",

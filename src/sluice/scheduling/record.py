@@ -67,7 +67,16 @@ class ProfileRecord:
     """One profile's run: its input candidates, each plugin's step (flat, as laid out in the
     module's docstring), the totals."""
 
-    __slots__ = ("_floats", "_last", "duration_s", "input_candidates", "name", "steps", "totals")
+    __slots__ = (
+        "_floats",
+        "_last",
+        "duration_s",
+        "input_candidates",
+        "name",
+        "scored",
+        "steps",
+        "totals",
+    )
 
     def __init__(self, name: str, candidates: Sequence[EndpointState]) -> None:
         self.name = name
@@ -75,7 +84,10 @@ class ProfileRecord:
         self.steps: list[str | float | int] = []  # flat
         self.totals: tuple[float, ...] = ()  # weighted sums, aligned with the scorers' candidates
         self.duration_s = 0.0
+        # the current candidates (the last filter's survivors, else the inputs) and their
+        # names: what the scorers and the picker see, what the totals are aligned with
         self._last = candidates
+        self.scored: Names = self.input_candidates
         self._floats = 0  # in `steps`
 
     def ran(
@@ -94,7 +106,7 @@ class ProfileRecord:
             self.steps += (*head, _SAME, weight, len(raw), *raw, len(picked), *picked)
         else:  # a filter's survivors: a new list
             self._last = candidates
-            names = [s.endpoint.hostport for s in candidates]
+            names = self.scored = tuple([s.endpoint.hostport for s in candidates])
             self.steps += (*head, len(names), *names, weight, len(raw), *raw, len(picked), *picked)
         self._floats += 2 + len(raw)
 
@@ -132,16 +144,13 @@ class CycleRecord:
         profile = self.primary_profile()
         if profile is None:
             return {}
-        [frozen] = thaw((None, 0.0, 1, *profile.flat()))[0]
-        return dict(zip(scored_candidates(frozen), profile.totals))
+        return dict(zip(profile.scored, profile.totals))
 
 
 def scored_candidates(profile: FrozenProfile) -> Names:
-    """The candidates the scorers and the picker saw (the totals are aligned with them)."""
+    """The candidates the scorers and the picker saw, which the totals are aligned with: the
+    last step's (the filters run first), else the inputs — `ProfileRecord.scored`, frozen."""
     _, candidates, steps, _, _ = profile
-    for step in reversed(steps):
-        if step[0] != "filter":
-            return step[4]
     return steps[-1][4] if steps else candidates
 
 

@@ -9,6 +9,9 @@ import subprocess
 import time
 from contextlib import ExitStack
 
+# Linux's ephemeral range starts at 32768: outgoing connections never take a port below it
+_BELOW_EPHEMERAL = range(20_000, 32_000)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing is bound to right now (the kernel's pick)."""
@@ -24,7 +27,7 @@ def held_port(host: str = "127.0.0.1") -> int:
     chosen early was taken by a client's connection before the process bound it."""
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20_000, 32_000)
+        port = rng.choice(_BELOW_EPHEMERAL)
         try:
             with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
                 probe.bind((host, port))
@@ -42,7 +45,7 @@ def free_port_block(
     `avoid`: the first port of another block this one must not overlap. `below_ephemeral`:
     search 20000-32000, where outgoing connections take none meanwhile (long-held blocks)."""
     candidates = (
-        range(20_000, 32_000 - count, count)
+        range(_BELOW_EPHEMERAL.start, _BELOW_EPHEMERAL.stop - count, count)
         if below_ephemeral
         else (free_port(host) for _ in range(100))
     )
