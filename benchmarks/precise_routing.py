@@ -18,7 +18,7 @@ engines publishing vLLM's KV events over real ZMQ (PUB + replay ROUTER each, PYT
 0), `sluice serve` in proxy mode with the arm's config (the precise arm subscribes), an
 asyncio load generator; bypassing requests go straight to a random engine, restarts kill and
 start an engine process. Each arm walks up the same loads (`bench.wall.run`), fresh engines and
-router per point, arms one after the other in one run. Goodput from client-side TTFTs; hit
+router per point, the arms taking turns at each load (A B, then B A). Goodput from client-side TTFTs; hit
 rate from the engines' own prefix-cache counters (a restarted engine's counters start over).
 The prediction error needs Sluice's per-request prediction, which only the virtual runner
 records, so wall mode reports goodput and hit rate.

@@ -13,7 +13,8 @@ score tables):
 - `tracing-sampled`: the same at `parentbased_traceidratio` with `--sample-ratio` (default 0.1,
   as upstream's inferencepool chart configures tracing for production);
 - with `--against TREE`: `off` and `receipts` again from another checkout's `src/` (a before and
-  after in one run; `receipts@against` is also given against its own tree's `off`).
+  after in one run; `receipts@against` is also given against its own tree's `off`), and with
+  `--against-tracing` its two tracing arms too (against its own tree's `off` and `receipts`).
 
 `SLUICE_BENCH_PROFILE_DIR=DIR` runs each arm under cProfile (DIR/<arm>, written on exit).
 
@@ -176,12 +177,24 @@ async def run(args: argparse.Namespace, sink_url: str) -> list[Arm]:
             Arm("tracing", [], {**otlp, "OTEL_TRACES_SAMPLER": "always_on"}, manifests, engines),
             Arm(f"tracing-{args.sample_ratio:g}", [], {**otlp, **sampled}, manifests, engines),
         ]
-        if args.against:  # the same two arms from another source tree, in the same run
+        if args.against:  # the same arms from another source tree, in the same run
             before = {"PYTHONPATH": str(Path(args.against).resolve() / "src")}
             arms += [
                 Arm("off@against", off_flags, before, manifests, engines),
                 Arm("receipts@against", [], before, manifests, engines),
             ]
+            if args.against_tracing:
+                every = {**before, **otlp, "OTEL_TRACES_SAMPLER": "always_on"}
+                arms += [
+                    Arm("tracing@against", [], every, manifests, engines),
+                    Arm(
+                        f"tracing-{args.sample_ratio:g}@against",
+                        [],
+                        {**before, **otlp, **sampled},
+                        manifests,
+                        engines,
+                    ),
+                ]
         for arm in arms:
             await arm.envoy.start()
         async with aiohttp.ClientSession() as session:
@@ -222,7 +235,7 @@ async def run(args: argparse.Namespace, sink_url: str) -> list[Arm]:
 
 
 def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> None:
-    base, receipts, traced = arms[0], arms[1], arms[2]
+    base, traced = arms[0], arms[2]
     base_rate = base.done / base.cpu
     out: dict[str, object] = {
         "unit": "ext_proc requests per Sluice CPU-second (Envoy -> sluice serve -> sim)",
@@ -250,14 +263,18 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
             "per_round_cost_pct": [round(100 * (1 - x), 1) for x in ratios],
             "median_round_cost_pct": round(100 * (1 - statistics.median(ratios)), 1),
         }
-        if arm.name == "receipts@against":  # against its own tree's off
+        tree = "@against" if arm.name.endswith("@against") else ""
+        if tree and arm.name != "off@against":  # against its own tree's off
             other = next(a for a in arms if a.name == "off@against")
             entry["cost_vs_own_off_pct"] = round(100 * (1 - rate * other.cpu / other.done), 1)
-        if arm.name.startswith("tracing"):  # what tracing adds to receipts
-            own = [a / b for a, b in zip(arm.rounds, receipts.rounds)]
-            entry["cost_vs_receipts_pct"] = round(
-                100 * (1 - rate * receipts.cpu / receipts.done), 1
+            own_ratios = [a / b for a, b in zip(arm.rounds, other.rounds)]
+            entry["median_round_cost_vs_own_off_pct"] = round(
+                100 * (1 - statistics.median(own_ratios)), 1
             )
+        if arm.name.startswith("tracing"):  # what tracing adds to receipts (of its own tree)
+            mine = next(a for a in arms if a.name == f"receipts{tree}")
+            own = [a / b for a, b in zip(arm.rounds, mine.rounds)]
+            entry["cost_vs_receipts_pct"] = round(100 * (1 - rate * mine.cpu / mine.done), 1)
             entry["median_round_cost_vs_receipts_pct"] = round(
                 100 * (1 - statistics.median(own)), 1
             )
@@ -270,6 +287,12 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
     sampled = next(a for a in arms if a.name == f"tracing-{args.sample_ratio:g}")
     what = f"receipts + tracing sampled at {args.sample_ratio:g} (parentbased_traceidratio)"
     goal_line(sampled, base, what, window)
+    if args.against and args.against_tracing:  # the other tree, against its own off
+        names = {a.name: a for a in arms}
+        own_base = names["off@against"]
+        goal_line(names["tracing@against"], own_base, f"{args.against}: receipts + tracing", window)
+        sampled = names[f"tracing-{args.sample_ratio:g}@against"]
+        goal_line(sampled, own_base, f"{args.against}: {what}", window)
     print(
         "off <= 1 %: not resolvable in CPU time here (a few `is None` checks per request); "
         "shown in instructions by benchmarks/receipts_instructions.py, which prints its own "
@@ -299,6 +322,11 @@ def cli() -> None:
         "--against",
         metavar="TREE",
         help="also run off and receipts from another checkout's src/ (a before/after in one run)",
+    )
+    parser.add_argument(
+        "--against-tracing",
+        action="store_true",
+        help="with --against, its two tracing arms too (eight arms in all)",
     )
     parser.add_argument(
         "--one-at-a-time",

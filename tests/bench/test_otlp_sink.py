@@ -29,7 +29,7 @@ def test_the_sink_counts_the_spans_of_each_export() -> None:
         for _ in range(3):
             assert exporter._client.export(data).success
         exporter.shutdown()
-    assert count == 2 * len(spans)
+    assert count == 2 * len(spans.form)
     assert sink.exports == 3
     assert sink.spans == 3 * count
     assert sink.connections == 1

@@ -12,7 +12,7 @@ from sluice.bench.harness.cpu import busy_share, machine_cpu
 from sluice.bench.metrics import delivered_output_tps
 from sluice.bench.records import RequestRecord, RunResult
 from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
-from sluice.bench.suite import sweep
+from sluice.bench.suite import sweep, sweep_arms
 from sluice.bench.wall.render import SMG_PRIORITY_NOTE, render_wall
 from sluice.bench.wall.run import WallRun, WallScenario, run_arm, run_wall_scenario
 from sluice.bench.wall.sampling import family_total
@@ -56,6 +56,28 @@ def test_sweep_stops_past_the_knee_and_goodput_interpolates() -> None:
     assert ws.as_result().goodputs("a") == [pytest.approx(10.0)]
     # far past the SLO at once: stop there
     assert len(sweep([1.0, 2.0], lambda load: _point("b", load, 9.0), lambda p: p.result)) == 1
+
+
+def test_arms_take_turns_at_each_load_and_each_stops_at_its_own_knee() -> None:
+    curves = {
+        "a": {4.0: 0.5, 8.0: 1.5, 12.0: 2.5, 16.0: 3.0},
+        "b": {4.0: 0.5, 8.0: 0.9, 12.0: 1.2, 16.0: 1.9},
+    }
+    calls: list[tuple[str, float]] = []
+
+    def at(arm: str, load: float) -> WallRun:
+        calls.append((arm, load))
+        return _point(arm, load, curves[arm][load])
+
+    runs = sweep_arms(sorted(curves["a"]), ("a", "b"), at, lambda p: p.result)
+    # A B, then B A: a stretch of other load on the machine falls on both arms' points
+    assert calls == [("a", 4.0), ("b", 4.0), ("b", 8.0), ("a", 8.0), ("a", 12.0), ("b", 12.0),
+                     ("b", 16.0)]  # fmt: skip
+    # each arm's curve is what `sweep` alone would have walked
+    for arm, curve in curves.items():
+        alone = sweep(sorted(curve), lambda load, a=arm: _point(a, load, curves[a][load]),
+                      lambda p: p.result)  # fmt: skip
+        assert [p.load for p in runs[arm]] == [p.load for p in alone]
 
 
 def _sweep_scenario() -> WallScenario:

@@ -97,7 +97,7 @@ async def test_the_direct_encoding_is_the_sdks_encoding_of_the_same_spans() -> N
     for trace, seed in traces:
         data, count = encoder.encode([trace], random.Random(seed))
         message = ExportTraceServiceRequest.FromString(data)
-        assert count == len(trace.spans) == len(message.resource_spans[0].scope_spans[0].spans)
+        assert count == len(trace.spans.form) == len(message.resource_spans[0].scope_spans[0].spans)
         ours += spans_of(message)
         assert MessageToDict(message.resource_spans[0].resource) == MessageToDict(
             sdk.resource_spans[0].resource

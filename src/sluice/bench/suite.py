@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -82,14 +82,40 @@ def sweep(
     `RunResult`."""
     out: list[R] = []
     for load in loads:
-        point = run_at(load)
-        out.append(point)
-        p90 = summarize(result_of(point)).ttft_p90
-        if not math.isfinite(p90) or p90 > 2 * SLO_TTFT_P90_S:
-            break
-        if p90 > SLO_TTFT_P90_S and len(out) >= 2:
+        out.append(run_at(load))
+        if _past_the_knee([result_of(p) for p in out]):
             break
     return out
+
+
+def sweep_arms(
+    loads: Sequence[float],
+    arms: Sequence[str],
+    run_at: Callable[[str, float], R],
+    result_of: Callable[[R], RunResult],
+) -> dict[str, list[R]]:
+    """`sweep` for several arms taken in turn at each load — A B at one load, B A at the next —
+    so that a stretch of other load on a shared machine falls on every arm's points alike, not
+    on one arm's whole curve. Each arm stops at its own knee, by `sweep`'s rule."""
+    out: dict[str, list[R]] = {arm: [] for arm in arms}
+    walking = list(arms)
+    for i, load in enumerate(loads):
+        for arm in walking if i % 2 == 0 else walking[::-1]:
+            out[arm].append(run_at(arm, load))
+        walking = [a for a in walking if not _past_the_knee([result_of(p) for p in out[a]])]
+        if not walking:
+            break
+    return out
+
+
+def _past_the_knee(points: Sequence[RunResult]) -> bool:
+    """`sweep`'s stopping rule on the points so far."""
+    p90 = summarize(points[-1]).ttft_p90
+    return (
+        not math.isfinite(p90)
+        or p90 > 2 * SLO_TTFT_P90_S
+        or (p90 > SLO_TTFT_P90_S and len(points) >= 2)
+    )
 
 
 def sweep_one(scenario_name: str, arm_name: str, seed: int, quick: bool) -> list[RunResult]:

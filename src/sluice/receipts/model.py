@@ -121,12 +121,18 @@ class Receipt:
             self.frozen, self.frozen_bytes = freeze(self.cycle)
             self.cycle = None
 
+    def frozen_record(self) -> Flat | None:
+        """The scheduling record as its flat tuple (`scheduling.record`), frozen now if the
+        request is still open."""
+        if self.frozen is not None:
+            return self.frozen
+        return None if self.cycle is None else freeze(self.cycle)[0]
+
     def frozen_cycle(self, *, scores: bool = True) -> FrozenCycle | None:
         """The scheduling record as nested tuples (`scheduling.record.FrozenCycle`); without
         `scores`, with the scorers' raw scores left out."""
-        if self.frozen is not None:
-            return thaw(self.frozen, scores=scores)
-        return None if self.cycle is None else thaw(freeze(self.cycle)[0], scores=scores)
+        flat = self.frozen_record()
+        return None if flat is None else thaw(flat, scores=scores)
 
     def footprint(self) -> int:
         """An upper bound of the bytes this finished receipt keeps alive that nothing else does

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from sluice.datalayer.registry import EndpointState
 
@@ -165,34 +165,90 @@ def freeze(cycle: CycleRecord) -> tuple[Flat, int]:
     return tuple(fields), _TUPLE_BYTES + _SLOT_BYTES * len(fields) + _FLOAT_BYTES * floats
 
 
-def thaw(flat: Flat, *, scores: bool = True) -> FrozenCycle:
-    """A flat record as nested tuples; without `scores`, the scorers' raw scores are left out
-    (empty): reading them touches a float each, most of what thawing costs when the record is
-    no longer in the CPU's caches (spans need only the totals)."""
+class StepAt(NamedTuple):
+    """Where one step's fields are in a flat record (`layout`); its candidates are where they
+    were last listed (the previous step's, or the profile's inputs, when they are the same)."""
+
+    kind: int
+    type_name: int
+    name: int
+    duration_s: int
+    candidates: range
+    weight: int
+    raw: range
+    picked: range
+
+
+class ProfileAt(NamedTuple):
+    """Where one profile's fields are in a flat record (`layout`)."""
+
+    name: int
+    duration_s: int
+    totals: range
+    inputs: range
+    steps: tuple[StepAt, ...]
+
+
+def layout(flat: Flat) -> tuple[tuple[ProfileAt, ...], tuple[int, ...]]:
+    """Where each field of a flat record is (the one reader of the layout above), and the
+    positions the walk read to find them: the counts, the same-candidates markers, each step's
+    kind and each profile's closing None. Two records equal at those positions (and of the
+    same length) have the same layout."""
     f: Any = flat  # its fields' types follow from the layout, not from the tuple's type
+    read = [2]
     at = 3
     profiles = []
     for _ in range(f[2]):
-        name, profile_s, n = f[at : at + 3]
-        totals = f[at + 3 : at + 3 + n]
+        n = f[at + 2]
+        read.append(at + 2)
+        totals = range(at + 3, at + 3 + n)
         at += 3 + n
-        n = f[at]
-        inputs = previous = f[at + 1 : at + 1 + n]
-        at += 1 + n
+        read.append(at)
+        inputs = previous = range(at + 1, at + 1 + f[at])
+        at = inputs.stop
         steps = []
         while f[at] is not None:
-            kind, type_name, step_name, took, n = f[at : at + 5]
+            read += (at, at + 4)
+            n = f[at + 4]
+            head = at
             at += 5
             if n != _SAME:
-                previous = f[at : at + n]
+                previous = range(at, at + n)
                 at += n
-            weight, n = f[at : at + 2]
-            raw = f[at + 2 : at + 2 + n] if scores else ()
-            at += 2 + n
-            n = f[at]
-            picked = f[at + 1 : at + 1 + n]
-            at += 1 + n
-            steps.append((kind, type_name, step_name, took, previous, weight, raw, picked))
+            weight = at
+            raw = range(at + 2, at + 2 + f[at + 1])
+            read.append(at + 1)
+            at = raw.stop
+            read.append(at)
+            picked = range(at + 1, at + 1 + f[at])
+            at = picked.stop
+            steps.append(StepAt(head, head + 1, head + 2, head + 3, previous, weight, raw, picked))
+        read.append(at)
+        profiles.append(ProfileAt(totals.start - 3, totals.start - 2, totals, inputs, tuple(steps)))
         at += 1  # the profile's None
-        profiles.append((name, inputs, tuple(steps), totals, profile_s))
+    return tuple(profiles), tuple(read)
+
+
+def thaw(flat: Flat, *, scores: bool = True) -> FrozenCycle:
+    """A flat record as nested tuples; without `scores`, the scorers' raw scores are left out
+    (empty)."""
+    f: Any = flat
+    profiles = []
+    for p in layout(flat)[0]:
+        steps = tuple(
+            (
+                f[s.kind],
+                f[s.type_name],
+                f[s.name],
+                f[s.duration_s],
+                f[s.candidates.start : s.candidates.stop],
+                f[s.weight],
+                f[s.raw.start : s.raw.stop] if scores else (),
+                f[s.picked.start : s.picked.stop],
+            )
+            for s in p.steps
+        )
+        totals = f[p.totals.start : p.totals.stop]
+        inputs = f[p.inputs.start : p.inputs.stop]
+        profiles.append((f[p.name], inputs, steps, totals, f[p.duration_s]))
     return tuple(profiles), f[0], f[1]

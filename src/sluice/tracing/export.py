@@ -168,14 +168,18 @@ class RequestTracer:
                 receipt, trace_id, parent = queue.popleft()
                 tree = request_spans(receipt)
                 taken += 1
-                spans += len(tree)
+                spans += len(tree.form)
                 yield otlp.Trace(tree, trace_id, parent)
 
         if self._send is not None:
             data, _ = self._encoder.encode(traces(), self._rng)
             self._send(data)
         else:
-            readables = [span for t in traces() for span in self._readables(*t)]
+            readables = [
+                span
+                for t in traces()
+                for span in self._readables(t.spans.listed(), t.trace_id, t.parent)
+            ]
             if readables:
                 self.exporter.export(readables)
         return taken
@@ -183,7 +187,7 @@ class RequestTracer:
     def _spans(
         self, receipt: Receipt, trace_id: int, parent: SpanContext | None
     ) -> list[ReadableSpan]:
-        return self._readables(request_spans(receipt), trace_id, parent)
+        return self._readables(request_spans(receipt).listed(), trace_id, parent)
 
     def _readables(
         self, spans: list[Span], trace_id: int, parent: SpanContext | None

@@ -1,11 +1,13 @@
-"""Requests' spans (`spans.Span`) straight into the bytes of one OTLP `ExportTraceServiceRequest`
+"""Requests' spans (`spans.Spans`) straight into the bytes of one OTLP `ExportTraceServiceRequest`
 (opentelemetry-proto's message, protobuf wire format): the message the SDK's encoder makes of
-the equivalent `ReadableSpan`s (tests/tracing decodes both and compares them field for field);
-spans and encoding together take a sixteenth of the CPU of `ReadableSpan`s and the SDK's
-encoder (31 against 495 µs a request, 8 endpoints). What repeats is kept encoded: the resource
-and scope from the start, each shape's name, kind and keys, whole span tails of the repeating
-shapes (the scorers' names, types, weights and counts) and the attributes seen lately, in
-tables emptied when they outgrow `_CACHED_ATTRIBUTES` entries.
+the equivalent `ReadableSpan`s (tests/tracing decodes both and compares them field for field).
+What repeats is kept encoded: the resource and scope from the start, each shape's name, kind
+and keys, the attributes seen lately, and per span form (`_FormCode`) the whole tails of the
+spans the form fixes (the profiles', the filter chains', the scorers': all but their ids, times
+and common attributes), in tables emptied when they outgrow their bounds. A request's spans
+then cost a few calls whatever their number: its span ids and times are placed with one
+`struct` pack for all its children, and only the spans the form leaves open (the root, the
+queue wait, the picks, the dispatch, the response) are encoded one by one.
 
 `Trace` is what the batch thread has of one request: its spans, trace id, and the incoming
 parent (a `traceparent`), if any. Span ids: one `randbytes` per trace, eight bytes a span (the
@@ -17,11 +19,12 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanContext
 
-from sluice.tracing.spans import COMMON, REQUEST, Shape, Span, Value, utf8
+from sluice.tracing.spans import COMMON, REQUEST, Form, Shape, Spans, Value, utf8
 
 # opentelemetry-proto's numbers: Span.SpanKind, Status.StatusCode, SpanFlags
 _KIND_INTERNAL, _KIND_SERVER = 1, 2
@@ -35,7 +38,7 @@ _FLAGS = struct.Struct("<I")
 
 
 class Trace(NamedTuple):
-    spans: list[Span]
+    spans: Spans
     trace_id: int
     parent: SpanContext | None
 
@@ -108,6 +111,7 @@ class Encoder:
         self._blocks: dict[tuple[Shape, tuple[Value | None, ...]], bytes] = {}
         self._attributes: dict[tuple[bytes, type, Value], bytes] = {}
         self._common = tuple(_field(0x0A, utf8(k)) for k in COMMON)
+        self._codes: dict[Form, _FormCode] = {}
 
     def _layout(self, shape: Shape, root: bool) -> _Layout:
         kind = _KIND_SERVER if root else _KIND_INTERNAL
@@ -139,60 +143,87 @@ class Encoder:
             out.append(encoded)
         return b"".join(out)
 
-    def _tail(self, shape: Shape, values: tuple[Value | None, ...]) -> bytes:
-        """A repeating shape's span after its ids, times and common attributes: name, kind,
-        its attributes, flags (a local parent: such a shape is never the root)."""
+    def _child_tail(self, layout: _Layout, values: tuple[Value | None, ...]) -> bytes:
+        """A child's span after its ids, times and common attributes: name, kind, its own
+        attributes, flags (a local parent)."""
+        return layout.head + self._values(layout.keys, values) + _FLAGS_LOCAL
+
+    def _kept_tail(self, shape: Shape, values: tuple[Value | None, ...]) -> bytes:
+        """`_child_tail` of a repeating shape's span, kept in the table."""
         blocks = self._blocks
         if len(blocks) >= _CACHED_ATTRIBUTES:
             blocks.clear()
         layout = self._layouts.get(shape) or self._layout(shape, False)
-        tail = blocks[shape, values] = (
-            layout.head + self._values(layout.keys, values) + _FLAGS_LOCAL
-        )
+        tail = blocks[shape, values] = self._child_tail(layout, values)
         return tail
 
     def encode(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytes, int]:
         """The serialized request and its number of spans. Span ids are drawn from `rng`.
         Fields go in the order that lets the constant ones be kept together (a decoder takes
-        them in any order)."""
+        them in any order; only the attributes' own order is kept: the common ones first)."""
         out: list[bytes] = []
+        codes, encode_values, blocks = self._codes, self._values, self._blocks
+        child_tail = self._child_tail
+        prefixes, times = _SPAN_PREFIXES, _TIMES.pack
         offset = self.offset_ns
-        layouts, blocks, encode_values = self._layouts, self._blocks, self._values
-        times, prefixes = _TIMES.pack, _SPAN_PREFIXES
         count = 0
-        for spans, trace_id, parent in traces:
-            n = len(spans)
-            ids = span_ids(rng, n)
-            # trace_id = 1, span_id = 2; a child's parent_span_id = 4
-            trace = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08"
-            own = [trace + ids[k : k + 8] for k in range(0, 8 * n, 8)]
-            parents = [b"\x22\x08" + ids[k : k + 8] for k in range(0, 8 * n, 8)]
-            common = encode_values(self._common, spans[0][4][:2])
-            for own_id, (shape, up, start, end, values, error) in zip(own, spans):
+        for (form, instants, values, error), trace_id, parent in traces:
+            code = codes.get(form) or self._code(form)
+            ids = code.ids(span_ids(rng, code.spans))
+            # the director's monotonic seconds -> Unix nanoseconds, as the SDK's path has them
+            ns = [int(t * 1e9) + offset for t in instants]
+            trace = trace_id.to_bytes(16, "big")
+            common = encode_values(self._common, values[0][:2])
+            # the children's ids and times, packed at once, then cut into one block a span
+            fields = code.fields.copy()
+            fields[1::_CHILD_ARGS] = [trace] * code.children
+            fields[3::_CHILD_ARGS] = ids[1:]
+            fields[5::_CHILD_ARGS] = code.parents(ids)
+            fields[7::_CHILD_ARGS] = code.starts(ns)
+            fields[9::_CHILD_ARGS] = code.ends(ns)
+            heads = (code.heads.get(len(common)) or code.heads_for(len(common))).copy()
+            tails = code.tails.copy()
+            for (i, shape, layout), own in zip(code.open, values[1:]):
                 if shape.repeats:
-                    tail = blocks.get((shape, values)) or self._tail(shape, values)
-                    up_id = parents[up]
-                elif up >= 0:
-                    layout = layouts.get(shape) or self._layout(shape, False)
-                    tail = layout.head + encode_values(layout.keys, values) + _FLAGS_LOCAL
-                    up_id = parents[up]
+                    tail = blocks.get((shape, own)) or self._kept_tail(shape, own)
                 else:
-                    tail, up_id = self._root(shape, values, error, common, parent)
-                # ScopeSpans.spans = 2: the span's length, then its fields (joined once, below)
-                shared = common if shape.common else b""
-                size = _IDS_AND_TIMES + len(up_id) + len(shared) + len(tail)
-                out += (
-                    prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size),
-                    own_id,
-                    up_id,
-                    times(0x39, int(start * 1e9) + offset, 0x41, int(end * 1e9) + offset),
-                    shared,
-                    tail,
-                )
-            count += n
+                    tail = child_tail(layout, own)
+                tails[i] = tail
+                size = _CHILD_SIZE + (len(common) if shape.common else 0) + len(tail)
+                heads[i] = prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size)
+            pieces = code.pieces.copy()  # per child: its field's tag and length, ids and
+            pieces[0::4] = heads  # times, the common attributes (or none), the rest
+            pieces[1::4] = code.cut(code.pack(*fields))
+            pieces[2::4] = code.commons((common, b""))
+            pieces[3::4] = tails
+            # the root: its parent is the incoming one (or none), its status the request's
+            tail, up_id = self._root(form.shapes[0], values[0], error, common, parent)
+            size = _IDS_AND_TIMES + len(up_id) + len(tail)
+            out += (
+                prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size),
+                b"\x0a\x10" + trace + b"\x12\x08" + ids[0],
+                up_id,
+                times(0x39, ns[code.root_start], 0x41, ns[code.root_end]),
+                tail,
+            )
+            out += pieces
+            count += code.spans
         scope_spans = _field(0x12, self._scope + b"".join(out))  # ResourceSpans.scope_spans = 2
         resource_spans = _field(0x0A, self._resource + scope_spans)
         return resource_spans, count
+
+    def _code(self, form: Form) -> _FormCode:
+        if len(self._codes) >= _CACHED_FORMS:
+            self._codes.clear()
+        tails = []  # the children's: fixed, or placed per request (the open ones)
+        open_children = []
+        for i, (shape, values) in enumerate(zip(form.shapes[1:], form.fixed[1:])):
+            layout = self._layouts.get(shape) or self._layout(shape, False)
+            tails.append(b"" if values is None else self._child_tail(layout, values))
+            if values is None:
+                open_children.append((i, shape, layout))
+        code = self._codes[form] = _FormCode(form, tails, tuple(open_children))
+        return code
 
     def _root(
         self,
@@ -220,6 +251,51 @@ class Encoder:
         return layout.head + common + block + status + flags, up_id
 
 
+class _FormCode:
+    """What an encoder keeps of one `spans.Form`: how to place a request's span ids and times
+    (one `struct` pack for all its children), and the children's fixed tails (name, kind,
+    attributes, flags) with the field prefixes they take beside common attributes of each
+    length. Every form has the orchestration and the queue wait: two children at least, so
+    `itemgetter` gives tuples."""
+
+    def __init__(
+        self,
+        form: Form,
+        tails: list[bytes],
+        open_children: tuple[tuple[int, Shape, _Layout], ...],
+    ) -> None:
+        self.spans = n = len(form)
+        self.children = m = n - 1
+        self.ids = struct.Struct("8s" * n).unpack  # the span ids drawn for the trace, cut
+        self.parents = itemgetter(*form.parents[1:])
+        self.starts = itemgetter(*form.bounds[2::2])
+        self.ends = itemgetter(*form.bounds[3::2])
+        self.root_start, self.root_end = form.bounds[0], form.bounds[1]
+        self.fields = _CHILD_FIELDS * m
+        self.pack = struct.Struct("<" + _CHILD * m).pack
+        self.cut = struct.Struct(f"{_CHILD_SIZE}s" * m).unpack
+        self.commons = itemgetter(*(0 if s.common else 1 for s in form.shapes[1:]))
+        self.tails = tails
+        self.open = open_children
+        self.pieces: list[bytes] = [b""] * (4 * m)
+        self._common = [s.common for s in form.shapes[1:]]
+        self.heads: dict[int, list[bytes]] = {}  # by the common attributes' length
+
+    def heads_for(self, common: int) -> list[bytes]:
+        """The fixed children's field prefixes (tag and length) beside common attributes of
+        this length (the open ones' are the request's)."""
+        if len(self.heads) >= _CACHED_HEADS:
+            self.heads.clear()
+        sizes = [
+            _CHILD_SIZE + (common if shared else 0) + len(tail)
+            for shared, tail in zip(self._common, self.tails)
+        ]
+        heads = self.heads[common] = [
+            _SPAN_PREFIXES[n] if n < _PREFIXED else b"\x12" + _varint(n) for n in sizes
+        ]
+        return heads
+
+
 _PREFIXED = 2048  # spans up to this size take their field's tag and length from a table
 # a span's trace_id and span_id fields (2 + 16 + 2 + 8 bytes) and its two fixed64 times (2 x 9)
 _IDS_AND_TIMES = 28 + _TIMES.size
@@ -227,3 +303,12 @@ _SPAN_PREFIXES = [b"\x12" + _varint(n) for n in range(_PREFIXED)]
 # flags = 16 (fixed32): its tag takes two bytes
 _FLAGS_LOCAL = b"\x85\x01" + _FLAGS.pack(_LOCAL)
 _FLAGS_REMOTE = b"\x85\x01" + _FLAGS.pack(_REMOTE)
+# a child's ids and times: trace_id = 1, span_id = 2, parent_span_id = 4 (each its tag, length
+# and bytes), start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64); the tags are constant
+_CHILD = "2s16s2s8s2s8sBQBQ"
+_CHILD_FIELDS: list[bytes | int | None] = [b"\x0a\x10", None, b"\x12\x08", None, b"\x22\x08", None]
+_CHILD_FIELDS += [0x39, None, 0x41, None]
+_CHILD_ARGS = len(_CHILD_FIELDS)
+_CHILD_SIZE = struct.calcsize("<" + _CHILD)
+_CACHED_FORMS = 256
+_CACHED_HEADS = 64

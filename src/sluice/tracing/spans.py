@@ -1,5 +1,5 @@
-"""A finished receipt as its request's spans — plain tuples in a flat list, parents before
-children (`export` hands them to the SDK as `ReadableSpan`s, `otlp` encodes them directly):
+"""A finished receipt as its request's spans, parents before children (`export` hands them to
+the SDK as `ReadableSpan`s, `otlp` encodes them directly):
 
     gateway.request                      queued → finished (the whole request)
     ├─ gateway.request_orchestration     queued → dispatched
@@ -11,13 +11,23 @@ children (`export` hands them to the SDK as `ReadableSpan`s, `otlp` encodes them
     ├─ gateway.dispatch                  dispatched → first byte
     └─ gateway.response                  first byte → finished (tokens)
 
-A span is `(shape, parent, start_s, end_s, values, error)`: its `Shape` names it and its
-attribute keys, `values` lines up with those keys (None: unknown, left out), `parent` is the
-index of its parent in the list (-1: the root, whose parent is the incoming `traceparent`'s
-span, if any), `error` the status message of a failed span. A shape with `common` carries the
-request's id and model first (the root's first two values), as upstream's plugin spans do.
+A request's spans are a `Spans`: its `Form`, which every request with the same tree shares
+(each span's `Shape`, which names it and its attribute keys; its parent, as an index, -1 for
+the root, whose parent is the incoming `traceparent`'s span, if any; the values of the spans
+the tree fixes: the profiles' names, the plugins' names, types, weights and counts), and what
+is the request's own: the instants its spans start and end at (the form holds each span's two
+indices), the values of the spans the form leaves open (the root, the queue wait, the picks,
+the dispatch, the response), in span order, and the root's status message if it failed.
+Values line up with their shape's keys (None: unknown, left out). A shape with `common` carries
+the request's id and model first (the root's first two values), as upstream's plugin spans do.
+`Spans.listed` gives them one by one (`Span`), as the SDK's `ReadableSpan`s want them.
 Strings go out as UTF-8: what the client chose that is not (lone surrogates) goes with `?` in
 their place (`utf8`).
+
+Forms, and how each layout of a frozen scheduling record becomes spans (`_CyclePlan`), are kept
+in small tables: a traced request reads its plugins' durations and picks straight from the flat
+record (`scheduling.record`) instead of thawing it, and an encoder keeps what it made of a form
+(`otlp`).
 
 Times: the director's clock is monotonic; the exporter turns it into Unix time. Plugin spans are
 laid end to end from the release, with the durations the scheduler measured.
@@ -25,11 +35,14 @@ laid end to end from the release, with the durations the scheduler measured.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from sluice.receipts.model import Receipt
-from sluice.scheduling.record import FrozenProfile
+from sluice.scheduling.record import Flat, ProfileAt, layout
 
 Value = str | bool | int | float | tuple[str, ...] | tuple[float, ...]
 
@@ -44,7 +57,9 @@ class Shape:
     repeats: bool = False
 
 
-Span = tuple[Shape, int, float, float, tuple[Value | None, ...], str | None]
+Values = tuple[Value | None, ...]
+# (shape, parent, start_s, end_s, values, error): one span, as `Spans.listed` gives it
+Span = tuple[Shape, int, float, float, Values, str | None]
 
 COMMON = ("gen_ai.request.id", "gen_ai.request.model")
 REQUEST = Shape(
@@ -118,7 +133,37 @@ def attributes(spans: Sequence[Span], span: Span) -> Iterator[tuple[str, Value]]
             yield key, value
 
 
-def request_spans(receipt: Receipt) -> list[Span]:
+@dataclass(frozen=True, eq=False, slots=True)  # hashed by identity: kept in `_FORMS`
+class Form:
+    """What every request with the same span tree shares (see the module's docstring)."""
+
+    shapes: tuple[Shape, ...]
+    parents: tuple[int, ...]
+    bounds: tuple[int, ...]  # start, end of each span: indices into the request's instants
+    fixed: tuple[Values | None, ...]  # None: the request's own (`Spans.values`, in order)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+class Spans(NamedTuple):
+    form: Form
+    instants: list[float]
+    values: list[Values]  # of the spans the form leaves open, in span order
+    error: str | None  # the root's status message
+
+    def listed(self) -> list[Span]:
+        form, instants, error = self.form, self.instants, self.error
+        own = iter(self.values)
+        out: list[Span] = []
+        for i, (shape, up, fixed) in enumerate(zip(form.shapes, form.parents, form.fixed)):
+            start, end = instants[form.bounds[2 * i]], instants[form.bounds[2 * i + 1]]
+            values = next(own) if fixed is None else fixed
+            out.append((shape, up, start, end, values, error if i == 0 else None))
+        return out
+
+
+def request_spans(receipt: Receipt) -> Spans:
     start = receipt.queued_at
     end = receipt.finished_at if receipt.finished_at is not None else start
     released = receipt.released_at if receipt.released_at is not None else end
@@ -134,74 +179,161 @@ def request_spans(receipt: Receipt) -> list[Span]:
         receipt.outcome,
         endpoint,
     )
-    # the root and the orchestration are stretched over their children: placed when known
-    spans: list[Span] = [_PLACEHOLDER, _PLACEHOLDER]
-    spans.append((QUEUE_WAIT, _ORCHESTRATION_AT, start, released, (receipt.held_by(),), None))
+    # the root's and the orchestration's ends (1, 2) are placed once their children are
+    instants = [start, end, end, released]
+    values: list[Values] = [root_values, (receipt.held_by(),)]
     at = released
-    cycle = receipt.frozen_cycle(scores=False)  # spans carry no raw scores
-    if cycle is not None:
-        for profile in cycle[0]:
-            at = _profile_spans(spans, profile, at)
+    flat = receipt.frozen_record()
+    plan = _NO_CYCLE if flat is None else _cycle_plan(flat)
+    for profile in plan.profiles:
+        at = profile.place(flat, at, instants, values)
     # The director's `now` is the same for the release and the dispatch; the measured plugin
     # durations come on top, so a parent is stretched to cover its children.
     orchestration_end = max(dispatched if dispatched is not None else end, at)
-    spans[_ORCHESTRATION_AT] = (ORCHESTRATION, 0, start, orchestration_end, (), None)
     root_end = max(end, orchestration_end)
+    first = None
     if dispatched is not None:
         ttft = receipt.ttft_s
         first = None if ttft is None else dispatched + ttft
         dispatch_end = first if first is not None else end
         fallbacks = ",".join(receipt.fallbacks) or None
-        spans.append(
-            (
-                DISPATCH,
-                0,
-                dispatched,
-                dispatch_end,
-                (endpoint, fallbacks, receipt.prefix_match_tokens),
-                None,
-            )
-        )
+        values.append((endpoint, fallbacks, receipt.prefix_match_tokens))
+        instants += (dispatched, dispatch_end)  # the response starts at the dispatch's end
         root_end = max(root_end, dispatch_end)
         if first is not None:
-            tokens = (receipt.prompt_tokens, receipt.completion_tokens, ttft)
-            spans.append((RESPONSE, 0, first, end, tokens, None))
-    spans[0] = (REQUEST, -1, start, root_end, root_values, error)
-    return spans
-
-
-def _profile_spans(spans: list[Span], profile: FrozenProfile, at: float) -> float:
-    """Appends a profile's span and its plugins' after it; returns where the profile ended."""
-    name, candidates, steps, totals, duration_s = profile
-    index = len(spans)
-    spans.append(_PLACEHOLDER)
-    t = at
-    took = 0.0
-    kept = None  # the last filter's survivors
-    for step in steps:
-        if step[0] == "filter":
-            took += step[3]
-            kept = step[4]
-    if kept is not None:
-        spans.append((FILTER, index, t, t + took, (len(candidates), len(kept)), None))
-        t += took
-    for kind, type_name, step_name, duration, names, weight, _, picked in steps:
-        if kind == "scorer":
-            scored = (type_name, step_name, weight, len(names))
-            spans.append((SCORE, index, t, t + duration, scored, None))
-            t += duration
-        elif kind == "picker":
-            top = tuple([names[i] for i in picked])
-            scores = tuple([float(totals[i]) for i in picked])
-            spans.append((PICK, index, t, t + duration, (len(names), top, scores), None))
-            t += duration
-    end = max(at + duration_s, t)
-    spans[index] = (PROFILE, _ORCHESTRATION_AT, at, end, (name,), None)
-    return end
+            values.append((receipt.prompt_tokens, receipt.completion_tokens, ttft))
+            instants.append(end)
+    instants[1], instants[2] = root_end, orchestration_end
+    key = (plan, dispatched is not None, first is not None)
+    form = _FORMS.get(key) or _form(*key)
+    return Spans(form, instants, values, error)
 
 
 def _failed(outcome: str | None) -> str | None:
     return outcome if outcome in {"upstream_error", "evicted"} else None
 
 
-_PLACEHOLDER: Span = (ORCHESTRATION, -1, 0.0, 0.0, (), None)
+def _getter(positions: Sequence[int]) -> Callable[[Any], tuple[Any, ...]]:
+    """The fields at `positions` of a tuple, as a tuple (`itemgetter` gives one field bare)."""
+    if len(positions) == 1:
+        [only] = positions
+        return lambda t: (t[only],)
+    return itemgetter(*positions) if positions else lambda t: ()
+
+
+class _ProfilePlan:
+    """One layout of a frozen profile as spans: the profile's, then the filter chain's (one
+    span, as upstream), each scorer's and picker's in their order — what the layout fixes of
+    them, and where in the flat record the rest is."""
+
+    def __init__(self, flat: Any, at: ProfileAt) -> None:
+        filters = [s for s in at.steps if flat[s.kind] == "filter"]
+        self.filters_s = tuple(s.duration_s for s in filters)
+        children: list[tuple[Shape, Values | None]] = []
+        if filters:
+            survivors = filters[-1].candidates
+            children.append((FILTER, (len(at.inputs), len(survivors))))
+        durations = [at.duration_s]  # the profile's, then each scorer's and picker's
+        picks = []
+        for s in at.steps:
+            kind = flat[s.kind]
+            if kind == "scorer":
+                scored = (flat[s.type_name], flat[s.name], flat[s.weight], len(s.candidates))
+                children.append((SCORE, scored))
+                durations.append(s.duration_s)
+            elif kind == "picker":
+                children.append((PICK, None))  # which it picked: the request's own
+                durations.append(s.duration_s)
+                picks.append((s.candidates.start, len(s.candidates), s.picked, at.totals.start))
+        self.name: Values = (flat[at.name],)
+        self.children = tuple(children)
+        self.durations = _getter(durations)
+        self.picks = tuple(picks)
+        # what the layout fixes beyond the walk's own reads: the names, types and weights
+        self.fixed_at = (at.name, *(p for s in at.steps for p in (s.type_name, s.name, s.weight)))
+
+    def place(self, flat: Any, at: float, instants: list[float], values: list[Values]) -> float:
+        """Appends the profile's instants (where each child starts, the last one's end, the
+        profile's end) and its picks' values; returns where the profile ended."""
+        took, *steps_s = self.durations(flat)
+        if self.filters_s:
+            chain = 0.0  # summed in order, as the chain ran
+            for p in self.filters_s:
+                chain += flat[p]
+            steps_s.insert(0, chain)
+        times = list(accumulate(steps_s, initial=at))
+        end = max(at + took, times[-1])
+        instants += times
+        instants.append(end)
+        for names_at, count, picked, totals_at in self.picks:
+            chosen = flat[picked.start : picked.stop]
+            top = tuple([flat[names_at + i] for i in chosen])
+            scores = tuple([float(flat[totals_at + i]) for i in chosen])
+            values.append((count, top, scores))
+        return end
+
+
+class _CyclePlan:
+    """One layout of a frozen scheduling record: its profiles' plans, and how to tell a record
+    of the same layout (equal where the walk reads and where the spans' fixed values are)."""
+
+    def __init__(self, flat: Flat) -> None:
+        profiles, read = layout(flat)
+        self.profiles = tuple(_ProfilePlan(flat, p) for p in profiles)
+        at = sorted({*read, *(p for plan in self.profiles for p in plan.fixed_at)})
+        self.check = _getter(at)
+        self.expected = self.check(flat)
+
+
+_NO_CYCLE = _CyclePlan((None, 0.0, 0))
+_PLANS: dict[int, list[_CyclePlan]] = {}  # by the record's length
+_FORMS: dict[tuple[_CyclePlan, bool, bool], Form] = {}
+_KEPT = 256  # plans (and forms): the tables are emptied when they outgrow this
+
+
+def _cycle_plan(flat: Flat) -> _CyclePlan:
+    same_length = _PLANS.get(len(flat))
+    if same_length is not None:
+        for plan in same_length:
+            if plan.check(flat) == plan.expected:
+                return plan
+    if sum(map(len, _PLANS.values())) >= _KEPT:
+        _PLANS.clear()
+        _FORMS.clear()
+    plan = _CyclePlan(flat)
+    _PLANS.setdefault(len(flat), []).append(plan)
+    return plan
+
+
+def _form(plan: _CyclePlan, dispatched: bool, responded: bool) -> Form:
+    shapes = [REQUEST, ORCHESTRATION, QUEUE_WAIT]
+    parents = [-1, 0, _ORCHESTRATION_AT]
+    bounds = [0, 1, 0, 2, 0, 3]  # (queued, the root's end), (queued, ...), (queued, released)
+    fixed: list[Values | None] = [None, (), None]
+    at = 4  # the first profile's instants
+    for profile in plan.profiles:
+        index, last = len(shapes), len(profile.children)
+        shapes.append(PROFILE)
+        parents.append(_ORCHESTRATION_AT)
+        bounds += (at, at + last + 1)
+        fixed.append(profile.name)
+        for i, (shape, values) in enumerate(profile.children):
+            shapes.append(shape)
+            parents.append(index)
+            bounds += (at + i, at + i + 1)
+            fixed.append(values)
+        at += last + 2
+    if dispatched:
+        shapes.append(DISPATCH)
+        parents.append(0)
+        bounds += (at, at + 1)
+        fixed.append(None)
+        if responded:
+            shapes.append(RESPONSE)
+            parents.append(0)
+            bounds += (at + 1, at + 2)
+            fixed.append(None)
+    form = _FORMS[plan, dispatched, responded] = Form(
+        tuple(shapes), tuple(parents), tuple(bounds), tuple(fixed)
+    )
+    return form

@@ -20,7 +20,7 @@ from sluice.bench.harness.cpu import busy_share, machine_cpu, peak_rss_mb, tree_
 from sluice.bench.records import RunResult
 from sluice.bench.report import fmt
 from sluice.bench.scenarios import SWEEP, Scenario
-from sluice.bench.suite import ScenarioResult, sweep
+from sluice.bench.suite import ScenarioResult, sweep_arms
 from sluice.bench.wall import llamacpp
 from sluice.bench.wall.load import probe_latency, replay
 from sluice.bench.wall.processes import (
@@ -318,14 +318,20 @@ def run_wall_scenario(
             on_run(run)
         return run
 
-    for arm in arms:
-        if scenario.kind == SWEEP:
-            out.runs[arm] = sweep(
+    # The arms take turns at each load (A B, then B A): on a shared machine a stretch of other
+    # load then falls on every arm's points alike instead of on one arm's whole curve.
+    if scenario.kind == SWEEP:
+        out.runs.update(
+            sweep_arms(
                 chosen,
-                functools.partial(lambda a, load: point(a, load, load == chosen[0]), arm),
+                arms,
+                lambda arm, load: point(arm, load, load == chosen[0]),
                 lambda run: run.result,
             )
-        else:
-            out.runs[arm] = [point(arm, load, i == 0) for i, load in enumerate(chosen)]
+        )
+    else:
+        for i, load in enumerate(chosen):
+            for arm in arms if i % 2 == 0 else arms[::-1]:
+                out.runs.setdefault(arm, []).append(point(arm, load, i == 0))
     out.wall_s = time.monotonic() - started
     return out
