@@ -18,10 +18,10 @@ engines publishing vLLM's KV events over real ZMQ (PUB + replay ROUTER each, PYT
 0), `sluice serve` in proxy mode with the arm's config (the precise arm subscribes), an
 asyncio load generator; bypassing requests go straight to a random engine, restarts kill and
 start an engine process. Each arm walks up the same loads (`bench.wall.run`), fresh engines and
-router per point, the arms taking turns at each load (A B, then B A). Goodput from client-side TTFTs; hit
-rate from the engines' own prefix-cache counters (a restarted engine's counters start over).
-The prediction error needs Sluice's per-request prediction, which only the virtual runner
-records, so wall mode reports goodput and hit rate.
+router per point, the arms taking turns at each load (A B, then B A). Goodput from client-side
+TTFTs; hit rate from the engines' own prefix-cache counters (a restarted engine's counters
+start over). The prediction error needs Sluice's per-request prediction, which only the virtual
+runner records, so wall mode reports goodput and hit rate.
 
 Run: .venv/bin/python benchmarks/precise_routing.py [--quick] [--reps 2]
      [--scenarios prefix-eviction,prefix-bypass,...] [--mode wall [--loads 4,8,12]]
