@@ -69,6 +69,7 @@ from sluice.bench.harness.store import redis_server
 from sluice.bench.metrics import SLO_TTFT_P90_S, goodput, hit_rate, summarize
 from sluice.bench.records import RunResult
 from sluice.bench.scenarios import SCENARIOS
+from sluice.bench.suite import in_turn
 from sluice.bench.wall.load import replay
 from sluice.bench.wall.processes import sluice_config_text, start_engines
 from sluice.bench.wall.run import wall_workload
@@ -406,7 +407,7 @@ def decisions(args: argparse.Namespace, capacity: bool = False) -> bool:
         for port in ports:
             wait_for_port("127.0.0.1", port, engines)
         for round_ in range(args.rounds):
-            for arm in arms if round_ % 2 == 0 else arms[::-1]:
+            for arm in in_turn(arms, round_):
                 run = decisions_arm(arm, args, engines, ports)
                 print(
                     f"  round {round_ + 1} {arm.name}: {run.per_cpu_s:,.0f} decisions/CPU-s"

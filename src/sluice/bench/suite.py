@@ -21,6 +21,7 @@ from sluice.bench.runner_virtual import RunLimits, run_virtual
 from sluice.bench.scenarios import ISOLATION, SCENARIOS, SWEEP, Scenario
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,7 +84,7 @@ def sweep(
     out: list[R] = []
     for load in loads:
         out.append(run_at(load))
-        if _past_the_knee([result_of(p) for p in out]):
+        if _past_the_knee(result_of(out[-1]), len(out)):
             break
     return out
 
@@ -100,21 +101,25 @@ def sweep_arms(
     out: dict[str, list[R]] = {arm: [] for arm in arms}
     walking = list(arms)
     for i, load in enumerate(loads):
-        for arm in walking if i % 2 == 0 else walking[::-1]:
+        for arm in in_turn(walking, i):
             out[arm].append(run_at(arm, load))
-        walking = [a for a in walking if not _past_the_knee([result_of(p) for p in out[a]])]
+        walking = [a for a in walking if not _past_the_knee(result_of(out[a][-1]), len(out[a]))]
         if not walking:
             break
     return out
 
 
-def _past_the_knee(points: Sequence[RunResult]) -> bool:
-    """`sweep`'s stopping rule on the points so far."""
-    p90 = summarize(points[-1]).ttft_p90
+def in_turn(arms: Sequence[T], round_: int) -> Sequence[T]:
+    """The order the arms take in round `round_`: as given, then reversed (A B, B A, A B ...),
+    so that no arm always runs first or last on a machine whose load drifts."""
+    return arms if round_ % 2 == 0 else arms[::-1]
+
+
+def _past_the_knee(last: RunResult, points: int) -> bool:
+    """`sweep`'s stopping rule, after `points` points of which `last` is the latest."""
+    p90 = summarize(last).ttft_p90
     return (
-        not math.isfinite(p90)
-        or p90 > 2 * SLO_TTFT_P90_S
-        or (p90 > SLO_TTFT_P90_S and len(points) >= 2)
+        not math.isfinite(p90) or p90 > 2 * SLO_TTFT_P90_S or (p90 > SLO_TTFT_P90_S and points >= 2)
     )
 
 

@@ -20,7 +20,7 @@ from sluice.bench.harness.cpu import busy_share, machine_cpu, peak_rss_mb, tree_
 from sluice.bench.records import RunResult
 from sluice.bench.report import fmt
 from sluice.bench.scenarios import SWEEP, Scenario
-from sluice.bench.suite import ScenarioResult, sweep_arms
+from sluice.bench.suite import ScenarioResult, in_turn, sweep_arms
 from sluice.bench.wall import llamacpp
 from sluice.bench.wall.load import probe_latency, replay
 from sluice.bench.wall.processes import (
@@ -331,7 +331,7 @@ def run_wall_scenario(
         )
     else:
         for i, load in enumerate(chosen):
-            for arm in arms if i % 2 == 0 else arms[::-1]:
+            for arm in in_turn(arms, i):
                 out.runs.setdefault(arm, []).append(point(arm, load, i == 0))
     out.wall_s = time.monotonic() - started
     return out
