@@ -62,7 +62,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.bench.arms import arm_by_name
 from sluice.bench.harness.child import child_env, stop_processes
-from sluice.bench.harness.cpu import tree_cpu_seconds
+from sluice.bench.harness.cpu import machine_jiffies, tree_cpu_seconds
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 from sluice.bench.harness.store import redis_server
@@ -191,13 +191,6 @@ async def closed_loop(
         return ok, time.monotonic() - started
 
 
-def _cpu_times() -> tuple[int, int, int]:
-    """(all, steal, idle + iowait) jiffies of the machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v), v[7], v[3] + v[4]
-
-
 def _self_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
@@ -291,7 +284,7 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
         before = asyncio.run(replica_samples(replicas.metrics_urls))
         store_pid = server.process.pid if server is not None and server.process else None
         store0 = tree_cpu_seconds(store_pid) if store_pid else 0.0
-        load0, stat0, self0 = os.getloadavg()[0], _cpu_times(), _self_cpu_s()
+        load0, stat0, self0 = os.getloadavg()[0], machine_jiffies(), _self_cpu_s()
         engines0 = tree_cpu_seconds(engines.pid)
         hogs = [subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) for _ in range(arm.neighbours)]
         cpu0 = replicas.cpu()
@@ -302,7 +295,7 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
             for hog in hogs:
                 hog.kill()
                 hog.wait()
-        stat1, self1 = _cpu_times(), _self_cpu_s()
+        stat1, self1 = machine_jiffies(), _self_cpu_s()
         engines_s = tree_cpu_seconds(engines.pid) - engines0
         store_cpu = tree_cpu_seconds(store_pid) - store0 if store_pid else 0.0
         after = asyncio.run(replica_samples(replicas.metrics_urls))
@@ -312,7 +305,7 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
         def delta(name: str) -> float:
             return after.get(name, 0.0) - before.get(name, 0.0)
 
-        jiffies = stat1[0] - stat0[0] or 1
+        jiffies = stat1.total - stat0.total or 1
         return DecisionRun(
             arm.name,
             arm.replicas,
@@ -326,8 +319,8 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
             + delta("sluice_replicas_sync_bytes_total{received}"),
             delta("sluice_replicas_fallbacks_total"),
             store_cpu,
-            (stat1[1] - stat0[1]) / jiffies,
-            (stat1[2] - stat0[2]) / jiffies,
+            (stat1.steal - stat0.steal) / jiffies,
+            (stat1.idle - stat0.idle) / jiffies,
             (load0, os.getloadavg()[0]),
             self1 - self0,
             engines_s,
@@ -592,9 +585,9 @@ def paired(args: argparse.Namespace) -> bool:
         for round_ in range(args.rounds):
             cpu0 = [g.cpu() for g in groups]
             before = asyncio.run(replica_samples(store.metrics_urls))
-            stat0, t0 = _cpu_times(), time.monotonic()
+            stat0, t0 = machine_jiffies(), time.monotonic()
             done = asyncio.run(side_by_side(urls, args.seconds, args.concurrency))
-            wall, stat1 = time.monotonic() - t0, _cpu_times()
+            wall, stat1 = time.monotonic() - t0, machine_jiffies()
             cpu = [g.cpu() - c for g, c in zip(groups, cpu0, strict=True)]
             after = asyncio.run(replica_samples(store.metrics_urls))
             syncs = after.get("sluice_replicas_sync_duration_seconds_count", 0.0) - before.get(
@@ -603,7 +596,7 @@ def paired(args: argparse.Namespace) -> bool:
             sync_s = after.get("sluice_replicas_sync_duration_seconds_sum", 0.0) - before.get(
                 "sluice_replicas_sync_duration_seconds_sum", 0.0
             )
-            jiffies = stat1[0] - stat0[0]
+            jiffies = stat1.total - stat0.total
             per_cpu = [n / c for n, c in zip(done, cpu, strict=True)]
             rates.append(done[1] / done[0])
             costs.append(per_cpu[1] / per_cpu[0])
@@ -613,8 +606,8 @@ def paired(args: argparse.Namespace) -> bool:
                 f" | {costs[-1]:.2f}x | {syncs / wall:.0f}"
                 f" | {sync_s / syncs * 1000 if syncs else math.nan:.1f}"
                 f" | {after.get('sluice_replicas_lease', 0.0):g}"
-                f" | {(stat1[1] - stat0[1]) / jiffies * 100:.0f} %"
-                f" | {(stat1[2] - stat0[2]) / jiffies * 100:.0f} %"
+                f" | {(stat1.steal - stat0.steal) / jiffies * 100:.0f} %"
+                f" | {(stat1.idle - stat0.idle) / jiffies * 100:.0f} %"
                 f" | {os.getloadavg()[0]:.2f} |",
                 flush=True,
             )

@@ -7,6 +7,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -57,16 +58,27 @@ def thread_cpu_seconds(pid: int | str = "self") -> dict[int, float]:
     return out
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; (0, 0) where unreadable."""
+class MachineJiffies(NamedTuple):
+    """Jiffies of all CPUs since boot, from /proc/stat's first line (zeros where unreadable)."""
+
+    total: float  # guest time is already counted in user/nice: not added again
+    idle: float  # idle + iowait
+    steal: float  # taken by the hypervisor for other guests
+
+
+def machine_jiffies() -> MachineJiffies:
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     except OSError:
-        return 0.0, 0.0
-    values = [float(x) for x in fields]
-    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user/nice
-    return total - idle, total
+        return MachineJiffies(0.0, 0.0, 0.0)
+    values = [float(x) for x in fields] + [0.0] * 8  # older kernels list fewer columns
+    return MachineJiffies(sum(values[:8]), values[3] + values[4], values[7])
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot; (0, 0) where unreadable."""
+    jiffies = machine_jiffies()
+    return jiffies.total - jiffies.idle, jiffies.total
 
 
 def busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
