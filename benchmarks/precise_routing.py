@@ -132,18 +132,21 @@ def wall(names: list[str], args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    results = [
-        run_wall_scenario(
-            ALL[name],
-            ARMS,
-            seed=args.seed,
-            quick=args.quick,
-            loads=loads,
-            duration_s=args.seconds,
-            on_run=progress,
-        )
-        for name in names
-    ]
+    try:
+        results = [
+            run_wall_scenario(
+                ALL[name],
+                ARMS,
+                seed=args.seed,
+                quick=args.quick,
+                loads=loads,
+                duration_s=args.seconds,
+                on_run=progress,
+            )
+            for name in names
+        ]
+    except ValueError as e:  # a --seconds longer than the workload: before any run starts
+        raise SystemExit(f"precise_routing.py --seconds: {e}") from e
     busy_all = busy_share(cpu0, machine_cpu())
     print(
         f"wall clock, {'quick' if args.quick else 'full'} windows, seed {args.seed}, "

@@ -19,7 +19,7 @@ from sluice.bench.arms import arm_by_name
 from sluice.bench.harness.ports import free_port, wait_for_port
 from sluice.bench.scenarios import SCENARIOS
 from sluice.bench.wall.processes import _manifests, sluice_config_text, start_engines, stop
-from sluice.bench.wall.run import needs_kv_events, wall_workload
+from sluice.bench.wall.run import needs_kv_events, run_wall_scenario, wall_workload
 from sluice.config import load_sluice_config
 from sluice.scheduling.precise_scorer import PrecisePrefixCacheScorer
 from sluice.scheduling.scheduler import Scheduler
@@ -57,6 +57,21 @@ def test_the_replay_window_keeps_the_bypassing_requests_and_the_restarts_inside_
     bypass = wall_workload(SCENARIOS["prefix-bypass"], 1, 4.0, True, cut=20.0)
     share = sum(a.bypass for a in bypass.arrivals) / len(bypass.arrivals)
     assert 0.15 < share < 0.45  # the scenario's 30%
+
+
+def test_a_replay_window_longer_than_the_workload_is_refused_before_any_run() -> None:
+    scenario = SCENARIOS["prefix-eviction"]
+    built = scenario.build(1, 4.0, True).window_s
+    assert built is not None
+    whole = wall_workload(scenario, 1, 4.0, True, cut=built)
+    assert whole.arrivals == scenario.build(1, 4.0, True).arrivals
+    with pytest.raises(ValueError, match=rf"{built + 50:g}-s .* at most {built:g} s .*--quick"):
+        wall_workload(scenario, 1, 4.0, True, cut=built + 50)
+    with pytest.raises(ValueError, match="at most"):  # before a single engine starts
+        run_wall_scenario(scenario, ["sluice-default"], seed=1, quick=True, duration_s=built + 1)
+    full = scenario.build(1, 4.0, False).window_s
+    assert full is not None and full > built  # the full workload is the way to a longer window
+    assert wall_workload(scenario, 1, 4.0, False, cut=full).arrivals
 
 
 @pytest.mark.slow

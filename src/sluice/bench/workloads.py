@@ -88,6 +88,9 @@ class Workload:
     concurrency: int | None = None
     # (virtual time, engine index): that engine's process restarts then (an empty cache)
     restarts: tuple[tuple[float, int], ...] = ()
+    # The arrival window it was built for (s): a replay may cut it shorter, never longer.
+    # None where they are not drawn over one window (closed loops, sessions whose steps follow).
+    window_s: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -96,7 +99,7 @@ class Workload:
     def only(self, *tenants: str) -> Workload:
         """The same workload with only some tenants' requests (the "unloaded" baseline)."""
         kept = tuple(a for a in self.arrivals if a.tenant in tenants)
-        return Workload(self.name, kept, self.objectives, self.adapters, self.concurrency)
+        return replace(self, arrivals=kept, restarts=())
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def shared_prefix(
         g = rng.randrange(groups)
         prompt = system[g] + text(f"q-{seed}-{i}", question_tokens)
         arrivals.append(Arrival(t, f"sp-{i}", f"group-{g}", None, prompt, max_tokens=output_tokens))
-    return Workload("shared-prefix", tuple(arrivals))
+    return Workload("shared-prefix", tuple(arrivals), window_s=duration_s)
 
 
 def bypassing(workload: Workload, *, share: float, seed: int) -> Workload:
@@ -228,7 +231,7 @@ def sharegpt_like(
                 max_tokens=output_tokens,
             )
         )
-    return Workload("sharegpt", tuple(arrivals))
+    return Workload("sharegpt", tuple(arrivals), window_s=duration_s)
 
 
 def closed_loop(
@@ -267,7 +270,7 @@ def bursty(*, seed: int, qps: float, duration_s: float, burst: int = 16) -> Work
         Arrival(t, f"b-{i}", "default", None, text(f"b-{seed}-{i}", 1024), max_tokens=128)
         for i, t in enumerate(bursty_times(rng, qps, duration_s, burst=burst))
     ]
-    return Workload("bursty", tuple(arrivals))
+    return Workload("bursty", tuple(arrivals), window_s=duration_s)
 
 
 def multi_turn(
@@ -334,7 +337,7 @@ def lora_mix(
                 model=name,
             )
         )
-    return Workload("lora-mix", tuple(arrivals), adapters=names)
+    return Workload("lora-mix", tuple(arrivals), adapters=names, window_s=duration_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,4 +404,4 @@ def tenants(
                 )
             )
     arrivals.sort(key=lambda a: (a.at, a.request_id))
-    return Workload(name, tuple(arrivals), objectives=dict(objectives))
+    return Workload(name, tuple(arrivals), objectives=dict(objectives), window_s=duration_s)

@@ -69,7 +69,9 @@ def shared_prefix_ladder(
         arrivals.append(
             Arrival(t, f"spl-{i}", f"group-{g}", None, prompt, max_tokens=output_tokens)
         )
-    return Workload("shared-prefix-ladder", tuple(arrivals))
+    return Workload(
+        "shared-prefix-ladder", tuple(arrivals), window_s=sum(seconds for _, seconds in stages)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ def shared_prefix_chat(
             Arrival(t, f"spc-{i}", f"session-{g}-{p}", None, prompt, max_tokens=answer_tokens)
         )
         context[session] = prompt + text(f"spc-a-{seed}-{g}-{p}-{turn}", answer_tokens)
-    return Workload("shared-prefix-chat", tuple(arrivals))
+    return Workload("shared-prefix-chat", tuple(arrivals), window_s=duration_s)
 
 
 def agentic_fanout(

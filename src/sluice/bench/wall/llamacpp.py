@@ -51,7 +51,7 @@ def _shared_prefix(seed: int, load: float, quick: bool) -> w.Workload:
         question_tokens=QUESTION_TOKENS,
         output_tokens=PREFIX_OUTPUT,
     )
-    return _served(w.Workload("llamacpp-shared-prefix", workload.arrivals))
+    return _served(replace(workload, name="llamacpp-shared-prefix"))
 
 
 def _served(workload: w.Workload) -> w.Workload:

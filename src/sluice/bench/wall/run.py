@@ -247,8 +247,17 @@ def wall_duration(scenario: Scenario, quick: bool) -> float:
 def wall_workload(
     scenario: Scenario, seed: int, load: float, quick: bool, cut: float | None = None
 ) -> Workload:
-    """The scenario's workload cut to the wall mode's replay window."""
+    """The scenario's workload cut to the wall mode's replay window. A window longer than the
+    workload was built for is refused: cutting could not lengthen it, and a run reporting a
+    90-s window over 40 s of arrivals would measure something other than it says."""
     workload = scenario.build(seed, load, quick)
+    if cut is not None and workload.window_s is not None and cut > workload.window_s:
+        sizes = "quick" if quick else "full"
+        longer = "" if not quick else " (or drop --quick: the full workload is longer)"
+        raise ValueError(
+            f"{scenario.name}: a {cut:g}-s replay window is longer than its {sizes} workload's "
+            f"{workload.window_s:g} s of arrivals; ask for at most {workload.window_s:g} s{longer}"
+        )
     if workload.concurrency is not None:
         count = WALL_REQUESTS.get(scenario.name, (128, 512))[0 if quick else 1]
         return Workload(
@@ -288,7 +297,12 @@ def run_wall_scenario(
     default = WALL_LOADS.get(scenario.name, (scenario.quick_loads, scenario.loads))
     chosen = tuple(loads or default[0 if quick else 1])
     out = WallScenario(scenario, chosen, seed=seed, quick=quick)
-    out.duration_s = wall_duration(scenario, quick) if duration_s is None else duration_s
+    if duration_s is None:  # the wall mode's window, or the whole workload if that is shorter
+        built = scenario.build(seed, chosen[0], quick).window_s
+        out.duration_s = min(wall_duration(scenario, quick), built or math.inf)
+    else:
+        wall_workload(scenario, seed, chosen[0], quick, duration_s)  # a bad window fails now
+        out.duration_s = duration_s
     started = time.monotonic()
     # after the last arrival, wait this long for stragglers (a request still without its first
     # token by then is infinitely late: far past the 2 s SLO either way)
