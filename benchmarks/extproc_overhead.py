@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.cpu import cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
@@ -292,4 +293,5 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     cli()

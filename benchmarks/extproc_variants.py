@@ -48,6 +48,7 @@ from pathlib import Path
 
 import aiohttp
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.cpu import tree_cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
@@ -454,4 +455,5 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     cli()

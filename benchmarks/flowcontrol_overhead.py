@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.config import parse_flow_control
 from sluice.flowcontrol import FlowController
 from sluice.flowcontrol.metrics import FlowControlMetrics
@@ -140,4 +141,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -57,7 +57,7 @@ import threading
 import time
 from pathlib import Path
 
-from sluice.bench.harness.child import child_env
+from sluice.bench.harness.child import child_env, exit_on_sigterm
 from sluice.bench.harness.cpu import thread_cpu_seconds
 from sluice.bench.harness.ports import free_port_block
 from sluice.datalayer.endpoint import Endpoint
@@ -341,6 +341,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     try:
         import uvloop
 

@@ -51,6 +51,7 @@ from sluice.bench.engines.llamacpp import (
     LlamaServerSettings,
     start_llama_servers,
 )
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 from sluice.scheduling.defaults import DEFAULT_CONFIG_YAML
 
@@ -326,4 +327,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

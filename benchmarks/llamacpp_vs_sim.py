@@ -36,6 +36,7 @@ import aiohttp
 
 from sluice.bench.engines.build import LlamaCppInstall, find_install, install_dir
 from sluice.bench.engines.llamacpp import LlamaServerSettings, start_llama_servers
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.ports import free_port_block, wait_for_port
 
 SIZES = (64, 256, 512, 1024)
@@ -310,4 +311,5 @@ async def main_async() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(asyncio.run(main_async()))

@@ -39,7 +39,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy_overhead import percentile, spawn, wait_until_serving
-from sluice.bench.harness.child import stop_processes
+from sluice.bench.harness.child import exit_on_sigterm, stop_processes
 from sluice.bench.harness.cpu import rss_mb
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, wait_for_port
@@ -317,4 +317,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

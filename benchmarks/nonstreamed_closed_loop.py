@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from sluice.bench.harness.child import stop_processes
+from sluice.bench.harness.child import exit_on_sigterm, stop_processes
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config, response_processing_off
 from sluice.bench.harness.pool import serve_manifests
@@ -270,4 +270,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     asyncio.run(main())

@@ -25,6 +25,7 @@ import sys
 import time
 from collections import deque
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.cpu import rss_mb
 
 PROMPT_BLOCKS = 256  # a 16 KiB prompt: 4,096 tokens of 4 characters, blocks of 16 tokens
@@ -208,4 +209,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

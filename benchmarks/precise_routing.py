@@ -34,6 +34,7 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.metrics import goodput, summarize
 from sluice.bench.records import RunResult
 from sluice.bench.suite import sweep_one, workers
@@ -176,4 +177,5 @@ def wall(names: list[str], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-from sluice.bench.harness.child import stop_processes
+from sluice.bench.harness.child import exit_on_sigterm, stop_processes
 from sluice.bench.harness.cpu import tree_cpu_seconds
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port
@@ -374,6 +374,7 @@ def child() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     if "--child" in sys.argv:
         child()
     else:

@@ -29,6 +29,7 @@ import time
 import tracemalloc
 from types import SimpleNamespace
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.core import core_from_config
 from sluice.bench.harness.cpu import rss_mb
 from sluice.bench.harness.otlp_sink import OtlpSink
@@ -287,4 +288,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
+from sluice.bench.harness.child import exit_on_sigterm
+
 HOOKED = (
     "sluice.director.core",
     "sluice.director.release",
@@ -263,4 +265,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

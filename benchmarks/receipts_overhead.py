@@ -50,7 +50,7 @@ from pathlib import Path
 
 import aiohttp
 
-from sluice.bench.harness.child import stop_processes
+from sluice.bench.harness.child import exit_on_sigterm, stop_processes
 from sluice.bench.harness.cpu import cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
@@ -338,4 +338,5 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     cli()

@@ -61,7 +61,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.bench.arms import arm_by_name
-from sluice.bench.harness.child import child_env, stop_processes
+from sluice.bench.harness.child import child_env, exit_on_sigterm, stop_processes
 from sluice.bench.harness.cpu import machine_jiffies, tree_cpu_seconds
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
@@ -822,4 +822,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

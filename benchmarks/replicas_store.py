@@ -14,6 +14,7 @@ import time
 
 import nats
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.store import nats_server, redis_server
 from sluice.replicas.core import LeaseAsk
 from sluice.replicas.store import RedisStore
@@ -66,4 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

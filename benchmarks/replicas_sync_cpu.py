@@ -21,6 +21,7 @@ import time
 
 import msgspec
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.cpu import tree_cpu_seconds
 from sluice.bench.harness.store import redis_server
 from sluice.replicas.core import LeaseAsk
@@ -80,4 +81,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -14,6 +14,7 @@ import random
 import timeit
 from collections.abc import Callable
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.requests.parse import parse_request
 from sluice.requests.rewrite import rewrite_model
 from sluice.requests.usage import UsageParser
@@ -114,4 +115,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.metrics import delivered_output_tps, engine_concurrency
 from sluice.bench.report import isolation_ratios, markdown_table
 from sluice.bench.scenarios import SCENARIOS
@@ -96,4 +97,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

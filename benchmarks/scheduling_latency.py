@@ -18,6 +18,7 @@ import statistics
 import time
 from dataclasses import replace
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.cpu import rss_mb
 from sluice.config import default_config
 from sluice.datalayer.endpoint import Endpoint, EngineMetrics
@@ -170,4 +171,5 @@ def summary(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

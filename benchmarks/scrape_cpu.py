@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from sluice.bench.harness.child import child_env
+from sluice.bench.harness.child import child_env, exit_on_sigterm
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.datalayer.scraper import MetricsScraper, ScrapeSettings
@@ -173,4 +173,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

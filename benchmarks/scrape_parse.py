@@ -9,6 +9,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.vllm_page import vllm_metrics_page
 from sluice.datalayer.extract import metrics_from_text
 from sluice.datalayer.metric_names import VLLM
@@ -35,4 +36,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -21,6 +21,7 @@ import urllib.request
 
 import aiohttp
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.cpu import cpu_seconds
 from sluice.bench.harness.ports import free_port
 
@@ -144,4 +145,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

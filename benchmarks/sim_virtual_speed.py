@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.sim.engine import Engine
 from sluice.sim.profiles import get_profile
 from sluice.sim.request import SimRequest
@@ -55,4 +56,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

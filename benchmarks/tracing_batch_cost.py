@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import receipts_core  # beside this script
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.harness.otlp_sink import OtlpSinkProcess
 from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.tracing import otlp, tracer_from_environment
@@ -147,4 +148,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from sluice.bench import report
+from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.plots import plot_scenario
 from sluice.bench.progress import Progress
 from sluice.bench.readme import perf_rows, update_perf_table
@@ -90,6 +91,7 @@ def _list() -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    exit_on_sigterm()  # a wall run stopped by SIGTERM still stops its engines and routers
     if args.list:
         print(_list())
         return 0

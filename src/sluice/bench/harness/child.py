@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import sluice
@@ -31,3 +33,15 @@ def stop_processes(*processes: subprocess.Popen[bytes], timeout: float = 5.0) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind this process as an exception does, so every `finally` that stops
+    the engines, routers and stores it started still runs. By default SIGTERM (`timeout`, a
+    cancelled CI job, `kill`) ends Python at once and leaves those children orphaned, holding
+    their ports and CPU. For a benchmark's or a CLI's main thread."""
+    signal.signal(signal.SIGTERM, _exit_from_signal)
+
+
+def _exit_from_signal(signum: int, _frame: object) -> None:
+    sys.exit(128 + signum)
