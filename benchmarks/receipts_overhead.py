@@ -12,6 +12,8 @@ score tables):
   (`OTEL_TRACES_SAMPLER=always_on`), to an OTLP receiver on 127.0.0.1 in this process;
 - `tracing-sampled`: the same at `parentbased_traceidratio` with `--sample-ratio` (default 0.1,
   as upstream's inferencepool chart configures tracing for production);
+- with `--batch-spans N`: `tracing-batchN`, every request traced with
+  `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=N` and `OTEL_BSP_MAX_QUEUE_SIZE=4N` (fewer, larger POSTs);
 - with `--against TREE`: `off` and `receipts` again from another checkout's `src/` (a before and
   after in one run; `receipts@against` is also given against its own tree's `off`), and with
   `--against-tracing` its two tracing arms too (against its own tree's `off` and `receipts`).
@@ -177,6 +179,14 @@ async def run(args: argparse.Namespace, sink_url: str) -> list[Arm]:
             Arm("tracing", [], {**otlp, "OTEL_TRACES_SAMPLER": "always_on"}, manifests, engines),
             Arm(f"tracing-{args.sample_ratio:g}", [], {**otlp, **sampled}, manifests, engines),
         ]
+        if args.batch_spans:  # every request traced, in larger exports (fewer POSTs)
+            big = {
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(args.batch_spans),
+                # the queue must hold more than a batch, or the batch never fills
+                "OTEL_BSP_MAX_QUEUE_SIZE": str(4 * args.batch_spans),
+            }
+            every = {**otlp, **big, "OTEL_TRACES_SAMPLER": "always_on"}
+            arms.append(Arm(f"tracing-batch{args.batch_spans}", [], every, manifests, engines))
         if args.against:  # the same arms from another source tree, in the same run
             before = {"PYTHONPATH": str(Path(args.against).resolve() / "src")}
             arms += [
@@ -287,6 +297,10 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
     sampled = next(a for a in arms if a.name == f"tracing-{args.sample_ratio:g}")
     what = f"receipts + tracing sampled at {args.sample_ratio:g} (parentbased_traceidratio)"
     goal_line(sampled, base, what, window)
+    if args.batch_spans:
+        names = {a.name: a for a in arms}
+        what = f"receipts + tracing (every request, batches of {args.batch_spans} spans)"
+        goal_line(names[f"tracing-batch{args.batch_spans}"], base, what, window)
     if args.against and args.against_tracing:  # the other tree, against its own off
         names = {a.name: a for a in arms}
         own_base = names["off@against"]
@@ -327,6 +341,13 @@ def cli() -> None:
         "--against-tracing",
         action="store_true",
         help="with --against, its two tracing arms too (eight arms in all)",
+    )
+    parser.add_argument(
+        "--batch-spans",
+        type=int,
+        metavar="N",
+        help="also an every-request tracing arm with OTEL_BSP_MAX_EXPORT_BATCH_SIZE=N "
+        "(and a queue of 4N spans): what fewer, larger POSTs save",
     )
     parser.add_argument(
         "--one-at-a-time",
