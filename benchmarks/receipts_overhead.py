@@ -297,12 +297,11 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
     sampled = next(a for a in arms if a.name == f"tracing-{args.sample_ratio:g}")
     what = f"receipts + tracing sampled at {args.sample_ratio:g} (parentbased_traceidratio)"
     goal_line(sampled, base, what, window)
+    names = {a.name: a for a in arms}
     if args.batch_spans:
-        names = {a.name: a for a in arms}
-        what = f"receipts + tracing (every request, batches of {args.batch_spans} spans)"
-        goal_line(names[f"tracing-batch{args.batch_spans}"], base, what, window)
+        batched = f"receipts + tracing (every request, batches of {args.batch_spans} spans)"
+        goal_line(names[f"tracing-batch{args.batch_spans}"], base, batched, window)
     if args.against and args.against_tracing:  # the other tree, against its own off
-        names = {a.name: a for a in arms}
         own_base = names["off@against"]
         goal_line(names["tracing@against"], own_base, f"{args.against}: receipts + tracing", window)
         sampled = names[f"tracing-{args.sample_ratio:g}@against"]

@@ -62,7 +62,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.bench.arms import arm_by_name
 from sluice.bench.harness.child import child_env, exit_on_sigterm, stop_processes
-from sluice.bench.harness.cpu import machine_jiffies, tree_cpu_seconds
+from sluice.bench.harness.cpu import (
+    cpu_seconds,
+    idle_and_steal,
+    machine_jiffies,
+    tree_cpu_seconds,
+)
 from sluice.bench.harness.pool import serve_manifests
 from sluice.bench.harness.ports import free_port, free_port_block, wait_for_port
 from sluice.bench.harness.store import redis_server
@@ -191,11 +196,6 @@ async def closed_loop(
         return ok, time.monotonic() - started
 
 
-def _self_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 @dataclass(frozen=True)
 class Arm:
     """One arm of the decisions or capacity part: `replicas` processes, with or without the
@@ -284,7 +284,7 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
         before = asyncio.run(replica_samples(replicas.metrics_urls))
         store_pid = server.process.pid if server is not None and server.process else None
         store0 = tree_cpu_seconds(store_pid) if store_pid else 0.0
-        load0, stat0, self0 = os.getloadavg()[0], machine_jiffies(), _self_cpu_s()
+        load0, stat0, self0 = os.getloadavg()[0], machine_jiffies(), cpu_seconds(os.getpid())
         engines0 = tree_cpu_seconds(engines.pid)
         hogs = [subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) for _ in range(arm.neighbours)]
         cpu0 = replicas.cpu()
@@ -295,7 +295,7 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
             for hog in hogs:
                 hog.kill()
                 hog.wait()
-        stat1, self1 = machine_jiffies(), _self_cpu_s()
+        stat1, self1 = machine_jiffies(), cpu_seconds(os.getpid())
         engines_s = tree_cpu_seconds(engines.pid) - engines0
         store_cpu = tree_cpu_seconds(store_pid) - store0 if store_pid else 0.0
         after = asyncio.run(replica_samples(replicas.metrics_urls))
@@ -305,7 +305,7 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
         def delta(name: str) -> float:
             return after.get(name, 0.0) - before.get(name, 0.0)
 
-        jiffies = stat1.total - stat0.total or 1
+        machine_idle, steal = idle_and_steal(stat0, stat1)
         return DecisionRun(
             arm.name,
             arm.replicas,
@@ -319,8 +319,8 @@ def decisions_arm(arm: Arm, args: argparse.Namespace, engines: subprocess.Popen[
             + delta("sluice_replicas_sync_bytes_total{received}"),
             delta("sluice_replicas_fallbacks_total"),
             store_cpu,
-            (stat1.steal - stat0.steal) / jiffies,
-            (stat1.idle - stat0.idle) / jiffies,
+            steal,
+            machine_idle,
             (load0, os.getloadavg()[0]),
             self1 - self0,
             engines_s,
@@ -596,7 +596,7 @@ def paired(args: argparse.Namespace) -> bool:
             sync_s = after.get("sluice_replicas_sync_duration_seconds_sum", 0.0) - before.get(
                 "sluice_replicas_sync_duration_seconds_sum", 0.0
             )
-            jiffies = stat1.total - stat0.total
+            machine_idle, steal = idle_and_steal(stat0, stat1)
             per_cpu = [n / c for n, c in zip(done, cpu, strict=True)]
             rates.append(done[1] / done[0])
             costs.append(per_cpu[1] / per_cpu[0])
@@ -606,8 +606,7 @@ def paired(args: argparse.Namespace) -> bool:
                 f" | {costs[-1]:.2f}x | {syncs / wall:.0f}"
                 f" | {sync_s / syncs * 1000 if syncs else math.nan:.1f}"
                 f" | {after.get('sluice_replicas_lease', 0.0):g}"
-                f" | {(stat1.steal - stat0.steal) / jiffies * 100:.0f} %"
-                f" | {(stat1.idle - stat0.idle) / jiffies * 100:.0f} %"
+                f" | {steal * 100:.0f} % | {machine_idle * 100:.0f} %"
                 f" | {os.getloadavg()[0]:.2f} |",
                 flush=True,
             )
@@ -677,10 +676,10 @@ def prefix_point(replicas: int, load: float, args: argparse.Namespace) -> Prefix
         load0 = os.getloadavg()[0]
         before = asyncio.run(replica_samples(group.metrics_urls))
         cpu0, store0 = group.cpu(), tree_cpu_seconds(server.process.pid)
-        engines0, self0 = engines_cpu(), _self_cpu_s()
+        engines0, self0 = engines_cpu(), cpu_seconds(os.getpid())
         records, samples = asyncio.run(replay(group.urls, workload, 10.0, engines.urls))
         cpu, store = group.cpu() - cpu0, tree_cpu_seconds(server.process.pid) - store0
-        engines_s, self_s = engines_cpu() - engines0, _self_cpu_s() - self0
+        engines_s, self_s = engines_cpu() - engines0, cpu_seconds(os.getpid()) - self0
         after = asyncio.run(replica_samples(group.metrics_urls))
         hits, queries = prefix_counters(engines)
 

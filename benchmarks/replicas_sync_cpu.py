@@ -22,7 +22,7 @@ import time
 import msgspec
 
 from sluice.bench.harness.child import exit_on_sigterm
-from sluice.bench.harness.cpu import tree_cpu_seconds
+from sluice.bench.harness.cpu import cpu_seconds, tree_cpu_seconds
 from sluice.bench.harness.store import redis_server
 from sluice.replicas.core import LeaseAsk
 from sluice.replicas.store import RedisStore
@@ -46,7 +46,7 @@ async def one_round(args: argparse.Namespace, rng: random.Random) -> tuple[float
         blobs = [entry(args.hashes, rng) for _ in range(64)]
         for store, me in zip(stores, REPLICAS, strict=True):  # load the script, join
             await store.sync(me, SUMMARY, 1.0, asks, None)
-        store0, self0 = tree_cpu_seconds(server.process.pid), sum(os.times()[:2])
+        store0, self0 = tree_cpu_seconds(server.process.pid), cpu_seconds(os.getpid())
         wall0 = time.perf_counter()
         for i in range(args.syncs):
             k = i % len(REPLICAS)
@@ -54,7 +54,7 @@ async def one_round(args: argparse.Namespace, rng: random.Random) -> tuple[float
             await stores[k].sync(REPLICAS[k], SUMMARY, 1.0, asks, out)
         wall = time.perf_counter() - wall0
         store_s = tree_cpu_seconds(server.process.pid) - store0
-        self_s = sum(os.times()[:2]) - self0
+        self_s = cpu_seconds(os.getpid()) - self0
         for store in stores:
             await store.close()
     n = args.syncs

@@ -8,7 +8,13 @@ import math
 
 import pytest
 
-from sluice.bench.harness.cpu import busy_share, machine_cpu
+from sluice.bench.harness.cpu import (
+    MachineJiffies,
+    busy_share,
+    idle_and_steal,
+    machine_cpu,
+    machine_jiffies,
+)
 from sluice.bench.metrics import delivered_output_tps
 from sluice.bench.records import RequestRecord, RunResult
 from sluice.bench.scenarios import SCENARIOS, SWEEP, Scenario
@@ -132,6 +138,16 @@ def test_machine_cpu_share_is_a_fraction() -> None:
     sum(i * i for i in range(200_000))
     share = busy_share(before, machine_cpu())
     assert math.isnan(share) or 0.0 <= share <= 1.0
+
+
+def test_idle_and_steal_are_shares_of_the_machine_between_two_readings() -> None:
+    before = MachineJiffies(total=1000.0, idle=400.0, steal=10.0)
+    after = MachineJiffies(total=1200.0, idle=450.0, steal=30.0)
+    assert idle_and_steal(before, after) == (50 / 200, 20 / 200)
+    assert all(math.isnan(x) for x in idle_and_steal(after, after)), "no time passed"
+    first = machine_jiffies()
+    measured = idle_and_steal(first, machine_jiffies())
+    assert all(math.isnan(x) or 0.0 <= x <= 1.0 for x in measured)
 
 
 def _tiny_shared_prefix(seed: int, load: float, quick: bool) -> object:

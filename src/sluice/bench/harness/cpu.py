@@ -75,6 +75,14 @@ def machine_jiffies() -> MachineJiffies:
     return MachineJiffies(sum(values[:8]), values[3] + values[4], values[7])
 
 
+def idle_and_steal(before: MachineJiffies, after: MachineJiffies) -> tuple[float, float]:
+    """Shares of the machine's CPU time idle and stolen by the host between two readings."""
+    total = after.total - before.total
+    if total <= 0:
+        return math.nan, math.nan
+    return (after.idle - before.idle) / total, (after.steal - before.steal) / total
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs since boot; (0, 0) where unreadable."""
     jiffies = machine_jiffies()
