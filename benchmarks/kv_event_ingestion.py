@@ -28,10 +28,14 @@ The traffic has the shape a real vLLM engine sends (vllm-project/vllm, read 2026
 "Event" is vLLM's: one BlockStored, BlockRemoved or AllBlocksCleared entry of a batch (a
 BlockStored names several blocks); the rate is events, not blocks and not messages.
 
-After the measured window a second window of the same length runs with the same sockets,
-subscribers and stream state machines but without decoding or applying (each batch only
-advances the stream's sequence): the receive floor, what ZMQ, pyzmq and the event loop cost at
-this message rate before Sluice looks at a payload.
+Windows of the same length, one after the other on the same sockets, subscribers and streams:
+
+1. the native lane on (`datalayer/kvevents/lane.py`: in-order batches read, decoded and applied
+   in C), when it is built — Sluice's default;
+2. the Python path alone (the lanes detached): what the lane is measured against, in this run;
+3. the Python path's receive floor: the same sockets and stream state machines without decoding
+   or applying (each batch only advances the stream's sequence) — what ZMQ, pyzmq and the event
+   loop cost at this message rate before Python looks at a payload.
 
 The defaults (per message ``--stored 2`` BlockStored of ``--blocks 8`` blocks, hence 16
 single-block BlockRemoved: 18 events, 32 blocks, ~55 messages/s per engine at 1,000 events/s)
@@ -61,6 +65,7 @@ from sluice.bench.harness.child import child_env, exit_on_sigterm
 from sluice.bench.harness.cpu import thread_cpu_seconds
 from sluice.bench.harness.ports import free_port_block
 from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.kvevents.lane import NATIVE
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers, SubscriberSettings
 from sluice.datalayer.kvevents.stream import EndpointStream, StreamSettings
 from sluice.datalayer.kvevents.streams import KVEventStreams
@@ -230,7 +235,7 @@ async def main() -> None:
     args = parser.parse_args()
     args.pub_port = free_port_block(args.engines, below_ephemeral=True)
     args.replay_port = free_port_block(args.engines, avoid=args.pub_port, below_ephemeral=True)
-    total = args.warmup + 2 * args.seconds + 2
+    total = args.warmup + 3 * args.seconds + 2
     code = PUBLISHER.format(
         here=str(Path(__file__).resolve().parent),
         args=(
@@ -304,8 +309,16 @@ async def main() -> None:
             + " (the other threads are libzmq's I/O: TCP and framing)"
         )
 
+    names = [f"engine-rank-{i}" for i in range(args.engines)]
+    laned = None
+    if NATIVE is not None:
+        laned = await window()
+        for name in names:  # the Python path from here on
+            subscriber = subscribers.subscriber(name)
+            if subscriber is not None:
+                subscriber.stream.attach_lane(None)
     wall, cpu, batches, gaps, split = await window()
-    modes = [streams.mode(f"engine-rank-{i}")[0] for i in range(args.engines)]
+    modes = [streams.mode(name)[0] for name in names]
     held = len(index)
     for stream in streams:
         stream.__class__ = ReceiveOnlyStream
@@ -322,16 +335,26 @@ async def main() -> None:
         f"ingesting: gaps {gaps}; endpoints precise {modes.count('precise')}/{args.engines}; "
         f"index holds {held:,} blocks"
     )
-    report("ingesting (receive, decode, apply)", wall, cpu, batches, split)
+    if laned is None:
+        print("the native lane is not built: the Python path alone")
+    else:
+        lane_wall, lane_cpu, lane_batches, lane_gaps, lane_split = laned
+        report(f"native lane (gaps {lane_gaps})", lane_wall, lane_cpu, lane_batches, lane_split)
+    report("Python path (receive, decode, apply)", wall, cpu, batches, split)
+    if laned is not None:
+        print(
+            f"native lane / Python path, CPU per batch: "
+            f"{lane_cpu / max(lane_batches, 1) / (cpu / max(batches, 1)):.2f}"
+        )
     report(
-        f"receive floor (no decode, no apply; gaps {floor_gaps})",
+        f"Python path's receive floor (no decode, no apply; gaps {floor_gaps})",
         floor_wall,
         floor_cpu,
         floor_batches,
         floor_split,
     )
     per_batch = cpu / max(batches, 1) - floor_cpu / max(floor_batches, 1)
-    print(f"decoding + applying, by difference: {per_batch * 1e6:.1f} us per batch")
+    print(f"Python decoding + applying, by difference: {per_batch * 1e6:.1f} us per batch")
     core_us = core_cost_per_batch(args.stored, args.blocks, args.capacity, args.layout)
     print(
         f"decoding + applying alone (no sockets, one stream into a fresh index, same process, "

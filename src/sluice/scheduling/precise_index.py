@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 
+from sluice.datalayer.kvevents.stream import LaneEntry
 from sluice.datalayer.kvevents.wire import (
     MEDIUM_GPU,
     REMOVED_TYPES,
@@ -189,6 +190,38 @@ class PreciseIndex:
         if self._sweeps:
             self.sweep(_SWEEP_STEP)
         return cleared
+
+    # -- the native fast lane (datalayer/kvevents/lane.py) -----------------------------------
+
+    def lane_entry(self, endpoint: str) -> LaneEntry | None:
+        """Where a lane applies `endpoint`'s batches as `apply` would (engine key space, an
+        endpoint in use with a slot); None: its batches take `apply`."""
+        if self.keys.space != "engine" or endpoint in self.unusable:
+            return None
+        slot = self._table.get(endpoint)
+        if slot is None:
+            return None
+        return LaneEntry(
+            self._owners,
+            self._held[slot],
+            self._held,
+            self._counts,
+            slot,
+            self._groups.get(endpoint),
+            self.keys.block_size,
+            endpoint in self._verified,
+            KEY_MASK,
+        )
+
+    def lane_applied(
+        self, endpoint: str, batches: int, other_tiers: int, other_groups: int
+    ) -> None:
+        """A lane applied `batches` of `endpoint`'s batches: their skipped events are counted
+        and retired slots swept as far as `apply` would have for as many batches."""
+        self.other_tiers += other_tiers
+        self.other_groups += other_groups
+        if self._sweeps:
+            self.sweep(_SWEEP_STEP * batches)
 
     def _apply_own(self, endpoint: str, slot: int, events: Sequence[Event]) -> bool:
         cleared = False

@@ -14,9 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
+from sluice.datalayer.kvevents.lane import NATIVE
 from sluice.datalayer.kvevents.streams import KVEventStreams, StreamAddress, address_of
 from sluice.datalayer.kvevents.subscriber import EndpointSubscriber
 from sluice.datalayer.registry import EndpointRegistry
@@ -36,6 +38,9 @@ class SubscriberSettings:
     # Read every SUB socket this often (0: as soon as each signals). Batches then wait at most
     # this long, and one wake-up reads many: ZMQ's per-message signalling is most of the cost.
     drain_interval_s: float = 0.02
+    # Read in-order streams with the native lane where it is built (lane.py); False: the
+    # Python path alone.
+    native_lane: bool = True
 
 
 class KVEventsSubscribers:
@@ -59,6 +64,8 @@ class KVEventsSubscribers:
         self._drainer: asyncio.Task[None] | None = None
         self._poller = zmq.Poller()
         self._polled: dict[zmq.Socket, EndpointSubscriber] = {}  # type: ignore[type-arg]
+        self._laned: dict[Any, EndpointSubscriber] = {}  # lane -> its subscriber
+        self._lanes: list[Any] = []
         self.restarts = 0
 
     async def start(self) -> None:
@@ -88,7 +95,21 @@ class KVEventsSubscribers:
             self.drain()
 
     def drain(self) -> None:
-        """Read every SUB socket that has batches waiting (one poll over all of them)."""
+        """Read every SUB socket that has batches waiting: the open lanes in one native call,
+        the others with one poll over all of them."""
+        if self._lanes:
+            assert NATIVE is not None
+            try:
+                closed = NATIVE.drain(self._lanes, self._clock())
+            except Exception as exc:  # a bug or no memory: restarted like any dead subscriber
+                log.exception("kv-events native lane failed")
+                for dead in list(self._laned.values()):
+                    dead._die(exc)
+                closed = []
+            for lane in closed:
+                owner = self._laned.get(lane)
+                if owner is not None:
+                    owner.take_back()
         if not self._polled:
             return
         for sock in [s for s in self._polled if s.closed]:  # closed under us: a dead subscriber
@@ -96,10 +117,15 @@ class KVEventsSubscribers:
             self._poller.unregister(sock)
         for sock, _ in self._poller.poll(0):
             subscriber = self._polled.get(sock)
-            if subscriber is not None:
+            if subscriber is None:
+                continue
+            if subscriber.lane is None or not subscriber.lane.open:  # (an open one was read)
                 subscriber.drain(ready=True)
 
     def _forget_socket(self, subscriber: EndpointSubscriber) -> None:
+        for lane in [lane for lane, owner in self._laned.items() if owner is subscriber]:
+            self._laned.pop(lane)
+            self._lanes.remove(lane)
         for sock, owner in list(self._polled.items()):
             if owner is subscriber:
                 self._polled.pop(sock)
@@ -162,6 +188,7 @@ class KVEventsSubscribers:
             context=self._ctx,
             clock=self._clock,
             watch=not polled,
+            native=self.settings.native_lane,
         )
         self._subscribers[name] = subscriber
         try:
@@ -173,3 +200,6 @@ class KVEventsSubscribers:
         if polled and sock is not None:
             self._poller.register(sock, zmq.POLLIN)
             self._polled[sock] = subscriber
+        if subscriber.lane is not None:
+            self._laned[subscriber.lane] = subscriber
+            self._lanes.append(subscriber.lane)

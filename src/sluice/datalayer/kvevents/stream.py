@@ -29,13 +29,35 @@ disconnected, replaying a gap, stale, failed), each with a reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from sluice.datalayer.kvevents.wire import BatchDecoder, DecodeError, Event
 
 Mode = Literal["precise", "partial", "fallback"]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _laned(
+    method: Callable[Concatenate[EndpointStream, _P], _R],
+) -> Callable[Concatenate[EndpointStream, _P], _R]:
+    """A method that reads or changes the stream: with a lane attached, what it applied is
+    taken in first, and the lane reopened (or closed) where the stream is after."""
+
+    @functools.wraps(method)
+    def wrapper(self: EndpointStream, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._lane is None:
+            return method(self, *args, **kwargs)
+        self._take_in()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.relane()
+
+    return wrapper  # type: ignore[return-value]  # (functools.wraps: the same call)
 
 
 class KVEventSink(Protocol):
@@ -47,6 +69,32 @@ class KVEventSink(Protocol):
     def clear(self, endpoint: str) -> None: ...
 
     def forget(self, endpoint: str) -> None: ...
+
+
+class LaneEntry(NamedTuple):
+    """What a lane applies to: the precise index's dict and this endpoint's slot in it."""
+
+    owners: dict[int, int]
+    held: int  # the slot's shared "holds" bit object
+    held_by_slot: list[int]
+    counts: list[int]
+    slot: int
+    group: int | None  # the KV-cache group indexed (None: not learned yet)
+    block_size: int
+    verified: bool  # the engine's first-block hash was checked
+    key_mask: int
+
+
+class LaneSink(Protocol):
+    """A sink a lane may apply to directly (the precise index, engine key space)."""
+
+    def lane_entry(self, endpoint: str) -> LaneEntry | None:
+        """The endpoint's entry, or None when its batches must take the Python path."""
+
+    def lane_applied(
+        self, endpoint: str, batches: int, other_tiers: int, other_groups: int
+    ) -> None:
+        """A lane applied `batches` of `endpoint`'s batches (the index's counters and sweeps)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +124,9 @@ class EndpointStream:
         self.name = name
         self._sink = sink
         self.settings = settings
-        self.counters = StreamCounters()
+        self._counters = StreamCounters()
         self.connected = False
-        self.last_seq: int | None = None  # last batch applied; None: no consistent view
+        self._last_seq: int | None = None  # last batch applied; None: no consistent view
         self.complete = False  # the history since a known empty cache is all applied
         self._last_live: int | None = None
         self._last_heard = float("-inf")
@@ -96,9 +144,87 @@ class EndpointStream:
         self._failed_at: float | None = None
         self._unproductive = 0  # replays in a row that returned nothing while a hole remained
         self.reason = "connecting"
+        self._lane: Any = None  # the native fast lane (lane.py), when the subscriber has one
+
+    # -- the native fast lane ------------------------------------------------------------------
+
+    @property
+    def counters(self) -> StreamCounters:
+        if self._lane is not None:
+            self._take_in()
+        return self._counters
+
+    @property
+    def last_seq(self) -> int | None:
+        if self._lane is not None:
+            self._take_in()
+        return self._last_seq
+
+    @last_seq.setter
+    def last_seq(self, seq: int | None) -> None:
+        self._last_seq = seq
+
+    def attach_lane(self, lane: Any) -> None:
+        """Let `lane` (a `_lane.Lane` on this endpoint's SUB socket) apply in-order batches;
+        None detaches it, taking in what it did."""
+        if self._lane is not None:
+            self._take_in()
+            self._lane.open = False
+        self._lane = lane
+        self.relane()
+
+    def live_next(self) -> int | None:
+        """The sequence number a live batch must have to be applied at once, in order (what a
+        lane may take), or None while batches need more than that (no view yet, a replay in
+        flight, a live batch seen ahead of the view)."""
+        last = self._last_seq
+        if last is None or self.replay_start is not None:
+            return None
+        if self._last_live is not None and self._last_live > last:
+            return None
+        return last + 1
+
+    def relane(self) -> None:
+        """Open the lane where the stream is now, or close it."""
+        lane = self._lane
+        if lane is None:
+            return
+        expect = self.live_next()
+        entry_of = getattr(self._sink, "lane_entry", None)
+        entry = entry_of(self.name) if expect is not None and entry_of is not None else None
+        if entry is None or expect is None or expect >= 1 << 63:  # (the lane counts in int64)
+            lane.open = False
+            return
+        lane.owners, lane.held, lane.held_by_slot, lane.counts, lane.slot = entry[:5]
+        lane.group, lane.block_size, lane.verified, lane.key_mask = entry[5:]
+        lane.expect = expect
+        lane.open = True
+
+    def _take_in(self) -> None:
+        """What the lane applied since, as `on_live` and `_apply` would have recorded it."""
+        lane = self._lane
+        batches = lane.batches
+        if not batches and not lane.malformed:
+            return
+        counters = self._counters
+        counters.malformed += lane.malformed
+        lane.malformed = 0
+        if not batches:
+            return
+        counters.batches += batches
+        counters.applied += batches
+        counters.events += lane.events
+        self._last_seq = self._last_live = lane.expect - 1
+        self._last_heard = lane.last_heard
+        self._last_payload = lane.last_payload
+        applied = getattr(self._sink, "lane_applied", None)
+        if applied is not None:
+            applied(self.name, batches, lane.other_tiers, lane.other_groups)
+        lane.batches = lane.events = lane.other_tiers = lane.other_groups = 0
 
     # -- what the sockets saw ----------------------------------------------------------------
 
+    @_laned
     def on_connected(self, now: float) -> int | None:
         """The SUB socket (re)connected: start over from a clean view."""
         self.connected = True
@@ -106,10 +232,12 @@ class EndpointStream:
         self._pending = []
         return self._resync(now, "syncing")
 
+    @_laned
     def on_disconnected(self, now: float) -> None:
         self.connected = False
         self.reason = "disconnected"
 
+    @_laned
     def on_live(self, seq: int, payload: bytes, now: float) -> int | None:
         """A batch from the PUB socket; returns a replay start to request, if any."""
         self.counters.batches += 1
@@ -144,6 +272,7 @@ class EndpointStream:
             self.counters.gaps += 1
         return self._continue_from(last, now, probe=False)
 
+    @_laned
     def on_replayed(self, seq: int, payload: bytes, now: float) -> None:
         """One batch of the replay in flight."""
         self._last_heard = now
@@ -172,6 +301,7 @@ class EndpointStream:
             return  # a hole inside a replay: on_replay_done sees it and asks again
         self._apply(seq, payload)
 
+    @_laned
     def on_replay_done(self, now: float) -> int | None:
         """The replay's end marker: apply what waited, in order."""
         self._last_heard = now
@@ -212,6 +342,7 @@ class EndpointStream:
             return self._resync(now, "replay could not fill the gap")
         return self._continue_from(last, now, probe=False)
 
+    @_laned
     def on_replay_failed(self, now: float, why: str = "replay failed") -> None:
         """The replay in flight timed out or broke."""
         if self.replay_start is None:
@@ -230,6 +361,7 @@ class EndpointStream:
 
     # -- time -------------------------------------------------------------------------------
 
+    @_laned
     def tick(self, now: float) -> int | None:
         """Timeouts, retries and probes; returns a replay start to request, if any."""
         s = self.settings

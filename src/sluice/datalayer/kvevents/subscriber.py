@@ -5,7 +5,9 @@ moves bytes into the stream's state machine (`stream.EndpointStream`) and nothin
 The sockets are plain non-blocking pyzmq sockets read from the event loop, drained until empty
 (ZMQ signals edge-triggered): either as soon as the SUB socket's file descriptor signals, or —
 the manager's default under load — on a timer for all subscribers at once, so that a wake-up
-reads several batches instead of one.
+reads several batches instead of one. On the timer, where the native lane is built
+(`lane.py`), the SUB socket of a stream that is live and in order is read by the lane, and by
+this Python path only from the first batch the lane hands back until the lane reopens.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from sluice.datalayer.kvevents.lane import NATIVE
 from sluice.datalayer.kvevents.stream import EndpointStream
 from sluice.datalayer.kvevents.streams import StreamAddress
 from sluice.datalayer.kvevents.wire import END_OF_REPLAY
@@ -39,6 +43,7 @@ class EndpointSubscriber:
         context: zmq.Context,  # type: ignore[type-arg]
         clock: Callable[[], float],
         watch: bool = True,
+        native: bool = True,
     ) -> None:
         self.stream = stream
         self.address = address
@@ -48,6 +53,9 @@ class EndpointSubscriber:
         # Read the SUB socket as soon as it signals (True), or only when `drain()` is called
         # (the manager drains every subscriber on a timer: fewer wake-ups under load).
         self._watch = watch
+        # The native lane on the SUB socket (read on the manager's timer): polled only.
+        self._native = native and not watch and NATIVE is not None
+        self.lane: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub: zmq.Socket | None = None  # type: ignore[type-arg]
         self._monitor: zmq.Socket | None = None  # type: ignore[type-arg]
@@ -67,6 +75,11 @@ class EndpointSubscriber:
         self._monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         sub.connect(self.address.publisher)
         self._sub = sub
+        if self._native:
+            assert NATIVE is not None
+            self.lane = NATIVE.Lane()
+            self.lane.sock = sub.underlying
+            self.stream.attach_lane(self.lane)
         if self._watch:
             loop.add_reader(sub.FD, self._drain_sub)
         loop.add_reader(self._monitor.FD, self._drain_monitor)
@@ -85,7 +98,28 @@ class EndpointSubscriber:
     def alive(self) -> bool:
         return self.error is None and self._sub is not None and not self._sub.closed
 
+    def take_back(self) -> None:
+        """The lane closed on a batch it does not take: that batch, then the rest of the
+        socket while the lane stays closed, through the Python path."""
+        lane = self.lane
+        if lane is None or lane.held_payload is None:
+            return
+        seq, payload = lane.held_seq, lane.held_payload
+        lane.held_seq = lane.held_payload = None
+        try:
+            start = self.stream.on_live(seq, payload, self._clock())
+            if start is not None:
+                self._request_replay(start)
+        except Exception as exc:
+            self._die(exc)
+            return
+        if not lane.open:
+            self._drain_sub()
+
     def close(self) -> None:
+        if self.lane is not None:
+            self.stream.attach_lane(None)  # takes in what it did; the socket goes next
+            self.lane = None
         self._close_dealer()
         loop = self._loop
         for sock in (self._monitor, self._sub):
@@ -133,8 +167,11 @@ class EndpointSubscriber:
         # sequence frame that is not 8 bytes, the rest of it is skipped (RCVMORE, only then)
         # and counted malformed; a message lost or misread that way is a gap, replayed.
         recv, noblock, opt = sub.recv, zmq.NOBLOCK, _RAW_GETSOCKOPT
+        lane = self.lane
         try:
             while ready or opt(sub, _EVENTS) & _POLLIN:
+                if lane is not None and lane.open:
+                    return  # in order again: the rest is the lane's, at the next drain
                 ready = False
                 try:
                     recv(noblock)  # the topic: the subscription filter already matched it

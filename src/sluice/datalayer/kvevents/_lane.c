@@ -1,0 +1,1194 @@
+/* The native fast lane of the KV-event subscribers (see lane.py): for every endpoint whose
+ * stream is live and in order, read its SUB socket, decode each vLLM batch and apply it to the
+ * precise index's dict — exactly what EndpointSubscriber._drain_sub, EndpointStream.on_live and
+ * PreciseIndex.apply do for such a batch, without a Python call per message.
+ *
+ * The lane only ever takes the common case. A batch it is not sure of (out of order, another
+ * layout, an AllBlocksCleared, a KV-cache group still to learn, a block size or a first block
+ * to check, anything malformed) closes the lane before anything of it is applied and is handed
+ * back, with the rest of the socket, to the Python path, which stays the reference
+ * (tests/datalayer/test_kv_lane.py runs both on the same streams and compares them).
+ *
+ * libzmq is pyzmq's own copy, found with dlopen(RTLD_NOLOAD) on the file pyzmq loaded, so the
+ * lane reads the very sockets pyzmq made (`Socket.underlying`).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- libzmq, resolved at bind() ----------------------------------------------------------- */
+
+typedef struct {
+    _Alignas(8) unsigned char _[64];
+} zmq_msg_t;
+
+#define ZMQ_DONTWAIT 1
+#define ZMQ_RCVMORE 13
+
+static int (*z_msg_init)(zmq_msg_t *);
+static int (*z_msg_recv)(zmq_msg_t *, void *, int);
+static void *(*z_msg_data)(zmq_msg_t *);
+static size_t (*z_msg_size)(const zmq_msg_t *);
+static int (*z_msg_more)(const zmq_msg_t *);
+static int (*z_msg_close)(zmq_msg_t *);
+static int (*z_errno)(void);
+
+static PyObject *
+lane_bind(PyObject *self, PyObject *arg)
+{
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL)
+        return NULL;
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        PyErr_Format(PyExc_ImportError, "libzmq not loaded from %s: %s", path, dlerror());
+        return NULL;
+    }
+#define RESOLVE(var, name)                                                                    \
+    do {                                                                                       \
+        *(void **)(&var) = dlsym(lib, name);                                                   \
+        if (var == NULL) {                                                                     \
+            PyErr_Format(PyExc_ImportError, "%s has no %s", path, name);                       \
+            return NULL;                                                                       \
+        }                                                                                      \
+    } while (0)
+    RESOLVE(z_msg_init, "zmq_msg_init");
+    RESOLVE(z_msg_recv, "zmq_msg_recv");
+    RESOLVE(z_msg_data, "zmq_msg_data");
+    RESOLVE(z_msg_size, "zmq_msg_size");
+    RESOLVE(z_msg_more, "zmq_msg_more");
+    RESOLVE(z_msg_close, "zmq_msg_close");
+    RESOLVE(z_errno, "zmq_errno");
+#undef RESOLVE
+    Py_RETURN_NONE;
+}
+
+/* ---- msgpack, just what a vLLM batch uses -------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p, *end;
+} Reader;
+
+static inline int
+need(Reader *r, size_t n)
+{
+    return (size_t)(r->end - r->p) >= n;
+}
+
+static inline uint64_t
+be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Reads a container header; 1 on success. */
+static int
+read_array(Reader *r, uint32_t *n)
+{
+    if (!need(r, 1))
+        return 0;
+    uint8_t b = *r->p;
+    if ((b & 0xF0) == 0x90) {
+        *n = b & 0x0F;
+        r->p += 1;
+        return 1;
+    }
+    if (b == 0xDC && need(r, 3)) {
+        *n = (uint32_t)be(r->p + 1, 2);
+        r->p += 3;
+        return 1;
+    }
+    if (b == 0xDD && need(r, 5)) {
+        *n = (uint32_t)be(r->p + 1, 4);
+        r->p += 5;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+read_map(Reader *r, uint32_t *n)
+{
+    if (!need(r, 1))
+        return 0;
+    uint8_t b = *r->p;
+    if ((b & 0xF0) == 0x80) {
+        *n = b & 0x0F;
+        r->p += 1;
+        return 1;
+    }
+    if (b == 0xDE && need(r, 3)) {
+        *n = (uint32_t)be(r->p + 1, 2);
+        r->p += 3;
+        return 1;
+    }
+    if (b == 0xDF && need(r, 5)) {
+        *n = (uint32_t)be(r->p + 1, 4);
+        r->p += 5;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+read_str(Reader *r, const char **s, uint32_t *n)
+{
+    if (!need(r, 1))
+        return 0;
+    uint8_t b = *r->p;
+    size_t head, len;
+    if ((b & 0xE0) == 0xA0) {
+        head = 1, len = b & 0x1F;
+    } else if (b == 0xD9 && need(r, 2)) {
+        head = 2, len = r->p[1];
+    } else if (b == 0xDA && need(r, 3)) {
+        head = 3, len = be(r->p + 1, 2);
+    } else if (b == 0xDB && need(r, 5)) {
+        head = 5, len = be(r->p + 1, 4);
+    } else {
+        return 0;
+    }
+    if (!need(r, head + len))
+        return 0;
+    *s = (const char *)r->p + head;
+    *n = (uint32_t)len;
+    r->p += head + len;
+    return 1;
+}
+
+static inline int
+is_nil(Reader *r)
+{
+    if (need(r, 1) && *r->p == 0xC0) {
+        r->p += 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* An integer as the two's-complement low 64 bits of its value (what `int & mask` keeps);
+ * `fits` is whether it is also an int64 (a group index, a block size). */
+static int
+read_int(Reader *r, uint64_t *v, int *fits)
+{
+    if (!need(r, 1))
+        return 0;
+    uint8_t b = *r->p;
+    *fits = 1;
+    if (b <= 0x7F) {
+        *v = b;
+        r->p += 1;
+        return 1;
+    }
+    if (b >= 0xE0) {
+        *v = (uint64_t)(int64_t)(int8_t)b;
+        r->p += 1;
+        return 1;
+    }
+    int n;
+    int sign;
+    switch (b) {
+    case 0xCC: n = 1, sign = 0; break;
+    case 0xCD: n = 2, sign = 0; break;
+    case 0xCE: n = 4, sign = 0; break;
+    case 0xCF: n = 8, sign = 0; break;
+    case 0xD0: n = 1, sign = 1; break;
+    case 0xD1: n = 2, sign = 1; break;
+    case 0xD2: n = 4, sign = 1; break;
+    case 0xD3: n = 8, sign = 1; break;
+    default: return 0;
+    }
+    if (!need(r, 1 + (size_t)n))
+        return 0;
+    uint64_t raw = be(r->p + 1, n);
+    if (sign && n < 8 && (raw >> (8 * n - 1)) & 1)
+        raw |= ~(uint64_t)0 << (8 * n);  /* sign-extend */
+    if (!sign && n == 8 && raw > (uint64_t)INT64_MAX)
+        *fits = 0;
+    *v = raw;
+    r->p += 1 + n;
+    return 1;
+}
+
+static int
+read_number(Reader *r)
+{
+    uint64_t v;
+    int fits;
+    if (read_int(r, &v, &fits))
+        return 1;
+    if (need(r, 5) && *r->p == 0xCA) {
+        r->p += 5;
+        return 1;
+    }
+    if (need(r, 9) && *r->p == 0xCB) {
+        r->p += 9;
+        return 1;
+    }
+    return 0;
+}
+
+/* Skips one value of any type (nesting bounded). */
+static int
+skip(Reader *r, int depth)
+{
+    if (depth > 32 || !need(r, 1))
+        return 0;
+    uint8_t b = *r->p;
+    uint32_t n;
+    const char *s;
+    if (b <= 0x7F || b >= 0xE0 || b == 0xC0 || b == 0xC2 || b == 0xC3) {
+        r->p += 1;
+        return 1;
+    }
+    if ((b & 0xE0) == 0xA0 || (b >= 0xD9 && b <= 0xDB))
+        return read_str(r, &s, &n);
+    if ((b & 0xF0) == 0x90 || b == 0xDC || b == 0xDD) {
+        if (!read_array(r, &n))
+            return 0;
+        for (uint32_t i = 0; i < n; i++) {
+            /* token ids, most of a batch's bytes: small ints inline */
+            if (need(r, 3)) {
+                uint8_t c = *r->p;
+                if (c <= 0x7F || c >= 0xE0) {
+                    r->p += 1;
+                    continue;
+                }
+                if (c == 0xCC || c == 0xD0) {
+                    r->p += 2;
+                    continue;
+                }
+                if (c == 0xCD || c == 0xD1) {
+                    r->p += 3;
+                    continue;
+                }
+            }
+            if (!skip(r, depth + 1))
+                return 0;
+        }
+        return 1;
+    }
+    if ((b & 0xF0) == 0x80 || b == 0xDE || b == 0xDF) {
+        if (!read_map(r, &n))
+            return 0;
+        for (uint32_t i = 0; i < 2 * n; i++)
+            if (!skip(r, depth + 1))
+                return 0;
+        return 1;
+    }
+    size_t len, head;
+    switch (b) {
+    case 0xCC: case 0xD0: head = 1, len = 1; break;
+    case 0xCD: case 0xD1: head = 1, len = 2; break;
+    case 0xCE: case 0xD2: case 0xCA: head = 1, len = 4; break;
+    case 0xCF: case 0xD3: case 0xCB: head = 1, len = 8; break;
+    case 0xC4: if (!need(r, 2)) return 0; head = 2, len = r->p[1]; break;
+    case 0xC5: if (!need(r, 3)) return 0; head = 3, len = be(r->p + 1, 2); break;
+    case 0xC6: if (!need(r, 5)) return 0; head = 5, len = be(r->p + 1, 4); break;
+    case 0xD4: head = 2, len = 1; break;
+    case 0xD5: head = 2, len = 2; break;
+    case 0xD6: head = 2, len = 4; break;
+    case 0xD7: head = 2, len = 8; break;
+    case 0xD8: head = 2, len = 16; break;
+    case 0xC7: if (!need(r, 3)) return 0; head = 3, len = r->p[1]; break;
+    case 0xC8: if (!need(r, 4)) return 0; head = 4, len = be(r->p + 1, 2); break;
+    case 0xC9: if (!need(r, 6)) return 0; head = 6, len = be(r->p + 1, 4); break;
+    default: return 0;
+    }
+    if (!need(r, head + len))
+        return 0;
+    r->p += head + len;
+    return 1;
+}
+
+/* Optional typed fields as the typed decoders take them: nil or the type. */
+static int
+opt_int(Reader *r, int *present, int64_t *v)
+{
+    uint64_t raw;
+    int fits;
+    if (is_nil(r)) {
+        *present = 0;
+        return 1;
+    }
+    if (!read_int(r, &raw, &fits) || !fits)
+        return 0;
+    *present = 1;
+    *v = (int64_t)raw;
+    return 1;
+}
+
+static int
+opt_str(Reader *r, int *present, const char **s, uint32_t *n)
+{
+    if (is_nil(r)) {
+        *present = 0;
+        return 1;
+    }
+    *present = 1;
+    return read_str(r, s, n);
+}
+
+static int
+opt_array(Reader *r)  /* extra_keys: nil or a list of anything */
+{
+    if (is_nil(r))
+        return 1;
+    if (!need(r, 1))
+        return 0;
+    uint8_t b = *r->p;
+    if (!((b & 0xF0) == 0x90 || b == 0xDC || b == 0xDD))
+        return 0;
+    return skip(r, 0);
+}
+
+/* ---- a batch, decoded into operations ------------------------------------------------------- */
+
+enum { OP_SKIP_TIER, OP_SKIP_GROUP, OP_STORE, OP_REMOVE };
+
+typedef struct {
+    int op;
+    Py_ssize_t first, count; /* hashes[first : first + count] */
+} Op;
+
+typedef struct {
+    Op *ops;
+    Py_ssize_t nops, cap_ops;
+    uint64_t *hashes;
+    Py_ssize_t nhashes, cap_hashes;
+    Py_ssize_t events;
+} Batch;
+
+static Batch scratch;
+static PyObject *one; /* the int 1 */
+
+static int
+grow(void **buf, Py_ssize_t *cap, Py_ssize_t want, size_t item)
+{
+    if (want <= *cap)
+        return 1;
+    Py_ssize_t cap2 = *cap ? *cap : 64;
+    while (cap2 < want)
+        cap2 *= 2;
+    void *p = PyMem_Realloc(*buf, (size_t)cap2 * item);
+    if (p == NULL)
+        return 0;
+    *buf = p;
+    *cap = cap2;
+    return 1;
+}
+
+static int
+read_hashes(Reader *r, Batch *b, Py_ssize_t *first, Py_ssize_t *count)
+{
+    uint32_t n;
+    if (!read_array(r, &n))
+        return 0;
+    if (!grow((void **)&b->hashes, &b->cap_hashes, b->nhashes + n, sizeof(uint64_t)))
+        return 0;
+    *first = b->nhashes;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t v;
+        int fits;
+        if (!read_int(r, &v, &fits))  /* bytes digests: the Python path */
+            return 0;
+        b->hashes[b->nhashes++] = v;
+    }
+    *count = n;
+    return 1;
+}
+
+/* What the lane knows of the endpoint's index entry (see Lane). */
+typedef struct {
+    int group_known;
+    int64_t group;
+    int64_t block_size;
+    int verified;
+} Known;
+
+#define MEDIUM_IS_GPU(present, s, n) (!(present) || ((n) == 3 && memcmp((s), "GPU", 3) == 0))
+
+/* One event's fields, from either layout. */
+typedef struct {
+    int kind; /* 1 stored, 2 removed */
+    Py_ssize_t first, count;
+    int have_hashes, have_parent, have_tokens, have_size;
+    int parent_present;
+    int64_t block_size;
+    int medium_present;
+    const char *medium;
+    uint32_t medium_len;
+    int group_present;
+    int64_t group;
+} Fields;
+
+/* The op an event becomes, as PreciseIndex.apply would take it; 0: the Python path. */
+static int
+event_op(const Fields *f, const Known *k, Batch *b)
+{
+    if (!grow((void **)&b->ops, &b->cap_ops, b->nops + 1, sizeof(Op)))
+        return 0;
+    Op *op = &b->ops[b->nops];
+    op->first = f->first;
+    op->count = f->count;
+    if (!MEDIUM_IS_GPU(f->medium_present, f->medium, f->medium_len)) {
+        op->op = OP_SKIP_TIER;
+    } else if (f->group_present && !(k->group_known && f->group == k->group)) {
+        if (f->kind == 1 && !k->group_known)
+            return 0; /* a group to learn */
+        op->op = OP_SKIP_GROUP;
+    } else if (f->kind == 1) {
+        if (f->block_size != k->block_size)
+            return 0; /* the endpoint becomes unusable */
+        if (!f->parent_present && !k->verified)
+            return 0; /* the first block's hash to check */
+        op->op = OP_STORE;
+    } else {
+        op->op = OP_REMOVE;
+    }
+    b->nops++;
+    return 1;
+}
+
+static int
+tag_of(const char *s, uint32_t n)
+{
+    if (n == 11 && memcmp(s, "BlockStored", 11) == 0)
+        return 1;
+    if (n == 12 && memcmp(s, "BlockRemoved", 12) == 0)
+        return 2;
+    return 0; /* AllBlocksCleared or unknown: the Python path */
+}
+
+static int
+array_event(Reader *r, uint32_t n, const Known *k, Batch *b)
+{
+    Fields f = {0};
+    const char *s;
+    uint32_t len;
+    if (n < 1 || !read_str(r, &s, &len))
+        return 0;
+    f.kind = tag_of(s, len);
+    if (f.kind == 1) {
+        /* [tag, hashes, parent, token_ids, block_size, lora_id?, medium?, lora_name?,
+         *  extra_keys?, group_idx?, kv_cache_spec_kind?, kv_cache_spec_sliding_window?] */
+        if (n < 5 || n > 12)
+            return 0;
+        int64_t ignored;
+        int present;
+        uint64_t parent, size;
+        int fits;
+        if (!read_hashes(r, b, &f.first, &f.count))
+            return 0;
+        f.parent_present = !is_nil(r);
+        if (f.parent_present && !read_int(r, &parent, &fits))
+            return 0;
+        if (!skip(r, 0)) /* token_ids: kept raw */
+            return 0;
+        if (!read_int(r, &size, &fits) || !fits)
+            return 0;
+        f.block_size = (int64_t)size;
+        uint32_t i = 5;
+        if (i++ < n && !opt_int(r, &present, &ignored))
+            return 0;
+        if (i++ < n && !opt_str(r, &f.medium_present, &f.medium, &f.medium_len))
+            return 0;
+        if (i++ < n && !opt_str(r, &present, &s, &len))
+            return 0;
+        if (i++ < n && !opt_array(r))
+            return 0;
+        if (i++ < n && !opt_int(r, &f.group_present, &f.group))
+            return 0;
+        if (i++ < n && !opt_str(r, &present, &s, &len))
+            return 0;
+        if (i++ < n && !opt_int(r, &present, &ignored))
+            return 0;
+    } else if (f.kind == 2) {
+        if (n < 2 || n > 4)
+            return 0;
+        if (!read_hashes(r, b, &f.first, &f.count))
+            return 0;
+        if (n > 2 && !opt_str(r, &f.medium_present, &f.medium, &f.medium_len))
+            return 0;
+        if (n > 3 && !opt_int(r, &f.group_present, &f.group))
+            return 0;
+    } else {
+        return 0;
+    }
+    return event_op(&f, k, b);
+}
+
+static int
+key_is(const char *s, uint32_t n, const char *name)
+{
+    size_t m = strlen(name);
+    return n == m && memcmp(s, name, m) == 0;
+}
+
+static int
+map_event(Reader *r, uint32_t n, const Known *k, Batch *b)
+{
+    /* Fields by name, any order, unknown ones skipped (as msgspec does); a key seen twice or
+     * a required field missing goes to the Python path. */
+    Fields f = {0};
+    int kind = 0, seen_type = 0;
+    int have_lora_id = 0, have_medium = 0, have_lora_name = 0, have_extra = 0, have_group = 0,
+        have_kind = 0, have_window = 0;
+    Py_ssize_t mark = b->nhashes;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *key, *s;
+        uint32_t klen, len;
+        int present;
+        int64_t ignored;
+        uint64_t raw;
+        int fits;
+        if (!read_str(r, &key, &klen))
+            return 0;
+#define ONCE(flag)                                                                             \
+    do {                                                                                       \
+        if (flag)                                                                              \
+            return 0;                                                                          \
+        flag = 1;                                                                              \
+    } while (0)
+        if (key_is(key, klen, "type")) {
+            ONCE(seen_type);
+            if (!read_str(r, &s, &len))
+                return 0;
+            kind = tag_of(s, len);
+            if (!kind)
+                return 0;
+        } else if (key_is(key, klen, "block_hashes")) {
+            ONCE(f.have_hashes);
+            if (!read_hashes(r, b, &f.first, &f.count))
+                return 0;
+        } else if (key_is(key, klen, "medium")) {
+            ONCE(have_medium);
+            if (!opt_str(r, &f.medium_present, &f.medium, &f.medium_len))
+                return 0;
+        } else if (key_is(key, klen, "group_idx")) {
+            ONCE(have_group);
+            if (!opt_int(r, &f.group_present, &f.group))
+                return 0;
+        } else if (key_is(key, klen, "parent_block_hash")) {
+            ONCE(f.have_parent);
+            f.parent_present = !is_nil(r);
+            if (f.parent_present && !read_int(r, &raw, &fits))
+                return 0;
+        } else if (key_is(key, klen, "token_ids")) {
+            ONCE(f.have_tokens);
+            if (!skip(r, 0))
+                return 0;
+        } else if (key_is(key, klen, "block_size")) {
+            ONCE(f.have_size);
+            if (!read_int(r, &raw, &fits) || !fits)
+                return 0;
+            f.block_size = (int64_t)raw;
+        } else if (key_is(key, klen, "lora_id")) {
+            ONCE(have_lora_id);
+            if (!opt_int(r, &present, &ignored))
+                return 0;
+        } else if (key_is(key, klen, "lora_name")) {
+            ONCE(have_lora_name);
+            if (!opt_str(r, &present, &s, &len))
+                return 0;
+        } else if (key_is(key, klen, "extra_keys")) {
+            ONCE(have_extra);
+            if (!opt_array(r))
+                return 0;
+        } else if (key_is(key, klen, "kv_cache_spec_kind")) {
+            ONCE(have_kind);
+            if (!opt_str(r, &present, &s, &len))
+                return 0;
+        } else if (key_is(key, klen, "kv_cache_spec_sliding_window")) {
+            ONCE(have_window);
+            if (!opt_int(r, &present, &ignored))
+                return 0;
+        } else if (!skip(r, 0)) {
+            return 0;
+        }
+#undef ONCE
+    }
+    (void)mark;
+    f.kind = kind;
+    if (!f.have_hashes)
+        return 0;
+    if (kind == 1) {
+        if (!f.have_parent || !f.have_tokens || !f.have_size)
+            return 0;
+    } else if (kind == 2) {
+        /* a BlockRemoved's fields are block_hashes, medium, group_idx: others mean another
+         * type's fields were sent under its tag — let msgspec judge */
+        if (f.have_parent || f.have_tokens || f.have_size || have_lora_id || have_lora_name ||
+            have_extra || have_kind || have_window)
+            return 0;
+    } else {
+        return 0;
+    }
+    return event_op(&f, k, b);
+}
+
+/* Decodes `payload` into `b`; 1 when every event is one the lane takes. */
+static int
+decode_batch(const uint8_t *data, size_t size, const Known *k, Batch *b)
+{
+    Reader r = {data, data + size};
+    uint32_t n, events;
+    b->nops = b->nhashes = 0;
+    /* [ts, events, data_parallel_rank?] (a batch that is a map: the Python path) */
+    if (!read_array(&r, &n) || n < 2 || n > 3)
+        return 0;
+    if (!read_number(&r) || !read_array(&r, &events))
+        return 0;
+    b->events = events;
+    for (uint32_t i = 0; i < events; i++) {
+        uint32_t m;
+        if (!need(&r, 1))
+            return 0;
+        uint8_t head = *r.p;
+        if ((head & 0xF0) == 0x90 || head == 0xDC || head == 0xDD) {
+            if (!read_array(&r, &m) || !array_event(&r, m, k, b))
+                return 0;
+        } else if (read_map(&r, &m)) {
+            if (!map_event(&r, m, k, b))
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    if (n == 3) {
+        int present;
+        int64_t rank;
+        if (!opt_int(&r, &present, &rank))
+            return 0;
+    }
+    return r.p == r.end;
+}
+
+/* ---- the lane ----------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long sock; /* the SUB socket's libzmq pointer (pyzmq's Socket.underlying) */
+    char open;               /* drain() may read the socket */
+    long long expect;        /* the next sequence number, when open */
+    /* the endpoint's entry in the precise index (engine key space) */
+    PyObject *owners;  /* dict: key -> holders' bits */
+    PyObject *held;    /* the slot's shared "holds" bit object */
+    PyObject *held_by_slot; /* list: every slot's, for a value left with one holder */
+    PyObject *counts;  /* list: blocks held, by slot */
+    Py_ssize_t slot;
+    PyObject *group;   /* the KV-cache group indexed, None while not learned */
+    long long block_size;
+    char verified;     /* the engine's first-block hash was checked */
+    unsigned long long key_mask;
+    /* what it did since the stream last took it in (EndpointSubscriber._take_in) */
+    long long batches, events, malformed, other_tiers, other_groups;
+    double last_heard;
+    PyObject *last_payload;  /* bytes of the batch applied last */
+    /* the message that closed the lane, for the Python path (None: none) */
+    PyObject *held_seq;
+    PyObject *held_payload;
+} Lane;
+
+static int
+Lane_traverse(Lane *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owners);
+    Py_VISIT(self->held);
+    Py_VISIT(self->held_by_slot);
+    Py_VISIT(self->counts);
+    Py_VISIT(self->group);
+    return 0;
+}
+
+static int
+Lane_clear(Lane *self)
+{
+    Py_CLEAR(self->owners);
+    Py_CLEAR(self->held);
+    Py_CLEAR(self->held_by_slot);
+    Py_CLEAR(self->counts);
+    Py_CLEAR(self->group);
+    Py_CLEAR(self->last_payload);
+    Py_CLEAR(self->held_seq);
+    Py_CLEAR(self->held_payload);
+    return 0;
+}
+
+static void
+Lane_dealloc(Lane *self)
+{
+    PyObject_GC_UnTrack(self);
+    Lane_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    Lane *self = (Lane *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(Py_None);
+    self->group = Py_None;
+    Py_INCREF(Py_None);
+    self->held_seq = Py_None;
+    Py_INCREF(Py_None);
+    self->held_payload = Py_None;
+    Py_INCREF(Py_None);
+    self->last_payload = Py_None;
+    return (PyObject *)self;
+}
+
+static PyMemberDef Lane_members[] = {
+    {"sock", T_ULONGLONG, offsetof(Lane, sock), 0, NULL},
+    {"open", T_BOOL, offsetof(Lane, open), 0, NULL},
+    {"expect", T_LONGLONG, offsetof(Lane, expect), 0, NULL},
+    {"owners", T_OBJECT, offsetof(Lane, owners), 0, NULL},
+    {"held", T_OBJECT, offsetof(Lane, held), 0, NULL},
+    {"held_by_slot", T_OBJECT, offsetof(Lane, held_by_slot), 0, NULL},
+    {"counts", T_OBJECT, offsetof(Lane, counts), 0, NULL},
+    {"slot", T_PYSSIZET, offsetof(Lane, slot), 0, NULL},
+    {"group", T_OBJECT, offsetof(Lane, group), 0, NULL},
+    {"block_size", T_LONGLONG, offsetof(Lane, block_size), 0, NULL},
+    {"verified", T_BOOL, offsetof(Lane, verified), 0, NULL},
+    {"key_mask", T_ULONGLONG, offsetof(Lane, key_mask), 0, NULL},
+    {"batches", T_LONGLONG, offsetof(Lane, batches), 0, NULL},
+    {"events", T_LONGLONG, offsetof(Lane, events), 0, NULL},
+    {"malformed", T_LONGLONG, offsetof(Lane, malformed), 0, NULL},
+    {"other_tiers", T_LONGLONG, offsetof(Lane, other_tiers), 0, NULL},
+    {"other_groups", T_LONGLONG, offsetof(Lane, other_groups), 0, NULL},
+    {"last_heard", T_DOUBLE, offsetof(Lane, last_heard), 0, NULL},
+    {"last_payload", T_OBJECT, offsetof(Lane, last_payload), 0, NULL},
+    {"held_seq", T_OBJECT, offsetof(Lane, held_seq), 0, NULL},
+    {"held_payload", T_OBJECT, offsetof(Lane, held_payload), 0, NULL},
+    {NULL},
+};
+
+/* `bits` as the slot's shared object when one slot alone is in it (PreciseIndex._canonical). */
+static PyObject *
+canonical(Lane *self, PyObject *bits)
+{
+    PyObject *minus = PyNumber_Subtract(bits, one);
+    if (minus == NULL)
+        return NULL;
+    PyObject *both = PyNumber_And(bits, minus);
+    Py_DECREF(minus);
+    if (both == NULL)
+        return NULL;
+    int several = PyObject_IsTrue(both);
+    Py_DECREF(both);
+    if (several < 0)
+        return NULL;
+    if (several) {
+        Py_INCREF(bits);
+        return bits;
+    }
+    PyObject *bit_length = PyObject_CallMethod(bits, "bit_length", NULL);
+    if (bit_length == NULL)
+        return NULL;
+    Py_ssize_t length = PyLong_AsSsize_t(bit_length);
+    Py_DECREF(bit_length);
+    if (length == -1 && PyErr_Occurred())
+        return NULL;
+    if (length <= 0 || length > PyList_GET_SIZE(self->held_by_slot)) {
+        PyErr_SetString(PyExc_RuntimeError, "a holders' value with no slot");
+        return NULL;
+    }
+    PyObject *shared = PyList_GET_ITEM(self->held_by_slot, length - 1);
+    Py_INCREF(shared);
+    return shared;
+}
+
+static PyObject *
+dict_pop(PyObject *dict, PyObject *key)  /* new reference, or NULL with no error: absent */
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *out = NULL;
+    if (PyDict_Pop(dict, key, &out) < 0)
+        return NULL;
+    return out;
+#else
+    return _PyDict_Pop(dict, key, NULL) /* KeyError when absent */;
+#endif
+}
+
+/* Applies the decoded batch (PreciseIndex.apply's engine key space); -1 on an error. */
+static int
+apply_batch(Lane *self, const Batch *b, int64_t *count)
+{
+    PyObject *owners = self->owners, *held = self->held;
+    uint64_t mask = self->key_mask;
+    for (Py_ssize_t i = 0; i < b->nops; i++) {
+        const Op *op = &b->ops[i];
+        if (op->op == OP_SKIP_TIER) {
+            self->other_tiers++;
+            continue;
+        }
+        if (op->op == OP_SKIP_GROUP) {
+            self->other_groups++;
+            continue;
+        }
+        if (op->op == OP_REMOVE) {
+            for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
+                PyObject *key = PyLong_FromUnsignedLongLong(b->hashes[j] & mask);
+                if (key == NULL)
+                    return -1;
+                PyObject *bits = dict_pop(owners, key);
+                if (bits == NULL) {
+                    if (PyErr_Occurred()) {
+                        if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                            Py_DECREF(key);
+                            return -1;
+                        }
+                        PyErr_Clear();
+                    }
+                    Py_DECREF(key);
+                    continue;
+                }
+                if (bits == held) {
+                    (*count)--;
+                } else {
+                    int truth = PyObject_IsTrue(bits);
+                    PyObject *ours = truth > 0 ? PyNumber_And(bits, held) : NULL;
+                    int mine = ours == NULL ? 0 : PyObject_IsTrue(ours);
+                    Py_XDECREF(ours);
+                    if (truth < 0 || (truth > 0 && ours == NULL) || mine < 0) {
+                        Py_DECREF(bits), Py_DECREF(key);
+                        return -1;
+                    }
+                    if (truth > 0) {
+                        PyObject *value;
+                        if (mine) {
+                            PyObject *inverted = PyNumber_Invert(held);
+                            PyObject *rest = inverted ? PyNumber_And(bits, inverted) : NULL;
+                            Py_XDECREF(inverted);
+                            value = rest ? canonical(self, rest) : NULL;
+                            Py_XDECREF(rest);
+                            (*count)--;
+                        } else {
+                            Py_INCREF(bits);
+                            value = bits; /* not ours: put it back */
+                        }
+                        if (value == NULL || PyDict_SetItem(owners, key, value) < 0) {
+                            Py_XDECREF(value), Py_DECREF(bits), Py_DECREF(key);
+                            return -1;
+                        }
+                        Py_DECREF(value);
+                    }
+                }
+                Py_DECREF(bits);
+                Py_DECREF(key);
+            }
+            continue;
+        }
+        /* OP_STORE */
+        Py_ssize_t before = PyDict_GET_SIZE(owners);
+        for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
+            PyObject *key = PyLong_FromUnsignedLongLong(b->hashes[j] & mask);
+            if (key == NULL)
+                return -1;
+            PyObject *holders = PyDict_SetDefault(owners, key, held); /* borrowed */
+            if (holders == NULL) {
+                Py_DECREF(key);
+                return -1;
+            }
+            if (holders != held) {
+                PyObject *ours = PyNumber_And(holders, held);
+                int mine = ours == NULL ? -1 : PyObject_IsTrue(ours);
+                Py_XDECREF(ours);
+                if (mine < 0) {
+                    Py_DECREF(key);
+                    return -1;
+                }
+                if (!mine) {
+                    PyObject *merged = PyNumber_Or(holders, held);
+                    if (merged == NULL || PyDict_SetItem(owners, key, merged) < 0) {
+                        Py_XDECREF(merged), Py_DECREF(key);
+                        return -1;
+                    }
+                    Py_DECREF(merged);
+                    (*count)++;
+                }
+            }
+            Py_DECREF(key);
+        }
+        *count += PyDict_GET_SIZE(owners) - before; /* the keys nobody held */
+    }
+    return 0;
+}
+
+static int
+known_of(Lane *self, Known *k)
+{
+    k->block_size = self->block_size;
+    k->verified = self->verified;
+    k->group_known = self->group != Py_None;
+    k->group = 0;
+    if (k->group_known) {
+        int overflow;
+        k->group = PyLong_AsLongLongAndOverflow(self->group, &overflow);
+        if (k->group == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow)
+            k->group_known = 0, k->group = 0; /* no event's group can match it */
+    }
+    return 0;
+}
+
+/* Close the lane on the message in hand: it goes to the Python path. */
+static int
+hand_back(Lane *self, uint64_t seq, const void *payload, size_t size)
+{
+    PyObject *s = PyLong_FromUnsignedLongLong(seq);
+    PyObject *p = s ? PyBytes_FromStringAndSize(payload, (Py_ssize_t)size) : NULL;
+    if (p == NULL) {
+        Py_XDECREF(s);
+        return -1;
+    }
+    Py_SETREF(self->held_seq, s);
+    Py_SETREF(self->held_payload, p);
+    self->open = 0;
+    return 0;
+}
+
+/* Reads one lane's socket until it is empty or the lane closes; -1 on a Python error. */
+static int
+drain_lane(Lane *self, double now)
+{
+    void *sock = (void *)(uintptr_t)self->sock;
+    Known known;
+    if (self->owners == NULL || self->held == NULL || self->counts == NULL ||
+        self->held_by_slot == NULL || !PyDict_CheckExact(self->owners) ||
+        !PyList_Check(self->counts) || !PyList_Check(self->held_by_slot) || sock == NULL) {
+        PyErr_SetString(PyExc_ValueError, "an open lane needs its socket and index entry");
+        return -1;
+    }
+    if (self->slot < 0 || self->slot >= PyList_GET_SIZE(self->counts)) {
+        PyErr_SetString(PyExc_IndexError, "lane slot out of range");
+        return -1;
+    }
+    if (known_of(self, &known) < 0)
+        return -1;
+    int64_t count = PyLong_AsLongLong(PyList_GET_ITEM(self->counts, self->slot));
+    if (count == -1 && PyErr_Occurred())
+        return -1;
+    int64_t start = count;
+    int status = 0;
+    zmq_msg_t topic, seq, payload;
+    while (self->open) {
+        z_msg_init(&topic);
+        if (z_msg_recv(&topic, sock, ZMQ_DONTWAIT) < 0) {
+            int err = z_errno();
+            z_msg_close(&topic);
+            if (err != EAGAIN) {
+                PyErr_Format(PyExc_OSError, "zmq_msg_recv: errno %d", err);
+                status = -1;
+            }
+            break;
+        }
+        z_msg_close(&topic); /* the subscription filter already matched it */
+        z_msg_init(&seq);
+        if (z_msg_recv(&seq, sock, ZMQ_DONTWAIT) < 0) { /* fewer than three frames */
+            z_msg_close(&seq);
+            self->malformed++;
+            break;
+        }
+        z_msg_init(&payload);
+        if (z_msg_recv(&payload, sock, ZMQ_DONTWAIT) < 0) {
+            z_msg_close(&payload);
+            z_msg_close(&seq);
+            self->malformed++;
+            break;
+        }
+        if (z_msg_size(&seq) != 8) {
+            /* the rest of this message is skipped, and the batch counted malformed */
+            int more = z_msg_more(&payload);
+            z_msg_close(&payload);
+            z_msg_close(&seq);
+            while (more) {
+                zmq_msg_t rest;
+                z_msg_init(&rest);
+                if (z_msg_recv(&rest, sock, ZMQ_DONTWAIT) < 0) {
+                    z_msg_close(&rest);
+                    break;
+                }
+                more = z_msg_more(&rest);
+                z_msg_close(&rest);
+            }
+            self->malformed++;
+            continue;
+        }
+        uint64_t number = be(z_msg_data(&seq), 8);
+        z_msg_close(&seq);
+        const uint8_t *data = z_msg_data(&payload);
+        size_t size = z_msg_size(&payload);
+        if (number != (uint64_t)self->expect || self->expect < 0 ||
+            !decode_batch(data, size, &known, &scratch)) {
+            status = hand_back(self, number, data, size);
+            z_msg_close(&payload);
+            break;
+        }
+        PyObject *kept = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)size);
+        if (kept == NULL || apply_batch(self, &scratch, &count) < 0) {
+            Py_XDECREF(kept);
+            z_msg_close(&payload);
+            status = -1;
+            break;
+        }
+        z_msg_close(&payload);
+        Py_SETREF(self->last_payload, kept);
+        self->batches++;
+        self->events += scratch.events;
+        self->expect++;
+        self->last_heard = now;
+    }
+    if (count != start) {
+        PyObject *value = PyLong_FromLongLong(count);
+        if (value == NULL)
+            return -1;
+        PyList_SetItem(self->counts, self->slot, value); /* steals */
+    }
+    return status;
+}
+
+static PyObject *
+lane_drain(PyObject *module, PyObject *args)
+{
+    PyObject *lanes;
+    double now;
+    if (!PyArg_ParseTuple(args, "O!d", &PyList_Type, &lanes, &now))
+        return NULL;
+    if (z_msg_recv == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() libzmq first");
+        return NULL;
+    }
+    PyObject *closed = PyList_New(0);
+    if (closed == NULL)
+        return NULL;
+    PyTypeObject *type = (PyTypeObject *)PyObject_GetAttrString(module, "Lane");
+    if (type == NULL) {
+        Py_DECREF(closed);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lanes); i++) {
+        PyObject *item = PyList_GET_ITEM(lanes, i);
+        if (Py_TYPE(item) != type) {
+            PyErr_SetString(PyExc_TypeError, "drain() takes a list of Lane");
+            goto fail;
+        }
+        Lane *lane = (Lane *)item;
+        if (!lane->open)
+            continue;
+        Py_INCREF(item);
+        int status = drain_lane(lane, now);
+        if (status == 0 && !lane->open && PyList_Append(closed, item) < 0)
+            status = -1;
+        Py_DECREF(item);
+        if (status < 0)
+            goto fail;
+    }
+    Py_DECREF(type);
+    return closed;
+fail:
+    Py_DECREF(type);
+    Py_DECREF(closed);
+    return NULL;
+}
+
+static PyObject *
+lane_decodable(PyObject *module, PyObject *args)
+{
+    /* (payload, group or None, block_size, verified) -> the ops it would apply, or None:
+     * for the tests that compare the lane's decoder with the Python path's. */
+    Py_buffer view;
+    PyObject *group;
+    long long block_size;
+    int verified;
+    if (!PyArg_ParseTuple(args, "y*OLp", &view, &group, &block_size, &verified))
+        return NULL;
+    Known k = {group != Py_None, 0, block_size, verified};
+    if (k.group_known) {
+        k.group = PyLong_AsLongLong(group);
+        if (k.group == -1 && PyErr_Occurred()) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+    }
+    int ok = decode_batch(view.buf, (size_t)view.len, &k, &scratch);
+    PyBuffer_Release(&view);
+    if (!ok)
+        Py_RETURN_NONE;
+    static const char *names[] = {"other tier", "other group", "store", "remove"};
+    PyObject *out = PyList_New(scratch.nops);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < scratch.nops; i++) {
+        const Op *op = &scratch.ops[i];
+        PyObject *hashes = PyList_New(op->count);
+        if (hashes == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < op->count; j++)
+            PyList_SET_ITEM(hashes, j, PyLong_FromUnsignedLongLong(scratch.hashes[op->first + j]));
+        PyList_SET_ITEM(out, i, Py_BuildValue("(sN)", names[op->op], hashes));
+    }
+    return out;
+}
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sluice.datalayer.kvevents._lane.Lane",
+    .tp_basicsize = sizeof(Lane),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Lane_new,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear,
+    .tp_members = Lane_members,
+    .tp_doc = "One endpoint's fast lane: its socket, where it is in the stream, its index entry.",
+};
+
+static PyMethodDef methods[] = {
+    {"bind", lane_bind, METH_O, "Resolve libzmq's functions in the library at this path."},
+    {"drain", lane_drain, METH_VARARGS,
+     "Read every open lane's socket; returns the lanes that closed (a message held back)."},
+    {"decodable", lane_decodable, METH_VARARGS, "The ops a payload decodes to (tests)."},
+    {NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_lane",
+    .m_doc = "The KV-event subscribers' native fast lane.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__lane(void)
+{
+    if (PyType_Ready(&LaneType) < 0)
+        return NULL;
+    if (one == NULL && (one = PyLong_FromLong(1)) == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&LaneType);
+    if (PyModule_AddObject(m, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(&LaneType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
