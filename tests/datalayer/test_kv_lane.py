@@ -237,6 +237,7 @@ async def test_a_lane_that_fails_is_a_dead_subscriber_restarted_like_any_other()
     ctx = zmq.Context()
     port = free_port_block(1)
     pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # the restarted subscriber's subscription shows too
     pub.bind(f"tcp://127.0.0.1:{port}")
     registry = EndpointRegistry()
     registry.set_endpoints([Endpoint("pod", "127.0.0.1", 8000)])
@@ -276,9 +277,11 @@ async def test_a_lane_that_fails_is_a_dead_subscriber_restarted_like_any_other()
         await until(lambda: subscribers.restarts >= 1)
         restarted = subscribers.subscriber("pod")
         assert restarted is not None and restarted is not subscriber and restarted.alive
-        while not pub.poll(0):  # the new subscription
+        # connected again (which clears the view: a reconnect may be a restarted engine), and
+        # subscribed again
+        await until(lambda: (s := streams.get("pod")) is not None and s.connected)
+        while not (pub.poll(0) and pub.recv() == b"\x01"):
             await asyncio.sleep(0.002)
-        pub.recv()
         for seq in range(0, 3):  # the engine's next batches (as a restart of ours sees them)
             send(seq, 201 + seq)
         await until(lambda: {201, 202, 203} <= index.held("pod"))

@@ -672,6 +672,406 @@ decode_batch(const uint8_t *data, size_t size, const Known *k, Batch *b)
     return r.p == r.end;
 }
 
+
+/* ---- KeyTable: the precise index's key -> holders map ------------------------------------- */
+
+/* A hash table of uint64 keys to int objects with the dict operations PreciseIndex uses (get,
+ * pop, setdefault, [], del, len, keys, items): keys kept inline (no int object per key, one
+ * cache miss a lookup instead of a dict's three), open addressing with linear probing and
+ * backward-shift deletion (no tombstones), at most 70 % full. Values are the index's ints (the
+ * slots' shared "holds" objects, or packed bits), never containers: no cycles, no GC. */
+
+typedef struct {
+    uint64_t key;
+    PyObject *value; /* NULL: empty */
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Entry *entries;
+    size_t mask; /* capacity - 1 */
+    Py_ssize_t used;
+} KeyTable;
+
+static PyTypeObject KeyTableType;
+
+static inline size_t
+bucket(uint64_t key, size_t mask)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 29) & mask;
+}
+
+static int
+kt_alloc(KeyTable *t, size_t capacity)
+{
+    Entry *entries = PyMem_Calloc(capacity, sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->entries = entries;
+    t->mask = capacity - 1;
+    return 0;
+}
+
+static inline Py_ssize_t
+kt_find(const KeyTable *t, uint64_t key)
+{
+    size_t mask = t->mask, i = bucket(key, mask);
+    for (;;) {
+        const Entry *e = &t->entries[i];
+        if (e->value == NULL)
+            return -1;
+        if (e->key == key)
+            return (Py_ssize_t)i;
+        i = (i + 1) & mask;
+    }
+}
+
+static int
+kt_grow(KeyTable *t)
+{
+    Entry *old = t->entries;
+    size_t capacity = t->mask + 1;
+    if (kt_alloc(t, capacity * 2) < 0)
+        return -1;
+    for (size_t j = 0; j < capacity; j++) {
+        if (old[j].value == NULL)
+            continue;
+        size_t i = bucket(old[j].key, t->mask);
+        while (t->entries[i].value != NULL)
+            i = (i + 1) & t->mask;
+        t->entries[i] = old[j];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* The entry for `key`, made (value NULL) if absent; NULL on no memory. */
+static Entry *
+kt_slot(KeyTable *t, uint64_t key, int *fresh)
+{
+    if ((size_t)(t->used + 1) * 10 > (t->mask + 1) * 7 && kt_grow(t) < 0)
+        return NULL;
+    size_t mask = t->mask, i = bucket(key, mask);
+    for (;;) {
+        Entry *e = &t->entries[i];
+        if (e->value == NULL) {
+            e->key = key;
+            *fresh = 1;
+            return e;
+        }
+        if (e->key == key) {
+            *fresh = 0;
+            return e;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/* Removes entry `i` (its value's reference goes to the caller), shifting back the run after it. */
+static PyObject *
+kt_take(KeyTable *t, size_t i)
+{
+    size_t mask = t->mask;
+    PyObject *value = t->entries[i].value;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        Entry *e = &t->entries[j];
+        if (e->value == NULL)
+            break;
+        size_t home = bucket(e->key, mask);
+        /* e may move to the hole at i when its home is not in (i, j] (cyclically) */
+        if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
+            t->entries[i] = *e;
+            i = j;
+        }
+    }
+    t->entries[i].value = NULL;
+    t->used--;
+    return value;
+}
+
+static int
+kt_set(KeyTable *t, uint64_t key, PyObject *value)
+{
+    int fresh;
+    Entry *e = kt_slot(t, key, &fresh);
+    if (e == NULL)
+        return -1;
+    Py_INCREF(value);
+    if (fresh) {
+        e->value = value;
+        t->used++;
+    } else {
+        Py_SETREF(e->value, value);
+    }
+    return 0;
+}
+
+/* A key as the table keeps it; 0 (no error set) when it is not an int in [0, 2**64): such a
+ * key is in no table. */
+static int
+kt_key(PyObject *obj, uint64_t *key)
+{
+    if (!PyLong_Check(obj))
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    *key = v;
+    return 1;
+}
+
+static PyObject *
+KeyTable_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
+        PyErr_SetString(PyExc_TypeError, "KeyTable() takes no arguments");
+        return NULL;
+    }
+    KeyTable *t = (KeyTable *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    if (kt_alloc(t, 64) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void
+KeyTable_dealloc(KeyTable *t)
+{
+    if (t->entries != NULL) {
+        for (size_t i = 0; i <= t->mask; i++)
+            Py_XDECREF(t->entries[i].value);
+        PyMem_Free(t->entries);
+    }
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static Py_ssize_t
+KeyTable_len(KeyTable *t)
+{
+    return t->used;
+}
+
+static PyObject *
+KeyTable_subscript(KeyTable *t, PyObject *obj)
+{
+    uint64_t key;
+    int ok = kt_key(obj, &key);
+    if (ok < 0)
+        return NULL;
+    Py_ssize_t i = ok ? kt_find(t, key) : -1;
+    if (i < 0) {
+        PyErr_SetObject(PyExc_KeyError, obj);
+        return NULL;
+    }
+    PyObject *value = t->entries[i].value;
+    Py_INCREF(value);
+    return value;
+}
+
+static int
+KeyTable_ass_subscript(KeyTable *t, PyObject *obj, PyObject *value)
+{
+    uint64_t key;
+    int ok = kt_key(obj, &key);
+    if (ok < 0)
+        return -1;
+    if (value == NULL) {
+        Py_ssize_t i = ok ? kt_find(t, key) : -1;
+        if (i < 0) {
+            PyErr_SetObject(PyExc_KeyError, obj);
+            return -1;
+        }
+        Py_DECREF(kt_take(t, (size_t)i));
+        return 0;
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_OverflowError, "a KeyTable key is an int in [0, 2**64)");
+        return -1;
+    }
+    return kt_set(t, key, value);
+}
+
+static int
+KeyTable_contains(KeyTable *t, PyObject *obj)
+{
+    uint64_t key;
+    int ok = kt_key(obj, &key);
+    if (ok <= 0)
+        return ok;
+    return kt_find(t, key) >= 0;
+}
+
+static PyObject *
+KeyTable_get(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    uint64_t key;
+    int ok = kt_key(args[0], &key);
+    if (ok < 0)
+        return NULL;
+    Py_ssize_t i = ok ? kt_find(t, key) : -1;
+    PyObject *value = i >= 0 ? t->entries[i].value : (nargs == 2 ? args[1] : Py_None);
+    Py_INCREF(value);
+    return value;
+}
+
+static PyObject *
+KeyTable_pop(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(key[, default])");
+        return NULL;
+    }
+    uint64_t key;
+    int ok = kt_key(args[0], &key);
+    if (ok < 0)
+        return NULL;
+    Py_ssize_t i = ok ? kt_find(t, key) : -1;
+    if (i >= 0)
+        return kt_take(t, (size_t)i);
+    if (nargs == 2) {
+        Py_INCREF(args[1]);
+        return args[1];
+    }
+    PyErr_SetObject(PyExc_KeyError, args[0]);
+    return NULL;
+}
+
+static PyObject *
+KeyTable_setdefault(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "setdefault(key, default=None)");
+        return NULL;
+    }
+    uint64_t key;
+    int ok = kt_key(args[0], &key);
+    if (ok < 0)
+        return NULL;
+    if (!ok) {
+        PyErr_SetString(PyExc_OverflowError, "a KeyTable key is an int in [0, 2**64)");
+        return NULL;
+    }
+    PyObject *deflt = nargs == 2 ? args[1] : Py_None;
+    int fresh;
+    Entry *e = kt_slot(t, key, &fresh);
+    if (e == NULL)
+        return NULL;
+    if (fresh) {
+        Py_INCREF(deflt);
+        e->value = deflt;
+        t->used++;
+    }
+    Py_INCREF(e->value);
+    return e->value;
+}
+
+static PyObject *
+KeyTable_keys(KeyTable *t, PyObject *unused)
+{
+    PyObject *out = PyList_New(t->used);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t n = 0;
+    for (size_t i = 0; i <= t->mask; i++) {
+        if (t->entries[i].value == NULL)
+            continue;
+        PyObject *key = PyLong_FromUnsignedLongLong(t->entries[i].key);
+        if (key == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, n++, key);
+    }
+    return out;
+}
+
+static PyObject *
+KeyTable_items(KeyTable *t, PyObject *unused)
+{
+    PyObject *out = PyList_New(t->used);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t n = 0;
+    for (size_t i = 0; i <= t->mask; i++) {
+        if (t->entries[i].value == NULL)
+            continue;
+        PyObject *pair = Py_BuildValue("(KO)", (unsigned long long)t->entries[i].key,
+                                       t->entries[i].value);
+        if (pair == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, n++, pair);
+    }
+    return out;
+}
+
+static PyObject *
+KeyTable_iter(KeyTable *t)
+{
+    PyObject *keys = KeyTable_keys(t, NULL); /* a snapshot, as list(dict) */
+    if (keys == NULL)
+        return NULL;
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static PyObject *
+KeyTable_sizeof(KeyTable *t, PyObject *unused)
+{
+    return PyLong_FromSize_t(sizeof(KeyTable) + (t->mask + 1) * sizeof(Entry));
+}
+
+static PyMethodDef KeyTable_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))KeyTable_get, METH_FASTCALL, NULL},
+    {"pop", (PyCFunction)(void (*)(void))KeyTable_pop, METH_FASTCALL, NULL},
+    {"setdefault", (PyCFunction)(void (*)(void))KeyTable_setdefault, METH_FASTCALL, NULL},
+    {"keys", (PyCFunction)KeyTable_keys, METH_NOARGS, "A list of the keys (a snapshot)."},
+    {"items", (PyCFunction)KeyTable_items, METH_NOARGS, "A list of (key, value) (a snapshot)."},
+    {"__sizeof__", (PyCFunction)KeyTable_sizeof, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyMappingMethods KeyTable_mapping = {
+    .mp_length = (lenfunc)KeyTable_len,
+    .mp_subscript = (binaryfunc)KeyTable_subscript,
+    .mp_ass_subscript = (objobjargproc)KeyTable_ass_subscript,
+};
+
+static PySequenceMethods KeyTable_sequence = {
+    .sq_contains = (objobjproc)KeyTable_contains,
+};
+
+static PyTypeObject KeyTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sluice.datalayer.kvevents._lane.KeyTable",
+    .tp_basicsize = sizeof(KeyTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = KeyTable_new,
+    .tp_dealloc = (destructor)KeyTable_dealloc,
+    .tp_as_mapping = &KeyTable_mapping,
+    .tp_as_sequence = &KeyTable_sequence,
+    .tp_iter = (getiterfunc)KeyTable_iter,
+    .tp_methods = KeyTable_methods,
+    .tp_doc = "uint64 key -> int, with the dict operations the precise index uses.",
+};
+
 /* ---- the lane ----------------------------------------------------------------------------- */
 
 typedef struct {
@@ -821,20 +1221,139 @@ dict_pop(PyObject *dict, PyObject *key)  /* new reference, or NULL with no error
 #endif
 }
 
-/* Applies the decoded batch (PreciseIndex.apply's engine key space); -1 on an error. */
-static int
-apply_batch(Lane *self, const Batch *b, int64_t *count)
+/* What a removal leaves of `bits` once `held` is taken out (PreciseIndex.apply's engine key
+ * space): a new reference to the value to put back, NULL with no error to leave the key out,
+ * NULL with an error set on failure; `ours` tells whether `held` was in it. */
+static PyObject *
+after_removal(Lane *self, PyObject *bits, int *ours)
 {
-    PyObject *owners = self->owners, *held = self->held;
+    PyObject *held = self->held;
+    *ours = 0;
+    if (bits == held) { /* the common case: this endpoint alone held it */
+        *ours = 1;
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(bits);
+    if (truth <= 0)
+        return NULL; /* (an error, or 0: nothing to put back) */
+    PyObject *both = PyNumber_And(bits, held);
+    if (both == NULL)
+        return NULL;
+    int mine = PyObject_IsTrue(both);
+    Py_DECREF(both);
+    if (mine < 0)
+        return NULL;
+    if (!mine) {
+        Py_INCREF(bits); /* not ours: put it back */
+        return bits;
+    }
+    *ours = 1;
+    PyObject *inverted = PyNumber_Invert(held);
+    if (inverted == NULL)
+        return NULL;
+    PyObject *rest = PyNumber_And(bits, inverted);
+    Py_DECREF(inverted);
+    if (rest == NULL)
+        return NULL;
+    PyObject *value = canonical(self, rest); /* others hold it too */
+    Py_DECREF(rest);
+    return value;
+}
+
+/* For a stored key already held by `holders` (not this slot's shared object): the merged value
+ * to keep (new reference), NULL with no error when this endpoint already holds it. */
+static PyObject *
+after_store(PyObject *holders, PyObject *held)
+{
+    PyObject *both = PyNumber_And(holders, held);
+    if (both == NULL)
+        return NULL;
+    int mine = PyObject_IsTrue(both);
+    Py_DECREF(both);
+    if (mine != 0)
+        return NULL;
+    return PyNumber_Or(holders, held);
+}
+
+/* Applies the decoded batch to a KeyTable (the index's table where the extension is built). */
+static int
+apply_to_table(Lane *self, KeyTable *t, const Batch *b, int64_t *count)
+{
+    PyObject *held = self->held;
     uint64_t mask = self->key_mask;
     for (Py_ssize_t i = 0; i < b->nops; i++) {
         const Op *op = &b->ops[i];
-        if (op->op == OP_SKIP_TIER) {
-            self->other_tiers++;
+        if (op->op == OP_SKIP_TIER || op->op == OP_SKIP_GROUP) {
+            if (op->op == OP_SKIP_TIER)
+                self->other_tiers++;
+            else
+                self->other_groups++;
             continue;
         }
-        if (op->op == OP_SKIP_GROUP) {
-            self->other_groups++;
+        if (op->op == OP_REMOVE) {
+            for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
+                uint64_t key = b->hashes[j] & mask;
+                Py_ssize_t at = kt_find(t, key);
+                if (at < 0)
+                    continue;
+                PyObject *bits = kt_take(t, (size_t)at);
+                int ours;
+                PyObject *value = after_removal(self, bits, &ours);
+                Py_DECREF(bits);
+                if (value == NULL && PyErr_Occurred())
+                    return -1;
+                if (ours)
+                    (*count)--;
+                if (value != NULL) {
+                    int failed = kt_set(t, key, value);
+                    Py_DECREF(value);
+                    if (failed < 0)
+                        return -1;
+                }
+            }
+            continue;
+        }
+        Py_ssize_t before = t->used; /* OP_STORE */
+        for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
+            int fresh;
+            Entry *e = kt_slot(t, b->hashes[j] & mask, &fresh);
+            if (e == NULL)
+                return -1;
+            if (fresh) {
+                Py_INCREF(held);
+                e->value = held;
+                t->used++;
+                continue;
+            }
+            if (e->value == held)
+                continue;
+            PyObject *merged = after_store(e->value, held);
+            if (merged == NULL) {
+                if (PyErr_Occurred())
+                    return -1;
+                continue;
+            }
+            Py_SETREF(e->value, merged);
+            (*count)++;
+        }
+        *count += t->used - before; /* the keys nobody held */
+    }
+    return 0;
+}
+
+/* The same on a dict (the index's map where the table is not in use). */
+static int
+apply_to_dict(Lane *self, PyObject *owners, const Batch *b, int64_t *count)
+{
+    PyObject *held = self->held;
+    uint64_t mask = self->key_mask;
+    for (Py_ssize_t i = 0; i < b->nops; i++) {
+        const Op *op = &b->ops[i];
+        if (op->op == OP_SKIP_TIER || op->op == OP_SKIP_GROUP) {
+            if (op->op == OP_SKIP_TIER)
+                self->other_tiers++;
+            else
+                self->other_groups++;
             continue;
         }
         if (op->op == OP_REMOVE) {
@@ -844,86 +1363,61 @@ apply_batch(Lane *self, const Batch *b, int64_t *count)
                     return -1;
                 PyObject *bits = dict_pop(owners, key);
                 if (bits == NULL) {
+                    Py_DECREF(key);
                     if (PyErr_Occurred()) {
-                        if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
-                            Py_DECREF(key);
+                        if (!PyErr_ExceptionMatches(PyExc_KeyError))
                             return -1;
-                        }
                         PyErr_Clear();
                     }
-                    Py_DECREF(key);
                     continue;
                 }
-                if (bits == held) {
-                    (*count)--;
-                } else {
-                    int truth = PyObject_IsTrue(bits);
-                    PyObject *ours = truth > 0 ? PyNumber_And(bits, held) : NULL;
-                    int mine = ours == NULL ? 0 : PyObject_IsTrue(ours);
-                    Py_XDECREF(ours);
-                    if (truth < 0 || (truth > 0 && ours == NULL) || mine < 0) {
-                        Py_DECREF(bits), Py_DECREF(key);
-                        return -1;
-                    }
-                    if (truth > 0) {
-                        PyObject *value;
-                        if (mine) {
-                            PyObject *inverted = PyNumber_Invert(held);
-                            PyObject *rest = inverted ? PyNumber_And(bits, inverted) : NULL;
-                            Py_XDECREF(inverted);
-                            value = rest ? canonical(self, rest) : NULL;
-                            Py_XDECREF(rest);
-                            (*count)--;
-                        } else {
-                            Py_INCREF(bits);
-                            value = bits; /* not ours: put it back */
-                        }
-                        if (value == NULL || PyDict_SetItem(owners, key, value) < 0) {
-                            Py_XDECREF(value), Py_DECREF(bits), Py_DECREF(key);
-                            return -1;
-                        }
-                        Py_DECREF(value);
-                    }
-                }
+                int ours;
+                PyObject *value = after_removal(self, bits, &ours);
                 Py_DECREF(bits);
+                if (value == NULL && PyErr_Occurred()) {
+                    Py_DECREF(key);
+                    return -1;
+                }
+                if (ours)
+                    (*count)--;
+                int failed = value != NULL && PyDict_SetItem(owners, key, value) < 0;
+                Py_XDECREF(value);
                 Py_DECREF(key);
+                if (failed)
+                    return -1;
             }
             continue;
         }
-        /* OP_STORE */
-        Py_ssize_t before = PyDict_GET_SIZE(owners);
+        Py_ssize_t before = PyDict_GET_SIZE(owners); /* OP_STORE */
         for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
             PyObject *key = PyLong_FromUnsignedLongLong(b->hashes[j] & mask);
             if (key == NULL)
                 return -1;
             PyObject *holders = PyDict_SetDefault(owners, key, held); /* borrowed */
-            if (holders == NULL) {
-                Py_DECREF(key);
-                return -1;
-            }
-            if (holders != held) {
-                PyObject *ours = PyNumber_And(holders, held);
-                int mine = ours == NULL ? -1 : PyObject_IsTrue(ours);
-                Py_XDECREF(ours);
-                if (mine < 0) {
-                    Py_DECREF(key);
-                    return -1;
-                }
-                if (!mine) {
-                    PyObject *merged = PyNumber_Or(holders, held);
-                    if (merged == NULL || PyDict_SetItem(owners, key, merged) < 0) {
-                        Py_XDECREF(merged), Py_DECREF(key);
-                        return -1;
-                    }
-                    Py_DECREF(merged);
-                    (*count)++;
-                }
-            }
+            PyObject *merged = NULL;
+            if (holders != NULL && holders != held)
+                merged = after_store(holders, held);
+            int failed = holders == NULL || (merged == NULL && PyErr_Occurred()) ||
+                         (merged != NULL && PyDict_SetItem(owners, key, merged) < 0);
+            if (merged != NULL && !failed)
+                (*count)++;
+            Py_XDECREF(merged);
             Py_DECREF(key);
+            if (failed)
+                return -1;
         }
         *count += PyDict_GET_SIZE(owners) - before; /* the keys nobody held */
     }
     return 0;
+}
+
+/* Applies the decoded batch (PreciseIndex.apply's engine key space); -1 on an error. */
+static int
+apply_batch(Lane *self, const Batch *b, int64_t *count)
+{
+    if (Py_TYPE(self->owners) == &KeyTableType)
+        return apply_to_table(self, (KeyTable *)self->owners, b, count);
+    return apply_to_dict(self, self->owners, b, count);
 }
 
 static int
@@ -967,7 +1461,8 @@ drain_lane(Lane *self, double now)
     void *sock = (void *)(uintptr_t)self->sock;
     Known known;
     if (self->owners == NULL || self->held == NULL || self->counts == NULL ||
-        self->held_by_slot == NULL || !PyDict_CheckExact(self->owners) ||
+        self->held_by_slot == NULL ||
+        !(PyDict_CheckExact(self->owners) || Py_TYPE(self->owners) == &KeyTableType) ||
         !PyList_Check(self->counts) || !PyList_Check(self->held_by_slot) || sock == NULL) {
         PyErr_SetString(PyExc_ValueError, "an open lane needs its socket and index entry");
         return -1;
@@ -1177,7 +1672,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__lane(void)
 {
-    if (PyType_Ready(&LaneType) < 0)
+    if (PyType_Ready(&LaneType) < 0 || PyType_Ready(&KeyTableType) < 0)
         return NULL;
     if (one == NULL && (one = PyLong_FromLong(1)) == NULL)
         return NULL;
@@ -1187,6 +1682,12 @@ PyInit__lane(void)
     Py_INCREF(&LaneType);
     if (PyModule_AddObject(m, "Lane", (PyObject *)&LaneType) < 0) {
         Py_DECREF(&LaneType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&KeyTableType);
+    if (PyModule_AddObject(m, "KeyTable", (PyObject *)&KeyTableType) < 0) {
+        Py_DECREF(&KeyTableType);
         Py_DECREF(m);
         return NULL;
     }

@@ -13,6 +13,8 @@ endpoint's index entry: `EndpointStream` refreshes it after every change it make
 takes in what the lane did before it reads or changes anything (`stream.LaneEntry` is what it
 holds of the index).
 
+The lane applies to the index's `KeyTable` (`owners_map`), the extension's other part.
+
 `NATIVE` is the extension bound to pyzmq's libzmq (the very library whose sockets pyzmq made,
 found among the process's mapped files), or None where it was not built (no C compiler at
 install time) or cannot bind: the subscribers then run the Python path alone.
@@ -22,8 +24,6 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-
-import zmq
 
 
 def _libzmq_path() -> str | None:
@@ -39,13 +39,35 @@ def _libzmq_path() -> str | None:
     return None
 
 
-def _load() -> ModuleType | None:
+def _extension() -> ModuleType | None:
     if os.environ.get("SLUICE_KV_LANE", "1") == "0":  # the Python path alone (comparisons)
         return None
     try:
         from sluice.datalayer.kvevents import _lane  # type: ignore[attr-defined]
     except ImportError:
         return None
+    return _lane  # type: ignore[no-any-return]
+
+
+_EXTENSION = _extension()
+
+
+def owners_map() -> dict[int, int]:
+    """The precise index's key -> holders map (engine key space): the extension's `KeyTable`
+    where it is built — uint64 keys inline, one cache miss a lookup against a dict's three, a
+    third of the memory — else a dict. A `KeyTable` has every dict operation the index uses
+    (get, pop, setdefault, [], del, len, iteration, items)."""
+    if _EXTENSION is None:
+        return {}
+    return _EXTENSION.KeyTable()  # type: ignore[no-any-return]
+
+
+def _load() -> ModuleType | None:
+    _lane = _EXTENSION
+    if _lane is None:
+        return None
+    import zmq  # (here: the index imports this module for `owners_map` alone)
+
     _ = zmq.zmq_version()  # pyzmq's libzmq is loaded
     path = _libzmq_path()
     if path is None:
