@@ -28,13 +28,16 @@ The traffic has the shape a real vLLM engine sends (vllm-project/vllm, read 2026
 "Event" is vLLM's: one BlockStored, BlockRemoved or AllBlocksCleared entry of a batch (a
 BlockStored names several blocks); the rate is events, not blocks and not messages.
 
-Windows of the same length, one after the other on the same sockets, subscribers and streams:
+Windows of the same length, one after the other against the same publishers:
 
-1. the native lane on (`datalayer/kvevents/lane.py`: in-order batches read, decoded and applied
-   in C), when it is built — Sluice's default;
-2. the Python path alone (the lanes detached): what the lane is measured against, in this run;
-3. the Python path's receive floor: the same sockets and stream state machines without decoding
-   or applying (each batch only advances the stream's sequence) — what ZMQ, pyzmq and the event
+1. Sluice's default where the extension is built: the native lane (`datalayer/kvevents/lane.py`:
+   each engine's TCP connection read as ZMTP on the drain timer, in-order batches decoded and
+   applied in C into the native key table), its own subscribers and index;
+2. then, after a fresh warm-up, what an install without the extension runs: pyzmq SUB sockets,
+   the Python path and a dict (`native_lane=False`) — what the lane is measured against, in
+   this run;
+3. that path's receive floor: the same sockets and stream state machines without decoding or
+   applying (each batch only advances the stream's sequence) — what ZMQ, pyzmq and the event
    loop cost at this message rate before Python looks at a payload.
 
 The defaults (per message ``--stored 2`` BlockStored of ``--blocks 8`` blocks, hence 16
@@ -235,7 +238,7 @@ async def main() -> None:
     args = parser.parse_args()
     args.pub_port = free_port_block(args.engines, below_ephemeral=True)
     args.replay_port = free_port_block(args.engines, avoid=args.pub_port, below_ephemeral=True)
-    total = args.warmup + 3 * args.seconds + 2
+    total = 2 * args.warmup + 3 * args.seconds + 4
     code = PUBLISHER.format(
         here=str(Path(__file__).resolve().parent),
         args=(
@@ -258,17 +261,24 @@ async def main() -> None:
         Endpoint(f"engine-rank-{i}", "127.0.0.1", 8000 + i) for i in range(args.engines)
     )
     seed = "0" if args.key_space == "engine" else ""
-    index = PreciseIndex(BlockKeys(16, hash_seed=seed))
-    streams = KVEventStreams(index)
-    subscribers = KVEventsSubscribers(
-        registry,
-        streams,
-        SubscriberSettings(
+
+    def subscribing(native: bool) -> tuple[PreciseIndex, KVEventStreams, KVEventsSubscribers]:
+        """A fresh index and the subscribers feeding it (native: lane, ZMTP reader, key table
+        where built; else pyzmq SUB sockets, the Python path and a dict)."""
+        index = PreciseIndex(BlockKeys(16, hash_seed=seed))
+        if not native:
+            index._owners = {}  # the dict the Python-only install has
+        streams = KVEventStreams(index)
+        settings = SubscriberSettings(
             socket_port=args.pub_port,
             replay_socket_port=args.replay_port,
             drain_interval_s=args.drain_interval,
-        ),
-    )
+            native_lane=native,
+        )
+        return index, streams, KVEventsSubscribers(registry, streams, settings)
+
+    arms = [True, False] if NATIVE is not None else [False]
+    index, streams, subscribers = subscribing(arms[0])
     await subscribers.start()
     assert publisher.stdout is not None
     ready = await asyncio.get_running_loop().run_in_executor(None, publisher.stdout.readline)
@@ -278,7 +288,7 @@ async def main() -> None:
     main_thread = threading.get_native_id()
     events_per_batch = args.stored + args.stored * args.blocks
 
-    async def window() -> tuple[float, float, int, int, dict[str, float]]:
+    async def window(streams: KVEventStreams) -> tuple[float, float, int, int, dict[str, float]]:
         """(wall s, CPU s, batches, gaps, CPU share by thread) over one window."""
         b0 = sum(s.counters.applied for s in streams)
         g0 = sum(s.counters.gaps for s in streams)
@@ -306,23 +316,24 @@ async def main() -> None:
         print(
             "  by thread: "
             + ", ".join(f"{name} {share * 100:.1f}%" for name, share in split.items() if share > 0)
-            + " (the other threads are libzmq's I/O: TCP and framing)"
+            + " (with pyzmq sockets, the other thread is libzmq's I/O: TCP and framing)"
         )
 
     names = [f"engine-rank-{i}" for i in range(args.engines)]
     laned = None
-    if NATIVE is not None:
-        laned = await window()
-        for name in names:  # the Python path from here on
-            subscriber = subscribers.subscriber(name)
-            if subscriber is not None:
-                subscriber.stream.attach_lane(None)
-    wall, cpu, batches, gaps, split = await window()
+    if arms[0]:
+        laned = await window(streams)
+        lane_held = len(index)
+        await subscribers.stop()
+        index, streams, subscribers = subscribing(False)  # the Python path, same publishers
+        await subscribers.start()
+        await asyncio.sleep(args.warmup)
+    wall, cpu, batches, gaps, split = await window(streams)
     modes = [streams.mode(name)[0] for name in names]
     held = len(index)
     for stream in streams:
         stream.__class__ = ReceiveOnlyStream
-    floor_wall, floor_cpu, floor_batches, floor_gaps, floor_split = await window()
+    floor_wall, floor_cpu, floor_batches, floor_gaps, floor_split = await window(streams)
     await subscribers.stop()
     publisher.wait(timeout=30)
     print(
@@ -339,8 +350,14 @@ async def main() -> None:
         print("the native lane is not built: the Python path alone")
     else:
         lane_wall, lane_cpu, lane_batches, lane_gaps, lane_split = laned
-        report(f"native lane (gaps {lane_gaps})", lane_wall, lane_cpu, lane_batches, lane_split)
-    report("Python path (receive, decode, apply)", wall, cpu, batches, split)
+        report(
+            f"native lane (gaps {lane_gaps}; index {lane_held:,} blocks)",
+            lane_wall,
+            lane_cpu,
+            lane_batches,
+            lane_split,
+        )
+    report("Python path (pyzmq, decode, apply, dict)", wall, cpu, batches, split)
     if laned is not None:
         print(
             f"native lane / Python path, CPU per batch: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -177,7 +178,12 @@ async def test_a_spec_change_updates_observed_generation_but_not_transition_time
     await add_pod(kube, "a", "10.0.0.1")
     await create_custom(kube, objects.objective("chat", 10))
     await eventually(lambda: controller.writer.writes >= 1)
-    before = conditions(await read_objective(kube))
+    deadline = time.monotonic() + 2
+    while (before := conditions(await read_objective(kube))).get("Ready", {}).get(
+        "status"
+    ) != "True":  # settled: the pod's readiness seen
+        assert time.monotonic() < deadline, f"never ready: {before}"
+        await asyncio.sleep(0.01)
     controller.clock.advance()
     await client.CustomObjectsApi(kube).patch_namespaced_custom_object(
         GROUP,
@@ -188,11 +194,17 @@ async def test_a_spec_change_updates_observed_generation_but_not_transition_time
         {"spec": {"priority": 11}},
         _content_type=MERGE,
     )
-    await eventually(lambda: controller.writer.writes >= 2)
-    obj = await read_objective(kube)
-    after = conditions(obj)
+    # (not `writes >= 2`: a second write of the first generation, as the pod's readiness is
+    # seen, may come first)
+    deadline = time.monotonic() + 2
+    while True:
+        obj = await read_objective(kube)
+        after = conditions(obj)
+        if all(after.get(k, {}).get("observedGeneration") == 2 for k in ("Ready", "Accepted")):
+            break
+        assert time.monotonic() < deadline, f"observedGeneration still {after}"
+        await asyncio.sleep(0.01)
     assert obj["metadata"]["generation"] == 2
-    assert after["Ready"]["observedGeneration"] == after["Accepted"]["observedGeneration"] == 2
     for kind in ("Ready", "Accepted"):
         assert after[kind]["lastTransitionTime"] == before[kind]["lastTransitionTime"]
 

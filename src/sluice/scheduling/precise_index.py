@@ -200,12 +200,10 @@ class PreciseIndex:
 
     def lane_entry(self, endpoint: str) -> LaneEntry | None:
         """Where a lane applies `endpoint`'s batches as `apply` would (engine key space, an
-        endpoint in use with a slot); None: its batches take `apply`."""
+        endpoint in use); None: its batches take `apply`."""
         if self.keys.space != "engine" or endpoint in self.unusable:
             return None
-        slot = self._table.get(endpoint)
-        if slot is None:
-            return None
+        slot = self._slot_for(endpoint)  # (as `apply` takes one: a stream of empty batches)
         return LaneEntry(
             self._owners,
             self._held[slot],

@@ -1,72 +1,24 @@
-/* The native fast lane of the KV-event subscribers (see lane.py): for every endpoint whose
- * stream is live and in order, read its SUB socket, decode each vLLM batch and apply it to the
- * precise index's dict — exactly what EndpointSubscriber._drain_sub, EndpointStream.on_live and
- * PreciseIndex.apply do for such a batch, without a Python call per message.
+/* The native fast lane of the KV-event subscribers (see lane.py): for every endpoint, read its
+ * engine's PUB socket straight from the TCP connection (ZMTP 3.0 frames, after the handshake
+ * zmtp.py made), and for a stream that is live and in order decode each vLLM batch and apply it
+ * to the precise index's key table — exactly what EndpointStream.on_live and PreciseIndex.apply
+ * do for such a batch, without a Python call, and without libzmq's I/O thread waking for every
+ * message: the sockets are read on the subscribers' drain timer, all at once.
  *
  * The lane only ever takes the common case. A batch it is not sure of (out of order, another
  * layout, an AllBlocksCleared, a KV-cache group still to learn, a block size or a first block
  * to check, anything malformed) closes the lane before anything of it is applied and is handed
- * back, with the rest of the socket, to the Python path, which stays the reference
+ * back, with every message after it, to the Python path, which stays the reference
  * (tests/datalayer/test_kv_lane.py runs both on the same streams and compares them).
- *
- * libzmq is pyzmq's own copy, found with dlopen(RTLD_NOLOAD) on the file pyzmq loaded, so the
- * lane reads the very sockets pyzmq made (`Socket.underlying`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
-#include <dlfcn.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-
-/* ---- libzmq, resolved at bind() ----------------------------------------------------------- */
-
-typedef struct {
-    _Alignas(8) unsigned char _[64];
-} zmq_msg_t;
-
-#define ZMQ_DONTWAIT 1
-#define ZMQ_RCVMORE 13
-
-static int (*z_msg_init)(zmq_msg_t *);
-static int (*z_msg_recv)(zmq_msg_t *, void *, int);
-static void *(*z_msg_data)(zmq_msg_t *);
-static size_t (*z_msg_size)(const zmq_msg_t *);
-static int (*z_msg_more)(const zmq_msg_t *);
-static int (*z_msg_close)(zmq_msg_t *);
-static int (*z_errno)(void);
-
-static PyObject *
-lane_bind(PyObject *self, PyObject *arg)
-{
-    const char *path = PyUnicode_AsUTF8(arg);
-    if (path == NULL)
-        return NULL;
-    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-    if (lib == NULL) {
-        PyErr_Format(PyExc_ImportError, "libzmq not loaded from %s: %s", path, dlerror());
-        return NULL;
-    }
-#define RESOLVE(var, name)                                                                    \
-    do {                                                                                       \
-        *(void **)(&var) = dlsym(lib, name);                                                   \
-        if (var == NULL) {                                                                     \
-            PyErr_Format(PyExc_ImportError, "%s has no %s", path, name);                       \
-            return NULL;                                                                       \
-        }                                                                                      \
-    } while (0)
-    RESOLVE(z_msg_init, "zmq_msg_init");
-    RESOLVE(z_msg_recv, "zmq_msg_recv");
-    RESOLVE(z_msg_data, "zmq_msg_data");
-    RESOLVE(z_msg_size, "zmq_msg_size");
-    RESOLVE(z_msg_more, "zmq_msg_more");
-    RESOLVE(z_msg_close, "zmq_msg_close");
-    RESOLVE(z_errno, "zmq_errno");
-#undef RESOLVE
-    Py_RETURN_NONE;
-}
 
 /* ---- msgpack, just what a vLLM batch uses -------------------------------------------------- */
 
@@ -268,6 +220,10 @@ skip(Reader *r, int depth)
                 }
                 if (c == 0xCD || c == 0xD1) {
                     r->p += 3;
+                    continue;
+                }
+                if ((c == 0xCE || c == 0xD2) && need(r, 5)) { /* vocabularies over 65k */
+                    r->p += 5;
                     continue;
                 }
             }
@@ -526,12 +482,8 @@ array_event(Reader *r, uint32_t n, const Known *k, Batch *b)
     return event_op(&f, k, b);
 }
 
-static int
-key_is(const char *s, uint32_t n, const char *name)
-{
-    size_t m = strlen(name);
-    return n == m && memcmp(s, name, m) == 0;
-}
+/* A map key against a literal: the lengths first (most keys differ in length). */
+#define key_is(s, n, name) ((n) == sizeof(name) - 1 && memcmp((s), (name), sizeof(name) - 1) == 0)
 
 static int
 map_event(Reader *r, uint32_t n, const Known *k, Batch *b)
@@ -1076,9 +1028,17 @@ static PyTypeObject KeyTableType = {
 
 typedef struct {
     PyObject_HEAD
-    unsigned long long sock; /* the SUB socket's libzmq pointer (pyzmq's Socket.underlying) */
-    char open;               /* drain() may read the socket */
+    int fd;                  /* the TCP connection to the engine's PUB socket (-1: none) */
+    char open;               /* batches in order may be applied here */
     long long expect;        /* the next sequence number, when open */
+    char broken;             /* the connection ended or broke the protocol (see `why`) */
+    PyObject *why;           /* str: what broke it */
+    PyObject *handed;        /* list of (seq, payload) for the Python path, in order */
+    long long max_frame;     /* the largest frame accepted (bytes) */
+    uint8_t *buf;            /* bytes received and not yet a whole message */
+    size_t len, cap;
+    const uint8_t *last_applied; /* in buf: the payload applied last while parsing it */
+    size_t last_applied_size;
     /* the endpoint's entry in the precise index (engine key space) */
     PyObject *owners;  /* dict: key -> holders' bits */
     PyObject *held;    /* the slot's shared "holds" bit object */
@@ -1093,10 +1053,9 @@ typedef struct {
     long long batches, events, malformed, other_tiers, other_groups;
     double last_heard;
     PyObject *last_payload;  /* bytes of the batch applied last */
-    /* the message that closed the lane, for the Python path (None: none) */
-    PyObject *held_seq;
-    PyObject *held_payload;
 } Lane;
+
+static PyTypeObject LaneType;
 
 static int
 Lane_traverse(Lane *self, visitproc visit, void *arg)
@@ -1106,6 +1065,7 @@ Lane_traverse(Lane *self, visitproc visit, void *arg)
     Py_VISIT(self->held_by_slot);
     Py_VISIT(self->counts);
     Py_VISIT(self->group);
+    Py_VISIT(self->handed);
     return 0;
 }
 
@@ -1118,8 +1078,8 @@ Lane_clear(Lane *self)
     Py_CLEAR(self->counts);
     Py_CLEAR(self->group);
     Py_CLEAR(self->last_payload);
-    Py_CLEAR(self->held_seq);
-    Py_CLEAR(self->held_payload);
+    Py_CLEAR(self->why);
+    Py_CLEAR(self->handed);
     return 0;
 }
 
@@ -1128,6 +1088,7 @@ Lane_dealloc(Lane *self)
 {
     PyObject_GC_UnTrack(self);
     Lane_clear(self);
+    PyMem_Free(self->buf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1140,17 +1101,25 @@ Lane_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     Py_INCREF(Py_None);
     self->group = Py_None;
     Py_INCREF(Py_None);
-    self->held_seq = Py_None;
-    Py_INCREF(Py_None);
-    self->held_payload = Py_None;
-    Py_INCREF(Py_None);
     self->last_payload = Py_None;
+    self->fd = -1;
+    self->max_frame = 64 << 20;
+    self->handed = PyList_New(0);
+    self->why = PyUnicode_FromString("");
+    if (self->handed == NULL || self->why == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
 static PyMemberDef Lane_members[] = {
-    {"sock", T_ULONGLONG, offsetof(Lane, sock), 0, NULL},
+    {"fd", T_INT, offsetof(Lane, fd), 0, NULL},
     {"open", T_BOOL, offsetof(Lane, open), 0, NULL},
+    {"broken", T_BOOL, offsetof(Lane, broken), 0, NULL},
+    {"why", T_OBJECT, offsetof(Lane, why), READONLY, NULL},
+    {"handed", T_OBJECT, offsetof(Lane, handed), READONLY, NULL},
+    {"max_frame", T_LONGLONG, offsetof(Lane, max_frame), 0, NULL},
     {"expect", T_LONGLONG, offsetof(Lane, expect), 0, NULL},
     {"owners", T_OBJECT, offsetof(Lane, owners), 0, NULL},
     {"held", T_OBJECT, offsetof(Lane, held), 0, NULL},
@@ -1168,8 +1137,6 @@ static PyMemberDef Lane_members[] = {
     {"other_groups", T_LONGLONG, offsetof(Lane, other_groups), 0, NULL},
     {"last_heard", T_DOUBLE, offsetof(Lane, last_heard), 0, NULL},
     {"last_payload", T_OBJECT, offsetof(Lane, last_payload), 0, NULL},
-    {"held_seq", T_OBJECT, offsetof(Lane, held_seq), 0, NULL},
-    {"held_payload", T_OBJECT, offsetof(Lane, held_payload), 0, NULL},
     {NULL},
 };
 
@@ -1438,115 +1405,236 @@ known_of(Lane *self, Known *k)
     return 0;
 }
 
-/* Close the lane on the message in hand: it goes to the Python path. */
-static int
-hand_back(Lane *self, uint64_t seq, const void *payload, size_t size)
+/* ---- ZMTP 3.0 frames off the TCP connection ------------------------------------------- */
+
+#define FRAME_MORE 0x01
+#define FRAME_LONG 0x02
+#define FRAME_COMMAND 0x04
+#define READ_CHUNK 65536
+
+static void
+set_broken(Lane *self, const char *why)
 {
-    PyObject *s = PyLong_FromUnsignedLongLong(seq);
-    PyObject *p = s ? PyBytes_FromStringAndSize(payload, (Py_ssize_t)size) : NULL;
-    if (p == NULL) {
-        Py_XDECREF(s);
+    PyObject *text = PyUnicode_FromString(why);
+    if (text != NULL)
+        Py_SETREF(self->why, text);
+    else
+        PyErr_Clear();
+    self->broken = 1;
+}
+
+/* A message the lane does not apply: to the Python path, in order. */
+static int
+hand_back(Lane *self, uint64_t seq, const uint8_t *payload, size_t size)
+{
+    self->open = 0; /* everything after it goes the same way: its order matters */
+    PyObject *item = Py_BuildValue("(Ky#)", (unsigned long long)seq, (const char *)payload,
+                                   (Py_ssize_t)size);
+    if (item == NULL)
         return -1;
+    int failed = PyList_Append(self->handed, item);
+    Py_DECREF(item);
+    return failed;
+}
+
+/* One whole message (vLLM's: topic, 8-byte sequence number, payload). */
+static int
+on_message(Lane *self, int frames, const uint8_t *seq, size_t seq_size, const uint8_t *payload,
+           size_t size, const Known *known, int64_t *count, double now)
+{
+    if (frames != 3 || seq_size != 8) {
+        self->malformed++;
+        return 0;
     }
-    Py_SETREF(self->held_seq, s);
-    Py_SETREF(self->held_payload, p);
-    self->open = 0;
+    uint64_t number = be(seq, 8);
+    if (!self->open || self->expect < 0 || number != (uint64_t)self->expect ||
+        !decode_batch(payload, size, known, &scratch))
+        return hand_back(self, number, payload, size);
+    if (apply_batch(self, &scratch, count) < 0)
+        return -1;
+    /* its bytes are kept once the buffer's messages are all taken (parse_buffer) */
+    self->last_applied = payload;
+    self->last_applied_size = size;
+    self->batches++;
+    self->events += scratch.events;
+    self->expect++;
+    self->last_heard = now;
     return 0;
 }
 
-/* Reads one lane's socket until it is empty or the lane closes; -1 on a Python error. */
+/* A command: a PING is answered (ZMTP 3.1 heartbeats, if the publisher asks for them), an
+ * ERROR ends the connection, the rest are ignored. */
+static void
+on_command(Lane *self, const uint8_t *body, size_t size)
+{
+    if (size < 1 || (size_t)body[0] + 1 > size)
+        return;
+    const uint8_t *name = body + 1;
+    size_t name_len = body[0];
+    if (name_len == 4 && memcmp(name, "PING", 4) == 0 && size >= 7) {
+        size_t context = size - 7; /* after the name and a 2-byte TTL */
+        if (context > 16)
+            context = 16;
+        uint8_t pong[2 + 5 + 16];
+        pong[0] = FRAME_COMMAND;
+        pong[1] = (uint8_t)(5 + context);
+        pong[2] = 4;
+        memcpy(pong + 3, "PONG", 4);
+        memcpy(pong + 7, body + 7, context);
+        (void)send(self->fd, pong, 7 + context, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else if (name_len == 5 && memcmp(name, "ERROR", 5) == 0) {
+        set_broken(self, "the publisher sent ZMTP ERROR");
+    }
+}
+
+/* Takes every whole message and command out of the buffer; -1 on a Python error. */
+static int
+parse_buffer(Lane *self, const Known *known, int64_t *count, double now)
+{
+    size_t pos = 0, len = self->len;
+    uint8_t *buf = self->buf;
+    while (!self->broken) {
+        size_t at = pos;
+        int frames = 0, whole = 0, command = 0;
+        const uint8_t *seq = NULL, *payload = NULL, *command_body = NULL;
+        size_t seq_size = 0, size = 0, command_size = 0;
+        for (;;) {
+            if (len - at < 2)
+                break;
+            uint8_t flags = buf[at];
+            size_t head = (flags & FRAME_LONG) ? 9 : 2;
+            if (len - at < head)
+                break;
+            uint64_t body = (flags & FRAME_LONG) ? be(buf + at + 1, 8) : buf[at + 1];
+            if ((flags & ~(FRAME_MORE | FRAME_LONG | FRAME_COMMAND)) ||
+                body > (uint64_t)self->max_frame) {
+                set_broken(self, body > (uint64_t)self->max_frame
+                                     ? "a frame larger than the limit"
+                                     : "a frame with unknown flags");
+                break;
+            }
+            if ((uint64_t)(len - at - head) < body)
+                break; /* not all here yet */
+            const uint8_t *data = buf + at + head;
+            at += head + (size_t)body;
+            if (flags & FRAME_COMMAND) {
+                if (frames) {
+                    set_broken(self, "a command inside a message");
+                    break;
+                }
+                command = whole = 1;
+                command_body = data;
+                command_size = (size_t)body;
+                break;
+            }
+            if (frames == 1)
+                seq = data, seq_size = (size_t)body;
+            else if (frames == 2)
+                payload = data, size = (size_t)body;
+            frames++;
+            if (!(flags & FRAME_MORE)) {
+                whole = 1;
+                break;
+            }
+        }
+        if (self->broken || !whole) {
+            /* a message this long while not whole: a publisher that never ends it */
+            if (!self->broken && len - pos > 4 * (size_t)self->max_frame + 64)
+                set_broken(self, "a message larger than the limit");
+            break;
+        }
+        pos = at;
+        if (command) {
+            on_command(self, command_body, command_size);
+            continue;
+        }
+        if (on_message(self, frames, seq, seq_size, payload, size, known, count, now) < 0) {
+            self->last_applied = NULL; /* (an error: the lane's subscriber is restarted) */
+            return -1;
+        }
+    }
+    if (self->last_applied != NULL) { /* before the buffer moves */
+        PyObject *kept =
+            PyBytes_FromStringAndSize((const char *)self->last_applied, self->last_applied_size);
+        self->last_applied = NULL;
+        if (kept == NULL)
+            return -1;
+        Py_SETREF(self->last_payload, kept);
+    }
+    if (pos > 0) {
+        memmove(buf, buf + pos, len - pos);
+        self->len = len - pos;
+    }
+    return 0;
+}
+
+static int
+reserve(Lane *self, size_t room)
+{
+    if (self->cap - self->len >= room)
+        return 0;
+    size_t cap = self->cap ? self->cap : READ_CHUNK;
+    while (cap - self->len < room)
+        cap *= 2;
+    uint8_t *buf = PyMem_Realloc(self->buf, cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->buf = buf;
+    self->cap = cap;
+    return 0;
+}
+
+/* Reads everything the connection has and takes the messages in it; -1 on a Python error. */
 static int
 drain_lane(Lane *self, double now)
 {
-    void *sock = (void *)(uintptr_t)self->sock;
-    Known known;
-    if (self->owners == NULL || self->held == NULL || self->counts == NULL ||
-        self->held_by_slot == NULL ||
-        !(PyDict_CheckExact(self->owners) || Py_TYPE(self->owners) == &KeyTableType) ||
-        !PyList_Check(self->counts) || !PyList_Check(self->held_by_slot) || sock == NULL) {
-        PyErr_SetString(PyExc_ValueError, "an open lane needs its socket and index entry");
-        return -1;
+    Known known = {0};
+    int64_t count = 0, start = 0;
+    int indexed = self->open;
+    if (indexed) {
+        if (self->owners == NULL || self->held == NULL || self->counts == NULL ||
+            self->held_by_slot == NULL || !PyList_Check(self->counts) ||
+            !PyList_Check(self->held_by_slot) ||
+            !(PyDict_CheckExact(self->owners) || Py_TYPE(self->owners) == &KeyTableType) ||
+            self->slot < 0 || self->slot >= PyList_GET_SIZE(self->counts)) {
+            PyErr_SetString(PyExc_ValueError, "an open lane needs its index entry");
+            return -1;
+        }
+        if (known_of(self, &known) < 0)
+            return -1;
+        start = count = PyLong_AsLongLong(PyList_GET_ITEM(self->counts, self->slot));
+        if (count == -1 && PyErr_Occurred())
+            return -1;
     }
-    if (self->slot < 0 || self->slot >= PyList_GET_SIZE(self->counts)) {
-        PyErr_SetString(PyExc_IndexError, "lane slot out of range");
-        return -1;
-    }
-    if (known_of(self, &known) < 0)
-        return -1;
-    int64_t count = PyLong_AsLongLong(PyList_GET_ITEM(self->counts, self->slot));
-    if (count == -1 && PyErr_Occurred())
-        return -1;
-    int64_t start = count;
     int status = 0;
-    zmq_msg_t topic, seq, payload;
-    while (self->open) {
-        z_msg_init(&topic);
-        if (z_msg_recv(&topic, sock, ZMQ_DONTWAIT) < 0) {
-            int err = z_errno();
-            z_msg_close(&topic);
-            if (err != EAGAIN) {
-                PyErr_Format(PyExc_OSError, "zmq_msg_recv: errno %d", err);
-                status = -1;
-            }
-            break;
-        }
-        z_msg_close(&topic); /* the subscription filter already matched it */
-        z_msg_init(&seq);
-        if (z_msg_recv(&seq, sock, ZMQ_DONTWAIT) < 0) { /* fewer than three frames */
-            z_msg_close(&seq);
-            self->malformed++;
-            break;
-        }
-        z_msg_init(&payload);
-        if (z_msg_recv(&payload, sock, ZMQ_DONTWAIT) < 0) {
-            z_msg_close(&payload);
-            z_msg_close(&seq);
-            self->malformed++;
-            break;
-        }
-        if (z_msg_size(&seq) != 8) {
-            /* the rest of this message is skipped, and the batch counted malformed */
-            int more = z_msg_more(&payload);
-            z_msg_close(&payload);
-            z_msg_close(&seq);
-            while (more) {
-                zmq_msg_t rest;
-                z_msg_init(&rest);
-                if (z_msg_recv(&rest, sock, ZMQ_DONTWAIT) < 0) {
-                    z_msg_close(&rest);
-                    break;
-                }
-                more = z_msg_more(&rest);
-                z_msg_close(&rest);
-            }
-            self->malformed++;
-            continue;
-        }
-        uint64_t number = be(z_msg_data(&seq), 8);
-        z_msg_close(&seq);
-        const uint8_t *data = z_msg_data(&payload);
-        size_t size = z_msg_size(&payload);
-        if (number != (uint64_t)self->expect || self->expect < 0 ||
-            !decode_batch(data, size, &known, &scratch)) {
-            status = hand_back(self, number, data, size);
-            z_msg_close(&payload);
-            break;
-        }
-        PyObject *kept = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)size);
-        if (kept == NULL || apply_batch(self, &scratch, &count) < 0) {
-            Py_XDECREF(kept);
-            z_msg_close(&payload);
+    while (!self->broken) {
+        if (reserve(self, READ_CHUNK) < 0) {
             status = -1;
             break;
         }
-        z_msg_close(&payload);
-        Py_SETREF(self->last_payload, kept);
-        self->batches++;
-        self->events += scratch.events;
-        self->expect++;
-        self->last_heard = now;
+        ssize_t n = recv(self->fd, self->buf + self->len, self->cap - self->len, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                set_broken(self, strerror(errno));
+            break;
+        }
+        if (n == 0) {
+            set_broken(self, "the publisher closed the connection");
+            break;
+        }
+        self->len += (size_t)n;
+        if (parse_buffer(self, &known, &count, now) < 0) {
+            status = -1;
+            break;
+        }
+        if ((size_t)n < READ_CHUNK)
+            break; /* what the kernel had; the next drain reads what comes */
     }
-    if (count != start) {
+    if (indexed && count != start) {
         PyObject *value = PyLong_FromLongLong(count);
         if (value == NULL)
             return -1;
@@ -1556,47 +1644,71 @@ drain_lane(Lane *self, double now)
 }
 
 static PyObject *
+Lane_feed(Lane *self, PyObject *arg)
+{
+    /* Bytes the handshake read past the publisher's READY: the start of the stream. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int failed = reserve(self, (size_t)view.len);
+    if (!failed) {
+        memcpy(self->buf + self->len, view.buf, (size_t)view.len);
+        self->len += (size_t)view.len;
+    }
+    PyBuffer_Release(&view);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lane_reset(Lane *self, PyObject *unused)
+{
+    /* A new connection: no bytes of the old one, not broken. */
+    self->len = 0;
+    self->broken = 0;
+    self->fd = -1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Lane_methods[] = {
+    {"feed", (PyCFunction)Lane_feed, METH_O, "Bytes read past the handshake."},
+    {"reset", (PyCFunction)Lane_reset, METH_NOARGS, "Forget the connection's bytes."},
+    {NULL},
+};
+
+static PyObject *
 lane_drain(PyObject *module, PyObject *args)
 {
     PyObject *lanes;
     double now;
     if (!PyArg_ParseTuple(args, "O!d", &PyList_Type, &lanes, &now))
         return NULL;
-    if (z_msg_recv == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "bind() libzmq first");
+    PyObject *attention = PyList_New(0);
+    if (attention == NULL)
         return NULL;
-    }
-    PyObject *closed = PyList_New(0);
-    if (closed == NULL)
-        return NULL;
-    PyTypeObject *type = (PyTypeObject *)PyObject_GetAttrString(module, "Lane");
-    if (type == NULL) {
-        Py_DECREF(closed);
-        return NULL;
-    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lanes); i++) {
         PyObject *item = PyList_GET_ITEM(lanes, i);
-        if (Py_TYPE(item) != type) {
+        if (Py_TYPE(item) != &LaneType) {
             PyErr_SetString(PyExc_TypeError, "drain() takes a list of Lane");
-            goto fail;
+            Py_DECREF(attention);
+            return NULL;
         }
         Lane *lane = (Lane *)item;
-        if (!lane->open)
+        if (lane->fd < 0 || lane->broken)
             continue;
         Py_INCREF(item);
         int status = drain_lane(lane, now);
-        if (status == 0 && !lane->open && PyList_Append(closed, item) < 0)
+        if (status == 0 && (lane->broken || PyList_GET_SIZE(lane->handed)) &&
+            PyList_Append(attention, item) < 0)
             status = -1;
         Py_DECREF(item);
-        if (status < 0)
-            goto fail;
+        if (status < 0) {
+            Py_DECREF(attention);
+            return NULL;
+        }
     }
-    Py_DECREF(type);
-    return closed;
-fail:
-    Py_DECREF(type);
-    Py_DECREF(closed);
-    return NULL;
+    return attention;
 }
 
 static PyObject *
@@ -1650,13 +1762,13 @@ static PyTypeObject LaneType = {
     .tp_traverse = (traverseproc)Lane_traverse,
     .tp_clear = (inquiry)Lane_clear,
     .tp_members = Lane_members,
+    .tp_methods = Lane_methods,
     .tp_doc = "One endpoint's fast lane: its socket, where it is in the stream, its index entry.",
 };
 
 static PyMethodDef methods[] = {
-    {"bind", lane_bind, METH_O, "Resolve libzmq's functions in the library at this path."},
     {"drain", lane_drain, METH_VARARGS,
-     "Read every open lane's socket; returns the lanes that closed (a message held back)."},
+     "Read every lane's connection; returns the lanes with messages handed back or broken."},
     {"decodable", lane_decodable, METH_VARARGS, "The ops a payload decodes to (tests)."},
     {NULL},
 };

@@ -1,42 +1,30 @@
 """The native fast lane (`_lane.c`): where the KV-event subscribers spend their CPU at 100
-engines, it reads each in-order stream's SUB socket, decodes vLLM's batches and applies them
-to the precise index's dict in one C call per drain for all endpoints, instead of a Python call
-per message (`benchmarks/kv_event_ingestion.py`; docs/scheduling.md has the numbers).
+engines, it reads every engine's PUB socket straight from its TCP connection (ZMTP 3.0 frames,
+after the handshake `zmtp.py` makes) in one C call per drain for all endpoints, and for a stream
+that is live and in order decodes vLLM's batches and applies them to the precise index's key
+table — instead of libzmq's I/O thread waking for every message and a Python call per message
+(`benchmarks/kv_event_ingestion.py`; docs/scheduling.md has the numbers).
 
 It takes only the common case, and exactly as the Python path would: the next batch in
 sequence, of BlockStored / BlockRemoved events in either of vLLM's layouts, for an endpoint
 whose block size and first-block hash were already checked and whose KV-cache group is known.
-Anything else closes the lane before any of it is applied and goes to the Python path with the
-rest of the socket; that path stays the reference (`tests/datalayer/test_kv_lane.py` feeds both
-the same streams and compares them). The lane is a cache of the stream's position and of the
-endpoint's index entry: `EndpointStream` refreshes it after every change it makes itself and
-takes in what the lane did before it reads or changes anything (`stream.LaneEntry` is what it
-holds of the index).
+Anything else closes the lane before any of it is applied and goes, with every message after
+it, to the Python path (`EndpointStream.on_live`), which stays the reference
+(`tests/datalayer/test_kv_lane.py` feeds both the same streams and compares them). The lane is
+a cache of the stream's position and of the endpoint's index entry: `EndpointStream` refreshes
+it after every change it makes itself and takes in what the lane did before it reads or changes
+anything (`stream.LaneEntry` is what it holds of the index).
 
 The lane applies to the index's `KeyTable` (`owners_map`), the extension's other part.
 
-`NATIVE` is the extension bound to pyzmq's libzmq (the very library whose sockets pyzmq made,
-found among the process's mapped files), or None where it was not built (no C compiler at
-install time) or cannot bind: the subscribers then run the Python path alone.
+`NATIVE` is the extension, or None where it was not built (no C compiler at install time) or
+`SLUICE_KV_LANE=0`: the subscribers then read pyzmq SUB sockets with the Python path alone.
 """
 
 from __future__ import annotations
 
 import os
 from types import ModuleType
-
-
-def _libzmq_path() -> str | None:
-    """The libzmq file this process mapped for pyzmq."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split(maxsplit=5)
-                if len(fields) == 6 and os.path.basename(fields[5]).startswith("libzmq"):
-                    return fields[5].strip()
-    except OSError:
-        return None
-    return None
 
 
 def _extension() -> ModuleType | None:
@@ -62,21 +50,4 @@ def owners_map() -> dict[int, int]:
     return _EXTENSION.KeyTable()  # type: ignore[no-any-return]
 
 
-def _load() -> ModuleType | None:
-    _lane = _EXTENSION
-    if _lane is None:
-        return None
-    import zmq  # (here: the index imports this module for `owners_map` alone)
-
-    _ = zmq.zmq_version()  # pyzmq's libzmq is loaded
-    path = _libzmq_path()
-    if path is None:
-        return None
-    try:
-        _lane.bind(path)
-    except ImportError:
-        return None
-    return _lane  # type: ignore[no-any-return]
-
-
-NATIVE: ModuleType | None = _load()
+NATIVE: ModuleType | None = _EXTENSION

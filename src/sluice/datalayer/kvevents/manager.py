@@ -95,8 +95,8 @@ class KVEventsSubscribers:
             self.drain()
 
     def drain(self) -> None:
-        """Read every SUB socket that has batches waiting: the open lanes in one native call,
-        the others with one poll over all of them."""
+        """Read every connection that has batches waiting: the lanes' in one native call, the
+        pyzmq SUB sockets' with one poll over all of them."""
         if self._lanes:
             assert NATIVE is not None
             try:
@@ -117,9 +117,7 @@ class KVEventsSubscribers:
             self._poller.unregister(sock)
         for sock, _ in self._poller.poll(0):
             subscriber = self._polled.get(sock)
-            if subscriber is None:
-                continue
-            if subscriber.lane is None or not subscriber.lane.open:  # (an open one was read)
+            if subscriber is not None:
                 subscriber.drain(ready=True)
 
     def _forget_socket(self, subscriber: EndpointSubscriber) -> None:

@@ -361,9 +361,22 @@ class EndpointStream:
 
     # -- time -------------------------------------------------------------------------------
 
-    @_laned
     def tick(self, now: float) -> int | None:
         """Timeouts, retries and probes; returns a replay start to request, if any."""
+        lane = self._lane
+        if lane is None:
+            return self._tick(now)
+        # Every tick of every stream (10/s each): the lane is reopened only if the tick moved
+        # the stream (what changes the index, `on_replay_failed`, reopens it itself).
+        self._take_in()
+        before = self._last_seq, self.replay_start
+        try:
+            return self._tick(now)
+        finally:
+            if (self._last_seq, self.replay_start) != before:
+                self.relane()
+
+    def _tick(self, now: float) -> int | None:
         s = self.settings
         if self.replay_start is not None:
             if now - self._replay_sent > s.replay_timeout_s:
