@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import pytest
 
 from sluice.bench.harness.ports import free_port_block
 from sluice.datalayer.endpoint import Endpoint
+from sluice.datalayer.kvevents.lane import NATIVE
 from sluice.datalayer.kvevents.manager import KVEventsSubscribers, SubscriberSettings
 from sluice.datalayer.kvevents.stream import StreamSettings
 from sluice.datalayer.kvevents.streams import KVEventStreams
@@ -27,6 +29,20 @@ from sluice.sim.pool import EngineSpec, SimPool, start_pool
 from sluice.sim.profiles import get_profile, with_engine
 
 SEED = "11"
+
+# Every test over both connections: Sluice's own (ZMTP read by the native lane, the default
+# where the extension is built) and pyzmq SUB sockets (an install without it).
+pytestmark = pytest.mark.parametrize(
+    "native",
+    [
+        pytest.param(
+            True,
+            id="own-zmtp",
+            marks=pytest.mark.skipif(NATIVE is None, reason="the native lane is not built"),
+        ),
+        pytest.param(False, id="pyzmq"),
+    ],
+)
 
 
 class FlakySink:
@@ -86,7 +102,7 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
 
 
 @asynccontextmanager
-async def harness(engines: int = 2) -> AsyncIterator[Harness]:
+async def harness(native: bool, engines: int = 2) -> AsyncIterator[Harness]:
     profile = get_profile("llama-8b-h100")
     config = with_engine(profile, num_gpu_blocks=48, hash_seed=SEED)
     pub, replay = free_port_block(engines), free_port_block(engines)
@@ -110,7 +126,11 @@ async def harness(engines: int = 2) -> AsyncIterator[Harness]:
         registry,
         streams,
         SubscriberSettings(
-            socket_port=pub, replay_socket_port=replay, tick_s=0.02, restart_backoff_s=0.2
+            socket_port=pub,
+            replay_socket_port=replay,
+            tick_s=0.02,
+            restart_backoff_s=0.2,
+            native_lane=native,
         ),
     )
     await subscribers.start()
@@ -130,8 +150,8 @@ def prompts(n: int, tag: str) -> list[str]:
     return [f"{tag} prompt {i}: " + "lorem ipsum " * 40 for i in range(n)]
 
 
-async def test_blocks_stored_and_evicted_by_the_engines_reach_the_index() -> None:
-    async with harness() as h:
+async def test_blocks_stored_and_evicted_by_the_engines_reach_the_index(native: bool) -> None:
+    async with harness(native) as h:
         for prompt in prompts(10, "a"):
             await h.complete(0, prompt)
         await h.complete(1, "only one prompt on engine 1 " * 20)
@@ -141,8 +161,10 @@ async def test_blocks_stored_and_evicted_by_the_engines_reach_the_index() -> Non
         assert counters.events > 10 and counters.gaps == 0
 
 
-async def test_a_lost_message_is_detected_replayed_and_the_index_is_consistent_again() -> None:
-    async with harness() as h:
+async def test_a_lost_message_is_detected_replayed_and_the_index_is_consistent_again(
+    native: bool,
+) -> None:
+    async with harness(native) as h:
         await h.complete(0, prompts(1, "warm")[0])
         await eventually(lambda: h.consistent(0))
         publisher = h.pool.engines[0].publisher
@@ -156,8 +178,8 @@ async def test_a_lost_message_is_detected_replayed_and_the_index_is_consistent_a
         assert stream.counters.gaps >= 1 and stream.counters.replays >= 2
 
 
-async def test_a_restarted_engine_is_detected_and_its_old_entries_cleared() -> None:
-    async with harness() as h:
+async def test_a_restarted_engine_is_detected_and_its_old_entries_cleared(native: bool) -> None:
+    async with harness(native) as h:
         for prompt in prompts(3, "before"):
             await h.complete(0, prompt)
         await eventually(lambda: h.consistent(0))
@@ -171,8 +193,10 @@ async def test_a_restarted_engine_is_detected_and_its_old_entries_cleared() -> N
         assert not h.index.held("pod-rank-0") & old
 
 
-async def test_a_dead_subscriber_is_restarted_and_its_endpoint_falls_back_meanwhile() -> None:
-    async with harness() as h:
+async def test_a_dead_subscriber_is_restarted_and_its_endpoint_falls_back_meanwhile(
+    native: bool,
+) -> None:
+    async with harness(native) as h:
         h.sink.fail_next = True  # the subscriber dies applying the next batch
         await h.complete(0, prompts(1, "crash")[0])
         await eventually(lambda: h.streams.mode("pod-rank-0") == ("fallback", "subscriber down"))
@@ -187,8 +211,8 @@ async def test_a_dead_subscriber_is_restarted_and_its_endpoint_falls_back_meanwh
         await eventually(lambda: h.consistent(0))
 
 
-async def test_endpoints_that_leave_the_pool_are_unsubscribed_and_forgotten() -> None:
-    async with harness() as h:
+async def test_endpoints_that_leave_the_pool_are_unsubscribed_and_forgotten(native: bool) -> None:
+    async with harness(native) as h:
         await h.complete(1, prompts(1, "gone")[0])
         await eventually(lambda: h.consistent(1) and bool(h.index.held("pod-rank-1")))
         h.subscribers._registry.set_endpoints(
@@ -198,9 +222,9 @@ async def test_endpoints_that_leave_the_pool_are_unsubscribed_and_forgotten() ->
         assert h.index.held("pod-rank-1") == set() and h.streams.get("pod-rank-1") is None
 
 
-async def test_a_message_that_is_not_three_frames_is_counted_malformed_and_reading_goes_on() -> (
-    None
-):
+async def test_a_message_that_is_not_three_frames_is_counted_malformed_and_reading_goes_on(
+    native: bool,
+) -> None:
     """The subscriber reads vLLM's three frames without asking ZMQ for message boundaries
     (that costs more than the reads): a publisher's message of two or four frames is detected
     by its sequence frame, counted, and the batches after it still apply."""
@@ -216,7 +240,7 @@ async def test_a_message_that_is_not_three_frames_is_counted_malformed_and_readi
     index = PreciseIndex(BlockKeys(16, hash_seed=SEED))
     streams = KVEventStreams(index)
     subscribers = KVEventsSubscribers(
-        registry, streams, SubscriberSettings(socket_port=port, tick_s=0.02)
+        registry, streams, SubscriberSettings(socket_port=port, tick_s=0.02, native_lane=native)
     )
     await subscribers.start()
 
