@@ -41,24 +41,25 @@ be(const uint8_t *p, int n)
     return v;
 }
 
-/* Reads a container header; 1 on success. */
+/* A container's header (`fix`: its fixed form's high nibble; `wide16`, `wide32`: the forms
+ * with a 2- and 4-byte count); 1 on success. */
 static int
-read_array(Reader *r, uint32_t *n)
+read_count(Reader *r, uint32_t *n, uint8_t fix, uint8_t wide16, uint8_t wide32)
 {
     if (!need(r, 1))
         return 0;
     uint8_t b = *r->p;
-    if ((b & 0xF0) == 0x90) {
+    if ((b & 0xF0) == fix) {
         *n = b & 0x0F;
         r->p += 1;
         return 1;
     }
-    if (b == 0xDC && need(r, 3)) {
+    if (b == wide16 && need(r, 3)) {
         *n = (uint32_t)be(r->p + 1, 2);
         r->p += 3;
         return 1;
     }
-    if (b == 0xDD && need(r, 5)) {
+    if (b == wide32 && need(r, 5)) {
         *n = (uint32_t)be(r->p + 1, 4);
         r->p += 5;
         return 1;
@@ -66,28 +67,16 @@ read_array(Reader *r, uint32_t *n)
     return 0;
 }
 
-static int
+static inline int
+read_array(Reader *r, uint32_t *n)
+{
+    return read_count(r, n, 0x90, 0xDC, 0xDD);
+}
+
+static inline int
 read_map(Reader *r, uint32_t *n)
 {
-    if (!need(r, 1))
-        return 0;
-    uint8_t b = *r->p;
-    if ((b & 0xF0) == 0x80) {
-        *n = b & 0x0F;
-        r->p += 1;
-        return 1;
-    }
-    if (b == 0xDE && need(r, 3)) {
-        *n = (uint32_t)be(r->p + 1, 2);
-        r->p += 3;
-        return 1;
-    }
-    if (b == 0xDF && need(r, 5)) {
-        *n = (uint32_t)be(r->p + 1, 4);
-        r->p += 5;
-        return 1;
-    }
-    return 0;
+    return read_count(r, n, 0x80, 0xDE, 0xDF);
 }
 
 static int
