@@ -203,6 +203,8 @@ class PreciseIndex:
         endpoint in use); None: its batches take `apply`."""
         if self.keys.space != "engine" or endpoint in self.unusable:
             return None
+        if type(self._owners) is dict:  # the lane applies to the native KeyTable only
+            return None
         slot = self._slot_for(endpoint)  # (as `apply` takes one: a stream of empty batches)
         return LaneEntry(
             self._owners,

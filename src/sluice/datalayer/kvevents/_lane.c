@@ -1164,18 +1164,6 @@ canonical(Lane *self, PyObject *bits)
     return shared;
 }
 
-static PyObject *
-dict_pop(PyObject *dict, PyObject *key)  /* new reference, or NULL with no error: absent */
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *out = NULL;
-    if (PyDict_Pop(dict, key, &out) < 0)
-        return NULL;
-    return out;
-#else
-    return _PyDict_Pop(dict, key, NULL) /* KeyError when absent */;
-#endif
-}
 
 /* What a removal leaves of `bits` once `held` is taken out (PreciseIndex.apply's engine key
  * space): a new reference to the value to put back, NULL with no error to leave the key out,
@@ -1297,83 +1285,11 @@ apply_to_table(Lane *self, KeyTable *t, const Batch *b, int64_t *count)
     return 0;
 }
 
-/* The same on a dict (the index's map where the table is not in use). */
-static int
-apply_to_dict(Lane *self, PyObject *owners, const Batch *b, int64_t *count)
-{
-    PyObject *held = self->held;
-    uint64_t mask = self->key_mask;
-    for (Py_ssize_t i = 0; i < b->nops; i++) {
-        const Op *op = &b->ops[i];
-        if (op->op == OP_SKIP_TIER || op->op == OP_SKIP_GROUP) {
-            if (op->op == OP_SKIP_TIER)
-                self->other_tiers++;
-            else
-                self->other_groups++;
-            continue;
-        }
-        if (op->op == OP_REMOVE) {
-            for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
-                PyObject *key = PyLong_FromUnsignedLongLong(b->hashes[j] & mask);
-                if (key == NULL)
-                    return -1;
-                PyObject *bits = dict_pop(owners, key);
-                if (bits == NULL) {
-                    Py_DECREF(key);
-                    if (PyErr_Occurred()) {
-                        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-                            return -1;
-                        PyErr_Clear();
-                    }
-                    continue;
-                }
-                int ours;
-                PyObject *value = after_removal(self, bits, &ours);
-                Py_DECREF(bits);
-                if (value == NULL && PyErr_Occurred()) {
-                    Py_DECREF(key);
-                    return -1;
-                }
-                if (ours)
-                    (*count)--;
-                int failed = value != NULL && PyDict_SetItem(owners, key, value) < 0;
-                Py_XDECREF(value);
-                Py_DECREF(key);
-                if (failed)
-                    return -1;
-            }
-            continue;
-        }
-        Py_ssize_t before = PyDict_GET_SIZE(owners); /* OP_STORE */
-        for (Py_ssize_t j = op->first; j < op->first + op->count; j++) {
-            PyObject *key = PyLong_FromUnsignedLongLong(b->hashes[j] & mask);
-            if (key == NULL)
-                return -1;
-            PyObject *holders = PyDict_SetDefault(owners, key, held); /* borrowed */
-            PyObject *merged = NULL;
-            if (holders != NULL && holders != held)
-                merged = after_store(holders, held);
-            int failed = holders == NULL || (merged == NULL && PyErr_Occurred()) ||
-                         (merged != NULL && PyDict_SetItem(owners, key, merged) < 0);
-            if (merged != NULL && !failed)
-                (*count)++;
-            Py_XDECREF(merged);
-            Py_DECREF(key);
-            if (failed)
-                return -1;
-        }
-        *count += PyDict_GET_SIZE(owners) - before; /* the keys nobody held */
-    }
-    return 0;
-}
-
 /* Applies the decoded batch (PreciseIndex.apply's engine key space); -1 on an error. */
 static int
 apply_batch(Lane *self, const Batch *b, int64_t *count)
 {
-    if (Py_TYPE(self->owners) == &KeyTableType)
-        return apply_to_table(self, (KeyTable *)self->owners, b, count);
-    return apply_to_dict(self, self->owners, b, count);
+    return apply_to_table(self, (KeyTable *)self->owners, b, count);
 }
 
 static int
@@ -1586,9 +1502,9 @@ drain_lane(Lane *self, double now)
         if (self->owners == NULL || self->held == NULL || self->counts == NULL ||
             self->held_by_slot == NULL || !PyList_Check(self->counts) ||
             !PyList_Check(self->held_by_slot) ||
-            !(PyDict_CheckExact(self->owners) || Py_TYPE(self->owners) == &KeyTableType) ||
+            Py_TYPE(self->owners) != &KeyTableType ||
             self->slot < 0 || self->slot >= PyList_GET_SIZE(self->counts)) {
-            PyErr_SetString(PyExc_ValueError, "an open lane needs its index entry");
+            PyErr_SetString(PyExc_ValueError, "an open lane needs its index entry (a KeyTable)");
             return -1;
         }
         if (known_of(self, &known) < 0)
