@@ -853,15 +853,23 @@ KeyTable_contains(KeyTable *t, PyObject *obj)
     return kt_find(t, key) >= 0;
 }
 
+/* The key of a get/pop/setdefault call: 1 (in `key`), 0 for a key no table holds, -1 on an
+ * error (a wrong number of arguments: `usage`). */
+static int
+kt_call_key(PyObject *const *args, Py_ssize_t nargs, const char *usage, uint64_t *key)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    return kt_key(args[0], key);
+}
+
 static PyObject *
 KeyTable_get(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
-        return NULL;
-    }
     uint64_t key;
-    int ok = kt_key(args[0], &key);
+    int ok = kt_call_key(args, nargs, "get(key, default=None)", &key);
     if (ok < 0)
         return NULL;
     Py_ssize_t i = ok ? kt_find(t, key) : -1;
@@ -873,12 +881,8 @@ KeyTable_get(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 KeyTable_pop(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "pop(key[, default])");
-        return NULL;
-    }
     uint64_t key;
-    int ok = kt_key(args[0], &key);
+    int ok = kt_call_key(args, nargs, "pop(key[, default])", &key);
     if (ok < 0)
         return NULL;
     Py_ssize_t i = ok ? kt_find(t, key) : -1;
@@ -895,12 +899,8 @@ KeyTable_pop(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 KeyTable_setdefault(KeyTable *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "setdefault(key, default=None)");
-        return NULL;
-    }
     uint64_t key;
-    int ok = kt_key(args[0], &key);
+    int ok = kt_call_key(args, nargs, "setdefault(key, default=None)", &key);
     if (ok < 0)
         return NULL;
     if (!ok) {
