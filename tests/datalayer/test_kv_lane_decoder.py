@@ -108,6 +108,18 @@ def test_a_damaged_batch_is_refused_or_read_as_the_python_path_reads_it(
         assert got == python_ops(bytes(damaged))
 
 
+def test_a_string_that_is_not_utf8_is_refused_as_msgspec_refuses_it() -> None:
+    """(Found by the test above: a LoRA name of bytes 00 80 was applied by the lane while the
+    Python path counted the batch malformed.)"""
+    good = encode_batch(
+        KVEventBatch(1.5, [SimStored([1, 2], 7, [0] * 16, 16, None, "GPU", "ab")], 0),
+        layout="array",
+    )
+    bad = good.replace(b"\xa2ab", b"\xa2\x00\x80")
+    assert lane_ops(good) == python_ops(good) == [("store", [1, 2])]
+    assert python_ops(bad) is None and lane_ops(bad) is None
+
+
 @settings(max_examples=600, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_never_crash_it(payload: bytes) -> None:

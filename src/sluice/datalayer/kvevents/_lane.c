@@ -79,6 +79,43 @@ read_map(Reader *r, uint32_t *n)
     return read_count(r, n, 0x80, 0xDE, 0xDF);
 }
 
+/* Whether `s` is valid UTF-8 (msgspec refuses a string that is not: so does the lane, for every
+ * string it reads or skips — stricter than needed inside raw token ids, which is safe). */
+static int
+utf8_ok(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0)
+            len = 2, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, cp = c & 0x07;
+        else
+            return 0;
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0; /* overlong, out of range, or a surrogate */
+        i += len;
+    }
+    return 1;
+}
+
 static int
 read_str(Reader *r, const char **s, uint32_t *n)
 {
@@ -97,7 +134,7 @@ read_str(Reader *r, const char **s, uint32_t *n)
     } else {
         return 0;
     }
-    if (!need(r, head + len))
+    if (!need(r, head + len) || !utf8_ok(r->p + head, len))
         return 0;
     *s = (const char *)r->p + head;
     *n = (uint32_t)len;
