@@ -1075,7 +1075,7 @@ typedef struct {
     long long block_size;
     char verified;     /* the engine's first-block hash was checked */
     unsigned long long key_mask;
-    /* what it did since the stream last took it in (EndpointSubscriber._take_in) */
+    /* what it did since the stream last took it in (EndpointStream._take_in) */
     long long batches, events, malformed, other_tiers, other_groups;
     double last_heard;
     PyObject *last_payload;  /* bytes of the batch applied last */

@@ -65,7 +65,6 @@ class KVEventsSubscribers:
         self._poller = zmq.Poller()
         self._polled: dict[zmq.Socket, EndpointSubscriber] = {}  # type: ignore[type-arg]
         self._laned: dict[Any, EndpointSubscriber] = {}  # lane -> its subscriber
-        self._lanes: list[Any] = []
         self.restarts = 0
 
     async def start(self) -> None:
@@ -97,10 +96,10 @@ class KVEventsSubscribers:
     def drain(self) -> None:
         """Read every connection that has batches waiting: the lanes' in one native call, the
         pyzmq SUB sockets' with one poll over all of them."""
-        if self._lanes:
+        if self._laned:
             assert NATIVE is not None
             try:
-                closed = NATIVE.drain(self._lanes, self._clock())
+                closed = NATIVE.drain(list(self._laned), self._clock())
             except Exception as exc:  # a bug or no memory: restarted like any dead subscriber
                 log.exception("kv-events native lane failed")
                 for dead in list(self._laned.values()):
@@ -123,7 +122,6 @@ class KVEventsSubscribers:
     def _forget_socket(self, subscriber: EndpointSubscriber) -> None:
         for lane in [lane for lane, owner in self._laned.items() if owner is subscriber]:
             self._laned.pop(lane)
-            self._lanes.remove(lane)
         for sock, owner in list(self._polled.items()):
             if owner is subscriber:
                 self._polled.pop(sock)
@@ -200,4 +198,3 @@ class KVEventsSubscribers:
             self._polled[sock] = subscriber
         if subscriber.lane is not None:
             self._laned[subscriber.lane] = subscriber
-            self._lanes.append(subscriber.lane)

@@ -72,7 +72,9 @@ class KVEventSink(Protocol):
 
 
 class LaneEntry(NamedTuple):
-    """What a lane applies to: the precise index's dict and this endpoint's slot in it."""
+    """What a lane applies to: the precise index's key table and this endpoint's slot in it
+    (a sink offering lanes has ``lane_entry(endpoint) -> LaneEntry | None`` and
+    ``lane_applied(endpoint, batches, other_tiers, other_groups)``, as `PreciseIndex`)."""
 
     owners: dict[int, int]
     held: int  # the slot's shared "holds" bit object
@@ -83,18 +85,6 @@ class LaneEntry(NamedTuple):
     block_size: int
     verified: bool  # the engine's first-block hash was checked
     key_mask: int
-
-
-class LaneSink(Protocol):
-    """A sink a lane may apply to directly (the precise index, engine key space)."""
-
-    def lane_entry(self, endpoint: str) -> LaneEntry | None:
-        """The endpoint's entry, or None when its batches must take the Python path."""
-
-    def lane_applied(
-        self, endpoint: str, batches: int, other_tiers: int, other_groups: int
-    ) -> None:
-        """A lane applied `batches` of `endpoint`'s batches (the index's counters and sweeps)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +155,7 @@ class EndpointStream:
         self._last_seq = seq
 
     def attach_lane(self, lane: Any) -> None:
-        """Let `lane` (a `_lane.Lane` on this endpoint's SUB socket) apply in-order batches;
+        """Let `lane` (a `_lane.Lane` on this endpoint's connection) apply in-order batches;
         None detaches it, taking in what it did."""
         if self._lane is not None:
             self._take_in()

@@ -129,10 +129,7 @@ class EndpointSubscriber:
             lane.feed(rest)
             lane.fd = tcp.fileno()
             try:
-                start = self.stream.on_connected(self._clock())
-                self._close_dealer()
-                if start is not None:
-                    self._request_replay(start)
+                self._connected()
             except Exception as exc:
                 self._die(exc)
                 return
@@ -142,11 +139,10 @@ class EndpointSubscriber:
             log.info("kv-events: %s disconnected: %s", self.address.publisher, lane.why)
             self._drop_connection()
             try:
-                self.stream.on_disconnected(self._clock())
+                self._disconnected()
             except Exception as exc:
                 self._die(exc)
                 return
-            self._close_dealer()
             await asyncio.sleep(pause)
 
     async def _open(self) -> tuple[socket.socket, bytes]:
@@ -316,17 +312,25 @@ class EndpointSubscriber:
             while _readable(monitor):
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
                 if event == zmq.EVENT_CONNECTED:
-                    start = self.stream.on_connected(self._clock())
-                    self._close_dealer()
-                    if start is not None:
-                        self._request_replay(start)
+                    self._connected()
                     if self._loop is not None:  # data may already be waiting
                         self._loop.call_soon(self._drain_sub)
                 elif event == zmq.EVENT_DISCONNECTED:
-                    self.stream.on_disconnected(self._clock())
-                    self._close_dealer()
+                    self._disconnected()
         except Exception as exc:
             self._die(exc)
+
+    def _connected(self) -> None:
+        """The connection is up (the SUB monitor's event, or a ZMTP handshake made): a clean
+        view, rebuilt from the publisher's retained history."""
+        start = self.stream.on_connected(self._clock())
+        self._close_dealer()
+        if start is not None:
+            self._request_replay(start)
+
+    def _disconnected(self) -> None:
+        self.stream.on_disconnected(self._clock())
+        self._close_dealer()
 
     def _request_replay(self, start: int) -> None:
         self._close_dealer()
