@@ -17,9 +17,9 @@ DEV := $(VENV)/.installed-dev
 OTEL_PROTO := $(BIN)/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))'
 RESTORE_OTEL_PROTO := $(PIP) --force-reinstall --no-deps "opentelemetry-proto==$$($(OTEL_PROTO))"
 
-# setup.py compiles the KV-event subscribers' native lane (src/sluice/datalayer/kvevents/_lane.c)
-# in place; a change to it reinstalls.
-$(BASE): pyproject.toml setup.py src/sluice/datalayer/kvevents/_lane.c
+# setup.py compiles the C parts in place (the KV-event subscribers' native lane, the OTLP
+# encoder's native part); a change to one reinstalls.
+$(BASE): pyproject.toml setup.py src/sluice/datalayer/kvevents/_lane.c src/sluice/tracing/_otlp.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	$(RESTORE_OTEL_PROTO)

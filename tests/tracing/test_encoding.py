@@ -1,6 +1,6 @@
-"""The tracer's own OTLP encoding of a request's spans (`sluice.tracing.otlp`) is the message
-the SDK's encoder makes of the same spans as `ReadableSpan`s — the path any other exporter
-takes — field for field."""
+"""The tracer's own OTLP encoding of a request's spans (`sluice.tracing.otlp`, with its native
+part or without) is the message the SDK's encoder makes of the same spans as `ReadableSpan`s —
+the path any other exporter takes — field for field."""
 
 from __future__ import annotations
 
@@ -78,7 +78,15 @@ def spans_of(message: ExportTraceServiceRequest) -> list[dict]:
     return spans
 
 
-async def test_the_direct_encoding_is_the_sdks_encoding_of_the_same_spans() -> None:
+@pytest.mark.parametrize("encoder_part", ["native", "python"])
+async def test_the_direct_encoding_is_the_sdks_encoding_of_the_same_spans(
+    encoder_part: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the extension's part (where it is built) and with the Python encoder alone."""
+    if encoder_part == "python":
+        monkeypatch.setattr(otlp, "NATIVE", None)
+    elif otlp.NATIVE is None:
+        pytest.skip("the OTLP extension is not built")
     receipts = await finished_receipts()
     kept = Kept()
     tracer = RequestTracer(kept, {})

@@ -12,10 +12,17 @@ queue wait, the picks, the dispatch, the response) are encoded one by one.
 `Trace` is what the batch thread has of one request: its spans, trace id, and the incoming
 parent (a `traceparent`), if any. Span ids: one `randbytes` per trace, eight bytes a span (the
 chance that one is all zeros, which OTLP calls invalid, is 2^-64 a span).
+
+Where the extension `_otlp.c` is built (`NATIVE`; `SLUICE_OTLP_NATIVE=0` turns it off), it
+encodes each request's spans in one call (`Tree.append`, beside what the form fixes: ids,
+times, attributes, status, flags) — the same bytes (tests/tracing/test_otlp_native.py), at a
+fraction of the CPU (`benchmarks/tracing_batch_cost.py`); a request with a value it does not
+encode (an int beyond 64 bits) goes through the Python encoder.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 from collections.abc import Iterable, Mapping
@@ -24,7 +31,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanContext
 
-from sluice.tracing.spans import COMMON, REQUEST, Form, Shape, Spans, Value, utf8
+from sluice.tracing.spans import COMMON, REQUEST, Form, Shape, Spans, Value, Values, utf8
 
 # opentelemetry-proto's numbers: Span.SpanKind, Status.StatusCode, SpanFlags
 _KIND_INTERNAL, _KIND_SERVER = 1, 2
@@ -35,6 +42,20 @@ _CACHED_ATTRIBUTES = 4096  # the table is emptied when it grows past this
 _TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64
 _DOUBLE = struct.Struct("<d")
 _FLAGS = struct.Struct("<I")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _extension() -> Any:
+    if os.environ.get("SLUICE_OTLP_NATIVE", "1") == "0":  # the Python encoder alone
+        return None
+    try:
+        from sluice.tracing import _otlp  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _otlp
+
+
+NATIVE: Any = _extension()
 
 
 class Trace(NamedTuple):
@@ -76,6 +97,8 @@ def _value(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"  # bool_value = 2
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:  # beyond OTLP's int64: its digits, as text
+            return _field(0x0A, str(value).encode())
         return b"\x18" + _varint(value if value >= 0 else value + (1 << 64))  # int_value = 3
     if isinstance(value, float):
         return b"\x21" + _DOUBLE.pack(value)  # double_value = 4
@@ -161,56 +184,94 @@ class Encoder:
         """The serialized request and its number of spans. Span ids are drawn from `rng`.
         Fields go in the order that lets the constant ones be kept together (a decoder takes
         them in any order; only the attributes' own order is kept: the common ones first)."""
-        out: list[bytes] = []
-        codes, encode_values, blocks = self._codes, self._values, self._blocks
-        child_tail = self._child_tail
-        prefixes, times = _SPAN_PREFIXES, _TIMES.pack
-        offset = self.offset_ns
-        count = 0
-        for (form, instants, values, error), trace_id, parent in traces:
-            code = codes.get(form) or self._code(form)
-            ids = code.ids(span_ids(rng, code.spans))
-            # the director's monotonic seconds -> Unix nanoseconds, as the SDK's path has them
-            ns = [int(t * 1e9) + offset for t in instants]
-            trace = trace_id.to_bytes(16, "big")
-            common = encode_values(self._common, values[0][:2])
-            # the children's ids and times, packed at once, then cut into one block a span
-            fields = code.fields.copy()
-            fields[1::_CHILD_ARGS] = [trace] * code.children
-            fields[3::_CHILD_ARGS] = ids[1:]
-            fields[5::_CHILD_ARGS] = code.parents(ids)
-            fields[7::_CHILD_ARGS] = code.starts(ns)
-            fields[9::_CHILD_ARGS] = code.ends(ns)
-            heads = (code.heads.get(len(common)) or code.heads_for(len(common))).copy()
-            tails = code.tails.copy()
-            for (i, shape, layout), own in zip(code.open, values[1:]):
-                if shape.repeats:
-                    tail = blocks.get((shape, own)) or self._kept_tail(shape, own)
-                else:
-                    tail = child_tail(layout, own)
-                tails[i] = tail
-                size = _CHILD_SIZE + (len(common) if shape.common else 0) + len(tail)
-                heads[i] = prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size)
-            pieces = code.pieces.copy()  # per child: its field's tag and length, ids and
-            pieces[0::4] = heads  # times, the common attributes (or none), the rest
-            pieces[1::4] = code.cut(code.pack(*fields))
-            pieces[2::4] = code.commons((common, b""))
-            pieces[3::4] = tails
-            # the root: its parent is the incoming one (or none), its status the request's
-            tail, up_id = self._root(form.shapes[0], values[0], error, common, parent)
-            size = _IDS_AND_TIMES + len(up_id) + len(tail)
-            out += (
-                prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size),
-                b"\x0a\x10" + trace + b"\x12\x08" + ids[0],
-                up_id,
-                times(0x39, ns[code.root_start], 0x41, ns[code.root_end]),
-                tail,
-            )
-            out += pieces
-            count += code.spans
-        scope_spans = _field(0x12, self._scope + b"".join(out))  # ResourceSpans.scope_spans = 2
+        spans, count = (self._placed if NATIVE is not None else self._joined)(traces, rng)
+        scope_spans = _field(0x12, self._scope + spans)  # ResourceSpans.scope_spans = 2
         resource_spans = _field(0x0A, self._resource + scope_spans)
         return resource_spans, count
+
+    def _placed(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytearray, int]:
+        """The spans, each request's encoded by the extension in one call."""
+        out = bytearray()
+        codes, offset = self._codes, self.offset_ns
+        count = 0
+        for trace in traces:
+            (form, instants, values, error), trace_id, parent = trace
+            code = codes.get(form) or self._code(form)
+            ids = span_ids(rng, code.spans)
+            up_id, remote = b"", False
+            if parent is not None:
+                up_id, remote = parent.span_id.to_bytes(8, "big"), parent.is_remote
+            trace_bytes = trace_id.to_bytes(16, "big")
+            if not code.tree.append(
+                out, ids, instants, offset, trace_bytes, values, error, up_id, remote
+            ):
+                out += b"".join(self._pieces(trace, code, ids))  # a value it leaves to Python
+            count += code.spans
+        return out, count
+
+    def _joined(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytes, int]:
+        """The spans, each request's as a few joined pieces."""
+        out: list[bytes] = []
+        codes = self._codes
+        count = 0
+        for trace in traces:
+            code = codes.get(trace.spans.form) or self._code(trace.spans.form)
+            out += self._pieces(trace, code, span_ids(rng, code.spans))
+            count += code.spans
+        return b"".join(out), count
+
+    def _pieces(self, trace: Trace, code: _FormCode, span_ids: bytes) -> list[bytes]:
+        """One request's spans, as pieces to join."""
+        (form, instants, values, error), trace_id, parent = trace
+        prefixes = _SPAN_PREFIXES
+        ids = code.ids(span_ids)
+        # the director's monotonic seconds -> Unix nanoseconds, as the SDK's path has them
+        offset = self.offset_ns
+        ns = [int(t * 1e9) + offset for t in instants]
+        trace_bytes = trace_id.to_bytes(16, "big")
+        common = self._values(self._common, values[0][:2])
+        # the children's ids and times, packed at once, then cut into one block a span
+        fields = code.fields.copy()
+        fields[1::_CHILD_ARGS] = [trace_bytes] * code.children
+        fields[3::_CHILD_ARGS] = ids[1:]
+        fields[5::_CHILD_ARGS] = code.parents(ids)
+        fields[7::_CHILD_ARGS] = code.starts(ns)
+        fields[9::_CHILD_ARGS] = code.ends(ns)
+        heads = (code.heads.get(len(common)) or code.heads_for(len(common))).copy()
+        tails = code.tails.copy()
+        for (i, shape, _), tail in zip(code.open, self._open_tails(code, values)):
+            tails[i] = tail
+            size = _CHILD_SIZE + (len(common) if shape.common else 0) + len(tail)
+            heads[i] = prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size)
+        pieces = code.pieces.copy()  # per child: its field's tag and length, ids and
+        pieces[0::4] = heads  # times, the common attributes (or none), the rest
+        pieces[1::4] = code.cut(code.pack(*fields))
+        pieces[2::4] = code.commons((common, b""))
+        pieces[3::4] = tails
+        # the root: its parent is the incoming one (or none), its status the request's
+        tail, up_id = self._root(form.shapes[0], values[0], error, common, parent)
+        if up_id:
+            up_id = b"\x22\x08" + up_id  # parent_span_id = 4
+        size = _IDS_AND_TIMES + len(up_id) + len(tail)
+        return [
+            prefixes[size] if size < _PREFIXED else b"\x12" + _varint(size),
+            b"\x0a\x10" + trace_bytes + b"\x12\x08" + ids[0],
+            up_id,
+            _TIMES.pack(0x39, ns[code.root_start], 0x41, ns[code.root_end]),
+            tail,
+            *pieces,
+        ]
+
+    def _open_tails(self, code: _FormCode, values: list[Values]) -> list[bytes]:
+        """The tails of the children the form leaves open, in order (`values[0]`: the root's)."""
+        blocks, child_tail = self._blocks, self._child_tail
+        tails = []
+        for (_, shape, layout), own in zip(code.open, values[1:]):
+            if shape.repeats:
+                tails.append(blocks.get((shape, own)) or self._kept_tail(shape, own))
+            else:
+                tails.append(child_tail(layout, own))
+        return tails
 
     def _code(self, form: Form) -> _FormCode:
         if len(self._codes) >= _CACHED_FORMS:
@@ -222,8 +283,27 @@ class Encoder:
             tails.append(b"" if values is None else self._child_tail(layout, values))
             if values is None:
                 open_children.append((i, shape, layout))
-        code = self._codes[form] = _FormCode(form, tails, tuple(open_children))
+        tree = self._tree(form, tails)
+        code = self._codes[form] = _FormCode(form, tails, tuple(open_children), tree)
         return code
+
+    def _tree(self, form: Form, tails: list[bytes]) -> Any:
+        """The extension's copy of what the form fixes (`_otlp.Tree`); None without it."""
+        if NATIVE is None:
+            return None
+        layouts = [
+            self._layouts.get(shape) or self._layout(shape, i == 0)
+            for i, shape in enumerate(form.shapes)
+        ]
+        return NATIVE.Tree(
+            form.parents,
+            form.bounds,
+            [s.common for s in form.shapes],
+            [None, *(None if f is None else t for f, t in zip(form.fixed[1:], tails))],
+            [layout.head for layout in layouts],
+            [layout.keys for layout in layouts],
+            self._common,
+        )
 
     def _root(
         self,
@@ -234,7 +314,7 @@ class Encoder:
         parent: SpanContext | None,
     ) -> tuple[bytes, bytes]:
         """The root's tail (name, kind, the common attributes and its own, status, flags) and
-        its parent's id field (none without an incoming parent)."""
+        its parent's span id (b"" without an incoming parent)."""
         layout = self._layouts.get(shape) or self._layout(shape, True)
         own = values[2:]  # after the common ones: objective, band, tenant, outcome, endpoint
         block = self._blocks.get((shape, own))
@@ -247,8 +327,7 @@ class Encoder:
         if parent is None:
             return layout.head + common + block + status + _FLAGS_LOCAL, b""
         flags = _FLAGS_REMOTE if parent.is_remote else _FLAGS_LOCAL
-        up_id = b"\x22\x08" + parent.span_id.to_bytes(8, "big")  # parent_span_id = 4
-        return layout.head + common + block + status + flags, up_id
+        return layout.head + common + block + status + flags, parent.span_id.to_bytes(8, "big")
 
 
 class _FormCode:
@@ -263,6 +342,7 @@ class _FormCode:
         form: Form,
         tails: list[bytes],
         open_children: tuple[tuple[int, Shape, _Layout], ...],
+        tree: Any,
     ) -> None:
         self.spans = n = len(form)
         self.children = m = n - 1
@@ -277,6 +357,7 @@ class _FormCode:
         self.commons = itemgetter(*(0 if s.common else 1 for s in form.shapes[1:]))
         self.tails = tails
         self.open = open_children
+        self.tree = tree  # the extension's copy (None without it)
         self.pieces: list[bytes] = [b""] * (4 * m)
         self._common = [s.common for s in form.shapes[1:]]
         self.heads: dict[int, list[bytes]] = {}  # by the common attributes' length
