@@ -1,7 +1,8 @@
 """CPU the tracer's batch thread spends per traced request, by part: building the request's spans
 from its finished receipt (`tracing.spans.request_spans`, reading the frozen scheduling record
-included), encoding them into OTLP requests of ~42 requests each (`tracing.otlp.Encoder`, as the
-default batch of 512 spans holds), and sending those over the OTLP/HTTP exporter's own client to
+included), encoding them into OTLP requests of as many requests as the tracer's batch holds
+(`tracing.otlp.Encoder`; ~170 at the default batch of 2,048 spans, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+sets it), and sending those over the OTLP/HTTP exporter's own client to
 an OTLP receiver in its own process (not counted); and `thread`: the three as the batch thread
 runs them (`RequestTracer._export_queued` over queued receipts: each request's spans built as
 the encoder reaches it, dropped once encoded — the parts keep a whole pass's spans alive between
@@ -37,7 +38,6 @@ from sluice.receipts import ReceiptRecorder, ReceiptRing
 from sluice.tracing import otlp, tracer_from_environment
 from sluice.tracing.spans import request_spans
 
-PER_EXPORT = 42  # requests in one export of the default batch (512 spans, 12 a request)
 PARTS = ("spans", "encode", "send", "thread")
 
 
@@ -47,6 +47,7 @@ def measure(requests: int, rounds: int) -> tuple[dict[str, float], float]:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
         tracer = tracer_from_environment()
         assert tracer is not None and tracer._send is not None
+        per_export = tracer._wake_at  # the requests one export takes
         ring = ReceiptRing(requests, 1 << 30)
         core, placed = receipts_core.core(ReceiptRecorder(ring))
         receipts_core.run(core, placed, requests, 0)
@@ -60,10 +61,10 @@ def measure(requests: int, rounds: int) -> tuple[dict[str, float], float]:
             t1 = time.process_time()
             exports = [
                 tracer._encoder.encode(
-                    (otlp.Trace(t, rng.getrandbits(128), None) for t in trees[i : i + PER_EXPORT]),
+                    (otlp.Trace(t, rng.getrandbits(128), None) for t in trees[i : i + per_export]),
                     rng,
                 )[0]
-                for i in range(0, len(trees), PER_EXPORT)
+                for i in range(0, len(trees), per_export)
             ]
             t2 = time.process_time()
             for data in exports:

@@ -180,14 +180,26 @@ class Encoder:
         tail = blocks[shape, values] = self._child_tail(layout, values)
         return tail
 
-    def encode(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytes, int]:
+    def encode(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytes | bytearray, int]:
         """The serialized request and its number of spans. Span ids are drawn from `rng`.
         Fields go in the order that lets the constant ones be kept together (a decoder takes
         them in any order; only the attributes' own order is kept: the common ones first)."""
-        spans, count = (self._placed if NATIVE is not None else self._joined)(traces, rng)
-        scope_spans = _field(0x12, self._scope + spans)  # ResourceSpans.scope_spans = 2
-        resource_spans = _field(0x0A, self._resource + scope_spans)
-        return resource_spans, count
+        if NATIVE is None:
+            spans, count = self._joined(traces, rng)
+            scope_spans = _field(0x12, self._scope + spans)  # ResourceSpans.scope_spans = 2
+            return _field(0x0A, self._resource + scope_spans), count
+        placed, count = self._placed(traces, rng)
+        # the same envelope, put in front of the spans in place: a batch is ~0.5 MB, and a
+        # copy of it into a new object costs more than encoding its spans
+        scope_size = len(self._scope) + len(placed)
+        scope_field = b"\x12" + _varint(scope_size) + self._scope
+        placed[0:0] = (
+            b"\x0a"
+            + _varint(len(self._resource) + len(scope_field) + len(placed))
+            + self._resource
+            + scope_field
+        )
+        return placed, count
 
     def _placed(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytearray, int]:
         """The spans, each request's encoded by the extension in one call."""
