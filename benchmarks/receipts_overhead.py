@@ -12,6 +12,8 @@ score tables):
   (`OTEL_TRACES_SAMPLER=always_on`), to an OTLP receiver on 127.0.0.1 in this process;
 - `tracing-sampled`: the same at `parentbased_traceidratio` with `--sample-ratio` (default 0.1,
   as upstream's inferencepool chart configures tracing for production);
+- with `--aa`: `off-again`, the same as `off` in its own process and Envoy (an A/A arm: how far
+  two equal arms differ in this run, the noise floor of every ratio);
 - with `--batch-spans N`: `tracing-batchN`, every request traced with
   `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=N` and `OTEL_BSP_MAX_QUEUE_SIZE=4N` (fewer, larger POSTs);
 - with `--against TREE`: `off` and `receipts` again from another checkout's `src/` (a before and
@@ -27,7 +29,9 @@ machines; `--one-at-a-time` does that, the order rotating per round). Per arm: r
 Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
 exporter's included) over all rounds, and its cost against `off`:
 `1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios;
-for the tracing arms also against `receipts` (what tracing adds to receipts).
+for the tracing arms also against `receipts` (what tracing adds to receipts); and per arm the
+CPU of its threads beside the event loop's (/proc/PID/task: the tracer's batch thread) per
+request.
 The receiver decodes what it gets and counts spans, so the tracing arms show their spans
 arrived.
 
@@ -53,7 +57,7 @@ from pathlib import Path
 import aiohttp
 
 from sluice.bench.harness.child import exit_on_sigterm, stop_processes
-from sluice.bench.harness.cpu import cpu_seconds
+from sluice.bench.harness.cpu import cpu_seconds, thread_cpu_seconds
 from sluice.bench.harness.envoy import REPO as ROOT
 from sluice.bench.harness.envoy import Envoy, GatewayPorts, render_config
 from sluice.bench.harness.otlp_sink import OtlpSinkProcess
@@ -91,6 +95,7 @@ class Arm:
         self.url = f"http://127.0.0.1:{self.ports.listener}{PATH}"
         self.done = 0
         self.cpu = 0.0
+        self.side_cpu = 0.0  # of its threads but the event loop's (the tracer's batch thread)
         self.rounds: list[float] = []  # requests per Sluice CPU-second, per round
         self.loads: list[float] = []  # the 1-minute load average after each round
 
@@ -130,16 +135,23 @@ async def load(arms: list[Arm], concurrency: int, seconds: float) -> None:
                 await one(sessions[i], arms[i].url)
                 done[i] += 1
 
+        main0 = [_main_thread_cpu(arm.process.pid) for arm in arms]
         cpu0 = [cpu_seconds(arm.process.pid) for arm in arms]
         await asyncio.gather(*(worker(i) for i in range(len(arms)) for _ in range(concurrency)))
         cpu = [cpu_seconds(arm.process.pid) - c for arm, c in zip(arms, cpu0)]
+        main = [_main_thread_cpu(arm.process.pid) - m for arm, m in zip(arms, main0)]
     finally:
         for http in sessions:
             await http.close()
-    for arm, n, c in zip(arms, done, cpu):
+    for arm, n, c, m in zip(arms, done, cpu, main):
         arm.done += n
         arm.cpu += c
+        arm.side_cpu += c - m
         arm.rounds.append(n / max(c, 1e-9))
+
+
+def _main_thread_cpu(pid: int) -> float:
+    return thread_cpu_seconds(pid).get(pid, 0.0)
 
 
 GOAL_ON_PCT = 10.0  # issue #18: receipts and tracing on cost <= 10 %
@@ -179,6 +191,8 @@ async def run(args: argparse.Namespace, sink_url: str) -> list[Arm]:
             Arm("tracing", [], {**otlp, "OTEL_TRACES_SAMPLER": "always_on"}, manifests, engines),
             Arm(f"tracing-{args.sample_ratio:g}", [], {**otlp, **sampled}, manifests, engines),
         ]
+        if args.aa:  # the same as off in another process: what arms differ by when equal
+            arms.append(Arm("off-again", off_flags, {}, manifests, engines))
         if args.batch_spans:  # every request traced, in larger exports (fewer POSTs)
             big = {
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(args.batch_spans),
@@ -272,6 +286,8 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
             "cost_vs_off_pct": round(100 * (1 - rate / base_rate), 1),
             "per_round_cost_pct": [round(100 * (1 - x), 1) for x in ratios],
             "median_round_cost_pct": round(100 * (1 - statistics.median(ratios)), 1),
+            # CPU of the threads beside the event loop's, per request (the tracer's batch thread)
+            "other_threads_us_per_request": round(1e6 * arm.side_cpu / max(arm.done, 1), 1),
         }
         tree = "@against" if arm.name.endswith("@against") else ""
         if tree and arm.name != "off@against":  # against its own tree's off
@@ -298,6 +314,19 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
     what = f"receipts + tracing sampled at {args.sample_ratio:g} (parentbased_traceidratio)"
     goal_line(sampled, base, what, window)
     names = {a.name: a for a in arms}
+    if args.aa:
+        again = names["off-again"]
+        pooled = 100 * (1 - (again.done / again.cpu) / base_rate)
+        per_round = [100 * (1 - a / b) for a, b in zip(again.rounds, base.rounds)]
+        print(
+            f"A/A: off again (another process, the same flags) at {pooled:+.1f} % of off "
+            f"(rounds {min(per_round):+.1f} to {max(per_round):+.1f} %): the noise floor of "
+            "this run's arm-against-arm ratios"
+        )
+    print(
+        f"tracer's batch thread (every request traced): {1e6 * traced.side_cpu / traced.done:.1f}"
+        " us CPU a request"
+    )
     if args.batch_spans:
         batched = f"receipts + tracing (every request, batches of {args.batch_spans} spans)"
         goal_line(names[f"tracing-batch{args.batch_spans}"], base, batched, window)
@@ -328,6 +357,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--aa", action="store_true", help="also an A/A arm: off again, in its own process"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--engines", type=int, default=4)
     parser.add_argument("--sample-ratio", type=float, default=0.1)
