@@ -22,6 +22,7 @@ encode (an int beyond 64 bits) goes through the Python encoder.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import struct
@@ -48,11 +49,10 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 def _extension() -> Any:
     if os.environ.get("SLUICE_OTLP_NATIVE", "1") == "0":  # the Python encoder alone
         return None
-    try:
-        from sluice.tracing import _otlp  # type: ignore[attr-defined]
+    try:  # by its full name: `from sluice.tracing import` would import the package from here
+        return importlib.import_module("sluice.tracing._otlp")
     except ImportError:
         return None
-    return _otlp
 
 
 NATIVE: Any = _extension()
