@@ -222,12 +222,8 @@ put_attributes(Buf *b, PyObject *keys, PyObject *values, Py_ssize_t from)
         n = PyTuple_GET_SIZE(values) - from;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *key = PyTuple_GET_ITEM(keys, i), *value = PyTuple_GET_ITEM(values, from + i);
-        if (value == Py_None)
+        if (value == Py_None) /* keys were checked to be bytes when the Tree was made */
             continue;
-        if (!PyBytes_Check(key)) {
-            PyErr_SetString(PyExc_TypeError, "attributes: keys are encoded fields (bytes)");
-            return FAILED;
-        }
         Py_ssize_t key_len = PyBytes_GET_SIZE(key), pair = open_field(b, 0x4A);
         if (pair < 0 || reserve(b, key_len) < 0)
             return FAILED;
@@ -253,7 +249,7 @@ put_attributes(Buf *b, PyObject *keys, PyObject *values, Py_ssize_t from)
  * root among them), its head (name and kind) and its attributes' keys. */
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t spans;
+    Py_ssize_t spans, open; /* all of them; those the form leaves open (the root among them) */
     Py_ssize_t *parents; /* per span; the root's unused */
     Py_ssize_t *bounds;  /* start, end per span */
     Py_ssize_t last;     /* the largest bound */
@@ -392,6 +388,7 @@ tree_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             t->tails[i] = tail;
             continue;
         }
+        t->open++;
         PyObject *head = PySequence_Fast_GET_ITEM(heads, i), *own = PySequence_Fast_GET_ITEM(keys, i);
         if (!PyBytes_Check(head) || !all_bytes(own)) {
             PyErr_SetString(PyExc_TypeError,
@@ -508,9 +505,7 @@ tree_append(Tree *t, PyObject *const *args, Py_ssize_t nargs)
                         "Tree.append: instants is a list, with as many as the form has");
         return NULL;
     }
-    Py_ssize_t open = 0;
-    for (Py_ssize_t i = 0; i < t->spans; i++)
-        open += t->tails[i] == NULL;
+    Py_ssize_t open = t->open;
     if (!PyList_Check(values) || PyList_GET_SIZE(values) != open) {
         PyErr_Format(PyExc_ValueError, "Tree.append: values is a list of the %zd open spans'",
                      open);

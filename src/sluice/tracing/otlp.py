@@ -16,8 +16,8 @@ chance that one is all zeros, which OTLP calls invalid, is 2^-64 a span).
 Where the extension `_otlp.c` is built (`NATIVE`; `SLUICE_OTLP_NATIVE=0` turns it off), it
 encodes each request's spans in one call (`Tree.append`, beside what the form fixes: ids,
 times, attributes, status, flags) — the same bytes (tests/tracing/test_otlp_native.py), at a
-fraction of the CPU (`benchmarks/tracing_batch_cost.py`); a request with a value it does not
-encode (an int beyond 64 bits) goes through the Python encoder.
+fraction of the CPU (`benchmarks/tracing_batch_cost.py`); a request with a value of a type it
+does not encode (not a str, bool, int, float, tuple or list) goes through the Python encoder.
 """
 
 from __future__ import annotations
@@ -186,20 +186,19 @@ class Encoder:
         them in any order; only the attributes' own order is kept: the common ones first)."""
         if NATIVE is None:
             spans, count = self._joined(traces, rng)
-            scope_spans = _field(0x12, self._scope + spans)  # ResourceSpans.scope_spans = 2
-            return _field(0x0A, self._resource + scope_spans), count
+            return self._envelope(len(spans)) + spans, count
         placed, count = self._placed(traces, rng)
-        # the same envelope, put in front of the spans in place: a batch is ~0.5 MB, and a
-        # copy of it into a new object costs more than encoding its spans
-        scope_size = len(self._scope) + len(placed)
-        scope_field = b"\x12" + _varint(scope_size) + self._scope
-        placed[0:0] = (
-            b"\x0a"
-            + _varint(len(self._resource) + len(scope_field) + len(placed))
-            + self._resource
-            + scope_field
-        )
+        # in place: a batch is ~0.5 MB, and a copy of it into a new object costs more than
+        # encoding its spans
+        placed[0:0] = self._envelope(len(placed))
         return placed, count
+
+    def _envelope(self, spans_size: int) -> bytes:
+        """What goes before a batch's spans: the ResourceSpans field with its resource, and
+        the start of its scope_spans = 2 (the scope, then the spans)."""
+        scope_field = b"\x12" + _varint(len(self._scope) + spans_size) + self._scope
+        size = len(self._resource) + len(scope_field) + spans_size
+        return b"\x0a" + _varint(size) + self._resource + scope_field
 
     def _placed(self, traces: Iterable[Trace], rng: random.Random) -> tuple[bytearray, int]:
         """The spans, each request's encoded by the extension in one call."""
