@@ -413,6 +413,7 @@ class App:
                     header_timeout_s=options.request_header_timeout,
                     body_timeout_s=options.request_body_timeout,
                     first_byte_timeout_s=options.engine_first_byte_timeout,
+                    freeze_gc=False,  # the process's owner freezes the heap (`sluice serve`)
                 ),
             )
             with _listening("proxy-port", options.proxy_host, options.proxy_port):

@@ -41,11 +41,19 @@ def run_serve(
     program: str = "sluice serve",
     on_started: Callable[[], None] | None = None,
 ) -> int:
-    """Run the application until a signal; start-up mistakes exit 2 with a clear message."""
+    """Run the application until a signal; start-up mistakes exit 2 with a clear message. Once
+    every server listens, the heap start-up left is frozen (`util.heap`), whichever servers run."""
     from sluice.app import App, AppError
+    from sluice.util.heap import freeze_start_up_heap
+
+    def started() -> None:
+        # this process serves until a signal: what start-up left alive is never garbage
+        freeze_start_up_heap()
+        if on_started is not None:
+            on_started()
 
     async def main() -> None:
-        await App(options).run_forever(on_started)
+        await App(options).run_forever(started)
 
     try:
         run_async(main())

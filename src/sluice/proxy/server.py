@@ -21,7 +21,6 @@ hot path, and four fixed routes don't need a router.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import uuid
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from aiohttp import web
 from sluice.director.contract import Admission, Limits, Pipeline
 from sluice.requests.errors import ErrorCode, SluiceError, shutting_down
 from sluice.requests.model import HEADER_REQUEST_ID
+from sluice.util.heap import freeze_start_up_heap
 
 from .errors import error_response, payload_too_large, service_unavailable
 from .forward import RelayOptions, Target, UntrackedTarget, UpstreamCall, forward
@@ -67,7 +67,8 @@ class ProxyOptions:
     # A hung engine: no response head this long after the request went out → the next fallback,
     # or 504. Non-streamed responses send their head when generation ends, hence generous.
     first_byte_timeout_s: float = 300.0
-    # `gc.freeze()` once started: see `_freeze_start_up_heap`. Process-wide, hence a knob.
+    # `gc.freeze()` once started (`util.heap`), for a proxy mounted on its own; `sluice serve`
+    # freezes its whole process instead. Process-wide, hence a knob.
     freeze_gc: bool = True
     # `--emit-endpoint-scores`: the scheduler's scores per endpoint as a response header.
     emit_endpoint_scores: bool = False
@@ -172,7 +173,7 @@ class ProxyServer:
         await site.start()
         self._port = self._runner.addresses[0][1]
         if self._options.freeze_gc:
-            _freeze_start_up_heap()
+            freeze_start_up_heap()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -305,19 +306,6 @@ class ProxyServer:
         if self._session is None:
             raise RuntimeError("the proxy is not started")
         return self._session
-
-
-def _freeze_start_up_heap() -> None:
-    """Move everything alive after start-up into the collector's permanent generation.
-
-    Why: every request allocates container objects, so young-generation collections run all the
-    time and, every so often, a full collection walks the whole heap — modules, gRPC, Kubernetes
-    and Prometheus clients, configuration — although none of it ever becomes garbage. Frozen
-    objects are skipped by the collector (they are still freed normally when their reference
-    count drops to zero). docs/proxy.md has the measured effect.
-    """
-    gc.collect()  # start-up garbage goes first, rather than being frozen forever
-    gc.freeze()
 
 
 def _names_a_model(body: bytes) -> bool:
