@@ -106,8 +106,19 @@ class HyperConnection(GrpcConnection):
         elif kind in _CONTROL_EVENTS:
             self._on_control_frame()  # (h2 answers PINGs itself)
         elif kind is ConnectionTerminated:
-            self._on_goaway(int(cast(ConnectionTerminated, event).error_code or 0))
+            self._on_peer_goaway(int(cast(ConnectionTerminated, event).error_code or 0))
         # SettingsAcknowledged, TrailersReceived (StreamEnded follows): nothing to do.
+
+    def _on_peer_goaway(self, code: int) -> None:
+        """h2 (4.x) ends the connection on the peer's GOAWAY, whatever its code: it drops what
+        it had queued and refuses every frame after (`SEND_HEADERS in state CLOSED`), so the
+        calls still open cannot be answered. They are cancelled and the connection closed —
+        where the `h2` engine, as RFC 9113 §6.8 allows, finishes them first."""
+        if code == 0:
+            log.info("HTTP/2 peer sent GOAWAY: closing (h2 cannot answer the calls still open)")
+            self._close()
+            return
+        self._on_goaway(code)
 
     def _data(self, event: DataReceived) -> None:
         stream_id = event.stream_id
