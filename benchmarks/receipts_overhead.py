@@ -16,6 +16,8 @@ score tables):
   two equal arms differ in this run, the noise floor of every ratio);
 - with `--batch-spans N`: `tracing-batchN`, every request traced with
   `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=N` and `OTEL_BSP_MAX_QUEUE_SIZE=4N` (fewer, larger POSTs);
+- with `--ring N` (repeatable): `receipts-ringN`, receipts with a ring of N
+  (`--decision-receipts=N`): what the ring's size costs;
 - with `--against TREE`: `off` and `receipts` again from another checkout's `src/` (a before and
   after in one run; `receipts@against` is also given against its own tree's `off`), and with
   `--against-tracing` its two tracing arms too (against its own tree's `off` and `receipts`).
@@ -201,6 +203,9 @@ async def run(args: argparse.Namespace, sink_url: str) -> list[Arm]:
             }
             every = {**otlp, **big, "OTEL_TRACES_SAMPLER": "always_on"}
             arms.append(Arm(f"tracing-batch{args.batch_spans}", [], every, manifests, engines))
+        for size in args.ring:  # receipts kept in a ring of another size
+            ring = [f"--decision-receipts={size}"]
+            arms.append(Arm(f"receipts-ring{size}", ring, {}, manifests, engines))
         if args.against:  # the same arms from another source tree, in the same run
             before = {"PYTHONPATH": str(Path(args.against).resolve() / "src")}
             arms += [
@@ -379,6 +384,14 @@ def cli() -> None:
         metavar="N",
         help="also an every-request tracing arm with OTEL_BSP_MAX_EXPORT_BATCH_SIZE=N "
         "(and a queue of 4N spans): what fewer, larger POSTs save",
+    )
+    parser.add_argument(
+        "--ring",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="also a receipts arm whose ring keeps N receipts (repeatable; the default is 1024)",
     )
     parser.add_argument(
         "--one-at-a-time",
