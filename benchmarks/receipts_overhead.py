@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -280,10 +281,11 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
         "connections_received": sink.connections,
         "receiver": f"own process (pid {sink.pid}), not counted",
     }
+    entries: dict[str, dict[str, Any]] = {}  # per arm, as printed
     for arm in arms:
         rate = arm.done / arm.cpu
         ratios = [a / b for a, b in zip(arm.rounds, base.rounds)]
-        entry: dict[str, object] = {
+        entry: dict[str, Any] = {
             "requests": arm.done,
             "sluice_cpu_s": round(arm.cpu, 2),
             "requests_per_cpu_s": round(rate, 1),
@@ -309,7 +311,7 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
             entry["median_round_cost_vs_receipts_pct"] = round(
                 100 * (1 - statistics.median(own)), 1
             )
-        out[arm.name] = entry
+        out[arm.name] = entries[arm.name] = entry
     print(json.dumps(out, indent=2))
     # the claim: receipts and tracing on, against off, pooled and per round — tracing every
     # request, and as upstream's chart deploys it in production (parentbased_traceidratio 0.1)
@@ -320,18 +322,15 @@ def report(args: argparse.Namespace, arms: list[Arm], sink: OtlpSinkProcess) -> 
     goal_line(sampled, base, what, window)
     names = {a.name: a for a in arms}
     if args.aa:
-        again = names["off-again"]
-        pooled = 100 * (1 - (again.done / again.cpu) / base_rate)
-        per_round = [100 * (1 - a / b) for a, b in zip(again.rounds, base.rounds)]
+        again = entries["off-again"]
+        per_round = again["per_round_cost_pct"]
         print(
-            f"A/A: off again (another process, the same flags) at {pooled:+.1f} % of off "
-            f"(rounds {min(per_round):+.1f} to {max(per_round):+.1f} %): the noise floor of "
-            "this run's arm-against-arm ratios"
+            f"A/A: off again (another process, the same flags) at "
+            f"{again['cost_vs_off_pct']:+.1f} % of off (rounds {min(per_round):+.1f} to "
+            f"{max(per_round):+.1f} %): the noise floor of this run's arm-against-arm ratios"
         )
-    print(
-        f"tracer's batch thread (every request traced): {1e6 * traced.side_cpu / traced.done:.1f}"
-        " us CPU a request"
-    )
+    batch_us = entries[traced.name]["other_threads_us_per_request"]
+    print(f"tracer's batch thread (every request traced): {batch_us:.1f} us CPU a request")
     if args.batch_spans:
         batched = f"receipts + tracing (every request, batches of {args.batch_spans} spans)"
         goal_line(names[f"tracing-batch{args.batch_spans}"], base, batched, window)

@@ -12,28 +12,20 @@ import logging
 
 from net.conftest import ECHO, Recorder
 from net.h2_peer import ACK, END_HEADERS, GOAWAY, HEADERS, PING, Wire, frame
+from net.test_h2_fuzz import LoopErrors
 from net.test_h2_limits import _block
 from sluice.net.server import GrpcServer
 
 UNKNOWN = "/unknown.Service/Method"
 
 
-class _Errors(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[object] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_a_goaway_with_calls_open_ends_each_once_and_never_breaks_the_read_path(
     server: GrpcServer, recorder: Recorder, engine: str
 ) -> None:
-    errors = _Errors()
+    errors = LoopErrors()
     logging.getLogger().addHandler(errors)
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _, context: errors.records.append(context))
+    loop.set_exception_handler(lambda _, context: errors.records.append(context))  # type: ignore[arg-type]
     try:
         wire = await Wire.open(server.port)
         # an echo call left open, an unknown method whose answer goes out after the GOAWAY
