@@ -28,12 +28,12 @@ One run: `--rounds` rounds of `--seconds`, each loading all arms at once, `--con
 closed-loop clients each, so that every arm sees the same machine at every moment (on a
 shared machine whose load swings within seconds, arms loaded one after the other see different
 machines; `--one-at-a-time` does that, the order rotating per round). Per arm: requests per
-Sluice CPU-second (its process's utime+stime from /proc over the load window, all threads, the
-exporter's included) over all rounds, and its cost against `off`:
+Sluice CPU-second (its process's CPU-time clock over the load window, to the nanosecond, all
+threads, the exporter's included; `bench.harness.cpu`) over all rounds, and its cost against `off`:
 `1 - (req/CPU-s of the arm) / (req/CPU-s of off)`, with the spread of the per-round ratios;
 for the tracing arms also against `receipts` (what tracing adds to receipts); and per arm the
-CPU of its threads beside the event loop's (/proc/PID/task: the tracer's batch thread) per
-request.
+CPU of its threads beside the event loop's (each thread's scheduler count in /proc/PID/task:
+the tracer's batch thread) per request.
 The receiver decodes what it gets and counts spans, so the tracing arms show their spans
 arrived.
 
