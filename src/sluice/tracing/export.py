@@ -1,12 +1,12 @@
 """The OTLP side: finished requests to the official SDK's OTLP/HTTP exporter (configured by the
 standard `OTEL_*` variables: endpoint, headers, timeout, compression, `OTEL_SERVICE_NAME`,
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`; batching by `OTEL_BSP_SCHEDULE_DELAY`,
-`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`). Unset, the batch and the queue
-are four times the SDK's (2,048 and 8,192 spans, against 512 and 2,048): the SDK sizes them for
-spans that end one at a time, where a request here ends with its dozen at once, and each POST
-costs the HTTP client ~0.4 ms of CPU whatever its size — at the SDK's batch that is ~10 µs a
-traced request, a third of the batch thread's CPU (`benchmarks/tracing_batch_cost.py`). The
-OpenTelemetry Collector's own batch processor sends 8,192 spans a batch.
+`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`). Unset, a batch is what the
+OpenTelemetry Collector's own batch processor sends (8,192 spans, ~680 requests, ~2 MB) and the
+queue four batches, as the SDK's (32,768 spans): the SDK's 512 and 2,048 are sized for spans
+that end one at a time, where a request here ends with its dozen at once, and each POST costs
+the HTTP client ~0.4 ms of CPU whatever its size — at the SDK's batch that is ~10 µs a traced
+request, at 2,048 spans ~3, at 8,192 under 1 (`benchmarks/tracing_batch_cost.py`).
 
 The event loop pays for the sampling decision and one deque append per sampled request: the
 batch thread turns each queued receipt into its spans (`spans.py`) and exports them. To the
@@ -53,7 +53,7 @@ SCOPE = InstrumentationScope("sluice")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _OK = Status(StatusCode.UNSET)
 SPANS_PER_REQUEST = 12  # the default config's tree (five scorers); only sizes the queue
-BATCH_SPANS, QUEUE_SPANS = 2048, 8192  # unless OTEL_BSP_* say otherwise (see above)
+BATCH_SPANS, QUEUE_SPANS = 8192, 4 * 8192  # unless OTEL_BSP_* say otherwise (see above)
 
 
 def otlp_tracer(env: Mapping[str, str]) -> RequestTracer:
