@@ -17,9 +17,10 @@ DEV := $(VENV)/.installed-dev
 OTEL_PROTO := $(BIN)/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))'
 RESTORE_OTEL_PROTO := $(PIP) --force-reinstall --no-deps "opentelemetry-proto==$$($(OTEL_PROTO))"
 
-# setup.py compiles the C parts in place (the KV-event subscribers' native lane, the OTLP
-# encoder's native part); a change to one reinstalls.
-$(BASE): pyproject.toml setup.py src/sluice/datalayer/kvevents/_lane.c src/sluice/tracing/_otlp.c
+# setup.py compiles the C parts in place (the KV-event subscribers' native lane, the tracer's
+# span builder and OTLP encoder); a change to one reinstalls.
+$(BASE): pyproject.toml setup.py src/sluice/datalayer/kvevents/_lane.c src/sluice/tracing/_otlp.c \
+		src/sluice/tracing/_spans.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	$(RESTORE_OTEL_PROTO)
