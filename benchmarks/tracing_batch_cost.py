@@ -1,7 +1,7 @@
 """CPU the tracer's batch thread spends per traced request, by part: building the request's spans
 from its finished receipt (`tracing.spans.request_spans`, reading the frozen scheduling record
 included), encoding them into OTLP requests of as many requests as the tracer's batch holds
-(`tracing.otlp.Encoder`; ~170 at the default batch of 2,048 spans, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+(`tracing.otlp.Encoder`; ~680 at the default batch of 8,192 spans, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
 sets it), and sending those over the OTLP/HTTP exporter's own client to
 an OTLP receiver in its own process (not counted); and `thread`: the three as the batch thread
 runs them (`RequestTracer._export_queued` over queued receipts: each request's spans built as
