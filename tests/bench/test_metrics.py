@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sluice.bench.metrics import delivered_output_tps, goodput, jain_index, percentile
+from sluice.bench.metrics import delivered_output_tps, goodput, jain_index, percentile, timeline
 from sluice.bench.records import RequestRecord, RunResult, Sample
 
 
@@ -94,3 +94,21 @@ def test_delivered_output_tps_ends_at_the_last_completion_between_two_samples() 
     assert delivered_output_tps(cut) == pytest.approx(800 / 8)
     assert math.isnan(delivered_output_tps(_counted([(1, 0), (2, 0)], last_completion=0.5)))
     assert math.isnan(delivered_output_tps(_counted([], last_completion=1.0)))
+
+
+def test_a_timeline_slices_the_run_until_its_last_completion() -> None:
+    """Two requests: one dispatched at once and done at 3 s, one queued until 4 s and done at
+    7 s; the engines generate 100 tokens a second until 7 s."""
+    early = RequestRecord("a", "t", 0, 0.0, 10, 10, dispatched_at=0.0, completed_at=3.0)
+    late = RequestRecord("b", "t", 0, 1.0, 10, 10, dispatched_at=4.0, completed_at=7.0)
+    samples = [
+        Sample(at, {0: 1 if 1.0 <= at < 4.0 else 0}, {}, 1, 1, generated_tokens=int(100 * at))
+        for at in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0)
+    ]
+    run = RunResult("s", "arm", 1, 1.0, [early, late], samples)
+    slices = timeline(run, 2.0)
+    assert [s.start for s in slices] == [0.0, 2.0, 4.0, 6.0]  # the last holds the completion
+    assert [s.output_tps for s in slices] == pytest.approx([100.0] * 4)
+    assert [s.queued for s in slices] == [1, 1, 0, 0]  # at each slice's last sample
+    assert [s.running for s in slices] == [1, 0, 1, 0]  # at 1, 3, 5 and 7 s
+    assert [s.arrived for s in slices] == [2, 0, 0, 0]

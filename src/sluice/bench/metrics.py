@@ -178,6 +178,53 @@ def engine_concurrency(run: RunResult, engines: int) -> float:
     return busy / (end - start) / engines
 
 
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """The pool over one slice of a run's time (`timeline`)."""
+
+    start: float
+    output_tps: float  # the engines' generated tokens over the slice (NaN: under two samples)
+    queued: int  # in the router's queues at the slice's last sample
+    running: int  # dispatched and not yet completed at the slice's middle, pool-wide
+    arrived: int
+
+
+def timeline(run: RunResult, step_s: float) -> list[Slice]:
+    """The run in slices of `step_s`, up to its last completion: where a throughput ratio comes
+    from (the engines' batch while the load is offered, the backlog left at the last arrival,
+    how fast it drains)."""
+    end = max((r.completed_at or 0.0 for r in run.records), default=0.0)
+    slices: list[Slice] = []
+    start = 0.0
+    while start <= end:
+        stop = start + step_s
+        inside = [s for s in run.samples if start <= s.at < stop]
+        counted = [s for s in inside if s.generated_tokens is not None]
+        tps = math.nan
+        if len(counted) >= 2 and counted[-1].at > counted[0].at:
+            first, last = counted[0].generated_tokens or 0, counted[-1].generated_tokens or 0
+            tps = (last - first) / (counted[-1].at - counted[0].at)
+        middle = start + step_s / 2
+        running = sum(
+            1
+            for r in run.records
+            if r.dispatched_at is not None
+            and r.dispatched_at <= middle
+            and (r.completed_at is None or r.completed_at > middle)
+        )
+        slices.append(
+            Slice(
+                start,
+                tps,
+                sum(inside[-1].queued_by_band.values()) if inside else 0,
+                running,
+                sum(1 for r in run.records if start <= r.arrived_at < stop),
+            )
+        )
+        start = stop
+    return slices
+
+
 def fairness(
     run: RunResult,
     tenants: Sequence[str],
