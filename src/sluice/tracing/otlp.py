@@ -22,8 +22,6 @@ does not encode (not a str, bool, int, float, tuple or list) goes through the Py
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
 import struct
 from collections.abc import Iterable, Mapping
@@ -32,7 +30,17 @@ from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanContext
 
-from sluice.tracing.spans import COMMON, REQUEST, Form, Shape, Spans, Value, Values, utf8
+from sluice.tracing.spans import (
+    COMMON,
+    REQUEST,
+    Form,
+    Shape,
+    Spans,
+    Value,
+    Values,
+    native_part,
+    utf8,
+)
 
 # opentelemetry-proto's numbers: Span.SpanKind, Status.StatusCode, SpanFlags
 _KIND_INTERNAL, _KIND_SERVER = 1, 2
@@ -46,16 +54,7 @@ _FLAGS = struct.Struct("<I")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _extension() -> Any:
-    if os.environ.get("SLUICE_OTLP_NATIVE", "1") == "0":  # the Python encoder alone
-        return None
-    try:  # by its full name: `from sluice.tracing import` would import the package from here
-        return importlib.import_module("sluice.tracing._otlp")
-    except ImportError:
-        return None
-
-
-NATIVE: Any = _extension()
+NATIVE: Any = native_part("sluice.tracing._otlp")
 
 
 class Trace(NamedTuple):

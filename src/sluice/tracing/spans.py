@@ -53,16 +53,18 @@ from sluice.receipts.model import Receipt
 from sluice.scheduling.record import Flat, ProfileAt, layout
 
 
-def _extension() -> Any:
-    if os.environ.get("SLUICE_OTLP_NATIVE", "1") == "0":  # the tracer's Python parts alone
+def native_part(module: str) -> Any:
+    """One of the tracer's C extensions, by its full module name; None where it is not built, or
+    with `SLUICE_OTLP_NATIVE=0` (the tracer's Python parts alone, for every part at once)."""
+    if os.environ.get("SLUICE_OTLP_NATIVE", "1") == "0":
         return None
     try:  # by its full name: `from sluice.tracing import` would import the package from here
-        return importlib.import_module("sluice.tracing._spans")
+        return importlib.import_module(module)
     except ImportError:
         return None
 
 
-NATIVE: Any = _extension()
+NATIVE: Any = native_part("sluice.tracing._spans")
 
 Value = str | bool | int | float | tuple[str, ...] | tuple[float, ...]
 
