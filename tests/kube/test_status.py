@@ -126,6 +126,12 @@ def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in obj["status"]["conditions"]}
 
 
+async def ready_status(kube: client.ApiClient) -> str | None:
+    """The objective's Ready condition's status; None before any is written."""
+    listed = (await read_objective(kube)).get("status", {}).get("conditions") or []
+    return next((c["status"] for c in listed if c["type"] == "Ready"), None)
+
+
 async def test_objective_conditions_follow_the_endpoints(
     kube: client.ApiClient, controller: Controller
 ) -> None:
@@ -215,19 +221,25 @@ async def test_foreign_conditions_survive_and_a_settled_status_is_not_rewritten(
     await create_custom(kube, objects.pool())
     await add_pod(kube, "a", "10.0.0.1")
     await create_custom(kube, objects.objective("chat", 10))
-    await eventually(lambda: controller.writer.writes >= 1)
+    # Settled: Ready. (The first write may come before the pod reaches Sluice's view, Ready
+    # False, and the pod's event then brings a second.)
+    deadline = time.monotonic() + 2.0
+    while await ready_status(kube) != "True":
+        assert time.monotonic() < deadline, "the objective never became Ready"
+        await asyncio.sleep(0.01)
+    settled = controller.writer.writes
     obj = await read_objective(kube)
     obj["status"]["conditions"].append(FOREIGN)  # the gateway controller adds its own
     await client.CustomObjectsApi(kube).replace_namespaced_custom_object_status(
         GROUP, "v1alpha2", NS, "inferenceobjectives", "chat", obj
     )
     await set_pod_ready(kube, "a", False)
-    await eventually(lambda: controller.writer.writes >= 2)
+    await eventually(lambda: controller.writer.writes >= settled + 1)
     await asyncio.sleep(0.2)  # our own write's watch event must settle, not loop
     final = await read_objective(kube)
     assert conditions(final)[FOREIGN["type"]] == FOREIGN
     assert conditions(final)["Ready"]["status"] == "False"
-    assert controller.writer.writes == 2
+    assert controller.writer.writes == settled + 1  # one write for one change
 
 
 async def test_a_write_that_raced_a_foreign_one_rereads_and_keeps_it(
