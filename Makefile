@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint types unit engines chromium clean
+.PHONY: run test lint types unit engines clean
 
 # xds-protos ships its own, older copy of opentelemetry-proto's modules (without
 # InstrumentationScope) into the same `opentelemetry/proto/` folder; whichever wheel pip unpacks
@@ -47,17 +47,22 @@ types: $(DEV)
 engines: $(DEV)
 	$(BIN)/python -m sluice.bench.engines.build
 
-# The replica tests' shared store: Debian's redis-server (docs/replicas.md), once.
-.PHONY: store
-store:
-	@command -v redis-server >/dev/null || command -v valkey-server >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq redis-server)
+# Debian packages the tests use, once: chromium for the dashboard test
+# (tests/dashboard/test_dashboard_chromium.py) and redis-server, the replica tests' shared store
+# (docs/replicas.md). One apt-get for both: two at once would wait on each other's dpkg lock.
+.PHONY: packages chromium store
+packages:
+	@missing=""; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || command -v valkey-server >/dev/null || \
+		missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+chromium store: packages
 
-# Debian's chromium for the dashboard test (tests/dashboard/test_dashboard_chromium.py).
-chromium:
-	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
-
-unit: $(DEV) engines chromium store
+# The llama.cpp build is CPU-bound and the packages wait on the network: side by side (their
+# lines are kept whole).
+unit: $(DEV)
+	$(MAKE) --no-print-directory -j2 --output-sync=line engines packages
 	$(BIN)/pytest
 
 test: lint types unit
