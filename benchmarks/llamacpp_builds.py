@@ -11,53 +11,35 @@ round compares builds within one stretch of the machine's load. By default the c
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import time
-import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
-from sluice.bench.engines.build import find_install
-from sluice.bench.harness.ports import free_port
+from sluice.bench.engines.build import LlamaCppInstall, find_install
+from sluice.bench.engines.llamacpp import LlamaServerSettings, completion, start_llama_servers
 
 PROMPT = " ".join(f"word{i} is a fine thing to say about the number {i}." for i in range(40))
 OUTPUT_TOKENS = 64
+ONE_SLOT = LlamaServerSettings(threads=1, slots=1, context_per_slot=4096)
 
 
-def serve_round(binary: Path, model: Path, requests: int) -> tuple[float, float, float]:
-    """(median request s, median prompt tokens/s, median generated tokens/s)."""
-    port = free_port()
-    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--threads", "1", "--parallel", "1", "--ctx-size", "4096", "--no-webui"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"{binary} did not become healthy") from None
-                time.sleep(0.1)
-        walls, prompts, generated = [], [], []
+def serve_round(install: LlamaCppInstall, requests: int) -> tuple[float, float, float]:
+    """(median request s, median prompt tokens/s, median generated tokens/s) of `install`'s
+    server, started for this round."""
+    walls, prompts, generated = [], [], []
+    with start_llama_servers(1, install, ONE_SLOT) as servers:
         for i in range(requests):
             body = {"prompt": f"{i} {PROMPT}", "n_predict": OUTPUT_TOKENS, "cache_prompt": False}
             body["temperature"] = 0
-            headers = {"Content-Type": "application/json"}
-            data = json.dumps(body).encode()
-            request = urllib.request.Request(f"{base}/completion", data, headers)
             started = time.monotonic()
-            answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+            answer = completion(servers[0].url, body, path="/completion")
             walls.append(time.monotonic() - started)
-            prompts.append(answer["timings"]["prompt_per_second"])
-            generated.append(answer["timings"]["predicted_per_second"])
-        return statistics.median(walls), statistics.median(prompts), statistics.median(generated)
-    finally:
-        server.terminate()
-        server.wait()
+            timings = answer["timings"]
+            assert isinstance(timings, dict)
+            prompts.append(float(timings["prompt_per_second"]))
+            generated.append(float(timings["predicted_per_second"]))
+    return statistics.median(walls), statistics.median(prompts), statistics.median(generated)
 
 
 def main() -> None:
@@ -71,12 +53,13 @@ def main() -> None:
     if install is None:
         raise SystemExit("no llama.cpp install: run `make engines` first")
     builds = {"this": args.binary or install.server, "against": args.against}
+    installs = {name: replace(install, server=binary) for name, binary in builds.items()}
     ratios = []
     for r in range(args.rounds):
         order = list(builds) if r % 2 == 0 else list(reversed(builds))
         walls = {}
         for name in order:
-            wall, prompt_tps, gen_tps = serve_round(builds[name], install.model, args.requests)
+            wall, prompt_tps, gen_tps = serve_round(installs[name], args.requests)
             walls[name] = wall
             print(
                 f"round {r + 1}/{args.rounds} {name:7} request {wall * 1000:6.0f} ms  "
