@@ -126,10 +126,16 @@ def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in obj["status"]["conditions"]}
 
 
-async def ready_status(kube: client.ApiClient) -> str | None:
-    """The objective's Ready condition's status; None before any is written."""
-    listed = (await read_objective(kube)).get("status", {}).get("conditions") or []
-    return next((c["status"] for c in listed if c["type"] == "Ready"), None)
+async def ready_is(kube: client.ApiClient, status: str, within: float = 2.0) -> dict[str, Any]:
+    """The objective, once its Ready condition says `status` (fails after `within` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        obj = await read_objective(kube)
+        listed = obj.get("status", {}).get("conditions") or []
+        if any(c["type"] == "Ready" and c["status"] == status for c in listed):
+            return obj
+        assert time.monotonic() < deadline, f"Ready never {status}: {listed}"
+        await asyncio.sleep(0.01)
 
 
 async def test_objective_conditions_follow_the_endpoints(
@@ -140,21 +146,7 @@ async def test_objective_conditions_follow_the_endpoints(
     await create_custom(kube, objects.objective("chat", 10))
     first = controller.clock.now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    async def ready_is(status: str) -> dict[str, Any]:
-        holder: dict[str, Any] = {}
-
-        async def poll() -> None:
-            while True:
-                obj = await read_objective(kube)
-                if conditions(obj).get("Ready", {}).get("status") == status:
-                    holder.update(obj)
-                    return
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(poll(), 2)
-        return holder
-
-    obj = await ready_is("True")
+    obj = await ready_is(kube, "True")
     cs = conditions(obj)
     assert list(cs) == ["Ready", "Accepted"]  # the CRD default entry was replaced in place
     assert cs["Ready"] | {"message": ""} == {
@@ -169,7 +161,7 @@ async def test_objective_conditions_follow_the_endpoints(
 
     second = controller.clock.advance()
     await set_pod_ready(kube, "a", False)
-    cs = conditions(await ready_is("False"))
+    cs = conditions(await ready_is(kube, "False"))
     assert (cs["Ready"]["reason"], cs["Ready"]["lastTransitionTime"]) == (
         "NoReadyEndpoints",
         second,
@@ -184,12 +176,7 @@ async def test_a_spec_change_updates_observed_generation_but_not_transition_time
     await add_pod(kube, "a", "10.0.0.1")
     await create_custom(kube, objects.objective("chat", 10))
     await eventually(lambda: controller.writer.writes >= 1)
-    deadline = time.monotonic() + 2
-    while (before := conditions(await read_objective(kube))).get("Ready", {}).get(
-        "status"
-    ) != "True":  # settled: the pod's readiness seen
-        assert time.monotonic() < deadline, f"never ready: {before}"
-        await asyncio.sleep(0.01)
+    before = conditions(await ready_is(kube, "True"))  # settled: the pod's readiness seen
     controller.clock.advance()
     await client.CustomObjectsApi(kube).patch_namespaced_custom_object(
         GROUP,
@@ -223,10 +210,7 @@ async def test_foreign_conditions_survive_and_a_settled_status_is_not_rewritten(
     await create_custom(kube, objects.objective("chat", 10))
     # Settled: Ready. (The first write may come before the pod reaches Sluice's view, Ready
     # False, and the pod's event then brings a second.)
-    deadline = time.monotonic() + 2.0
-    while await ready_status(kube) != "True":
-        assert time.monotonic() < deadline, "the objective never became Ready"
-        await asyncio.sleep(0.01)
+    await ready_is(kube, "True")
     settled = controller.writer.writes
     obj = await read_objective(kube)
     obj["status"]["conditions"].append(FOREIGN)  # the gateway controller adds its own
