@@ -35,6 +35,7 @@ VARIANTS = (
     "sluice@headroom=0",
     "sluice@prefill=400,lowinflight=none",
     "sluice@prefill=800,lowinflight=none",
+    "sluice@prefill=300,lowinflight=none",
     "sluice@prefill=none,lowinflight=none,headroom=0",
 )
 SCENARIO_NAMES = ("two-bands", "noisy-neighbour", "priority-mix")

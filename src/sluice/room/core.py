@@ -168,19 +168,24 @@ class Room:
         if self.over_ceiling(priority, now):
             if self.explain_holds:
                 rules = {s.name: USAGE_LIMIT for s in states}
-                inputs = {s.name: rule_inputs(s, now) for s in states}
+                inputs = {s.name: rule_inputs(s, now, priority) for s in states}
                 lower_band = self.keeps_headroom_above(priority, now)
                 self.holds[priority] = Hold(now, rules, inputs, lower_band, self.contended(now))
             return False
         lower_band = self.keeps_headroom_above(priority, now)
         if heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now):
-            ok = has_room_for_background(states, now, settings, lower_band=lower_band)
+            ok = has_room_for_background(
+                states, now, settings, lower_band=lower_band, priority=priority
+            )
             if not ok and self.explain_holds:
                 self._note_hold(states, priority, now, lower_band, True, background=True)
             return ok
         contended = self.contended(now)
         ok = any(
-            has_room(s, now, settings, lower_band=lower_band, contended=contended) for s in states
+            has_room(
+                s, now, settings, lower_band=lower_band, contended=contended, priority=priority
+            )
+            for s in states
         )
         if not ok and self.explain_holds:
             self._note_hold(states, priority, now, lower_band, contended)
@@ -197,11 +202,13 @@ class Room:
         background: bool = False,
     ) -> None:
         rules = {
-            s.name: hold_rule(s, now, self.settings, lower_band=lower_band, contended=contended)
+            s.name: hold_rule(
+                s, now, self.settings, lower_band=lower_band, contended=contended, priority=priority
+            )
             or BACKGROUND_HEADROOM
             for s in states
         }
-        inputs = {s.name: rule_inputs(s, now) for s in states}
+        inputs = {s.name: rule_inputs(s, now, priority) for s in states}
         self.holds[priority] = Hold(now, rules, inputs, lower_band, contended, background)
 
     def _others_expected(self, priority: int, fairness_id: str, now: float) -> bool:
@@ -220,6 +227,7 @@ class Room:
             self.settings,
             priority=priority,
             lower_band=self.keeps_headroom_above(priority, now),
+            contended=self.contended(now),
         )
 
     def prefill_due(

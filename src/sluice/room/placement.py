@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
-from sluice.room.rules import room_left
+from sluice.room.rules import prefill_hold, room_left
 from sluice.room.settings import RoomSettings
 
 
@@ -23,6 +23,7 @@ def placeable(
     *,
     priority: int,
     lower_band: bool,
+    contended: bool = False,
 ) -> Sequence[EndpointState]:
     """Where a released request of band `priority` may be placed. As upstream, the scheduler
     weighs every candidate — sending a request to the engine that holds its prefix can beat an
@@ -34,14 +35,27 @@ def placeable(
     (llama.cpp, shared prefix: with full engines excluded TTFT p50 went above round-robin's);
     the load scorers weigh the full slots. Measured, llama.cpp two-bands: with the slots out
     of placement for every band, batch filled the interactive class's reserved slots through
-    the engines' queues (1.79x unloaded p99). Then prefills of different bands are kept apart."""
+    the engines' queues (1.79x unloaded p99). A band that keeps headroom for a higher one goes
+    only where the pending-prefill budget has room (`prefill_hold`), when one does: the
+    release gate let it go because some endpoint had room, and on another it would stack a
+    prefill where the budget said no, or join a higher band's prefill in its step
+    (`contended`: the pool's prefills compete). Then prefills of different bands are kept
+    apart."""
     usable = [
         s
         for s in states
         if s.is_fresh(now, settings.metrics_staleness_s)
         and _under_cap(room_left(s, settings, lower_band=lower_band, engine_slots=lower_band))
-    ]
-    return steer_prefills(usable or states, priority=priority, lower_band=lower_band)
+    ] or list(states)
+    if lower_band and len(usable) > 1:
+        roomy = [
+            s
+            for s in usable
+            if prefill_hold(s, settings, lower_band=True, contended=contended, priority=priority)
+            is None
+        ]
+        usable = roomy or usable
+    return steer_prefills(usable, priority=priority, lower_band=lower_band)
 
 
 def steer_prefills(

@@ -54,14 +54,19 @@ def has_room(
     *,
     lower_band: bool = False,
     contended: bool = True,
+    priority: int | None = None,
 ) -> bool:
-    """Upstream's utilization rule plus Sluice's caps; `lower_band` for a request whose band
-    keeps headroom for a higher one, which gets the tighter cap. The pending-prefill budget
-    holds only while the endpoint's prefills are `contended` — someone else (a higher band,
-    another tenant of the band) is expected to want room soon and would wait behind them; with
-    nobody to protect, the engine batches the prefills itself. Pending prefills are those the
-    registry still holds: `EndpointRegistry.settle_prefills(now)` must have run first."""
-    return hold_rule(state, now, settings, lower_band=lower_band, contended=contended) is None
+    """Upstream's utilization rule plus Sluice's caps; `lower_band` for a request of band
+    `priority` that keeps headroom for a higher one, which gets the tighter cap and no endpoint
+    where a higher band's prefill is pending. The pending-prefill budget holds only while the
+    endpoint's prefills are `contended` — someone else (a higher band, another tenant of the
+    band) is expected to want room soon and would wait behind them; with nobody to protect, the
+    engine batches the prefills itself. Pending prefills are those the registry still holds:
+    `EndpointRegistry.settle_prefills(now)` must have run first."""
+    rule = hold_rule(
+        state, now, settings, lower_band=lower_band, contended=contended, priority=priority
+    )
+    return rule is None
 
 
 # The names of the rules `has_room` applies, in the order it applies them: what a decision
@@ -71,6 +76,7 @@ QUEUE_DEPTH = "queue-depth"
 KV_CACHE = "kv-cache"
 UNSEEN_REQUESTS = "unseen-requests"
 PENDING_PREFILL = "pending-prefill"
+HIGHER_BAND_PREFILL = "higher-band-prefill"
 IN_FLIGHT_CAP = "in-flight-cap"
 LOWER_BAND_CAP = "lower-band-cap"
 BACKGROUND_HEADROOM = "background-headroom"
@@ -78,10 +84,12 @@ BACKGROUND_HEADROOM = "background-headroom"
 USAGE_LIMIT = "usage-limit"
 
 
-def rule_inputs(state: EndpointState, now: float) -> dict[str, Any]:
+def rule_inputs(state: EndpointState, now: float, priority: int | None = None) -> dict[str, Any]:
     """What the rules (and the built-in scorers) read of an endpoint as of `now`, as plain
-    values: a receipt records them so that its hold can be recomputed."""
+    values: a receipt records them so that its hold can be recomputed (`priority`: the band
+    asking, whose higher bands' pending prefills a lower band's room reads)."""
     m = state.metrics
+    above = 0 if priority is None else state.pending_prefills_above(priority)
     return {
         "waiting": m.waiting,
         "running": m.running,
@@ -90,6 +98,7 @@ def rule_inputs(state: EndpointState, now: float) -> dict[str, Any]:
         "in_flight": state.in_flight_requests,
         "unseen": state.unseen_requests,
         "pending_prefill_tokens": state.pending_prefill_tokens,
+        "higher_band_prefills": above,
         "age_s": None if m.updated_at == float("-inf") else now - m.updated_at,
     }
 
@@ -101,10 +110,12 @@ def hold_rule(
     *,
     lower_band: bool = False,
     contended: bool = True,
+    priority: int | None = None,
 ) -> str | None:
     """The first rule that refuses the endpoint one more request, or None when it has room: the
     rules themselves, which `has_room` asks, so that what a receipt names as the hold is what
-    held. Pending prefills count pool-wide (the other replicas' too)."""
+    held. Pending prefills count pool-wide (the other replicas' too); a higher band's pending
+    prefill counts this replica's (`priority`: the band asking)."""
     metrics = state.metrics
     if now - metrics.updated_at > settings.metrics_staleness_s:
         return STALE_METRICS
@@ -115,14 +126,41 @@ def hold_rule(
     limit = settings.max_unseen_requests
     if limit is not None and state.unseen_requests >= limit:
         return UNSEEN_REQUESTS
-    budget = settings.max_pending_prefill_tokens
-    pending = state.pending_prefill_tokens + state.peer_pending_prefill_tokens  # pool-wide
-    if contended and budget is not None and pending >= budget:
-        return PENDING_PREFILL
+    prefill = prefill_hold(
+        state, settings, lower_band=lower_band, contended=contended, priority=priority
+    )
+    if prefill is not None:
+        return prefill
     left = room_left(state, settings, lower_band=lower_band)
     if left is not None and left <= 0:
         plain = room_left(state, settings)
         return LOWER_BAND_CAP if plain is None or plain > 0 else IN_FLIGHT_CAP
+    return None
+
+
+def prefill_hold(
+    state: EndpointState,
+    settings: RoomSettings,
+    *,
+    lower_band: bool,
+    contended: bool,
+    priority: int | None,
+) -> str | None:
+    """The pending-prefill budget's part of `hold_rule`, which placement applies as well (see
+    `room.placement.placeable`): while prefills compete, no new request on an endpoint whose
+    pending prefills fill the budget, and none of a band that keeps headroom for a higher one
+    where a higher band's prefill is pending."""
+    budget = settings.max_pending_prefill_tokens
+    if not contended or budget is None:
+        return None
+    if state.pending_prefill_tokens + state.peer_pending_prefill_tokens >= budget:  # pool-wide
+        return PENDING_PREFILL
+    # A prompt sent after a higher band's is prefilled in the same engine step (chunked prefill
+    # takes every waiting prompt that fits the step's token budget), so the higher band's first
+    # token waits for it too: a higher band's pending prefill takes the whole budget from the
+    # bands below it.
+    if lower_band and priority is not None and state.pending_prefills_above(priority):
+        return HIGHER_BAND_PREFILL
     return None
 
 
@@ -132,20 +170,21 @@ def has_room_for_background(
     settings: RoomSettings = DEFAULT_ROOM,
     *,
     lower_band: bool = False,
+    priority: int | None = None,
 ) -> bool:
     """Room for one more request of its band's heavy hitter, while the rest of the band is
     expected to want room soon (`lower_band`: the band keeps headroom for a higher one). It
     gets the tighter in-flight cap of a lower band, and leaves `background_headroom_endpoints`
     of the candidates that have room for the rest of its band to them (when there are more
     candidates than that, so that a small subset hint never shuts it out)."""
-    if not any(has_room(s, now, settings, lower_band=True) for s in candidates):
+    if not any(has_room(s, now, settings, lower_band=True, priority=priority) for s in candidates):
         return False
     keep = settings.background_headroom_endpoints
     if keep <= 0 or len(candidates) <= keep:
         return True
     with_room = 0
     for s in candidates:
-        if has_room(s, now, settings, lower_band=lower_band):
+        if has_room(s, now, settings, lower_band=lower_band, priority=priority):
             with_room += 1
             if with_room > keep:
                 return True

@@ -1,0 +1,117 @@
+"""The pending-prefill budget in the release gate and in placement: a band that keeps headroom
+for a higher one is placed only where the budget has room, and never where a higher band's
+prefill is pending (it would be prefilled in the same engine step, and the higher band's first
+token would wait for it)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sluice.datalayer.endpoint import Endpoint, EngineMetrics
+from sluice.datalayer.registry import EndpointRegistry, EndpointState
+from sluice.room import Room, RoomSettings, has_room, hold_rule, placeable, rule_inputs
+from sluice.room.rules import HIGHER_BAND_PREFILL, PENDING_PREFILL
+
+HIGH, LOW = 10, 0
+BUDGET = RoomSettings(max_pending_prefill_tokens=300)
+NOW = 10.0
+
+
+def _pool(n: int) -> EndpointRegistry:
+    registry = EndpointRegistry()
+    registry.set_endpoints(Endpoint(f"pod-{i}", f"10.0.0.{i}", 8000) for i in range(n))
+    for state in registry.snapshot():
+        mark = registry.begin_scrape(state.name)
+        assert mark is not None
+        registry.record_scrape(mark, EngineMetrics(updated_at=NOW))
+    return registry
+
+
+def _state(registry: EndpointRegistry, name: str) -> EndpointState:
+    return next(s for s in registry.snapshot() if s.name == name)
+
+
+def test_a_higher_bands_pending_prefill_takes_the_whole_budget_from_the_bands_below() -> None:
+    registry = _pool(1)
+    registry.dispatch("pod-0", 100, prefill_tokens=50, priority=HIGH)  # well under the budget
+    pod = _state(registry, "pod-0")
+    lower = {"lower_band": True, "contended": True, "priority": LOW}
+    assert hold_rule(pod, NOW, BUDGET, **lower) == HIGHER_BAND_PREFILL
+    assert rule_inputs(pod, NOW, LOW)["higher_band_prefills"] == 1
+    # The higher band itself, and any band while nobody else is expected, still has room.
+    assert has_room(pod, NOW, BUDGET, contended=True, priority=HIGH)
+    assert has_room(pod, NOW, BUDGET, lower_band=True, contended=False, priority=LOW)
+    # Without a budget there is no pending-prefill rule at all.
+    assert has_room(pod, NOW, RoomSettings(), **lower)  # type: ignore[arg-type]
+
+
+def test_a_lower_band_is_placed_only_where_the_budget_has_room() -> None:
+    registry = _pool(3)
+    registry.dispatch("pod-0", 900, prefill_tokens=800, priority=LOW)  # the budget is full
+    registry.dispatch("pod-1", 100, prefill_tokens=60, priority=HIGH)  # a higher band prefills
+    states = registry.snapshot()
+    released = placeable(states, NOW, BUDGET, priority=LOW, lower_band=True, contended=True)
+    assert [s.name for s in released] == ["pod-2"]
+    # The higher band is steered by the scorers and `steer_prefills`, not by the budget: it
+    # avoids the lower band's pending prefill.
+    high = placeable(states, NOW, BUDGET, priority=HIGH, lower_band=False, contended=True)
+    assert "pod-0" not in {s.name for s in high}
+
+
+def test_placement_narrows_but_never_empties() -> None:
+    registry = _pool(2)
+    registry.dispatch("pod-0", 900, prefill_tokens=800, priority=LOW)
+    registry.dispatch("pod-1", 100, prefill_tokens=60, priority=HIGH)
+    released = placeable(
+        registry.snapshot(), NOW, BUDGET, priority=LOW, lower_band=True, contended=True
+    )
+    assert released, "a released request is always placed somewhere"
+
+
+def test_the_gate_and_placement_agree_on_a_higher_bands_prefill() -> None:
+    """What broke two-bands at a larger budget (seed 1, t = 9.02 s): an interactive request went
+    to the one endpoint under the budget, and a batch request released the same instant was
+    placed after it there, its 2,000-token prompt in the interactive request's step."""
+    room = Room(RoomSettings(max_pending_prefill_tokens=300))
+    for band, flow in ((HIGH, "interactive"), (LOW, "batch")):
+        room.arrived(band, flow, NOW)
+    registry = _pool(2)
+    registry.dispatch("pod-0", 1600, prefill_tokens=1475, priority=LOW)
+    states = registry.snapshot()
+    assert room.has_room(states, HIGH, NOW)
+    [chosen] = room.placeable(states, HIGH, NOW)
+    assert chosen.name == "pod-1"
+    interactive = registry.dispatch("pod-1", 300, prefill_tokens=141, priority=HIGH)
+    room.explain_holds = True
+    assert not room.has_room(registry.snapshot(), LOW, NOW), "the batch request waits in Sluice"
+    assert room.holds[LOW].rules == {"pod-0": PENDING_PREFILL, "pod-1": HIGHER_BAND_PREFILL}
+    # The interactive request's first byte ends its prefill: the batch request may go there.
+    assert registry.first_byte(interactive)
+    states = registry.snapshot()
+    assert room.has_room(states, LOW, NOW)
+    assert [s.name for s in room.placeable(states, LOW, NOW)] == ["pod-1"]
+
+
+@given(
+    pending=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([HIGH, LOW]), st.integers(0, 1000)),
+        max_size=8,
+    ),
+    budget=st.integers(1, 600),
+)
+def test_a_lower_band_is_placed_where_the_gate_found_room(
+    pending: list[tuple[int, int, int]], budget: int
+) -> None:
+    """Whatever the pending prefills: if the gate lets a lower band go, every endpoint it may be
+    placed on has room under the same rules."""
+    settings = RoomSettings(max_pending_prefill_tokens=budget)
+    registry = _pool(3)
+    for pod, band, tokens in pending:
+        registry.dispatch(f"pod-{pod}", tokens + 1, prefill_tokens=tokens, priority=band)
+    states = registry.snapshot()
+    kw = {"lower_band": True, "contended": True, "priority": LOW}
+    if any(has_room(s, NOW, settings, **kw) for s in states):  # type: ignore[arg-type]
+        placed = placeable(states, NOW, settings, priority=LOW, lower_band=True, contended=True)
+        assert placed
+        assert all(has_room(s, NOW, settings, **kw) for s in placed)  # type: ignore[arg-type]
