@@ -115,3 +115,15 @@ def test_a_lower_band_is_placed_where_the_gate_found_room(
         placed = placeable(states, NOW, settings, priority=LOW, lower_band=True, contended=True)
         assert placed
         assert all(has_room(s, NOW, settings, **kw) for s in placed)  # type: ignore[arg-type]
+
+
+def test_a_router_without_sluices_steering_sees_every_endpoint() -> None:
+    """The benchmarks' plain routers (round-robin, upstream's profile) place as the routers they
+    stand for: a lower band's pending prefill does not steer a higher band away."""
+    registry = _pool(3)
+    registry.dispatch("pod-0", 900, prefill_tokens=800, priority=LOW)
+    states = registry.snapshot()
+    plain = RoomSettings(steer_prefills=False)
+    assert placeable(states, NOW, plain, priority=HIGH, lower_band=False) == list(states)
+    steered = placeable(states, NOW, RoomSettings(), priority=HIGH, lower_band=False)
+    assert [s.name for s in steered] == ["pod-1", "pod-2"]

@@ -101,7 +101,10 @@ def _from_yaml(text: str, cls: type[Scheduler] = Scheduler) -> Callable[[random.
 def plain_router(
     name: str, description: str, yaml_text: str, cls: type[Scheduler] = Scheduler
 ) -> Arm:
-    return Arm(name, description, _from_yaml(yaml_text, cls), _LEGACY, RoomSettings(), yaml_text)
+    """A router without Sluice's room: no queue, and placement as the router itself does it
+    (none of Sluice's steering of prefills)."""
+    room = RoomSettings(steer_prefills=False)
+    return Arm(name, description, _from_yaml(yaml_text, cls), _LEGACY, room, yaml_text)
 
 
 def sluice_arm(

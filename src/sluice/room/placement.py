@@ -55,6 +55,8 @@ def placeable(
             is None
         ]
         usable = roomy or usable
+    if not settings.steer_prefills:
+        return usable
     return steer_prefills(usable, priority=priority, lower_band=lower_band)
 
 

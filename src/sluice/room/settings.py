@@ -42,6 +42,10 @@ class RoomSettings:
     # Sluice: no new request while this many uncached prompt tokens dispatched to the endpoint
     # are still being prefilled — prefill is what a new arrival's first token waits behind.
     max_pending_prefill_tokens: int | None = None
+    # Sluice: placement keeps prefills of different bands apart (`room.placement.steer_prefills`).
+    # Off only in the benchmarks' plain routers (round-robin, upstream's profile, ...): the
+    # routers they stand for have no such rule.
+    steer_prefills: bool = True
     # Sluice: a band's heavy hitter never takes the last this many endpoints with room for the
     # rest of its band while the rest is expected to want room soon (0: no reserve).
     background_headroom_endpoints: int = 1
