@@ -232,7 +232,8 @@ def arm_by_name(name: str) -> Arm:
     (`none`: no cap), the cap for bands below the top priority, pending prefill tokens per
     endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`), endpoints a band's heavy
     hitter leaves to the rest of its band (`headroom`), how long a reserve outlives its user's
-    last arrival (`holdgaps`, `holdmin`, `holdmax` in seconds); `sharewin` is flow control's
+    last arrival (`holdgaps`, `holdmin`, `holdmax` in seconds), `steer=0` to place without
+    keeping prefills of different bands apart; `sharewin` is flow control's
     fair-share window in seconds (0: no heavy hitters); `eprio=1` forwards the
     band as the engine's priority (engines run the priority policy)). Unnamed weights and
     knobs keep the default's."""
@@ -274,6 +275,8 @@ def arm_by_name(name: str) -> Arm:
             room["reserve_hold_max_s"] = float(value)
         elif key == "sharewin":
             flow["fair_share_window_s"] = float(value)
+        elif key == "steer":
+            room["steer_prefills"] = value not in ("0", "off", "false")
         elif key == "eprio":
             engine_priority = value not in ("0", "off", "false")
         else:
