@@ -5,6 +5,7 @@ from the inputs the receipt recorded."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -79,9 +80,13 @@ def fresh(now: float, **kw: float) -> EngineMetrics:
     return EngineMetrics(updated_at=now, **kw)  # type: ignore[arg-type]
 
 
+HIGHER = 1_000_000  # a band above any the tests send
+
+
 def state_from(name: str, inputs: dict[str, object], at: float) -> EndpointState:
     """An endpoint as the receipt recorded it, rebuilt for the room's rules."""
     age = inputs["age_s"]
+    above = int(inputs["higher_band_prefills"])  # type: ignore[call-overload]
     metrics = EngineMetrics(
         waiting=int(inputs["waiting"]),  # type: ignore[call-overload]
         running=int(inputs["running"]),  # type: ignore[call-overload]
@@ -95,6 +100,8 @@ def state_from(name: str, inputs: dict[str, object], at: float) -> EndpointState
         in_flight_requests=int(inputs["in_flight"]),  # type: ignore[call-overload]
         unseen_requests=int(inputs["unseen"]),  # type: ignore[call-overload]
         pending_prefill_tokens=int(inputs["pending_prefill_tokens"]),  # type: ignore[call-overload]
+        # the higher bands' pending prefills: the count is all a lower band's rule reads
+        pending_by_priority={HIGHER: [above, 0]} if above else {},
     )
 
 
@@ -127,7 +134,11 @@ def test_a_held_request_names_the_rule_and_the_scores_that_chose_its_endpoint() 
     # The hold, recomputed from what the receipt recorded, refuses the same way.
     for name, rule in hold["rules"].items():
         state = state_from(name, hold["inputs"][name], hold["at"])
-        kw = {"lower_band": hold["lower_band"], "contended": hold["contended"]}
+        kw = {
+            "lower_band": hold["lower_band"],
+            "contended": hold["contended"],
+            "priority": receipt["priority"],
+        }
         assert hold_rule(state, hold["at"], pool.settings, **kw) == rule
         assert not has_room(state, hold["at"], pool.settings, **kw)
 
@@ -247,6 +258,7 @@ def test_a_receipt_read_later_says_what_it_said_when_its_request_ended() -> None
     in_flight=st.integers(0, 10),
     lower_band=st.booleans(),
     contended=st.booleans(),
+    higher_band_prefills=st.integers(0, 2),
 )
 def test_hold_rule_is_none_exactly_when_there_is_room(
     waiting: int,
@@ -257,6 +269,7 @@ def test_hold_rule_is_none_exactly_when_there_is_room(
     in_flight: int,
     lower_band: bool,
     contended: bool,
+    higher_band_prefills: int,
 ) -> None:
     settings = RoomSettings(
         max_unseen_requests=2,
@@ -270,6 +283,7 @@ def test_hold_rule_is_none_exactly_when_there_is_room(
         unseen_requests=unseen,
         pending_prefill_tokens=pending,
         in_flight_requests=in_flight,
+        pending_by_priority={10: [higher_band_prefills, 0]} if higher_band_prefills else {},
     )
-    kw = {"lower_band": lower_band, "contended": contended}
+    kw: dict[str, Any] = {"lower_band": lower_band, "contended": contended, "priority": 0}
     assert has_room(state, 10.0, settings, **kw) == (hold_rule(state, 10.0, settings, **kw) is None)

@@ -5,6 +5,8 @@ token would wait for it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,14 +38,14 @@ def test_a_higher_bands_pending_prefill_takes_the_whole_budget_from_the_bands_be
     registry = _pool(1)
     registry.dispatch("pod-0", 100, prefill_tokens=50, priority=HIGH)  # well under the budget
     pod = _state(registry, "pod-0")
-    lower = {"lower_band": True, "contended": True, "priority": LOW}
+    lower: dict[str, Any] = {"lower_band": True, "contended": True, "priority": LOW}
     assert hold_rule(pod, NOW, BUDGET, **lower) == HIGHER_BAND_PREFILL
     assert rule_inputs(pod, NOW, LOW)["higher_band_prefills"] == 1
     # The higher band itself, and any band while nobody else is expected, still has room.
     assert has_room(pod, NOW, BUDGET, contended=True, priority=HIGH)
     assert has_room(pod, NOW, BUDGET, lower_band=True, contended=False, priority=LOW)
     # Without a budget there is no pending-prefill rule at all.
-    assert has_room(pod, NOW, RoomSettings(), **lower)  # type: ignore[arg-type]
+    assert has_room(pod, NOW, RoomSettings(), **lower)
 
 
 def test_a_lower_band_is_placed_only_where_the_budget_has_room() -> None:
@@ -110,11 +112,11 @@ def test_a_lower_band_is_placed_where_the_gate_found_room(
     for pod, band, tokens in pending:
         registry.dispatch(f"pod-{pod}", tokens + 1, prefill_tokens=tokens, priority=band)
     states = registry.snapshot()
-    kw = {"lower_band": True, "contended": True, "priority": LOW}
-    if any(has_room(s, NOW, settings, **kw) for s in states):  # type: ignore[arg-type]
+    kw: dict[str, Any] = {"lower_band": True, "contended": True, "priority": LOW}
+    if any(has_room(s, NOW, settings, **kw) for s in states):
         placed = placeable(states, NOW, settings, priority=LOW, lower_band=True, contended=True)
         assert placed
-        assert all(has_room(s, NOW, settings, **kw) for s in placed)  # type: ignore[arg-type]
+        assert all(has_room(s, NOW, settings, **kw) for s in placed)
 
 
 def test_a_router_without_sluices_steering_sees_every_endpoint() -> None:
