@@ -221,13 +221,16 @@ class Room:
         self, states: Sequence[EndpointState], priority: int, now: float
     ) -> Sequence[EndpointState]:
         """Where a released request of band `priority` may be placed (before the scorers)."""
+        lower_band = self.keeps_headroom_above(priority, now)
+        # only a lower band's placement reads it: the top band's skips the walk over the flows
+        contended = lower_band and self.contended(now)
         return placeable(
             states,
             now,
             self.settings,
             priority=priority,
-            lower_band=self.keeps_headroom_above(priority, now),
-            contended=self.contended(now),
+            lower_band=lower_band,
+            contended=contended,
         )
 
     def prefill_due(
