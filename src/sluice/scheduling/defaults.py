@@ -13,8 +13,11 @@ README's performance tables and benchmarks/RESULTS.md hold the numbers):
   preamble (TTFT p90 2.09 s / 5.17 s at 0.5 / 1 sessions/s, round-robin 1.78 / 4.0 s); at 4,
   1.13 / 1.43 s, shared-prefix goodput and the isolation scenarios unchanged, multi-turn p90
   0.205 -> 0.159 s, lora-mix p90 0.81 -> 1.19 s (p99 4.5 -> 3.8 s; round-robin 4.9 s).
-* kv-cache-utilization-scorer 1 — the engine's memory pressure (dropping it cost LoRA-heavy
-  traffic p90 TTFT in the sweeps).
+* kv-cache-utilization-scorer 1, counting dispatches — the engine's memory pressure (dropping
+  it cost LoRA-heavy traffic p90 TTFT in the sweeps), including what Sluice sent since the
+  last scrape: with the scraped value alone a burst of hundreds (a backlog released when the
+  arrivals stop) went to the engine that had run fewest (noisy-neighbour at 150 %: its output
+  tokens/s 0.810, 0.745x round-robin's in seeds 2 and 3; counted, 0.956, 0.954x).
 * lora-affinity-scorer 1 — requests for an adapter go where it is loaded (p90 TTFT on the
   LoRA mix 4.1 s → 0.35 s against upstream's default).
 * no queue-scorer — its min-max form lets a one-request difference swing its whole weight and
@@ -35,6 +38,7 @@ plugins:
 - type: prefill-cost-scorer
 - type: in-flight-load-scorer
 - type: kv-cache-utilization-scorer
+  parameters: {countDispatched: true}
 - type: lora-affinity-scorer
 - type: max-score-picker
 schedulingProfiles:
