@@ -70,7 +70,7 @@ class SlotPool:
         endpoints = self.slots if candidates is None else candidates
         return any(e in self.slots and self.free(e) > 0 for e in endpoints)
 
-    def take_room(self, request: InferenceRequest) -> None:
+    def take_room(self, request: InferenceRequest, *, heavy_hitter: str | None = None) -> None:
         if self.on_take is not None:
             self.on_take(request)
         endpoints = self.slots if request.subset_hint is None else request.subset_hint

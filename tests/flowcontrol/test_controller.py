@@ -302,7 +302,7 @@ class ReservedSlots:
         limit = 2 if priority >= 10 else 1
         return self.busy < limit
 
-    def take_room(self, request: InferenceRequest) -> None:
+    def take_room(self, request: InferenceRequest, *, heavy_hitter: str | None = None) -> None:
         self.busy += 1
         self.taken.append(request.priority)
 

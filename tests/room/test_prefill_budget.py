@@ -129,3 +129,53 @@ def test_a_router_without_sluices_steering_sees_every_endpoint() -> None:
     assert placeable(states, NOW, plain, priority=HIGH, lower_band=False) == list(states)
     steered = placeable(states, NOW, RoomSettings(), priority=HIGH, lower_band=False)
     assert [s.name for s in steered] == ["pod-1", "pod-2"]
+
+
+def test_a_heavy_hitter_goes_where_the_gate_found_it_room() -> None:
+    """noisy-neighbour's worst light request (seed 3, 1.79x unloaded): the heavy hitter's gate
+    found room on an idle endpoint and kept another for the light tenant, but placement weighed
+    every endpoint, and a 4,000-token prompt went 10 ms after two light ones to the endpoint
+    they had filled: their first tokens waited for its 800 ms step."""
+    room = _band_room(RoomSettings(max_pending_prefill_tokens=1), "heavy", "light")
+    registry = _pool(3)
+    registry.dispatch("pod-0", 400, prefill_tokens=300, priority=LOW)  # the light tenant's
+    states = registry.snapshot()
+    assert room.has_room(states, LOW, NOW, heavy_hitter="heavy")
+    placed = {s.name for s in room.placeable(states, LOW, NOW, heavy_hitter="heavy")}
+    assert placed == {"pod-1", "pod-2"}
+    # Any other request of the band is placed by the scorers among all of them, as upstream.
+    assert len(room.placeable(states, LOW, NOW)) == 3
+    # With nobody else in its band expected there is no one to protect: no narrowing.
+    alone = _band_room(RoomSettings(max_pending_prefill_tokens=1), "heavy")
+    assert len(alone.placeable(states, LOW, NOW, heavy_hitter="heavy")) == 3
+
+
+def _band_room(settings: RoomSettings, *tenants: str) -> Room:
+    """A room where each tenant of band LOW has just sent a request, and it was released."""
+    room = Room(settings)
+    for tenant in tenants:
+        room.arrived(LOW, tenant, NOW)
+        room.left(LOW, tenant)
+    return room
+
+
+@given(
+    pending=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1000)), max_size=8),
+    keep=st.integers(0, 2),
+)
+def test_a_heavy_hitter_is_placed_where_the_gate_found_room(
+    pending: list[tuple[int, int]], keep: int
+) -> None:
+    """Whatever the pending prefills: when the gate lets a heavy hitter go, it is placed only on
+    endpoints with room under the rules the gate applied to it (a lower band's)."""
+    settings = RoomSettings(max_pending_prefill_tokens=1, background_headroom_endpoints=keep)
+    room = _band_room(settings, "heavy", "light")
+    registry = _pool(4)
+    for pod, tokens in pending:
+        registry.dispatch(f"pod-{pod}", tokens + 1, prefill_tokens=tokens, priority=LOW)
+    states = registry.snapshot()
+    if room.has_room(states, LOW, NOW, heavy_hitter="heavy"):
+        placed = room.placeable(states, LOW, NOW, heavy_hitter="heavy")
+        kw: dict[str, Any] = {"lower_band": True, "contended": True, "priority": LOW}
+        assert placed
+        assert all(has_room(s, NOW, settings, **kw) for s in placed)

@@ -38,13 +38,18 @@ class Release:
             self.candidates(candidates), priority, self.now, heavy_hitter=heavy_hitter
         )
 
-    def take_room(self, request: InferenceRequest) -> None:
+    def take_room(self, request: InferenceRequest, *, heavy_hitter: str | None = None) -> None:
         binder = self.binder
         ticket = binder.ticket_of(request)
         if ticket is None:
             return
         room = binder.room
-        states = room.placeable(self.candidates(request.subset_hint), request.priority, self.now)
+        states = room.placeable(
+            self.candidates(request.subset_hint),
+            request.priority,
+            self.now,
+            heavy_hitter=heavy_hitter,
+        )
         receipts = binder.receipts
         record = None
         if receipts is not None:

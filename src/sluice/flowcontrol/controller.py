@@ -303,7 +303,7 @@ class FlowController:
                 band.serve(flow, ticket.cost_estimate, now)
                 self.observer.on_served(flow, band)
                 released += 1
-                capacity.take_room(ticket.request)
+                capacity.take_room(ticket.request, heavy_hitter=heavy)
                 if flow.backlogged:
                     policy.push(flow)
                 if not capacity.has_room(_ALL, priority):

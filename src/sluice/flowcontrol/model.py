@@ -133,10 +133,11 @@ class CapacityView(Protocol):
         hitter no more than a higher band's."""
         ...
 
-    def take_room(self, request: InferenceRequest) -> None:
+    def take_room(self, request: InferenceRequest, *, heavy_hitter: str | None = None) -> None:
         """The controller just released `request` into the room `has_room` reported. Account
         for it before returning (typically: run the scheduler now — late binding — and count
         the request in flight), so that the next `has_room` sees the room taken.
+        `heavy_hitter`: as `has_room` was asked, so that the request goes where that room was.
 
         In legacy mode requests of priority >= 0 are released even when there is no room
         (upstream's behaviour: the model servers queue them)."""

@@ -218,12 +218,22 @@ class Room:
         )
 
     def placeable(
-        self, states: Sequence[EndpointState], priority: int, now: float
+        self,
+        states: Sequence[EndpointState],
+        priority: int,
+        now: float,
+        *,
+        heavy_hitter: str | None = None,
     ) -> Sequence[EndpointState]:
-        """Where a released request of band `priority` may be placed (before the scorers)."""
-        lower_band = self.keeps_headroom_above(priority, now)
-        # only a lower band's placement reads it: the top band's skips the walk over the flows
-        contended = lower_band and self.contended(now)
+        """Where a released request of band `priority` may be placed (before the scorers).
+        `heavy_hitter`: as the release gate was asked (`has_room`), so that the request goes
+        where the gate found room: a heavy hitter that leaves headroom to the rest of its band
+        gets a lower band's room (`has_room_for_background`), and is placed as one."""
+        background = heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now)
+        lower_band = background or self.keeps_headroom_above(priority, now)
+        # only a lower band's placement reads it: the top band's skips the walk over the flows;
+        # the gate holds a heavy hitter to the budget whether or not others' prefills compete
+        contended = background or (lower_band and self.contended(now))
         return placeable(
             states,
             now,
