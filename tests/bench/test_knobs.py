@@ -101,3 +101,18 @@ def test_an_in_flight_cap_below_the_default_lower_band_cap_lowers_it_as_the_conf
     assert "maxInFlightPerEndpointBelowTopPriority: 2" in sluice_config_text(arm)
     named = arm_by_name("sluice@inflight=2,lowinflight=1")
     assert named.room.lower_priority_max_in_flight == 1
+
+
+def test_a_variant_keeps_the_defaults_plugin_parameters_unless_it_names_them() -> None:
+    """A variant differs from Sluice's default only in the keys it names: the KV scorer counts
+    Sluice's dispatches as the default profile's does, and `kvcount=0` is upstream's scorer."""
+    from sluice.config import load_config
+
+    def kv_counts(arm_name: str) -> bool:
+        config = load_config(arm_by_name(arm_name).config_yaml, "arm.yaml")
+        [kv] = [p for p in config.plugins if p.type == "kv-cache-utilization-scorer"]
+        return bool(kv.parameters.get("countDispatched"))
+
+    assert kv_counts("sluice-default")
+    assert kv_counts("sluice@prefill=400")
+    assert not kv_counts("sluice@prefill=400,kvcount=0")

@@ -7,6 +7,7 @@ a queue (`flowControl.mode: legacy`, upstream's default admission); Sluice's arm
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -183,10 +184,20 @@ def with_room(arm: Arm, name: str, **changes: object) -> Arm:
 STANDARD_ARM_NAMES = ("random", "round-robin", "least-queue", "upstream-default", "sluice-default")
 
 
-def sluice_yaml(weights: dict[str, float], *, extra: str = "") -> str:
+def sluice_yaml(
+    weights: dict[str, float],
+    *,
+    extra: str = "",
+    parameters: dict[str, dict[str, object]] | None = None,
+) -> str:
     """A Sluice config with the given scorer weights (plugin type -> weight) and max-score
-    picker; `extra` is appended verbatim (e.g. a saturationDetector or flowControl block)."""
-    plugins = "".join(f"- type: {t}\n" for t in weights)
+    picker; `parameters` per plugin type; `extra` is appended verbatim (e.g. a
+    saturationDetector or flowControl block)."""
+    given = parameters or {}
+    plugins = "".join(
+        f"- type: {t}\n" + (f"  parameters: {json.dumps(given[t])}\n" if given.get(t) else "")
+        for t in weights
+    )
     refs = "".join(f"  - {{pluginRef: {t}, weight: {w:g}}}\n" for t, w in weights.items())
     return (
         "apiVersion: inference.networking.x-k8s.io/v1alpha1\n"
@@ -220,6 +231,12 @@ def _default_weights() -> dict[str, float]:
     return weights
 
 
+def _default_parameters() -> dict[str, dict[str, object]]:
+    """The parameters Sluice's default profile gives its plugins, by plugin type."""
+    plugins = default_config().plugins
+    return {spec.type: dict(spec.parameters) for spec in plugins if spec.parameters}
+
+
 def _cap(value: str) -> int | None:
     """A cap in an arm name: `none` or 0 turns it off, as 0 does in the YAML."""
     return None if value == "none" else int(value) or None
@@ -233,7 +250,8 @@ def arm_by_name(name: str) -> Arm:
     endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`), endpoints a band's heavy
     hitter leaves to the rest of its band (`headroom`), how long a reserve outlives its user's
     last arrival (`holdgaps`, `holdmin`, `holdmax` in seconds), `steer=0` to place without
-    keeping prefills of different bands apart; `sharewin` is flow control's
+    keeping prefills of different bands apart, `kvcount=0` for upstream's KV scorer (the
+    page's usage alone, not Sluice's dispatches since); `sharewin` is flow control's
     fair-share window in seconds (0: no heavy hitters); `eprio=1` forwards the
     band as the engine's priority (engines run the priority policy)). Unnamed weights and
     knobs keep the default's."""
@@ -245,6 +263,7 @@ def arm_by_name(name: str) -> Arm:
         known = ", ".join([*standard, "sluice@key=value,..."])
         raise ValueError(f"unknown arm {name!r}; known: {known}")
     weights = _default_weights()
+    parameters = _default_parameters()
     room: dict[str, object] = {}
     flow: dict[str, object] = {}
     engine_priority = False
@@ -279,9 +298,14 @@ def arm_by_name(name: str) -> Arm:
             room["steer_prefills"] = value not in ("0", "off", "false")
         elif key == "eprio":
             engine_priority = value not in ("0", "off", "false")
+        elif key == "kvcount":
+            kv = parameters.setdefault(_WEIGHT_KEYS["kv"], {})
+            kv["countDispatched"] = value not in ("0", "off", "false")
         else:
             raise ValueError(f"arm {name!r}: unknown key {key!r}")
-    yaml_text = sluice_yaml({_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0})
+    yaml_text = sluice_yaml(
+        {_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0}, parameters=parameters
+    )
     arm = sluice_arm(name, f"Sluice variant: {spec}", yaml_text)
     cap, lower = room.get("max_in_flight_requests"), arm.room.lower_priority_max_in_flight
     named = "lower_priority_max_in_flight" in room

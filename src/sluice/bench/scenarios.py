@@ -266,14 +266,16 @@ def pool_capacity(name: str, seed: int) -> float:
     # 120,000 tokens ~ 24 s of prefill); the overload waits in Sluice's queue. None of the
     # room's other rules (pending-prefill budget, lower-band cap, heavy hitter's headroom,
     # steering) and no heavy hitter (fair-share window 0): the probe measures what the engines
-    # can do, and a change to the room does not change the load the scenarios offer.
+    # can do, and a change to the room does not change the load the scenarios offer. Nor does a
+    # change to the default's scorers' parameters: the KV scorer reads the page alone
+    # (`kvcount=0`), as when the scenarios' loads were set.
     largest = max(s.mean_tokens() for s in specs)
     cap = max(1, min(256, int(0.8 * KV_TOKENS / largest), int(120_000 / largest)))
     run = run_virtual(
         workload,
         arm_by_name(
             f"sluice@inflight={cap},qd=1000000,kvmax=1.0,sharewin=0,"
-            "prefill=none,lowinflight=none,headroom=0,steer=0"
+            "prefill=none,lowinflight=none,headroom=0,steer=0,kvcount=0"
         ),
         EngineSetup(),
         seed=seed,
