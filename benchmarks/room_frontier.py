@@ -3,7 +3,8 @@
 Issue #13 asks for both at once at 150 % load: the protected class's p99 TTFT within 1.25x of
 its unloaded value, and the pool's delivered output tokens/s at least 0.95x round-robin's. This
 runs Sluice's room with the knobs that trade one for the other (the pending-prefill budget, the
-lower-band in-flight cap, the heavy hitter's headroom) against round-robin on the isolation
+lower-band in-flight cap, the heavy hitter's headroom, how close to its end a prefill stops
+holding) against round-robin on the isolation
 scenarios in virtual time (the same engine model and workloads as `sluice bench`), and prints
 for each variant the worst protected p99 ratio over the seeds, the lowest throughput ratio, and
 the requests the engines ran at once (mean over the loaded run): what a variant's throughput
@@ -31,6 +32,7 @@ THROUGHPUT_FLOOR = 0.95
 REFERENCE = "round-robin"
 VARIANTS = (
     "sluice-default",
+    "sluice@ending=0,bgending=0",
     "sluice@lowinflight=none",
     "sluice@headroom=0",
     "sluice@prefill=400,lowinflight=none",

@@ -50,6 +50,15 @@ def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
     assert off.background_headroom_endpoints == 0
 
 
+def test_how_close_to_its_end_a_prefill_stops_holding_is_tunable_and_zero_turns_it_off() -> None:
+    default = load_sluice_config(None).room
+    assert (default.prefill_ending_s, default.background_ending_s) == (0.05, 0.2)
+    room = load_sluice_config(
+        "saturationDetector:\n  pendingPrefillEnding: 100ms\n  backgroundHeadroomEnding: 0\n"
+    ).room
+    assert (room.prefill_ending_s, room.background_ending_s) == (0.1, 0.0)
+
+
 def test_the_prefill_estimate_and_reserve_holds_are_tunable() -> None:
     room = load_sluice_config(
         "saturationDetector:\n"

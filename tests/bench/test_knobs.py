@@ -116,3 +116,8 @@ def test_a_variant_keeps_the_defaults_plugin_parameters_unless_it_names_them() -
     assert kv_counts("sluice-default")
     assert kv_counts("sluice@prefill=400")
     assert not kv_counts("sluice@prefill=400,kvcount=0")
+
+
+def test_the_about_to_end_rules_are_arm_keys() -> None:
+    arm = arm_by_name("sluice@ending=0.1,bgending=0")
+    assert (arm.room.prefill_ending_s, arm.room.background_ending_s) == (0.1, 0.0)

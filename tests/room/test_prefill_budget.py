@@ -143,8 +143,12 @@ def test_a_heavy_hitter_goes_where_the_gate_found_it_room() -> None:
     assert room.has_room(states, LOW, NOW, heavy_hitter="heavy")
     placed = {s.name for s in room.placeable(states, LOW, NOW, heavy_hitter="heavy")}
     assert placed == {"pod-1", "pod-2"}
-    # Any other request of the band is placed by the scorers among all of them, as upstream.
-    assert len(room.placeable(states, LOW, NOW)) == 3
+    # The rest of the band is not steered by the heavy hitter's rules (but by the highest
+    # band's own: tests/room/test_prefill_ending.py).
+    plain = _band_room(
+        RoomSettings(max_pending_prefill_tokens=1, prefill_ending_s=0), "heavy", "light"
+    )
+    assert len(plain.placeable(states, LOW, NOW)) == 3
     # With nobody else in its band expected there is no one to protect: no narrowing.
     alone = _band_room(RoomSettings(max_pending_prefill_tokens=1), "heavy")
     assert len(alone.placeable(states, LOW, NOW, heavy_hitter="heavy")) == 3

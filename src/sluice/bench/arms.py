@@ -248,13 +248,15 @@ def arm_by_name(name: str) -> Arm:
     (weights of the scorers, then the room rule: queue depth, per-endpoint in-flight cap
     (`none`: no cap), the cap for bands below the top priority, pending prefill tokens per
     endpoint, unseen dispatches (`unseen`), KV threshold (`kvmax`), endpoints a band's heavy
-    hitter leaves to the rest of its band (`headroom`), how long a reserve outlives its user's
-    last arrival (`holdgaps`, `holdmin`, `holdmax` in seconds), `steer=0` to place without
-    keeping prefills of different bands apart, `kvcount=0` for upstream's KV scorer (the
-    page's usage alone, not Sluice's dispatches since); `sharewin` is flow control's
-    fair-share window in seconds (0: no heavy hitters); `eprio=1` forwards the
-    band as the engine's priority (engines run the priority policy)). Unnamed weights and
-    knobs keep the default's."""
+    hitter leaves to the rest of its band (`headroom`), how close to its expected end a pending
+    prefill stops filling the budget for the highest band (`ending`, seconds) and counts as
+    room kept for the rest of a heavy hitter's band (`bgending`), how long a reserve outlives
+    its user's last arrival (`holdgaps`, `holdmin`, `holdmax` in seconds), `steer=0` to place
+    without keeping prefills of different bands apart, `kvcount=0` for upstream's KV scorer
+    (the page's usage alone, not Sluice's dispatches since); `sharewin` is flow control's
+    fair-share window in seconds (0: no heavy hitters); `eprio=1` forwards the band as the
+    engine's priority (engines run the priority policy)). Unnamed weights and knobs keep the
+    default's."""
     standard = standard_arms()
     if name in standard:
         return standard[name]
@@ -285,6 +287,10 @@ def arm_by_name(name: str) -> Arm:
             room["kv_cache_util"] = float(value)
         elif key == "headroom":
             room["background_headroom_endpoints"] = int(value)
+        elif key == "ending":
+            room["prefill_ending_s"] = float(value)
+        elif key == "bgending":
+            room["background_ending_s"] = float(value)
         elif key == "holdgaps":
             room["reserve_hold_gaps"] = float(value)
         elif key == "holdmin":

@@ -93,7 +93,9 @@ class SaturationDetector(Strict):
     max_in_flight_per_endpoint: Cap | None = None
     max_in_flight_per_endpoint_below_top_priority: Cap | None = None
     max_pending_prefill_tokens_per_endpoint: Cap | None = None
+    pending_prefill_ending: Seconds | None = None
     background_headroom_endpoints: Cap | None = None
+    background_headroom_ending: Seconds | None = None
     cap_to_engine_slots: Bool | None = None
     prefill_tokens_per_second: Positive | None = None
     prefill_overhead: Seconds | None = None

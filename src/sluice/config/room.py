@@ -135,6 +135,8 @@ def _params(model: type[_M], parameters: Mapping[str, Any], where: str) -> _M:
 # saturationDetector field -> RoomSettings field, copied when written.
 _ROOM_FIELDS = {
     "background_headroom_endpoints": "background_headroom_endpoints",
+    "background_headroom_ending": "background_ending_s",
+    "pending_prefill_ending": "prefill_ending_s",
     "cap_to_engine_slots": "cap_to_engine_slots",
     "prefill_tokens_per_second": "prefill_tokens_per_s",
     "prefill_overhead": "prefill_overhead_s",

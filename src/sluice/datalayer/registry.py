@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -65,6 +66,9 @@ class EndpointState:
     # the pending prefills whose response will show its first byte (streamed, and the gateway
     # sends Sluice the response): only that byte or the estimate ends them, never the counter
     _awaiting_byte: set[int] = field(default_factory=set, repr=False)
+    # dispatch sequence number -> (when it was sent, when its prefill is expected to end: the
+    # room's estimate, not the later fallback that ends its hold), for those that have one
+    _expected: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False)
     _scrape_marks: dict[int, int] = field(default_factory=dict, repr=False)
     _next_scrape_id: int = 0
     # The engine's first-token counter predicts which dispatches have had their first token:
@@ -104,6 +108,20 @@ class EndpointState:
     def pending_prefills_above(self, priority: int) -> int:
         """Pending prefills of bands above `priority`."""
         return sum(n for p, (n, _) in self.pending_by_priority.items() if p > priority)
+
+    def pending_prefill_tokens_not_ending(self, sent_by: float, ends_by: float) -> int:
+        """Pending uncached prompt tokens, but for prefills sent by `sent_by` and expected to end
+        by `ends_by` (those without an expected end always count)."""
+        expected = self._expected
+        if not expected:
+            return self.pending_prefill_tokens
+        never = (math.inf, math.inf)
+        total = 0
+        for sequence, (tokens, _) in self._prefilling.items():
+            sent, ends = expected.get(sequence, never)
+            if sent > sent_by or ends > ends_by:
+                total += tokens
+        return total
 
     def pending_prefill_tokens_below(self, priority: int) -> int:
         """Pending uncached prompt tokens of bands below `priority`."""
@@ -393,10 +411,13 @@ class EndpointRegistry:
         priority: int = 0,
         prefill_due_at: float = float("inf"),
         first_byte_expected: bool = False,
+        prefill_expected: tuple[float, float] | None = None,
     ) -> DispatchTicket:
         """Count a request sent to `name` with an estimated `tokens` (prompt + expected output);
         its `prefill_tokens` stay pending until its first byte, the engine's first-token counter
-        reaching it, `prefill_due_at` (see `settle_prefills`) or its completion."""
+        reaching it, `prefill_due_at` (see `settle_prefills`) or its completion.
+        `prefill_expected`: (when it is sent, when its prefill is expected to end: the estimate
+        itself, where `prefill_due_at` may be a later fallback), for rules that look ahead."""
         state = self._states.get(name)
         if state is None:
             return DispatchTicket(name, tokens, -1)
@@ -410,6 +431,8 @@ class EndpointRegistry:
         state._prefilling[sequence] = (prefill_tokens, priority)
         if first_byte_expected:
             state._awaiting_byte.add(sequence)
+        if prefill_expected is not None:
+            state._expected[sequence] = prefill_expected
         state.pending_prefills += 1
         state.pending_prefill_tokens += prefill_tokens
         band = state.pending_by_priority.setdefault(priority, [0, 0])
@@ -447,6 +470,7 @@ class EndpointRegistry:
     def _end_prefill(self, state: EndpointState, sequence: int, why: str) -> None:
         tokens, priority = state._prefilling.pop(sequence)
         state._awaiting_byte.discard(sequence)
+        state._expected.pop(sequence, None)
         state.pending_prefills -= 1
         state.pending_prefill_tokens -= tokens
         band = state.pending_by_priority[priority]

@@ -408,6 +408,10 @@ class DispatchCore:
                 endpoint.name, uncached, now, first_byte_expected=request.first_byte_expected
             ),
             first_byte_expected=request.first_byte_expected,
+            prefill_expected=(
+                now,
+                self.room.prefill_due(endpoint.name, uncached, now, first_byte_expected=False),
+            ),
         )
         self.scheduler.on_dispatch(request, endpoint)
         if self.receipts is not None:

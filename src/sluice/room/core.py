@@ -21,6 +21,7 @@ from sluice.room.prefill import PrefillEstimator
 from sluice.room.rules import (
     BACKGROUND_HEADROOM,
     USAGE_LIMIT,
+    Ending,
     has_room,
     has_room_for_background,
     hold_rule,
@@ -174,22 +175,50 @@ class Room:
             return False
         lower_band = self.keeps_headroom_above(priority, now)
         if heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now):
+            ending = self._background_ending(priority, heavy_hitter, now)
             ok = has_room_for_background(
-                states, now, settings, lower_band=lower_band, priority=priority
+                states, now, settings, lower_band=lower_band, priority=priority, ending=ending
             )
             if not ok and self.explain_holds:
-                self._note_hold(states, priority, now, lower_band, True, background=True)
+                self._note_hold(
+                    states, priority, now, lower_band, True, background=True, ending=ending
+                )
             return ok
         contended = self.contended(now)
+        ending = None if lower_band else self._ending(priority, now)
         ok = any(
             has_room(
-                s, now, settings, lower_band=lower_band, contended=contended, priority=priority
+                s,
+                now,
+                settings,
+                lower_band=lower_band,
+                contended=contended,
+                priority=priority,
+                ending=ending,
             )
             for s in states
         )
         if not ok and self.explain_holds:
-            self._note_hold(states, priority, now, lower_band, contended)
+            self._note_hold(states, priority, now, lower_band, contended, ending=ending)
         return ok
+
+    def _ending(self, priority: int, now: float) -> Ending | None:
+        """The pending prefills about to end, for a request of the highest band expected while
+        a band below it is: its reserve against their prefills is kept in time as well (the
+        lower bands wait for prefills to end; it need not). Within one band the budget stays
+        whole: there it is what keeps backlogged tenants' service even and a request near its
+        prefix (`sluice bench fairness`, `shared-prefix`)."""
+        if not self.demand.expected_below(priority, now):
+            return None
+        return Ending.within(now, self.settings.prefill_ending_s)
+
+    def _background_ending(self, priority: int, heavy_hitter: str, now: float) -> Ending | None:
+        """The pending prefills about to end, whose endpoints count as room kept for the rest
+        of a heavy hitter's band: only while none of them waits (one that waits needs room
+        now)."""
+        if self._others_waiting(priority, heavy_hitter):
+            return None
+        return Ending.within(now, self.settings.background_ending_s)
 
     def _note_hold(
         self,
@@ -200,16 +229,29 @@ class Room:
         contended: bool,
         *,
         background: bool = False,
+        ending: Ending | None = None,
     ) -> None:
         rules = {
             s.name: hold_rule(
-                s, now, self.settings, lower_band=lower_band, contended=contended, priority=priority
+                s,
+                now,
+                self.settings,
+                lower_band=lower_band,
+                contended=contended,
+                priority=priority,
+                ending=ending,
             )
             or BACKGROUND_HEADROOM
             for s in states
         }
-        inputs = {s.name: rule_inputs(s, now, priority) for s in states}
+        inputs = {s.name: rule_inputs(s, now, priority, ending) for s in states}
         self.holds[priority] = Hold(now, rules, inputs, lower_band, contended, background)
+
+    def _others_waiting(self, priority: int, fairness_id: str) -> bool:
+        peers = self.peers
+        return self.demand.others_waiting(priority, fairness_id) or (
+            peers is not None and peers.others_waiting(priority, fairness_id)
+        )
 
     def _others_expected(self, priority: int, fairness_id: str, now: float) -> bool:
         peers = self.peers
@@ -231,9 +273,17 @@ class Room:
         gets a lower band's room (`has_room_for_background`), and is placed as one."""
         background = heavy_hitter is not None and self._others_expected(priority, heavy_hitter, now)
         lower_band = background or self.keeps_headroom_above(priority, now)
-        # only a lower band's placement reads it: the top band's skips the walk over the flows;
-        # the gate holds a heavy hitter to the budget whether or not others' prefills compete
-        contended = background or (lower_band and self.contended(now))
+        # Placement by the budget, as the gate applied it: to a lower band (and a heavy hitter
+        # placed as one, whether or not prefills compete), and to the highest band's requests
+        # while prefills compete, with prefills about to end not counted. Only those read
+        # `contended`: the others' placement skips the walk over the flows.
+        ending = None
+        if background:
+            contended = True
+        else:
+            contended = self.contended(now)
+            if contended and not lower_band:
+                ending = self._ending(priority, now)
         return placeable(
             states,
             now,
@@ -241,6 +291,7 @@ class Room:
             priority=priority,
             lower_band=lower_band,
             contended=contended,
+            ending=ending,
         )
 
     def prefill_due(

@@ -120,6 +120,24 @@ class Demand:
                 return True
         return False
 
+    def expected_below(self, priority: int, now: float) -> bool:
+        """Whether a band below `priority` is expected to want room soon."""
+        for other in reversed(self._by_priority):
+            if other >= priority:
+                return False
+            band = self._bands[other]
+            if band.waiting or self.hold.recent(band.arrivals, now):
+                return True
+        return False
+
+    def others_waiting(self, priority: int, fairness_id: str) -> bool:
+        """Whether a flow of band `priority` other than `fairness_id` has a request waiting."""
+        band = self._bands.get(priority)
+        if band is None:
+            return False
+        waiting = band.waiting
+        return len(waiting) > 1 or bool(waiting and fairness_id not in waiting)
+
     def others_expected(self, priority: int, fairness_id: str, now: float) -> bool:
         """Whether a flow of band `priority` other than `fairness_id` is expected soon."""
         band = self._bands.get(priority)

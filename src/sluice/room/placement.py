@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sluice.datalayer.endpoint import Endpoint
 from sluice.datalayer.registry import EndpointState
-from sluice.room.rules import prefill_hold, room_left
+from sluice.room.rules import Ending, prefill_hold, room_left
 from sluice.room.settings import RoomSettings
 
 
@@ -24,6 +24,7 @@ def placeable(
     priority: int,
     lower_band: bool,
     contended: bool = False,
+    ending: Ending | None = None,
 ) -> Sequence[EndpointState]:
     """Where a released request of band `priority` may be placed. As upstream, the scheduler
     weighs every candidate — sending a request to the engine that holds its prefix can beat an
@@ -39,19 +40,28 @@ def placeable(
     only where the pending-prefill budget has room (`prefill_hold`), when one does: the
     release gate let it go because some endpoint had room, and on another it would stack a
     prefill where the budget said no, or join a higher band's prefill in its step
-    (`contended`: the pool's prefills compete). Then prefills of different bands are kept
-    apart."""
+    (`contended`: the pool's prefills compete). So does the highest band's request released
+    because a prefill is about to end (`ending`, `RoomSettings.prefill_ending_s`): the gate
+    let it go for that endpoint, and the scorers, which count pending tokens, not time, would
+    prefer one whose prefill has only begun. Then prefills of different bands are kept apart."""
     usable = [
         s
         for s in states
         if s.is_fresh(now, settings.metrics_staleness_s)
         and _under_cap(room_left(s, settings, lower_band=lower_band, engine_slots=lower_band))
     ] or list(states)
-    if lower_band and len(usable) > 1:
+    if (lower_band or ending is not None) and len(usable) > 1:
         roomy = [
             s
             for s in usable
-            if prefill_hold(s, settings, lower_band=True, contended=contended, priority=priority)
+            if prefill_hold(
+                s,
+                settings,
+                lower_band=lower_band,
+                contended=contended,
+                priority=priority,
+                ending=ending,
+            )
             is None
         ]
         usable = roomy or usable

@@ -10,10 +10,25 @@ the queue forms in Sluice — where priority and token fairness apply — rather
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sluice.datalayer.registry import EndpointState
 from sluice.room.settings import DEFAULT_ROOM, RoomSettings
+
+
+class Ending(NamedTuple):
+    """Pending prefills about to end, which the budget does not count: those sent by `sent_by`
+    (in their engine step by now) and expected to end by `ends_by` (`RoomSettings.
+    prefill_ending_s`, `background_ending_s`)."""
+
+    sent_by: float
+    ends_by: float
+
+    @classmethod
+    def within(cls, now: float, seconds: float) -> Ending | None:
+        """Prefills sent at least `seconds` ago that are expected to end within `seconds`
+        (None when `seconds` is 0: the rule is off)."""
+        return cls(now - seconds, now + seconds) if seconds > 0 else None
 
 
 def room_left(
@@ -55,16 +70,24 @@ def has_room(
     lower_band: bool = False,
     contended: bool = True,
     priority: int | None = None,
+    ending: Ending | None = None,
 ) -> bool:
     """Upstream's utilization rule plus Sluice's caps; `lower_band` for a request of band
     `priority` that keeps headroom for a higher one, which gets the tighter cap and no endpoint
     where a higher band's prefill is pending. The pending-prefill budget holds only while the
     endpoint's prefills are `contended` — someone else (a higher band, another tenant of the
     band) is expected to want room soon and would wait behind them; with nobody to protect, the
-    engine batches the prefills itself. Pending prefills are those the registry still holds:
-    `EndpointRegistry.settle_prefills(now)` must have run first."""
+    engine batches the prefills itself. `ending`: the budget does not count prefills about
+    to end (`prefill_hold`). Pending prefills are those the registry still
+    holds: `EndpointRegistry.settle_prefills(now)` must have run first."""
     rule = hold_rule(
-        state, now, settings, lower_band=lower_band, contended=contended, priority=priority
+        state,
+        now,
+        settings,
+        lower_band=lower_band,
+        contended=contended,
+        priority=priority,
+        ending=ending,
     )
     return rule is None
 
@@ -84,12 +107,20 @@ BACKGROUND_HEADROOM = "background-headroom"
 USAGE_LIMIT = "usage-limit"
 
 
-def rule_inputs(state: EndpointState, now: float, priority: int | None = None) -> dict[str, Any]:
+def rule_inputs(
+    state: EndpointState, now: float, priority: int | None = None, ending: Ending | None = None
+) -> dict[str, Any]:
     """What the rules (and the built-in scorers) read of an endpoint as of `now`, as plain
     values: a receipt records them so that its hold can be recomputed (`priority`: the band
-    asking, whose higher bands' pending prefills a lower band's room reads)."""
+    asking, whose higher bands' pending prefills a lower band's room reads; `ending`: as the
+    rules were asked, so `pending_prefill_tokens` is what the budget counted)."""
     m = state.metrics
     above = 0 if priority is None else state.pending_prefills_above(priority)
+    pending = (
+        state.pending_prefill_tokens
+        if ending is None
+        else state.pending_prefill_tokens_not_ending(ending.sent_by, ending.ends_by)
+    )
     return {
         "waiting": m.waiting,
         "running": m.running,
@@ -97,7 +128,8 @@ def rule_inputs(state: EndpointState, now: float, priority: int | None = None) -
         "kv_cache_known": m.kv_cache_known,
         "in_flight": state.in_flight_requests,
         "unseen": state.unseen_requests,
-        "pending_prefill_tokens": state.pending_prefill_tokens,
+        "pending_prefill_tokens": pending,
+        "pending_prefill_tokens_ending": state.pending_prefill_tokens - pending,
         "higher_band_prefills": above,
         "age_s": None if m.updated_at == float("-inf") else now - m.updated_at,
     }
@@ -111,6 +143,7 @@ def hold_rule(
     lower_band: bool = False,
     contended: bool = True,
     priority: int | None = None,
+    ending: Ending | None = None,
 ) -> str | None:
     """The first rule that refuses the endpoint one more request, or None when it has room: the
     rules themselves, which `has_room` asks, so that what a receipt names as the hold is what
@@ -127,7 +160,12 @@ def hold_rule(
     if limit is not None and state.unseen_requests >= limit:
         return UNSEEN_REQUESTS
     prefill = prefill_hold(
-        state, settings, lower_band=lower_band, contended=contended, priority=priority
+        state,
+        settings,
+        lower_band=lower_band,
+        contended=contended,
+        priority=priority,
+        ending=ending,
     )
     if prefill is not None:
         return prefill
@@ -145,15 +183,22 @@ def prefill_hold(
     lower_band: bool,
     contended: bool,
     priority: int | None,
+    ending: Ending | None = None,
 ) -> str | None:
     """The pending-prefill budget's part of `hold_rule`, which placement applies as well (see
     `room.placement.placeable`): while prefills compete, no new request on an endpoint whose
     pending prefills fill the budget, and none of a band that keeps headroom for a higher one
-    where a higher band's prefill is pending."""
+    where a higher band's prefill is pending. `ending`: prefills about to end do not count
+    (`RoomSettings.prefill_ending_s`; the other replicas' always do)."""
     budget = settings.max_pending_prefill_tokens
     if not contended or budget is None:
         return None
-    if state.pending_prefill_tokens + state.peer_pending_prefill_tokens >= budget:  # pool-wide
+    pending = (
+        state.pending_prefill_tokens
+        if ending is None
+        else state.pending_prefill_tokens_not_ending(ending.sent_by, ending.ends_by)
+    )
+    if pending + state.peer_pending_prefill_tokens >= budget:  # pool-wide
         return PENDING_PREFILL
     # A prompt sent after a higher band's is prefilled in the same engine step (chunked prefill
     # takes every waiting prompt that fits the step's token budget), so the higher band's first
@@ -171,12 +216,16 @@ def has_room_for_background(
     *,
     lower_band: bool = False,
     priority: int | None = None,
+    ending: Ending | None = None,
 ) -> bool:
     """Room for one more request of its band's heavy hitter, while the rest of the band is
     expected to want room soon (`lower_band`: the band keeps headroom for a higher one). It
     gets the tighter in-flight cap of a lower band, and leaves `background_headroom_endpoints`
     of the candidates that have room for the rest of its band to them (when there are more
-    candidates than that, so that a small subset hint never shuts it out)."""
+    candidates than that, so that a small subset hint never shuts it out). `ending`: an
+    endpoint whose pending prefills are about to end counts as one with room for the
+    rest (`RoomSettings.background_ending_s`); the heavy hitter itself only goes where there is
+    room now."""
     if not any(has_room(s, now, settings, lower_band=True, priority=priority) for s in candidates):
         return False
     keep = settings.background_headroom_endpoints
@@ -184,7 +233,7 @@ def has_room_for_background(
         return True
     with_room = 0
     for s in candidates:
-        if has_room(s, now, settings, lower_band=lower_band, priority=priority):
+        if has_room(s, now, settings, lower_band=lower_band, priority=priority, ending=ending):
             with_room += 1
             if with_room > keep:
                 return True

@@ -42,6 +42,12 @@ class RoomSettings:
     # Sluice: no new request while this many uncached prompt tokens dispatched to the endpoint
     # are still being prefilled — prefill is what a new arrival's first token waits behind.
     max_pending_prefill_tokens: int | None = None
+    # Sluice: for the highest band expected while a band below it is, a pending prefill sent at
+    # least this many seconds ago and expected to end within as many no longer fills the budget:
+    # the request could not join the engine step in progress anyway, and sent now it reaches
+    # the engine's queue as that step ends instead of a front end's delay after the first byte
+    # (0: off). It is placed by the same budget.
+    prefill_ending_s: float = 0.05
     # Sluice: placement keeps prefills of different bands apart (`room.placement.steer_prefills`).
     # Off only in the benchmarks' plain routers (round-robin, upstream's profile, ...): the
     # routers they stand for have no such rule.
@@ -49,6 +55,10 @@ class RoomSettings:
     # Sluice: a band's heavy hitter never takes the last this many endpoints with room for the
     # rest of its band while the rest is expected to want room soon (0: no reserve).
     background_headroom_endpoints: int = 1
+    # ... counting as "with room" an endpoint whose pending prefills were sent at least this many
+    # seconds ago and are expected to end within as many, while none of the rest of its band is
+    # waiting (0: room now only).
+    background_ending_s: float = 0.2
     # Sluice: an engine that reports its slots (llama.cpp's `total_slots`) gets at most that
     # many requests in flight, and a lower band one fewer while a higher band is expected.
     cap_to_engine_slots: bool = True
