@@ -10,10 +10,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry, EndpointState
 from sluice.room import Room, RoomSettings, has_room, hold_rule, placeable, rule_inputs
 from sluice.room.rules import HIGHER_BAND_PREFILL, PENDING_PREFILL
+
+from .pools import fresh_pool
 
 HIGH, LOW = 10, 0
 BUDGET = RoomSettings(max_pending_prefill_tokens=300)
@@ -21,13 +22,7 @@ NOW = 10.0
 
 
 def _pool(n: int) -> EndpointRegistry:
-    registry = EndpointRegistry()
-    registry.set_endpoints(Endpoint(f"pod-{i}", f"10.0.0.{i}", 8000) for i in range(n))
-    for state in registry.snapshot():
-        mark = registry.begin_scrape(state.name)
-        assert mark is not None
-        registry.record_scrape(mark, EngineMetrics(updated_at=NOW))
-    return registry
+    return fresh_pool(n, NOW)
 
 
 def _state(registry: EndpointRegistry, name: str) -> EndpointState:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice.datalayer.endpoint import Endpoint, EngineMetrics
 from sluice.datalayer.registry import EndpointRegistry
 from sluice.room import Room, RoomSettings, has_room
 from sluice.room.rules import Ending
+
+from .pools import fresh_pool
 
 HIGH, LOW = 10, 0
 NOW = 10.0
@@ -21,13 +22,7 @@ SETTINGS = RoomSettings(
 
 
 def _pool(n: int) -> EndpointRegistry:
-    registry = EndpointRegistry()
-    registry.set_endpoints(Endpoint(f"pod-{i}", f"10.0.0.{i}", 8000) for i in range(n))
-    for state in registry.snapshot():
-        mark = registry.begin_scrape(state.name)
-        assert mark is not None
-        registry.record_scrape(mark, EngineMetrics(updated_at=NOW))
-    return registry
+    return fresh_pool(n, NOW)
 
 
 def _prefill(
