@@ -275,15 +275,16 @@ class Room:
         lower_band = background or self.keeps_headroom_above(priority, now)
         # Placement by the budget, as the gate applied it: to a lower band (and a heavy hitter
         # placed as one, whether or not prefills compete), and to the highest band's requests
-        # while prefills compete, with prefills about to end not counted. Only those read
-        # `contended`: the others' placement skips the walk over the flows.
+        # while a band below is expected (so prefills compete), with prefills about to end not
+        # counted. Only those read `contended`: the rest skip the walk over the flows.
         ending = None
         if background:
             contended = True
-        else:
+        elif lower_band:
             contended = self.contended(now)
-            if contended and not lower_band:
-                ending = self._ending(priority, now)
+        else:
+            ending = self._ending(priority, now)
+            contended = ending is not None
         return placeable(
             states,
             now,
