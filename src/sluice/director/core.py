@@ -399,19 +399,17 @@ class DispatchCore:
         cached = self.scheduler.cached_fraction(request, endpoint)
         uncached = round(request.prompt_tokens * (1.0 - cached))
         tokens = request.prompt_tokens + (request.max_tokens or self.settings.default_output_tokens)
+        expected_at, due_at = self.room.prefill_ends(
+            endpoint.name, uncached, now, first_byte_expected=request.first_byte_expected
+        )
         ticket = self.registry.dispatch(
             endpoint.name,
             tokens,
             prefill_tokens=uncached,
             priority=request.priority,
-            prefill_due_at=self.room.prefill_due(
-                endpoint.name, uncached, now, first_byte_expected=request.first_byte_expected
-            ),
+            prefill_due_at=due_at,
             first_byte_expected=request.first_byte_expected,
-            prefill_expected=(
-                now,
-                self.room.prefill_due(endpoint.name, uncached, now, first_byte_expected=False),
-            ),
+            prefill_expected=(now, expected_at),
         )
         self.scheduler.on_dispatch(request, endpoint)
         if self.receipts is not None:

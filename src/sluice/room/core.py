@@ -295,15 +295,14 @@ class Room:
             ending=ending,
         )
 
-    def prefill_due(
+    def prefill_ends(
         self, endpoint: str, uncached_tokens: int, now: float, *, first_byte_expected: bool
-    ) -> float:
-        """When a prefill of `uncached_tokens` dispatched now to `endpoint` is taken as over if
-        nothing said so before (a first byte, the engine's counter)."""
-        estimate = self.prefill.estimate(
-            endpoint, uncached_tokens, first_byte_expected=first_byte_expected
-        )
-        return now + estimate
+    ) -> tuple[float, float]:
+        """(when a prefill of `uncached_tokens` dispatched now to `endpoint` is expected to end,
+        when it is taken as over if nothing said so before: a first byte, the engine's
+        counter). They differ by the fallback factor for a first byte that should come."""
+        expected, fallback = self.prefill.estimates(endpoint, uncached_tokens)
+        return now + expected, now + (fallback if first_byte_expected else expected)
 
     def detached_end(
         self, endpoint: str, uncached_tokens: int, output_tokens: int, dispatched_at: float

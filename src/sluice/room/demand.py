@@ -115,8 +115,7 @@ class Demand:
         for other in self._by_priority:
             if other <= priority:
                 return False
-            band = self._bands[other]
-            if band.waiting or self.hold.recent(band.arrivals, now):
+            if self._band_expected(other, now):
                 return True
         return False
 
@@ -125,10 +124,13 @@ class Demand:
         for other in reversed(self._by_priority):
             if other >= priority:
                 return False
-            band = self._bands[other]
-            if band.waiting or self.hold.recent(band.arrivals, now):
+            if self._band_expected(other, now):
                 return True
         return False
+
+    def _band_expected(self, priority: int, now: float) -> bool:
+        band = self._bands[priority]
+        return bool(band.waiting) or self.hold.recent(band.arrivals, now)
 
     def others_waiting(self, priority: int, fairness_id: str) -> bool:
         """Whether a flow of band `priority` other than `fairness_id` has a request waiting."""
@@ -143,8 +145,7 @@ class Demand:
         band = self._bands.get(priority)
         if band is None:
             return False
-        waiting = band.waiting
-        if len(waiting) > 1 or (waiting and fairness_id not in waiting):
+        if self.others_waiting(priority, fairness_id):
             return True
         for other in reversed(band.flows):
             if other == fairness_id:

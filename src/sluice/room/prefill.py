@@ -125,13 +125,16 @@ class PrefillEstimator:
     ) -> float:
         """Seconds until `uncached_tokens` of new prompt on `endpoint` produce a first token
         (`first_byte_expected`: the fallback for a first byte that should mark it)."""
+        expected, fallback = self.estimates(endpoint, uncached_tokens)
+        return fallback if first_byte_expected else expected
+
+    def estimates(self, endpoint: str, uncached_tokens: int) -> tuple[float, float]:
+        """(the estimate, the fallback for a first byte that should mark it), in seconds."""
         entry = self._endpoints.get(endpoint)
         fit = entry.fit if entry is not None else _Fit()
         overhead, per_token = fit.line(self._prior)
         seconds = (overhead + per_token * max(0, uncached_tokens)) * fit.margin
-        if first_byte_expected:
-            seconds *= FALLBACK_FACTOR
-        return min(self._max_s, seconds)
+        return min(self._max_s, seconds), min(self._max_s, seconds * FALLBACK_FACTOR)
 
     def observe_first_byte(self, endpoint: str, uncached_tokens: int, seconds: float) -> None:
         """A streamed response started `seconds` after its dispatch."""

@@ -31,6 +31,14 @@ class Ending(NamedTuple):
         return cls(now - seconds, now + seconds) if seconds > 0 else None
 
 
+def counted_pending_prefill(state: EndpointState, ending: Ending | None) -> int:
+    """The endpoint's pending prefill tokens the budget counts: all of them, or (`ending`) all
+    but those about to end. The other replicas' are added by the budget itself."""
+    if ending is None:
+        return state.pending_prefill_tokens
+    return state.pending_prefill_tokens_not_ending(ending.sent_by, ending.ends_by)
+
+
 def room_left(
     state: EndpointState,
     settings: RoomSettings,
@@ -116,11 +124,7 @@ def rule_inputs(
     rules were asked, so `pending_prefill_tokens` is what the budget counted)."""
     m = state.metrics
     above = 0 if priority is None else state.pending_prefills_above(priority)
-    pending = (
-        state.pending_prefill_tokens
-        if ending is None
-        else state.pending_prefill_tokens_not_ending(ending.sent_by, ending.ends_by)
-    )
+    pending = counted_pending_prefill(state, ending)
     return {
         "waiting": m.waiting,
         "running": m.running,
@@ -193,11 +197,7 @@ def prefill_hold(
     budget = settings.max_pending_prefill_tokens
     if not contended or budget is None:
         return None
-    pending = (
-        state.pending_prefill_tokens
-        if ending is None
-        else state.pending_prefill_tokens_not_ending(ending.sent_by, ending.ends_by)
-    )
+    pending = counted_pending_prefill(state, ending)
     if pending + state.peer_pending_prefill_tokens >= budget:  # pool-wide
         return PENDING_PREFILL
     # A prompt sent after a higher band's is prefilled in the same engine step (chunked prefill
