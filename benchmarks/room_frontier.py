@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+from sluice.bench.arms import arm_by_name
 from sluice.bench.harness.child import exit_on_sigterm
 from sluice.bench.metrics import delivered_output_tps, engine_concurrency
 from sluice.bench.report import isolation_ratios, markdown_table
@@ -83,6 +84,14 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIO_NAMES))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
+    for name in args.variants:
+        try:
+            arm_by_name(name)
+        except ValueError as error:  # named before any run starts, not as a worker's traceback
+            parser.error(f"--variants: {error}")
+    unknown = sorted(set(args.scenarios) - set(SCENARIO_NAMES))
+    if unknown:
+        parser.error(f"--scenarios: unknown {unknown}; known: {', '.join(SCENARIO_NAMES)}")
     started = time.monotonic()
     rows = frontier(args.scenarios, args.variants, quick=args.quick, reps=args.reps)
     header = (
