@@ -34,12 +34,12 @@ REFERENCE = "round-robin"
 VARIANTS = (
     "sluice-default",
     "sluice@ending=0,bgending=0",
-    "sluice@lowinflight=none",
+    "sluice@lowinflight=64",
     "sluice@headroom=0",
-    "sluice@prefill=400,lowinflight=none",
-    "sluice@prefill=800,lowinflight=none",
-    "sluice@prefill=300,lowinflight=none",
-    "sluice@prefill=none,lowinflight=none,headroom=0",
+    "sluice@prefill=400",
+    "sluice@prefill=800",
+    "sluice@prefill=300",
+    "sluice@prefill=none,headroom=0",
 )
 SCENARIO_NAMES = ("two-bands", "noisy-neighbour", "priority-mix")
 

@@ -36,7 +36,7 @@ def test_sluices_room_fields_live_in_the_saturation_detector() -> None:
 def test_sluices_room_defaults_apply_unless_turned_off_with_zero() -> None:
     default = load_sluice_config("saturationDetector: {queueDepthThreshold: 5}\n").room
     assert default.max_in_flight_requests is None
-    assert default.lower_priority_max_in_flight is not None
+    assert default.lower_priority_max_in_flight is None  # off unless set (docs/room.md)
     assert default.max_pending_prefill_tokens is not None
     assert default.background_headroom_endpoints == 1
     off = load_sluice_config(
@@ -115,7 +115,7 @@ def test_mistakes_name_the_file_and_line(text: str, message: str) -> None:
         load_sluice_config(text, "config.yaml")
 
 
-def test_the_default_lower_band_cap_never_exceeds_a_cap_the_user_set() -> None:
+def test_a_cap_for_all_bands_sets_no_lower_band_cap_of_its_own() -> None:
     room = load_sluice_config("saturationDetector: {maxInFlightPerEndpoint: 2}\n").room
     assert room.max_in_flight_requests == 2
-    assert room.lower_priority_max_in_flight == 2
+    assert room.lower_priority_max_in_flight is None  # the all-bands cap binds every band

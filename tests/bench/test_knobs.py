@@ -94,13 +94,14 @@ def test_noisy_neighbour_light_tenant_keeps_its_unloaded_ttft() -> None:
     assert off > 2 * alone
 
 
-def test_an_in_flight_cap_below_the_default_lower_band_cap_lowers_it_as_the_config_does() -> None:
+def test_the_lower_band_cap_is_off_unless_a_variant_names_it() -> None:
     arm = arm_by_name("sluice@inflight=2")
     assert arm.room.max_in_flight_requests == 2
-    assert arm.room.lower_priority_max_in_flight == 2
-    assert "maxInFlightPerEndpointBelowTopPriority: 2" in sluice_config_text(arm)
+    assert arm.room.lower_priority_max_in_flight is None
+    assert "maxInFlightPerEndpointBelowTopPriority: 0" in sluice_config_text(arm)
     named = arm_by_name("sluice@inflight=2,lowinflight=1")
     assert named.room.lower_priority_max_in_flight == 1
+    assert "maxInFlightPerEndpointBelowTopPriority: 1" in sluice_config_text(named)
 
 
 def test_a_variant_keeps_the_defaults_plugin_parameters_unless_it_names_them() -> None:

@@ -313,11 +313,6 @@ def arm_by_name(name: str) -> Arm:
         {_WEIGHT_KEYS[k]: v for k, v in weights.items() if v > 0}, parameters=parameters
     )
     arm = sluice_arm(name, f"Sluice variant: {spec}", yaml_text)
-    cap, lower = room.get("max_in_flight_requests"), arm.room.lower_priority_max_in_flight
-    named = "lower_priority_max_in_flight" in room
-    if not named and isinstance(cap, int) and lower is not None and lower > cap:
-        # as the config does: the default lower-band cap never exceeds a cap the variant set
-        room["lower_priority_max_in_flight"] = cap
     arm = replace(
         arm,
         room=replace(arm.room, **room),  # type: ignore[arg-type]

@@ -560,7 +560,7 @@ SCENARIOS: dict[str, Scenario] = {
             _intermittent,
             loads=(1.5,),
             quick_loads=(1.5,),
-            arms=(*STANDARD_ARM_NAMES, "sluice@lowinflight=0", "sluice@holdmin=100000"),
+            arms=(*STANDARD_ARM_NAMES, "sluice@lowinflight=64", "sluice@holdmin=100000"),
             protected=("interactive",),
             load_unit="x capacity",
         ),

@@ -19,7 +19,6 @@ from sluice.util.located import ConfigError
 
 _M = TypeVar("_M", bound=Strict)
 
-DEFAULT_LOWER_PRIORITY_MAX_IN_FLIGHT = 64
 DEFAULT_MAX_PENDING_PREFILL_TOKENS = 1
 
 
@@ -151,11 +150,7 @@ def build_room(
     detector: SaturationDetector | None, where: str = "saturationDetector"
 ) -> RoomSettings:
     d = detector or SaturationDetector()
-    room = replace(
-        DEFAULT_ROOM,
-        lower_priority_max_in_flight=DEFAULT_LOWER_PRIORITY_MAX_IN_FLIGHT,
-        max_pending_prefill_tokens=DEFAULT_MAX_PENDING_PREFILL_TOKENS,
-    )
+    room = replace(DEFAULT_ROOM, max_pending_prefill_tokens=DEFAULT_MAX_PENDING_PREFILL_TOKENS)
     # Upstream: a threshold <= 0 means "use the default".
     if d.queue_depth_threshold is not None and d.queue_depth_threshold > 0:
         room = replace(room, queue_depth=d.queue_depth_threshold)
@@ -166,17 +161,17 @@ def build_room(
     # Sluice's caps: 0 turns one off.
     if d.max_in_flight_per_endpoint is not None:
         room = replace(room, max_in_flight_requests=d.max_in_flight_per_endpoint or None)
-    cap, lower = room.max_in_flight_requests, room.lower_priority_max_in_flight
+    # Off unless set: with the pending-prefill budget a cap on the lower bands' running count
+    # only cost them throughput (docs/room.md, "2026-12-07, night").
     if d.max_in_flight_per_endpoint_below_top_priority is not None:
+        cap = room.max_in_flight_requests
         lower = d.max_in_flight_per_endpoint_below_top_priority or None
         if cap is not None and lower is not None and lower > cap:
             raise ConfigError(
                 f"{where}.maxInFlightPerEndpointBelowTopPriority",
                 f"must be at most maxInFlightPerEndpoint ({cap}): lower bands never get more room",
             )
-    elif cap is not None and lower is not None and lower > cap:
-        lower = cap  # the default never exceeds a cap the user set
-    room = replace(room, lower_priority_max_in_flight=lower)
+        room = replace(room, lower_priority_max_in_flight=lower)
     if d.max_pending_prefill_tokens_per_endpoint is not None:
         room = replace(
             room, max_pending_prefill_tokens=d.max_pending_prefill_tokens_per_endpoint or None
