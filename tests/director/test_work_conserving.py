@@ -113,9 +113,11 @@ class Pool:
         name = result.endpoint.name
         state = self.core.registry.get(name)
         assert state is not None
-        estimate = self.core.room.prefill.estimate(
-            name, request.prompt_tokens, first_byte_expected=request.first_byte_expected
+        # the prefill's due time as the director had it from the room at dispatch
+        _, due_at = self.core.room.prefill_ends(
+            name, request.prompt_tokens, now, first_byte_expected=request.first_byte_expected
         )
+        estimate = due_at - now
         self.estimates[id(request)] = estimate
         self.dispatched_at[id(request)] = now
         self.engines[name].first_token_at[id(request)] = now + self.rng.uniform(0.1, 2.0) * (

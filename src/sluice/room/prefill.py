@@ -120,13 +120,9 @@ class PrefillEstimator:
         )
         self._endpoints: dict[str, _Endpoint] = {}
 
-    def estimate(
-        self, endpoint: str, uncached_tokens: int, *, first_byte_expected: bool = False
-    ) -> float:
-        """Seconds until `uncached_tokens` of new prompt on `endpoint` produce a first token
-        (`first_byte_expected`: the fallback for a first byte that should mark it)."""
-        expected, fallback = self.estimates(endpoint, uncached_tokens)
-        return fallback if first_byte_expected else expected
+    def estimate(self, endpoint: str, uncached_tokens: int) -> float:
+        """Seconds until `uncached_tokens` of new prompt on `endpoint` produce a first token."""
+        return self.estimates(endpoint, uncached_tokens)[0]
 
     def estimates(self, endpoint: str, uncached_tokens: int) -> tuple[float, float]:
         """(the estimate, the fallback for a first byte that should mark it), in seconds."""
