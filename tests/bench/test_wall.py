@@ -133,6 +133,16 @@ def test_wall_report_has_goodput_ratios_isolation_and_targets() -> None:
     assert SMG_PRIORITY_NOTE not in text  # said where smg:priority ran
 
 
+def test_an_isolation_target_says_how_few_requests_its_p99s_rest_on() -> None:
+    # the light tenant sent 10 requests loaded and 7 alone: a p99 of 7 is its worst request's
+    scenario = _noisy_scenario()
+    for (run,) in scenario.runs.values():
+        assert run.baseline is not None
+        run.baseline.records = run.baseline.records[3:]
+    text = render_wall([scenario], "sluice bench --mode wall", 9.0)
+    assert "p99 ratio per rep 1.12 (each p99 over at least 7 requests)" in text
+
+
 def test_machine_cpu_share_is_a_fraction() -> None:
     before = machine_cpu()
     sum(i * i for i in range(200_000))

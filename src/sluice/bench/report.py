@@ -153,6 +153,22 @@ def isolation_ratios(result: ScenarioResult, arm: str) -> list[float]:
     return out
 
 
+def isolation_sample_sizes(result: ScenarioResult, arm: str) -> list[int]:
+    """Per repetition, the fewest protected requests behind a p99 of `isolation_ratios` (the
+    loaded run's or the run alone, whichever tenant measured fewest). Under 100, a p99 is
+    nearly its sample's worst request, and one request moves the ratio."""
+    out = []
+    for loaded, alone in zip(result.runs.get(arm, []), result.baselines.get(arm, []), strict=False):
+        counts = [
+            summary.requests
+            for run in (loaded, alone)
+            for tenant, summary in by_key(run, "tenant").items()
+            if tenant in result.scenario.protected
+        ]
+        out.append(min(counts, default=0))
+    return out
+
+
 def _isolation_section(result: ScenarioResult) -> list[str]:
     protected = ", ".join(result.scenario.protected)
     header = [
@@ -349,6 +365,8 @@ def targets(results: Sequence[ScenarioResult]) -> list[Target]:
         busy = [busy_fraction(r) for r in iso.runs.get(SLUICE, []) if r.samples]
         worst = max(ratios) if ratios else math.nan
         evidence = f"p99 ratio per rep {', '.join(fmt(x) for x in ratios)}"
+        sizes = isolation_sample_sizes(iso, SLUICE)
+        evidence += f" (each p99 over at least {', '.join(str(n) for n in sizes)} requests)"
         if busy:
             evidence += f"; pool busy {', '.join(fmt(b) for b in busy)}"
         claim = (
