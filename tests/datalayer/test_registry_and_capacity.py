@@ -56,6 +56,24 @@ def test_dispatches_after_a_scrape_started_stay_unseen_until_the_next_scrape() -
     assert (state.in_flight_requests, state.unseen_requests, state.unseen_tokens) == (1, 0, 0)
 
 
+def test_a_request_seen_by_a_scrape_that_ends_counts_as_ended_until_the_next_scrape() -> None:
+    registry = EndpointRegistry()
+    registry.add(_endpoint(1))
+    seen = [registry.dispatch("pod-1", 100) for _ in range(3)]
+    _scrape(registry, "pod-1", 1.0, running=3)
+    unseen = registry.dispatch("pod-1", 100)
+    state = registry.get("pod-1")
+    assert state is not None
+    registry.complete(seen[0])
+    registry.complete(unseen)  # the engine never counted it: nothing to take off its count
+    assert state.ended_since_scrape == 1
+    mark = registry.begin_scrape("pod-1")
+    assert mark is not None
+    registry.complete(seen[1])  # after the scrape began: its page, made then, still counts it
+    registry.record_scrape(mark, EngineMetrics(running=2, updated_at=1.1))  # type: ignore[arg-type]
+    assert state.ended_since_scrape == 1  # so the engine runs 2 - 1: seen[2]
+
+
 def test_a_late_answer_to_an_older_scrape_is_ignored() -> None:
     registry = EndpointRegistry()
     registry.add(_endpoint(1))

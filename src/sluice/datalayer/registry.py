@@ -40,6 +40,9 @@ class EndpointState:
     in_flight_tokens: int = 0
     unseen_requests: int = 0
     unseen_tokens: int = 0
+    # Requests Sluice saw end after the engine's last scrape began, which that scrape still
+    # counted in `running + waiting`: the engine's load is that much lower than it last said.
+    ended_since_scrape: int = 0
     dispatched_total: int = 0
     # Dispatches whose prefill is not over yet (first byte, the engine's counter or the room's
     # estimate): the engine is (or will be) running them, the step cost every other request on
@@ -69,7 +72,9 @@ class EndpointState:
     # dispatch sequence number -> (when it was sent, when its prefill is expected to end: the
     # room's estimate, not the later fallback that ends its hold), for those that have one
     _expected: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False)
-    _scrape_marks: dict[int, int] = field(default_factory=dict, repr=False)
+    # scrape id -> (dispatches, and ends of dispatches a scrape had counted) when it began
+    _scrape_marks: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _ended_seen_total: int = 0
     _next_scrape_id: int = 0
     # The engine's first-token counter predicts which dispatches have had their first token:
     # dispatch `sequence` has once the counter reaches `sequence + _first_token_offset` (in
@@ -275,7 +280,7 @@ class EndpointRegistry:
             return None
         scrape_id = state._next_scrape_id
         state._next_scrape_id += 1
-        state._scrape_marks[scrape_id] = state.dispatched_total
+        state._scrape_marks[scrape_id] = (state.dispatched_total, state._ended_seen_total)
         return ScrapeMark(name, scrape_id)
 
     def record_scrape(self, mark: ScrapeMark, metrics: EngineMetrics) -> None:
@@ -283,10 +288,12 @@ class EndpointRegistry:
         state = self._states.get(mark.endpoint_name)
         if state is None:
             return
-        seen_up_to = state._scrape_marks.pop(mark.scrape_id, None)
+        marks = state._scrape_marks.pop(mark.scrape_id, None)
         self._forget_marks_before(state, mark.scrape_id)
-        if seen_up_to is None:
+        if marks is None:
             return  # a late answer to an older scrape than one already applied
+        seen_up_to, ended_before = marks
+        state.ended_since_scrape = state._ended_seen_total - ended_before
         previous_at = state.metrics.updated_at
         state.metrics = metrics
         state.missing_metrics = metrics.missing_metrics
@@ -563,6 +570,7 @@ class EndpointRegistry:
             self._end_prefill(state, ticket.sequence, PrefillEnd.COMPLETED)
         if not got_first_token and state._first_token_offset is not None:
             state._first_token_offset -= 1
+        held = ticket.sequence in state._held
         state._held.discard(ticket.sequence)
         state.in_flight_requests = max(0, state.in_flight_requests - 1)
         state.in_flight_tokens = max(0, state.in_flight_tokens - ticket.tokens)
@@ -570,3 +578,6 @@ class EndpointRegistry:
         if tokens is not None:
             state.unseen_requests -= 1
             state.unseen_tokens -= tokens
+        elif not held:  # a scrape counted it at the engine: until the next, it counts it too
+            state._ended_seen_total += 1
+            state.ended_since_scrape += 1
