@@ -40,9 +40,6 @@ class EndpointState:
     in_flight_tokens: int = 0
     unseen_requests: int = 0
     unseen_tokens: int = 0
-    # Requests Sluice saw end after the engine's last scrape began, which that scrape still
-    # counted in `running + waiting`: the engine's load is that much lower than it last said.
-    ended_since_scrape: int = 0
     dispatched_total: int = 0
     # Dispatches whose prefill is not over yet (first byte, the engine's counter or the room's
     # estimate): the engine is (or will be) running them, the step cost every other request on
@@ -75,6 +72,7 @@ class EndpointState:
     # scrape id -> (dispatches, and ends of dispatches a scrape had counted) when it began
     _scrape_marks: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
     _ended_seen_total: int = 0
+    _ended_seen_at_scrape: int = 0  # `_ended_seen_total` when the applied scrape began
     _next_scrape_id: int = 0
     # The engine's first-token counter predicts which dispatches have had their first token:
     # dispatch `sequence` has once the counter reaches `sequence + _first_token_offset` (in
@@ -109,6 +107,12 @@ class EndpointState:
     def held_requests(self) -> int:
         """In flight from Sluice but held back before the engine (a prefix being computed)."""
         return len(self._held)
+
+    @property
+    def ended_since_scrape(self) -> int:
+        """Requests Sluice saw end after the applied scrape began, which that scrape still
+        counted in `running + waiting`: the engine's load is that much lower than it said."""
+        return self._ended_seen_total - self._ended_seen_at_scrape
 
     def pending_prefills_above(self, priority: int) -> int:
         """Pending prefills of bands above `priority`."""
@@ -292,8 +296,7 @@ class EndpointRegistry:
         self._forget_marks_before(state, mark.scrape_id)
         if marks is None:
             return  # a late answer to an older scrape than one already applied
-        seen_up_to, ended_before = marks
-        state.ended_since_scrape = state._ended_seen_total - ended_before
+        seen_up_to, state._ended_seen_at_scrape = marks
         previous_at = state.metrics.updated_at
         state.metrics = metrics
         state.missing_metrics = metrics.missing_metrics
@@ -580,4 +583,3 @@ class EndpointRegistry:
             state.unseen_tokens -= tokens
         elif not held:  # a scrape counted it at the engine: until the next, it counts it too
             state._ended_seen_total += 1
-            state.ended_since_scrape += 1

@@ -132,6 +132,7 @@ def rule_inputs(
         "kv_cache_known": m.kv_cache_known,
         "in_flight": state.in_flight_requests,
         "unseen": state.unseen_requests,
+        "ended_since_scrape": state.ended_since_scrape,
         "pending_prefill_tokens": pending,
         "pending_prefill_tokens_ending": state.pending_prefill_tokens - pending,
         "higher_band_prefills": above,
