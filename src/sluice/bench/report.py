@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.bench.metrics import (
+    Summary,
     busy_fraction,
     by_key,
     delivered_output_tps,
@@ -138,35 +139,40 @@ def _fixed_section(result: ScenarioResult) -> list[str]:
     return markdown_table(header, rows)
 
 
-def isolation_ratios(result: ScenarioResult, arm: str) -> list[float]:
-    """Protected tenants' p99 TTFT loaded / alone, per repetition (worst tenant)."""
+def _protected_summaries(result: ScenarioResult, arm: str) -> list[list[tuple[Summary, Summary]]]:
+    """Per repetition, (loaded, alone) summaries of each protected tenant measured in both."""
     out = []
     for loaded, alone in zip(result.runs.get(arm, []), result.baselines.get(arm, []), strict=False):
-        worst = 0.0
-        for tenant in result.scenario.protected:
-            a = by_key(alone, "tenant").get(tenant)
-            b = by_key(loaded, "tenant").get(tenant)
-            if a is None or b is None:
-                continue
-            worst = max(worst, b.ttft_p99 / a.ttft_p99 if a.ttft_p99 > 0 else math.inf)
-        out.append(worst)
+        alone_by, loaded_by = by_key(alone, "tenant"), by_key(loaded, "tenant")
+        out.append(
+            [
+                (loaded_by[t], alone_by[t])
+                for t in result.scenario.protected
+                if t in loaded_by and t in alone_by
+            ]
+        )
     return out
+
+
+def isolation_ratios(result: ScenarioResult, arm: str) -> list[float]:
+    """Protected tenants' p99 TTFT loaded / alone, per repetition (worst tenant)."""
+    return [
+        max(
+            (b.ttft_p99 / a.ttft_p99 if a.ttft_p99 > 0 else math.inf for b, a in pairs),
+            default=0.0,
+        )
+        for pairs in _protected_summaries(result, arm)
+    ]
 
 
 def isolation_sample_sizes(result: ScenarioResult, arm: str) -> list[int]:
     """Per repetition, the fewest protected requests behind a p99 of `isolation_ratios` (the
     loaded run's or the run alone, whichever tenant measured fewest). Under 100, a p99 is
     nearly its sample's worst request, and one request moves the ratio."""
-    out = []
-    for loaded, alone in zip(result.runs.get(arm, []), result.baselines.get(arm, []), strict=False):
-        counts = [
-            summary.requests
-            for run in (loaded, alone)
-            for tenant, summary in by_key(run, "tenant").items()
-            if tenant in result.scenario.protected
-        ]
-        out.append(min(counts, default=0))
-    return out
+    return [
+        min((min(b.requests, a.requests) for b, a in pairs), default=0)
+        for pairs in _protected_summaries(result, arm)
+    ]
 
 
 def _isolation_section(result: ScenarioResult) -> list[str]:
