@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from sluice.bench.harness.ports import free_port
+from sluice.bench.harness.ports import held_port
 from sluice.extproc import BodyMode
 
 REPO = Path(__file__).resolve().parents[4]
@@ -36,9 +36,15 @@ def _venv_envoy() -> str | None:
 
 @dataclass
 class GatewayPorts:
-    admin: int = field(default_factory=free_port)
-    listener: int = field(default_factory=free_port)
-    epp: int = field(default_factory=free_port)
+    """Envoy's admin and listener ports and Sluice's ext_proc port. They are chosen when the
+    stack is set up and bound seconds later, once the engines and Sluice are up, so they come
+    from below the ephemeral range (`held_port`): a port the kernel picked as free was taken
+    by an outgoing connection in the meantime ("cannot bind 127.0.0.1:54023: Address already
+    in use", `make test` 2026-12-08)."""
+
+    admin: int = field(default_factory=held_port)
+    listener: int = field(default_factory=held_port)
+    epp: int = field(default_factory=held_port)
 
 
 def render_config(
