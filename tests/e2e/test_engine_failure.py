@@ -20,7 +20,7 @@ import pytest
 
 from e2e.support import write_pool
 from sluice.app import App
-from sluice.bench.harness.ports import free_port, wait_listening
+from sluice.bench.harness.ports import free_port, held_port, wait_listening
 from sluice.cli.serve_options import parse_serve_options
 
 pytestmark = pytest.mark.slow
@@ -43,10 +43,11 @@ STALENESS_S = 0.2  # the saturation detector's metricsStalenessThreshold (upstre
 class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.ports = [free_port() for _ in range(3)]
+        # bound seconds from now (the engines start, then Sluice): below the ephemeral range
+        self.ports = [held_port() for _ in range(3)]
         self.engines: dict[int, subprocess.Popen[bytes]] = {}
         self.app: App | None = None
-        self.proxy_port = free_port()
+        self.proxy_port = held_port()
 
     async def start(self) -> None:
         for port in self.ports:

@@ -15,7 +15,7 @@ import pytest
 
 from e2e.test_envoy_with_sluice import Stack
 from sluice.bench.harness.envoy import envoy_binary
-from sluice.bench.harness.ports import free_port
+from sluice.bench.harness.ports import held_port
 from sluice.extproc import BodyMode
 
 pytestmark = [
@@ -30,7 +30,7 @@ ROUNDS = 2  # requests per endpoint token
 
 @pytest.fixture(params=[BodyMode.FULL_DUPLEX_STREAMED, BodyMode.BUFFERED], ids=lambda m: m.name)
 async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    proxy_port = free_port()
+    proxy_port = held_port()  # bound once the engines are up, seconds from now
     running = Stack(tmp_path, request.param, CONFIG, (f"--proxy-port={proxy_port}",))
     running.proxy_url = f"http://127.0.0.1:{proxy_port}"  # type: ignore[attr-defined]
     try:
