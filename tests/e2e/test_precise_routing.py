@@ -47,7 +47,9 @@ async def test_a_prefix_cached_behind_sluices_back_is_found_through_kv_events(
 ) -> None:
     profile = get_profile("llama-8b-h100")
     engine_config = with_engine(profile, hash_seed=SEED)
-    http, pub, replay = free_port_block(3), free_port_block(3), free_port_block(3)
+    # Below the ephemeral range: between this pick and the third engine's bind, an outgoing
+    # connection took one of these (make test, 2026-12-08: "error while attempting to bind").
+    http, pub, replay = (free_port_block(3, below_ephemeral=True) for _ in range(3))
     kv = KVEventsConfig(
         enable_kv_cache_events=True,
         endpoint=f"tcp://*:{pub}",
